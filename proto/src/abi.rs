@@ -1,0 +1,579 @@
+//! The boot ABI between `credguard-vmm` and the enclave kernel.
+//!
+//! The VMM prepares the whole boot state from this module (page tables, GDT, TSS, IDT, boot info)
+//! and the enclave's ring-0 assembly uses the same constants, so the two cannot drift. The VMM
+//! builds the descriptor tables rather than the guest because on the target machines guest ring-0
+//! code is emulated instruction by instruction (thousands of times slower than native); every
+//! table the guest would fill itself costs milliseconds of boot time. Ring 0 is left with the
+//! parts only it can do: taking interrupts and faults, halting, and port I/O.
+//!
+//! # Guest physical layout (identity mapped)
+//!
+//! | GPA | what | mapping |
+//! |---|---|---|
+//! | `0x0000` | null page | not present |
+//! | [`PML4_GPA`]..[`GDT_GPA`] | page tables | supervisor, RW, NX |
+//! | [`GDT_GPA`], [`IDT_GPA`], [`TSS_GPA`] | descriptor tables | supervisor, RW, NX |
+//! | [`BOOT_INFO_GPA`] | [`BootInfo`] | user, read-only, NX |
+//! | [`REPORT_GPA`] | [`Report`] (fault record, benchmark results) | user, RW, NX |
+//! | [`KERNEL_STACK_BOTTOM`]..[`KERNEL_STACK_TOP`] | ring-0 stack (TSS RSP0) | supervisor, RW, NX |
+//! | [`IMAGE_BASE_GPA`]..[`IMAGE_LIMIT_GPA`] | the signed ELF image (vector stubs first) | user, RWX |
+//! | [`DMA_WINDOW_GPA`] | virtqueues and their buffers (shared with the VMM) | user, RW, NX |
+//! | [`HEAP_GPA`]..user stack | ring-3 heap, then ring-3 stack up to the end of RAM | user, RW, NX |
+//! | [`VSOCK_MMIO_GPA`] | virtio-mmio vsock registers | user, uncached, NX |
+//! | [`DOORBELL_MMIO_GPA`] | benchmark doorbell (ioeventfd) | user, uncached, NX |
+//! | [`LAPIC_GPA`] | local APIC (EOI from ring 0) | supervisor, uncached, NX |
+
+use alloc::vec::Vec;
+
+/// Size of a small page.
+pub const PAGE_SIZE: u64 = 0x1000;
+/// Size of a large (2 MiB) page.
+pub const LARGE_PAGE_SIZE: u64 = 0x20_0000;
+
+/// Top-level page table.
+pub const PML4_GPA: u64 = 0x1000;
+/// Page-directory-pointer table, the only one (the guest lives below 4 GiB).
+pub const PDPT_GPA: u64 = 0x2000;
+/// Page directory for 0..1 GiB (RAM).
+pub const PD_LOW_GPA: u64 = 0x3000;
+/// Page table for 0..2 MiB in 4 KiB pages, so the low pages get their own permissions.
+pub const PT_LOW_GPA: u64 = 0x4000;
+/// Page directory for 3..4 GiB (MMIO).
+pub const PD_MMIO_GPA: u64 = 0x5000;
+/// Global descriptor table.
+pub const GDT_GPA: u64 = 0x6000;
+/// Interrupt descriptor table (256 gates).
+pub const IDT_GPA: u64 = 0x7000;
+/// Task state segment (RSP0 for interrupts taken in ring 3).
+pub const TSS_GPA: u64 = 0x8000;
+/// The [`BootInfo`] page, written by the VMM, read-only to the guest.
+pub const BOOT_INFO_GPA: u64 = 0x9000;
+/// The [`Report`] page: written by the guest, read by the VMM.
+pub const REPORT_GPA: u64 = 0xA000;
+/// Lowest address of the ring-0 stack.
+pub const KERNEL_STACK_BOTTOM: u64 = 0xB000;
+/// Initial RSP of ring 0, and RSP0 in the TSS.
+pub const KERNEL_STACK_TOP: u64 = 0x10000;
+
+/// Where the image is linked and loaded; its first bytes are the vector stubs.
+pub const IMAGE_BASE_GPA: u64 = 0x10_0000;
+/// The image's loaded segments must end at or below this address.
+pub const IMAGE_LIMIT_GPA: u64 = DMA_WINDOW_GPA;
+/// Start of the DMA window: virtqueues and packet buffers, the only guest RAM the VMM's devices
+/// touch after boot.
+pub const DMA_WINDOW_GPA: u64 = 0x60_0000;
+/// Size of the DMA window.
+pub const DMA_WINDOW_SIZE: u64 = 0x20_0000;
+/// Start of the ring-3 heap.
+pub const HEAP_GPA: u64 = DMA_WINDOW_GPA + DMA_WINDOW_SIZE;
+/// Size of the ring-3 stack, at the top of RAM.
+pub const USER_STACK_SIZE: u64 = 0x8_0000;
+
+/// Smallest guest RAM the layout fits in (leaves 3.5 MiB of heap).
+pub const MIN_RAM_SIZE: u64 = 12 << 20;
+/// Default guest RAM.
+pub const DEFAULT_RAM_SIZE: u64 = 16 << 20;
+/// Largest guest RAM the page tables map (one page directory).
+pub const MAX_RAM_SIZE: u64 = 1 << 30;
+
+/// Interrupt-vector stubs: vector `v`'s entry point is `VECTOR_STUBS_GPA + v * VECTOR_STUB_SIZE`.
+/// The enclave's linker script puts them at the start of the image; the VMM points the IDT there.
+pub const VECTOR_STUBS_GPA: u64 = IMAGE_BASE_GPA;
+/// Bytes per vector stub.
+pub const VECTOR_STUB_SIZE: u64 = 32;
+/// Number of IDT gates.
+pub const IDT_ENTRIES: usize = 256;
+
+/// Virtio-mmio register block of the vsock device.
+pub const VSOCK_MMIO_GPA: u64 = 0xD000_0000;
+/// Size of the vsock device's register block.
+pub const VSOCK_MMIO_SIZE: u64 = 0x1000;
+/// GSI (IOAPIC pin) of the vsock device's interrupt.
+pub const VSOCK_GSI: u32 = 5;
+/// Vector the vsock interrupt arrives on.
+pub const VSOCK_VECTOR: u8 = 0x30;
+/// A write here rings the benchmark doorbell (an ioeventfd; no exit to the VMM process).
+pub const DOORBELL_MMIO_GPA: u64 = 0xD000_1000;
+/// GSI the VMM answers the doorbell on.
+pub const DOORBELL_GSI: u32 = 6;
+/// Vector of the doorbell answer.
+pub const DOORBELL_VECTOR: u8 = 0x31;
+/// Local APIC base.
+pub const LAPIC_GPA: u64 = 0xFEE0_0000;
+/// Offset of the local APIC's end-of-interrupt register.
+pub const LAPIC_EOI_OFFSET: u64 = 0xB0;
+
+/// The 16550 serial console's I/O port (ring 0 only: ring-3 port I/O faults).
+pub const SERIAL_PORT: u16 = 0x3f8;
+/// A 32-bit `out` here ends the guest with an [`ExitCode`].
+pub const EXIT_PORT: u16 = 0xf4;
+
+/// Interrupt vector of the system-call gate (DPL 3).
+pub const SYSCALL_VECTOR: u8 = 0x80;
+/// `int 0x80` with RAX = this, RDI = pointer, RSI = length: write bytes to the serial console.
+pub const SYS_WRITE: u64 = 0;
+/// `int 0x80` with RAX = this: sleep until an interrupt arrives (returns at once if one arrived
+/// since the last wait).
+pub const SYS_WAIT: u64 = 1;
+/// `int 0x80` with RAX = this, RDI = [`ExitCode`]: stop the guest.
+pub const SYS_EXIT: u64 = 2;
+
+/// Kernel 64-bit code selector.
+pub const KERNEL_CS: u16 = 0x10;
+/// Kernel data selector.
+pub const KERNEL_DS: u16 = 0x18;
+/// User 64-bit code selector (RPL 3). It must equal the host's `__USER_CS` under PVM.
+pub const USER_CS: u16 = 0x33;
+/// User data selector (RPL 3). It must equal the host's `__USER_DS` under PVM.
+pub const USER_DS: u16 = 0x2b;
+/// TSS selector.
+pub const TSS_SELECTOR: u16 = 0x40;
+
+/// CR0 at entry: PE, MP, ET, NE, WP, PG.
+pub const ENTRY_CR0: u64 = 1 | (1 << 1) | (1 << 4) | (1 << 5) | (1 << 16) | (1 << 31);
+/// CR4 at entry: PAE, OSFXSR, OSXMMEXCPT (the Rust code uses SSE2).
+pub const ENTRY_CR4: u64 = (1 << 5) | (1 << 9) | (1 << 10);
+/// EFER at entry: LME, LMA, NXE.
+pub const ENTRY_EFER: u64 = (1 << 8) | (1 << 10) | (1 << 11);
+/// MXCSR at entry (all exceptions masked).
+pub const ENTRY_MXCSR: u32 = 0x1f80;
+/// x87 control word at entry.
+pub const ENTRY_FCW: u16 = 0x37f;
+
+/// vsock context id of the enclave.
+pub const GUEST_CID: u64 = 3;
+/// vsock port the enclave's service listens on.
+pub const ENCLAVE_VSOCK_PORT: u32 = 7000;
+
+/// `BootInfo::magic`: "CGBOOT01".
+pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"CGBOOT01");
+/// Version of this ABI; the enclave refuses a boot info of another version.
+pub const ABI_VERSION: u64 = 1;
+/// Length of a SHA-384 measurement.
+pub const MEASUREMENT_LEN: usize = 48;
+
+/// Why the guest stopped, as written to [`EXIT_PORT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ExitCode {
+    /// The guest finished on purpose.
+    Clean = 0,
+    /// A Rust panic; its message went to the serial console first.
+    Panic = 1,
+    /// A CPU exception; the [`Report`] page holds the fault record.
+    Fault = 2,
+    /// The doorbell benchmark is done; the [`Report`] page holds its results.
+    BenchDone = 3,
+}
+
+impl ExitCode {
+    /// The code for a raw value written to [`EXIT_PORT`].
+    pub fn from_raw(raw: u32) -> Option<Self> {
+        Some(match raw {
+            0 => ExitCode::Clean,
+            1 => ExitCode::Panic,
+            2 => ExitCode::Fault,
+            3 => ExitCode::BenchDone,
+            _ => return None,
+        })
+    }
+}
+
+/// What the guest should do after boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+pub enum BootMode {
+    /// Serve the enclave service on vsock.
+    Service = 0,
+    /// Ring the doorbell `mode_arg` times and report the round-trip times, then exit.
+    DoorbellBench = 1,
+    /// Panic on purpose right after boot (tests that a panic is reported, not a hang).
+    PanicSelfTest = 2,
+}
+
+impl BootMode {
+    /// The mode for a raw [`BootInfo::boot_mode`].
+    pub fn from_raw(raw: u64) -> Option<Self> {
+        Some(match raw {
+            0 => BootMode::Service,
+            1 => BootMode::DoorbellBench,
+            2 => BootMode::PanicSelfTest,
+            _ => return None,
+        })
+    }
+}
+
+/// Handed to the enclave at [`BOOT_INFO_GPA`]; RDI points here at entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct BootInfo {
+    /// [`BOOT_MAGIC`].
+    pub magic: u64,
+    /// [`ABI_VERSION`].
+    pub abi_version: u64,
+    /// Guest RAM in bytes, from GPA 0.
+    pub ram_size: u64,
+    /// TSC frequency in kHz, for uptime.
+    pub tsc_khz: u64,
+    /// A [`BootMode`].
+    pub boot_mode: u64,
+    /// Argument of the boot mode (iterations of the doorbell benchmark).
+    pub mode_arg: u64,
+    /// Start of the ring-3 heap.
+    pub heap_start: u64,
+    /// Size of the ring-3 heap.
+    pub heap_size: u64,
+    /// Initial ring-3 stack pointer (16-byte aligned; the kernel enters with it minus 8).
+    pub user_stack_top: u64,
+    /// Size in bytes of the signed image file.
+    pub image_size: u64,
+    /// SHA-384 of the signed image file, as the VMM verified it before boot.
+    pub measurement: [u8; MEASUREMENT_LEN],
+}
+
+/// Size of [`BootInfo`] in bytes.
+pub const BOOT_INFO_SIZE: usize = core::mem::size_of::<BootInfo>();
+
+impl BootInfo {
+    /// The boot info for a guest of `ram_size` bytes (which [`check_ram_size`] accepts).
+    pub fn new(
+        ram_size: u64,
+        tsc_khz: u64,
+        boot_mode: BootMode,
+        mode_arg: u64,
+        image_size: u64,
+        measurement: [u8; MEASUREMENT_LEN],
+    ) -> Self {
+        let user_stack_top = ram_size;
+        BootInfo {
+            magic: BOOT_MAGIC,
+            abi_version: ABI_VERSION,
+            ram_size,
+            tsc_khz,
+            boot_mode: boot_mode as u64,
+            mode_arg,
+            heap_start: HEAP_GPA,
+            heap_size: ram_size - USER_STACK_SIZE - HEAP_GPA,
+            user_stack_top,
+            image_size,
+            measurement,
+        }
+    }
+
+    /// The little-endian bytes of the `repr(C)` layout, as the guest reads them.
+    pub fn to_bytes(&self) -> [u8; BOOT_INFO_SIZE] {
+        let mut out = [0u8; BOOT_INFO_SIZE];
+        let words = [
+            self.magic,
+            self.abi_version,
+            self.ram_size,
+            self.tsc_khz,
+            self.boot_mode,
+            self.mode_arg,
+            self.heap_start,
+            self.heap_size,
+            self.user_stack_top,
+            self.image_size,
+        ];
+        for (i, w) in words.iter().enumerate() {
+            out[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        out[words.len() * 8..].copy_from_slice(&self.measurement);
+        out
+    }
+}
+
+/// Where the guest reports to the VMM, at [`REPORT_GPA`]. All fields are little-endian `u64`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Report {
+    /// Vector of the CPU exception that stopped the guest.
+    pub fault_vector: u64,
+    /// Its error code (0 if the exception has none).
+    pub fault_error_code: u64,
+    /// RIP at the fault.
+    pub fault_rip: u64,
+    /// CS at the fault (its low two bits are the ring).
+    pub fault_cs: u64,
+    /// RFLAGS at the fault.
+    pub fault_rflags: u64,
+    /// RSP at the fault.
+    pub fault_rsp: u64,
+    /// CR2 at the fault (the address of a page fault).
+    pub fault_cr2: u64,
+    /// Doorbell round trips measured.
+    pub bench_iterations: u64,
+    /// Median doorbell round trip, in TSC cycles.
+    pub bench_median_cycles: u64,
+    /// 99th percentile doorbell round trip, in TSC cycles.
+    pub bench_p99_cycles: u64,
+    /// Smallest doorbell round trip, in TSC cycles.
+    pub bench_min_cycles: u64,
+}
+
+/// Size of [`Report`] in bytes.
+pub const REPORT_SIZE: usize = core::mem::size_of::<Report>();
+
+/// Byte offsets of the fault fields in [`Report`], for the ring-0 assembly.
+pub mod report_offset {
+    /// [`super::Report::fault_vector`].
+    pub const FAULT_VECTOR: u64 = 0;
+    /// [`super::Report::fault_error_code`].
+    pub const FAULT_ERROR_CODE: u64 = 8;
+    /// [`super::Report::fault_rip`].
+    pub const FAULT_RIP: u64 = 16;
+    /// [`super::Report::fault_cs`].
+    pub const FAULT_CS: u64 = 24;
+    /// [`super::Report::fault_rflags`].
+    pub const FAULT_RFLAGS: u64 = 32;
+    /// [`super::Report::fault_rsp`].
+    pub const FAULT_RSP: u64 = 40;
+    /// [`super::Report::fault_cr2`].
+    pub const FAULT_CR2: u64 = 48;
+}
+
+impl Report {
+    /// Reads a report from its little-endian bytes.
+    pub fn from_bytes(bytes: &[u8; REPORT_SIZE]) -> Self {
+        let w = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(b)
+        };
+        Report {
+            fault_vector: w(0),
+            fault_error_code: w(1),
+            fault_rip: w(2),
+            fault_cs: w(3),
+            fault_rflags: w(4),
+            fault_rsp: w(5),
+            fault_cr2: w(6),
+            bench_iterations: w(7),
+            bench_median_cycles: w(8),
+            bench_p99_cycles: w(9),
+            bench_min_cycles: w(10),
+        }
+    }
+}
+
+/// Why a RAM size does not fit the layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadRamSize;
+
+/// Accepts RAM sizes that are a multiple of 2 MiB within [`MIN_RAM_SIZE`]..=[`MAX_RAM_SIZE`].
+pub fn check_ram_size(ram_size: u64) -> Result<(), BadRamSize> {
+    if (MIN_RAM_SIZE..=MAX_RAM_SIZE).contains(&ram_size) && ram_size % LARGE_PAGE_SIZE == 0 {
+        Ok(())
+    } else {
+        Err(BadRamSize)
+    }
+}
+
+/// Page-table entry bits.
+pub mod pte {
+    /// Present.
+    pub const PRESENT: u64 = 1;
+    /// Writable.
+    pub const WRITABLE: u64 = 1 << 1;
+    /// Reachable from ring 3.
+    pub const USER: u64 = 1 << 2;
+    /// Write-through.
+    pub const WRITE_THROUGH: u64 = 1 << 3;
+    /// Cache disabled.
+    pub const NO_CACHE: u64 = 1 << 4;
+    /// 2 MiB page (in a page directory).
+    pub const HUGE: u64 = 1 << 7;
+    /// Not executable.
+    pub const NO_EXECUTE: u64 = 1 << 63;
+}
+
+/// Every page-table entry of the layout, as `(gpa of the entry, value)`. Entries not listed are
+/// zero (not present); the tables' pages must be zeroed first.
+pub fn page_table_entries(ram_size: u64) -> Vec<(u64, u64)> {
+    use pte::*;
+    let table = PRESENT | WRITABLE | USER;
+    let mut out = Vec::new();
+    out.push((PML4_GPA, PDPT_GPA | table));
+    out.push((PDPT_GPA, PD_LOW_GPA | table));
+    out.push((PDPT_GPA + 3 * 8, PD_MMIO_GPA | table));
+    out.push((PD_LOW_GPA, PT_LOW_GPA | table));
+
+    // The low 2 MiB, page by page.
+    let mut page = PAGE_SIZE;
+    while page < LARGE_PAGE_SIZE {
+        let flags = if page < BOOT_INFO_GPA {
+            PRESENT | WRITABLE | NO_EXECUTE
+        } else if page == BOOT_INFO_GPA {
+            PRESENT | USER | NO_EXECUTE
+        } else if page == REPORT_GPA {
+            PRESENT | WRITABLE | USER | NO_EXECUTE
+        } else if page < KERNEL_STACK_TOP {
+            PRESENT | WRITABLE | NO_EXECUTE
+        } else if page >= IMAGE_BASE_GPA {
+            PRESENT | WRITABLE | USER
+        } else {
+            0
+        };
+        if flags != 0 {
+            out.push((PT_LOW_GPA + (page / PAGE_SIZE) * 8, page | flags));
+        }
+        page += PAGE_SIZE;
+    }
+
+    // The rest of RAM in 2 MiB pages: the image is executable, data is not.
+    let mut addr = LARGE_PAGE_SIZE;
+    while addr < ram_size {
+        let mut flags = PRESENT | WRITABLE | USER | HUGE;
+        if addr >= IMAGE_LIMIT_GPA {
+            flags |= NO_EXECUTE;
+        }
+        out.push((PD_LOW_GPA + (addr / LARGE_PAGE_SIZE) * 8, addr | flags));
+        addr += LARGE_PAGE_SIZE;
+    }
+
+    // MMIO, uncached. The vsock and doorbell registers share one 2 MiB page.
+    let mmio = |gpa: u64| PD_MMIO_GPA + ((gpa - (3 << 30)) / LARGE_PAGE_SIZE) * 8;
+    let uncached = PRESENT | WRITABLE | HUGE | WRITE_THROUGH | NO_CACHE | NO_EXECUTE;
+    out.push((
+        mmio(VSOCK_MMIO_GPA),
+        (VSOCK_MMIO_GPA & !(LARGE_PAGE_SIZE - 1)) | uncached | USER,
+    ));
+    out.push((mmio(LAPIC_GPA), LAPIC_GPA | uncached));
+    out
+}
+
+/// The GDT, in Linux's layout (PVM requires the user selectors to match the host's).
+pub fn gdt() -> [u64; 10] {
+    let (tss_low, tss_high) = tss_descriptor(TSS_GPA, TSS_SIZE as u32 - 1);
+    [
+        0,
+        0,
+        0x00af_9b00_0000_ffff, // 0x10 kernel code, 64-bit
+        0x00cf_9300_0000_ffff, // 0x18 kernel data
+        0x00cf_fb00_0000_ffff, // 0x20 user code, 32-bit (unused, keeps Linux's numbering)
+        0x00cf_f300_0000_ffff, // 0x28 user data
+        0x00af_fb00_0000_ffff, // 0x30 user code, 64-bit
+        0,
+        tss_low, // 0x40 TSS, 16 bytes
+        tss_high,
+    ]
+}
+
+/// Bytes of the 64-bit TSS (no I/O bitmap).
+pub const TSS_SIZE: usize = 104;
+
+fn tss_descriptor(base: u64, limit: u32) -> (u64, u64) {
+    let low = (limit as u64 & 0xffff)
+        | ((base & 0xff_ffff) << 16)
+        | (0x89 << 40) // present, available 64-bit TSS
+        | (((limit as u64 >> 16) & 0xf) << 48)
+        | (((base >> 24) & 0xff) << 56);
+    (low, base >> 32)
+}
+
+/// The TSS: RSP0 is the ring-0 stack; the I/O map base points past the segment (no port access
+/// from ring 3).
+pub fn tss() -> [u8; TSS_SIZE] {
+    let mut t = [0u8; TSS_SIZE];
+    t[4..12].copy_from_slice(&KERNEL_STACK_TOP.to_le_bytes());
+    t[102..104].copy_from_slice(&(TSS_SIZE as u16).to_le_bytes());
+    t
+}
+
+/// One 64-bit interrupt gate to `handler`.
+pub fn idt_gate(handler: u64, dpl: u8) -> [u64; 2] {
+    let type_attr = 0x8e_u64 | ((dpl as u64 & 3) << 5); // present, interrupt gate
+    let low = (handler & 0xffff) | ((KERNEL_CS as u64) << 16) | (type_attr << 40) | (((handler >> 16) & 0xffff) << 48);
+    [low, handler >> 32]
+}
+
+/// The IDT: every vector to its stub; only the system-call gate is reachable from ring 3.
+pub fn idt() -> [[u64; 2]; IDT_ENTRIES] {
+    let mut idt = [[0u64; 2]; IDT_ENTRIES];
+    for (v, gate) in idt.iter_mut().enumerate() {
+        let dpl = if v == SYSCALL_VECTOR as usize { 3 } else { 0 };
+        *gate = idt_gate(VECTOR_STUBS_GPA + v as u64 * VECTOR_STUB_SIZE, dpl);
+    }
+    idt
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_info_bytes_match_repr_c() {
+        let info = BootInfo::new(DEFAULT_RAM_SIZE, 2_000_000, BootMode::Service, 0, 1234, [7; 48]);
+        let bytes = info.to_bytes();
+        // SAFETY: BootInfo is repr(C), all fields are integers, and the array is exactly its size.
+        let back: BootInfo = unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        assert_eq!(back, info);
+        assert_eq!(BOOT_INFO_SIZE, 10 * 8 + 48);
+    }
+
+    #[test]
+    fn report_offsets_match_struct() {
+        assert_eq!(
+            core::mem::offset_of!(Report, fault_vector) as u64,
+            report_offset::FAULT_VECTOR
+        );
+        assert_eq!(
+            core::mem::offset_of!(Report, fault_cr2) as u64,
+            report_offset::FAULT_CR2
+        );
+        assert_eq!(
+            core::mem::offset_of!(Report, fault_rip) as u64,
+            report_offset::FAULT_RIP
+        );
+    }
+
+    #[test]
+    fn layout_regions_do_not_overlap() {
+        assert!(KERNEL_STACK_TOP <= IMAGE_BASE_GPA);
+        assert!(IMAGE_LIMIT_GPA <= DMA_WINDOW_GPA);
+        assert!(DMA_WINDOW_GPA + DMA_WINDOW_SIZE <= HEAP_GPA);
+        assert!(HEAP_GPA + USER_STACK_SIZE < MIN_RAM_SIZE);
+        assert!(check_ram_size(DEFAULT_RAM_SIZE).is_ok());
+        assert!(check_ram_size(MIN_RAM_SIZE - LARGE_PAGE_SIZE).is_err());
+        assert!(check_ram_size(DEFAULT_RAM_SIZE + 4096).is_err());
+    }
+
+    #[test]
+    fn page_tables_map_ram_and_guard_null() {
+        let entries = page_table_entries(DEFAULT_RAM_SIZE);
+        assert!(
+            !entries.iter().any(|&(gpa, _)| gpa == PT_LOW_GPA),
+            "page 0 must stay unmapped"
+        );
+        let pd = |a: u64| {
+            entries
+                .iter()
+                .find(|&&(gpa, _)| gpa == PD_LOW_GPA + (a / LARGE_PAGE_SIZE) * 8)
+        };
+        assert!(pd(DEFAULT_RAM_SIZE - LARGE_PAGE_SIZE).is_some());
+        assert!(pd(DEFAULT_RAM_SIZE).is_none());
+        let heap = pd(HEAP_GPA).unwrap().1;
+        assert_ne!(heap & pte::NO_EXECUTE, 0);
+        assert_ne!(heap & pte::USER, 0);
+    }
+
+    #[test]
+    fn gdt_selectors_match_linux() {
+        let g = gdt();
+        assert_eq!(g[(USER_CS >> 3) as usize], 0x00af_fb00_0000_ffff);
+        assert_eq!(g[(USER_DS >> 3) as usize], 0x00cf_f300_0000_ffff);
+        assert_eq!(g[(KERNEL_CS >> 3) as usize] >> 40 & 0xff, 0x9b);
+        assert_eq!(g[(TSS_SELECTOR >> 3) as usize] >> 40 & 0xff, 0x89);
+    }
+
+    #[test]
+    fn syscall_gate_is_user_reachable() {
+        let idt = idt();
+        let dpl = |v: usize| (idt[v][0] >> 45) & 3;
+        assert_eq!(dpl(SYSCALL_VECTOR as usize), 3);
+        assert_eq!(dpl(14), 0);
+        let handler = (idt[1][0] & 0xffff) | ((idt[1][0] >> 48) << 16) | (idt[1][1] << 32);
+        assert_eq!(handler, VECTOR_STUBS_GPA + VECTOR_STUB_SIZE);
+    }
+}

@@ -1,0 +1,1 @@
+//! credguard-vmm (being written).
