@@ -1,1 +1,540 @@
-//! (being written)
+//! The signed enclave image.
+//!
+//! An enclave image is an ELF file plus a manifest (JSON, next to it as `<image>.manifest.json`).
+//! The manifest records the image's size and SHA-384 measurement and an Ed25519 signature over
+//! them. [`SignedImage::load_and_verify`] is the only way to get image bytes to boot: it checks the
+//! signer against the trusted public key, the signature, the size and the measurement, and then
+//! keeps the bytes it measured, so the VMM boots exactly what was verified (no second read of the
+//! file that could race with a writer).
+//!
+//! Keys: the private key is a PKCS#8 DER file (ring's format); the public key is a text file with
+//! the 32-byte Ed25519 key in hex. [`dev`] creates a development key pair on first use; it is never
+//! committed (`images/keys/` is ignored by git).
+#![deny(missing_docs)]
+
+pub mod dev;
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use ring::digest;
+use ring::signature::{self, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use serde::{Deserialize, Serialize};
+
+/// Length of a [`Measurement`].
+pub const MEASUREMENT_LEN: usize = 48;
+/// Value of the manifest's `format` field.
+pub const MANIFEST_FORMAT: &str = "credguard-enclave-manifest/1";
+/// Largest image accepted: the guest layout leaves it 5 MiB; more is a wrong file.
+pub const MAX_IMAGE_SIZE: u64 = 16 << 20;
+/// Domain separation for the signed message, so a signature over a manifest cannot be
+/// mistaken for a signature over anything else made with the same key.
+const SIGNED_PREFIX: &[u8] = b"credguard enclave manifest v1\0";
+
+/// SHA-384 of an image file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Measurement([u8; MEASUREMENT_LEN]);
+
+impl Measurement {
+    /// Measures `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        let d = digest::digest(&digest::SHA384, bytes);
+        let mut m = [0u8; MEASUREMENT_LEN];
+        m.copy_from_slice(d.as_ref());
+        Measurement(m)
+    }
+
+    /// The raw 48 bytes.
+    pub fn as_bytes(&self) -> &[u8; MEASUREMENT_LEN] {
+        &self.0
+    }
+
+    /// Parses 96 hex digits.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let v = hex::decode(s).ok()?;
+        Some(Measurement(v.try_into().ok()?))
+    }
+}
+
+impl fmt::Display for Measurement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for Measurement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Measurement({self})")
+    }
+}
+
+/// Short identifier of an Ed25519 public key: the first 16 bytes of its SHA-256, in hex.
+pub fn fingerprint(public_key: &[u8]) -> String {
+    let d = digest::digest(&digest::SHA256, public_key);
+    hex::encode(&d.as_ref()[..16])
+}
+
+/// The manifest file's contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Always [`MANIFEST_FORMAT`].
+    pub format: String,
+    /// File name of the image (informational; the path given to the verifier is what counts).
+    pub image: String,
+    /// Size of the image in bytes.
+    pub image_size: u64,
+    /// SHA-384 of the image, hex.
+    pub measurement: String,
+    /// The signer's Ed25519 public key, hex.
+    pub signer_public_key: String,
+    /// Fingerprint of the signer's key (see [`fingerprint`]).
+    pub signer: String,
+    /// Ed25519 signature over the signed message (see [`Manifest::signed_message`]), hex.
+    pub signature: String,
+}
+
+impl Manifest {
+    /// The bytes the signature covers: a domain prefix, the image size, the measurement and the
+    /// signer's public key.
+    pub fn signed_message(image_size: u64, measurement: &Measurement, public_key: &[u8]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(SIGNED_PREFIX.len() + 8 + MEASUREMENT_LEN + public_key.len());
+        m.extend_from_slice(SIGNED_PREFIX);
+        m.extend_from_slice(&image_size.to_le_bytes());
+        m.extend_from_slice(measurement.as_bytes());
+        m.extend_from_slice(public_key);
+        m
+    }
+}
+
+/// Why an image, a manifest or a key was refused. Each names the file and what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// A file could not be read or written.
+    #[error("{path}: {what}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The manifest is not a valid manifest.
+    #[error("{path}: not a valid enclave manifest: {reason}")]
+    ManifestInvalid {
+        /// The manifest.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The trusted public key file is not a hex Ed25519 public key.
+    #[error("{path}: not an Ed25519 public key (expected 64 hex digits)")]
+    KeyInvalid {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// The signing key file is not a PKCS#8 Ed25519 key.
+    #[error("{path}: not a PKCS#8 Ed25519 private key")]
+    SigningKeyInvalid {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// The manifest was signed by a key other than the trusted one.
+    #[error("{path}: signed by key {signer}, but the trusted key is {trusted}")]
+    WrongSigner {
+        /// The manifest.
+        path: PathBuf,
+        /// Fingerprint of the manifest's signer.
+        signer: String,
+        /// Fingerprint of the trusted key.
+        trusted: String,
+    },
+    /// The signature does not verify.
+    #[error("{path}: signature does not verify against trusted key {trusted}")]
+    BadSignature {
+        /// The manifest.
+        path: PathBuf,
+        /// Fingerprint of the trusted key.
+        trusted: String,
+    },
+    /// The image's size differs from the manifest's (a truncated or extended image).
+    #[error("{path}: image is {actual} bytes, the manifest says {expected}")]
+    SizeMismatch {
+        /// The image.
+        path: PathBuf,
+        /// Size in the manifest.
+        expected: u64,
+        /// Size of the file.
+        actual: u64,
+    },
+    /// The image's SHA-384 differs from the manifest's.
+    #[error("{path}: measurement {actual} does not match the manifest's {expected}")]
+    MeasurementMismatch {
+        /// The image.
+        path: PathBuf,
+        /// Measurement in the manifest.
+        expected: Measurement,
+        /// Measurement of the file.
+        actual: Measurement,
+    },
+    /// The image is larger than any enclave image can be.
+    #[error("{path}: image is larger than {MAX_IMAGE_SIZE} bytes")]
+    TooLarge {
+        /// The image.
+        path: PathBuf,
+    },
+    /// Building the enclave failed.
+    #[error("building the enclave image failed: {0}")]
+    Build(String),
+}
+
+fn io_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> ImageError + use<'a> {
+    move |source| ImageError::Io {
+        path: path.to_path_buf(),
+        what,
+        source,
+    }
+}
+
+/// The manifest path that goes with an image: `<image>.manifest.json`.
+pub fn default_manifest_path(image: &Path) -> PathBuf {
+    let mut name = image.as_os_str().to_owned();
+    name.push(".manifest.json");
+    PathBuf::from(name)
+}
+
+/// An Ed25519 public key trusted to sign enclave images.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TrustedKey([u8; 32]);
+
+impl TrustedKey {
+    /// Reads a public key file (64 hex digits, surrounding white space allowed).
+    pub fn load(path: &Path) -> Result<Self, ImageError> {
+        let text = fs::read_to_string(path).map_err(io_err(path, "cannot read the trusted public key"))?;
+        let bytes = hex::decode(text.trim()).map_err(|_| ImageError::KeyInvalid {
+            path: path.to_path_buf(),
+        })?;
+        let key = bytes.try_into().map_err(|_| ImageError::KeyInvalid {
+            path: path.to_path_buf(),
+        })?;
+        Ok(TrustedKey(key))
+    }
+
+    /// The key's fingerprint.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.0)
+    }
+
+    /// The raw key.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+/// An image whose signature and measurement have been verified.
+pub struct SignedImage {
+    bytes: Vec<u8>,
+    measurement: Measurement,
+    signer: String,
+    path: PathBuf,
+}
+
+impl fmt::Debug for SignedImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignedImage")
+            .field("path", &self.path)
+            .field("size", &self.bytes.len())
+            .field("measurement", &self.measurement)
+            .field("signer", &self.signer)
+            .finish()
+    }
+}
+
+impl SignedImage {
+    /// Reads the manifest, the trusted key and the image, and verifies, in this order: the
+    /// manifest's signer is the trusted key, the signature, the image's size, its measurement.
+    pub fn load_and_verify(image: &Path, manifest: &Path, trusted_key: &Path) -> Result<Self, ImageError> {
+        let key = TrustedKey::load(trusted_key)?;
+        let manifest_text = fs::read_to_string(manifest).map_err(io_err(manifest, "cannot read the manifest"))?;
+        let m: Manifest = serde_json::from_str(&manifest_text).map_err(|e| ImageError::ManifestInvalid {
+            path: manifest.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let invalid = |reason: &str| ImageError::ManifestInvalid {
+            path: manifest.to_path_buf(),
+            reason: reason.into(),
+        };
+        if m.format != MANIFEST_FORMAT {
+            return Err(invalid("unknown format"));
+        }
+        let expected =
+            Measurement::from_hex(&m.measurement).ok_or_else(|| invalid("measurement is not 96 hex digits"))?;
+        let signer_key = hex::decode(&m.signer_public_key).map_err(|_| invalid("signer_public_key is not hex"))?;
+        let sig = hex::decode(&m.signature).map_err(|_| invalid("signature is not hex"))?;
+        if signer_key != key.0 {
+            return Err(ImageError::WrongSigner {
+                path: manifest.to_path_buf(),
+                signer: fingerprint(&signer_key),
+                trusted: key.fingerprint(),
+            });
+        }
+        let message = Manifest::signed_message(m.image_size, &expected, &key.0);
+        UnparsedPublicKey::new(&signature::ED25519, &key.0)
+            .verify(&message, &sig)
+            .map_err(|_| ImageError::BadSignature {
+                path: manifest.to_path_buf(),
+                trusted: key.fingerprint(),
+            })?;
+
+        let bytes = read_image(image)?;
+        if bytes.len() as u64 != m.image_size {
+            return Err(ImageError::SizeMismatch {
+                path: image.to_path_buf(),
+                expected: m.image_size,
+                actual: bytes.len() as u64,
+            });
+        }
+        let actual = Measurement::of(&bytes);
+        if actual != expected {
+            return Err(ImageError::MeasurementMismatch {
+                path: image.to_path_buf(),
+                expected,
+                actual,
+            });
+        }
+        Ok(SignedImage {
+            bytes,
+            measurement: actual,
+            signer: key.fingerprint(),
+            path: image.to_path_buf(),
+        })
+    }
+
+    /// The verified image bytes: boot these, never the file again.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The image's measurement.
+    pub fn measurement(&self) -> Measurement {
+        self.measurement
+    }
+
+    /// Fingerprint of the key that signed it.
+    pub fn signer_fingerprint(&self) -> String {
+        self.signer.clone()
+    }
+
+    /// The image file it was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn read_image(path: &Path) -> Result<Vec<u8>, ImageError> {
+    let meta = fs::metadata(path).map_err(io_err(path, "cannot read the image"))?;
+    if meta.len() > MAX_IMAGE_SIZE {
+        return Err(ImageError::TooLarge {
+            path: path.to_path_buf(),
+        });
+    }
+    fs::read(path).map_err(io_err(path, "cannot read the image"))
+}
+
+/// A private signing key.
+pub struct SigningKey {
+    pair: Ed25519KeyPair,
+}
+
+impl SigningKey {
+    /// Reads a PKCS#8 Ed25519 private key file.
+    pub fn load(path: &Path) -> Result<Self, ImageError> {
+        let der = fs::read(path).map_err(io_err(path, "cannot read the signing key"))?;
+        let pair = Ed25519KeyPair::from_pkcs8(&der).map_err(|_| ImageError::SigningKeyInvalid {
+            path: path.to_path_buf(),
+        })?;
+        Ok(SigningKey { pair })
+    }
+
+    /// Generates a key pair, writes the private key (mode 0600) to `private_path` and the public
+    /// key (hex) to `public_path`.
+    pub fn generate(private_path: &Path, public_path: &Path) -> Result<Self, ImageError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let rng = ring::rand::SystemRandom::new();
+        let der = Ed25519KeyPair::generate_pkcs8(&rng)
+            .map_err(|_| ImageError::Build("the system random source failed".into()))?;
+        if let Some(dir) = private_path.parent() {
+            fs::create_dir_all(dir).map_err(io_err(dir, "cannot create the key directory"))?;
+        }
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(private_path)
+            .map_err(io_err(private_path, "cannot create the signing key"))?;
+        f.write_all(der.as_ref())
+            .map_err(io_err(private_path, "cannot write the signing key"))?;
+        let pair = Ed25519KeyPair::from_pkcs8(der.as_ref()).map_err(|_| ImageError::SigningKeyInvalid {
+            path: private_path.to_path_buf(),
+        })?;
+        let key = SigningKey { pair };
+        fs::write(public_path, format!("{}\n", key.public_key_hex()))
+            .map_err(io_err(public_path, "cannot write the public key"))?;
+        Ok(key)
+    }
+
+    /// The public key, hex.
+    pub fn public_key_hex(&self) -> String {
+        hex::encode(self.pair.public_key().as_ref())
+    }
+
+    /// The public key's fingerprint.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(self.pair.public_key().as_ref())
+    }
+
+    /// Measures `image` and returns its signed manifest.
+    pub fn sign(&self, image_name: &str, image: &[u8]) -> Manifest {
+        let measurement = Measurement::of(image);
+        let public = self.pair.public_key().as_ref();
+        let message = Manifest::signed_message(image.len() as u64, &measurement, public);
+        Manifest {
+            format: MANIFEST_FORMAT.into(),
+            image: image_name.into(),
+            image_size: image.len() as u64,
+            measurement: measurement.to_string(),
+            signer_public_key: hex::encode(public),
+            signer: fingerprint(public),
+            signature: hex::encode(self.pair.sign(&message)),
+        }
+    }
+
+    /// Signs the image file at `image` and writes the manifest to `manifest`.
+    pub fn sign_file(&self, image: &Path, manifest: &Path) -> Result<Manifest, ImageError> {
+        let bytes = read_image(image)?;
+        let name = image
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let m = self.sign(&name, &bytes);
+        let text = serde_json::to_string_pretty(&m).map_err(|e| ImageError::Build(e.to_string()))?;
+        fs::write(manifest, text + "\n").map_err(io_err(manifest, "cannot write the manifest"))?;
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixture {
+        dir: PathBuf,
+        image: PathBuf,
+        manifest: PathBuf,
+        public: PathBuf,
+    }
+
+    fn fixture(name: &str) -> Fixture {
+        let dir = std::env::temp_dir().join(format!("credguard-image-test-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let key = SigningKey::generate(&dir.join("k.pk8"), &dir.join("k.pub")).unwrap();
+        let image = dir.join("enclave.elf");
+        fs::write(&image, b"\x7fELF pretend image bytes, long enough to flip one").unwrap();
+        let manifest = default_manifest_path(&image);
+        key.sign_file(&image, &manifest).unwrap();
+        Fixture {
+            public: dir.join("k.pub"),
+            dir,
+            image,
+            manifest,
+        }
+    }
+
+    #[test]
+    fn verifies_a_signed_image() {
+        let f = fixture("ok");
+        let img = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap();
+        assert_eq!(img.bytes(), fs::read(&f.image).unwrap());
+        assert_eq!(img.measurement(), Measurement::of(&fs::read(&f.image).unwrap()));
+        assert_eq!(
+            img.signer_fingerprint(),
+            TrustedKey::load(&f.public).unwrap().fingerprint()
+        );
+    }
+
+    #[test]
+    fn refuses_a_flipped_byte() {
+        let f = fixture("flip");
+        let mut b = fs::read(&f.image).unwrap();
+        b[10] ^= 1;
+        fs::write(&f.image, b).unwrap();
+        let e = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap_err();
+        assert!(matches!(e, ImageError::MeasurementMismatch { .. }), "{e}");
+        assert!(e.to_string().contains("enclave.elf"), "{e}");
+    }
+
+    #[test]
+    fn refuses_a_truncated_image() {
+        let f = fixture("trunc");
+        let b = fs::read(&f.image).unwrap();
+        fs::write(&f.image, &b[..b.len() - 1]).unwrap();
+        let e = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap_err();
+        assert!(matches!(e, ImageError::SizeMismatch { .. }), "{e}");
+    }
+
+    #[test]
+    fn refuses_another_key() {
+        let f = fixture("key");
+        let other = f.dir.join("other.pub");
+        SigningKey::generate(&f.dir.join("other.pk8"), &other).unwrap();
+        let e = SignedImage::load_and_verify(&f.image, &f.manifest, &other).unwrap_err();
+        assert!(matches!(e, ImageError::WrongSigner { .. }), "{e}");
+    }
+
+    #[test]
+    fn refuses_a_forged_signature() {
+        let f = fixture("forge");
+        // An attacker re-measures a changed image and edits the manifest, keeping the signer.
+        let mut b = fs::read(&f.image).unwrap();
+        b[0] ^= 0xff;
+        fs::write(&f.image, &b).unwrap();
+        let mut m: Manifest = serde_json::from_str(&fs::read_to_string(&f.manifest).unwrap()).unwrap();
+        m.measurement = Measurement::of(&b).to_string();
+        fs::write(&f.manifest, serde_json::to_string(&m).unwrap()).unwrap();
+        let e = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap_err();
+        assert!(matches!(e, ImageError::BadSignature { .. }), "{e}");
+    }
+
+    #[test]
+    fn refuses_a_manifest_of_another_image() {
+        let f = fixture("other");
+        let key = SigningKey::load(&f.dir.join("k.pk8")).unwrap();
+        let other = f.dir.join("other.elf");
+        fs::write(&other, b"\x7fELF another image of the same length, signed fine!").unwrap();
+        key.sign_file(&other, &f.manifest).unwrap();
+        let e = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ImageError::MeasurementMismatch { .. } | ImageError::SizeMismatch { .. }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn refuses_garbage_manifest_and_key() {
+        let f = fixture("garbage");
+        fs::write(&f.manifest, "{ not json").unwrap();
+        let e = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap_err();
+        assert!(matches!(e, ImageError::ManifestInvalid { .. }), "{e}");
+        fs::write(&f.public, "zz").unwrap();
+        let e = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap_err();
+        assert!(matches!(e, ImageError::KeyInvalid { .. }), "{e}");
+    }
+}
