@@ -1,14 +1,33 @@
 //! Compiles the `.proto` files with `protox` (pure Rust), so no `protoc` is needed on the build machine.
 
+use std::path::PathBuf;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["credguard/enclave/v1/enclave.proto"];
-    for p in protos {
-        println!("cargo:rerun-if-changed={p}");
-    }
-    let fds = protox::compile(protos, ["."])?;
+    const ENCLAVE: &str = "credguard/enclave/v1/enclave.proto";
+    println!("cargo:rerun-if-changed={ENCLAVE}");
+    let fds = protox::compile([ENCLAVE], ["."])?;
     let mut config = prost_build::Config::new();
-    // BTreeMap keeps the generated code usable without std's HashMap.
+    // BTreeMap keeps the generated code usable without std's HashMap (the enclave is no_std).
     config.btree_map(["."]);
     config.compile_fds(fds)?;
+
+    #[cfg(feature = "grpc")]
+    grpc()?;
+    Ok(())
+}
+
+#[cfg(feature = "grpc")]
+fn grpc() -> Result<(), Box<dyn std::error::Error>> {
+    use prost::Message;
+    const LSA: &str = "credguard/v1/lsa.proto";
+    println!("cargo:rerun-if-changed={LSA}");
+    let fds = protox::compile([LSA], ["."])?;
+    // For gRPC reflection, so that grpcurl and other tools work without the .proto at hand.
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("lsa_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure()
+        // Requests that carry secrets get a hand-written Debug that redacts them.
+        .skip_debug(["credguard.v1.LogonRequest", "credguard.v1.Key"])
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -6,15 +6,50 @@
 //! - [`wire`]: how those messages are framed on the vsock stream.
 //!
 //! The crate is `no_std` (with `alloc`) so that the enclave links it; host code enables `std`.
-#![no_std]
+#![cfg_attr(not(feature = "std"), no_std)]
 #![deny(missing_docs)]
 
 extern crate alloc;
-#[cfg(feature = "std")]
-extern crate std;
 
 pub mod abi;
 pub mod wire;
+
+/// The public gRPC API, `credguard.v1.Lsa`, with tonic client and server.
+#[cfg(feature = "grpc")]
+#[allow(missing_docs)]
+pub mod lsa {
+    tonic::include_proto!("credguard.v1");
+
+    /// Encoded `FileDescriptorSet` of the API, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/lsa_descriptor.bin"));
+
+    impl core::fmt::Debug for LogonRequest {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            let secret = match &self.secret {
+                Some(logon_request::Secret::Password(_)) => "password",
+                Some(logon_request::Secret::NtHash(_)) => "nt_hash",
+                Some(logon_request::Secret::Key(_)) => "key",
+                None => "none",
+            };
+            f.debug_struct("LogonRequest")
+                .field("user", &self.user)
+                .field("domain", &self.domain)
+                .field("realm", &self.realm)
+                .field("kdc", &self.kdc)
+                .field("secret", &format_args!("<{secret} redacted>"))
+                .finish()
+        }
+    }
+
+    impl core::fmt::Debug for Key {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.debug_struct("Key")
+                .field("enctype", &self.enctype)
+                .field("value", &"<redacted>")
+                .finish()
+        }
+    }
+}
 
 /// Messages of the enclave service, generated from `credguard/enclave/v1/enclave.proto`.
 #[allow(missing_docs)]
