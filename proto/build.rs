@@ -9,6 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     // BTreeMap keeps the generated code usable without std's HashMap (the enclave is no_std).
     config.btree_map(["."]);
+    // Messages that carry secrets get a hand-written Debug that redacts them.
+    config.skip_debug(["credguard.enclave.v1.LogonRequest", "credguard.enclave.v1.Key"]);
     config.compile_fds(fds)?;
 
     #[cfg(feature = "grpc")]

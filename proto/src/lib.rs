@@ -58,4 +58,25 @@ pub mod enclave {
 
     /// Full gRPC path of `Enclave.Status`.
     pub const METHOD_STATUS: &str = "/credguard.enclave.v1.Enclave/Status";
+    /// Full gRPC path of `Enclave.Logon`.
+    pub const METHOD_LOGON: &str = "/credguard.enclave.v1.Enclave/Logon";
+    /// Full gRPC path of `Enclave.Logoff`.
+    pub const METHOD_LOGOFF: &str = "/credguard.enclave.v1.Enclave/Logoff";
+
+    impl core::fmt::Debug for LogonRequest {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.debug_struct("LogonRequest")
+                .field("user", &self.user)
+                .field("domain", &self.domain)
+                .field("realm", &self.realm)
+                .field("secret", &"<redacted>")
+                .finish()
+        }
+    }
+
+    impl core::fmt::Debug for Key {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.debug_struct("Key").field("enctype", &self.enctype).field("value", &"<redacted>").finish()
+        }
+    }
 }
