@@ -1,7 +1,5 @@
 //! Compiles the `.proto` files with `protox` (pure Rust), so no `protoc` is needed on the build machine.
 
-use std::path::PathBuf;
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     const ENCLAVE: &str = "credguard/enclave/v1/enclave.proto";
     println!("cargo:rerun-if-changed={ENCLAVE}");
@@ -25,7 +23,7 @@ fn grpc() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={LSA}");
     let fds = protox::compile([LSA], ["."])?;
     // For gRPC reflection, so that grpcurl and other tools work without the .proto at hand.
-    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("lsa_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
         // Requests that carry secrets get a hand-written Debug that redacts them.

@@ -323,9 +323,18 @@ impl SignedImage {
         self.measurement
     }
 
-    /// Fingerprint of the key that signed it.
+    /// Fingerprint of the key that signed it, hex.
     pub fn signer_fingerprint(&self) -> String {
         self.signer.clone()
+    }
+
+    /// Fingerprint of the key that signed it, raw (see [`fingerprint`]).
+    pub fn signer_id(&self) -> [u8; 16] {
+        let mut id = [0u8; 16];
+        if let Ok(v) = hex::decode(&self.signer) {
+            id.copy_from_slice(&v[..16]);
+        }
+        id
     }
 
     /// The image file it was read from.

@@ -89,7 +89,9 @@ pub const IDT_ENTRIES: usize = 256;
 pub const VSOCK_MMIO_GPA: u64 = 0xD000_0000;
 /// Size of the vsock device's register block.
 pub const VSOCK_MMIO_SIZE: u64 = 0x1000;
-/// GSI (IOAPIC pin) of the vsock device's interrupt.
+/// GSI (IOAPIC pin) of the vsock device's interrupt. Interrupts reach the guest through the
+/// IOAPIC and the local APIC only: the VMM must mask both legacy PICs, or a GSI below 16 also
+/// arrives as a PIC vector (e.g. GSI 6 as vector 6, a bogus #UD).
 pub const VSOCK_GSI: u32 = 5;
 /// Vector the vsock interrupt arrives on.
 pub const VSOCK_VECTOR: u8 = 0x30;
@@ -109,8 +111,12 @@ pub const SERIAL_PORT: u16 = 0x3f8;
 /// A 32-bit `out` here ends the guest with an [`ExitCode`].
 pub const EXIT_PORT: u16 = 0xf4;
 
-/// Interrupt vector of the system-call gate (DPL 3).
+/// Interrupt vector of the system-call gate (DPL 3). A system call may clobber RCX, RDX, RSI and
+/// RDI; RAX holds the result. Under nested PVM `int 0x80` from ring 3 arrives as #UD at the
+/// `cd 80` bytes; the kernel's #UD handler recognises them and runs the call.
 pub const SYSCALL_VECTOR: u8 = 0x80;
+/// Spurious-interrupt vector of the local APIC (SVR's low byte); taken without an EOI.
+pub const SPURIOUS_VECTOR: u8 = 0xff;
 /// `int 0x80` with RAX = this, RDI = pointer, RSI = length: write bytes to the serial console.
 pub const SYS_WRITE: u64 = 0;
 /// `int 0x80` with RAX = this: sleep until an interrupt arrives (returns at once if one arrived
@@ -230,7 +236,13 @@ pub struct BootInfo {
     pub image_size: u64,
     /// SHA-384 of the signed image file, as the VMM verified it before boot.
     pub measurement: [u8; MEASUREMENT_LEN],
+    /// Fingerprint of the key whose signature over the image the VMM verified (first 16 bytes of
+    /// the SHA-256 of the Ed25519 public key).
+    pub signer: [u8; SIGNER_LEN],
 }
+
+/// Length of [`BootInfo::signer`].
+pub const SIGNER_LEN: usize = 16;
 
 /// Size of [`BootInfo`] in bytes.
 pub const BOOT_INFO_SIZE: usize = core::mem::size_of::<BootInfo>();
@@ -258,7 +270,14 @@ impl BootInfo {
             user_stack_top,
             image_size,
             measurement,
+            signer: [0; SIGNER_LEN],
         }
+    }
+
+    /// The same boot info, naming the key that signed the image.
+    pub fn with_signer(mut self, signer: [u8; SIGNER_LEN]) -> Self {
+        self.signer = signer;
+        self
     }
 
     /// The little-endian bytes of the `repr(C)` layout, as the guest reads them.
@@ -279,7 +298,9 @@ impl BootInfo {
         for (i, w) in words.iter().enumerate() {
             out[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
         }
-        out[words.len() * 8..].copy_from_slice(&self.measurement);
+        let m = words.len() * 8;
+        out[m..m + MEASUREMENT_LEN].copy_from_slice(&self.measurement);
+        out[m + MEASUREMENT_LEN..].copy_from_slice(&self.signer);
         out
     }
 }
@@ -504,12 +525,12 @@ mod tests {
 
     #[test]
     fn boot_info_bytes_match_repr_c() {
-        let info = BootInfo::new(DEFAULT_RAM_SIZE, 2_000_000, BootMode::Service, 0, 1234, [7; 48]);
+        let info = BootInfo::new(DEFAULT_RAM_SIZE, 2_000_000, BootMode::Service, 0, 1234, [7; 48]).with_signer([9; 16]);
         let bytes = info.to_bytes();
         // SAFETY: BootInfo is repr(C), all fields are integers, and the array is exactly its size.
         let back: BootInfo = unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast()) };
         assert_eq!(back, info);
-        assert_eq!(BOOT_INFO_SIZE, 10 * 8 + 48);
+        assert_eq!(BOOT_INFO_SIZE, 10 * 8 + 48 + 16);
     }
 
     #[test]

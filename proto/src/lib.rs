@@ -76,7 +76,10 @@ pub mod enclave {
 
     impl core::fmt::Debug for Key {
         fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-            f.debug_struct("Key").field("enctype", &self.enctype).field("value", &"<redacted>").finish()
+            f.debug_struct("Key")
+                .field("enctype", &self.enctype)
+                .field("value", &"<redacted>")
+                .finish()
         }
     }
 }

@@ -8,6 +8,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use prost::Message;
+use zeroize::Zeroize;
 
 use crate::enclave::Frame;
 
@@ -93,6 +94,8 @@ impl FrameDecoder {
             return Ok(None);
         }
         let frame = Frame::decode(&self.buf[FRAME_HEADER_LEN..end]).map_err(|_| WireError::Decode);
+        // A frame may carry a secret (a logon's password): wipe it from the buffer, not just drop it.
+        self.buf[..end].zeroize();
         self.buf.drain(..end);
         frame.map(Some)
     }

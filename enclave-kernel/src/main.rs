@@ -1,0 +1,66 @@
+//! The credguard enclave kernel, bare metal.
+//!
+//! Ring 0 is a few dozen instructions of assembly (`ring0`): it drops to ring 3 at boot and then
+//! only takes interrupts, faults and system calls. Everything else, including the virtio-vsock
+//! driver and the service, runs here in ring 3 as ordinary Rust, natively fast under the nested
+//! KVM of the target machines (where ring 0 is emulated). The boot ABI, memory layout and exit
+//! codes are `credguard_proto::abi`.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod bench;
+mod hal;
+mod ring0;
+mod serve;
+mod sys;
+
+use credguard_enclave::rng::{HwRng, cpu_has_rdseed};
+use credguard_proto::abi::{BootInfo, BootMode};
+use rand_core::TryRng;
+
+use crate::sys::kprintln;
+
+/// Ring-3 entry, reached by `iretq` from `_start` with RDI = the boot info and RSP = 16n-8.
+#[unsafe(no_mangle)]
+extern "C" fn user_main(boot_info: *const BootInfo) -> ! {
+    let start_tsc = sys::rdtsc();
+    // SAFETY: the VMM maps the boot info user-readable at BOOT_INFO_GPA and passes its address.
+    let boot: BootInfo = unsafe { core::ptr::read_volatile(boot_info) };
+    let mode = match credguard_enclave::boot::check(&boot) {
+        Ok(mode) => mode,
+        Err(e) => panic!("refusing to start: {e}"),
+    };
+    // SAFETY: `check` confirmed the heap lies in RAM above the DMA window and below the stack.
+    unsafe { sys::init_heap(boot.heap_start, boot.heap_size) };
+    kprintln!(
+        "credguard-enclave {}: {:?}, {} MiB",
+        credguard_enclave::VERSION,
+        mode,
+        boot.ram_size >> 20
+    );
+
+    match mode {
+        BootMode::PanicSelfTest => panic!("panic self-test requested by the VMM"),
+        BootMode::DoorbellBench => bench::run(&boot),
+        BootMode::Service => {
+            check_rng();
+            serve::run(&boot, start_tsc)
+        }
+    }
+}
+
+/// Refuses to serve without a working hardware RNG (NTLM and Kerberos need one).
+fn check_rng() {
+    let Some(mut rng) = HwRng::new() else {
+        panic!("the CPU has no RDRAND (CPUID.1:ECX[30]); refusing to start without a hardware RNG");
+    };
+    if !cpu_has_rdseed() {
+        panic!("the CPU has no RDSEED (CPUID.7.0:EBX[18]); refusing to start without a hardware RNG");
+    }
+    match (rng.try_next_u64(), rng.try_next_u64()) {
+        (Ok(a), Ok(b)) if a != b => {}
+        _ => panic!("RDRAND is present but returns no usable randomness; refusing to start"),
+    }
+}

@@ -1,0 +1,191 @@
+//! Everything that runs in ring 0, in assembly.
+//!
+//! Guest ring-0 code is executed by KVM's instruction emulator on the target machines (thousands of
+//! times slower than native), so ring 0 does only what ring 3 cannot: drop to ring 3 at entry,
+//! take interrupts, faults and system calls, halt, and port I/O. No Rust runs here, so neither the
+//! red zone nor SSE state matters: the handlers touch only the registers they save or that the
+//! system-call convention clobbers.
+//!
+//! System-call convention (`int 0x80`, gate DPL 3): RAX = number, RDI and RSI = arguments; RAX
+//! returns 0 (or `u64::MAX` for an unknown number). RCX, RDX, RSI and RDI may be clobbered; all
+//! other registers and RFLAGS are preserved (IRETQ restores RFLAGS).
+//!
+//! Measured on the target machines (nested PVM KVM, guest without a PVM vCPU struct): a ring-3
+//! `int 0x80` does not go through the gate but arrives as #UD with RIP at the `cd 80`, so the #UD
+//! stub recognises it and continues as the system call (on hardware that honours the gate, vector
+//! 0x80 is taken directly; both paths end in the same handler). External interrupts and CPU
+//! exceptions are delivered through the IDT as usual. The legacy PICs must be masked by the VMM:
+//! an unprogrammed PIC delivers GSI n as vector n through the local APIC's ExtINT LINT0 (GSI 6,
+//! the doorbell, then shows up as a bogus #UD).
+
+use core::arch::global_asm;
+use core::mem::offset_of;
+use core::sync::atomic::AtomicU8;
+
+use credguard_proto::abi::{self, BootInfo, ExitCode, report_offset};
+
+/// Set by the interrupt handler, cleared by `SYS_WAIT`: an interrupt arrived since the last wait.
+/// Closes the race between ring 3 finding nothing to do and halting.
+#[unsafe(no_mangle)]
+pub static IRQ_PENDING: AtomicU8 = AtomicU8::new(0);
+
+// The vector stubs: 256 entries of exactly VECTOR_STUB_SIZE bytes, placed first in the image by
+// the linker script (which asserts their address and total size).
+global_asm!(
+    r#"
+    .section .vectors, "ax", @progbits
+    .balign {stub_size}
+    .set cg_vec, 0
+    .rept 256
+        .balign {stub_size}
+        .if (cg_vec == {vsock_vector}) || (cg_vec == {doorbell_vector})
+            jmp cg_irq_entry
+        .elseif cg_vec == {syscall_vector}
+            jmp cg_syscall_entry
+        .elseif cg_vec == 6
+            jmp cg_ud_entry
+        .elseif cg_vec == 0xff
+            iretq
+        .else
+            .if !((cg_vec == 8) || ((cg_vec >= 10) && (cg_vec <= 14)) || (cg_vec == 17) || (cg_vec == 21) || (cg_vec == 29) || (cg_vec == 30))
+                pushq $0
+            .endif
+            pushq $cg_vec
+            jmp cg_fault_entry
+        .endif
+        .set cg_vec, cg_vec + 1
+    .endr
+    .balign {stub_size}
+    "#,
+    stub_size = const abi::VECTOR_STUB_SIZE,
+    vsock_vector = const abi::VSOCK_VECTOR,
+    doorbell_vector = const abi::DOORBELL_VECTOR,
+    syscall_vector = const abi::SYSCALL_VECTOR,
+    options(att_syntax),
+);
+
+global_asm!(
+    r#"
+    .section .text.ring0, "ax", @progbits
+
+    // Entry from the VMM: ring 0, RDI = &BootInfo, RSP = KERNEL_STACK_TOP, interrupts off.
+    // Drop to ring 3 at user_main(RDI) on the user stack, with interrupts on.
+    .globl _start
+_start:
+    movq {stack_top_off}(%rdi), %rax
+    subq $8, %rax
+    pushq ${user_ds}
+    pushq %rax
+    pushq $0x202
+    pushq ${user_cs}
+    leaq {user_main}(%rip), %rax
+    pushq %rax
+    iretq
+
+    // vsock and doorbell interrupts: note it, EOI, return.
+cg_irq_entry:
+    movb $1, {irq_pending}(%rip)
+    pushq %rax
+    movl ${eoi}, %eax
+    movl $0, (%rax)
+    popq %rax
+    iretq
+
+cg_syscall_entry:
+    cmpq ${sys_write}, %rax
+    je 1f
+    cmpq ${sys_wait}, %rax
+    je 2f
+    cmpq ${sys_exit}, %rax
+    je 3f
+    movq $-1, %rax
+    iretq
+1:  // SYS_WRITE(RDI = ptr, RSI = len)
+    movq %rsi, %rcx
+    movq %rdi, %rsi
+    movw ${serial}, %dx
+    rep outsb
+    xorl %eax, %eax
+    iretq
+2:  // SYS_WAIT: sleep unless an interrupt came since the last wait
+    cmpb $0, {irq_pending}(%rip)
+    jne 4f
+    sti
+    hlt
+    // Back from the interrupt handler with IF = 1, left so to save an emulated CLI: an interrupt
+    // landing before the clear below has its work found by the poll ring 3 makes right after.
+4:  movb $0, {irq_pending}(%rip)
+    xorl %eax, %eax
+    iretq
+3:  // SYS_EXIT(RDI = ExitCode)
+    movl %edi, %eax
+    movw ${exit_port}, %dx
+    outl %eax, %dx
+5:  hlt
+    jmp 5b
+
+    // #UD. Under the nested PVM KVM of the target machines, `int 0x80` from ring 3 arrives as #UD
+    // at the INT instruction instead of through the DPL-3 gate: treat #UD at `cd 80` as the system
+    // call and resume after it. Any other #UD is a fault.
+cg_ud_entry:
+    pushq %rax
+    movq 8(%rsp), %rax
+    cmpw $0x80cd, (%rax)
+    popq %rax
+    jne 7f
+    addq $2, (%rsp)
+    jmp cg_syscall_entry
+7:  pushq $0
+    pushq $6
+    jmp cg_fault_entry
+
+    // CPU exceptions and unexpected vectors. Stack: vector, error code, RIP, CS, RFLAGS, RSP, SS.
+cg_fault_entry:
+    movl ${report}, %eax
+    popq {off_vector}(%rax)
+    popq {off_error}(%rax)
+    popq {off_rip}(%rax)
+    popq {off_cs}(%rax)
+    popq {off_rflags}(%rax)
+    popq {off_rsp}(%rax)
+    movq %cr2, %rdx
+    movq %rdx, {off_cr2}(%rax)
+    movl ${fault}, %eax
+    movw ${exit_port}, %dx
+    outl %eax, %dx
+6:  hlt
+    jmp 6b
+    "#,
+    stack_top_off = const offset_of!(BootInfo, user_stack_top),
+    user_ds = const abi::USER_DS,
+    user_cs = const abi::USER_CS,
+    user_main = sym crate::user_main,
+    irq_pending = sym IRQ_PENDING,
+    eoi = const abi::LAPIC_GPA + abi::LAPIC_EOI_OFFSET,
+    sys_write = const abi::SYS_WRITE,
+    sys_wait = const abi::SYS_WAIT,
+    sys_exit = const abi::SYS_EXIT,
+    serial = const abi::SERIAL_PORT,
+    exit_port = const abi::EXIT_PORT,
+    report = const abi::REPORT_GPA,
+    off_vector = const report_offset::FAULT_VECTOR,
+    off_error = const report_offset::FAULT_ERROR_CODE,
+    off_rip = const report_offset::FAULT_RIP,
+    off_cs = const report_offset::FAULT_CS,
+    off_rflags = const report_offset::FAULT_RFLAGS,
+    off_rsp = const report_offset::FAULT_RSP,
+    off_cr2 = const report_offset::FAULT_CR2,
+    fault = const ExitCode::Fault as u32,
+    options(att_syntax),
+);
+
+// The assembly relies on these; fail the build if the ABI moves them.
+const _: () = {
+    assert!(
+        abi::LAPIC_GPA + abi::LAPIC_EOI_OFFSET <= u32::MAX as u64,
+        "EOI address must fit movl"
+    );
+    assert!(abi::REPORT_GPA <= u32::MAX as u64, "report address must fit movl");
+    assert!(abi::VECTOR_STUB_SIZE == 32);
+    assert!(abi::IDT_ENTRIES == 256);
+};

@@ -1,0 +1,303 @@
+//! `BootMode::Service`: the enclave service on virtio-vsock.
+//!
+//! The driver is `virtio-drivers`' `VsockConnectionManager` over its virtio-mmio (version 2)
+//! transport, all in ring 3. The loop polls the receive queue until it is drained and answers every
+//! whole request frame; after some work it watches for the next interrupt from ring 3 for
+//! [`SPIN_US`], then sleeps in `SYS_WAIT` until the next vsock interrupt.
+//!
+//! What the driver needs from the VMM's device: virtio-mmio version 2, `VIRTIO_F_VERSION_1`
+//! (`EVENT_IDX` and `INDIRECT_DESC` are used if offered, not needed), queues 0-2 with
+//! `QueueNumMax` >= 8 (the driver uses 8), receive buffers of [`RX_BUFFER_SIZE`] bytes in one
+//! descriptor (header and payload together), transmit chains of header + payload. The driver
+//! waits for transmit completions by polling the used ring, so the device must complete
+//! transmit buffers on its own (never wait for the guest to take receive buffers first); only
+//! used receive buffers need an interrupt. `InterruptStatus` is never read or acknowledged:
+//! the interrupt must be edge-triggered. The event queue is never serviced. Every address the
+//! driver gives the device lies in the DMA window (see `hal`).
+
+use alloc::vec::Vec;
+use core::ptr::NonNull;
+use core::sync::atomic::Ordering;
+
+use credguard_enclave::rng::HwRng;
+use credguard_enclave::service::{Connection, Identity, Service};
+use credguard_proto::abi::{self, BootInfo};
+use virtio_drivers::Error as VirtioError;
+use virtio_drivers::device::socket::{
+    SocketError, VirtIOSocket, VsockAddr, VsockConnectionManager, VsockEvent, VsockEventType,
+};
+use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
+use virtio_drivers::transport::{DeviceType, Transport};
+
+use crate::hal::EnclaveHal;
+use crate::ring0::IRQ_PENDING;
+use crate::sys::{self, kprintln};
+
+/// Bytes per receive buffer (header included): one DMA page. The VMM must not put more than
+/// `RX_BUFFER_SIZE - 44` payload bytes in one packet.
+pub const RX_BUFFER_SIZE: usize = 4096;
+/// Receive buffer per connection (what we advertise as `buf_alloc`).
+pub const CONNECTION_BUFFER: u32 = 64 << 10;
+/// Open connections at most; more are refused (each may buffer up to a 1 MiB frame).
+pub const MAX_CONNECTIONS: usize = 4;
+/// Largest payload per transmitted packet.
+const TX_CHUNK: usize = 4096;
+/// Polls that find nothing in a row before the receive queue is known to be drained: `poll`
+/// also returns nothing for packets it handles internally (credit requests, stray packets), and at
+/// most the 8 receive buffers can be waiting.
+const IDLE_POLLS: u32 = 9;
+/// How long to poll for more work after handling some, before sleeping.
+const SPIN_US: u64 = 200;
+/// Device errors logged at most (each log line costs milliseconds of serial output).
+const MAX_LOGGED_ERRORS: u32 = 8;
+
+type Manager = VsockConnectionManager<EnclaveHal, MmioTransport<'static>, RX_BUFFER_SIZE>;
+
+struct Stream {
+    peer: VsockAddr,
+    port: u32,
+    conn: Connection,
+    /// Framed replies not yet accepted by the device.
+    out: Vec<u8>,
+    /// Bytes of `out` already sent.
+    sent: usize,
+    /// Bytes consumed since we last told the peer about our free space.
+    unreported: usize,
+}
+
+struct Server {
+    mgr: Manager,
+    svc: Service<HwRng>,
+    streams: Vec<Stream>,
+    errors: u32,
+    rx: [u8; 4096],
+}
+
+fn service(boot: &BootInfo, start_tsc: u64) -> Service<HwRng> {
+    // main() already refused to start without a working RDRAND.
+    let Some(rng) = HwRng::new() else { panic!("no RDRAND") };
+    let identity = Identity {
+        measurement: boot.measurement,
+        signer: boot.signer,
+    };
+    match Service::new(identity, boot.tsc_khz, start_tsc, rng) {
+        Ok(s) => s,
+        Err(_) => panic!("the hardware random source failed at start-up"),
+    }
+}
+
+pub fn run(boot: &BootInfo, start_tsc: u64) -> ! {
+    let header = NonNull::new(abi::VSOCK_MMIO_GPA as *mut VirtIOHeader).expect("MMIO is not at 0");
+    // SAFETY: the VMM maps the vsock register block at VSOCK_MMIO_GPA, user-accessible and
+    // uncached, and nothing else in the enclave touches it.
+    let transport = match unsafe { MmioTransport::new(header, abi::VSOCK_MMIO_SIZE as usize) } {
+        Ok(t) => t,
+        Err(e) => panic!("no virtio-mmio device at {:#x}: {e}", abi::VSOCK_MMIO_GPA),
+    };
+    if transport.device_type() != DeviceType::Socket {
+        panic!(
+            "device at {:#x} is {:?}, not vsock",
+            abi::VSOCK_MMIO_GPA,
+            transport.device_type()
+        );
+    }
+    let driver = match VirtIOSocket::<EnclaveHal, _, RX_BUFFER_SIZE>::new(transport) {
+        Ok(d) => d,
+        Err(e) => panic!("vsock device setup failed: {e}"),
+    };
+    let mut mgr = VsockConnectionManager::new_with_capacity(driver, CONNECTION_BUFFER);
+    mgr.listen(abi::ENCLAVE_VSOCK_PORT);
+    kprintln!(
+        "vsock: cid {}, listening on port {}",
+        mgr.guest_cid(),
+        abi::ENCLAVE_VSOCK_PORT
+    );
+
+    let mut server = Server {
+        mgr,
+        svc: service(boot, start_tsc),
+        streams: Vec::new(),
+        errors: 0,
+        rx: [0; 4096],
+    };
+    // Adaptive polling: after handling something, watch for the next interrupt from ring 3 for a
+    // short while before sleeping; an interrupt that comes meanwhile saves the SYS_WAIT system
+    // call and the halt/wake-up in ring 0 (emulated, ~15 µs a round trip on the target machines).
+    let spin_cycles = boot.tsc_khz.saturating_mul(SPIN_US) / 1000;
+    loop {
+        if server.drain() && irq_within(spin_cycles) {
+            continue;
+        }
+        sys::wait();
+    }
+}
+
+/// Spins up to `cycles` TSC cycles for an interrupt; consumes it (as `SYS_WAIT` would) if one came.
+fn irq_within(cycles: u64) -> bool {
+    let start = sys::rdtsc();
+    loop {
+        // Ring 3 may clear the flag itself: the interrupt handler only ever sets it, and a set that
+        // lands after this swap is seen by the next swap or by SYS_WAIT.
+        if IRQ_PENDING.swap(0, Ordering::Relaxed) != 0 {
+            return true;
+        }
+        if sys::rdtsc().wrapping_sub(start) >= cycles {
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+impl Server {
+    /// Handles every packet waiting in the receive queue; returns whether there was any.
+    fn drain(&mut self) -> bool {
+        let mut idle = 0;
+        let mut handled = false;
+        while idle < IDLE_POLLS {
+            match self.mgr.poll() {
+                Ok(Some(event)) => {
+                    idle = 0;
+                    handled = true;
+                    self.on_event(event);
+                }
+                Ok(None) => idle += 1,
+                Err(e) => {
+                    self.log_error("poll", e);
+                    // The queue may be wedged on a bad buffer; wait for the next interrupt
+                    // rather than spin.
+                    return false;
+                }
+            }
+        }
+        handled
+    }
+
+    fn find(&self, peer: VsockAddr, port: u32) -> Option<usize> {
+        self.streams.iter().position(|s| s.peer == peer && s.port == port)
+    }
+
+    fn on_event(&mut self, event: VsockEvent) {
+        let peer = event.source;
+        let port = event.destination.port;
+        match event.event_type {
+            VsockEventType::ConnectionRequest => self.on_connect(peer, port),
+            VsockEventType::Received { .. } => self.on_data(peer, port),
+            VsockEventType::Disconnected { .. } => {
+                // Let the manager finish a shutdown whose data we had not read; the peer is gone,
+                // so there is no one to answer.
+                while matches!(self.mgr.recv(peer, port, &mut self.rx), Ok(n) if n > 0) {}
+                if let Some(i) = self.find(peer, port) {
+                    self.streams.swap_remove(i);
+                }
+            }
+            VsockEventType::CreditUpdate => {
+                if let Some(i) = self.find(peer, port) {
+                    self.flush(i);
+                }
+            }
+            VsockEventType::Connected | VsockEventType::CreditRequest => {}
+        }
+    }
+
+    fn on_connect(&mut self, peer: VsockAddr, port: u32) {
+        // The manager has accepted it (we listen on one port only).
+        if let Some(i) = self.find(peer, port) {
+            // The peer reused an address whose connection we thought open: start afresh.
+            self.streams.swap_remove(i);
+        }
+        // Forget streams the manager has closed on its own.
+        let mgr = &mut self.mgr;
+        self.streams
+            .retain(|s| mgr.recv_buffer_available_bytes(s.peer, s.port).is_ok());
+        if self.streams.len() >= MAX_CONNECTIONS {
+            kprintln!(
+                "vsock: refusing {}:{}, {} connections open",
+                peer.cid,
+                peer.port,
+                MAX_CONNECTIONS
+            );
+            let _ = self.mgr.force_close(peer, port);
+            return;
+        }
+        self.streams.push(Stream {
+            peer,
+            port,
+            conn: Connection::new(),
+            out: Vec::new(),
+            sent: 0,
+            unreported: 0,
+        });
+    }
+
+    fn on_data(&mut self, peer: VsockAddr, port: u32) {
+        let Some(i) = self.find(peer, port) else {
+            // Data on a connection we refused or forgot: drop it.
+            let _ = self.mgr.force_close(peer, port);
+            return;
+        };
+        loop {
+            let n = match self.mgr.recv(peer, port, &mut self.rx) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(_) => {
+                    // The manager closed it (the peer had shut down and we drained the rest).
+                    self.streams.swap_remove(i);
+                    return;
+                }
+            };
+            let now = sys::rdtsc();
+            let stream = &mut self.streams[i];
+            stream.unreported += n;
+            if let Err(e) = self.svc.on_bytes(&mut stream.conn, &self.rx[..n], now, &mut stream.out) {
+                kprintln!("vsock: closing {}:{}: {e}", peer.cid, peer.port);
+                let _ = self.mgr.force_close(peer, port);
+                self.streams.swap_remove(i);
+                return;
+            }
+        }
+        self.flush(i);
+        let stream = &mut self.streams[i];
+        if stream.unreported >= CONNECTION_BUFFER as usize / 2 {
+            // We consumed a lot without sending (every packet we send carries our credit): tell
+            // the peer it may send more.
+            stream.unreported = 0;
+            let _ = self.mgr.update_credit(peer, port);
+        }
+    }
+
+    /// Sends what the device will take of stream `i`'s pending replies.
+    fn flush(&mut self, i: usize) {
+        let stream = &mut self.streams[i];
+        while stream.sent < stream.out.len() {
+            let end = stream.out.len().min(stream.sent + TX_CHUNK);
+            match self.mgr.send(stream.peer, stream.port, &stream.out[stream.sent..end]) {
+                Ok(()) => {
+                    stream.sent = end;
+                    stream.unreported = 0;
+                }
+                // The peer's buffer is full; the manager has asked for a credit update and we
+                // resume on the CreditUpdate event.
+                Err(VirtioError::SocketDeviceError(SocketError::InsufficientBufferSpaceInPeer)) => return,
+                Err(e) => {
+                    let (peer, port) = (stream.peer, stream.port);
+                    self.log_error("send", e);
+                    let _ = self.mgr.force_close(peer, port);
+                    self.streams.swap_remove(i);
+                    return;
+                }
+            }
+        }
+        stream.out.clear();
+        stream.sent = 0;
+        if stream.out.capacity() > 4 * TX_CHUNK {
+            stream.out.shrink_to(TX_CHUNK);
+        }
+    }
+
+    fn log_error(&mut self, what: &str, e: VirtioError) {
+        self.errors = self.errors.saturating_add(1);
+        if self.errors <= MAX_LOGGED_ERRORS {
+            kprintln!("vsock: {what} error: {e}");
+        }
+    }
+}
