@@ -62,14 +62,21 @@ impl EnclaveClient {
         if line.trim_end() != format!("OK {port}") {
             return Err(ClientError::Handshake(line));
         }
-        Ok(EnclaveClient { stream, decoder: FrameDecoder::new(), next_call_id: 1 })
+        Ok(EnclaveClient {
+            stream,
+            decoder: FrameDecoder::new(),
+            next_call_id: 1,
+        })
     }
 
     /// Calls `method` with `request` and decodes the reply as `R`.
     pub fn call<Q: Message, R: Message + Default>(&mut self, method: &str, request: &Q) -> Result<R, ClientError> {
         let reply = self.call_raw(method, request.encode_to_vec())?;
         if reply.code != 0 {
-            return Err(ClientError::Status { code: reply.code, message: reply.message });
+            return Err(ClientError::Status {
+                code: reply.code,
+                message: reply.message,
+            });
         }
         Ok(R::decode(reply.payload.as_slice())?)
     }
@@ -78,7 +85,13 @@ impl EnclaveClient {
     pub fn call_raw(&mut self, method: &str, payload: Vec<u8>) -> Result<Frame, ClientError> {
         let call_id = self.next_call_id;
         self.next_call_id += 1;
-        let frame = Frame { call_id, method: method.into(), payload, code: 0, message: String::new() };
+        let frame = Frame {
+            call_id,
+            method: method.into(),
+            payload,
+            code: 0,
+            message: String::new(),
+        };
         let mut out = Vec::new();
         encode_frame(&frame, &mut out);
         self.send_bytes(&out)?;

@@ -1,1 +1,26 @@
-//! credguard-vmm (being written).
+//! `credguard-vmm`: the KVM VMM that runs credguard's enclave.
+//!
+//! It boots a verified, measured enclave image as a one-vCPU VM with two devices: a serial
+//! console (logged) and a virtio-mmio vsock device whose host end is a Unix socket. The boot
+//! contract with the enclave is [`credguard_proto::abi`].
+//!
+//! Launch and stop an enclave with [`Enclave::launch`] and [`RunningEnclave`]; talk to it with
+//! [`enclave_client::EnclaveClient`].
+#![deny(missing_docs)]
+
+pub mod boot;
+pub mod cli;
+pub mod devices;
+pub mod doorbell;
+pub mod enclave_client;
+pub mod interrupts;
+#[cfg(test)]
+mod kvm_tests;
+pub mod outcome;
+pub mod signals;
+pub mod vcpu;
+pub mod vm;
+
+pub use credguard_proto::abi::BootMode;
+pub use outcome::{BenchResult, ExitOutcome, FaultInfo};
+pub use vm::{Enclave, EnclaveConfig, EnclaveImage, RunningEnclave, StopHandle, VmError};

@@ -1,0 +1,345 @@
+//! The vCPU thread: runs the enclave's single vCPU and dispatches its exits to the devices.
+//!
+//! Another thread stops it through [`VcpuControl`]: a stop flag plus a signal that interrupts
+//! `KVM_RUN` (which otherwise only returns when the guest exits).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use credguard_proto::abi::{self, ExitCode};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vm_memory::GuestMemoryMmap;
+
+use crate::boot;
+use crate::devices::MmioDevice;
+use crate::devices::serial::SerialConsole;
+use crate::outcome::{BenchResult, ExitOutcome, FaultInfo};
+
+/// Errors of vCPU thread control.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    /// The kick signal's handler could not be installed.
+    #[error("installing the vCPU kick signal handler: {0}")]
+    SignalHandler(#[source] vmm_sys_util::errno::Error),
+}
+
+/// The signal that interrupts `KVM_RUN`: the first real-time signal, as is usual for VMMs.
+fn kick_signal() -> libc::c_int {
+    vmm_sys_util::signal::SIGRTMIN()
+}
+
+extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // Nothing to do: the signal's only purpose is to make KVM_RUN return EINTR.
+}
+
+/// Installs the (process-wide, no-op) handler of the kick signal, once.
+pub fn install_kick_handler() -> Result<(), VcpuError> {
+    static INSTALLED: OnceLock<Result<(), vmm_sys_util::errno::Error>> = OnceLock::new();
+    (*INSTALLED.get_or_init(|| vmm_sys_util::signal::register_signal_handler(kick_signal(), on_kick)))
+        .map_err(VcpuError::SignalHandler)
+}
+
+/// Shared between the vCPU thread and whoever stops it.
+#[derive(Debug, Default)]
+pub struct VcpuControl {
+    stop: AtomicBool,
+    // The running vCPU thread. Cleared (under the lock) before the thread ends, so a kick never
+    // targets a thread that is gone.
+    thread: Mutex<Option<libc::pthread_t>>,
+}
+
+impl VcpuControl {
+    /// Asks the vCPU thread to stop and kicks it out of `KVM_RUN`.
+    ///
+    /// A kick that lands just before the thread enters `KVM_RUN` is lost; callers waiting for
+    /// the thread kick again (see [`VcpuControl::kick`]) until it is gone.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.kick();
+    }
+
+    /// Whether a stop was requested.
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Sends the kick signal to the vCPU thread, if it is running.
+    pub fn kick(&self) {
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = *thread {
+            // SAFETY: `t` is the id of a live thread: it is only set by the thread itself and
+            // cleared under this lock before that thread returns. The signal has a handler
+            // installed by `install_kick_handler`, so it cannot kill the process.
+            let ret = unsafe { libc::pthread_kill(t, kick_signal()) };
+            if ret != 0 {
+                tracing::warn!("kicking the vCPU thread failed: errno {ret}");
+            }
+        }
+    }
+
+    fn enter(&self) {
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        *self.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(me);
+    }
+
+    fn leave(&self) {
+        *self.thread.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+/// Registers the current thread as the vCPU thread for as long as it lives; unregisters it even
+/// if the thread unwinds, so [`VcpuControl::kick`] never signals a thread that is gone.
+struct Running<'a>(&'a VcpuControl);
+
+impl<'a> Running<'a> {
+    fn enter(control: &'a VcpuControl) -> Self {
+        control.enter();
+        Running(control)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}
+
+/// What a single exit asks the run loop to do.
+enum Step {
+    Continue,
+    Exit(ExitOutcome),
+    /// `KVM_EXIT_INTERNAL_ERROR`: its details are read from `kvm_run` once the exit is released.
+    InternalError,
+    /// `KVM_EXIT_HLT`: described with the vCPU's registers once the exit is released.
+    Halted,
+}
+
+/// Handles exits that are not the vCPU's own business: devices, the exit port, guest memory.
+struct ExitHandler {
+    mem: GuestMemoryMmap,
+    serial: SerialConsole,
+    vsock: Option<Arc<Mutex<dyn MmioDevice>>>,
+    tsc_khz: u64,
+    // Unclaimed addresses already logged, so a guest probing them cannot flood the log.
+    logged: HashSet<(bool, u64)>,
+}
+
+const MAX_LOGGED_ADDRESSES: usize = 64;
+
+impl ExitHandler {
+    fn log_unclaimed(&mut self, mmio: bool, addr: u64, what: &str) {
+        if self.logged.len() < MAX_LOGGED_ADDRESSES && self.logged.insert((mmio, addr)) {
+            tracing::debug!("unclaimed {what} at {addr:#x} (logged once)");
+        }
+    }
+
+    fn handle(&mut self, exit: VcpuExit<'_>) -> Step {
+        match exit {
+            VcpuExit::IoOut(port, data) => self.io_out(port, data),
+            VcpuExit::IoIn(port, data) => {
+                if SerialConsole::handles(port) {
+                    self.serial.pio_read(port, data);
+                } else {
+                    data.fill(0xff);
+                    self.log_unclaimed(false, port.into(), "port read");
+                }
+                Step::Continue
+            }
+            VcpuExit::MmioRead(addr, data) => {
+                match self.vsock_offset(addr) {
+                    Some((dev, offset)) => match dev.lock() {
+                        Ok(mut dev) => dev.read(offset, data),
+                        Err(_) => return Step::Exit(vsock_poisoned()),
+                    },
+                    None => {
+                        data.fill(0);
+                        self.log_unclaimed(true, addr, "MMIO read");
+                    }
+                }
+                Step::Continue
+            }
+            VcpuExit::MmioWrite(addr, data) => {
+                match self.vsock_offset(addr) {
+                    Some((dev, offset)) => match dev.lock() {
+                        Ok(mut dev) => dev.write(offset, data),
+                        Err(_) => return Step::Exit(vsock_poisoned()),
+                    },
+                    None => self.log_unclaimed(true, addr, "MMIO write"),
+                }
+                Step::Continue
+            }
+            // With the in-kernel irqchip KVM handles HLT itself; seeing it means the irqchip is
+            // not what we set up.
+            VcpuExit::Hlt => Step::Halted,
+            VcpuExit::Shutdown => Step::Exit(ExitOutcome::TripleFault),
+            VcpuExit::FailEntry(reason, cpu) => Step::Exit(ExitOutcome::Unexpected(format!(
+                "KVM_EXIT_FAIL_ENTRY: hardware entry failure reason {reason:#x} on cpu {cpu}"
+            ))),
+            VcpuExit::InternalError => Step::InternalError,
+            // A signal interrupted the guest; the run loop looks at the stop flag.
+            VcpuExit::Intr => Step::Continue,
+            other => Step::Exit(ExitOutcome::Unexpected(format!("unexpected vCPU exit {other:?}"))),
+        }
+    }
+
+    fn vsock_offset(&self, addr: u64) -> Option<(Arc<Mutex<dyn MmioDevice>>, u64)> {
+        let offset = addr.checked_sub(abi::VSOCK_MMIO_GPA)?;
+        if offset >= abi::VSOCK_MMIO_SIZE {
+            return None;
+        }
+        self.vsock.as_ref().map(|dev| (dev.clone(), offset))
+    }
+
+    fn io_out(&mut self, port: u16, data: &[u8]) -> Step {
+        if SerialConsole::handles(port) {
+            if let Err(e) = self.serial.pio_write(port, data) {
+                tracing::warn!("serial: {e}");
+            }
+            return Step::Continue;
+        }
+        if port == abi::EXIT_PORT {
+            let Ok(raw) = <[u8; 4]>::try_from(data) else {
+                return Step::Exit(ExitOutcome::Unexpected(format!(
+                    "{}-byte write to the exit port (expected a 32-bit out)",
+                    data.len()
+                )));
+            };
+            return Step::Exit(self.guest_exit(u32::from_le_bytes(raw)));
+        }
+        self.log_unclaimed(false, port.into(), "port write");
+        Step::Continue
+    }
+
+    fn guest_exit(&mut self, raw: u32) -> ExitOutcome {
+        match ExitCode::from_raw(raw) {
+            Some(ExitCode::Clean) => ExitOutcome::Clean,
+            Some(ExitCode::Panic) => {
+                self.serial.flush();
+                ExitOutcome::Panic {
+                    last_lines: self.serial.recent_lines(),
+                }
+            }
+            Some(ExitCode::Fault) => match boot::read_report(&self.mem) {
+                Ok(report) => ExitOutcome::Fault(FaultInfo { report }),
+                Err(e) => ExitOutcome::Unexpected(format!("the guest reported a fault, but: {e}")),
+            },
+            Some(ExitCode::BenchDone) => match boot::read_report(&self.mem) {
+                Ok(report) => ExitOutcome::BenchDone(BenchResult {
+                    report,
+                    tsc_khz: self.tsc_khz,
+                }),
+                Err(e) => ExitOutcome::Unexpected(format!("the guest finished the benchmark, but: {e}")),
+            },
+            None => ExitOutcome::Unexpected(format!("unknown exit code {raw:#x}")),
+        }
+    }
+}
+
+fn vsock_poisoned() -> ExitOutcome {
+    ExitOutcome::Unexpected("the vsock device panicked earlier".to_owned())
+}
+
+/// The enclave's vCPU with everything its exits need.
+pub struct Vcpu {
+    fd: VcpuFd,
+    handler: ExitHandler,
+    control: Arc<VcpuControl>,
+}
+
+impl std::fmt::Debug for Vcpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vcpu")
+            .field("tsc_khz", &self.handler.tsc_khz)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vcpu {
+    /// A vCPU ready to run: `fd` holds the boot state, `mem` is the guest's memory (for the report
+    /// page), `vsock` the device behind [`abi::VSOCK_MMIO_GPA`] if any.
+    pub fn new(
+        fd: VcpuFd,
+        mem: GuestMemoryMmap,
+        vsock: Option<Arc<Mutex<dyn MmioDevice>>>,
+        tsc_khz: u64,
+        control: Arc<VcpuControl>,
+    ) -> Self {
+        Vcpu {
+            fd,
+            handler: ExitHandler {
+                mem,
+                serial: SerialConsole::new(),
+                vsock,
+                tsc_khz,
+                logged: HashSet::new(),
+            },
+            control,
+        }
+    }
+
+    /// Runs the guest until it exits, fails, or a stop is requested. Call on the vCPU's own
+    /// thread (the stop signal targets the calling thread).
+    pub fn run(mut self) -> ExitOutcome {
+        let control = self.control.clone();
+        let _running = Running::enter(&control);
+        let outcome = self.run_loop();
+        self.handler.serial.flush();
+        outcome
+    }
+
+    fn run_loop(&mut self) -> ExitOutcome {
+        loop {
+            if self.control.stop_requested() {
+                return ExitOutcome::Stopped;
+            }
+            let step = match self.fd.run() {
+                Ok(exit) => self.handler.handle(exit),
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Step::Continue,
+                Err(e) => Step::Exit(ExitOutcome::Unexpected(format!("KVM_RUN failed: {e}"))),
+            };
+            match step {
+                Step::Continue => {}
+                Step::Exit(outcome) => return outcome,
+                Step::InternalError => return ExitOutcome::Unexpected(self.internal_error()),
+                Step::Halted => {
+                    return ExitOutcome::Unexpected(format!(
+                        "KVM_EXIT_HLT (in-kernel irqchip missing?){}",
+                        self.at_rip()
+                    ));
+                }
+            }
+        }
+    }
+
+    fn at_rip(&self) -> String {
+        match self.fd.get_regs() {
+            Ok(regs) => format!(" at rip {:#x}", regs.rip),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Describes a `KVM_EXIT_INTERNAL_ERROR`; under PVM usually an instruction the emulator lacks
+    /// in ring 0.
+    fn internal_error(&mut self) -> String {
+        let run = self.fd.get_kvm_run();
+        // SAFETY: the last exit was KVM_EXIT_INTERNAL_ERROR, so the kernel filled `internal`.
+        let internal = unsafe { run.__bindgen_anon_1.internal };
+        let ndata = (internal.ndata as usize).min(internal.data.len());
+        let data: Vec<String> = internal.data[..ndata].iter().map(|d| format!("{d:#x}")).collect();
+        let kind = match internal.suberror {
+            1 => "emulation failure (an instruction KVM cannot emulate in ring 0)",
+            2 => "simultaneous exceptions",
+            3 => "delivery event failure",
+            4 => "unexpected exit reason",
+            _ => "unknown",
+        };
+        format!(
+            "KVM_EXIT_INTERNAL_ERROR: suberror {} ({kind}), data [{}]{}",
+            internal.suberror,
+            data.join(", "),
+            self.at_rip()
+        )
+    }
+}

@@ -1,0 +1,457 @@
+//! Launching, watching and stopping one enclave VM.
+//!
+//! [`Enclave::launch`] builds the whole VM from an already verified [`EnclaveImage`] — KVM VM,
+//! guest memory, interrupt controllers, boot state, devices — and starts its vCPU on a thread of
+//! its own. The returned [`RunningEnclave`] is how the caller waits for the outcome or stops it.
+//!
+//! ```no_run
+//! use credguard_vmm::{Enclave, EnclaveConfig, EnclaveImage};
+//! # fn demo(signed: &credguard_image::SignedImage) -> Result<(), credguard_vmm::VmError> {
+//! let mut config = EnclaveConfig::new(EnclaveImage::from_signed(signed));
+//! config.vsock_socket = Some("/run/credguard/enclave.sock".into());
+//! let enclave = Enclave::launch(config)?;
+//! // ... connect to the vsock socket (see `credguard_vmm::enclave_client`) ...
+//! let outcome = enclave.stop_and_wait();
+//! assert!(outcome.is_success());
+//! # Ok(()) }
+//! ```
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use credguard_proto::abi::{self, BootInfo, BootMode, MEASUREMENT_LEN};
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
+use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+use crate::boot::{self, BootError};
+use crate::devices::MmioDevice;
+use crate::devices::virtio::mmio::regs::QUEUE_NOTIFY;
+use crate::devices::virtio::{VirtioMmioVsock, VsockConfig, VsockError, create_vsock_device};
+use crate::doorbell::{Doorbell, DoorbellError};
+use crate::interrupts::{self, InterruptError};
+use crate::outcome::ExitOutcome;
+use crate::vcpu::{self, Vcpu, VcpuControl, VcpuError};
+
+/// How often a waiter re-sends a lost stop kick (see [`VcpuControl::request_stop`]).
+const KICK_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Why an enclave could not be launched.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// The RAM size does not fit the guest layout.
+    #[error(
+        "guest RAM of {0} bytes is not a multiple of 2 MiB within {min} MiB..={max} MiB",
+        min = abi::MIN_RAM_SIZE >> 20,
+        max = abi::MAX_RAM_SIZE >> 20
+    )]
+    RamSize(u64),
+    /// A KVM ioctl failed.
+    #[error("{what}: {source}")]
+    Kvm {
+        /// The operation.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// Guest memory could not be allocated.
+    #[error("allocating {size} bytes of guest memory: {reason}")]
+    GuestMemory {
+        /// Requested size.
+        size: u64,
+        /// The allocator's error.
+        reason: String,
+    },
+    /// The boot state could not be prepared (e.g. the image is refused).
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    /// The interrupt controllers could not be set up.
+    #[error("interrupt controllers: {0}")]
+    Interrupts(#[from] InterruptError),
+    /// The vsock device could not be created.
+    #[error("vsock device: {0}")]
+    Vsock(#[from] VsockError),
+    /// The benchmark doorbell could not be set up.
+    #[error(transparent)]
+    Doorbell(#[from] DoorbellError),
+    /// The vCPU thread could not be prepared or started.
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    /// Spawning the vCPU thread failed.
+    #[error("spawning the vCPU thread: {0}")]
+    Spawn(#[source] io::Error),
+}
+
+fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
+    move |source| VmError::Kvm { what, source }
+}
+
+/// An enclave image whose signature the caller has verified, with its measurement.
+#[derive(Clone)]
+pub struct EnclaveImage {
+    bytes: Arc<[u8]>,
+    measurement: [u8; MEASUREMENT_LEN],
+    signer: [u8; abi::SIGNER_LEN],
+}
+
+impl std::fmt::Debug for EnclaveImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnclaveImage")
+            .field("len", &self.bytes.len())
+            .field("measurement", &hex::encode(self.measurement))
+            .finish()
+    }
+}
+
+impl EnclaveImage {
+    /// The image of a [`credguard_image::SignedImage`], which is only constructed after its
+    /// signature verified.
+    pub fn from_signed(image: &credguard_image::SignedImage) -> Self {
+        EnclaveImage {
+            bytes: Arc::from(image.bytes()),
+            measurement: *image.measurement().as_bytes(),
+            signer: image.signer_id(),
+        }
+    }
+
+    /// An image from its bytes and measurement, for callers that verified it some other way (and
+    /// tests). The measurement is handed to the guest as is: it must be the SHA-384 of `bytes`
+    /// that was checked against a signature.
+    pub fn from_verified_parts(bytes: impl Into<Arc<[u8]>>, measurement: [u8; MEASUREMENT_LEN]) -> Self {
+        EnclaveImage {
+            bytes: bytes.into(),
+            measurement,
+            signer: [0; abi::SIGNER_LEN],
+        }
+    }
+
+    /// The ELF bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The SHA-384 measurement.
+    pub fn measurement(&self) -> &[u8; MEASUREMENT_LEN] {
+        &self.measurement
+    }
+}
+
+/// Everything needed to launch an enclave.
+#[derive(Debug, Clone)]
+pub struct EnclaveConfig {
+    /// The verified image.
+    pub image: EnclaveImage,
+    /// Guest RAM in bytes (see [`abi::check_ram_size`]); default [`abi::DEFAULT_RAM_SIZE`].
+    pub ram_size: u64,
+    /// What the enclave does after boot; default [`BootMode::Service`].
+    pub boot_mode: BootMode,
+    /// Argument of the boot mode (iterations of the doorbell benchmark).
+    pub mode_arg: u64,
+    /// Host end of the enclave's vsock: a Unix socket created at this path (replacing a stale
+    /// socket file) and removed when the enclave stops. `None`: no vsock device.
+    pub vsock_socket: Option<PathBuf>,
+}
+
+impl EnclaveConfig {
+    /// A service-mode configuration with default RAM and no vsock device.
+    pub fn new(image: EnclaveImage) -> Self {
+        EnclaveConfig {
+            image,
+            ram_size: abi::DEFAULT_RAM_SIZE,
+            boot_mode: BootMode::Service,
+            mode_arg: 0,
+            vsock_socket: None,
+        }
+    }
+}
+
+/// Entry point for launching enclaves.
+#[derive(Debug)]
+pub struct Enclave;
+
+impl Enclave {
+    /// Builds the VM for `config` and starts its vCPU; returns once the guest is running.
+    ///
+    /// The vsock socket (if configured) is listening when this returns, so a client may connect
+    /// at once; the enclave's service accepts the connection once it has booted.
+    pub fn launch(config: EnclaveConfig) -> Result<RunningEnclave, VmError> {
+        let started = Instant::now();
+        let ram_size = config.ram_size;
+        abi::check_ram_size(ram_size).map_err(|_| VmError::RamSize(ram_size))?;
+        vcpu::install_kick_handler()?;
+
+        let kvm = Kvm::new().map_err(kvm_err("opening /dev/kvm"))?;
+        let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        let mem = create_guest_memory(ram_size)?;
+        register_guest_memory(&vm, &mem)?;
+        // The irqchip must exist before the vCPU is created.
+        interrupts::setup_irqchip(&vm)?;
+
+        let vcpu_fd = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        boot::setup_cpuid(&kvm, &vcpu_fd)?;
+        let tsc_khz = match vcpu_fd.get_tsc_khz() {
+            Ok(khz) => u64::from(khz),
+            Err(e) => {
+                tracing::warn!("KVM does not know the TSC frequency ({e}); the enclave gets 0");
+                0
+            }
+        };
+
+        let image = &config.image;
+        let entry = boot::load_image(&mem, image.bytes())?;
+        let info = BootInfo::new(
+            ram_size,
+            tsc_khz,
+            config.boot_mode,
+            config.mode_arg,
+            image.bytes().len() as u64,
+            *image.measurement(),
+        )
+        .with_signer(image.signer);
+        boot::write_boot_tables(&mem, &info)?;
+        boot::setup_registers(&vcpu_fd, entry)?;
+        interrupts::enable_lapic(&vcpu_fd)?;
+
+        let vsock = match &config.vsock_socket {
+            Some(path) => Some(attach_vsock(&vm, &mem, path)?),
+            None => None,
+        };
+        let doorbell = match config.boot_mode {
+            BootMode::DoorbellBench => Some(Doorbell::start(&vm)?),
+            BootMode::Service | BootMode::PanicSelfTest => None,
+        };
+
+        let control = Arc::new(VcpuControl::default());
+        let vsock_mmio = vsock
+            .as_ref()
+            .map(|v| v.transport.clone() as Arc<Mutex<dyn MmioDevice>>);
+        let vcpu = Vcpu::new(vcpu_fd, mem.clone(), vsock_mmio, tsc_khz, control.clone());
+        let (outcome_tx, outcome_rx) = mpsc::channel();
+        let vcpu_thread = std::thread::Builder::new()
+            .name("vcpu0".into())
+            .spawn(move || {
+                let outcome = vcpu.run();
+                // The receiver is gone only if the RunningEnclave was leaked; nobody to tell.
+                let _ = outcome_tx.send(outcome);
+            })
+            .map_err(VmError::Spawn)?;
+        tracing::debug!("enclave launched in {:?}", started.elapsed());
+
+        Ok(RunningEnclave {
+            control,
+            outcome_rx,
+            vcpu_thread: Some(vcpu_thread),
+            vsock,
+            doorbell,
+            outcome: None,
+            measurement: *image.measurement(),
+            ram_size,
+            tsc_khz,
+            vsock_socket: config.vsock_socket.clone(),
+            _mem: mem,
+            _vm: vm,
+        })
+    }
+}
+
+/// Allocates the guest's RAM at GPA 0. The one place that decides what backs guest memory.
+fn create_guest_memory(ram_size: u64) -> Result<GuestMemoryMmap, VmError> {
+    let err = |reason: String| VmError::GuestMemory { size: ram_size, reason };
+    let size = usize::try_from(ram_size).map_err(|e| err(e.to_string()))?;
+    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size)]).map_err(|e| err(e.to_string()))
+}
+
+/// Gives every region of `mem` to KVM as a memory slot.
+fn register_guest_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {
+    for (slot, region) in mem.iter().enumerate() {
+        let slot = u32::try_from(slot).map_err(|_| VmError::GuestMemory {
+            size: region.len(),
+            reason: "too many memory regions".into(),
+        })?;
+        let memory_region = kvm_userspace_memory_region {
+            slot,
+            flags: 0,
+            guest_phys_addr: region.start_addr().raw_value(),
+            memory_size: region.len(),
+            userspace_addr: region.as_ptr() as u64,
+        };
+        // SAFETY: the range is a live mapping of exactly `memory_size` bytes owned by `mem`.
+        // Every holder of the VM's fds (the vCPU thread, RunningEnclave) also holds a clone of
+        // `mem`, so the mapping outlives any guest access through this slot.
+        unsafe { vm.set_user_memory_region(memory_region) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+    }
+    Ok(())
+}
+
+/// Creates the vsock device and wires its queue notifications and interrupt into KVM.
+fn attach_vsock(vm: &VmFd, mem: &GuestMemoryMmap, path: &Path) -> Result<VirtioMmioVsock, VmError> {
+    let device = create_vsock_device(
+        mem.clone(),
+        VsockConfig {
+            guest_cid: abi::GUEST_CID,
+            uds_path: path.into(),
+        },
+    )?;
+    let notify = IoEventAddress::Mmio(abi::VSOCK_MMIO_GPA + QUEUE_NOTIFY);
+    for (queue, evt) in &device.queue_notify_evts {
+        // The u32 datamatch makes this a 4-byte match on the queue index written to QueueNotify.
+        vm.register_ioevent(evt, &notify, *queue)
+            .map_err(kvm_err("KVM_IOEVENTFD (vsock queue notify)"))?;
+    }
+    vm.register_irqfd(&device.irq_evt, abi::VSOCK_GSI)
+        .map_err(kvm_err("KVM_IRQFD (vsock)"))?;
+    Ok(device)
+}
+
+/// Stops a [`RunningEnclave`] from any thread (e.g. a signal watcher).
+#[derive(Debug, Clone)]
+pub struct StopHandle {
+    control: Arc<VcpuControl>,
+}
+
+impl StopHandle {
+    /// Asks the enclave to stop. Returns at once; the enclave's waiter sees
+    /// [`ExitOutcome::Stopped`] (unless the guest exited on its own first).
+    pub fn stop(&self) {
+        self.control.request_stop();
+    }
+}
+
+/// A launched enclave. Dropping it stops the enclave and waits for it.
+pub struct RunningEnclave {
+    control: Arc<VcpuControl>,
+    outcome_rx: mpsc::Receiver<ExitOutcome>,
+    vcpu_thread: Option<JoinHandle<()>>,
+    vsock: Option<VirtioMmioVsock>,
+    doorbell: Option<Doorbell>,
+    outcome: Option<ExitOutcome>,
+    measurement: [u8; MEASUREMENT_LEN],
+    ram_size: u64,
+    tsc_khz: u64,
+    vsock_socket: Option<PathBuf>,
+    // Kept for as long as the VM exists: the memory slot points into it, and the ioeventfd and
+    // irqfd registrations live as long as the VM fd.
+    _mem: GuestMemoryMmap,
+    _vm: VmFd,
+}
+
+impl std::fmt::Debug for RunningEnclave {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningEnclave")
+            .field("measurement", &hex::encode(self.measurement))
+            .field("ram_size", &self.ram_size)
+            .field("vsock_socket", &self.vsock_socket)
+            .field("outcome", &self.outcome)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningEnclave {
+    /// The measurement of the image the enclave runs.
+    pub fn measurement(&self) -> &[u8; MEASUREMENT_LEN] {
+        &self.measurement
+    }
+
+    /// Guest RAM in bytes.
+    pub fn ram_size(&self) -> u64 {
+        self.ram_size
+    }
+
+    /// TSC frequency handed to the guest (0 if unknown).
+    pub fn tsc_khz(&self) -> u64 {
+        self.tsc_khz
+    }
+
+    /// Path of the host end of the enclave's vsock, if it has one.
+    pub fn vsock_socket(&self) -> Option<&Path> {
+        self.vsock_socket.as_deref()
+    }
+
+    /// A handle that stops this enclave from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            control: self.control.clone(),
+        }
+    }
+
+    /// Asks the enclave to stop; [`RunningEnclave::wait`] then returns [`ExitOutcome::Stopped`].
+    pub fn stop(&self) {
+        self.control.request_stop();
+    }
+
+    /// Blocks until the enclave ends, then releases its devices (which removes the vsock socket
+    /// file) and returns how it ended.
+    pub fn wait(mut self) -> ExitOutcome {
+        self.wait_until(None)
+            .unwrap_or_else(|| ExitOutcome::Unexpected("wait returned without an outcome".into()))
+    }
+
+    /// Like [`RunningEnclave::wait`] but gives up after `timeout`, returning `None` if the
+    /// enclave is still running. Once it returned an outcome, later calls return the same.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitOutcome> {
+        self.wait_until(Some(Instant::now() + timeout))
+    }
+
+    /// Stops the enclave and waits for it.
+    pub fn stop_and_wait(self) -> ExitOutcome {
+        self.stop();
+        self.wait()
+    }
+
+    fn wait_until(&mut self, deadline: Option<Instant>) -> Option<ExitOutcome> {
+        if let Some(outcome) = &self.outcome {
+            return Some(outcome.clone());
+        }
+        loop {
+            let slice = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()).min(KICK_INTERVAL),
+                None => KICK_INTERVAL,
+            };
+            match self.outcome_rx.recv_timeout(slice) {
+                Ok(outcome) => return Some(self.finish(outcome)),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Some(self.finish(ExitOutcome::Unexpected("the vCPU thread panicked".into())));
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.control.stop_requested() {
+                        // The first kick may have arrived before the thread entered KVM_RUN.
+                        self.control.kick();
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, outcome: ExitOutcome) -> ExitOutcome {
+        if let Some(thread) = self.vcpu_thread.take()
+            && thread.join().is_err()
+        {
+            tracing::warn!("the vCPU thread panicked");
+        }
+        if let Some(mut doorbell) = self.doorbell.take() {
+            doorbell.stop();
+        }
+        if let Some(mut vsock) = self.vsock.take() {
+            vsock.stop();
+        }
+        self.outcome = Some(outcome.clone());
+        outcome
+    }
+}
+
+impl Drop for RunningEnclave {
+    fn drop(&mut self) {
+        if self.outcome.is_none() {
+            self.control.request_stop();
+            let _ = self.wait_until(None);
+        }
+    }
+}
