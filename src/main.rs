@@ -1,4 +1,202 @@
-fn main() {
-    eprintln!("credguard dev launcher: not written yet");
-    std::process::exit(2);
+//! `cargo run --release`: credguard in dev mode.
+//!
+//! Builds and dev-signs the enclave if needed, then runs the VMM and the LSA proxy as two child
+//! processes (this same binary, re-executed as `credguard vmm ...` and `credguard lsa-proxy ...`),
+//! with their sockets under `run/` in the repository, and restarts either if it dies, as systemd
+//! does in production. `credguard ctl ...` is `credguardctl` pointed at `run/lsa.sock`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::process::{Child, Command};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+fn main() -> ExitCode {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    let sub = args.get(1).and_then(|a| a.to_str()).map(str::to_owned);
+    match sub.as_deref() {
+        Some("vmm") => {
+            args.remove(0);
+            args[0] = "credguard-vmm".into();
+            credguard_vmm::cli::main_with_args(args)
+        }
+        Some("lsa-proxy") => {
+            args.remove(0);
+            args[0] = "credguard-lsa-proxy".into();
+            credguard_lsa_proxy::cli::main_with_args(args)
+        }
+        Some("ctl") => {
+            args.remove(0);
+            args[0] = "credguardctl".into();
+            if std::env::var_os("CREDGUARD_SOCKET").is_none() {
+                // SAFETY: nothing else runs yet: no other thread reads the environment.
+                unsafe { std::env::set_var("CREDGUARD_SOCKET", run_dir().join("lsa.sock")) };
+            }
+            credguard_lsa_proxy::ctl::main_with_args(args)
+        }
+        None | Some("run") => dev_run(),
+        Some(other) => {
+            eprintln!("credguard: unknown subcommand {other:?}; use run (default), vmm, lsa-proxy or ctl");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_dir() -> PathBuf {
+    credguard_image::dev::repo_root().join("run")
+}
+
+fn dev_run() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CREDGUARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("credguard: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(supervise()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("credguard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A child process the launcher keeps running.
+struct Supervised {
+    name: &'static str,
+    args: Vec<OsString>,
+    child: Option<Child>,
+    restarts: u32,
+    started: Instant,
+}
+
+impl Supervised {
+    fn spawn(&mut self) -> Result<()> {
+        let exe = std::env::current_exe().context("cannot find this program")?;
+        let child = Command::new(exe)
+            .args(&self.args)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.name))?;
+        self.child = Some(child);
+        self.started = Instant::now();
+        Ok(())
+    }
+
+    async fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if let Some(pid) = c.id() {
+                // SAFETY: kill(2) on our own child's pid, which we have not reaped yet.
+                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            }
+            if tokio::time::timeout(Duration::from_secs(5), c.wait()).await.is_err() {
+                let _ = c.kill().await;
+            }
+        }
+    }
+}
+
+async fn wait_child(c: &mut Option<Child>) -> std::io::Result<std::process::ExitStatus> {
+    match c {
+        Some(c) => c.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn supervise() -> Result<()> {
+    let dev = tokio::task::spawn_blocking(credguard_image::dev::ensure_enclave_built)
+        .await
+        .context("the enclave build panicked")?
+        .context("cannot build the enclave")?;
+    let run = run_dir();
+    std::fs::create_dir_all(&run).with_context(|| format!("cannot create {}", run.display()))?;
+    let vsock = run.join("vsock.sock");
+    let api = run.join("lsa.sock");
+    let os = |p: &Path| p.as_os_str().to_owned();
+    let mut vmm = Supervised {
+        name: "credguard-vmm",
+        args: vec![
+            "vmm".into(),
+            "run".into(),
+            "--image".into(),
+            os(&dev.image),
+            "--manifest".into(),
+            os(&dev.manifest),
+            "--trusted-key".into(),
+            os(&dev.trusted_key),
+            "--vsock-socket".into(),
+            os(&vsock),
+        ],
+        child: None,
+        restarts: 0,
+        started: Instant::now(),
+    };
+    let mut proxy = Supervised {
+        name: "credguard-lsa-proxy",
+        args: vec![
+            "lsa-proxy".into(),
+            "--socket".into(),
+            os(&api),
+            "--vmm-socket".into(),
+            os(&vsock),
+        ],
+        child: None,
+        restarts: 0,
+        started: Instant::now(),
+    };
+    vmm.spawn()?;
+    proxy.spawn()?;
+    info!(api = %api.display(), "credguard is starting; try: cargo run --release -- ctl status");
+
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            s = wait_child(&mut vmm.child) => restart(&mut vmm, s).await?,
+            s = wait_child(&mut proxy.child) => restart(&mut proxy, s).await?,
+        }
+    }
+    info!("stopping");
+    proxy.terminate().await;
+    vmm.terminate().await;
+    Ok(())
+}
+
+async fn restart(p: &mut Supervised, status: std::io::Result<std::process::ExitStatus>) -> Result<()> {
+    p.child = None;
+    match status {
+        Ok(s) => error!(process = p.name, status = %s, "exited; restarting"),
+        Err(e) => error!(process = p.name, error = %e, "lost; restarting"),
+    }
+    // A process that dies at once again and again would spin: back off.
+    let delay = if p.started.elapsed() < Duration::from_secs(5) {
+        Duration::from_secs(1u64 << p.restarts.min(4))
+    } else {
+        p.restarts = 0;
+        Duration::from_millis(500)
+    };
+    p.restarts += 1;
+    if p.restarts > 1 {
+        warn!(
+            process = p.name,
+            delay_ms = delay.as_millis() as u64,
+            "restarting after a delay"
+        );
+    }
+    tokio::time::sleep(delay).await;
+    p.spawn()
 }

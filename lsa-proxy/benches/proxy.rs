@@ -1,0 +1,214 @@
+//! LSA proxy benchmark: `Status` and `Logon` through gRPC over the Unix socket vs. the enclave's
+//! own vsock round trip, in the same run; and the proxy's RSS with 1,000 sessions.
+//!
+//! Run: `cargo bench -p credguard-lsa-proxy --bench proxy` (add `-- --quick` for fewer calls).
+//! Needs /dev/kvm. The proxy runs as its own process (`credguard-lsa-proxy`), as in production.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use credguard_lsa_proxy::client;
+use credguard_proto::abi;
+use credguard_proto::enclave::{self as wire, METHOD_STATUS, StatusReply, StatusRequest};
+use credguard_proto::lsa;
+use credguard_vmm::enclave_client::EnclaveClient;
+use credguard_vmm::{Enclave, EnclaveConfig, EnclaveImage};
+
+fn median_p99(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn connect_vsock(sock: &Path) -> EnclaveClient {
+    let start = Instant::now();
+    loop {
+        match EnclaveClient::connect(sock, abi::ENCLAVE_VSOCK_PORT, Duration::from_secs(5)) {
+            Ok(c) => return c,
+            Err(e) if start.elapsed() > Duration::from_secs(30) => panic!("enclave not reachable: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+fn logon_req(i: usize) -> lsa::LogonRequest {
+    lsa::LogonRequest {
+        user: format!("bench{i}"),
+        domain: "BENCH".into(),
+        realm: String::new(),
+        kdc: String::new(),
+        secret: Some(lsa::logon_request::Secret::Password(format!("pw-{i}"))),
+    }
+}
+
+fn main() {
+    if !Path::new("/dev/kvm").exists() {
+        eprintln!("!!! SKIPPED: /dev/kvm is missing; this benchmark boots the enclave");
+        return;
+    }
+    let quick = std::env::args().any(|a| a == "--quick");
+    let n = if quick { 300 } else { 3000 };
+    let dev = credguard_image::dev::ensure_enclave_built().expect("building the enclave");
+    let dir = std::env::temp_dir().join(format!("credguard-proxy-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let vsock = dir.join("vsock.sock");
+    let api = dir.join("lsa.sock");
+
+    let signed = dev.verify().expect("verify");
+    let mut config = EnclaveConfig::new(EnclaveImage::from_signed(&signed));
+    config.vsock_socket = Some(vsock.clone());
+    let enclave = Enclave::launch(config).expect("launch");
+
+    // Baseline: the enclave's Status and Logon over vsock, no gRPC, no proxy.
+    let mut raw = connect_vsock(&vsock);
+    let mut vs_status = Vec::with_capacity(n);
+    let mut vs_logon = Vec::with_capacity(n);
+    for i in 0..n + 100 {
+        let t = Instant::now();
+        let _: StatusReply = raw.call(METHOD_STATUS, &StatusRequest {}).unwrap();
+        if i >= 100 {
+            vs_status.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    for i in 0..n {
+        let req = wire::LogonRequest {
+            user: format!("raw{i}"),
+            domain: "BENCH".into(),
+            realm: String::new(),
+            secret: Some(wire::logon_request::Secret::Password(format!("pw-{i}"))),
+        };
+        let t = Instant::now();
+        let r: wire::LogonReply = raw.call(wire::METHOD_LOGON, &req).unwrap();
+        vs_logon.push(t.elapsed().as_secs_f64() * 1e6);
+        let _: wire::LogoffReply = raw
+            .call(
+                wire::METHOD_LOGOFF,
+                &wire::LogoffRequest {
+                    session_handle: r.session_handle,
+                },
+            )
+            .unwrap();
+    }
+    drop(raw);
+
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_credguard-lsa-proxy"))
+        .arg("--socket")
+        .arg(&api)
+        .arg("--vmm-socket")
+        .arg(&vsock)
+        .env("CREDGUARD_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the proxy");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (g_status, g_logon, rss_idle) = rt.block_on(async {
+        let start = Instant::now();
+        let mut c = loop {
+            if let Ok(mut c) = client::connect(&api).await
+                && let Ok(s) = c.status(lsa::StatusRequest {}).await
+                && s.get_ref().state == "ready"
+            {
+                break c;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "proxy not ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let rss_idle = rss_kib(proxy.id());
+        let mut st = Vec::with_capacity(n);
+        for i in 0..n + 100 {
+            let t = Instant::now();
+            c.status(lsa::StatusRequest {}).await.unwrap();
+            if i >= 100 {
+                st.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        let mut lo = Vec::with_capacity(n);
+        for i in 0..n {
+            let t = Instant::now();
+            let r = c.logon(logon_req(i)).await.unwrap().into_inner();
+            lo.push(t.elapsed().as_secs_f64() * 1e6);
+            c.logoff(lsa::LogoffRequest {
+                session_id: r.session_id,
+            })
+            .await
+            .unwrap();
+        }
+        (st, lo, rss_idle)
+    });
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+
+    // RSS with 1,000 sessions: the bench is one uid, so this proxy's per-uid limit allows 1,000.
+    let cfg = dir.join("bench.toml");
+    std::fs::write(&cfg, "[limits]\nsessions_per_uid = 1000\n").unwrap();
+    let _ = std::fs::remove_file(&api);
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_credguard-lsa-proxy"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--socket")
+        .arg(&api)
+        .arg("--vmm-socket")
+        .arg(&vsock)
+        .env("CREDGUARD_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the proxy");
+    let rss_1000 = rt.block_on(async {
+        let start = Instant::now();
+        let mut c = loop {
+            if let Ok(mut c) = client::connect(&api).await
+                && let Ok(s) = c.status(lsa::StatusRequest {}).await
+                && s.get_ref().state == "ready"
+            {
+                break c;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "proxy not ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        for i in 0..1000 {
+            c.logon(logon_req(i)).await.unwrap();
+        }
+        let listed = c.list_sessions(lsa::ListSessionsRequest {}).await.unwrap().into_inner();
+        assert_eq!(listed.sessions.len(), 1000);
+        rss_kib(proxy.id())
+    });
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    let _ = enclave.stop_and_wait();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let (vs_m, vs_p) = median_p99(vs_status);
+    let (vl_m, vl_p) = median_p99(vs_logon);
+    let (gs_m, gs_p) = median_p99(g_status);
+    let (gl_m, gl_p) = median_p99(g_logon);
+    println!("credguard LSA proxy benchmark ({n} calls each)");
+    println!(
+        "  Status  over vsock: median {vs_m:.1} us, p99 {vs_p:.1} us; through gRPC: median {gs_m:.1} us, p99 {gs_p:.1} us; added {:.1} us (target <= 100)",
+        gs_m - vs_m
+    );
+    println!(
+        "  Logon   over vsock: median {vl_m:.1} us, p99 {vl_p:.1} us; through gRPC: median {gl_m:.1} us, p99 {gl_p:.1} us; added {:.1} us (target <= 100)",
+        gl_m - vl_m
+    );
+    println!(
+        "  proxy RSS: idle {:.1} MiB; with 1,000 sessions {:.1} MiB (target < 32)",
+        rss_idle as f64 / 1024.0,
+        rss_1000 as f64 / 1024.0
+    );
+    println!(
+        "{{\"vsock_status_us_median\":{vs_m:.2},\"grpc_status_us_median\":{gs_m:.2},\"grpc_status_us_p99\":{gs_p:.2},\"vsock_logon_us_median\":{vl_m:.2},\"grpc_logon_us_median\":{gl_m:.2},\"grpc_logon_us_p99\":{gl_p:.2},\"proxy_rss_idle_kib\":{rss_idle},\"proxy_rss_1000_sessions_kib\":{rss_1000}}}"
+    );
+}

@@ -1,0 +1,182 @@
+//! The proxy's configuration file (TOML). Every key is optional; the defaults are the production
+//! paths. `scripts/credguard.toml` is the documented example.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Default API socket.
+pub const DEFAULT_API_SOCKET: &str = "/run/credguard/lsa.sock";
+/// Default socket of the VMM's hybrid vsock.
+pub const DEFAULT_VMM_SOCKET: &str = "/run/credguard-vmm/vsock.sock";
+
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the API listens.
+    pub api: ApiConfig,
+    /// How to reach the enclave.
+    pub enclave: EnclaveConfig,
+    /// Per-caller limits.
+    pub limits: Limits,
+    /// Kerberos defaults.
+    pub kerberos: KerberosConfig,
+}
+
+/// Where the gRPC API listens.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Unix socket path; every local user may connect, authorization is by uid.
+    pub socket: PathBuf,
+    /// Also listen on this AF_VSOCK port, for clients in other VMs (off when absent).
+    pub vsock_port: Option<u32>,
+}
+
+/// The link to the enclave.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnclaveConfig {
+    /// The VMM's hybrid-vsock Unix socket.
+    pub vmm_socket: PathBuf,
+    /// vsock port of the enclave service.
+    pub port: u32,
+    /// How long one enclave call may take before it fails with UNAVAILABLE, in milliseconds.
+    pub call_timeout_ms: u64,
+    /// Calls queued for the enclave at most; beyond it callers get RESOURCE_EXHAUSTED at once.
+    pub max_queued_calls: usize,
+}
+
+/// Limits per caller.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Open logon sessions per uid.
+    pub sessions_per_uid: usize,
+    /// Largest request message, in bytes.
+    pub max_request_bytes: usize,
+}
+
+/// Kerberos defaults.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct KerberosConfig {
+    /// KDC `host:port` used when a logon gives none.
+    pub default_kdc: Option<String>,
+    /// Allow rc4-hmac (off by default; DES is never allowed).
+    pub allow_rc4: bool,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            socket: DEFAULT_API_SOCKET.into(),
+            vsock_port: None,
+        }
+    }
+}
+
+impl Default for EnclaveConfig {
+    fn default() -> Self {
+        EnclaveConfig {
+            vmm_socket: DEFAULT_VMM_SOCKET.into(),
+            port: credguard_proto::abi::ENCLAVE_VSOCK_PORT,
+            call_timeout_ms: 10_000,
+            max_queued_calls: 1024,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            sessions_per_uid: 64,
+            max_request_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            api: ApiConfig::default(),
+            enclave: EnclaveConfig::default(),
+            limits: Limits::default(),
+            kerberos: KerberosConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses and checks configuration text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        if c.limits.sessions_per_uid == 0 {
+            return Err("limits.sessions_per_uid must be at least 1".into());
+        }
+        if c.limits.max_request_bytes < 1024 {
+            return Err("limits.max_request_bytes must be at least 1024".into());
+        }
+        if c.enclave.max_queued_calls == 0 {
+            return Err("enclave.max_queued_calls must be at least 1".into());
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/credguard.toml")).unwrap();
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.api.socket, PathBuf::from(DEFAULT_API_SOCKET));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_limits_are_refused() {
+        assert!(Config::parse("[api]\nsockett = \"/x\"").is_err());
+        assert!(Config::parse("[limits]\nsessions_per_uid = 0").is_err());
+    }
+}

@@ -1,0 +1,367 @@
+//! The proxy's link to the enclave: one stream over the VMM's hybrid-vsock Unix socket, with many
+//! calls in flight, reconnection with backoff, and a state every caller can see.
+//!
+//! While the link is down every call fails at once with UNAVAILABLE; a call in flight when the
+//! link drops fails with UNAVAILABLE too (never a wrong answer: replies are matched by call id
+//! and the pending calls of a dead connection are dropped with it). The number of calls waiting
+//! for the enclave is bounded; past it callers get RESOURCE_EXHAUSTED instead of a growing queue.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use credguard_proto::enclave::{Frame, METHOD_STATUS, StatusReply, StatusRequest};
+use credguard_proto::wire::{FrameDecoder, encode_frame};
+use prost::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{info, warn};
+use zeroize::Zeroize;
+
+use crate::config::EnclaveConfig;
+use crate::error::LsaError;
+
+/// What the proxy knows of the enclave it is connected to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnclaveInfo {
+    /// Enclave kernel version.
+    pub version: String,
+    /// SHA-384 of the image the VMM booted.
+    pub measurement: Vec<u8>,
+    /// Random identifier of this boot of the enclave: sessions of another boot are gone.
+    pub boot_id: Vec<u8>,
+}
+
+/// State of the link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkState {
+    /// Not connected; trying.
+    Connecting {
+        /// Why the last attempt failed (empty before the first).
+        last_error: String,
+    },
+    /// Connected and answering.
+    Ready(EnclaveInfo),
+}
+
+impl LinkState {
+    /// `"ready"` or `"connecting"`, as `Status.state` reports it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LinkState::Connecting { .. } => "connecting",
+            LinkState::Ready(_) => "ready",
+        }
+    }
+}
+
+type Pending = HashMap<u64, oneshot::Sender<Frame>>;
+
+struct Shared {
+    cfg: EnclaveConfig,
+    state: watch::Sender<LinkState>,
+    /// The current connection's writer queue and its pending calls, replaced on reconnection.
+    conn: Mutex<Option<Connection>>,
+    next_call_id: AtomicU64,
+}
+
+#[derive(Clone)]
+struct Connection {
+    tx: mpsc::Sender<Frame>,
+    pending: Arc<Mutex<Pending>>,
+}
+
+/// The link to the enclave. Cheap to clone.
+#[derive(Clone)]
+pub struct EnclaveLink {
+    shared: Arc<Shared>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave the maps inconsistent (single inserts and
+    // removes), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl EnclaveLink {
+    /// Starts the link's background task, which connects and reconnects for as long as the
+    /// runtime lives.
+    pub fn start(cfg: EnclaveConfig) -> Self {
+        let (state, _) = watch::channel(LinkState::Connecting {
+            last_error: String::new(),
+        });
+        let link = EnclaveLink {
+            shared: Arc::new(Shared {
+                cfg,
+                state,
+                conn: Mutex::new(None),
+                next_call_id: AtomicU64::new(1),
+            }),
+        };
+        tokio::spawn(link.clone().supervise());
+        link
+    }
+
+    /// The current state.
+    pub fn state(&self) -> LinkState {
+        self.shared.state.borrow().clone()
+    }
+
+    /// A receiver that sees every change of state.
+    pub fn subscribe(&self) -> watch::Receiver<LinkState> {
+        self.shared.state.subscribe()
+    }
+
+    /// Waits until the link is ready or `timeout` passes.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<EnclaveInfo, LsaError> {
+        let mut rx = self.subscribe();
+        let res = tokio::time::timeout(timeout, rx.wait_for(|s| matches!(s, LinkState::Ready(_)))).await;
+        match res {
+            Ok(Ok(s)) => match &*s {
+                LinkState::Ready(info) => Ok(info.clone()),
+                LinkState::Connecting { .. } => Err(self.unavailable()),
+            },
+            _ => Err(self.unavailable()),
+        }
+    }
+
+    fn unavailable(&self) -> LsaError {
+        match &*self.shared.state.borrow() {
+            LinkState::Connecting { last_error } if !last_error.is_empty() => {
+                LsaError::Unavailable(format!("the enclave is not reachable ({last_error}); retry later"))
+            }
+            _ => LsaError::Unavailable("the enclave is not reachable; retry later".into()),
+        }
+    }
+
+    /// Calls `method` with an encoded request. The payload is wiped once written. Returns the
+    /// reply frame, whatever its status; see [`EnclaveLink::call`] for decoded calls.
+    pub async fn call_raw(&self, method: &str, payload: Vec<u8>) -> Result<Frame, LsaError> {
+        let mut payload = payload;
+        let Some(conn) = lock(&self.shared.conn).clone() else {
+            payload.zeroize();
+            return Err(self.unavailable());
+        };
+        let call_id = self.shared.next_call_id.fetch_add(1, Ordering::Relaxed);
+        let (reply_tx, reply_rx) = oneshot::channel();
+        lock(&conn.pending).insert(call_id, reply_tx);
+        let frame = Frame {
+            call_id,
+            method: method.into(),
+            payload,
+            code: 0,
+            message: String::new(),
+        };
+        if let Err(e) = conn.tx.try_send(frame) {
+            lock(&conn.pending).remove(&call_id);
+            return Err(match e {
+                mpsc::error::TrySendError::Full(mut f) => {
+                    f.payload.zeroize();
+                    LsaError::ResourceExhausted("the enclave's request queue is full; retry shortly".into())
+                }
+                mpsc::error::TrySendError::Closed(mut f) => {
+                    f.payload.zeroize();
+                    self.unavailable()
+                }
+            });
+        }
+        let timeout = Duration::from_millis(self.shared.cfg.call_timeout_ms);
+        match tokio::time::timeout(timeout, reply_rx).await {
+            Ok(Ok(frame)) => Ok(frame),
+            Ok(Err(_)) => Err(LsaError::Unavailable(
+                "the connection to the enclave was lost during the call".into(),
+            )),
+            Err(_) => {
+                lock(&conn.pending).remove(&call_id);
+                Err(LsaError::Unavailable(format!(
+                    "the enclave did not answer within {} ms",
+                    timeout.as_millis()
+                )))
+            }
+        }
+    }
+
+    /// Calls `method` and decodes a successful reply as `R`; an error reply becomes an
+    /// [`LsaError`] of the same code.
+    pub async fn call<R: Message + Default>(&self, method: &str, payload: Vec<u8>) -> Result<R, LsaError> {
+        let reply = self.call_raw(method, payload).await?;
+        if reply.code != 0 {
+            return Err(LsaError::from_enclave(reply.code, reply.message));
+        }
+        R::decode(reply.payload.as_slice())
+            .map_err(|_| LsaError::Internal(format!("the enclave's reply to {method} is not a valid message")))
+    }
+
+    async fn supervise(self) {
+        let mut backoff = Duration::from_millis(50);
+        let mut last_logged = String::new();
+        loop {
+            match self.run_connection().await {
+                Ok(reason) => {
+                    warn!(reason = %reason, "enclave link: lost; reconnecting");
+                    self.set_state(LinkState::Connecting { last_error: reason });
+                    backoff = Duration::from_millis(50);
+                    last_logged.clear();
+                }
+                Err(e) => {
+                    // One line per new reason, not one per attempt.
+                    if e != last_logged {
+                        warn!(error = %e, "enclave link: cannot connect; retrying with backoff");
+                        last_logged = e.clone();
+                    }
+                    self.set_state(LinkState::Connecting { last_error: e });
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    fn set_state(&self, s: LinkState) {
+        self.shared.state.send_if_modified(|cur| {
+            if *cur != s {
+                *cur = s;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Runs one connection: `Err` if it could not be set up, `Ok(reason)` when it ends.
+    async fn run_connection(&self) -> Result<String, String> {
+        let cfg = &self.shared.cfg;
+        let stream = tokio::time::timeout(Duration::from_secs(5), handshake(&cfg.vmm_socket, cfg.port))
+            .await
+            .map_err(|_| "the vsock handshake timed out".to_string())??;
+        let (read_half, write_half) = stream.into_split();
+        let (tx, rx) = mpsc::channel(cfg.max_queued_calls);
+        let pending = Arc::new(Mutex::new(Pending::new()));
+        *lock(&self.shared.conn) = Some(Connection {
+            tx,
+            pending: pending.clone(),
+        });
+        let writer = tokio::spawn(write_loop(rx, write_half));
+        let mut reader = tokio::spawn(read_loop(read_half, pending.clone()));
+
+        // Learn who we are talking to before declaring the link ready.
+        let status = tokio::select! {
+            s = self.call::<StatusReply>(METHOD_STATUS, StatusRequest {}.encode_to_vec()) => s,
+            r = &mut reader => Err(LsaError::Unavailable(r.unwrap_or_else(|e| e.to_string()))),
+        };
+        let reason = match status {
+            Ok(s) => {
+                let info = EnclaveInfo {
+                    version: s.version,
+                    measurement: s.measurement,
+                    boot_id: s.boot_id,
+                };
+                info!(
+                    version = %info.version,
+                    measurement = %hex::encode(&info.measurement),
+                    boot_id = %hex::encode(&info.boot_id),
+                    "enclave link: ready"
+                );
+                self.set_state(LinkState::Ready(info));
+                match reader.await {
+                    Ok(reason) => reason,
+                    Err(e) => e.to_string(),
+                }
+            }
+            Err(e) => {
+                reader.abort();
+                format!("the enclave did not answer Status: {e}")
+            }
+        };
+        writer.abort();
+        // Dropping the pending senders fails every call still waiting on this connection.
+        lock(&self.shared.conn).take();
+        lock(&pending).clear();
+        Ok(reason)
+    }
+}
+
+async fn handshake(path: &Path, port: u32) -> Result<UnixStream, String> {
+    let mut stream = UnixStream::connect(path)
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", path.display()))?;
+    stream
+        .write_all(format!("CONNECT {port}\n").as_bytes())
+        .await
+        .map_err(|e| format!("vsock handshake: {e}"))?;
+    // Byte by byte: nothing after the newline may be consumed, it belongs to the enclave stream.
+    let mut line = String::new();
+    let mut byte = [0u8; 1];
+    while line.len() < 64 {
+        match stream.read(&mut byte).await {
+            Ok(0) => break,
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) => line.push(char::from(byte[0])),
+            Err(e) => return Err(format!("vsock handshake: {e}")),
+        }
+    }
+    if line.trim_end() != format!("OK {port}") {
+        return Err(if line.is_empty() {
+            format!("the enclave is not listening on vsock port {port} yet")
+        } else {
+            format!("unexpected vsock handshake answer {:?}", line.trim_end())
+        });
+    }
+    Ok(stream)
+}
+
+async fn write_loop(mut rx: mpsc::Receiver<Frame>, mut w: OwnedWriteHalf) {
+    let mut buf = Vec::with_capacity(4096);
+    while let Some(mut frame) = rx.recv().await {
+        encode_frame(&frame, &mut buf);
+        frame.payload.zeroize();
+        // Batch whatever else is queued into one write: fewer wake-ups on the other side.
+        while buf.len() < 64 * 1024 {
+            match rx.try_recv() {
+                Ok(mut f) => {
+                    encode_frame(&f, &mut buf);
+                    f.payload.zeroize();
+                }
+                Err(_) => break,
+            }
+        }
+        let res = w.write_all(&buf).await;
+        // The buffer may have carried a secret (a logon's password or key).
+        buf.zeroize();
+        if res.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_loop(mut r: OwnedReadHalf, pending: Arc<Mutex<Pending>>) -> String {
+    let mut decoder = FrameDecoder::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) => return "the enclave closed the connection".into(),
+            Ok(n) => n,
+            Err(e) => return format!("read from the enclave failed: {e}"),
+        };
+        decoder.push(&buf[..n]);
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(frame)) => {
+                    if let Some(tx) = lock(&pending).remove(&frame.call_id) {
+                        let _ = tx.send(frame);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return format!("the enclave sent an invalid frame: {e}"),
+            }
+        }
+    }
+}
+
+/// Milliseconds since `t`, saturating.
+pub fn millis_since(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+}

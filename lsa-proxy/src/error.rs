@@ -1,0 +1,75 @@
+//! Errors of the proxy's core, each mapped to the gRPC code a client can act on.
+//!
+//! Messages are for people and never contain a secret: they name the rule or the missing thing.
+
+use tonic::{Code, Status};
+
+/// An error of an API call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LsaError {
+    /// The request is malformed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The thing asked for does not exist (or no longer: e.g. the enclave restarted).
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller may not use the thing asked for.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The credential was refused (e.g. wrong password).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A protocol or option credguard refuses by rule.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The enclave is not reachable right now; retrying later may work.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A limit was reached.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// Not implemented yet.
+    #[error("{0}")]
+    Unimplemented(String),
+    /// A bug or an unexpected answer.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl LsaError {
+    /// The gRPC code of this error.
+    pub fn code(&self) -> Code {
+        match self {
+            LsaError::InvalidArgument(_) => Code::InvalidArgument,
+            LsaError::NotFound(_) => Code::NotFound,
+            LsaError::PermissionDenied(_) => Code::PermissionDenied,
+            LsaError::Unauthenticated(_) => Code::Unauthenticated,
+            LsaError::FailedPrecondition(_) => Code::FailedPrecondition,
+            LsaError::Unavailable(_) => Code::Unavailable,
+            LsaError::ResourceExhausted(_) => Code::ResourceExhausted,
+            LsaError::Unimplemented(_) => Code::Unimplemented,
+            LsaError::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The error for a failed enclave reply with gRPC `code` and `message`.
+    pub fn from_enclave(code: i32, message: String) -> Self {
+        match Code::from_i32(code) {
+            Code::InvalidArgument | Code::OutOfRange => LsaError::InvalidArgument(message),
+            Code::NotFound => LsaError::NotFound(message),
+            Code::PermissionDenied => LsaError::PermissionDenied(message),
+            Code::Unauthenticated => LsaError::Unauthenticated(message),
+            Code::FailedPrecondition => LsaError::FailedPrecondition(message),
+            Code::Unavailable => LsaError::Unavailable(message),
+            Code::ResourceExhausted => LsaError::ResourceExhausted(message),
+            Code::Unimplemented => LsaError::Unimplemented(message),
+            _ => LsaError::Internal(format!("enclave error: {message}")),
+        }
+    }
+}
+
+impl From<LsaError> for Status {
+    fn from(e: LsaError) -> Status {
+        Status::new(e.code(), e.to_string())
+    }
+}

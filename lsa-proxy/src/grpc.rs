@@ -1,0 +1,119 @@
+//! The tonic adapter: learns the caller, checks the request size, and hands over to [`LsaCore`].
+
+use std::sync::Arc;
+
+use credguard_proto::lsa;
+use credguard_proto::lsa::lsa_server::Lsa;
+use prost::Message;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status};
+
+use crate::core::LsaCore;
+use crate::error::LsaError;
+use crate::sessions::Caller;
+
+/// Connection info of a client that came over AF_VSOCK.
+#[derive(Debug, Clone, Copy)]
+pub struct VsockConnectInfo {
+    /// The peer's context id.
+    pub cid: u32,
+}
+
+/// The gRPC service.
+pub struct LsaService {
+    core: Arc<LsaCore>,
+}
+
+impl LsaService {
+    /// The service over `core`.
+    pub fn new(core: Arc<LsaCore>) -> Self {
+        LsaService { core }
+    }
+}
+
+/// Who made `req`: the uid of a Unix-socket peer (SO_PEERCRED), or the CID of a vsock peer.
+pub fn caller_of<T>(req: &Request<T>) -> Result<Caller, LsaError> {
+    if let Some(info) = req.extensions().get::<UdsConnectInfo>() {
+        return info
+            .peer_cred
+            .map(|c| Caller::Uid(c.uid()))
+            .ok_or_else(|| LsaError::PermissionDenied("the caller's credentials are unavailable".into()));
+    }
+    if let Some(info) = req.extensions().get::<VsockConnectInfo>() {
+        return Ok(Caller::VsockCid(info.cid));
+    }
+    Err(LsaError::PermissionDenied("the caller cannot be identified".into()))
+}
+
+fn begin<T: Message>(core: &LsaCore, req: &Request<T>) -> Result<Caller, Status> {
+    let caller = caller_of(req)?;
+    core.check_size(req.get_ref().encoded_len())?;
+    Ok(caller)
+}
+
+#[tonic::async_trait]
+impl Lsa for LsaService {
+    async fn status(&self, req: Request<lsa::StatusRequest>) -> Result<Response<lsa::StatusReply>, Status> {
+        let caller = begin(&self.core, &req)?;
+        Ok(Response::new(self.core.status(caller).await?))
+    }
+
+    async fn logon(&self, req: Request<lsa::LogonRequest>) -> Result<Response<lsa::LogonReply>, Status> {
+        let caller = match begin(&self.core, &req) {
+            Ok(c) => c,
+            Err(e) => {
+                crate::core::wipe_logon(&mut req.into_inner());
+                return Err(e);
+            }
+        };
+        Ok(Response::new(self.core.logon(caller, req.into_inner()).await?))
+    }
+
+    async fn logoff(&self, req: Request<lsa::LogoffRequest>) -> Result<Response<lsa::LogoffReply>, Status> {
+        let caller = begin(&self.core, &req)?;
+        Ok(Response::new(self.core.logoff(caller, req.into_inner()).await?))
+    }
+
+    async fn list_sessions(
+        &self,
+        req: Request<lsa::ListSessionsRequest>,
+    ) -> Result<Response<lsa::ListSessionsReply>, Status> {
+        let caller = begin(&self.core, &req)?;
+        Ok(Response::new(self.core.list_sessions(caller)))
+    }
+
+    async fn ntlm_negotiate(
+        &self,
+        req: Request<lsa::NtlmNegotiateRequest>,
+    ) -> Result<Response<lsa::NtlmNegotiateReply>, Status> {
+        let caller = begin(&self.core, &req)?;
+        self.core.session(caller, &req.get_ref().session_id)?;
+        Err(LsaError::Unimplemented("NTLM is not implemented yet".into()).into())
+    }
+
+    async fn ntlm_authenticate(
+        &self,
+        req: Request<lsa::NtlmAuthenticateRequest>,
+    ) -> Result<Response<lsa::NtlmAuthenticateReply>, Status> {
+        begin(&self.core, &req)?;
+        Err(LsaError::Unimplemented("NTLM is not implemented yet".into()).into())
+    }
+
+    async fn kerberos_get_tgt(
+        &self,
+        req: Request<lsa::KerberosGetTgtRequest>,
+    ) -> Result<Response<lsa::KerberosGetTgtReply>, Status> {
+        let caller = begin(&self.core, &req)?;
+        self.core.session(caller, &req.get_ref().session_id)?;
+        Err(LsaError::Unimplemented("Kerberos is not implemented yet".into()).into())
+    }
+
+    async fn kerberos_get_service_ticket(
+        &self,
+        req: Request<lsa::KerberosGetServiceTicketRequest>,
+    ) -> Result<Response<lsa::KerberosGetServiceTicketReply>, Status> {
+        let caller = begin(&self.core, &req)?;
+        self.core.session(caller, &req.get_ref().session_id)?;
+        Err(LsaError::Unimplemented("Kerberos is not implemented yet".into()).into())
+    }
+}

@@ -1,0 +1,24 @@
+//! The LSA proxy: credguard's face to local applications.
+//!
+//! A tonic gRPC service (`credguard.v1.Lsa`) on a Unix socket. Every call is authorized by the
+//! caller's uid (SO_PEERCRED); a logon session belongs to the uid that made it. The proxy holds no
+//! secret: a logon's secret is forwarded to the enclave and wiped; every computation that needs a
+//! secret happens in the enclave, which the proxy reaches over the VMM's hybrid-vsock socket.
+//!
+//! - [`core`]: the service's logic, testable without the network;
+//! - [`grpc`]: the tonic adapter; [`server`]: sockets, health, reflection;
+//! - [`enclave_link`]: the connection to the enclave; [`sessions`]: who owns what;
+//! - [`client`]: connecting to the API, for `credguardctl` and tests;
+//! - [`cli`] and [`ctl`]: the command lines of `credguard-lsa-proxy` and `credguardctl`.
+#![deny(missing_docs)]
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod core;
+pub mod ctl;
+pub mod enclave_link;
+pub mod error;
+pub mod grpc;
+pub mod server;
+pub mod sessions;

@@ -1,0 +1,241 @@
+//! The LSA proxy end to end: the real enclave under KVM, the VMM and the proxy as separate
+//! processes, clients over the real Unix socket (tonic in-process, `credguardctl` as other uids,
+//! Python grpcio).
+
+mod support;
+
+use std::time::Duration;
+
+use credguard_lsa_proxy::client;
+use credguard_proto::lsa;
+use support::{Stack, kvm_or_skip, retry};
+use tonic::Code;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Waits until the proxy says the enclave is ready.
+fn wait_ready(stack: &Stack) {
+    retry(Duration::from_secs(30), || {
+        let (code, out, err) = stack.ctl(None, &["status"], "");
+        if code == 0 && out.contains("\"state\":\"ready\"") {
+            Ok(())
+        } else {
+            Err(format!("{code} {out} {err}"))
+        }
+    });
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s:?}"))
+}
+
+#[test]
+fn logon_list_logoff_and_another_uid_cannot_touch_it() {
+    if !kvm_or_skip("logon_list_logoff_and_another_uid_cannot_touch_it") {
+        return;
+    }
+    let stack = Stack::start("uids", "");
+    wait_ready(&stack);
+    let (alice, bob) = (Some(64101), Some(64102));
+
+    let (code, out, err) = stack.ctl(alice, &["logon", "alice", "--domain", "CORP"], "Alice-Passw0rd\n");
+    assert_eq!(code, 0, "{err}");
+    let id = json(&out)["session_id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 32);
+
+    // Bob sees nothing, and cannot log off Alice's session.
+    let (code, out, _) = stack.ctl(bob, &["sessions"], "");
+    assert_eq!(code, 0);
+    assert_eq!(json(&out), serde_json::json!([]));
+    let (code, _, err) = stack.ctl(bob, &["logoff", &id], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("PermissionDenied"), "{err}");
+
+    // Root sees every session, with its owner and never the secret.
+    let (code, out, _) = stack.ctl(None, &["sessions"], "");
+    assert_eq!(code, 0);
+    let all = json(&out);
+    let s = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["session_id"] == id.as_str())
+        .expect("root lists it");
+    assert_eq!(s["uid"], 64101);
+    assert_eq!(s["user"], "alice");
+    assert_eq!(s["secret_kind"], "password");
+    assert!(!out.contains("Alice-Passw0rd"));
+
+    // Alice lists and closes her own.
+    let (_, out, _) = stack.ctl(alice, &["sessions"], "");
+    assert_eq!(json(&out).as_array().unwrap().len(), 1);
+    let (code, _, err) = stack.ctl(alice, &["logoff", &id], "");
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = stack.ctl(alice, &["sessions"], "");
+    assert_eq!(json(&out), serde_json::json!([]));
+}
+
+#[test]
+fn bad_requests_get_clear_codes() {
+    if !kvm_or_skip("bad_requests_get_clear_codes") {
+        return;
+    }
+    let stack = Stack::start("bad", "[limits]\nsessions_per_uid = 2\nmax_request_bytes = 4096\n");
+    wait_ready(&stack);
+    runtime().block_on(async {
+        let mut c = client::connect(&stack.api).await.unwrap();
+        let logon = |user: &str, secret| lsa::LogonRequest {
+            user: user.into(),
+            domain: "D".into(),
+            realm: "R.TEST".into(),
+            kdc: String::new(),
+            secret: Some(secret),
+        };
+        let pw = |p: &str| lsa::logon_request::Secret::Password(p.into());
+        let code = |r: Result<tonic::Response<lsa::LogonReply>, tonic::Status>| r.unwrap_err().code();
+
+        assert_eq!(code(c.logon(logon("", pw("x"))).await), Code::InvalidArgument);
+        let mut no_secret = logon("u", pw("x"));
+        no_secret.secret = None;
+        assert_eq!(code(c.logon(no_secret).await), Code::InvalidArgument);
+        assert_eq!(
+            code(
+                c.logon(logon("u", lsa::logon_request::Secret::NtHash(vec![0; 15])))
+                    .await
+            ),
+            Code::InvalidArgument
+        );
+        let des = lsa::logon_request::Secret::Key(lsa::Key {
+            enctype: 3,
+            value: vec![0; 8],
+        });
+        let e = c.logon(logon("u", des)).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        assert!(e.message().contains("DES"), "{}", e.message());
+        let rc4 = lsa::logon_request::Secret::Key(lsa::Key {
+            enctype: 23,
+            value: vec![0; 16],
+        });
+        assert_eq!(code(c.logon(logon("u", rc4)).await), Code::FailedPrecondition);
+        assert_eq!(
+            code(c.logon(logon(&"u".repeat(5000), pw("x"))).await),
+            Code::ResourceExhausted
+        );
+        let mut bad_kdc = logon("u", pw("x"));
+        bad_kdc.kdc = "nowhere".into();
+        assert_eq!(code(c.logon(bad_kdc).await), Code::InvalidArgument);
+
+        let e = c
+            .logoff(lsa::LogoffRequest {
+                session_id: "zz".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        let e = c
+            .logoff(lsa::LogoffRequest {
+                session_id: "0".repeat(32),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound);
+
+        // The per-uid session limit.
+        let a = c.logon(logon("u", pw("p1"))).await.unwrap().into_inner().session_id;
+        c.logon(logon("u", pw("p2"))).await.unwrap();
+        assert_eq!(code(c.logon(logon("u", pw("p3"))).await), Code::ResourceExhausted);
+
+        // Calls the later issues fill in answer UNIMPLEMENTED, after checking the session.
+        let e = c
+            .ntlm_negotiate(lsa::NtlmNegotiateRequest { session_id: a.clone() })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unimplemented);
+        let e = c
+            .ntlm_negotiate(lsa::NtlmNegotiateRequest {
+                session_id: "1".repeat(32),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound);
+        c.logoff(lsa::LogoffRequest { session_id: a }).await.unwrap();
+    });
+}
+
+#[test]
+fn proxy_survives_a_killed_vmm_and_a_killed_proxy() {
+    if !kvm_or_skip("proxy_survives_a_killed_vmm_and_a_killed_proxy") {
+        return;
+    }
+    let mut stack = Stack::start("faults", "");
+    wait_ready(&stack);
+    let (code, out, err) = stack.ctl(None, &["logon", "carol"], "pw\n");
+    assert_eq!(code, 0, "{err}");
+    let old = json(&out)["session_id"].as_str().unwrap().to_string();
+
+    stack.kill_vmm();
+    retry(Duration::from_secs(10), || {
+        let (_, out, _) = stack.ctl(None, &["status"], "");
+        if out.contains("\"state\":\"connecting\"") {
+            Ok(())
+        } else {
+            Err(out)
+        }
+    });
+    let (code, _, err) = stack.ctl(None, &["logon", "carol"], "pw\n");
+    assert_eq!(code, 1);
+    assert!(err.contains("Unavailable"), "{err}");
+
+    stack.start_vmm();
+    wait_ready(&stack);
+    let (code, _, err) = stack.ctl(None, &["logoff", &old], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("NotFound") && err.contains("restarted"), "{err}");
+    let (code, _, err) = stack.ctl(None, &["logon", "carol"], "pw\n");
+    assert_eq!(code, 0, "new work succeeds after the restart: {err}");
+
+    // A proxy killed with SIGKILL leaves its socket behind; a new proxy starts anyway.
+    stack.kill_proxy();
+    assert!(stack.api.exists(), "the killed proxy's socket is still there");
+    stack.start_proxy();
+    wait_ready(&stack);
+}
+
+#[test]
+fn an_independent_python_grpcio_client_works() {
+    if !kvm_or_skip("an_independent_python_grpcio_client_works") {
+        return;
+    }
+    let have = std::process::Command::new("python3")
+        .args(["-c", "import grpc, grpc_tools"])
+        .status();
+    if !matches!(have, Ok(s) if s.success()) {
+        assert!(
+            std::env::var("CREDGUARD_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "python3 grpcio/grpcio-tools are missing and CREDGUARD_REQUIRE_TOOLS=1"
+        );
+        eprintln!("!!! SKIPPED an_independent_python_grpcio_client_works: pip install grpcio grpcio-tools");
+        return;
+    }
+    let stack = Stack::start("python", "");
+    wait_ready(&stack);
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new("python3")
+        .arg(format!("{root}/tests/python/lsa_client.py"))
+        .arg(&stack.api)
+        .arg(format!("{root}/proto"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

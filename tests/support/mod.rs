@@ -1,0 +1,178 @@
+//! Shared helpers of the end-to-end tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use credguard_image::dev::{self, DevImage};
+
+/// Whether KVM tests can run. Without /dev/kvm: a loud skip, or a failure when
+/// CREDGUARD_REQUIRE_KVM=1.
+pub fn kvm_or_skip(test: &str) -> bool {
+    if std::path::Path::new("/dev/kvm").exists() {
+        return true;
+    }
+    if std::env::var("CREDGUARD_REQUIRE_KVM").as_deref() == Ok("1") {
+        panic!("{test}: /dev/kvm is missing and CREDGUARD_REQUIRE_KVM=1");
+    }
+    eprintln!("!!! SKIPPED {test}: /dev/kvm is missing, the enclave cannot boot here");
+    false
+}
+
+/// The dev-built, dev-signed enclave image (built once per test process).
+pub fn dev_image() -> &'static DevImage {
+    static IMAGE: OnceLock<DevImage> = OnceLock::new();
+    IMAGE.get_or_init(|| dev::ensure_enclave_built().expect("building the enclave"))
+}
+
+/// A fresh temporary directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("credguard-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("creating a temp dir");
+    d
+}
+
+/// Retries `f` until it succeeds or `timeout` passes; returns the last error on timeout.
+pub fn retry<T, E: std::fmt::Debug>(timeout: Duration, mut f: impl FnMut() -> Result<T, E>) -> T {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if start.elapsed() > timeout => panic!("still failing after {timeout:?}: {e:?}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// The whole stack as separate processes, as in production: `credguard vmm run` and
+/// `credguard lsa-proxy`, with sockets in a temporary run directory any uid can reach.
+pub struct Stack {
+    pub dir: PathBuf,
+    pub api: PathBuf,
+    pub vsock: PathBuf,
+    pub config: PathBuf,
+    vmm: Option<std::process::Child>,
+    proxy: Option<std::process::Child>,
+}
+
+/// The launcher binary, which runs every part (`vmm`, `lsa-proxy`, `ctl`).
+pub fn credguard_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_credguard")
+}
+
+impl Stack {
+    /// Starts the VMM and the proxy with `config_toml` (the socket keys are filled in).
+    pub fn start(name: &str, config_toml: &str) -> Stack {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir(name);
+        // Other uids (setpriv tests) must reach the API socket inside.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let api = dir.join("lsa.sock");
+        let vsock = dir.join("vsock.sock");
+        let config = dir.join("credguard.toml");
+        std::fs::write(&config, config_toml).unwrap();
+        let mut s = Stack {
+            dir,
+            api,
+            vsock,
+            config,
+            vmm: None,
+            proxy: None,
+        };
+        s.start_vmm();
+        s.start_proxy();
+        s
+    }
+
+    /// (Re)starts the VMM.
+    pub fn start_vmm(&mut self) {
+        let dev = dev_image();
+        let child = std::process::Command::new(credguard_bin())
+            .args(["vmm", "run", "--image"])
+            .arg(&dev.image)
+            .arg("--manifest")
+            .arg(&dev.manifest)
+            .arg("--trusted-key")
+            .arg(&dev.trusted_key)
+            .arg("--vsock-socket")
+            .arg(&self.vsock)
+            .env("CREDGUARD_LOG", "warn")
+            .spawn()
+            .expect("starting the VMM");
+        self.vmm = Some(child);
+    }
+
+    /// (Re)starts the proxy.
+    pub fn start_proxy(&mut self) {
+        let child = std::process::Command::new(credguard_bin())
+            .args(["lsa-proxy", "--config"])
+            .arg(&self.config)
+            .arg("--socket")
+            .arg(&self.api)
+            .arg("--vmm-socket")
+            .arg(&self.vsock)
+            .env("CREDGUARD_LOG", "warn")
+            .spawn()
+            .expect("starting the proxy");
+        self.proxy = Some(child);
+    }
+
+    /// SIGKILLs the VMM, as a crash would.
+    pub fn kill_vmm(&mut self) {
+        if let Some(mut c) = self.vmm.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGKILLs the proxy.
+    pub fn kill_proxy(&mut self) {
+        if let Some(mut c) = self.proxy.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs `credguard ctl --socket API --json ARGS` as `uid` (via setpriv) or as ourselves,
+    /// with `stdin` as its standard input. Returns (exit code, stdout, stderr).
+    pub fn ctl(&self, uid: Option<u32>, args: &[&str], stdin: &str) -> (i32, String, String) {
+        use std::io::Write;
+        let mut cmd = match uid {
+            Some(uid) => {
+                let mut c = std::process::Command::new("setpriv");
+                c.args([
+                    format!("--reuid={uid}"),
+                    format!("--regid={uid}"),
+                    "--clear-groups".into(),
+                ])
+                .arg(credguard_bin());
+                c
+            }
+            None => std::process::Command::new(credguard_bin()),
+        };
+        cmd.arg("ctl").arg("--socket").arg(&self.api).arg("--json").args(args);
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("running credguard ctl");
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.kill_proxy();
+        self.kill_vmm();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
