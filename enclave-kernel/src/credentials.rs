@@ -26,33 +26,19 @@ pub const MAX_PASSWORD_LEN: usize = 1024;
 /// Random identifier of a session.
 pub type SessionHandle = [u8; SESSION_HANDLE_LEN];
 
-/// A session's secret.
-pub enum Secret {
-    /// A password (UTF-8), kept until the keys the protocols need are derived from it.
-    Password(Zeroizing<String>),
-    /// An NT hash.
-    NtHash(Zeroizing<[u8; 16]>),
-    /// A Kerberos long-term key.
-    Key {
-        /// Its enctype.
-        enctype: i32,
-        /// The key.
-        value: Zeroizing<Vec<u8>>,
-    },
+/// A Kerberos long-term key.
+pub struct KerberosKey {
+    /// Its enctype.
+    pub enctype: i32,
+    /// The key.
+    pub value: Zeroizing<Vec<u8>>,
 }
 
-impl Secret {
-    /// What kind of secret, for messages (never the secret itself).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Secret::Password(_) => "password",
-            Secret::NtHash(_) => "nt_hash",
-            Secret::Key { .. } => "key",
-        }
-    }
-}
-
-/// A logged-on credential.
+/// A logged-on credential: the secrets each protocol needs, in the form it needs them.
+///
+/// A password is not kept as such longer than needed: its NT hash is derived at logon, and it
+/// stays only while Kerberos keys are still to be derived from it (string-to-key needs the salt
+/// and iteration count the KDC announces). Without a realm it is wiped at logon.
 pub struct LogonCredential {
     /// User name.
     pub user: String,
@@ -60,8 +46,26 @@ pub struct LogonCredential {
     pub domain: String,
     /// Kerberos realm (may be empty).
     pub realm: String,
-    /// The secret.
-    pub secret: Secret,
+    /// What the logon gave: "password", "nt_hash" or "key".
+    pub kind: &'static str,
+    /// The NT hash (NTLM): given, or MD4 of the UTF-16LE password.
+    pub nt_hash: Option<Zeroizing<[u8; 16]>>,
+    /// The password, until the Kerberos keys are derived from it (only with a realm).
+    pub password: Option<Zeroizing<String>>,
+    /// Kerberos long-term keys: given, or derived from the password.
+    pub keys: Vec<KerberosKey>,
+}
+
+/// The NT hash of `password`: MD4 of its UTF-16LE encoding (MS-NLMP 3.3.1, NTOWFv1).
+pub fn nt_hash(password: &str) -> Zeroizing<[u8; 16]> {
+    use md4::{Digest, Md4};
+    let mut utf16 = Zeroizing::new(Vec::with_capacity(password.len() * 2));
+    for unit in password.encode_utf16() {
+        utf16.extend_from_slice(&unit.to_le_bytes());
+    }
+    let mut out = Zeroizing::new([0u8; 16]);
+    out.copy_from_slice(&Md4::digest(utf16.as_slice()));
+    out
 }
 
 /// Why a logon was refused. The messages name the rule, never the secret.
@@ -112,7 +116,16 @@ pub fn credential_from(req: &mut LogonRequest) -> Result<LogonCredential, LogonR
         (Ok(()), None) => return Err(LogonRefused::Invalid("one secret is required".into())),
         (Ok(()), Some(s)) => s,
     };
-    let secret = match secret {
+    let mut cred = LogonCredential {
+        user: core::mem::take(&mut req.user),
+        domain: core::mem::take(&mut req.domain),
+        realm: core::mem::take(&mut req.realm),
+        kind: "password",
+        nt_hash: None,
+        password: None,
+        keys: Vec::new(),
+    };
+    match secret {
         logon_request::Secret::Password(p) => {
             let p = Zeroizing::new(p);
             if p.is_empty() || p.len() > MAX_PASSWORD_LEN {
@@ -120,14 +133,18 @@ pub fn credential_from(req: &mut LogonRequest) -> Result<LogonCredential, LogonR
                     "a password is 1 to {MAX_PASSWORD_LEN} bytes"
                 )));
             }
-            Secret::Password(p)
+            cred.nt_hash = Some(nt_hash(&p));
+            if !cred.realm.is_empty() {
+                cred.password = Some(p);
+            }
         }
         logon_request::Secret::NtHash(h) => {
             let h = Zeroizing::new(h);
             let Ok(arr) = <[u8; 16]>::try_from(h.as_slice()) else {
                 return Err(LogonRefused::Invalid("an NT hash is 16 bytes".into()));
             };
-            Secret::NtHash(Zeroizing::new(arr))
+            cred.kind = "nt_hash";
+            cred.nt_hash = Some(Zeroizing::new(arr));
         }
         logon_request::Secret::Key(k) => {
             let value = Zeroizing::new(k.value);
@@ -146,21 +163,17 @@ pub fn credential_from(req: &mut LogonRequest) -> Result<LogonCredential, LogonR
                 }
                 Some(_) => {}
             }
-            if req.realm.is_empty() {
+            if cred.realm.is_empty() {
                 return Err(LogonRefused::Invalid("a Kerberos key needs a realm".into()));
             }
-            Secret::Key {
+            cred.kind = "key";
+            cred.keys.push(KerberosKey {
                 enctype: k.enctype,
                 value,
-            }
+            });
         }
-    };
-    Ok(LogonCredential {
-        user: core::mem::take(&mut req.user),
-        domain: core::mem::take(&mut req.domain),
-        realm: core::mem::take(&mut req.realm),
-        secret,
-    })
+    }
+    Ok(cred)
 }
 
 fn wipe(s: logon_request::Secret) {
@@ -241,23 +254,30 @@ mod tests {
 
     #[test]
     fn accepts_each_kind_of_secret() {
-        let mut r = req(logon_request::Secret::Password("pw".into()));
+        let mut r = req(logon_request::Secret::Password("Password".into()));
         let c = credential_from(&mut r).unwrap();
-        assert_eq!(c.secret.kind(), "password");
+        assert_eq!(c.kind, "password");
         assert!(r.secret.is_none(), "the secret is taken out of the request");
+        // MS-NLMP 4.2.1: NTOWFv1("Password") = a4f49c406510bdcab6824ee7c30fd852.
+        let expected = [
+            0xa4, 0xf4, 0x9c, 0x40, 0x65, 0x10, 0xbd, 0xca, 0xb6, 0x82, 0x4e, 0xe7, 0xc3, 0x0f, 0xd8, 0x52,
+        ];
+        assert_eq!(c.nt_hash.as_deref(), Some(&expected));
+        assert!(c.password.is_some(), "kept for Kerberos: the request has a realm");
+        let mut no_realm = req(logon_request::Secret::Password("pw".into()));
+        no_realm.realm.clear();
+        assert!(
+            credential_from(&mut no_realm).unwrap().password.is_none(),
+            "no realm: wiped at logon"
+        );
         let c = credential_from(&mut req(logon_request::Secret::NtHash(alloc::vec![1; 16]))).unwrap();
-        assert_eq!(c.secret.kind(), "nt_hash");
+        assert_eq!(c.kind, "nt_hash");
         let k = Key {
             enctype: 18,
             value: alloc::vec![2; 32],
         };
-        assert_eq!(
-            credential_from(&mut req(logon_request::Secret::Key(k)))
-                .unwrap()
-                .secret
-                .kind(),
-            "key"
-        );
+        let c = credential_from(&mut req(logon_request::Secret::Key(k))).unwrap();
+        assert_eq!((c.kind, c.keys.len(), c.nt_hash.is_none()), ("key", 1, true));
     }
 
     #[test]
