@@ -62,7 +62,10 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
     if let Some(s) = cli.vmm_socket {
         config.enclave.vmm_socket = s;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // One thread: the proxy does no heavy computation (that is the enclave's), and every wake-up
+    // of another thread costs tens of microseconds on the target machines, which a
+    // multi-threaded runtime adds to most calls (the reply arrives on another worker).
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("credguard-lsa-proxy: cannot start the runtime: {e}");

@@ -18,7 +18,7 @@ use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 use zeroize::Zeroize;
 
@@ -70,7 +70,11 @@ struct Shared {
 
 #[derive(Clone)]
 struct Connection {
-    tx: mpsc::Sender<Frame>,
+    /// Callers write their own frames: no writer task, so no extra thread wake-up per call
+    /// (each one costs tens of microseconds on the target machines).
+    writer: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
+    /// Bounds the calls in flight; a caller that finds none free gets RESOURCE_EXHAUSTED.
+    slots: Arc<tokio::sync::Semaphore>,
     pending: Arc<Mutex<Pending>>,
 }
 
@@ -145,28 +149,30 @@ impl EnclaveLink {
             payload.zeroize();
             return Err(self.unavailable());
         };
+        let Ok(_slot) = conn.slots.clone().try_acquire_owned() else {
+            payload.zeroize();
+            return Err(LsaError::ResourceExhausted("the enclave's request queue is full; retry shortly".into()));
+        };
         let call_id = self.shared.next_call_id.fetch_add(1, Ordering::Relaxed);
         let (reply_tx, reply_rx) = oneshot::channel();
         lock(&conn.pending).insert(call_id, reply_tx);
-        let frame = Frame {
-            call_id,
-            method: method.into(),
-            payload,
-            code: 0,
-            message: String::new(),
-        };
-        if let Err(e) = conn.tx.try_send(frame) {
+        let mut frame = Frame { call_id, method: method.into(), payload, code: 0, message: String::new() };
+        let mut buf = Vec::with_capacity(frame.payload.len() + 64);
+        encode_frame(&frame, &mut buf);
+        // The payload may be a logon's secret: wipe both copies once written.
+        frame.payload.zeroize();
+        // In its own task: if the caller goes away mid-write (its client hung up), the frame is
+        // still written whole; a half-written frame would desynchronize the stream.
+        let writer = conn.writer.clone();
+        let written = tokio::spawn(async move {
+            let r = writer.lock().await.write_all(&buf).await;
+            buf.zeroize();
+            r
+        })
+        .await;
+        if !matches!(written, Ok(Ok(()))) {
             lock(&conn.pending).remove(&call_id);
-            return Err(match e {
-                mpsc::error::TrySendError::Full(mut f) => {
-                    f.payload.zeroize();
-                    LsaError::ResourceExhausted("the enclave's request queue is full; retry shortly".into())
-                }
-                mpsc::error::TrySendError::Closed(mut f) => {
-                    f.payload.zeroize();
-                    self.unavailable()
-                }
-            });
+            return Err(LsaError::Unavailable("the connection to the enclave was lost during the call".into()));
         }
         let timeout = Duration::from_millis(self.shared.cfg.call_timeout_ms);
         match tokio::time::timeout(timeout, reply_rx).await {
@@ -238,13 +244,12 @@ impl EnclaveLink {
             .await
             .map_err(|_| "the vsock handshake timed out".to_string())??;
         let (read_half, write_half) = stream.into_split();
-        let (tx, rx) = mpsc::channel(cfg.max_queued_calls);
         let pending = Arc::new(Mutex::new(Pending::new()));
         *lock(&self.shared.conn) = Some(Connection {
-            tx,
+            writer: Arc::new(tokio::sync::Mutex::new(write_half)),
+            slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_queued_calls)),
             pending: pending.clone(),
         });
-        let writer = tokio::spawn(write_loop(rx, write_half));
         let mut reader = tokio::spawn(read_loop(read_half, pending.clone()));
 
         // Learn who we are talking to before declaring the link ready.
@@ -276,7 +281,6 @@ impl EnclaveLink {
                 format!("the enclave did not answer Status: {e}")
             }
         };
-        writer.abort();
         // Dropping the pending senders fails every call still waiting on this connection.
         lock(&self.shared.conn).take();
         lock(&pending).clear();
@@ -311,30 +315,6 @@ async fn handshake(path: &Path, port: u32) -> Result<UnixStream, String> {
         });
     }
     Ok(stream)
-}
-
-async fn write_loop(mut rx: mpsc::Receiver<Frame>, mut w: OwnedWriteHalf) {
-    let mut buf = Vec::with_capacity(4096);
-    while let Some(mut frame) = rx.recv().await {
-        encode_frame(&frame, &mut buf);
-        frame.payload.zeroize();
-        // Batch whatever else is queued into one write: fewer wake-ups on the other side.
-        while buf.len() < 64 * 1024 {
-            match rx.try_recv() {
-                Ok(mut f) => {
-                    encode_frame(&f, &mut buf);
-                    f.payload.zeroize();
-                }
-                Err(_) => break,
-            }
-        }
-        let res = w.write_all(&buf).await;
-        // The buffer may have carried a secret (a logon's password or key).
-        buf.zeroize();
-        if res.is_err() {
-            return;
-        }
-    }
 }
 
 async fn read_loop(mut r: OwnedReadHalf, pending: Arc<Mutex<Pending>>) -> String {
