@@ -15,6 +15,11 @@ use tokio::process::{Child, Command};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
+/// Freed memory keeps no secret: this binary runs the LSA proxy and the VMM (see
+/// `credguard_lsa_proxy::wiping_alloc`).
+#[global_allocator]
+static ALLOC: credguard_lsa_proxy::wiping_alloc::WipingAllocator = credguard_lsa_proxy::wiping_alloc::WipingAllocator;
+
 fn main() -> ExitCode {
     let mut args: Vec<OsString> = std::env::args_os().collect();
     let sub = args.get(1).and_then(|a| a.to_str()).map(str::to_owned);
@@ -56,6 +61,8 @@ fn dev_run() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("CREDGUARD_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        // Colours only on a terminal: journald and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
