@@ -43,12 +43,58 @@ fn main() -> ExitCode {
             }
             credguard_lsa_proxy::ctl::main_with_args(args)
         }
+        Some("load") => load(&args[2..]),
         None | Some("run") => dev_run(),
         Some(other) => {
-            eprintln!("credguard: unknown subcommand {other:?}; use run (default), vmm, lsa-proxy or ctl");
+            eprintln!("credguard: unknown subcommand {other:?}; use run (default), vmm, lsa-proxy, ctl or load");
             ExitCode::from(2)
         }
     }
+}
+
+/// `credguard load [--socket PATH] [--clients N] [--seconds S] [--json]`: drives the API with N
+/// concurrent clients (mixed Status, Logon, ListSessions, Logoff) for S seconds and reports
+/// throughput, p50/p99 per operation and errors by code.
+fn load(args: &[OsString]) -> ExitCode {
+    let mut socket = run_dir().join("lsa.sock");
+    let (mut clients, mut seconds, mut json) = (16usize, 10u64, false);
+    let mut it = args.iter().map(|a| a.to_string_lossy().into_owned());
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        let r = match a.as_str() {
+            "--socket" => value("--socket").map(|v| socket = PathBuf::from(v)),
+            "--clients" => value("--clients").and_then(|v| v.parse().map(|n| clients = n).map_err(|e| format!("--clients: {e}"))),
+            "--seconds" => value("--seconds").and_then(|v| v.parse().map(|n| seconds = n).map_err(|e| format!("--seconds: {e}"))),
+            "--json" => {
+                json = true;
+                Ok(())
+            }
+            other => Err(format!("unknown argument {other:?}")),
+        };
+        if let Err(e) = r {
+            eprintln!("credguard load: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if clients == 0 || clients > 1024 || seconds == 0 || seconds > 3600 {
+        eprintln!("credguard load: --clients must be 1..=1024 and --seconds 1..=3600");
+        return ExitCode::from(2);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("credguard load: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = credguard_lsa_proxy::load::LoadConfig { socket, clients, duration: Duration::from_secs(seconds) };
+    let report = rt.block_on(credguard_lsa_proxy::load::run(config));
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.summary());
+    }
+    ExitCode::SUCCESS
 }
 
 fn run_dir() -> PathBuf {

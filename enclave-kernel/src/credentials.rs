@@ -229,6 +229,12 @@ impl CredentialStore {
         self.sessions.get(&h)
     }
 
+    /// The session `handle`, to update (e.g. Kerberos keys derived from its password).
+    pub fn get_mut(&mut self, handle: &[u8]) -> Option<&mut LogonCredential> {
+        let h: SessionHandle = handle.try_into().ok()?;
+        self.sessions.get_mut(&h)
+    }
+
     /// Removes the session `handle`; its secret is wiped as it is dropped.
     pub fn remove(&mut self, handle: &[u8]) -> bool {
         let Ok(h) = SessionHandle::try_from(handle) else {

@@ -60,6 +60,13 @@ unsafe impl Hal for EnclaveHal {
             // SAFETY: `paddr` is the bounce buffer `share` made for this buffer, of `len` bytes.
             unsafe { ptr::copy_nonoverlapping(paddr as *const u8, buffer.as_ptr() as *mut u8, len) };
         }
+        // The VMM can read the window: wipe what the bounce pages carried (a logon's password, a
+        // reply) before they go back to the pool, in both directions.
+        for i in 0..len {
+            // SAFETY: the bounce pages are ours until freed just below; volatile so the wipe of
+            // memory about to be freed is not elided.
+            unsafe { ptr::write_volatile((paddr as *mut u8).add(i), 0) };
+        }
         let freed = WINDOW.lock().free(paddr, pages_for(len));
         debug_assert!(freed, "unshare of a buffer that was not shared");
     }

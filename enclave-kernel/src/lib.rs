@@ -12,6 +12,8 @@ extern crate alloc;
 
 pub mod boot;
 pub mod credentials;
+pub mod kerberos;
+pub mod ntlm;
 pub mod dma;
 pub mod fmtbuf;
 pub mod rng;

@@ -80,10 +80,16 @@ fn service(boot: &BootInfo, start_tsc: u64) -> Service<HwRng> {
         measurement: boot.measurement,
         signer: boot.signer,
     };
-    match Service::new(identity, boot.tsc_khz, start_tsc, rng) {
+    let mut svc = match Service::new(identity, boot.tsc_khz, start_tsc, rng) {
         Ok(s) => s,
         Err(_) => panic!("the hardware random source failed at start-up"),
-    }
+    };
+    svc.set_protection(abi::describe_protection(
+        boot.protection,
+        boot.host_mapped_bytes,
+        boot.ram_size,
+    ));
+    svc
 }
 
 pub fn run(boot: &BootInfo, start_tsc: u64) -> ! {

@@ -9,8 +9,8 @@ use alloc::vec::Vec;
 
 use credguard_proto::abi::MEASUREMENT_LEN;
 use credguard_proto::enclave::{
-    Frame, LogoffReply, LogoffRequest, LogonReply, LogonRequest, METHOD_LOGOFF, METHOD_LOGON, METHOD_STATUS,
-    StatusReply, StatusRequest,
+    Frame, LogoffReply, METHOD_KERBEROS_AS, METHOD_KERBEROS_TGS, LogoffRequest, LogonReply, LogonRequest, METHOD_LEGACY_AUTHENTICATE, METHOD_LOGOFF,
+    METHOD_LOGON, METHOD_NTLM_AUTHENTICATE, METHOD_NTLM_NEGOTIATE, METHOD_STATUS, StatusReply, StatusRequest,
 };
 use credguard_proto::wire::{FrameDecoder, WireError, encode_frame};
 use prost::Message;
@@ -75,6 +75,9 @@ pub struct Service<R> {
     requests_served: u64,
     rng: R,
     credentials: CredentialStore,
+    ntlm: crate::ntlm::NtlmContexts,
+    kerberos: crate::kerberos::KerberosSessions,
+    protection: String,
 }
 
 /// The random source failed.
@@ -95,6 +98,9 @@ impl<R: TryCryptoRng> Service<R> {
             requests_served: 0,
             rng,
             credentials: CredentialStore::new(),
+            ntlm: crate::ntlm::NtlmContexts::new(),
+            kerberos: crate::kerberos::KerberosSessions::new(),
+            protection: String::new(),
         })
     }
 
@@ -135,6 +141,12 @@ impl<R: TryCryptoRng> Service<R> {
         Ok(answered)
     }
 
+    /// Sets the protection line `Status` reports (from the boot info; see
+    /// `abi::describe_protection`).
+    pub fn set_protection(&mut self, protection: String) {
+        self.protection = protection;
+    }
+
     /// The reply to one request frame.
     pub fn dispatch(&mut self, request: &Frame, now_tsc: u64) -> Frame {
         self.requests_served = self.requests_served.saturating_add(1);
@@ -151,6 +163,7 @@ impl<R: TryCryptoRng> Service<R> {
                         boot_id: self.boot_id.to_vec(),
                         signer: hex(&self.identity.signer),
                         sessions: self.credentials.len() as u64,
+                        protection: self.protection.clone(),
                     };
                     ok(call_id, reply.encode_to_vec())
                 }
@@ -162,7 +175,11 @@ impl<R: TryCryptoRng> Service<R> {
             },
             METHOD_LOGON => self.logon(call_id, &request.payload),
             METHOD_LOGOFF => match LogoffRequest::decode(request.payload.as_slice()) {
-                Ok(r) if self.credentials.remove(&r.session_handle) => ok(call_id, LogoffReply {}.encode_to_vec()),
+                Ok(r) if self.credentials.remove(&r.session_handle) => {
+                    self.ntlm.forget_session(&r.session_handle);
+                    self.kerberos.forget_session(&r.session_handle);
+                    ok(call_id, LogoffReply {}.encode_to_vec())
+                }
                 Ok(_) => error(call_id, CODE_NOT_FOUND, String::from("no such session in this enclave")),
                 Err(_) => error(
                     call_id,
@@ -170,6 +187,26 @@ impl<R: TryCryptoRng> Service<R> {
                     String::from("payload is not a LogoffRequest"),
                 ),
             },
+            METHOD_KERBEROS_AS => kerberos_reply(
+                call_id,
+                crate::kerberos::as_step(&mut self.credentials, &mut self.kerberos, &mut self.rng, &request.payload),
+            ),
+            METHOD_KERBEROS_TGS => kerberos_reply(
+                call_id,
+                crate::kerberos::tgs_step(&self.credentials, &mut self.kerberos, &mut self.rng, &request.payload),
+            ),
+            METHOD_NTLM_NEGOTIATE => ntlm_reply(
+                call_id,
+                crate::ntlm::negotiate(&self.credentials, &mut self.ntlm, &mut self.rng, &request.payload),
+            ),
+            METHOD_NTLM_AUTHENTICATE => ntlm_reply(
+                call_id,
+                crate::ntlm::authenticate(&self.credentials, &mut self.ntlm, &mut self.rng, &request.payload),
+            ),
+            METHOD_LEGACY_AUTHENTICATE => ntlm_reply(
+                call_id,
+                Err(crate::ntlm::legacy_authenticate(&self.credentials, &request.payload)),
+            ),
             method => {
                 let shown = truncate_chars(method, MAX_ECHOED_METHOD);
                 let ellipsis = if shown.len() < method.len() { "..." } else { "" };
@@ -228,6 +265,20 @@ fn refused(call_id: u64, e: LogonRefused) -> Frame {
             CODE_RESOURCE_EXHAUSTED,
             String::from("the enclave holds as many sessions as it can"),
         ),
+    }
+}
+
+fn kerberos_reply(call_id: u64, result: Result<Vec<u8>, crate::kerberos::KerberosError>) -> Frame {
+    match result {
+        Ok(payload) => ok(call_id, payload),
+        Err(e) => error(call_id, e.code(), e.message()),
+    }
+}
+
+fn ntlm_reply(call_id: u64, result: Result<Vec<u8>, crate::ntlm::NtlmError>) -> Frame {
+    match result {
+        Ok(payload) => ok(call_id, payload),
+        Err(e) => error(call_id, e.code(), e.message()),
     }
 }
 

@@ -91,6 +91,7 @@ impl LsaCore {
                     reply.signer = s.signer;
                     reply.uptime_ms = s.uptime_ms;
                     reply.enclave_version = s.version;
+                    reply.protection = s.protection;
                 }
                 // Status reports a down enclave as a state, not as an error.
                 Err(_) => reply.state = self.link.state().name().into(),

@@ -54,6 +54,89 @@ enum Cmd {
         /// The session id.
         session_id: String,
     },
+    /// Kerberos: get a TGT for a session (it stays in the enclave; prints facts about it).
+    KerberosTgt {
+        /// The session id.
+        session_id: String,
+    },
+    /// Kerberos: get a service ticket; prints the AP-REQ and GSS token (hex).
+    KerberosTicket {
+        /// The session id.
+        session_id: String,
+        /// Service principal name, e.g. host/svc.example.test or HTTP@web.example.test.
+        spn: String,
+        /// Ask for mutual authentication.
+        #[arg(long)]
+        mutual: bool,
+        /// Ask for delegation (always refused: shown for completeness).
+        #[arg(long)]
+        delegate: bool,
+        /// Also write the service ticket into this MIT ccache file.
+        #[arg(long, default_value = "")]
+        ccache: String,
+    },
+    /// NTLMv2 client contexts: the NT hash stays in the enclave, messages are hex.
+    #[command(subcommand)]
+    Ntlm(NtlmCmd),
+    /// Ask for a legacy protocol's response: always refused for credguard's protected credentials.
+    LegacyAuthenticate {
+        /// The session id.
+        session_id: String,
+        /// The protocol.
+        #[arg(long, value_enum)]
+        protocol: LegacyArg,
+        /// The protocol's challenge, hex.
+        #[arg(long, default_value = "")]
+        challenge_hex: String,
+    },
+}
+
+/// `credguardctl ntlm ...`.
+#[derive(Subcommand)]
+enum NtlmCmd {
+    /// Start a context for a session: prints its id and the NEGOTIATE message (hex).
+    Negotiate {
+        /// The session id.
+        session_id: String,
+    },
+    /// Answer the server's CHALLENGE: prints the AUTHENTICATE message and the exported session key (hex).
+    Authenticate {
+        /// The context id from `ntlm negotiate`.
+        context_id: String,
+        /// The server's CHALLENGE message, hex.
+        #[arg(long)]
+        challenge_hex: String,
+        /// gss_channel_bindings_struct, hex (optional).
+        #[arg(long, default_value = "")]
+        channel_bindings_hex: String,
+        /// Target SPN (optional), e.g. HTTP/web.example.test.
+        #[arg(long, default_value = "")]
+        target_spn: String,
+    },
+}
+
+/// Legacy protocols, as `--protocol` takes them.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LegacyArg {
+    Ntlmv1,
+    Mschapv2,
+    Digest,
+    Credssp,
+}
+
+impl LegacyArg {
+    fn to_proto(self) -> lsa::LegacyProtocol {
+        match self {
+            LegacyArg::Ntlmv1 => lsa::LegacyProtocol::Ntlmv1,
+            LegacyArg::Mschapv2 => lsa::LegacyProtocol::Mschapv2,
+            LegacyArg::Digest => lsa::LegacyProtocol::Digest,
+            LegacyArg::Credssp => lsa::LegacyProtocol::Credssp,
+        }
+    }
+}
+
+fn decode_hex(s: &str, what: &str) -> Result<Vec<u8>, Failure> {
+    hex::decode(s.trim()).map_err(|_| Failure::Usage(format!("--{what} must be hex")))
 }
 
 /// Runs `credguardctl` with `args` (the first is the program name).
@@ -135,7 +218,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     "{}",
                     json!({"version": s.version, "measurement": s.measurement, "signer": s.signer,
                            "state": s.state, "uptime_ms": s.uptime_ms, "sessions": s.sessions,
-                           "enclave_version": s.enclave_version})
+                           "enclave_version": s.enclave_version, "protection": s.protection})
                 );
             } else {
                 println!("state:       {}", s.state);
@@ -144,6 +227,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 println!("signer:      {}", s.signer);
                 println!("uptime:      {:.1} s", s.uptime_ms as f64 / 1000.0);
                 println!("sessions:    {}", s.sessions);
+                println!("protection:  {}", s.protection);
             }
         }
         Cmd::Logon {
@@ -208,10 +292,122 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
         }
+        Cmd::KerberosTgt { session_id } => {
+            let r = c
+                .kerberos_get_tgt(lsa::KerberosGetTgtRequest { session_id })
+                .await?
+                .into_inner();
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({"client_principal": r.client_principal, "realm": r.realm, "enctype": r.enctype,
+                           "start_time": r.start_time, "end_time": r.end_time, "renew_till": r.renew_till})
+                );
+            } else {
+                println!("principal: {} (enctype {})", r.client_principal, r.enctype);
+                println!("valid:     {} .. {}", r.start_time, r.end_time);
+            }
+        }
+        Cmd::KerberosTicket {
+            session_id,
+            spn,
+            mutual,
+            delegate,
+            ccache,
+        } => {
+            let ccache_path = if ccache.is_empty() {
+                String::new()
+            } else {
+                // The proxy needs an absolute path; it writes the file as the caller.
+                std::path::absolute(&ccache)
+                    .map_err(|e| Failure::Usage(format!("bad --ccache path: {e}")))?
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            let r = c
+                .kerberos_get_service_ticket(lsa::KerberosGetServiceTicketRequest {
+                    session_id,
+                    spn,
+                    delegate,
+                    mutual,
+                    ccache_path,
+                })
+                .await?
+                .into_inner();
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({"ap_req": hex::encode(&r.ap_req), "gss_token": hex::encode(&r.gss_token),
+                           "ticket": hex::encode(&r.ticket), "session_key": hex::encode(&r.session_key),
+                           "enctype": r.enctype, "end_time": r.end_time})
+                );
+            } else {
+                println!("{}", hex::encode(&r.gss_token));
+            }
+        }
         Cmd::Logoff { session_id } => {
             c.logoff(lsa::LogoffRequest { session_id }).await?;
             if cli.json {
                 println!("{}", json!({}));
+            }
+        }
+        Cmd::Ntlm(NtlmCmd::Negotiate { session_id }) => {
+            let r = c
+                .ntlm_negotiate(lsa::NtlmNegotiateRequest { session_id })
+                .await?
+                .into_inner();
+            let msg = hex::encode(&r.negotiate_message);
+            if cli.json {
+                println!("{}", json!({"context_id": r.context_id, "negotiate_message": msg}));
+            } else {
+                println!("context_id:        {}", r.context_id);
+                println!("negotiate_message: {msg}");
+            }
+        }
+        Cmd::Ntlm(NtlmCmd::Authenticate {
+            context_id,
+            challenge_hex,
+            channel_bindings_hex,
+            target_spn,
+        }) => {
+            let req = lsa::NtlmAuthenticateRequest {
+                context_id,
+                challenge_message: decode_hex(&challenge_hex, "challenge-hex")?,
+                channel_bindings: decode_hex(&channel_bindings_hex, "channel-bindings-hex")?,
+                target_spn,
+            };
+            let r = c.ntlm_authenticate(req).await?.into_inner();
+            // The exported session key is this context's key, not a long-term secret.
+            let (msg, key) = (
+                hex::encode(&r.authenticate_message),
+                Zeroizing::new(hex::encode(&r.exported_session_key)),
+            );
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({"authenticate_message": msg, "exported_session_key": key.as_str()})
+                );
+            } else {
+                println!("authenticate_message: {msg}");
+                println!("exported_session_key: {}", key.as_str());
+            }
+        }
+        Cmd::LegacyAuthenticate {
+            session_id,
+            protocol,
+            challenge_hex,
+        } => {
+            let req = lsa::LegacyAuthenticateRequest {
+                session_id,
+                protocol: protocol.to_proto() as i32,
+                challenge: decode_hex(&challenge_hex, "challenge-hex")?,
+            };
+            let r = c.legacy_authenticate(req).await?.into_inner();
+            let resp = hex::encode(&r.response);
+            if cli.json {
+                println!("{}", json!({"response": resp}));
+            } else {
+                println!("{resp}");
             }
         }
     }

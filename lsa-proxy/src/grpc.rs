@@ -22,12 +22,16 @@ pub struct VsockConnectInfo {
 /// The gRPC service.
 pub struct LsaService {
     core: Arc<LsaCore>,
+    ntlm: crate::ntlm::Ntlm,
 }
 
 impl LsaService {
     /// The service over `core`.
     pub fn new(core: Arc<LsaCore>) -> Self {
-        LsaService { core }
+        LsaService {
+            core,
+            ntlm: crate::ntlm::Ntlm::new(),
+        }
     }
 }
 
@@ -87,16 +91,29 @@ impl Lsa for LsaService {
         req: Request<lsa::NtlmNegotiateRequest>,
     ) -> Result<Response<lsa::NtlmNegotiateReply>, Status> {
         let caller = begin(&self.core, &req)?;
-        self.core.session(caller, &req.get_ref().session_id)?;
-        Err(LsaError::Unimplemented("NTLM is not implemented yet".into()).into())
+        Ok(Response::new(
+            self.ntlm.negotiate(&self.core, caller, req.into_inner()).await?,
+        ))
     }
 
     async fn ntlm_authenticate(
         &self,
         req: Request<lsa::NtlmAuthenticateRequest>,
     ) -> Result<Response<lsa::NtlmAuthenticateReply>, Status> {
-        begin(&self.core, &req)?;
-        Err(LsaError::Unimplemented("NTLM is not implemented yet".into()).into())
+        let caller = begin(&self.core, &req)?;
+        Ok(Response::new(
+            self.ntlm.authenticate(&self.core, caller, req.into_inner()).await?,
+        ))
+    }
+
+    async fn legacy_authenticate(
+        &self,
+        req: Request<lsa::LegacyAuthenticateRequest>,
+    ) -> Result<Response<lsa::LegacyAuthenticateReply>, Status> {
+        let caller = begin(&self.core, &req)?;
+        Ok(Response::new(
+            self.ntlm.legacy_authenticate(&self.core, caller, req.into_inner()).await?,
+        ))
     }
 
     async fn kerberos_get_tgt(
@@ -104,8 +121,9 @@ impl Lsa for LsaService {
         req: Request<lsa::KerberosGetTgtRequest>,
     ) -> Result<Response<lsa::KerberosGetTgtReply>, Status> {
         let caller = begin(&self.core, &req)?;
-        self.core.session(caller, &req.get_ref().session_id)?;
-        Err(LsaError::Unimplemented("Kerberos is not implemented yet".into()).into())
+        Ok(Response::new(
+            crate::kerberos::get_tgt(&self.core, caller, req.into_inner()).await?,
+        ))
     }
 
     async fn kerberos_get_service_ticket(
@@ -113,7 +131,8 @@ impl Lsa for LsaService {
         req: Request<lsa::KerberosGetServiceTicketRequest>,
     ) -> Result<Response<lsa::KerberosGetServiceTicketReply>, Status> {
         let caller = begin(&self.core, &req)?;
-        self.core.session(caller, &req.get_ref().session_id)?;
-        Err(LsaError::Unimplemented("Kerberos is not implemented yet".into()).into())
+        Ok(Response::new(
+            crate::kerberos::get_service_ticket(&self.core, caller, req.into_inner()).await?,
+        ))
     }
 }

@@ -239,6 +239,76 @@ pub struct BootInfo {
     /// Fingerprint of the key whose signature over the image the VMM verified (first 16 bytes of
     /// the SHA-256 of the Ed25519 public key).
     pub signer: [u8; SIGNER_LEN],
+    /// Which protections of guest memory and of the VMM process are in force: [`protection`]
+    /// bits (0: the VMM did not say).
+    pub protection: u64,
+    /// Bytes of guest RAM the VMM keeps mapped in its own address space after boot.
+    pub host_mapped_bytes: u64,
+}
+
+/// Bits of [`BootInfo::protection`].
+pub mod protection {
+    /// Guest RAM is a `guest_memfd` (otherwise anonymous memory of the VMM).
+    pub const GUEST_MEMFD: u64 = 1 << 0;
+    /// Guest RAM outside the boot tables, the image and the DMA window is not mapped in the VMM.
+    pub const HIDDEN: u64 = 1 << 1;
+    /// The guest RAM the VMM maps is `mlock`ed (never swapped).
+    pub const MLOCKED: u64 = 1 << 2;
+    /// The guest RAM the VMM maps is excluded from core dumps (`MADV_DONTDUMP`).
+    pub const DONTDUMP: u64 = 1 << 3;
+    /// Every VMM thread runs under a seccomp allow-list.
+    pub const SECCOMP: u64 = 1 << 4;
+    /// The VMM process is not dumpable (`PR_SET_DUMPABLE` 0: no core, no ptrace by non-root).
+    pub const NOT_DUMPABLE: u64 = 1 << 5;
+    /// The VMM process cannot gain privileges (`PR_SET_NO_NEW_PRIVS`).
+    pub const NO_NEW_PRIVS: u64 = 1 << 6;
+    /// Set whenever the VMM filled [`super::BootInfo::protection`].
+    pub const KNOWN: u64 = 1 << 63;
+}
+
+/// A one-line description of `protection` bits, e.g. "guest_memfd, 2.16 of 16 MiB mapped in the
+/// VMM, mlocked, no core dump of guest memory, seccomp on, dumpable off, no new privileges".
+pub fn describe_protection(bits: u64, host_mapped_bytes: u64, ram_size: u64) -> alloc::string::String {
+    use alloc::string::String;
+    use core::fmt::Write;
+    use protection::*;
+    let mut s = String::new();
+    if bits & KNOWN == 0 {
+        s.push_str("unknown (the VMM did not report it)");
+        return s;
+    }
+    s.push_str(if bits & GUEST_MEMFD != 0 {
+        "guest_memfd"
+    } else {
+        "anonymous memory"
+    });
+    let mib = |b: u64| {
+        let hundredths = b * 100 / (1 << 20);
+        (hundredths / 100, hundredths % 100)
+    };
+    let (mi, mf) = mib(host_mapped_bytes);
+    let (ri, rf) = mib(ram_size);
+    let _ = write!(s, ", {mi}.{mf:02} of {ri}.{rf:02} MiB mapped in the VMM");
+    let flag = |s: &mut String, on: bool, yes: &str, no: &str| {
+        s.push_str(", ");
+        s.push_str(if on { yes } else { no });
+    };
+    flag(&mut s, bits & MLOCKED != 0, "mlocked", "not mlocked");
+    flag(
+        &mut s,
+        bits & DONTDUMP != 0,
+        "no core dump of guest memory",
+        "guest memory in core dumps",
+    );
+    flag(&mut s, bits & SECCOMP != 0, "seccomp on", "seccomp off");
+    flag(&mut s, bits & NOT_DUMPABLE != 0, "dumpable off", "dumpable on");
+    flag(
+        &mut s,
+        bits & NO_NEW_PRIVS != 0,
+        "no new privileges",
+        "new privileges allowed",
+    );
+    s
 }
 
 /// Length of [`BootInfo::signer`].
@@ -271,7 +341,17 @@ impl BootInfo {
             image_size,
             measurement,
             signer: [0; SIGNER_LEN],
+            protection: 0,
+            host_mapped_bytes: 0,
         }
+    }
+
+    /// The same boot info, saying which [`protection`] bits are in force and how much guest RAM
+    /// the VMM keeps mapped.
+    pub fn with_protection(mut self, bits: u64, host_mapped_bytes: u64) -> Self {
+        self.protection = bits | protection::KNOWN;
+        self.host_mapped_bytes = host_mapped_bytes;
+        self
     }
 
     /// The same boot info, naming the key that signed the image.
@@ -300,7 +380,11 @@ impl BootInfo {
         }
         let m = words.len() * 8;
         out[m..m + MEASUREMENT_LEN].copy_from_slice(&self.measurement);
-        out[m + MEASUREMENT_LEN..].copy_from_slice(&self.signer);
+        let s = m + MEASUREMENT_LEN;
+        out[s..s + SIGNER_LEN].copy_from_slice(&self.signer);
+        let p = s + SIGNER_LEN;
+        out[p..p + 8].copy_from_slice(&self.protection.to_le_bytes());
+        out[p + 8..p + 16].copy_from_slice(&self.host_mapped_bytes.to_le_bytes());
         out
     }
 }
@@ -525,12 +609,38 @@ mod tests {
 
     #[test]
     fn boot_info_bytes_match_repr_c() {
-        let info = BootInfo::new(DEFAULT_RAM_SIZE, 2_000_000, BootMode::Service, 0, 1234, [7; 48]).with_signer([9; 16]);
+        let info = BootInfo::new(DEFAULT_RAM_SIZE, 2_000_000, BootMode::Service, 0, 1234, [7; 48])
+            .with_signer([9; 16])
+            .with_protection(protection::GUEST_MEMFD | protection::SECCOMP, 0x22_0000);
         let bytes = info.to_bytes();
         // SAFETY: BootInfo is repr(C), all fields are integers, and the array is exactly its size.
         let back: BootInfo = unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast()) };
         assert_eq!(back, info);
-        assert_eq!(BOOT_INFO_SIZE, 10 * 8 + 48 + 16);
+        assert_eq!(BOOT_INFO_SIZE, 10 * 8 + 48 + 16 + 2 * 8);
+    }
+
+    #[test]
+    fn protection_is_described() {
+        let all = protection::GUEST_MEMFD
+            | protection::HIDDEN
+            | protection::MLOCKED
+            | protection::DONTDUMP
+            | protection::SECCOMP
+            | protection::NOT_DUMPABLE
+            | protection::NO_NEW_PRIVS
+            | protection::KNOWN;
+        let d = describe_protection(all, 0x22_8000, DEFAULT_RAM_SIZE);
+        assert!(
+            d.starts_with("guest_memfd, 2.15 of 16.00 MiB mapped in the VMM, mlocked"),
+            "{d}"
+        );
+        assert!(d.contains("seccomp on") && d.contains("dumpable off"), "{d}");
+        let d = describe_protection(protection::KNOWN, DEFAULT_RAM_SIZE, DEFAULT_RAM_SIZE);
+        assert!(
+            d.starts_with("anonymous memory, 16.00 of 16.00 MiB") && d.contains("seccomp off"),
+            "{d}"
+        );
+        assert!(describe_protection(0, 0, 0).starts_with("unknown"));
     }
 
     #[test]

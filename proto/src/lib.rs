@@ -62,6 +62,16 @@ pub mod enclave {
     pub const METHOD_LOGON: &str = "/credguard.enclave.v1.Enclave/Logon";
     /// Full gRPC path of `Enclave.Logoff`.
     pub const METHOD_LOGOFF: &str = "/credguard.enclave.v1.Enclave/Logoff";
+    /// Full gRPC path of `Enclave.KerberosAs`.
+    pub const METHOD_KERBEROS_AS: &str = "/credguard.enclave.v1.Enclave/KerberosAs";
+    /// Full gRPC path of `Enclave.KerberosTgs`.
+    pub const METHOD_KERBEROS_TGS: &str = "/credguard.enclave.v1.Enclave/KerberosTgs";
+    /// Full gRPC path of `Enclave.NtlmNegotiate`.
+    pub const METHOD_NTLM_NEGOTIATE: &str = "/credguard.enclave.v1.Enclave/NtlmNegotiate";
+    /// Full gRPC path of `Enclave.NtlmAuthenticate`.
+    pub const METHOD_NTLM_AUTHENTICATE: &str = "/credguard.enclave.v1.Enclave/NtlmAuthenticate";
+    /// Full gRPC path of `Enclave.LegacyAuthenticate`.
+    pub const METHOD_LEGACY_AUTHENTICATE: &str = "/credguard.enclave.v1.Enclave/LegacyAuthenticate";
 
     impl core::fmt::Debug for LogonRequest {
         fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

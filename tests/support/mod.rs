@@ -119,6 +119,16 @@ impl Stack {
         self.proxy = Some(child);
     }
 
+    /// Process id of the running VMM.
+    pub fn vmm_pid(&self) -> Option<u32> {
+        self.vmm.as_ref().map(std::process::Child::id)
+    }
+
+    /// Process id of the running proxy.
+    pub fn proxy_pid(&self) -> Option<u32> {
+        self.proxy.as_ref().map(std::process::Child::id)
+    }
+
     /// SIGKILLs the VMM, as a crash would.
     pub fn kill_vmm(&mut self) {
         if let Some(mut c) = self.vmm.take() {

@@ -89,6 +89,17 @@ const MAX_PHDRS: usize = 64;
 /// linux-loader writes segments wherever their physical address says, so without this check a
 /// (signed but faulty) image could overwrite the page tables or descriptor tables.
 pub fn check_image(image: &[u8]) -> Result<u64, BootError> {
+    check_image_layout(image).map(|(entry, _)| entry)
+}
+
+/// Where the image's loaded segments end (after the same checks as [`check_image`]): the VMM
+/// keeps guest RAM mapped up to there (see [`crate::memory::visible_ranges`]).
+pub fn image_end(image: &[u8]) -> Result<u64, BootError> {
+    check_image_layout(image).map(|(_, end)| end)
+}
+
+/// The entry point and the end of the loaded segments of `image`, checked.
+fn check_image_layout(image: &[u8]) -> Result<(u64, u64), BootError> {
     let window = abi::IMAGE_BASE_GPA..abi::IMAGE_LIMIT_GPA;
     let header = image
         .get(..ELF_HEADER_LEN)
@@ -113,6 +124,7 @@ pub fn check_image(image: &[u8]) -> Result<u64, BootError> {
     }
 
     let mut loadable = 0;
+    let mut image_end = window.start;
     for index in 0..phnum {
         let phdr = usize::try_from(phoff)
             .ok()
@@ -150,6 +162,7 @@ pub fn check_image(image: &[u8]) -> Result<u64, BootError> {
                 end,
             });
         }
+        image_end = image_end.max(end);
     }
     if loadable == 0 {
         return Err(BootError::NoSegments);
@@ -157,7 +170,7 @@ pub fn check_image(image: &[u8]) -> Result<u64, BootError> {
     if !window.contains(&entry) {
         return Err(BootError::EntryOutOfBounds(entry));
     }
-    Ok(entry)
+    Ok((entry, image_end))
 }
 
 fn le16(b: &[u8], at: usize) -> u16 {

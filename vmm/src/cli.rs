@@ -8,6 +8,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::sandbox::ThreadRole;
 use crate::{BootMode, Enclave, EnclaveConfig, EnclaveImage, ExitOutcome, signals};
 use clap::{Parser, Subcommand, ValueEnum};
 use credguard_image::SignedImage;
@@ -229,9 +230,29 @@ fn run(
         memory_mib,
         vsock_socket.display()
     );
-    if let Err(e) = signals::spawn_termination_watcher(enclave.stop_handle()) {
+    let filters = enclave
+        .thread_filter(ThreadRole::Signals)
+        .and_then(|s| Ok((s, enclave.thread_filter(ThreadRole::Main)?)));
+    let (signals_filter, main_filter) = match filters {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("credguard-vmm: {e}");
+            let _ = enclave.stop_and_wait();
+            return ExitCode::from(EXIT_ENCLAVE_FAILED);
+        }
+    };
+    if let Err(e) = signals::spawn_termination_watcher(enclave.stop_handle(), signals_filter) {
         tracing::warn!("no clean shutdown on SIGTERM/SIGINT: {e}");
     }
+    // Last: every other thread has started (filters are inherited by threads started later).
+    if let Some(filter) = main_filter
+        && let Err(e) = filter.apply()
+    {
+        eprintln!("credguard-vmm: {e}");
+        let _ = enclave.stop_and_wait();
+        return ExitCode::from(EXIT_ENCLAVE_FAILED);
+    }
+    tracing::info!("protection in force: {}", enclave.protection().describe());
 
     match enclave.wait() {
         ExitOutcome::BenchDone(bench) => {

@@ -44,7 +44,8 @@ pub struct Doorbell {
 
 impl Doorbell {
     /// Registers the ioeventfd and irqfd with `vm` and starts the answering thread.
-    pub fn start(vm: &VmFd) -> Result<Self, DoorbellError> {
+    /// `filter` is the thread's seccomp allow-list, installed before its loop.
+    pub fn start(vm: &VmFd, filter: Option<crate::sandbox::ThreadFilter>) -> Result<Self, DoorbellError> {
         let ring = EventFd::new(0).map_err(DoorbellError::EventFd)?;
         let answer = EventFd::new(0).map_err(DoorbellError::EventFd)?;
         // Without datamatch KVM takes any write length at the address; the guest writes 4 bytes.
@@ -64,7 +65,15 @@ impl Doorbell {
         let thread_stop = stop.clone();
         let thread = std::thread::Builder::new()
             .name("doorbell".into())
-            .spawn(move || answer_loop(&thread_ring, &answer, &thread_stop))
+            .spawn(move || {
+                if let Some(filter) = filter
+                    && let Err(e) = filter.apply()
+                {
+                    tracing::error!("doorbell: {e}; not answering");
+                    return;
+                }
+                answer_loop(&thread_ring, &answer, &thread_stop)
+            })
             .map_err(DoorbellError::Spawn)?;
         Ok(Doorbell {
             ring,

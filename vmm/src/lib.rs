@@ -14,13 +14,15 @@ pub mod devices;
 pub mod doorbell;
 pub mod enclave_client;
 pub mod interrupts;
+pub mod memory;
 #[cfg(test)]
 mod kvm_tests;
 pub mod outcome;
+pub mod sandbox;
 pub mod signals;
 pub mod vcpu;
 pub mod vm;
 
 pub use credguard_proto::abi::BootMode;
 pub use outcome::{BenchResult, ExitOutcome, FaultInfo};
-pub use vm::{Enclave, EnclaveConfig, EnclaveImage, RunningEnclave, StopHandle, VmError};
+pub use vm::{Enclave, EnclaveConfig, EnclaveImage, Protection, RunningEnclave, StopHandle, VmError};

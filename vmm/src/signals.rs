@@ -47,11 +47,24 @@ pub fn block_termination_signals() -> Result<(), SignalError> {
 
 /// Starts a thread that stops the enclave when SIGTERM or SIGINT arrives. The signals must have
 /// been blocked with [`block_termination_signals`] first.
-pub fn spawn_termination_watcher(stop: StopHandle) -> Result<JoinHandle<()>, SignalError> {
+///
+/// `filter` is the thread's seccomp allow-list, installed before it waits; if that fails the
+/// enclave is stopped (fail closed).
+pub fn spawn_termination_watcher(
+    stop: StopHandle,
+    filter: Option<crate::sandbox::ThreadFilter>,
+) -> Result<JoinHandle<()>, SignalError> {
     let set = termination_set()?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
+            if let Some(filter) = filter
+                && let Err(e) = filter.apply()
+            {
+                tracing::error!("{e}; stopping the enclave");
+                stop.stop();
+                return;
+            }
             loop {
                 let mut signal: libc::c_int = 0;
                 // SAFETY: `set` is an initialized signal set and `signal` a valid out pointer.

@@ -24,9 +24,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use credguard_proto::abi::{self, BootInfo, BootMode, MEASUREMENT_LEN};
-use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
-use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::GuestMemoryMmap;
 
 use crate::boot::{self, BootError};
 use crate::devices::MmioDevice;
@@ -34,7 +33,9 @@ use crate::devices::virtio::mmio::regs::QUEUE_NOTIFY;
 use crate::devices::virtio::{VirtioMmioVsock, VsockConfig, VsockError, create_vsock_device};
 use crate::doorbell::{Doorbell, DoorbellError};
 use crate::interrupts::{self, InterruptError};
+use crate::memory::{Backing, GuestRam, MemoryError};
 use crate::outcome::ExitOutcome;
+use crate::sandbox::{self, SandboxError, ThreadFilter, ThreadRole};
 use crate::vcpu::{self, Vcpu, VcpuControl, VcpuError};
 
 /// How often a waiter re-sends a lost stop kick (see [`VcpuControl::request_stop`]).
@@ -59,14 +60,12 @@ pub enum VmError {
         #[source]
         source: kvm_ioctls::Error,
     },
-    /// Guest memory could not be allocated.
-    #[error("allocating {size} bytes of guest memory: {reason}")]
-    GuestMemory {
-        /// Requested size.
-        size: u64,
-        /// The allocator's error.
-        reason: String,
-    },
+    /// Guest memory could not be set up.
+    #[error("guest memory: {0}")]
+    GuestMemory(#[from] MemoryError),
+    /// The process could not be hardened or a seccomp filter not built.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
     /// The boot state could not be prepared (e.g. the image is refused).
     #[error(transparent)]
     Boot(#[from] BootError),
@@ -155,6 +154,10 @@ pub struct EnclaveConfig {
     /// Host end of the enclave's vsock: a Unix socket created at this path (replacing a stale
     /// socket file) and removed when the enclave stops. `None`: no vsock device.
     pub vsock_socket: Option<PathBuf>,
+    /// Harden the process (`PR_SET_DUMPABLE` 0, `PR_SET_NO_NEW_PRIVS`) and run the vCPU, vsock
+    /// and doorbell threads under their seccomp allow-lists (see [`crate::sandbox`]); default
+    /// `true`. The caller's own threads install theirs with [`RunningEnclave::thread_filter`].
+    pub sandbox: bool,
 }
 
 impl EnclaveConfig {
@@ -166,6 +169,7 @@ impl EnclaveConfig {
             boot_mode: BootMode::Service,
             mode_arg: 0,
             vsock_socket: None,
+            sandbox: true,
         }
     }
 }
@@ -185,10 +189,30 @@ impl Enclave {
         abi::check_ram_size(ram_size).map_err(|_| VmError::RamSize(ram_size))?;
         vcpu::install_kick_handler()?;
 
+        let image = &config.image;
+        let image_end = boot::image_end(image.bytes())?;
+
         let kvm = Kvm::new().map_err(kvm_err("opening /dev/kvm"))?;
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
-        let mem = create_guest_memory(ram_size)?;
-        register_guest_memory(&vm, &mem)?;
+        // Declared before every view of it, so it is dropped after them on an early return.
+        let ram = GuestRam::new(&vm, ram_size, image_end)?;
+        let mem = ram.vmm_view()?;
+        let filter = |role| -> Result<Option<ThreadFilter>, VmError> {
+            Ok(if config.sandbox {
+                Some(ThreadFilter::new(role, ram.host_range())?)
+            } else {
+                None
+            })
+        };
+        let (vcpu_filter, vsock_filter, doorbell_filter) = (
+            filter(ThreadRole::Vcpu)?,
+            filter(ThreadRole::Vsock)?,
+            filter(ThreadRole::Doorbell)?,
+        );
+        if config.sandbox {
+            sandbox::harden_process()?;
+        }
+        let protection = Protection::of(&ram, config.sandbox);
         // The irqchip must exist before the vCPU is created.
         interrupts::setup_irqchip(&vm)?;
 
@@ -202,7 +226,6 @@ impl Enclave {
             }
         };
 
-        let image = &config.image;
         let entry = boot::load_image(&mem, image.bytes())?;
         let info = BootInfo::new(
             ram_size,
@@ -212,17 +235,18 @@ impl Enclave {
             image.bytes().len() as u64,
             *image.measurement(),
         )
-        .with_signer(image.signer);
+        .with_signer(image.signer)
+        .with_protection(protection.bits, protection.host_mapped_bytes);
         boot::write_boot_tables(&mem, &info)?;
         boot::setup_registers(&vcpu_fd, entry)?;
         interrupts::enable_lapic(&vcpu_fd)?;
 
         let vsock = match &config.vsock_socket {
-            Some(path) => Some(attach_vsock(&vm, &mem, path)?),
+            Some(path) => Some(attach_vsock(&vm, ram.window_view()?, path, vsock_filter)?),
             None => None,
         };
         let doorbell = match config.boot_mode {
-            BootMode::DoorbellBench => Some(Doorbell::start(&vm)?),
+            BootMode::DoorbellBench => Some(Doorbell::start(&vm, doorbell_filter)?),
             BootMode::Service | BootMode::PanicSelfTest => None,
         };
 
@@ -235,12 +259,19 @@ impl Enclave {
         let vcpu_thread = std::thread::Builder::new()
             .name("vcpu0".into())
             .spawn(move || {
+                if let Some(filter) = vcpu_filter
+                    && let Err(e) = filter.apply()
+                {
+                    let _ = outcome_tx.send(ExitOutcome::Unexpected(e.to_string()));
+                    return;
+                }
                 let outcome = vcpu.run();
                 // The receiver is gone only if the RunningEnclave was leaked; nobody to tell.
                 let _ = outcome_tx.send(outcome);
             })
             .map_err(VmError::Spawn)?;
         tracing::debug!("enclave launched in {:?}", started.elapsed());
+        tracing::debug!("guest memory protection: {}", protection.describe());
 
         Ok(RunningEnclave {
             control,
@@ -253,48 +284,77 @@ impl Enclave {
             ram_size,
             tsc_khz,
             vsock_socket: config.vsock_socket.clone(),
+            protection,
+            sandbox: config.sandbox,
             _mem: mem,
             _vm: vm,
+            ram,
         })
     }
 }
 
-/// Allocates the guest's RAM at GPA 0. The one place that decides what backs guest memory.
-fn create_guest_memory(ram_size: u64) -> Result<GuestMemoryMmap, VmError> {
-    let err = |reason: String| VmError::GuestMemory { size: ram_size, reason };
-    let size = usize::try_from(ram_size).map_err(|e| err(e.to_string()))?;
-    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size)]).map_err(|e| err(e.to_string()))
+/// Which protections are in force for an enclave, as handed to it in its boot info.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Protection {
+    /// [`abi::protection`] bits.
+    pub bits: u64,
+    /// Bytes of guest RAM mapped in the VMM.
+    pub host_mapped_bytes: u64,
+    /// Guest RAM in bytes.
+    pub ram_size: u64,
 }
 
-/// Gives every region of `mem` to KVM as a memory slot.
-fn register_guest_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {
-    for (slot, region) in mem.iter().enumerate() {
-        let slot = u32::try_from(slot).map_err(|_| VmError::GuestMemory {
-            size: region.len(),
-            reason: "too many memory regions".into(),
-        })?;
-        let memory_region = kvm_userspace_memory_region {
-            slot,
-            flags: 0,
-            guest_phys_addr: region.start_addr().raw_value(),
-            memory_size: region.len(),
-            userspace_addr: region.as_ptr() as u64,
-        };
-        // SAFETY: the range is a live mapping of exactly `memory_size` bytes owned by `mem`.
-        // Every holder of the VM's fds (the vCPU thread, RunningEnclave) also holds a clone of
-        // `mem`, so the mapping outlives any guest access through this slot.
-        unsafe { vm.set_user_memory_region(memory_region) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+impl Protection {
+    fn of(ram: &GuestRam, sandbox: bool) -> Self {
+        use abi::protection::*;
+        let mut bits = KNOWN;
+        if ram.backing() == Backing::GuestMemfd {
+            bits |= GUEST_MEMFD;
+            if ram.mapped_bytes() < ram.size() {
+                bits |= HIDDEN;
+            }
+        }
+        if ram.locked() {
+            bits |= MLOCKED;
+        }
+        if ram.dontdump() {
+            bits |= DONTDUMP;
+        }
+        if sandbox {
+            // The filters are installed by each thread before it runs guest-facing code; a
+            // failure to install ends the enclave, so the bit is never claimed falsely.
+            bits |= SECCOMP | NO_NEW_PRIVS;
+            if !sandbox::dumpable() {
+                bits |= NOT_DUMPABLE;
+            }
+        }
+        Protection {
+            bits,
+            host_mapped_bytes: ram.mapped_bytes(),
+            ram_size: ram.size(),
+        }
     }
-    Ok(())
+
+    /// One line, e.g. "guest_memfd, 2.16 of 16.00 MiB mapped in the VMM, mlocked, ...".
+    pub fn describe(&self) -> String {
+        abi::describe_protection(self.bits, self.host_mapped_bytes, self.ram_size)
+    }
 }
 
 /// Creates the vsock device and wires its queue notifications and interrupt into KVM.
-fn attach_vsock(vm: &VmFd, mem: &GuestMemoryMmap, path: &Path) -> Result<VirtioMmioVsock, VmError> {
+/// The device sees only the DMA window (`mem`): descriptors pointing elsewhere are refused.
+fn attach_vsock(
+    vm: &VmFd,
+    mem: GuestMemoryMmap,
+    path: &Path,
+    filter: Option<ThreadFilter>,
+) -> Result<VirtioMmioVsock, VmError> {
     let device = create_vsock_device(
-        mem.clone(),
+        mem,
         VsockConfig {
             guest_cid: abi::GUEST_CID,
             uds_path: path.into(),
+            filter,
         },
     )?;
     let notify = IoEventAddress::Mmio(abi::VSOCK_MMIO_GPA + QUEUE_NOTIFY);
@@ -334,10 +394,15 @@ pub struct RunningEnclave {
     ram_size: u64,
     tsc_khz: u64,
     vsock_socket: Option<PathBuf>,
+    protection: Protection,
+    sandbox: bool,
     // Kept for as long as the VM exists: the memory slot points into it, and the ioeventfd and
     // irqfd registrations live as long as the VM fd.
     _mem: GuestMemoryMmap,
     _vm: VmFd,
+    // Last: dropped after the VM and every view of guest memory (fields drop in order, and the
+    // threads holding views are joined before, in `finish`).
+    ram: GuestRam,
 }
 
 impl std::fmt::Debug for RunningEnclave {
@@ -370,6 +435,21 @@ impl RunningEnclave {
     /// Path of the host end of the enclave's vsock, if it has one.
     pub fn vsock_socket(&self) -> Option<&Path> {
         self.vsock_socket.as_deref()
+    }
+
+    /// Which protections are in force (also in the start-up log and the enclave's `Status`).
+    pub fn protection(&self) -> &Protection {
+        &self.protection
+    }
+
+    /// The seccomp filter for one of the caller's threads (the signal watcher, the main
+    /// thread), or `None` if the enclave was launched without the sandbox. Apply it with
+    /// [`ThreadFilter::apply`] once that thread's setup is done.
+    pub fn thread_filter(&self, role: ThreadRole) -> Result<Option<ThreadFilter>, VmError> {
+        if !self.sandbox {
+            return Ok(None);
+        }
+        Ok(Some(ThreadFilter::new(role, self.ram.host_range())?))
     }
 
     /// A handle that stops this enclave from another thread.

@@ -28,7 +28,9 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::connection::{CONN_BUF_SIZE, Connection, HEADER_SIZE, Header, ReadOutcome, State};
+use super::connection::{
+    CONN_BUF_SIZE, Connection, HEADER_SIZE, Header, ReadOutcome, State, append_wiping, clear_wiping, wipe,
+};
 use super::proto::*;
 use super::{Command, EVENT_QUEUE, HOST_CID, MAX_CONNECTIONS, RX_QUEUE, TX_QUEUE, VsockError, unix};
 use crate::devices::virtio::IrqTrigger;
@@ -390,7 +392,7 @@ impl Worker {
             let verdict = match VsockPacket::from_tx_virtq_chain(&mem, &mut chain, MAX_PKT_DATA) {
                 Ok(pkt) => self.handle_tx_packet(&pkt),
                 Err(e) => {
-                    tracing::debug!("vsock: dropping a malformed tx chain: {e}");
+                    tracing::debug!("vsock: dropping a malformed tx chain (or one outside the DMA window): {e}");
                     TxVerdict::Done
                 }
             };
@@ -465,7 +467,8 @@ impl Worker {
                     conn.state = State::Established;
                     let ok = unix::ok_line(conn.guest_port);
                     conn.uncounted = ok.len();
-                    conn.host_out = ok;
+                    clear_wiping(&mut conn.host_out);
+                    append_wiping(&mut conn.host_out, &ok);
                     tracing::debug!("vsock: host port {port} connected to guest port {}", conn.guest_port);
                     if conn.flush().is_err() {
                         self.drop_conn(port, true);
@@ -499,10 +502,10 @@ impl Worker {
                 }
                 conn.update_peer_credit(&h);
                 if let Some(data) = pkt.data_slice() {
-                    let start = conn.host_out.len();
-                    conn.host_out.resize(start + data.len(), 0);
-                    let copied = data.copy_to(&mut conn.host_out[start..]);
-                    conn.host_out.truncate(start + copied);
+                    let len = data.len().min(self.scratch.len());
+                    let copied = data.copy_to(&mut self.scratch[..len]);
+                    append_wiping(&mut conn.host_out, &self.scratch[..copied]);
+                    wipe(&mut self.scratch[..copied]);
                 }
                 if conn.flush().is_err() {
                     self.drop_conn(port, true);
@@ -518,7 +521,7 @@ impl Worker {
                 conn.update_peer_credit(&h);
                 conn.guest_shutdown |= h.flags & (SHUTDOWN_RCV | SHUTDOWN_SEND);
                 if conn.guest_shutdown & SHUTDOWN_RCV != 0 {
-                    conn.to_guest.clear();
+                    clear_wiping(&mut conn.to_guest);
                 }
                 if conn.flush().is_err() {
                     self.drop_conn(port, true);
@@ -558,7 +561,7 @@ impl Worker {
             let mut pkt = match VsockPacket::from_rx_virtq_chain(&mem, &mut chain, MAX_PKT_DATA) {
                 Ok(pkt) => pkt,
                 Err(e) => {
-                    tracing::debug!("vsock: dropping a malformed rx chain: {e}");
+                    tracing::debug!("vsock: dropping a malformed rx chain (or one outside the DMA window): {e}");
                     if let Err(e) = rxq.add_used(&mem, head, 0) {
                         tracing::debug!("vsock: rx add_used: {e}");
                     }

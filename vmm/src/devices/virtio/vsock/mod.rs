@@ -82,6 +82,8 @@ pub struct VsockConfig {
     pub guest_cid: u64,
     /// Where to bind the host Unix listener. An existing socket file there is replaced.
     pub uds_path: PathBuf,
+    /// The worker thread's seccomp allow-list, installed before its event loop (`None`: none).
+    pub filter: Option<crate::sandbox::ThreadFilter>,
 }
 
 /// Errors of the vsock device.
@@ -265,7 +267,7 @@ pub fn create_vsock_device(mem: GuestMemoryMmap, config: VsockConfig) -> Result<
         path: path.clone(),
         source,
     })?;
-    match start(mem, cid, listener, path.clone()) {
+    match start(mem, cid, listener, path.clone(), config.filter) {
         Ok(dev) => Ok(dev),
         Err(e) => {
             let _ = std::fs::remove_file(&path);
@@ -275,7 +277,13 @@ pub fn create_vsock_device(mem: GuestMemoryMmap, config: VsockConfig) -> Result<
 }
 
 /// The rest of [`create_vsock_device`] once the listener is bound.
-fn start(mem: GuestMemoryMmap, cid: u64, listener: UnixListener, path: PathBuf) -> Result<VirtioMmioVsock, VsockError> {
+fn start(
+    mem: GuestMemoryMmap,
+    cid: u64,
+    listener: UnixListener,
+    path: PathBuf,
+    filter: Option<crate::sandbox::ThreadFilter>,
+) -> Result<VirtioMmioVsock, VsockError> {
     sys("listener", listener.set_nonblocking(true))?;
     let irq_evt = sys("irq eventfd", EventFd::new(EFD_NONBLOCK))?;
     let stop_evt = sys("stop eventfd", EventFd::new(EFD_NONBLOCK))?;
@@ -303,7 +311,16 @@ fn start(mem: GuestMemoryMmap, cid: u64, listener: UnixListener, path: PathBuf) 
     let mmio_evts = notify.iter().map(dup).collect::<Result<Vec<_>, _>>()?;
     let thread = std::thread::Builder::new()
         .name("vsock".into())
-        .spawn(move || worker.run())
+        .spawn(move || {
+            if let Some(filter) = filter
+                && let Err(e) = filter.apply()
+            {
+                // Fail closed: no device rather than an unfiltered one.
+                tracing::error!("vsock: {e}; the device stays dead");
+                return;
+            }
+            worker.run()
+        })
         .map_err(VsockError::Spawn)?;
 
     let device = VsockDevice {

@@ -52,6 +52,9 @@ struct Guest {
     avail_idx: [u16; 3],
     used_seen: [u16; 3],
     tx_slot: u16,
+    // The full memory when the device sees only part of it: dropped after `dev`, whose view
+    // points into it.
+    _backing: Option<GuestMemoryMmap>,
 }
 
 fn ghdr(op: u16, src_port: u32, dst_port: u32) -> Header {
@@ -72,11 +75,39 @@ fn ghdr(op: u16, src_port: u32, dst_port: u32) -> Header {
 impl Guest {
     /// A device whose driver has not started yet.
     fn new() -> Self {
+        Self::with_device_view(MEM_SIZE)
+    }
+
+    /// A device that sees only guest memory below `limit` (as the VMM's device sees only the DMA
+    /// window), while the test's driver writes anywhere.
+    fn with_device_view(limit: usize) -> Self {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
+        let view = if limit == MEM_SIZE {
+            mem.clone()
+        } else {
+            let host = vm_memory::GuestMemoryBackend::find_region(&mem, GuestAddress(0))
+                .unwrap()
+                .as_ptr();
+            // SAFETY: the first `limit` bytes of `mem`'s mapping, which `_backing` keeps alive
+            // until after the device is dropped.
+            let region = unsafe {
+                vm_memory::MmapRegion::build_raw(
+                    host,
+                    limit,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                )
+            }
+            .unwrap();
+            GuestMemoryMmap::from_regions(vec![vm_memory::GuestRegionMmap::new(region, GuestAddress(0)).unwrap()])
+                .unwrap()
+        };
+        let backing = (limit != MEM_SIZE).then(|| mem.clone());
         let dev = create_vsock_device(
-            mem.clone(),
+            view,
             VsockConfig {
                 guest_cid: GUEST_CID,
+                filter: None,
                 uds_path: socket_path(),
             },
         )
@@ -87,6 +118,7 @@ impl Guest {
             avail_idx: [0; 3],
             used_seen: [0; 3],
             tx_slot: 0,
+            _backing: backing,
         }
     }
 
@@ -668,6 +700,23 @@ fn malformed_packets_and_descriptors_are_dropped() {
     let (h, _) = g.recv();
     assert_eq!((h.op, h.src_port), (OP_RST, hp));
     assert_eof(&mut c);
+}
+
+#[test]
+fn packets_outside_the_device_view_are_dropped_not_faulted() {
+    // The device sees the rings and rx buffers, not the tx buffers (as in the VMM, where it sees
+    // the DMA window only).
+    let mut g = Guest::with_device_view(TX_BUF_BASE as usize);
+    g.setup();
+    g.post_rx_buffers();
+    // A request to a port nobody serves: in view it would get an RST; out of view it is dropped.
+    g.send(ghdr(OP_REQUEST, 1, 2), &[]);
+    g.expect_no_rx(100);
+    // The device lives on: a host client's connection reaches the guest.
+    let mut c = UnixStream::connect(g.dev.uds_path()).unwrap();
+    c.write_all(b"CONNECT 7000\n").unwrap();
+    let (h, _) = g.recv();
+    assert_eq!(h.op, OP_REQUEST);
 }
 
 #[test]

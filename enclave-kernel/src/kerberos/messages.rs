@@ -1,0 +1,537 @@
+//! Kerberos messages (RFC 4120) in DER through `rasn-kerberos`, plus the one framing no ASN.1 crate
+//! has: the RFC 2743 3.1 / RFC 4121 4.1 GSS-API initial context token around an AP-REQ.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use rasn::types::{BitString, GeneralString, Integer, OctetString};
+use rasn_kerberos::{
+    ApOptions, ApReq, AsRep, AsReq, Authenticator, Checksum, EncAsRepPart, EncTgsRepPart, EncryptedData,
+    EtypeInfo2Entry, KdcOptions, KdcRep, KdcReq, KdcReqBody, KerberosTime, KrbError, PaData, PaEncTsEnc, PrincipalName,
+    TgsRep, TgsReq, Ticket,
+};
+
+use super::KerberosError;
+use super::crypto::{self, Key};
+
+/// KDC_ERR_PREAUTH_FAILED.
+pub const KDC_ERR_PREAUTH_FAILED: i32 = 24;
+/// KDC_ERR_PREAUTH_REQUIRED.
+pub const KDC_ERR_PREAUTH_REQUIRED: i32 = 25;
+/// KRB_AP_ERR_SKEW.
+pub const KRB_AP_ERR_SKEW: i32 = 37;
+
+const PA_TGS_REQ: i32 = 1;
+const PA_ENC_TIMESTAMP: i32 = 2;
+const PA_ETYPE_INFO2: i32 = 19;
+const NT_PRINCIPAL: i32 = 1;
+const NT_SRV_INST: i32 = 2;
+const NT_SRV_HST: i32 = 3;
+
+/// The client of an AS exchange.
+pub struct Client<'a> {
+    /// User name (may contain `/` components).
+    pub user: &'a str,
+    /// Realm.
+    pub realm: &'a str,
+}
+
+/// One ETYPE-INFO2 entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtypeInfo {
+    /// Enctype.
+    pub etype: i32,
+    /// Salt (None: the default salt).
+    pub salt: Option<Vec<u8>>,
+    /// String-to-key parameters.
+    pub s2kparams: Option<Vec<u8>>,
+}
+
+/// The parts of a KRB-ERROR the enclave acts on.
+pub struct KrbErr {
+    /// error-code.
+    pub code: i32,
+    /// The KDC's time, Unix seconds.
+    pub stime: i64,
+    /// e-data.
+    pub e_data: Option<Vec<u8>>,
+}
+
+/// The parts of an AS-REP or TGS-REP.
+pub struct RepParts {
+    /// TGS-REP (else AS-REP).
+    pub tgs: bool,
+    /// Client realm.
+    pub crealm: String,
+    /// Client name, components joined by `/`.
+    pub cname: String,
+    /// Client name as sent.
+    pub cname_pn: PrincipalName,
+    /// The ticket, DER.
+    pub ticket: Vec<u8>,
+    /// Enctype of the encrypted part.
+    pub enc_etype: i32,
+    /// The encrypted part.
+    pub enc_cipher: Vec<u8>,
+    /// ETYPE-INFO2 of the reply's padata (a KDC that did not require preauthentication still
+    /// tells the salt this way).
+    pub etype_info: Vec<EtypeInfo>,
+}
+
+/// A KDC's reply.
+pub enum KdcReply {
+    /// KRB-ERROR.
+    Error(KrbErr),
+    /// AS-REP or TGS-REP.
+    Rep(RepParts),
+}
+
+/// Facts about a ticket from the decrypted reply part.
+#[derive(Clone)]
+pub struct TicketInfo {
+    /// authtime.
+    pub auth_time: i64,
+    /// starttime (authtime when absent).
+    pub start_time: i64,
+    /// endtime.
+    pub end_time: i64,
+    /// renew-till (0 when absent).
+    pub renew_till: i64,
+    /// Ticket flags, bit 0 most significant.
+    pub flags: u32,
+    /// The client (filled from the KDC-REP, not the encrypted part).
+    pub client: PrincipalName,
+    /// Server name, components joined by `/`.
+    pub server: String,
+    /// Server realm.
+    pub server_realm: String,
+}
+
+fn bad(what: &str) -> KerberosError {
+    KerberosError::InvalidArgument(format!("malformed {what} from the KDC"))
+}
+
+fn encode_err(_: rasn::error::EncodeError) -> KerberosError {
+    KerberosError::Internal("DER encoding failed".into())
+}
+
+fn kstring(s: &str) -> Result<GeneralString, KerberosError> {
+    GeneralString::from_bytes(s.as_bytes())
+        .map_err(|_| KerberosError::InvalidArgument("a name has characters Kerberos cannot carry".into()))
+}
+
+fn time(unix: i64) -> Result<KerberosTime, KerberosError> {
+    let t = chrono::DateTime::from_timestamp(unix, 0)
+        .ok_or_else(|| KerberosError::InvalidArgument("time out of range".into()))?;
+    Ok(KerberosTime(t.fixed_offset()))
+}
+
+fn unix(t: &KerberosTime) -> i64 {
+    t.0.timestamp()
+}
+
+fn flags32(set: &[usize]) -> BitString {
+    let mut b = BitString::repeat(false, 32);
+    for &i in set {
+        b.set(i, true);
+    }
+    b
+}
+
+fn flags_u32(b: &BitString) -> u32 {
+    b.iter()
+        .take(32)
+        .enumerate()
+        .fold(0u32, |acc, (i, bit)| if *bit { acc | (1 << (31 - i)) } else { acc })
+}
+
+fn join(p: &PrincipalName) -> String {
+    let parts: Vec<String> = p
+        .string
+        .iter()
+        .map(|s| String::from_utf8_lossy(s.as_bytes()).into_owned())
+        .collect();
+    parts.join("/")
+}
+
+fn principal(ty: i32, name: &str) -> Result<PrincipalName, KerberosError> {
+    let string = name.split('/').map(kstring).collect::<Result<Vec<_>, _>>()?;
+    Ok(PrincipalName { r#type: ty, string })
+}
+
+/// The default salt: the realm, then the name's components (RFC 4120 4).
+pub fn default_salt(c: &Client<'_>) -> Vec<u8> {
+    let mut s = Vec::from(c.realm.as_bytes());
+    for part in c.user.split('/') {
+        s.extend_from_slice(part.as_bytes());
+    }
+    s
+}
+
+/// An SPN, `service/host[@REALM]` or `service@host`, as a principal name.
+pub fn parse_spn(spn: &str) -> Result<PrincipalName, KerberosError> {
+    let invalid = || KerberosError::InvalidArgument(format!("spn {spn:?} is not service/host or service@host"));
+    if spn.is_empty() || spn.len() > 512 || spn.chars().any(char::is_control) {
+        return Err(invalid());
+    }
+    let (svc, host) = if let Some((svc, rest)) = spn.split_once('/') {
+        // A realm suffix is the TGT's realm anyway: cross-realm is not supported.
+        let host = rest.split_once('@').map_or(rest, |(h, _)| h);
+        (svc, host)
+    } else if let Some((svc, host)) = spn.split_once('@') {
+        (svc, host)
+    } else {
+        return Err(invalid());
+    };
+    if svc.is_empty() || host.is_empty() || host.contains('/') {
+        return Err(invalid());
+    }
+    Ok(PrincipalName {
+        r#type: if spn.contains('/') { NT_SRV_INST } else { NT_SRV_HST },
+        string: alloc::vec![kstring(svc)?, kstring(host)?],
+    })
+}
+
+/// An AS-REQ for the krbtgt of the client's realm, with PA-ENC-TIMESTAMP under `preauth`'s key.
+pub fn as_req(
+    c: &Client<'_>,
+    preauth: Option<(&Key, [u8; 16])>,
+    now: i64,
+    nonce: u32,
+    allow_rc4: bool,
+) -> Result<Vec<u8>, KerberosError> {
+    let mut padata = Vec::new();
+    let etype = match preauth {
+        Some((key, conf)) => {
+            let ts = PaEncTsEnc {
+                patimestamp: time(now)?,
+                pausec: Some(Integer::from(0)),
+            };
+            let plain = rasn::der::encode(&ts).map_err(encode_err)?;
+            // Key usage 1: PA-ENC-TIMESTAMP.
+            let cipher = crypto::encrypt(key, 1, &plain, &conf)?;
+            let enc = EncryptedData {
+                etype: key.enctype,
+                kvno: None,
+                cipher: OctetString::from(cipher),
+            };
+            padata.push(PaData {
+                r#type: PA_ENC_TIMESTAMP,
+                value: OctetString::from(rasn::der::encode(&enc).map_err(encode_err)?),
+            });
+            alloc::vec![key.enctype]
+        }
+        None => crypto::preferred_enctypes(allow_rc4),
+    };
+    let body = KdcReqBody {
+        // renewable-ok (27): a renewable TGT if the KDC allows it.
+        kdc_options: KdcOptions(flags32(&[27])),
+        cname: Some(principal(NT_PRINCIPAL, c.user)?),
+        realm: kstring(c.realm)?,
+        sname: Some(PrincipalName {
+            r#type: NT_SRV_INST,
+            string: alloc::vec![kstring("krbtgt")?, kstring(c.realm)?],
+        }),
+        from: None,
+        till: time(now.saturating_add(24 * 3600))?,
+        rtime: None,
+        nonce,
+        etype,
+        addresses: None,
+        enc_authorization_data: None,
+        additional_tickets: None,
+    };
+    let req = AsReq(KdcReq {
+        pvno: Integer::from(5),
+        msg_type: Integer::from(10),
+        padata: if padata.is_empty() { None } else { Some(padata) },
+        req_body: body,
+    });
+    rasn::der::encode(&req).map_err(encode_err)
+}
+
+/// Decodes a KDC's reply: KRB-ERROR, AS-REP or TGS-REP.
+pub fn parse_kdc_reply(bytes: &[u8]) -> Result<KdcReply, KerberosError> {
+    match bytes.first() {
+        Some(0x7e) => {
+            let e: KrbError = rasn::der::decode(bytes).map_err(|_| bad("KRB-ERROR"))?;
+            Ok(KdcReply::Error(KrbErr {
+                code: e.error_code,
+                stime: unix(&e.stime),
+                e_data: e.e_data.map(|d| d.to_vec()),
+            }))
+        }
+        Some(0x6b) => {
+            let r: AsRep = rasn::der::decode(bytes).map_err(|_| bad("AS-REP"))?;
+            rep_parts(r.0, false)
+        }
+        Some(0x6d) => {
+            let r: TgsRep = rasn::der::decode(bytes).map_err(|_| bad("TGS-REP"))?;
+            rep_parts(r.0, true)
+        }
+        _ => Err(KerberosError::InvalidArgument(
+            "the KDC's reply is not a KRB-ERROR, AS-REP or TGS-REP".into(),
+        )),
+    }
+}
+
+fn rep_parts(r: KdcRep, tgs: bool) -> Result<KdcReply, KerberosError> {
+    let etype_info = match r
+        .padata
+        .as_ref()
+        .and_then(|p| p.iter().find(|p| p.r#type == PA_ETYPE_INFO2))
+    {
+        Some(pa) => decode_etype_info2(&pa.value)?,
+        None => Vec::new(),
+    };
+    Ok(KdcReply::Rep(RepParts {
+        etype_info,
+        tgs,
+        crealm: String::from_utf8_lossy(r.crealm.as_bytes()).into_owned(),
+        cname: join(&r.cname),
+        cname_pn: r.cname,
+        ticket: rasn::der::encode(&r.ticket).map_err(encode_err)?,
+        enc_etype: r.enc_part.etype,
+        enc_cipher: r.enc_part.cipher.to_vec(),
+    }))
+}
+
+/// The ETYPE-INFO2 of a PREAUTH_REQUIRED error.
+pub fn etype_info2(e: &KrbErr) -> Result<Vec<EtypeInfo>, KerberosError> {
+    let data = e.e_data.as_deref().ok_or_else(|| bad("PREAUTH_REQUIRED (no e-data)"))?;
+    let method_data: Vec<PaData> = rasn::der::decode(data).map_err(|_| bad("METHOD-DATA"))?;
+    // No ETYPE-INFO2: the principal has no key in any enctype the request offered.
+    match method_data.iter().find(|p| p.r#type == PA_ETYPE_INFO2) {
+        Some(pa) => decode_etype_info2(&pa.value),
+        None => Ok(Vec::new()),
+    }
+}
+
+fn decode_etype_info2(value: &[u8]) -> Result<Vec<EtypeInfo>, KerberosError> {
+    let entries: Vec<EtypeInfo2Entry> = rasn::der::decode(value).map_err(|_| bad("ETYPE-INFO2"))?;
+    Ok(entries
+        .into_iter()
+        .map(|e| EtypeInfo {
+            etype: e.etype,
+            salt: e.salt.map(|s| s.as_bytes().to_vec()),
+            s2kparams: e.s2kparams.map(|p| p.to_vec()),
+        })
+        .collect())
+}
+
+/// Decodes a decrypted EncASRepPart or EncTGSRepPart (MIT sends 26 for both), checks the nonce,
+/// and returns the session key and the ticket's facts.
+pub fn enc_kdc_rep_part(plain: &[u8], nonce: u32) -> Result<(Key, TicketInfo), KerberosError> {
+    let part = match plain.first() {
+        Some(0x79) => rasn::der::decode::<EncAsRepPart>(plain).map(|p| p.0),
+        Some(0x7a) => rasn::der::decode::<EncTgsRepPart>(plain).map(|p| p.0),
+        _ => return Err(bad("encrypted reply part")),
+    }
+    .map_err(|_| bad("encrypted reply part"))?;
+    if part.nonce != nonce {
+        return Err(KerberosError::InvalidArgument(
+            "the KDC's reply does not answer this request (nonce mismatch)".into(),
+        ));
+    }
+    let key = Key::new(part.key.r#type, &part.key.value)?;
+    let auth_time = unix(&part.auth_time);
+    let info = TicketInfo {
+        auth_time,
+        start_time: part.start_time.as_ref().map_or(auth_time, unix),
+        end_time: unix(&part.end_time),
+        renew_till: part.renew_till.as_ref().map_or(0, unix),
+        flags: flags_u32(&part.flags.0),
+        client: PrincipalName {
+            r#type: NT_PRINCIPAL,
+            string: Vec::new(),
+        },
+        server: join(&part.sname),
+        server_realm: String::from_utf8_lossy(part.srealm.as_bytes()).into_owned(),
+    };
+    Ok((key, info))
+}
+
+fn authenticator(
+    crealm: &str,
+    cname: &PrincipalName,
+    cksum: Checksum,
+    now: i64,
+    seq: Option<u32>,
+) -> Result<Authenticator, KerberosError> {
+    Ok(Authenticator {
+        authenticator_vno: Integer::from(5),
+        crealm: kstring(crealm)?,
+        cname: cname.clone(),
+        cksum: Some(cksum),
+        cusec: Integer::from(0),
+        ctime: time(now)?,
+        subkey: None,
+        seq_number: seq,
+        authorization_data: None,
+    })
+}
+
+/// A TGS-REQ for `sname` with the TGT `tgt` (DER) and its session key.
+#[allow(clippy::too_many_arguments)]
+pub fn tgs_req(
+    realm: &str,
+    cname: &PrincipalName,
+    tgt: &[u8],
+    tgt_key: &Key,
+    sname: &PrincipalName,
+    till: i64,
+    now: i64,
+    nonce: u32,
+    allow_rc4: bool,
+    conf: [u8; 16],
+) -> Result<Vec<u8>, KerberosError> {
+    let ticket: Ticket =
+        rasn::der::decode(tgt).map_err(|_| KerberosError::Internal("stored TGT does not decode".into()))?;
+    let crealm = String::from_utf8_lossy(ticket.realm.as_bytes()).into_owned();
+    let body = KdcReqBody {
+        // No forwardable, no forwarded: delegation is never asked for.
+        kdc_options: KdcOptions(flags32(&[])),
+        cname: None,
+        realm: kstring(realm)?,
+        sname: Some(sname.clone()),
+        from: None,
+        till: time(till)?,
+        rtime: None,
+        nonce,
+        etype: crypto::preferred_enctypes(allow_rc4),
+        addresses: None,
+        enc_authorization_data: None,
+        additional_tickets: None,
+    };
+    // The checksum covers the DER of KDC-REQ-BODY itself, without the [4] tag around it (MIT
+    // answers KRB_AP_ERR_BAD_INTEGRITY otherwise). Key usage 6.
+    let body_der = rasn::der::encode(&body).map_err(encode_err)?;
+    let cksum = Checksum {
+        r#type: crypto::checksum_type(tgt_key.enctype)?,
+        checksum: OctetString::from(crypto::checksum(tgt_key, 6, &body_der)?),
+    };
+    let auth = authenticator(&crealm, cname, cksum, now, None)?;
+    let auth_der = rasn::der::encode(&auth).map_err(encode_err)?;
+    // Key usage 7: TGS-REQ PA-TGS-REQ authenticator.
+    let enc = crypto::encrypt(tgt_key, 7, &auth_der, &conf)?;
+    let ap = ApReq {
+        pvno: Integer::from(5),
+        msg_type: Integer::from(14),
+        ap_options: ApOptions(flags32(&[])),
+        ticket,
+        authenticator: EncryptedData {
+            etype: tgt_key.enctype,
+            kvno: None,
+            cipher: OctetString::from(enc),
+        },
+    };
+    let pa = PaData {
+        r#type: PA_TGS_REQ,
+        value: OctetString::from(rasn::der::encode(&ap).map_err(encode_err)?),
+    };
+    let req = TgsReq(KdcReq {
+        pvno: Integer::from(5),
+        msg_type: Integer::from(12),
+        padata: Some(alloc::vec![pa]),
+        req_body: body,
+    });
+    rasn::der::encode(&req).map_err(encode_err)
+}
+
+/// GSS_C_MUTUAL_FLAG.
+const GSS_MUTUAL: u32 = 2;
+/// GSS_C_CONF_FLAG | GSS_C_INTEG_FLAG.
+const GSS_CONF_INTEG: u32 = 16 | 32;
+
+/// An AP-REQ for the service ticket `ticket` (DER), with the RFC 4121 0x8003 checksum. The
+/// delegation flag is never set, and no KRB-CRED is ever attached.
+#[allow(clippy::too_many_arguments)]
+pub fn ap_req(
+    crealm: &str,
+    cname: &PrincipalName,
+    ticket: &[u8],
+    session_key: &Key,
+    now: i64,
+    seq: u32,
+    mutual: bool,
+    conf: [u8; 16],
+) -> Result<Vec<u8>, KerberosError> {
+    let ticket: Ticket = rasn::der::decode(ticket).map_err(|_| bad("service ticket"))?;
+    let flags = GSS_CONF_INTEG | if mutual { GSS_MUTUAL } else { 0 };
+    // RFC 4121 4.1.1: Lgth = 16, Bnd = 16 zero bytes (no channel bindings), Flags, little-endian.
+    let mut value = Vec::with_capacity(24);
+    value.extend_from_slice(&16u32.to_le_bytes());
+    value.extend_from_slice(&[0u8; 16]);
+    value.extend_from_slice(&flags.to_le_bytes());
+    let cksum = Checksum {
+        r#type: 0x8003,
+        checksum: OctetString::from(value),
+    };
+    let auth = authenticator(crealm, cname, cksum, now, Some(seq))?;
+    let auth_der = rasn::der::encode(&auth).map_err(encode_err)?;
+    // Key usage 11: AP-REQ authenticator.
+    let enc = crypto::encrypt(session_key, 11, &auth_der, &conf)?;
+    let ap = ApReq {
+        pvno: Integer::from(5),
+        msg_type: Integer::from(14),
+        // mutual-required (bit 2) when mutual authentication is asked.
+        ap_options: ApOptions(flags32(if mutual { &[2] } else { &[] })),
+        ticket,
+        authenticator: EncryptedData {
+            etype: session_key.enctype,
+            kvno: None,
+            cipher: OctetString::from(enc),
+        },
+    };
+    rasn::der::encode(&ap).map_err(encode_err)
+}
+
+/// The Kerberos v5 mechanism OID 1.2.840.113554.1.2.2, DER.
+const KRB5_OID: [u8; 11] = [0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02];
+
+/// The GSS-API initial context token: `[APPLICATION 0]` around the mechanism OID, TOK_ID 01 00
+/// and the AP-REQ. Hand-written: the inner part is not an ASN.1 type (RFC 2743 3.1).
+pub fn gss_initial_token(ap_req: &[u8]) -> Vec<u8> {
+    let inner_len = KRB5_OID.len() + 2 + ap_req.len();
+    let mut out = Vec::with_capacity(inner_len + 6);
+    out.push(0x60);
+    der_len(inner_len, &mut out);
+    out.extend_from_slice(&KRB5_OID);
+    out.extend_from_slice(&[0x01, 0x00]);
+    out.extend_from_slice(ap_req);
+    out
+}
+
+fn der_len(len: usize, out: &mut Vec<u8>) {
+    if len < 0x80 {
+        out.push(len as u8);
+        return;
+    }
+    let bytes = (len as u64).to_be_bytes();
+    let skip = bytes.iter().take_while(|b| **b == 0).count();
+    out.push(0x80 | (8 - skip) as u8);
+    out.extend_from_slice(&bytes[skip..]);
+}
+
+/// The RFC 4120 name of a KDC error code.
+pub fn error_name(code: i32) -> &'static str {
+    match code {
+        6 => "KDC_ERR_C_PRINCIPAL_UNKNOWN",
+        7 => "KDC_ERR_S_PRINCIPAL_UNKNOWN",
+        12 => "KDC_ERR_POLICY",
+        14 => "KDC_ERR_ETYPE_NOSUPP",
+        18 => "KDC_ERR_CLIENT_REVOKED",
+        23 => "KDC_ERR_KEY_EXPIRED",
+        24 => "KDC_ERR_PREAUTH_FAILED",
+        25 => "KDC_ERR_PREAUTH_REQUIRED",
+        31 => "KRB_AP_ERR_BAD_INTEGRITY",
+        32 => "KRB_AP_ERR_TKT_EXPIRED",
+        37 => "KRB_AP_ERR_SKEW",
+        41 => "KRB_AP_ERR_MODIFIED",
+        52 => "KRB_ERR_RESPONSE_TOO_BIG",
+        60 => "KRB_ERR_GENERIC",
+        68 => "KDC_ERR_WRONG_REALM",
+        _ => "unknown",
+    }
+}

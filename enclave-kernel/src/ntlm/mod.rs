@@ -1,0 +1,285 @@
+//! NTLM in the enclave: NTLMv2 client contexts over the NT hashes of the credential store.
+//!
+//! The NT hash and the NTLMv2 hash (NTOWFv2) are computed and used only here; replies carry the
+//! NEGOTIATE and AUTHENTICATE messages and the per-context exported session key, nothing else.
+//! A context (the NEGOTIATE sent, the session it belongs to) lives here between `NtlmNegotiate`
+//! and `NtlmAuthenticate`, under a random id, for one use; the oldest are evicted beyond
+//! [`MAX_CONTEXTS`].
+//!
+//! The rules are enforced here, whatever the host asks (Credential Guard's lesson from
+//! Pass-the-Challenge and DumpGuard, which used the isolated LSA as an NTLMv1 oracle):
+//! a CHALLENGE that would need NTLMv1 or LM is refused, and so is every legacy protocol
+//! (`LegacyAuthenticate`) for every credential held here, since all of them are protected.
+
+pub mod message;
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use credguard_proto::enclave::{
+    LegacyAuthenticateRequest, LegacyProtocol, NtlmAuthenticateReply, NtlmAuthenticateRequest, NtlmNegotiateReply,
+    NtlmNegotiateRequest,
+};
+use prost::Message;
+use rand_core::TryCryptoRng;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::credentials::{CredentialStore, SESSION_HANDLE_LEN, SessionHandle};
+use crate::service::{CODE_FAILED_PRECONDITION, CODE_INTERNAL, CODE_INVALID_ARGUMENT, CODE_NOT_FOUND};
+
+/// Bytes of a context id.
+pub const CONTEXT_ID_LEN: usize = 16;
+/// Contexts held at most; beyond it the oldest is forgotten.
+pub const MAX_CONTEXTS: usize = 1024;
+/// Longest legacy challenge accepted (they are 8 to a few hundred bytes).
+pub const MAX_LEGACY_CHALLENGE_LEN: usize = 4096;
+
+/// Why an NTLM call failed. Messages name the rule or the malformed part, never a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NtlmError {
+    /// Malformed input (INVALID_ARGUMENT).
+    Invalid(String),
+    /// Refused by rule (FAILED_PRECONDITION).
+    Refused(String),
+    /// No such session or context (NOT_FOUND).
+    NotFound(String),
+    /// The enclave's random source failed (INTERNAL).
+    Random,
+}
+
+impl NtlmError {
+    /// The gRPC status code of this error.
+    pub fn code(&self) -> i32 {
+        match self {
+            NtlmError::Invalid(_) => CODE_INVALID_ARGUMENT,
+            NtlmError::Refused(_) => CODE_FAILED_PRECONDITION,
+            NtlmError::NotFound(_) => CODE_NOT_FOUND,
+            NtlmError::Random => CODE_INTERNAL,
+        }
+    }
+
+    /// The message of this error.
+    pub fn message(self) -> String {
+        match self {
+            NtlmError::Invalid(m) | NtlmError::Refused(m) | NtlmError::NotFound(m) => m,
+            NtlmError::Random => String::from("the enclave's random source failed"),
+        }
+    }
+}
+
+/// One NTLM client context between NEGOTIATE and AUTHENTICATE.
+struct Context {
+    session: SessionHandle,
+    negotiate: Vec<u8>,
+    seq: u64,
+}
+
+/// The open NTLM contexts.
+#[derive(Default)]
+pub struct NtlmContexts {
+    by_id: BTreeMap<[u8; CONTEXT_ID_LEN], Context>,
+    by_age: BTreeMap<u64, [u8; CONTEXT_ID_LEN]>,
+    next_seq: u64,
+}
+
+impl NtlmContexts {
+    /// No contexts.
+    pub const fn new() -> Self {
+        Self {
+            by_id: BTreeMap::new(),
+            by_age: BTreeMap::new(),
+            next_seq: 0,
+        }
+    }
+
+    /// Contexts held.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether none are held.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    fn insert(
+        &mut self,
+        id: [u8; CONTEXT_ID_LEN],
+        session: SessionHandle,
+        negotiate: Vec<u8>,
+    ) -> Result<(), NtlmError> {
+        if self.by_id.contains_key(&id) {
+            // 128 random bits never collide unless the random source is broken.
+            return Err(NtlmError::Random);
+        }
+        while self.by_id.len() >= MAX_CONTEXTS {
+            let Some((_, oldest)) = self.by_age.pop_first() else {
+                break;
+            };
+            self.by_id.remove(&oldest);
+        }
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.by_age.insert(seq, id);
+        self.by_id.insert(
+            id,
+            Context {
+                session,
+                negotiate,
+                seq,
+            },
+        );
+        Ok(())
+    }
+
+    /// Takes the context `id` out (one use only).
+    fn take(&mut self, id: &[u8]) -> Option<Context> {
+        let id: [u8; CONTEXT_ID_LEN] = id.try_into().ok()?;
+        let ctx = self.by_id.remove(&id)?;
+        self.by_age.remove(&ctx.seq);
+        Some(ctx)
+    }
+
+    /// Forgets the contexts of the session `handle` (at logoff).
+    pub fn forget_session(&mut self, handle: &[u8]) {
+        let gone: Vec<([u8; CONTEXT_ID_LEN], u64)> = self
+            .by_id
+            .iter()
+            .filter(|(_, c)| c.session.as_slice() == handle)
+            .map(|(id, c)| (*id, c.seq))
+            .collect();
+        for (id, seq) in gone {
+            self.by_id.remove(&id);
+            self.by_age.remove(&seq);
+        }
+    }
+}
+
+fn session_handle(bytes: &[u8]) -> Result<SessionHandle, NtlmError> {
+    bytes
+        .try_into()
+        .map_err(|_| NtlmError::Invalid(format!("a session handle is {SESSION_HANDLE_LEN} bytes")))
+}
+
+fn no_session() -> NtlmError {
+    NtlmError::NotFound(String::from("no such session in this enclave"))
+}
+
+/// `NtlmNegotiate`: opens a context for a session that holds an NT hash; returns the encoded
+/// `NtlmNegotiateReply`.
+pub fn negotiate<R: TryCryptoRng>(
+    store: &CredentialStore,
+    contexts: &mut NtlmContexts,
+    rng: &mut R,
+    payload: &[u8],
+) -> Result<Vec<u8>, NtlmError> {
+    let req = NtlmNegotiateRequest::decode(payload)
+        .map_err(|_| NtlmError::Invalid(String::from("payload is not an NtlmNegotiateRequest")))?;
+    let handle = session_handle(&req.session_handle)?;
+    let cred = store.get(&handle).ok_or_else(no_session)?;
+    if cred.nt_hash.is_none() {
+        return Err(NtlmError::Refused(String::from(
+            "this session has no NT hash (it logged on with a Kerberos key): NTLM needs a password or an NT hash",
+        )));
+    }
+    let mut id = [0u8; CONTEXT_ID_LEN];
+    rng.try_fill_bytes(&mut id).map_err(|_| NtlmError::Random)?;
+    let negotiate = message::negotiate_message();
+    contexts.insert(id, handle, negotiate.clone())?;
+    Ok(NtlmNegotiateReply {
+        context_id: id.to_vec(),
+        negotiate_message: negotiate,
+    }
+    .encode_to_vec())
+}
+
+/// `NtlmAuthenticate`: takes the context out (whatever the outcome: one use only), checks the
+/// CHALLENGE and answers it with an NTLMv2 AUTHENTICATE; returns the encoded
+/// `NtlmAuthenticateReply`.
+pub fn authenticate<R: TryCryptoRng>(
+    store: &CredentialStore,
+    contexts: &mut NtlmContexts,
+    rng: &mut R,
+    payload: &[u8],
+) -> Result<Vec<u8>, NtlmError> {
+    let req = NtlmAuthenticateRequest::decode(payload)
+        .map_err(|_| NtlmError::Invalid(String::from("payload is not an NtlmAuthenticateRequest")))?;
+    let ctx = contexts
+        .take(&req.context_id)
+        .ok_or_else(|| NtlmError::NotFound(String::from("no such NTLM context (unknown, used or evicted)")))?;
+    message::check_options(&req.channel_bindings, &req.target_spn)?;
+    let challenge = message::parse_challenge(&req.challenge_message)?;
+    let cred = store.get(&ctx.session).ok_or_else(no_session)?;
+    let Some(nt_hash) = cred.nt_hash.as_ref() else {
+        return Err(NtlmError::Refused(String::from("this session has no NT hash")));
+    };
+    let mut client_challenge = Zeroizing::new([0u8; 8]);
+    let mut random_session_key = Zeroizing::new([0u8; 16]);
+    rng.try_fill_bytes(&mut *client_challenge)
+        .map_err(|_| NtlmError::Random)?;
+    rng.try_fill_bytes(&mut *random_session_key)
+        .map_err(|_| NtlmError::Random)?;
+    let out = message::authenticate_message(&message::AuthenticateInput {
+        user: &cred.user,
+        domain: &cred.domain,
+        nt_hash,
+        negotiate: &ctx.negotiate,
+        challenge_message: &req.challenge_message,
+        challenge: &challenge,
+        client_challenge: *client_challenge,
+        random_session_key: *random_session_key,
+        now_filetime: req.now_filetime,
+        channel_bindings: Some(req.channel_bindings.as_slice()).filter(|c| !c.is_empty()),
+        target_spn: Some(req.target_spn.as_str()).filter(|s| !s.is_empty()),
+    });
+    let mut reply = NtlmAuthenticateReply {
+        authenticate_message: out.message,
+        exported_session_key: out.exported_session_key.to_vec(),
+    };
+    let encoded = reply.encode_to_vec();
+    reply.exported_session_key.zeroize();
+    Ok(encoded)
+}
+
+/// `LegacyAuthenticate`: always an error. Every credential in the enclave is protected, and no
+/// legacy protocol's response is ever computed from one.
+pub fn legacy_authenticate(store: &CredentialStore, payload: &[u8]) -> NtlmError {
+    let Ok(req) = LegacyAuthenticateRequest::decode(payload) else {
+        return NtlmError::Invalid(String::from("payload is not a LegacyAuthenticateRequest"));
+    };
+    let name = match LegacyProtocol::try_from(req.protocol) {
+        Ok(LegacyProtocol::Ntlmv1) => "NTLMv1",
+        Ok(LegacyProtocol::Mschapv2) => "MS-CHAPv2",
+        Ok(LegacyProtocol::Digest) => "Digest",
+        Ok(LegacyProtocol::Credssp) => "CredSSP",
+        Ok(LegacyProtocol::Unspecified) | Err(_) => {
+            return NtlmError::Invalid(format!(
+                "protocol {} is not one of NTLMV1, MSCHAPV2, DIGEST, CREDSSP",
+                req.protocol
+            ));
+        }
+    };
+    if req.challenge.len() > MAX_LEGACY_CHALLENGE_LEN {
+        return NtlmError::Invalid(format!(
+            "challenge of {} bytes exceeds the limit of {MAX_LEGACY_CHALLENGE_LEN}",
+            req.challenge.len()
+        ));
+    }
+    let handle = match session_handle(&req.session_handle) {
+        Ok(h) => h,
+        Err(e) => return e,
+    };
+    if store.get(&handle).is_none() {
+        return no_session();
+    }
+    NtlmError::Refused(format!(
+        "refused by the protected-credential rule: {name} is never computed from a credential held by credguard \
+         (its response exposes the NT hash or password to cracking or relay); provision a separate, secondary \
+         credential for {name}"
+    ))
+}
+
+#[cfg(test)]
+mod tests;

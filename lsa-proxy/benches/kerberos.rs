@@ -1,0 +1,340 @@
+//! Kerberos benchmark against a throwaway MIT KDC (scripts/test-kdc.sh), all in the same run:
+//!
+//! - logon + TGT + one service ticket through credguard (gRPC -> proxy -> enclave, the proxy
+//!   carrying every message to the KDC) vs. MIT's own `kinit` + `kvno` (as processes, fresh ccache);
+//! - a service ticket alone with the TGT cached (gRPC), median and p99, vs. the bare KDC round trip
+//!   of a TGS exchange (the same TGS-REQs, timed around the UDP exchange alone) and vs. `kvno
+//!   --no-store` with a cached TGT.
+//!
+//! Run: `cargo bench -p credguard-lsa-proxy --bench kerberos` (add `-- --quick` for fewer rounds).
+//! Needs /dev/kvm and the MIT KDC packages. Prints figures; asserts no time.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use credguard_lsa_proxy::{client, kerberos};
+use credguard_proto::abi;
+use credguard_proto::enclave as wire;
+use credguard_proto::lsa;
+use credguard_vmm::enclave_client::EnclaveClient;
+use credguard_vmm::{Enclave, EnclaveConfig, EnclaveImage};
+
+fn median_p99(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn main() {
+    if !Path::new("/dev/kvm").exists() {
+        eprintln!("!!! SKIPPED: /dev/kvm is missing; this benchmark boots the enclave");
+        return;
+    }
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (rounds, cached) = if quick { (10, 100) } else { (40, 1000) };
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let dir = std::env::temp_dir().join(format!("credguard-kerberos-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kdc_dir = dir.join("kdc");
+    let out = Command::new(format!("{root}/scripts/test-kdc.sh"))
+        .arg("start")
+        .arg(&kdc_dir)
+        .output()
+        .expect("scripts/test-kdc.sh");
+    if !out.status.success() {
+        eprintln!(
+            "!!! SKIPPED: the test KDC did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let env: HashMap<String, String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let (kdc, realm, password, spn, krb5_config) = (
+        env["KDC"].clone(),
+        env["REALM"].clone(),
+        env["PASSWORD"].clone(),
+        env["SPN"].clone(),
+        env["KRB5_CONFIG"].clone(),
+    );
+    // The same principals on both sides, each with one enctype so that both negotiate the same
+    // string-to-key: alice18 (aes256-sha1, PBKDF2 4,096 iterations) and alice20 (aes256-sha384,
+    // 32,768 iterations). The cached-TGT figures use alice18.
+    let users = ["alice18", "alice20"];
+    let user = users[0];
+
+    let dev = credguard_image::dev::ensure_enclave_built().expect("building the enclave");
+    let vsock = dir.join("vsock.sock");
+    let api = dir.join("lsa.sock");
+    let signed = dev.verify().expect("verify");
+    let mut config = EnclaveConfig::new(EnclaveImage::from_signed(&signed));
+    config.vsock_socket = Some(vsock.clone());
+    let enclave = Enclave::launch(config).expect("launch");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // Bare KDC round trip: real TGS-REQs built by the enclave over raw vsock, the UDP exchange
+    // alone timed (the same transport code the proxy uses).
+    let bare = {
+        let start = Instant::now();
+        let mut raw = loop {
+            match EnclaveClient::connect(&vsock, abi::ENCLAVE_VSOCK_PORT, Duration::from_secs(5)) {
+                Ok(c) => break c,
+                Err(e) if start.elapsed() > Duration::from_secs(30) => panic!("enclave not reachable: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        let logon: wire::LogonReply = raw
+            .call(
+                wire::METHOD_LOGON,
+                &wire::LogonRequest {
+                    user: user.into(),
+                    domain: String::new(),
+                    realm: realm.clone(),
+                    secret: Some(wire::logon_request::Secret::Password(password.clone())),
+                },
+            )
+            .unwrap();
+        let handle = logon.session_handle;
+        let mut reply = Vec::new();
+        loop {
+            let r: wire::KerberosAsReply = raw
+                .call(
+                    wire::METHOD_KERBEROS_AS,
+                    &wire::KerberosAsRequest {
+                        session_handle: handle.clone(),
+                        now_unix: now_unix(),
+                        allow_rc4: false,
+                        kdc_reply: std::mem::take(&mut reply),
+                    },
+                )
+                .unwrap();
+            if r.kdc_request.is_empty() {
+                break;
+            }
+            reply = rt.block_on(kerberos::kdc_exchange(&kdc, &r.kdc_request)).unwrap();
+        }
+        let mut times = Vec::with_capacity(cached);
+        let mut whole = Vec::with_capacity(cached);
+        for _ in 0..cached {
+            let started = Instant::now();
+            let mut reply = Vec::new();
+            loop {
+                let r: wire::KerberosTgsReply = raw
+                    .call(
+                        wire::METHOD_KERBEROS_TGS,
+                        &wire::KerberosTgsRequest {
+                            session_handle: handle.clone(),
+                            now_unix: now_unix(),
+                            allow_rc4: false,
+                            spn: spn.clone(),
+                            mutual: false,
+                            delegate: false,
+                            kdc_reply: std::mem::take(&mut reply),
+                        },
+                    )
+                    .unwrap();
+                if r.kdc_request.is_empty() {
+                    break;
+                }
+                let t = Instant::now();
+                reply = rt.block_on(kerberos::kdc_exchange(&kdc, &r.kdc_request)).unwrap();
+                times.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            whole.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+        (times, whole)
+    };
+    let (bare, raw_whole) = bare;
+
+    let cfg = dir.join("bench.toml");
+    std::fs::write(
+        &cfg,
+        format!("[kerberos]\ndefault_kdc = \"{kdc}\"\n[limits]\nsessions_per_uid = 1000\n"),
+    )
+    .unwrap();
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_credguard-lsa-proxy"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--socket")
+        .arg(&api)
+        .arg("--vmm-socket")
+        .arg(&vsock)
+        .env("CREDGUARD_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the proxy");
+    let (full, svc) = rt.block_on(async {
+        let start = Instant::now();
+        let mut c = loop {
+            if let Ok(mut c) = client::connect(&api).await
+                && let Ok(s) = c.status(lsa::StatusRequest {}).await
+                && s.get_ref().state == "ready"
+            {
+                break c;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "proxy not ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let ticket = |id: &str| lsa::KerberosGetServiceTicketRequest {
+            session_id: id.to_string(),
+            spn: spn.clone(),
+            delegate: false,
+            mutual: false,
+            ccache_path: String::new(),
+        };
+        let mut full = Vec::new();
+        let mut last = String::new();
+        for u in users {
+            let mut times = Vec::with_capacity(rounds);
+            for _ in 0..rounds {
+                let t = Instant::now();
+                let id = c
+                    .logon(lsa::LogonRequest {
+                        user: u.into(),
+                        domain: String::new(),
+                        realm: realm.clone(),
+                        kdc: String::new(),
+                        secret: Some(lsa::logon_request::Secret::Password(password.clone())),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .session_id;
+                c.kerberos_get_tgt(lsa::KerberosGetTgtRequest { session_id: id.clone() })
+                    .await
+                    .unwrap();
+                c.kerberos_get_service_ticket(ticket(&id)).await.unwrap();
+                times.push(ms(t.elapsed()));
+                if u == user {
+                    if !last.is_empty() {
+                        c.logoff(lsa::LogoffRequest { session_id: last }).await.unwrap();
+                    }
+                    last = id;
+                } else {
+                    c.logoff(lsa::LogoffRequest { session_id: id }).await.unwrap();
+                }
+            }
+            full.push(times);
+        }
+        let mut svc = Vec::with_capacity(cached);
+        for _ in 0..cached {
+            let t = Instant::now();
+            c.kerberos_get_service_ticket(ticket(&last)).await.unwrap();
+            svc.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        (full, svc)
+    });
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+
+    // MIT: kinit (password on stdin) + kvno, fresh ccache each round; then kvno alone with the
+    // TGT cached (--no-store, so each run asks the KDC).
+    let cc = dir.join("mit.ccache");
+    let mut mit = Vec::new();
+    for u in users.iter().rev() {
+        let mut times = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let _ = std::fs::remove_file(&cc);
+            let t = Instant::now();
+            let mut kinit = Command::new("kinit")
+                .arg("-c")
+                .arg(&cc)
+                .arg(u)
+                .env("KRB5_CONFIG", &krb5_config)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("kinit");
+            kinit
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(format!("{password}\n").as_bytes())
+                .unwrap();
+            assert!(kinit.wait().unwrap().success(), "kinit failed");
+            let ok = Command::new("kvno")
+                .arg("-c")
+                .arg(&cc)
+                .arg(&spn)
+                .env("KRB5_CONFIG", &krb5_config)
+                .stdout(Stdio::null())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "kvno failed");
+            times.push(ms(t.elapsed()));
+        }
+        mit.push(times);
+    }
+    // Last in the loop above: alice18's TGT is the one cached in `cc`.
+    mit.reverse();
+    let mut kvno = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let ok = Command::new("kvno")
+            .args(["--no-store", "-c"])
+            .arg(&cc)
+            .arg(&spn)
+            .env("KRB5_CONFIG", &krb5_config)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kvno failed");
+        kvno.push(ms(t.elapsed()));
+    }
+
+    let _ = enclave.stop_and_wait();
+    let _ = Command::new(format!("{root}/scripts/test-kdc.sh"))
+        .arg("stop")
+        .arg(&kdc_dir)
+        .status();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let (s_m, s_p) = median_p99(svc);
+    let (b_m, b_p) = median_p99(bare);
+    let (r_m, r_p) = median_p99(raw_whole);
+    let (k_m, k_p) = median_p99(kvno);
+    println!("credguard Kerberos benchmark ({rounds} rounds; {cached} cached-TGT service tickets)");
+    let mut json = String::new();
+    for ((u, f), m) in users.iter().zip(full).zip(mit) {
+        let (f_m, f_p) = median_p99(f);
+        let (m_m, m_p) = median_p99(m);
+        println!(
+            "  logon + TGT + service ticket, {u}: credguard median {f_m:.2} ms, p99 {f_p:.2} ms; MIT kinit + kvno median {m_m:.2} ms, p99 {m_p:.2} ms; ratio {:.2}x (target <= 0.5x)",
+            f_m / m_m
+        );
+        json.push_str(&format!(
+            "\"{u}_credguard_full_ms_median\":{f_m:.3},\"{u}_mit_kinit_kvno_ms_median\":{m_m:.3},"
+        ));
+    }
+    println!(
+        "  service ticket over raw vsock (two enclave steps + the KDC, no gRPC, no proxy): median {r_m:.0} us, p99 {r_p:.0} us"
+    );
+    println!(
+        "  service ticket, TGT cached: credguard median {s_m:.0} us, p99 {s_p:.0} us; bare KDC TGS round trip median {b_m:.0} us, p99 {b_p:.0} us; ratio {:.2}x (target <= 1.2x); kvno --no-store median {k_m:.2} ms, p99 {k_p:.2} ms",
+        s_m / b_m
+    );
+    println!(
+        "{{{json}\"credguard_service_ticket_us_median\":{s_m:.1},\"credguard_service_ticket_us_p99\":{s_p:.1},\"bare_tgs_rtt_us_median\":{b_m:.1},\"bare_tgs_rtt_us_p99\":{b_p:.1},\"kvno_cached_ms_median\":{k_m:.3},\"raw_vsock_service_ticket_us_median\":{r_m:.1}}}"
+    );
+}

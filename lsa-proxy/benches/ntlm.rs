@@ -1,0 +1,414 @@
+//! NTLM benchmark: `NtlmAuthenticate` through gRPC with the enclave (the proxy process, the VMM,
+//! the enclave under KVM) vs. the same gRPC call computed in-process (a gRPC server process that
+//! runs the enclave crate's own service code on the host, no VM), in the same run: median and
+//! p99 of single calls, and handshakes per second (`NtlmNegotiate` + `NtlmAuthenticate`) with
+//! 8 and 16 concurrent clients, each on its own connection.
+//!
+//! Run: `cargo bench -p credguard-lsa-proxy --bench ntlm` (add `-- --quick` for fewer calls).
+//! Needs /dev/kvm. Prints figures; asserts nothing about time.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use credguard_enclave::rng::HwRng;
+use credguard_enclave::service::{CODE_OK, Identity, Service};
+use credguard_lsa_proxy::client;
+use credguard_proto::enclave as wire;
+use credguard_proto::lsa;
+use credguard_proto::lsa::lsa_server::{Lsa, LsaServer};
+use credguard_vmm::{Enclave, EnclaveConfig, EnclaveImage};
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+/// Set in the environment of the baseline server process: its socket path.
+const BASELINE_ENV: &str = "CREDGUARD_NTLM_BENCH_BASELINE";
+
+type Client = lsa::lsa_client::LsaClient<tonic::transport::Channel>;
+
+fn median_p99(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+/// A CHALLENGE as a Windows or pyspnego server sends it: NTLMv2 flags, target info with names
+/// and a timestamp.
+fn challenge() -> Vec<u8> {
+    let utf16 = |s: &str| s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect::<Vec<u8>>();
+    let mut ti = Vec::new();
+    for (id, v) in [
+        (2u16, utf16("CORP")),
+        (1, utf16("SERVER")),
+        (4, utf16("corp.test")),
+        (3, utf16("server.corp.test")),
+        (7, 0x01dc_0000_0000_0000u64.to_le_bytes().to_vec()),
+    ] {
+        ti.extend_from_slice(&id.to_le_bytes());
+        ti.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        ti.extend_from_slice(&v);
+    }
+    ti.extend_from_slice(&[0; 4]);
+    let flags: u32 = 0xe28a_8235;
+    let mut m = b"NTLMSSP\0".to_vec();
+    m.extend_from_slice(&2u32.to_le_bytes());
+    m.extend_from_slice(&[0, 0, 0, 0, 56, 0, 0, 0]);
+    m.extend_from_slice(&flags.to_le_bytes());
+    m.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+    m.extend_from_slice(&[0; 8]);
+    m.extend_from_slice(&(ti.len() as u16).to_le_bytes());
+    m.extend_from_slice(&(ti.len() as u16).to_le_bytes());
+    m.extend_from_slice(&56u32.to_le_bytes());
+    m.extend_from_slice(&[10, 0, 0, 0, 0, 0, 0, 15]);
+    m.extend_from_slice(&ti);
+    m
+}
+
+// ----- the in-process baseline: the enclave's service code inside a gRPC server, no VM -----
+
+struct Baseline {
+    svc: Mutex<Service<HwRng>>,
+    calls: AtomicU64,
+}
+
+impl Baseline {
+    fn call<R: Message + Default>(&self, method: &str, payload: Vec<u8>) -> Result<R, Status> {
+        let id = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        let frame = wire::Frame {
+            call_id: id,
+            method: method.into(),
+            payload,
+            code: 0,
+            message: String::new(),
+        };
+        let reply = self.svc.lock().unwrap().dispatch(&frame, 0);
+        if reply.code != CODE_OK {
+            return Err(Status::new(tonic::Code::from_i32(reply.code), reply.message));
+        }
+        R::decode(reply.payload.as_slice()).map_err(|_| Status::internal("bad reply"))
+    }
+}
+
+fn unimplemented<T>() -> Result<Response<T>, Status> {
+    Err(Status::unimplemented("not in the NTLM benchmark's baseline"))
+}
+
+/// Context ids and session ids are the enclave's handles in hex, as in the proxy.
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[tonic::async_trait]
+impl Lsa for Baseline {
+    async fn status(&self, _: Request<lsa::StatusRequest>) -> Result<Response<lsa::StatusReply>, Status> {
+        Ok(Response::new(lsa::StatusReply {
+            state: "ready".into(),
+            ..Default::default()
+        }))
+    }
+    async fn logon(&self, req: Request<lsa::LogonRequest>) -> Result<Response<lsa::LogonReply>, Status> {
+        let r = req.into_inner();
+        let Some(lsa::logon_request::Secret::Password(p)) = r.secret else {
+            return Err(Status::invalid_argument("password only"));
+        };
+        let w = wire::LogonRequest {
+            user: r.user,
+            domain: r.domain,
+            realm: String::new(),
+            secret: Some(wire::logon_request::Secret::Password(p)),
+        };
+        let reply: wire::LogonReply = self.call(wire::METHOD_LOGON, w.encode_to_vec())?;
+        Ok(Response::new(lsa::LogonReply {
+            session_id: hex(&reply.session_handle),
+        }))
+    }
+    async fn logoff(&self, _: Request<lsa::LogoffRequest>) -> Result<Response<lsa::LogoffReply>, Status> {
+        unimplemented()
+    }
+    async fn list_sessions(
+        &self,
+        _: Request<lsa::ListSessionsRequest>,
+    ) -> Result<Response<lsa::ListSessionsReply>, Status> {
+        unimplemented()
+    }
+    async fn ntlm_negotiate(
+        &self,
+        req: Request<lsa::NtlmNegotiateRequest>,
+    ) -> Result<Response<lsa::NtlmNegotiateReply>, Status> {
+        let w = wire::NtlmNegotiateRequest {
+            session_handle: unhex(&req.get_ref().session_id),
+        };
+        let r: wire::NtlmNegotiateReply = self.call(wire::METHOD_NTLM_NEGOTIATE, w.encode_to_vec())?;
+        Ok(Response::new(lsa::NtlmNegotiateReply {
+            context_id: hex(&r.context_id),
+            negotiate_message: r.negotiate_message,
+        }))
+    }
+    async fn ntlm_authenticate(
+        &self,
+        req: Request<lsa::NtlmAuthenticateRequest>,
+    ) -> Result<Response<lsa::NtlmAuthenticateReply>, Status> {
+        let r = req.into_inner();
+        let w = wire::NtlmAuthenticateRequest {
+            context_id: unhex(&r.context_id),
+            challenge_message: r.challenge_message,
+            channel_bindings: r.channel_bindings,
+            target_spn: r.target_spn,
+            now_filetime: credguard_lsa_proxy::ntlm::now_filetime(),
+        };
+        let a: wire::NtlmAuthenticateReply = self.call(wire::METHOD_NTLM_AUTHENTICATE, w.encode_to_vec())?;
+        Ok(Response::new(lsa::NtlmAuthenticateReply {
+            authenticate_message: a.authenticate_message,
+            exported_session_key: a.exported_session_key,
+        }))
+    }
+    async fn legacy_authenticate(
+        &self,
+        _: Request<lsa::LegacyAuthenticateRequest>,
+    ) -> Result<Response<lsa::LegacyAuthenticateReply>, Status> {
+        unimplemented()
+    }
+    async fn kerberos_get_tgt(
+        &self,
+        _: Request<lsa::KerberosGetTgtRequest>,
+    ) -> Result<Response<lsa::KerberosGetTgtReply>, Status> {
+        unimplemented()
+    }
+    async fn kerberos_get_service_ticket(
+        &self,
+        _: Request<lsa::KerberosGetServiceTicketRequest>,
+    ) -> Result<Response<lsa::KerberosGetServiceTicketReply>, Status> {
+        unimplemented()
+    }
+}
+
+/// The baseline server process: as the proxy, a multi-threaded tokio runtime on a Unix socket.
+fn serve_baseline(path: &Path) {
+    let rng = HwRng::new().expect("RDRAND");
+    let identity = Identity {
+        measurement: [0; 48],
+        signer: [0; 16],
+    };
+    let svc = Service::new(identity, 0, 0, rng).unwrap_or_else(|_| panic!("random source failed"));
+    let baseline = Baseline {
+        svc: Mutex::new(svc),
+        calls: AtomicU64::new(0),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        tonic::transport::Server::builder()
+            .add_service(LsaServer::new(baseline))
+            .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+}
+
+// ----- measuring -----
+
+async fn ready_client(api: &Path) -> Client {
+    let start = Instant::now();
+    loop {
+        if let Ok(mut c) = client::connect(api).await
+            && let Ok(s) = c.status(lsa::StatusRequest {}).await
+            && s.get_ref().state == "ready"
+        {
+            return c;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "server at {} not ready",
+            api.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn logon(c: &mut Client) -> String {
+    c.logon(lsa::LogonRequest {
+        user: "bench".into(),
+        domain: "CORP".into(),
+        realm: String::new(),
+        kdc: String::new(),
+        secret: Some(lsa::logon_request::Secret::Password("Bench-Passw0rd".into())),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .session_id
+}
+
+/// One handshake; returns the `NtlmAuthenticate` latency in µs.
+async fn handshake(c: &mut Client, session: &str, challenge: &[u8]) -> f64 {
+    let neg = c
+        .ntlm_negotiate(lsa::NtlmNegotiateRequest {
+            session_id: session.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let t = Instant::now();
+    let a = c
+        .ntlm_authenticate(lsa::NtlmAuthenticateRequest {
+            context_id: neg.context_id,
+            challenge_message: challenge.to_vec(),
+            channel_bindings: Vec::new(),
+            target_spn: "HTTP/server.corp.test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let us = t.elapsed().as_secs_f64() * 1e6;
+    assert_eq!(a.exported_session_key.len(), 16);
+    us
+}
+
+struct Figures {
+    median: f64,
+    p99: f64,
+    /// (clients, handshakes per second).
+    throughput: Vec<(usize, f64)>,
+}
+
+fn measure(api: &Path, n: usize, secs: f64) -> Figures {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let challenge = challenge();
+    rt.block_on(async {
+        let mut c = ready_client(api).await;
+        let session = logon(&mut c).await;
+        for _ in 0..100 {
+            handshake(&mut c, &session, &challenge).await;
+        }
+        let mut lat = Vec::with_capacity(n);
+        for _ in 0..n {
+            lat.push(handshake(&mut c, &session, &challenge).await);
+        }
+        let (median, p99) = median_p99(lat);
+        let mut throughput = Vec::new();
+        for clients in [8usize, 16] {
+            let stop = std::sync::Arc::new(AtomicBool::new(false));
+            let done = std::sync::Arc::new(AtomicU64::new(0));
+            let mut tasks = Vec::new();
+            for _ in 0..clients {
+                let mut c = client::connect(api).await.unwrap();
+                let (stop, done, session, challenge) = (stop.clone(), done.clone(), session.clone(), challenge.clone());
+                tasks.push(tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        handshake(&mut c, &session, &challenge).await;
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }));
+            }
+            let t = Instant::now();
+            tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+            let count = done.load(Ordering::Relaxed);
+            let elapsed = t.elapsed().as_secs_f64();
+            stop.store(true, Ordering::Relaxed);
+            for task in tasks {
+                task.await.unwrap();
+            }
+            throughput.push((clients, count as f64 / elapsed));
+        }
+        Figures {
+            median,
+            p99,
+            throughput,
+        }
+    })
+}
+
+fn spawn_logged(mut cmd: Command) -> std::process::Child {
+    cmd.env("CREDGUARD_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn")
+}
+
+fn main() {
+    if let Some(path) = std::env::var_os(BASELINE_ENV) {
+        serve_baseline(&PathBuf::from(path));
+        return;
+    }
+    if !Path::new("/dev/kvm").exists() {
+        eprintln!("!!! SKIPPED: /dev/kvm is missing; this benchmark boots the enclave");
+        return;
+    }
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (n, secs) = if quick { (500, 1.0) } else { (3000, 3.0) };
+    let dev = credguard_image::dev::ensure_enclave_built().expect("building the enclave");
+    let dir = std::env::temp_dir().join(format!("credguard-ntlm-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let vsock = dir.join("vsock.sock");
+    let api = dir.join("lsa.sock");
+    let base_api = dir.join("baseline.sock");
+
+    // In-process baseline first, in its own process like the proxy.
+    let mut me = Command::new(std::env::current_exe().unwrap());
+    me.env(BASELINE_ENV, &base_api);
+    let mut baseline = spawn_logged(me);
+    let base = measure(&base_api, n, secs);
+    let _ = baseline.kill();
+    let _ = baseline.wait();
+
+    let signed = dev.verify().expect("verify");
+    let mut config = EnclaveConfig::new(EnclaveImage::from_signed(&signed));
+    config.vsock_socket = Some(vsock.clone());
+    let enclave = Enclave::launch(config).expect("launch");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_credguard-lsa-proxy"));
+    cmd.arg("--socket").arg(&api).arg("--vmm-socket").arg(&vsock);
+    let mut proxy = spawn_logged(cmd);
+    let encl = measure(&api, n, secs);
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    let _ = enclave.stop_and_wait();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    println!("credguard NTLM benchmark: NtlmAuthenticate ({n} calls, after 100 warm-up handshakes)");
+    println!(
+        "  in-process (no enclave): median {:.1} us, p99 {:.1} us",
+        base.median, base.p99
+    );
+    println!(
+        "  with the enclave:        median {:.1} us, p99 {:.1} us; {:.2}x the in-process median (target <= 1.3x)",
+        encl.median,
+        encl.p99,
+        encl.median / base.median
+    );
+    for ((clients, b), (_, e)) in base.throughput.iter().zip(&encl.throughput) {
+        println!(
+            "  {clients:>2} clients, {secs} s: handshakes (Negotiate + Authenticate) per second: in-process {b:.0}, with the enclave {e:.0} (target >= 5000)"
+        );
+    }
+    let tp = |f: &Figures| {
+        f.throughput
+            .iter()
+            .map(|(c, t)| format!("\"{c}\":{t:.0}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    println!(
+        "{{\"inprocess_auth_us_median\":{:.2},\"inprocess_auth_us_p99\":{:.2},\"enclave_auth_us_median\":{:.2},\"enclave_auth_us_p99\":{:.2},\"inprocess_handshakes_per_s\":{{{}}},\"enclave_handshakes_per_s\":{{{}}}}}",
+        base.median,
+        base.p99,
+        encl.median,
+        encl.p99,
+        tp(&base),
+        tp(&encl)
+    );
+}

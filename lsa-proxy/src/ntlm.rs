@@ -1,0 +1,327 @@
+//! NTLM for the API: who owns which NTLM context, size bounds, and the calls to the enclave.
+//!
+//! The proxy only moves messages. The NT hash and the NTLMv2 hash are used in the enclave alone,
+//! which also keeps the context between `NtlmNegotiate` and `NtlmAuthenticate` and enforces the
+//! rules (NTLMv2 only; no legacy protocol for a protected credential). The proxy records which
+//! caller opened each context, so that a context id seen by another uid is useless to it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use credguard_proto::enclave as wire;
+use credguard_proto::lsa;
+use prost::Message;
+use tracing::info;
+use zeroize::Zeroize;
+
+use crate::core::LsaCore;
+use crate::enclave_link::LinkState;
+use crate::error::LsaError;
+use crate::sessions::Caller;
+
+/// Largest CHALLENGE_MESSAGE forwarded (the enclave applies the same bound).
+pub const MAX_CHALLENGE_BYTES: usize = 64 * 1024;
+/// Largest `gss_channel_bindings_struct` forwarded.
+pub const MAX_CHANNEL_BINDINGS_BYTES: usize = 64 * 1024;
+/// Longest target SPN, in bytes.
+pub const MAX_SPN_LEN: usize = 1024;
+/// Longest legacy challenge, in bytes.
+pub const MAX_LEGACY_CHALLENGE_BYTES: usize = 4096;
+/// Contexts remembered at most, as in the enclave (which evicts its oldest beyond it too).
+pub const MAX_CONTEXTS: usize = 1024;
+/// Contexts one caller may hold; beyond it the caller's own oldest is forgotten, so that one uid
+/// cannot fill the table alone.
+pub const MAX_CONTEXTS_PER_CALLER: usize = 256;
+
+/// Seconds between 1601-01-01 (FILETIME's epoch) and 1970-01-01.
+const FILETIME_UNIX_OFFSET_SECS: u64 = 11_644_473_600;
+
+/// The current time as a Windows FILETIME (100 ns since 1601). The enclave has no wall clock;
+/// this only becomes `MsvAvTimestamp` when the server sent none, and it is not a secret.
+pub fn now_filetime() -> u64 {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    (d.as_secs() + FILETIME_UNIX_OFFSET_SECS) * 10_000_000 + u64::from(d.subsec_nanos() / 100)
+}
+
+struct Entry {
+    owner: Caller,
+    /// The enclave's context id.
+    enclave_id: Vec<u8>,
+    boot_id: Vec<u8>,
+    seq: u64,
+}
+
+#[derive(Default)]
+struct Table {
+    by_id: HashMap<String, Entry>,
+    by_age: BTreeMap<u64, String>,
+    next_seq: u64,
+}
+
+impl Table {
+    fn remove(&mut self, id: &str) -> Option<Entry> {
+        let e = self.by_id.remove(id)?;
+        self.by_age.remove(&e.seq);
+        Some(e)
+    }
+
+    fn insert(&mut self, id: String, owner: Caller, enclave_id: Vec<u8>, boot_id: Vec<u8>) {
+        let mine = self.by_id.values().filter(|e| e.owner == owner).count();
+        if mine >= MAX_CONTEXTS_PER_CALLER {
+            let oldest = self
+                .by_age
+                .values()
+                .find(|k| self.by_id.get(*k).is_some_and(|e| e.owner == owner))
+                .cloned();
+            if let Some(k) = oldest {
+                self.remove(&k);
+            }
+        }
+        while self.by_id.len() >= MAX_CONTEXTS {
+            let Some((_, oldest)) = self.by_age.pop_first() else {
+                break;
+            };
+            self.by_id.remove(&oldest);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.by_age.insert(seq, id.clone());
+        self.by_id.insert(
+            id,
+            Entry {
+                owner,
+                enclave_id,
+                boot_id,
+                seq,
+            },
+        );
+    }
+}
+
+/// The NTLM calls of the API.
+#[derive(Default)]
+pub struct Ntlm {
+    contexts: Mutex<Table>,
+}
+
+fn check_context_id(id: &str) -> Result<(), LsaError> {
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(LsaError::InvalidArgument(
+            "context_id must be the 32 hex digits NtlmNegotiate returned".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl Ntlm {
+    /// No contexts.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        // Every change keeps the maps consistent at each step: a poisoned lock is still usable.
+        self.contexts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Contexts currently recorded.
+    pub fn contexts(&self) -> usize {
+        self.table().by_id.len()
+    }
+
+    /// `NtlmNegotiate`: a context for the caller's session, and its NEGOTIATE message.
+    pub async fn negotiate(
+        &self,
+        core: &LsaCore,
+        caller: Caller,
+        req: lsa::NtlmNegotiateRequest,
+    ) -> Result<lsa::NtlmNegotiateReply, LsaError> {
+        let session = core.session(caller, &req.session_id)?;
+        let wire_req = wire::NtlmNegotiateRequest {
+            session_handle: session.handle.clone(),
+        };
+        let reply: wire::NtlmNegotiateReply = core
+            .link()
+            .call(wire::METHOD_NTLM_NEGOTIATE, wire_req.encode_to_vec())
+            .await?;
+        if reply.context_id.len() != 16 || reply.negotiate_message.is_empty() {
+            return Err(LsaError::Internal(
+                "the enclave returned a malformed NTLM context".into(),
+            ));
+        }
+        let context_id = hex::encode(&reply.context_id);
+        info!(%caller, session = %session.session_id, context = %context_id, "ntlm negotiate");
+        self.table()
+            .insert(context_id.clone(), caller, reply.context_id, session.boot_id);
+        Ok(lsa::NtlmNegotiateReply {
+            context_id,
+            negotiate_message: reply.negotiate_message,
+        })
+    }
+
+    /// `NtlmAuthenticate`: the AUTHENTICATE message for the server's CHALLENGE. The context is
+    /// used up, whatever the outcome.
+    pub async fn authenticate(
+        &self,
+        core: &LsaCore,
+        caller: Caller,
+        req: lsa::NtlmAuthenticateRequest,
+    ) -> Result<lsa::NtlmAuthenticateReply, LsaError> {
+        check_context_id(&req.context_id)?;
+        let entry = {
+            let mut t = self.table();
+            match t.by_id.get(&req.context_id) {
+                None => {
+                    return Err(LsaError::NotFound(format!(
+                        "no NTLM context {} (unknown, already used or evicted)",
+                        req.context_id
+                    )));
+                }
+                // Not removed: the owner may still use it.
+                Some(e) if e.owner != caller => {
+                    return Err(LsaError::PermissionDenied(format!(
+                        "NTLM context {} belongs to another user",
+                        req.context_id
+                    )));
+                }
+                Some(_) => t.remove(&req.context_id),
+            }
+        };
+        let Some(entry) = entry else {
+            return Err(LsaError::NotFound(format!("no NTLM context {}", req.context_id)));
+        };
+        if req.challenge_message.is_empty() || req.challenge_message.len() > MAX_CHALLENGE_BYTES {
+            return Err(LsaError::InvalidArgument(format!(
+                "challenge_message must be 1 to {MAX_CHALLENGE_BYTES} bytes, not {}",
+                req.challenge_message.len()
+            )));
+        }
+        if req.channel_bindings.len() > MAX_CHANNEL_BINDINGS_BYTES {
+            return Err(LsaError::InvalidArgument(format!(
+                "channel_bindings exceed {MAX_CHANNEL_BINDINGS_BYTES} bytes"
+            )));
+        }
+        if req.target_spn.len() > MAX_SPN_LEN || req.target_spn.chars().any(char::is_control) {
+            return Err(LsaError::InvalidArgument(format!(
+                "target_spn is longer than {MAX_SPN_LEN} bytes or has control characters"
+            )));
+        }
+        match core.link().state() {
+            LinkState::Ready(info) if info.boot_id == entry.boot_id => {}
+            LinkState::Ready(_) => {
+                return Err(LsaError::NotFound(format!(
+                    "NTLM context {} was lost: the enclave restarted since it was made",
+                    req.context_id
+                )));
+            }
+            LinkState::Connecting { .. } => {
+                return Err(LsaError::Unavailable(
+                    "the enclave is not reachable; retry later".into(),
+                ));
+            }
+        }
+        let wire_req = wire::NtlmAuthenticateRequest {
+            context_id: entry.enclave_id,
+            challenge_message: req.challenge_message,
+            channel_bindings: req.channel_bindings,
+            target_spn: req.target_spn,
+            now_filetime: now_filetime(),
+        };
+        let mut reply: wire::NtlmAuthenticateReply = core
+            .link()
+            .call(wire::METHOD_NTLM_AUTHENTICATE, wire_req.encode_to_vec())
+            .await?;
+        if reply.exported_session_key.len() != 16 || reply.authenticate_message.is_empty() {
+            reply.exported_session_key.zeroize();
+            return Err(LsaError::Internal(
+                "the enclave returned a malformed AUTHENTICATE".into(),
+            ));
+        }
+        info!(%caller, context = %req.context_id, "ntlm authenticate");
+        Ok(lsa::NtlmAuthenticateReply {
+            authenticate_message: reply.authenticate_message,
+            exported_session_key: reply.exported_session_key,
+        })
+    }
+
+    /// `LegacyAuthenticate`: forwarded to the enclave, which refuses it for every protected
+    /// credential (the proxy does not decide this rule, the enclave does).
+    pub async fn legacy_authenticate(
+        &self,
+        core: &LsaCore,
+        caller: Caller,
+        req: lsa::LegacyAuthenticateRequest,
+    ) -> Result<lsa::LegacyAuthenticateReply, LsaError> {
+        let session = core.session(caller, &req.session_id)?;
+        let protocol = match lsa::LegacyProtocol::try_from(req.protocol) {
+            Ok(lsa::LegacyProtocol::Ntlmv1) => wire::LegacyProtocol::Ntlmv1,
+            Ok(lsa::LegacyProtocol::Mschapv2) => wire::LegacyProtocol::Mschapv2,
+            Ok(lsa::LegacyProtocol::Digest) => wire::LegacyProtocol::Digest,
+            Ok(lsa::LegacyProtocol::Credssp) => wire::LegacyProtocol::Credssp,
+            Ok(lsa::LegacyProtocol::Unspecified) | Err(_) => {
+                return Err(LsaError::InvalidArgument(format!(
+                    "protocol {} is not one of NTLMV1, MSCHAPV2, DIGEST, CREDSSP",
+                    req.protocol
+                )));
+            }
+        };
+        if req.challenge.len() > MAX_LEGACY_CHALLENGE_BYTES {
+            return Err(LsaError::InvalidArgument(format!(
+                "challenge exceeds {MAX_LEGACY_CHALLENGE_BYTES} bytes"
+            )));
+        }
+        let wire_req = wire::LegacyAuthenticateRequest {
+            session_handle: session.handle,
+            protocol: protocol as i32,
+            challenge: req.challenge,
+        };
+        let result: Result<wire::LegacyAuthenticateReply, LsaError> = core
+            .link()
+            .call(wire::METHOD_LEGACY_AUTHENTICATE, wire_req.encode_to_vec())
+            .await;
+        info!(%caller, session = %req.session_id, protocol = protocol.as_str_name(), refused = result.is_err(), "legacy authenticate");
+        let reply = result?;
+        Ok(lsa::LegacyAuthenticateReply {
+            response: reply.response,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filetime_is_after_2020() {
+        // 2020-01-01 as FILETIME.
+        assert!(now_filetime() > 132_223_104_000_000_000);
+    }
+
+    #[test]
+    fn context_ids_are_checked() {
+        assert!(check_context_id(&"a".repeat(32)).is_ok());
+        assert!(check_context_id("xyz").is_err());
+        assert!(check_context_id(&"g".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn table_is_bounded_per_caller_and_overall() {
+        let mut t = Table::default();
+        let a = Caller::Uid(1);
+        for i in 0..MAX_CONTEXTS_PER_CALLER + 3 {
+            t.insert(format!("a{i}"), a, vec![], vec![]);
+        }
+        assert_eq!(t.by_id.len(), MAX_CONTEXTS_PER_CALLER);
+        assert!(!t.by_id.contains_key("a0"));
+        for u in 2..10 {
+            for i in 0..MAX_CONTEXTS_PER_CALLER {
+                t.insert(format!("{u}-{i}"), Caller::Uid(u), vec![], vec![]);
+            }
+        }
+        assert_eq!(t.by_id.len(), MAX_CONTEXTS);
+        assert_eq!(t.by_age.len(), MAX_CONTEXTS);
+        assert!(t.remove("9-0").is_some());
+        assert!(t.remove("9-0").is_none());
+    }
+}

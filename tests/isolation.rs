@@ -1,0 +1,370 @@
+//! Isolation you can check: the real stack (VMM and proxy as separate processes, the enclave under
+//! KVM), scanned and attacked from the outside.
+//!
+//! - After logons with a password and an NT hash, no readable byte of the proxy or of the VMM
+//!   (guest RAM mappings included) holds the password (UTF-8 or UTF-16LE) or the NT hash.
+//! - Guest RAM is a guest_memfd of which the VMM maps only the boot tables, the image and the DMA
+//!   window; `Status` says so.
+//! - A core dump of the VMM holds no guest memory (`gcore` honours `MADV_DONTDUMP`; a control dump
+//!   that ignores it finds the guest's page tables, so the check can fail).
+//! - The seccomp filter of each VMM thread kills the process on a call outside its allow-list.
+
+mod support;
+
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use credguard_proto::abi;
+use support::{Stack, credguard_bin, dev_image, kvm_or_skip, retry, temp_dir};
+
+/// The password of the scan; distinctive enough never to occur by chance.
+const PASSWORD: &str = "Qx7-IsolationCanary-Passw0rd-9f3b";
+/// An NT hash logged on with directly (hex), distinct from the password's.
+const NT_HASH_HEX: &str = "c0ffee11d00dfeed5ca1ab1e0badf00d";
+/// A Kerberos long-term key (aes256-cts-hmac-sha1-96, enctype 18) logged on with directly (hex).
+const KEY_HEX: &str = "5eed5a1ad0c0ffee1337beefcafe4b1d9a8b7c6d5e4f30211203f4e5d6c7b8a9";
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s:?}"))
+}
+
+fn wait_ready(stack: &Stack) -> serde_json::Value {
+    retry(Duration::from_secs(30), || {
+        let (code, out, err) = stack.ctl(None, &["status"], "");
+        if code == 0 && out.contains("\"state\":\"ready\"") {
+            Ok(json(&out))
+        } else {
+            Err(format!("{code} {out} {err}"))
+        }
+    })
+}
+
+/// One readable mapping of a process.
+struct Mapping {
+    start: u64,
+    end: u64,
+    line: String,
+}
+
+fn readable_mappings(pid: u32) -> Vec<Mapping> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("reading maps");
+    maps.lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            let (range, perms) = (f.next()?, f.next()?);
+            if !perms.starts_with('r') || line.ends_with("[vvar]") || line.ends_with("[vsyscall]") {
+                return None;
+            }
+            let (a, b) = range.split_once('-')?;
+            Some(Mapping {
+                start: u64::from_str_radix(a, 16).ok()?,
+                end: u64::from_str_radix(b, 16).ok()?,
+                line: line.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Every occurrence of each needle in the readable memory of `pid`: (needle name, mapping, address).
+/// Also returns how many bytes were read.
+fn scan(pid: u32, needles: &[(&str, Vec<u8>)]) -> (Vec<String>, u64) {
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("opening /proc/PID/mem");
+    let mut hits = Vec::new();
+    let mut read = 0u64;
+    let longest = needles.iter().map(|(_, n)| n.len()).max().unwrap_or(0);
+    for m in readable_mappings(pid) {
+        // In chunks, overlapping by the longest needle so none is cut in two.
+        const CHUNK: u64 = 1 << 20;
+        let mut at = m.start;
+        while at < m.end {
+            let len = (m.end - at).min(CHUNK + longest as u64);
+            let mut buf = vec![0u8; len as usize];
+            let Ok(n) = mem.read_at(&mut buf, at) else {
+                at += CHUNK;
+                continue;
+            };
+            read += n as u64;
+            for (name, needle) in needles {
+                for (i, w) in buf[..n].windows(needle.len()).enumerate() {
+                    if w == needle.as_slice() && (i as u64) < CHUNK {
+                        hits.push(format!("{name} at {:#x} in {}", at + i as u64, m.line));
+                    }
+                }
+            }
+            at += CHUNK;
+        }
+    }
+    (hits, read)
+}
+
+fn utf16le(s: &str) -> Vec<u8> {
+    s.encode_utf16().flat_map(u16::to_le_bytes).collect()
+}
+
+fn needles() -> Vec<(&'static str, Vec<u8>)> {
+    let hash = unhex(NT_HASH_HEX);
+    vec![
+        ("Kerberos key", unhex(KEY_HEX)),
+        ("Kerberos key (hex)", KEY_HEX.as_bytes().to_vec()),
+        ("password (UTF-8)", PASSWORD.as_bytes().to_vec()),
+        ("password (UTF-16LE)", utf16le(PASSWORD)),
+        ("NT hash", hash),
+        ("NT hash (hex)", NT_HASH_HEX.as_bytes().to_vec()),
+        ("NT hash (hex, UTF-16LE)", utf16le(NT_HASH_HEX)),
+    ]
+}
+
+/// Bytes of guest RAM (the guest_memfd) the VMM has mapped.
+fn guest_mapped_bytes(pid: u32) -> u64 {
+    readable_mappings(pid)
+        .iter()
+        .filter(|m| m.line.contains("kvm-gmem"))
+        .map(|m| m.end - m.start)
+        .sum()
+}
+
+#[test]
+fn memory_scan_finds_no_secret_in_proxy_or_vmm() {
+    if !kvm_or_skip("memory_scan_finds_no_secret_in_proxy_or_vmm") {
+        return;
+    }
+    let stack = Stack::start("scan", "");
+    let status = wait_ready(&stack);
+    let protection = status["protection"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        protection.starts_with("guest_memfd,")
+            && protection.contains("seccomp on")
+            && protection.contains("dumpable off"),
+        "Status: {status}"
+    );
+
+    let (code, out, err) = stack.ctl(None, &["logon", "scanpw", "--domain", "CORP"], &format!("{PASSWORD}\n"));
+    assert_eq!(code, 0, "{out} {err}");
+    let (code, out, err) = stack.ctl(
+        None,
+        &["logon", "scanhash", "--domain", "CORP", "--nt-hash"],
+        &format!("{NT_HASH_HEX}\n"),
+    );
+    assert_eq!(code, 0, "{out} {err}");
+    let (code, out, err) = stack.ctl(
+        None,
+        &[
+            "logon",
+            "scankey",
+            "--realm",
+            "EXAMPLE.TEST",
+            "--kdc",
+            "127.0.0.1:88",
+            "--key-enctype",
+            "18",
+        ],
+        &format!("{KEY_HEX}\n"),
+    );
+    assert_eq!(code, 0, "{out} {err}");
+    // More traffic through the same buffers after the secrets went by.
+    for _ in 0..3 {
+        let (code, _, err) = stack.ctl(None, &["sessions"], "");
+        assert_eq!(code, 0, "{err}");
+    }
+
+    let vmm = stack.vmm_pid().expect("VMM running");
+    let proxy = stack.proxy_pid().expect("proxy running");
+    let mapped = guest_mapped_bytes(vmm);
+    assert!(
+        mapped > 0 && mapped <= abi::DEFAULT_RAM_SIZE / 4,
+        "the VMM maps {mapped} bytes of the guest_memfd; the heap and stack must be hidden"
+    );
+    // The hidden part is not even readable through /proc/PID/mem: the heap's first page.
+    let mem = std::fs::File::open(format!("/proc/{vmm}/mem")).unwrap();
+    let gmem = readable_mappings(vmm)
+        .into_iter()
+        .find(|m| m.line.contains("kvm-gmem"))
+        .expect("a guest_memfd mapping");
+    // There the VMM has only a PROT_NONE reservation (KVM's view of the slot): a forced read gets
+    // an error or zero pages, never the guest's heap (whose first page holds allocator state).
+    let heap_hva = gmem.start + abi::HEAP_GPA;
+    let mut page = [0u8; 4096];
+    if mem.read_at(&mut page, heap_hva).is_ok() {
+        assert!(
+            page.iter().all(|&b| b == 0),
+            "the guest heap is readable through the VMM"
+        );
+    }
+
+    let needles = needles();
+    // Control: the scanner finds the secrets where they are (this test process holds them).
+    let (own, _) = scan(std::process::id(), &needles);
+    assert!(
+        own.iter().any(|h| h.starts_with("password (UTF-8)")) && own.iter().any(|h| h.starts_with("NT hash at")),
+        "the scanner is blind: {own:?}"
+    );
+    for (who, pid) in [("proxy", proxy), ("VMM", vmm)] {
+        let (hits, read) = scan(pid, &needles);
+        assert!(read > 1 << 20, "read only {read} bytes of the {who}");
+        assert!(hits.is_empty(), "secrets in the {who}'s memory:\n{}", hits.join("\n"));
+    }
+}
+
+/// Whether the ELF core file `core` holds the guest's low page table: a page of some loaded
+/// segment whose entries for the image's first eight pages are as the VMM wrote them into the
+/// guest (the guest's MMU may since have set their accessed and dirty bits). Guest RAM is mapped
+/// page-aligned, so a dump of it has the table at a page boundary; the VMM itself never holds the
+/// table in this layout (it keeps `(gpa, value)` pairs).
+fn holds_guest_page_table(core: &[u8]) -> bool {
+    use abi::pte::{PRESENT, USER, WRITABLE};
+    const ACCESSED_DIRTY: u64 = 0x60;
+    let u64_at = |at: usize| -> Option<u64> { Some(u64::from_le_bytes(core.get(at..at + 8)?.try_into().ok()?)) };
+    let u16_at = |at: usize| -> Option<u16> { Some(u16::from_le_bytes(core.get(at..at + 2)?.try_into().ok()?)) };
+    let entry = |k: u64| (abi::IMAGE_BASE_GPA + k * abi::PAGE_SIZE) | PRESENT | WRITABLE | USER;
+    let index = (abi::IMAGE_BASE_GPA / abi::PAGE_SIZE * 8) as usize;
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+        panic!("not an ELF core file");
+    };
+    (0..usize::from(phnum)).any(|i| {
+        let ph = phoff as usize + i * usize::from(phentsize);
+        let (Some(kind), Some(offset), Some(filesz)) = (u64_at(ph), u64_at(ph + 8), u64_at(ph + 32)) else {
+            return false;
+        };
+        if kind & 0xffff_ffff != 1 {
+            return false; // not PT_LOAD
+        }
+        (0..filesz as usize / 4096).any(|page| {
+            let at = offset as usize + page * 4096 + index;
+            (0..8).all(|k| u64_at(at + k * 8).is_some_and(|v| v & !ACCESSED_DIRTY == entry(k as u64)))
+        })
+    })
+}
+
+fn gcore(pid: u32, out: &Path, include_excluded: bool) -> Vec<u8> {
+    let setting = if include_excluded { "on" } else { "off" };
+    let status = Command::new("gdb")
+        .args(["-batch", "-nx", "-p", &pid.to_string()])
+        .args(["-ex", &format!("set dump-excluded-mappings {setting}")])
+        .args(["-ex", &format!("gcore {}", out.display())])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("running gdb");
+    assert!(status.success(), "gdb gcore failed: {status}");
+    let mut core = Vec::new();
+    std::fs::File::open(out).unwrap().read_to_end(&mut core).unwrap();
+    core
+}
+
+#[test]
+fn vmm_core_dump_holds_no_guest_memory() {
+    if !kvm_or_skip("vmm_core_dump_holds_no_guest_memory") {
+        return;
+    }
+    if Command::new("gdb").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CREDGUARD_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "gdb is missing and CREDGUARD_REQUIRE_TOOLS=1"
+        );
+        eprintln!("!!! SKIPPED vmm_core_dump_holds_no_guest_memory: gdb (gcore) is missing");
+        return;
+    }
+    let stack = Stack::start("core", "");
+    wait_ready(&stack);
+    let vmm = stack.vmm_pid().expect("VMM running");
+
+    // The guest RAM the VMM maps is marked "dd" (MADV_DONTDUMP) and locked.
+    let smaps = std::fs::read_to_string(format!("/proc/{vmm}/smaps")).unwrap();
+    let mut gmem_flags = Vec::new();
+    let mut in_gmem = false;
+    for line in smaps.lines() {
+        let header = line
+            .split_whitespace()
+            .next()
+            .and_then(|r| r.split_once('-'))
+            .is_some_and(|(a, b)| u64::from_str_radix(a, 16).is_ok() && u64::from_str_radix(b, 16).is_ok());
+        if header {
+            in_gmem = line.contains("kvm-gmem");
+        }
+        if in_gmem && let Some(flags) = line.strip_prefix("VmFlags:") {
+            gmem_flags.push(flags.to_owned());
+        }
+    }
+    assert!(!gmem_flags.is_empty(), "no guest_memfd mapping in the VMM");
+    for flags in &gmem_flags {
+        let flags: Vec<&str> = flags.split_whitespace().collect();
+        assert!(flags.contains(&"dd"), "guest mapping without MADV_DONTDUMP: {flags:?}");
+        assert!(flags.contains(&"lo"), "guest mapping not mlocked: {flags:?}");
+    }
+
+    // Ask for everything, shared file-backed mappings included (the guest_memfd is one), so that
+    // MADV_DONTDUMP alone keeps guest memory out.
+    std::fs::write(format!("/proc/{vmm}/coredump_filter"), "0x7f").expect("setting coredump_filter");
+    let dir = temp_dir("core-files");
+    let found = holds_guest_page_table;
+    // Control: a dump that includes the excluded mappings does hold guest memory.
+    let control = gcore(vmm, &dir.join("control"), true);
+    assert!(
+        found(&control),
+        "the control dump lacks the guest's page tables: the check is blind"
+    );
+    let core = gcore(vmm, &dir.join("core"), false);
+    assert!(!found(&core), "the VMM's core dump holds guest memory");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `credguard vmm run` with the debug-only self-test that makes the `role` thread do a
+/// forbidden system call; returns how it ended.
+fn vmm_with_forbidden_call(role: &str, boot_mode: &str) -> std::process::ExitStatus {
+    let dev = dev_image();
+    let dir = temp_dir(&format!("seccomp-{role}"));
+    let mut child = Command::new(credguard_bin())
+        .args(["vmm", "run", "--image"])
+        .arg(&dev.image)
+        .arg("--manifest")
+        .arg(&dev.manifest)
+        .arg("--trusted-key")
+        .arg(&dev.trusted_key)
+        .arg("--vsock-socket")
+        .arg(dir.join("vsock.sock"))
+        .args(["--boot-mode", boot_mode, "--bench-iterations", "100000"])
+        .env("CREDGUARD_LOG", "warn")
+        .env("CREDGUARD_VMM_SECCOMP_SELFTEST", role)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starting the VMM");
+    let status = retry(Duration::from_secs(20), || match child.try_wait() {
+        Ok(Some(status)) => Ok(status),
+        Ok(None) => Err("still running"),
+        Err(_) => Err("wait failed"),
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    status
+}
+
+#[test]
+fn seccomp_kills_a_vmm_thread_making_a_forbidden_call() {
+    if !kvm_or_skip("seccomp_kills_a_vmm_thread_making_a_forbidden_call") {
+        return;
+    }
+    for (role, mode) in [
+        ("vcpu", "service"),
+        ("vsock", "service"),
+        ("signals", "service"),
+        ("main", "service"),
+        ("doorbell", "doorbell-bench"),
+    ] {
+        let status = vmm_with_forbidden_call(role, mode);
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGSYS),
+            "the {role} thread's forbidden call did not end the VMM by SIGSYS: {status}"
+        );
+    }
+}

@@ -1,0 +1,383 @@
+//! Kerberos end to end: a throwaway MIT KDC (scripts/test-kdc.sh), the real enclave under KVM, the
+//! VMM and the proxy as processes, `credguardctl` as the client, and MIT's GSS-API (python-gssapi)
+//! with the service's keytab as the independent acceptor of the tokens credguard makes.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use support::{Stack, kvm_or_skip, retry, temp_dir};
+
+/// A running test KDC; stopped when dropped.
+struct TestKdc {
+    dir: PathBuf,
+    env: HashMap<String, String>,
+}
+
+impl TestKdc {
+    /// Starts one, or returns None (after a loud skip) when the MIT tools are missing.
+    fn start(test: &str) -> Option<TestKdc> {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let dir = temp_dir(&format!("kdc-{test}"));
+        let out = Command::new(format!("{root}/scripts/test-kdc.sh"))
+            .arg("start")
+            .arg(&dir)
+            .output()
+            .expect("running scripts/test-kdc.sh");
+        if out.status.code() == Some(3) {
+            let err = String::from_utf8_lossy(&out.stderr);
+            tools_missing(test, &err);
+            return None;
+        }
+        assert!(
+            out.status.success(),
+            "test-kdc.sh failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Some(TestKdc { dir, env })
+    }
+
+    fn get(&self, k: &str) -> &str {
+        self.env
+            .get(k)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("{k} missing"))
+    }
+}
+
+impl Drop for TestKdc {
+    fn drop(&mut self) {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let _ = Command::new(format!("{root}/scripts/test-kdc.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn tools_missing(test: &str, what: &str) {
+    assert!(
+        std::env::var("CREDGUARD_REQUIRE_TOOLS").as_deref() != Ok("1"),
+        "{test}: {what} and CREDGUARD_REQUIRE_TOOLS=1"
+    );
+    eprintln!("!!! SKIPPED {test}: {what}");
+}
+
+fn have_python_gssapi() -> bool {
+    matches!(
+        Command::new("python3").args(["-c", "import gssapi"]).status(),
+        Ok(s) if s.success()
+    )
+}
+
+fn wait_ready(stack: &Stack) {
+    retry(Duration::from_secs(30), || {
+        let (code, out, err) = stack.ctl(None, &["status"], "");
+        if code == 0 && out.contains("\"state\":\"ready\"") {
+            Ok(())
+        } else {
+            Err(format!("{code} {out} {err}"))
+        }
+    });
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s:?}"))
+}
+
+fn logon(stack: &Stack, kdc: &TestKdc, user: &str, password: &str, kdc_addr: Option<&str>) -> String {
+    let kdc_addr = kdc_addr.unwrap_or(kdc.get("KDC"));
+    let (code, out, err) = stack.ctl(
+        None,
+        &["logon", user, "--realm", kdc.get("REALM"), "--kdc", kdc_addr],
+        &format!("{password}\n"),
+    );
+    assert_eq!(code, 0, "logon {user}: {err}");
+    json(&out)["session_id"].as_str().unwrap().to_string()
+}
+
+/// Hands the GSS token to MIT's acceptor with the service keytab; returns its JSON verdict.
+fn accept(kdc: &TestKdc, gss_token_hex: &str) -> serde_json::Value {
+    use std::io::Write;
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut child = Command::new("python3")
+        .arg(format!("{root}/tests/python/gss_accept.py"))
+        .arg(kdc.get("KEYTAB"))
+        .env("KRB5_CONFIG", kdc.get("KRB5_CONFIG"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running gss_accept.py");
+    child.stdin.take().unwrap().write_all(gss_token_hex.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the acceptor refused the token: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn config(kdc: &TestKdc, allow_rc4: bool) -> String {
+    format!(
+        "[kerberos]\ndefault_kdc = \"{}\"\nallow_rc4 = {allow_rc4}\n",
+        kdc.get("KDC")
+    )
+}
+
+#[test]
+fn tgt_service_ticket_and_mit_acceptor_for_every_enctype_and_the_refusals() {
+    let test = "kerberos_end_to_end";
+    if !kvm_or_skip(test) {
+        return;
+    }
+    if !have_python_gssapi() {
+        tools_missing(
+            test,
+            "python3 gssapi is missing (pip install gssapi; needs libkrb5-dev)",
+        );
+        return;
+    }
+    let Some(kdc) = TestKdc::start(test) else { return };
+    let stack = Stack::start("kerberos", &config(&kdc, false));
+    wait_ready(&stack);
+    let password = kdc.get("PASSWORD").to_string();
+    let spn = kdc.get("SPN").to_string();
+    let realm = kdc.get("REALM").to_string();
+
+    // alice: TGT, then a service ticket whose GSS token MIT's acceptor takes.
+    let id = logon(&stack, &kdc, "alice", &password, None);
+    let (code, out, err) = stack.ctl(None, &["kerberos-tgt", &id], "");
+    assert_eq!(code, 0, "{err}");
+    let tgt = json(&out);
+    assert_eq!(tgt["client_principal"], format!("alice@{realm}"));
+    assert!(tgt["end_time"].as_i64().unwrap() > tgt["start_time"].as_i64().unwrap());
+    assert!(!out.contains(&password));
+    let (code, out, err) = stack.ctl(None, &["kerberos-ticket", &id, &spn, "--mutual"], "");
+    assert_eq!(code, 0, "{err}");
+    let t = json(&out);
+    let verdict = accept(&kdc, t["gss_token"].as_str().unwrap());
+    assert_eq!(verdict["initiator"], format!("alice@{realm}"));
+    assert_eq!(verdict["complete"], true);
+    assert_eq!(
+        verdict["mutual_reply"], true,
+        "mutual asked: the acceptor answers with an AP-REP"
+    );
+    assert_eq!(verdict["delegate_flag"], false);
+    assert_eq!(verdict["delegated_creds"], false);
+
+    // Every enctype, each with a principal that has only that key: a service ticket with no
+    // explicit TGT call (the proxy runs the AS exchange itself).
+    for et in [17, 18, 19, 20] {
+        let id = logon(&stack, &kdc, &format!("alice{et}"), &password, None);
+        let (code, out, err) = stack.ctl(None, &["kerberos-ticket", &id, &spn], "");
+        assert_eq!(code, 0, "enctype {et}: {err}");
+        let verdict = accept(&kdc, json(&out)["gss_token"].as_str().unwrap());
+        assert_eq!(verdict["initiator"], format!("alice{et}@{realm}"), "enctype {et}");
+        assert_eq!(verdict["mutual_reply"], false);
+        let (code, out, err) = stack.ctl(None, &["kerberos-tgt", &id], "");
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(json(&out)["client_principal"], format!("alice{et}@{realm}"));
+    }
+
+    // rc4-hmac without kerberos.allow_rc4: refused by the enclave's rule.
+    let id = logon(&stack, &kdc, "alice23", &password, None);
+    let (code, _, err) = stack.ctl(None, &["kerberos-tgt", &id], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("FailedPrecondition") && err.contains("allow_rc4"), "{err}");
+
+    // A delegate request: refused, naming the rule.
+    let (code, _, err) = stack.ctl(None, &["kerberos-ticket", &id, &spn, "--delegate"], "");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("FailedPrecondition") && err.contains("unconstrained delegation is never allowed"),
+        "{err}"
+    );
+
+    // Wrong password: UNAUTHENTICATED, and the message holds no password.
+    let id = logon(&stack, &kdc, "alice", "Wrong-Passw0rd", None);
+    let (code, _, err) = stack.ctl(None, &["kerberos-tgt", &id], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("Unauthenticated"), "{err}");
+    assert!(!err.contains("Wrong-Passw0rd"));
+
+    // Unknown principal: NOT_FOUND. Unknown service: NOT_FOUND.
+    let id = logon(&stack, &kdc, "nobody", &password, None);
+    let (code, _, err) = stack.ctl(None, &["kerberos-tgt", &id], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("NotFound"), "{err}");
+    let id = logon(&stack, &kdc, "alice", &password, None);
+    let (code, _, err) = stack.ctl(None, &["kerberos-ticket", &id, "host/nowhere.credguard.test"], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("NotFound"), "{err}");
+
+    // A KDC nobody listens on: UNAVAILABLE.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    let id = logon(&stack, &kdc, "alice", &password, Some(&dead_addr));
+    let (code, _, err) = stack.ctl(None, &["kerberos-tgt", &id], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("Unavailable"), "{err}");
+
+    // No realm at logon: no Kerberos.
+    let (code, out, _) = stack.ctl(None, &["logon", "alice"], &format!("{password}\n"));
+    assert_eq!(code, 0);
+    let id = json(&out)["session_id"].as_str().unwrap().to_string();
+    let (code, _, err) = stack.ctl(None, &["kerberos-tgt", &id], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("FailedPrecondition"), "{err}");
+}
+
+#[test]
+fn ccache_holds_the_service_ticket_only_and_mit_tools_read_it() {
+    let test = "kerberos_ccache";
+    if !kvm_or_skip(test) {
+        return;
+    }
+    let Some(kdc) = TestKdc::start(test) else { return };
+    let stack = Stack::start("kerberos-ccache", &config(&kdc, false));
+    wait_ready(&stack);
+    let id = logon(&stack, &kdc, "alice", kdc.get("PASSWORD"), None);
+    let ccache = stack.dir.join("svc.ccache");
+    let (code, _, err) = stack.ctl(
+        None,
+        &[
+            "kerberos-ticket",
+            &id,
+            kdc.get("SPN"),
+            "--ccache",
+            ccache.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    let out = Command::new("klist")
+        .arg("-c")
+        .arg(&ccache)
+        .env("KRB5_CONFIG", kdc.get("KRB5_CONFIG"))
+        .output()
+        .expect("klist");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("host/svc.credguard.test@CREDGUARD.TEST"), "{text}");
+    assert!(text.contains("Default principal: alice@CREDGUARD.TEST"), "{text}");
+    assert!(!text.contains("krbtgt"), "never a TGT in the ccache: {text}");
+    // kvno finds the ticket in the cache (no TGT there, so it cannot have asked the KDC).
+    let out = Command::new("kvno")
+        .arg("-c")
+        .arg(&ccache)
+        .arg(kdc.get("SPN"))
+        .env("KRB5_CONFIG", kdc.get("KRB5_CONFIG"))
+        .output()
+        .expect("kvno");
+    assert!(
+        out.status.success(),
+        "kvno: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&ccache).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn rc4_hmac_works_only_where_the_config_allows_it() {
+    let test = "kerberos_rc4";
+    if !kvm_or_skip(test) {
+        return;
+    }
+    if !have_python_gssapi() {
+        tools_missing(
+            test,
+            "python3 gssapi is missing (pip install gssapi; needs libkrb5-dev)",
+        );
+        return;
+    }
+    let Some(kdc) = TestKdc::start(test) else { return };
+    let stack = Stack::start("kerberos-rc4", &config(&kdc, true));
+    wait_ready(&stack);
+    let id = logon(&stack, &kdc, "alice23", kdc.get("PASSWORD"), None);
+    let (code, out, err) = stack.ctl(None, &["kerberos-tgt", &id], "");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["enctype"], 23);
+    let (code, out, err) = stack.ctl(None, &["kerberos-ticket", &id, kdc.get("SPN")], "");
+    assert_eq!(code, 0, "{err}");
+    let verdict = accept(&kdc, json(&out)["gss_token"].as_str().unwrap());
+    assert_eq!(verdict["initiator"], "alice23@CREDGUARD.TEST");
+}
+
+#[test]
+fn keytab_key_logon_and_tgt_renewal_before_expiry() {
+    let test = "kerberos_keytab_and_renewal";
+    if !kvm_or_skip(test) {
+        return;
+    }
+    let Some(kdc) = TestKdc::start(test) else { return };
+    let stack = Stack::start("kerberos-renew", &config(&kdc, false));
+    wait_ready(&stack);
+    let realm = kdc.get("REALM");
+
+    // Logon with the key from alice18's keytab (`klist -kK` prints it): no password anywhere.
+    let out = Command::new("klist")
+        .args(["-k", "-K", "-e"])
+        .arg(kdc.dir.join("alice18.keytab"))
+        .env("KRB5_CONFIG", kdc.get("KRB5_CONFIG"))
+        .output()
+        .expect("klist -kK");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let key = text
+        .split("(0x")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap_or_else(|| panic!("no key in {text}"))
+        .to_string();
+    let (code, out, err) = stack.ctl(
+        None,
+        &[
+            "logon",
+            "alice18",
+            "--realm",
+            realm,
+            "--kdc",
+            kdc.get("KDC"),
+            "--key-enctype",
+            "18",
+        ],
+        &format!("{key}\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let id = json(&out)["session_id"].as_str().unwrap().to_string();
+    let (code, out, err) = stack.ctl(None, &["kerberos-ticket", &id, kdc.get("SPN")], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(!json(&out)["gss_token"].as_str().unwrap().is_empty());
+
+    // aliceshort's tickets last 20 s: past half of that, the TGT is replaced before use.
+    let id = logon(&stack, &kdc, "aliceshort", kdc.get("PASSWORD"), None);
+    let (code, out, err) = stack.ctl(None, &["kerberos-tgt", &id], "");
+    assert_eq!(code, 0, "{err}");
+    let first_end = json(&out)["end_time"].as_i64().unwrap();
+    let (code, out, err) = stack.ctl(None, &["kerberos-ticket", &id, kdc.get("SPN")], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(json(&out)["end_time"].as_i64().unwrap() <= first_end);
+    std::thread::sleep(Duration::from_secs(11));
+    let (code, out, err) = stack.ctl(None, &["kerberos-ticket", &id, kdc.get("SPN")], "");
+    assert_eq!(code, 0, "{err}");
+    let renewed_end = json(&out)["end_time"].as_i64().unwrap();
+    assert!(
+        renewed_end > first_end,
+        "the service ticket comes from a new TGT: {renewed_end} > {first_end}"
+    );
+}

@@ -1,0 +1,426 @@
+//! NTLM end to end: the real enclave under KVM, the VMM and the proxy as separate processes, and
+//! an independent acceptor (Python `pyspnego`) that checks credguard's AUTHENTICATE messages: the
+//! NTLMv2 proof, the MIC, the channel bindings and the session key. Plus the refusals (NTLMv1-only
+//! CHALLENGEs, legacy protocols), malformed CHALLENGEs, and another uid trying a context.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use credguard_lsa_proxy::client;
+use credguard_proto::lsa;
+use support::{Stack, kvm_or_skip, retry};
+use tonic::Code;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn wait_ready(stack: &Stack) {
+    retry(Duration::from_secs(30), || {
+        let (code, out, err) = stack.ctl(None, &["status"], "");
+        if code == 0 && out.contains("\"state\":\"ready\"") {
+            Ok(())
+        } else {
+            Err(format!("{code} {out} {err}"))
+        }
+    });
+}
+
+type Client = lsa::lsa_client::LsaClient<tonic::transport::Channel>;
+
+mod hex {
+    pub fn encode(b: impl AsRef<[u8]>) -> String {
+        b.as_ref().iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    pub fn decode(s: impl AsRef<str>) -> Result<Vec<u8>, String> {
+        let s = s.as_ref();
+        if s.len() % 2 != 0 {
+            return Err(format!("odd length: {s:?}"));
+        }
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(s.get(i..i + 2).unwrap_or("zz"), 16).map_err(|_| format!("not hex: {s:?}")))
+            .collect()
+    }
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s:?}"))
+}
+
+/// Whether pyspnego (and pycryptodomex, for MD4) are installed; a loud skip otherwise, or a
+/// failure with CREDGUARD_REQUIRE_TOOLS=1.
+fn pyspnego_or_skip(test: &str) -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import spnego, Cryptodome"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return true;
+    }
+    assert!(
+        std::env::var("CREDGUARD_REQUIRE_TOOLS").as_deref() != Ok("1"),
+        "python3 pyspnego/pycryptodomex are missing and CREDGUARD_REQUIRE_TOOLS=1"
+    );
+    eprintln!("!!! SKIPPED {test}: python3 -m pip install pyspnego pycryptodomex");
+    false
+}
+
+/// The independent acceptor, with the accounts in `user_file` and optional channel bindings
+/// application data.
+struct Acceptor {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Acceptor {
+    fn start(user_file: &std::path::Path, cbt_app_data: &[u8]) -> Acceptor {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/ntlm_acceptor.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(hex::encode(cbt_app_data))
+            .env("NTLM_USER_FILE", user_file)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the acceptor");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Acceptor { child, stdin, stdout }
+    }
+
+    fn exchange(&mut self, message: &[u8]) -> String {
+        writeln!(self.stdin, "{}", hex::encode(message)).unwrap();
+        self.stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim().to_string()
+    }
+}
+
+impl Drop for Acceptor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// gss_channel_bindings_struct with no addresses and `app` as application data.
+fn channel_bindings(app: &[u8]) -> Vec<u8> {
+    let mut v = vec![0u8; 16];
+    v.extend_from_slice(&(app.len() as u32).to_le_bytes());
+    v.extend_from_slice(app);
+    v
+}
+
+/// A CHALLENGE with `flags` and `target_info` (crafted: for the refusals and malformed cases).
+fn crafted_challenge(flags: u32, target_info: &[u8]) -> Vec<u8> {
+    let mut m = b"NTLMSSP\0".to_vec();
+    m.extend_from_slice(&2u32.to_le_bytes());
+    m.extend_from_slice(&[0, 0, 0, 0, 48, 0, 0, 0]);
+    m.extend_from_slice(&flags.to_le_bytes());
+    m.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+    m.extend_from_slice(&[0; 8]);
+    let len = target_info.len() as u16;
+    m.extend_from_slice(&len.to_le_bytes());
+    m.extend_from_slice(&len.to_le_bytes());
+    m.extend_from_slice(&48u32.to_le_bytes());
+    m.extend_from_slice(target_info);
+    m
+}
+
+/// MsvAvNbDomainName "D", then MsvAvEOL.
+const TARGET_INFO: &[u8] = &[2, 0, 2, 0, b'D', 0, 0, 0, 0, 0];
+/// UNICODE | NTLM | SIGN | SEAL | ALWAYS_SIGN | EXTENDED_SESSIONSECURITY | TARGET_INFO | 128 | KEY_EXCH.
+const NTLMV2_FLAGS: u32 =
+    0x0000_0001 | 0x0200 | 0x10 | 0x20 | 0x8000 | 0x0008_0000 | 0x0080_0000 | 0x2000_0000 | 0x4000_0000;
+const ESS: u32 = 0x0008_0000;
+
+async fn logon(c: &mut Client, user: &str, secret: lsa::logon_request::Secret) -> String {
+    c.logon(lsa::LogonRequest {
+        user: user.into(),
+        domain: "CORP".into(),
+        realm: String::new(),
+        kdc: String::new(),
+        secret: Some(secret),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .session_id
+}
+
+/// One NTLM handshake against the acceptor; returns its verdict line and our exported key.
+async fn handshake(
+    c: &mut Client,
+    session_id: &str,
+    user_file: &std::path::Path,
+    cbt_app_data: &[u8],
+) -> (String, Vec<u8>) {
+    let neg = c
+        .ntlm_negotiate(lsa::NtlmNegotiateRequest {
+            session_id: session_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut acceptor = Acceptor::start(user_file, cbt_app_data);
+    let challenge = hex::decode(acceptor.exchange(&neg.negotiate_message)).expect("the acceptor's CHALLENGE");
+    let auth = c
+        .ntlm_authenticate(lsa::NtlmAuthenticateRequest {
+            context_id: neg.context_id,
+            challenge_message: challenge,
+            channel_bindings: if cbt_app_data.is_empty() {
+                Vec::new()
+            } else {
+                channel_bindings(cbt_app_data)
+            },
+            target_spn: "HTTP/web.corp.test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(auth.exported_session_key.len(), 16);
+    (acceptor.exchange(&auth.authenticate_message), auth.exported_session_key)
+}
+
+#[test]
+fn ntlmv2_is_accepted_by_an_independent_acceptor() {
+    if !kvm_or_skip("ntlmv2_is_accepted_by_an_independent_acceptor")
+        || !pyspnego_or_skip("ntlmv2_is_accepted_by_an_independent_acceptor")
+    {
+        return;
+    }
+    let stack = Stack::start("ntlm-accept", "");
+    wait_ready(&stack);
+    let users = stack.dir.join("ntlm-users");
+    runtime().block_on(async {
+        let mut c = client::connect(&stack.api).await.unwrap();
+        let alice = logon(
+            &mut c,
+            "alice",
+            lsa::logon_request::Secret::Password("Alice-Passw0rd".into()),
+        )
+        .await;
+
+        // The right password: accepted, and the acceptor derives the same session key.
+        std::fs::write(&users, "CORP:alice:Alice-Passw0rd\n").unwrap();
+        for cbt in [&b""[..], b"tls-server-end-point:0123456789abcdef"] {
+            let (verdict, key) = handshake(&mut c, &alice, &users, cbt).await;
+            assert_eq!(
+                verdict,
+                format!("ACCEPTED {}", hex::encode(&key)),
+                "channel bindings {cbt:?}"
+            );
+        }
+
+        // Another password in the acceptor's user file: rejected.
+        std::fs::write(&users, "CORP:alice:Not-Alice-Passw0rd\n").unwrap();
+        let (verdict, _) = handshake(&mut c, &alice, &users, b"").await;
+        assert!(verdict.starts_with("REJECTED"), "{verdict}");
+
+        // A logon with an NT hash (MS-NLMP 4.2.1: NTOWFv1("Password")) works the same.
+        let hash = hex::decode("a4f49c406510bdcab6824ee7c30fd852").unwrap();
+        let bob = logon(&mut c, "bob", lsa::logon_request::Secret::NtHash(hash)).await;
+        std::fs::write(&users, "CORP:bob:Password\n").unwrap();
+        let (verdict, key) = handshake(&mut c, &bob, &users, b"").await;
+        assert_eq!(verdict, format!("ACCEPTED {}", hex::encode(&key)));
+    });
+}
+
+#[test]
+fn ntlm_refusals_and_malformed_challenges() {
+    if !kvm_or_skip("ntlm_refusals_and_malformed_challenges") {
+        return;
+    }
+    let stack = Stack::start("ntlm-refuse", "");
+    wait_ready(&stack);
+    runtime().block_on(async {
+        let mut c = client::connect(&stack.api).await.unwrap();
+        let s = logon(
+            &mut c,
+            "carol",
+            lsa::logon_request::Secret::Password("Carol-Passw0rd".into()),
+        )
+        .await;
+        let mut answer = async |challenge: Vec<u8>| {
+            let neg = c
+                .ntlm_negotiate(lsa::NtlmNegotiateRequest { session_id: s.clone() })
+                .await
+                .unwrap()
+                .into_inner();
+            let id = neg.context_id.clone();
+            let r = c
+                .ntlm_authenticate(lsa::NtlmAuthenticateRequest {
+                    context_id: neg.context_id,
+                    challenge_message: challenge,
+                    channel_bindings: Vec::new(),
+                    target_spn: String::new(),
+                })
+                .await;
+            (id, r)
+        };
+
+        // NTLMv1-only CHALLENGEs: no extended session security, or no target info.
+        for challenge in [
+            crafted_challenge(NTLMV2_FLAGS & !ESS, TARGET_INFO),
+            crafted_challenge(NTLMV2_FLAGS, &[]),
+            crafted_challenge(NTLMV2_FLAGS, TARGET_INFO)[..32].to_vec(),
+        ] {
+            let e = answer(challenge).await.1.unwrap_err();
+            assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+            assert!(e.message().contains("NTLMv2-only rule"), "{}", e.message());
+        }
+
+        // Malformed: wrong signature, truncated, offsets out of range, huge target info.
+        let good = crafted_challenge(NTLMV2_FLAGS, TARGET_INFO);
+        let mut wrong_sig = good.clone();
+        wrong_sig[..8].copy_from_slice(b"NTLMSSPX");
+        let mut far = good.clone();
+        far[44..48].copy_from_slice(&0xffff_fff0u32.to_le_bytes());
+        let mut huge = good.clone();
+        huge[40..42].copy_from_slice(&0xffffu16.to_le_bytes());
+        for challenge in [wrong_sig, good[..44].to_vec(), good[..20].to_vec(), far, huge] {
+            let e = answer(challenge).await.1.unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+        }
+        // Random bytes (deterministic xorshift): an error, never a crash.
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        for _ in 0..20 {
+            let bytes: Vec<u8> = (0..(x % 300 + 1))
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            assert!(answer(bytes).await.1.is_err());
+        }
+
+        // A valid CHALLENGE works, once: the context is used up.
+        let (id, r) = answer(good.clone()).await;
+        r.unwrap();
+        let e = c
+            .ntlm_authenticate(lsa::NtlmAuthenticateRequest {
+                context_id: id,
+                challenge_message: good,
+                channel_bindings: Vec::new(),
+                target_spn: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound);
+
+        // Legacy protocols: refused for a protected credential, whatever the protocol.
+        for p in [
+            lsa::LegacyProtocol::Ntlmv1,
+            lsa::LegacyProtocol::Mschapv2,
+            lsa::LegacyProtocol::Digest,
+            lsa::LegacyProtocol::Credssp,
+        ] {
+            let e = c
+                .legacy_authenticate(lsa::LegacyAuthenticateRequest {
+                    session_id: s.clone(),
+                    protocol: p as i32,
+                    challenge: vec![0x11; 8],
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::FailedPrecondition, "{p:?}: {}", e.message());
+            assert!(e.message().contains("secondary credential"), "{}", e.message());
+        }
+        let e = c
+            .legacy_authenticate(lsa::LegacyAuthenticateRequest {
+                session_id: s.clone(),
+                protocol: 0,
+                challenge: vec![],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+
+        // The enclave is still serving.
+        c.status(lsa::StatusRequest {}).await.unwrap();
+    });
+}
+
+#[test]
+fn another_uid_cannot_use_an_ntlm_context() {
+    if !kvm_or_skip("another_uid_cannot_use_an_ntlm_context") {
+        return;
+    }
+    let stack = Stack::start("ntlm-uids", "");
+    wait_ready(&stack);
+    let (alice, bob) = (Some(64111), Some(64112));
+    let (code, out, err) = stack.ctl(alice, &["logon", "alice", "--domain", "CORP"], "Alice-Passw0rd\n");
+    assert_eq!(code, 0, "{err}");
+    let session = json(&out)["session_id"].as_str().unwrap().to_string();
+
+    // Bob can neither start a context on Alice's session nor use Alice's context.
+    let (code, _, err) = stack.ctl(bob, &["ntlm", "negotiate", &session], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("PermissionDenied"), "{err}");
+    let (code, out, err) = stack.ctl(alice, &["ntlm", "negotiate", &session], "");
+    assert_eq!(code, 0, "{err}");
+    let neg = json(&out);
+    let context = neg["context_id"].as_str().unwrap().to_string();
+    assert!(
+        neg["negotiate_message"]
+            .as_str()
+            .unwrap()
+            .starts_with("4e544c4d53535000")
+    );
+    let challenge = hex::encode(crafted_challenge(NTLMV2_FLAGS, TARGET_INFO));
+    let (code, _, err) = stack.ctl(
+        bob,
+        &["ntlm", "authenticate", &context, "--challenge-hex", &challenge],
+        "",
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("PermissionDenied"), "{err}");
+    let (code, _, err) = stack.ctl(bob, &["legacy-authenticate", &session, "--protocol", "ntlmv1"], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("PermissionDenied"), "{err}");
+
+    // Bob's attempt did not use it up: Alice still can.
+    let (code, out, err) = stack.ctl(
+        alice,
+        &["ntlm", "authenticate", &context, "--challenge-hex", &challenge],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    let auth = json(&out);
+    assert!(
+        auth["authenticate_message"]
+            .as_str()
+            .unwrap()
+            .starts_with("4e544c4d53535000")
+    );
+    assert_eq!(auth["exported_session_key"].as_str().unwrap().len(), 32);
+    let (code, _, err) = stack.ctl(
+        alice,
+        &[
+            "legacy-authenticate",
+            &session,
+            "--protocol",
+            "mschapv2",
+            "--challenge-hex",
+            "00112233",
+        ],
+        "",
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("FailedPrecondition"), "{err}");
+}
