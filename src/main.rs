@@ -61,16 +61,19 @@ fn load(args: &[OsString]) -> ExitCode {
     let mut it = args.iter().map(|a| a.to_string_lossy().into_owned());
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
-        let r = match a.as_str() {
-            "--socket" => value("--socket").map(|v| socket = PathBuf::from(v)),
-            "--clients" => value("--clients").and_then(|v| v.parse().map(|n| clients = n).map_err(|e| format!("--clients: {e}"))),
-            "--seconds" => value("--seconds").and_then(|v| v.parse().map(|n| seconds = n).map_err(|e| format!("--seconds: {e}"))),
-            "--json" => {
-                json = true;
-                Ok(())
-            }
-            other => Err(format!("unknown argument {other:?}")),
-        };
+        let r =
+            match a.as_str() {
+                "--socket" => value("--socket").map(|v| socket = PathBuf::from(v)),
+                "--clients" => value("--clients")
+                    .and_then(|v| v.parse().map(|n| clients = n).map_err(|e| format!("--clients: {e}"))),
+                "--seconds" => value("--seconds")
+                    .and_then(|v| v.parse().map(|n| seconds = n).map_err(|e| format!("--seconds: {e}"))),
+                "--json" => {
+                    json = true;
+                    Ok(())
+                }
+                other => Err(format!("unknown argument {other:?}")),
+            };
         if let Err(e) = r {
             eprintln!("credguard load: {e}");
             return ExitCode::from(2);
@@ -87,7 +90,11 @@ fn load(args: &[OsString]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let config = credguard_lsa_proxy::load::LoadConfig { socket, clients, duration: Duration::from_secs(seconds) };
+    let config = credguard_lsa_proxy::load::LoadConfig {
+        socket,
+        clients,
+        duration: Duration::from_secs(seconds),
+    };
     let report = rt.block_on(credguard_lsa_proxy::load::run(config));
     if json {
         println!("{}", report.to_json());

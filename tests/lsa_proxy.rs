@@ -262,11 +262,18 @@ fn grpcurl_works_through_reflection_and_health() {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "grpcurl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "grpcurl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let services = grpcurl(&["list"]);
-    assert!(services.contains("credguard.v1.Lsa") && services.contains("grpc.health.v1.Health"), "{services}");
+    assert!(
+        services.contains("credguard.v1.Lsa") && services.contains("grpc.health.v1.Health"),
+        "{services}"
+    );
     let status = grpcurl(&["credguard.v1.Lsa/Status"]);
     assert!(status.contains("\"state\": \"ready\""), "{status}");
     let health = grpcurl(&["grpc.health.v1.Health/Check"]);

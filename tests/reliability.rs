@@ -20,7 +20,11 @@ fn sixty_four_clients_for_ten_seconds_and_a_hammering_uid_disturbs_nobody() {
     let stack = Stack::start("load", "");
     retry(Duration::from_secs(30), || {
         let (code, out, err) = stack.ctl(None, &["status"], "");
-        if code == 0 && out.contains("\"state\":\"ready\"") { Ok(()) } else { Err(format!("{code} {out} {err}")) }
+        if code == 0 && out.contains("\"state\":\"ready\"") {
+            Ok(())
+        } else {
+            Err(format!("{code} {out} {err}"))
+        }
     });
     let (alice, hammer) = (64201u32, 64202u32);
     let (code, out, err) = stack.ctl(Some(alice), &["logon", "alice", "--domain", "CORP"], "alice-pw\n");
@@ -29,7 +33,11 @@ fn sixty_four_clients_for_ten_seconds_and_a_hammering_uid_disturbs_nobody() {
 
     // 32 clients as a second uid, in another process...
     let hammering = std::process::Command::new("setpriv")
-        .args([format!("--reuid={hammer}"), format!("--regid={hammer}"), "--clear-groups".into()])
+        .args([
+            format!("--reuid={hammer}"),
+            format!("--regid={hammer}"),
+            "--clear-groups".into(),
+        ])
         .arg(credguard_bin())
         .args(["load", "--clients", "32", "--seconds", "10", "--json", "--socket"])
         .arg(&stack.api)
@@ -45,7 +53,11 @@ fn sixty_four_clients_for_ten_seconds_and_a_hammering_uid_disturbs_nobody() {
             let mut checks = 0;
             while start.elapsed() < Duration::from_secs(9) {
                 let out = std::process::Command::new("setpriv")
-                    .args([format!("--reuid={alice}"), format!("--regid={alice}"), "--clear-groups".into()])
+                    .args([
+                        format!("--reuid={alice}"),
+                        format!("--regid={alice}"),
+                        "--clear-groups".into(),
+                    ])
                     .arg(credguard_bin())
                     .args(["ctl", "--json", "--socket"])
                     .arg(&api)
@@ -53,20 +65,34 @@ fn sixty_four_clients_for_ten_seconds_and_a_hammering_uid_disturbs_nobody() {
                     .output()
                     .unwrap();
                 let listed = String::from_utf8_lossy(&out.stdout);
-                assert!(out.status.success() && listed.contains(&session), "alice's session under load: {listed}");
+                assert!(
+                    out.status.success() && listed.contains(&session),
+                    "alice's session under load: {listed}"
+                );
                 checks += 1;
                 std::thread::sleep(Duration::from_millis(500));
             }
             checks
         })
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let report = rt.block_on(run(LoadConfig { socket: stack.api.clone(), clients: 32, duration: Duration::from_secs(10) }));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = rt.block_on(run(LoadConfig {
+        socket: stack.api.clone(),
+        clients: 32,
+        duration: Duration::from_secs(10),
+    }));
     let out = hammering.wait_with_output().unwrap();
     assert!(out.status.success());
     let other = json(&String::from_utf8_lossy(&out.stdout));
     let checks = checker.join().expect("alice's checks");
-    eprintln!("root clients:\n{}second uid: {other}\nalice checked her session {checks} times", report.summary());
+    eprintln!(
+        "root clients:\n{}second uid: {other}\nalice checked her session {checks} times",
+        report.summary()
+    );
 
     // No error but the documented backpressure, and real work on both sides.
     for (code, n) in &report.errors {

@@ -12,10 +12,10 @@ extern crate alloc;
 
 pub mod boot;
 pub mod credentials;
-pub mod kerberos;
-pub mod ntlm;
 pub mod dma;
 pub mod fmtbuf;
+pub mod kerberos;
+pub mod ntlm;
 pub mod rng;
 pub mod service;
 pub mod stats;

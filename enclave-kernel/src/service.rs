@@ -9,8 +9,9 @@ use alloc::vec::Vec;
 
 use credguard_proto::abi::MEASUREMENT_LEN;
 use credguard_proto::enclave::{
-    Frame, LogoffReply, METHOD_KERBEROS_AS, METHOD_KERBEROS_TGS, LogoffRequest, LogonReply, LogonRequest, METHOD_LEGACY_AUTHENTICATE, METHOD_LOGOFF,
-    METHOD_LOGON, METHOD_NTLM_AUTHENTICATE, METHOD_NTLM_NEGOTIATE, METHOD_STATUS, StatusReply, StatusRequest,
+    Frame, LogoffReply, LogoffRequest, LogonReply, LogonRequest, METHOD_KERBEROS_AS, METHOD_KERBEROS_TGS,
+    METHOD_LEGACY_AUTHENTICATE, METHOD_LOGOFF, METHOD_LOGON, METHOD_NTLM_AUTHENTICATE, METHOD_NTLM_NEGOTIATE,
+    METHOD_STATUS, StatusReply, StatusRequest,
 };
 use credguard_proto::wire::{FrameDecoder, WireError, encode_frame};
 use prost::Message;
@@ -189,7 +190,12 @@ impl<R: TryCryptoRng> Service<R> {
             },
             METHOD_KERBEROS_AS => kerberos_reply(
                 call_id,
-                crate::kerberos::as_step(&mut self.credentials, &mut self.kerberos, &mut self.rng, &request.payload),
+                crate::kerberos::as_step(
+                    &mut self.credentials,
+                    &mut self.kerberos,
+                    &mut self.rng,
+                    &request.payload,
+                ),
             ),
             METHOD_KERBEROS_TGS => kerberos_reply(
                 call_id,

@@ -151,12 +151,20 @@ impl EnclaveLink {
         };
         let Ok(_slot) = conn.slots.clone().try_acquire_owned() else {
             payload.zeroize();
-            return Err(LsaError::ResourceExhausted("the enclave's request queue is full; retry shortly".into()));
+            return Err(LsaError::ResourceExhausted(
+                "the enclave's request queue is full; retry shortly".into(),
+            ));
         };
         let call_id = self.shared.next_call_id.fetch_add(1, Ordering::Relaxed);
         let (reply_tx, reply_rx) = oneshot::channel();
         lock(&conn.pending).insert(call_id, reply_tx);
-        let mut frame = Frame { call_id, method: method.into(), payload, code: 0, message: String::new() };
+        let mut frame = Frame {
+            call_id,
+            method: method.into(),
+            payload,
+            code: 0,
+            message: String::new(),
+        };
         let mut buf = Vec::with_capacity(frame.payload.len() + 64);
         encode_frame(&frame, &mut buf);
         // The payload may be a logon's secret: wipe both copies once written.
@@ -172,7 +180,9 @@ impl EnclaveLink {
         .await;
         if !matches!(written, Ok(Ok(()))) {
             lock(&conn.pending).remove(&call_id);
-            return Err(LsaError::Unavailable("the connection to the enclave was lost during the call".into()));
+            return Err(LsaError::Unavailable(
+                "the connection to the enclave was lost during the call".into(),
+            ));
         }
         let timeout = Duration::from_millis(self.shared.cfg.call_timeout_ms);
         match tokio::time::timeout(timeout, reply_rx).await {

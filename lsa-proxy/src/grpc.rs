@@ -112,7 +112,9 @@ impl Lsa for LsaService {
     ) -> Result<Response<lsa::LegacyAuthenticateReply>, Status> {
         let caller = begin(&self.core, &req)?;
         Ok(Response::new(
-            self.ntlm.legacy_authenticate(&self.core, caller, req.into_inner()).await?,
+            self.ntlm
+                .legacy_authenticate(&self.core, caller, req.into_inner())
+                .await?,
         ))
     }
 

@@ -108,7 +108,12 @@ impl LoadReport {
             self.throughput()
         );
         for (name, o) in &self.ops {
-            s += &format!("  {name:<7} {:>8} ok  p50 {:>6} us  p99 {:>6} us\n", o.ok, o.quantile_us(0.5), o.quantile_us(0.99));
+            s += &format!(
+                "  {name:<7} {:>8} ok  p50 {:>6} us  p99 {:>6} us\n",
+                o.ok,
+                o.quantile_us(0.5),
+                o.quantile_us(0.99)
+            );
         }
         if self.errors.is_empty() && self.connect_failures == 0 {
             s += "  no errors\n";
@@ -128,7 +133,8 @@ fn record<T>(report: &mut LoadReport, op: &'static str, started: Instant, r: Res
         Ok(v) => {
             let o = report.ops.entry(op).or_default();
             o.ok += 1;
-            o.latencies_us.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
+            o.latencies_us
+                .push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
             Some(v)
         }
         Err(e) => {
@@ -163,10 +169,17 @@ async fn one_client(socket: PathBuf, id: usize, deadline: Instant) -> LoadReport
             let r = c.logon(req).await.map(|r| r.into_inner());
             if let Some(session) = record(&mut report, "logon", t, r) {
                 let t = Instant::now();
-                let r = c.list_sessions(lsa::ListSessionsRequest {}).await.map(|r| r.into_inner());
+                let r = c
+                    .list_sessions(lsa::ListSessionsRequest {})
+                    .await
+                    .map(|r| r.into_inner());
                 record(&mut report, "list", t, r);
                 let t = Instant::now();
-                let r = c.logoff(lsa::LogoffRequest { session_id: session.session_id }).await;
+                let r = c
+                    .logoff(lsa::LogoffRequest {
+                        session_id: session.session_id,
+                    })
+                    .await;
                 record(&mut report, "logoff", t, r);
             }
         }

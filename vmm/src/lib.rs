@@ -14,9 +14,9 @@ pub mod devices;
 pub mod doorbell;
 pub mod enclave_client;
 pub mod interrupts;
-pub mod memory;
 #[cfg(test)]
 mod kvm_tests;
+pub mod memory;
 pub mod outcome;
 pub mod sandbox;
 pub mod signals;
