@@ -222,12 +222,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 );
             } else {
                 println!("state:       {}", s.state);
-                println!("version:     {} (enclave {})", s.version, s.enclave_version);
-                println!("measurement: {}", s.measurement);
-                println!("signer:      {}", s.signer);
-                println!("uptime:      {:.1} s", s.uptime_ms as f64 / 1000.0);
+                println!("version:     {}", s.version);
+                if s.enclave_version.is_empty() {
+                    // The enclave is not answering: the proxy knows nothing about it right now.
+                    println!("enclave:     not reachable (the proxy is reconnecting)");
+                } else {
+                    println!("enclave:     {}", s.enclave_version);
+                    println!("measurement: {}", s.measurement);
+                    println!("signer:      {}", s.signer);
+                    println!("uptime:      {:.1} s", s.uptime_ms as f64 / 1000.0);
+                    println!("protection:  {}", s.protection);
+                }
                 println!("sessions:    {}", s.sessions);
-                println!("protection:  {}", s.protection);
             }
         }
         Cmd::Logon {
