@@ -35,21 +35,6 @@ fn unhex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s:?}"))
-}
-
-fn wait_ready(stack: &Stack) -> serde_json::Value {
-    retry(Duration::from_secs(30), || {
-        let (code, out, err) = stack.ctl(None, &["status"], "");
-        if code == 0 && out.contains("\"state\":\"ready\"") {
-            Ok(json(&out))
-        } else {
-            Err(format!("{code} {out} {err}"))
-        }
-    })
-}
-
 /// One readable mapping of a process.
 struct Mapping {
     start: u64,
@@ -140,7 +125,7 @@ fn memory_scan_finds_no_secret_in_proxy_or_vmm() {
         return;
     }
     let stack = Stack::start("scan", "");
-    let status = wait_ready(&stack);
+    let status = stack.wait_ready();
     let protection = status["protection"].as_str().unwrap_or_default().to_owned();
     assert!(
         protection.starts_with("guest_memfd,")
@@ -276,7 +261,7 @@ fn vmm_core_dump_holds_no_guest_memory() {
         return;
     }
     let stack = Stack::start("core", "");
-    wait_ready(&stack);
+    stack.wait_ready();
     let vmm = stack.vmm_pid().expect("VMM running");
 
     // The guest RAM the VMM maps is marked "dd" (MADV_DONTDUMP) and locked.

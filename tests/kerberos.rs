@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{Stack, kvm_or_skip, retry, temp_dir};
+use support::{Stack, json, kvm_or_skip, temp_dir};
 
 /// A running test KDC; stopped when dropped.
 struct TestKdc {
@@ -80,21 +80,6 @@ fn have_python_gssapi() -> bool {
     )
 }
 
-fn wait_ready(stack: &Stack) {
-    retry(Duration::from_secs(30), || {
-        let (code, out, err) = stack.ctl(None, &["status"], "");
-        if code == 0 && out.contains("\"state\":\"ready\"") {
-            Ok(())
-        } else {
-            Err(format!("{code} {out} {err}"))
-        }
-    });
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s:?}"))
-}
-
 fn logon(stack: &Stack, kdc: &TestKdc, user: &str, password: &str, kdc_addr: Option<&str>) -> String {
     let kdc_addr = kdc_addr.unwrap_or(kdc.get("KDC"));
     let (code, out, err) = stack.ctl(
@@ -152,7 +137,7 @@ fn tgt_service_ticket_and_mit_acceptor_for_every_enctype_and_the_refusals() {
     }
     let Some(kdc) = TestKdc::start(test) else { return };
     let stack = Stack::start("kerberos", &config(&kdc, false));
-    wait_ready(&stack);
+    stack.wait_ready();
     let password = kdc.get("PASSWORD").to_string();
     let spn = kdc.get("SPN").to_string();
     let realm = kdc.get("REALM").to_string();
@@ -249,7 +234,7 @@ fn ccache_holds_the_service_ticket_only_and_mit_tools_read_it() {
     }
     let Some(kdc) = TestKdc::start(test) else { return };
     let stack = Stack::start("kerberos-ccache", &config(&kdc, false));
-    wait_ready(&stack);
+    stack.wait_ready();
     let id = logon(&stack, &kdc, "alice", kdc.get("PASSWORD"), None);
     let ccache = stack.dir.join("svc.ccache");
     let (code, _, err) = stack.ctl(
@@ -308,7 +293,7 @@ fn rc4_hmac_works_only_where_the_config_allows_it() {
     }
     let Some(kdc) = TestKdc::start(test) else { return };
     let stack = Stack::start("kerberos-rc4", &config(&kdc, true));
-    wait_ready(&stack);
+    stack.wait_ready();
     let id = logon(&stack, &kdc, "alice23", kdc.get("PASSWORD"), None);
     let (code, out, err) = stack.ctl(None, &["kerberos-tgt", &id], "");
     assert_eq!(code, 0, "{err}");
@@ -327,7 +312,7 @@ fn keytab_key_logon_and_tgt_renewal_before_expiry() {
     }
     let Some(kdc) = TestKdc::start(test) else { return };
     let stack = Stack::start("kerberos-renew", &config(&kdc, false));
-    wait_ready(&stack);
+    stack.wait_ready();
     let realm = kdc.get("REALM");
 
     // Logon with the key from alice18's keytab (`klist -kK` prints it): no password anywhere.

@@ -8,32 +8,8 @@ use std::time::Duration;
 
 use credguard_lsa_proxy::client;
 use credguard_proto::lsa;
-use support::{Stack, kvm_or_skip, retry};
+use support::{Stack, json, kvm_or_skip, retry, runtime};
 use tonic::Code;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Waits until the proxy says the enclave is ready.
-fn wait_ready(stack: &Stack) {
-    retry(Duration::from_secs(30), || {
-        let (code, out, err) = stack.ctl(None, &["status"], "");
-        if code == 0 && out.contains("\"state\":\"ready\"") {
-            Ok(())
-        } else {
-            Err(format!("{code} {out} {err}"))
-        }
-    });
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s:?}"))
-}
 
 #[test]
 fn logon_list_logoff_and_another_uid_cannot_touch_it() {
@@ -41,7 +17,7 @@ fn logon_list_logoff_and_another_uid_cannot_touch_it() {
         return;
     }
     let stack = Stack::start("uids", "");
-    wait_ready(&stack);
+    stack.wait_ready();
     let (alice, bob) = (Some(64101), Some(64102));
 
     let (code, out, err) = stack.ctl(alice, &["logon", "alice", "--domain", "CORP"], "Alice-Passw0rd\n");
@@ -87,7 +63,7 @@ fn bad_requests_get_clear_codes() {
         return;
     }
     let stack = Stack::start("bad", "[limits]\nsessions_per_uid = 2\nmax_request_bytes = 4096\n");
-    wait_ready(&stack);
+    stack.wait_ready();
     runtime().block_on(async {
         let mut c = client::connect(&stack.api).await.unwrap();
         let logon = |user: &str, secret| lsa::LogonRequest {
@@ -172,7 +148,7 @@ fn proxy_survives_a_killed_vmm_and_a_killed_proxy() {
         return;
     }
     let mut stack = Stack::start("faults", "");
-    wait_ready(&stack);
+    stack.wait_ready();
     let (code, out, err) = stack.ctl(None, &["logon", "carol"], "pw\n");
     assert_eq!(code, 0, "{err}");
     let old = json(&out)["session_id"].as_str().unwrap().to_string();
@@ -191,7 +167,7 @@ fn proxy_survives_a_killed_vmm_and_a_killed_proxy() {
     assert!(err.contains("Unavailable"), "{err}");
 
     stack.start_vmm();
-    wait_ready(&stack);
+    stack.wait_ready();
     let (code, _, err) = stack.ctl(None, &["logoff", &old], "");
     assert_eq!(code, 1);
     assert!(err.contains("NotFound") && err.contains("restarted"), "{err}");
@@ -202,7 +178,7 @@ fn proxy_survives_a_killed_vmm_and_a_killed_proxy() {
     stack.kill_proxy();
     assert!(stack.api.exists(), "the killed proxy's socket is still there");
     stack.start_proxy();
-    wait_ready(&stack);
+    stack.wait_ready();
 }
 
 #[test]
@@ -222,7 +198,7 @@ fn an_independent_python_grpcio_client_works() {
         return;
     }
     let stack = Stack::start("python", "");
-    wait_ready(&stack);
+    stack.wait_ready();
     let root = env!("CARGO_MANIFEST_DIR");
     let out = std::process::Command::new("python3")
         .arg(format!("{root}/tests/python/lsa_client.py"))
@@ -252,7 +228,7 @@ fn grpcurl_works_through_reflection_and_health() {
         return;
     }
     let stack = Stack::start("grpcurl", "");
-    wait_ready(&stack);
+    stack.wait_ready();
     // h2 (under tonic) refuses a socket path as :authority; grpcurl needs `-authority localhost`
     // on Unix sockets, as the README says.
     let grpcurl = |args: &[&str]| {

@@ -7,31 +7,11 @@ mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use credguard_lsa_proxy::client;
 use credguard_proto::lsa;
-use support::{Stack, kvm_or_skip, retry};
+use support::{Stack, json, kvm_or_skip, runtime};
 use tonic::Code;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn wait_ready(stack: &Stack) {
-    retry(Duration::from_secs(30), || {
-        let (code, out, err) = stack.ctl(None, &["status"], "");
-        if code == 0 && out.contains("\"state\":\"ready\"") {
-            Ok(())
-        } else {
-            Err(format!("{code} {out} {err}"))
-        }
-    });
-}
 
 type Client = lsa::lsa_client::LsaClient<tonic::transport::Channel>;
 
@@ -50,10 +30,6 @@ mod hex {
             .map(|i| u8::from_str_radix(s.get(i..i + 2).unwrap_or("zz"), 16).map_err(|_| format!("not hex: {s:?}")))
             .collect()
     }
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s:?}"))
 }
 
 /// Whether pyspnego (and pycryptodomex, for MD4) are installed; a loud skip otherwise, or a
@@ -203,7 +179,7 @@ fn ntlmv2_is_accepted_by_an_independent_acceptor() {
         return;
     }
     let stack = Stack::start("ntlm-accept", "");
-    wait_ready(&stack);
+    stack.wait_ready();
     let users = stack.dir.join("ntlm-users");
     runtime().block_on(async {
         let mut c = client::connect(&stack.api).await.unwrap();
@@ -245,7 +221,7 @@ fn ntlm_refusals_and_malformed_challenges() {
         return;
     }
     let stack = Stack::start("ntlm-refuse", "");
-    wait_ready(&stack);
+    stack.wait_ready();
     runtime().block_on(async {
         let mut c = client::connect(&stack.api).await.unwrap();
         let s = logon(
@@ -362,7 +338,7 @@ fn another_uid_cannot_use_an_ntlm_context() {
         return;
     }
     let stack = Stack::start("ntlm-uids", "");
-    wait_ready(&stack);
+    stack.wait_ready();
     let (alice, bob) = (Some(64111), Some(64112));
     let (code, out, err) = stack.ctl(alice, &["logon", "alice", "--domain", "CORP"], "Alice-Passw0rd\n");
     assert_eq!(code, 0, "{err}");

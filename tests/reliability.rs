@@ -6,11 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use credguard_lsa_proxy::load::{LoadConfig, run};
-use support::{Stack, credguard_bin, kvm_or_skip, retry};
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s:?}"))
-}
+use support::{Stack, credguard_bin, json, kvm_or_skip};
 
 #[test]
 fn sixty_four_clients_for_ten_seconds_and_a_hammering_uid_disturbs_nobody() {
@@ -18,14 +14,7 @@ fn sixty_four_clients_for_ten_seconds_and_a_hammering_uid_disturbs_nobody() {
         return;
     }
     let stack = Stack::start("load", "");
-    retry(Duration::from_secs(30), || {
-        let (code, out, err) = stack.ctl(None, &["status"], "");
-        if code == 0 && out.contains("\"state\":\"ready\"") {
-            Ok(())
-        } else {
-            Err(format!("{code} {out} {err}"))
-        }
-    });
+    stack.wait_ready();
     let (alice, hammer) = (64201u32, 64202u32);
     let (code, out, err) = stack.ctl(Some(alice), &["logon", "alice", "--domain", "CORP"], "alice-pw\n");
     assert_eq!(code, 0, "{err}");

@@ -34,6 +34,20 @@ pub fn temp_dir(name: &str) -> PathBuf {
     d
 }
 
+/// Parses a JSON document printed by `credguardctl --json`.
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s:?}"))
+}
+
+/// A small multi-threaded runtime for in-process gRPC clients.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Retries `f` until it succeeds or `timeout` passes; returns the last error on timeout.
 pub fn retry<T, E: std::fmt::Debug>(timeout: Duration, mut f: impl FnMut() -> Result<T, E>) -> T {
     let start = Instant::now();
@@ -84,6 +98,18 @@ impl Stack {
         s.start_vmm();
         s.start_proxy();
         s
+    }
+
+    /// Waits until the proxy says the enclave is ready; returns `credguardctl --json status`.
+    pub fn wait_ready(&self) -> serde_json::Value {
+        retry(Duration::from_secs(30), || {
+            let (code, out, err) = self.ctl(None, &["status"], "");
+            if code == 0 && out.contains("\"state\":\"ready\"") {
+                Ok(json(&out))
+            } else {
+                Err(format!("{code} {out} {err}"))
+            }
+        })
     }
 
     /// (Re)starts the VMM.
