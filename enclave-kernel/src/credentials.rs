@@ -255,6 +255,7 @@ mod tests {
             domain: "D".into(),
             realm: "R".into(),
             secret: Some(secret),
+            operations_per_second: 0,
         }
     }
 

@@ -16,6 +16,7 @@ pub mod dma;
 pub mod fmtbuf;
 pub mod kerberos;
 pub mod ntlm;
+pub mod ratelimit;
 pub mod rng;
 pub mod service;
 pub mod stats;

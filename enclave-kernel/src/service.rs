@@ -2,23 +2,31 @@
 //!
 //! Nothing here trusts its input: any byte sequence from the host either yields replies or a
 //! [`WireError`] after which the caller closes that stream. Nothing here panics on input.
+//!
+//! "No oracle" (issue 7) is applied here, around every method: a call that puts a session's secret
+//! to work first takes a token from that session's rate limit ([`crate::ratelimit`]), and its
+//! reply carries exactly one [`AuditRecord`] of the use (done, refused or rate-limited), which the
+//! proxy writes to its log.
 
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
 use credguard_proto::abi::MEASUREMENT_LEN;
 use credguard_proto::enclave::{
-    Frame, LogoffReply, LogoffRequest, LogonReply, LogonRequest, METHOD_KERBEROS_AS, METHOD_KERBEROS_TGS,
-    METHOD_LEGACY_AUTHENTICATE, METHOD_LOGOFF, METHOD_LOGON, METHOD_NTLM_AUTHENTICATE, METHOD_NTLM_NEGOTIATE,
-    METHOD_STATUS, StatusReply, StatusRequest,
+    AuditRecord, Frame, KerberosAsRequest, KerberosTgsRequest, LegacyAuthenticateRequest, LegacyProtocol, LogoffReply,
+    LogoffRequest, LogonReply, LogonRequest, METHOD_KERBEROS_AS, METHOD_KERBEROS_TGS, METHOD_LEGACY_AUTHENTICATE,
+    METHOD_LOGOFF, METHOD_LOGON, METHOD_NTLM_AUTHENTICATE, METHOD_NTLM_NEGOTIATE, METHOD_STATUS,
+    NtlmAuthenticateRequest, StatusReply, StatusRequest,
 };
 use credguard_proto::wire::{FrameDecoder, WireError, encode_frame};
 use prost::Message;
 use rand_core::TryCryptoRng;
 use zeroize::Zeroize;
 
-use crate::credentials::{CredentialStore, LogonRefused, SESSION_HANDLE_LEN, credential_from};
+use crate::credentials::{CredentialStore, LogonRefused, SESSION_HANDLE_LEN, SessionHandle, credential_from};
+use crate::ratelimit::{RateLimited, RateLimiter};
 
 /// gRPC status code OK.
 pub const CODE_OK: i32 = 0;
@@ -26,7 +34,8 @@ pub const CODE_OK: i32 = 0;
 pub const CODE_INVALID_ARGUMENT: i32 = 3;
 /// gRPC status code NOT_FOUND: no such session.
 pub const CODE_NOT_FOUND: i32 = 5;
-/// gRPC status code RESOURCE_EXHAUSTED: the enclave holds as many sessions as it can.
+/// gRPC status code RESOURCE_EXHAUSTED: the enclave holds as many sessions as it can, or a
+/// session is over its rate limit.
 pub const CODE_RESOURCE_EXHAUSTED: i32 = 8;
 /// gRPC status code FAILED_PRECONDITION: refused by one of the enclave's rules.
 pub const CODE_FAILED_PRECONDITION: i32 = 9;
@@ -37,6 +46,8 @@ pub const CODE_INTERNAL: i32 = 13;
 
 /// Longest prefix of an unknown method name echoed back in an error message.
 const MAX_ECHOED_METHOD: usize = 80;
+/// Longest prefix of an SPN copied into an audit record.
+const MAX_AUDITED_TARGET: usize = 256;
 
 /// One open stream: bytes received but not yet a whole frame.
 #[derive(Default)]
@@ -78,7 +89,34 @@ pub struct Service<R> {
     credentials: CredentialStore,
     ntlm: crate::ntlm::NtlmContexts,
     kerberos: crate::kerberos::KerberosSessions,
+    /// Rate limit of each session's secret-using operations (same keys as `credentials`).
+    limits: BTreeMap<SessionHandle, RateLimiter>,
     protection: String,
+}
+
+/// Audit record operation names (`AuditRecord.operation`).
+pub mod operation {
+    /// A credential taken in (`Logon`).
+    pub const LOGON: &str = "logon";
+    /// An NTLMv2 response computed (`NtlmAuthenticate`).
+    pub const NTLM_AUTHENTICATE: &str = "ntlm_authenticate";
+    /// A step of an AS exchange with the long-term key (`KerberosAs`).
+    pub const KERBEROS_AS: &str = "kerberos_as";
+    /// A step of a TGS exchange with the TGT (`KerberosTgs`).
+    pub const KERBEROS_TGS: &str = "kerberos_tgs";
+    /// A legacy protocol's response asked for, and refused (`LegacyAuthenticate`).
+    pub const LEGACY_REFUSED: &str = "legacy_refused";
+}
+
+/// A call that uses (or tries to use) a session's secret, as known before it runs.
+struct SecretUse {
+    operation: &'static str,
+    session: Vec<u8>,
+    target: String,
+    /// Whether it costs one token of the session's rate limit: the calls that put the secret to
+    /// work on input the caller chose (one per NTLM authenticate, per AS or TGS exchange, per
+    /// legacy attempt), not the later steps of an exchange already paid for.
+    charged: bool,
 }
 
 /// The random source failed.
@@ -101,6 +139,7 @@ impl<R: TryCryptoRng> Service<R> {
             credentials: CredentialStore::new(),
             ntlm: crate::ntlm::NtlmContexts::new(),
             kerberos: crate::kerberos::KerberosSessions::new(),
+            limits: BTreeMap::new(),
             protection: String::new(),
         })
     }
@@ -148,9 +187,116 @@ impl<R: TryCryptoRng> Service<R> {
         self.protection = protection;
     }
 
-    /// The reply to one request frame.
+    /// The reply to one request frame, carrying one audit record if the call used (or was refused
+    /// the use of) a session's secret. The session's rate limit is applied first.
     pub fn dispatch(&mut self, request: &Frame, now_tsc: u64) -> Frame {
         self.requests_served = self.requests_served.saturating_add(1);
+        let secret_use = self.secret_use(&request.method, &request.payload);
+        let limited = secret_use.as_ref().and_then(|u| self.charge(u, now_tsc).err());
+        let mut reply = match limited {
+            Some(e) => error(request.call_id, CODE_RESOURCE_EXHAUSTED, e.message()),
+            None => self.answer(request, now_tsc),
+        };
+        if let Some(u) = secret_use {
+            let mut session = u.session;
+            if u.operation == operation::LOGON && reply.code == CODE_OK {
+                // The session is born in this call: its handle is in the reply.
+                session = LogonReply::decode(reply.payload.as_slice())
+                    .map(|r| r.session_handle)
+                    .unwrap_or_default();
+            }
+            reply.audit.push(AuditRecord {
+                operation: String::from(u.operation),
+                session_handle: session,
+                target: u.target,
+                code: reply.code,
+                enclave_time_ms: crate::cycles_to_ms(now_tsc.wrapping_sub(self.start_tsc), self.tsc_khz),
+            });
+        }
+        reply
+    }
+
+    /// Takes a token from the session's rate limit if the call costs one. Sessions without a
+    /// limiter are unknown: the call itself will fail with NOT_FOUND.
+    fn charge(&mut self, u: &SecretUse, now_tsc: u64) -> Result<(), RateLimited> {
+        if !u.charged {
+            return Ok(());
+        }
+        let Ok(handle) = SessionHandle::try_from(u.session.as_slice()) else {
+            return Ok(());
+        };
+        match self.limits.get_mut(&handle) {
+            Some(l) => l.try_acquire(now_tsc),
+            None => Ok(()),
+        }
+    }
+
+    /// What a secret-using call is about, read from its request before it runs; `None` for the
+    /// other methods and for payloads that do not decode (those fail without touching a secret).
+    fn secret_use(&self, method: &str, payload: &[u8]) -> Option<SecretUse> {
+        let u = |operation, session, target, charged| {
+            Some(SecretUse {
+                operation,
+                session,
+                target,
+                charged,
+            })
+        };
+        match method {
+            // Not decoded here: the payload holds the secret, and the handle is in the reply.
+            METHOD_LOGON => u(operation::LOGON, Vec::new(), String::new(), false),
+            METHOD_NTLM_AUTHENTICATE => {
+                let req = NtlmAuthenticateRequest::decode(payload).ok()?;
+                let session = self
+                    .ntlm
+                    .session_of(&req.context_id)
+                    .map(|h| h.to_vec())
+                    .unwrap_or_default();
+                let target = if req.target_spn.is_empty() {
+                    crate::ntlm::challenge_server_name(&req.challenge_message)
+                } else {
+                    req.target_spn
+                };
+                u(operation::NTLM_AUTHENTICATE, session, target, true)
+            }
+            METHOD_KERBEROS_AS => {
+                let req = KerberosAsRequest::decode(payload).ok()?;
+                let target = SessionHandle::try_from(req.session_handle.as_slice())
+                    .ok()
+                    .and_then(|h| self.credentials.get(&h))
+                    .filter(|c| !c.realm.is_empty())
+                    .map(|c| format!("krbtgt/{}", c.realm))
+                    .unwrap_or_default();
+                u(
+                    operation::KERBEROS_AS,
+                    req.session_handle,
+                    target,
+                    req.kdc_reply.is_empty(),
+                )
+            }
+            METHOD_KERBEROS_TGS => {
+                let req = KerberosTgsRequest::decode(payload).ok()?;
+                let target = truncate_chars(&req.spn, MAX_AUDITED_TARGET).into();
+                u(
+                    operation::KERBEROS_TGS,
+                    req.session_handle,
+                    target,
+                    req.kdc_reply.is_empty(),
+                )
+            }
+            METHOD_LEGACY_AUTHENTICATE => {
+                let req = LegacyAuthenticateRequest::decode(payload).ok()?;
+                let target = LegacyProtocol::try_from(req.protocol)
+                    .map(|p| String::from(p.as_str_name()))
+                    .unwrap_or_default();
+                u(operation::LEGACY_REFUSED, req.session_handle, target, true)
+            }
+            _ => None,
+        }
+    }
+
+    /// The reply to one request frame, without its audit record.
+    fn answer(&mut self, request: &Frame, now_tsc: u64) -> Frame {
         let call_id = request.call_id;
         match request.method.as_str() {
             METHOD_STATUS => match StatusRequest::decode(request.payload.as_slice()) {
@@ -174,9 +320,12 @@ impl<R: TryCryptoRng> Service<R> {
                     String::from("payload is not a StatusRequest"),
                 ),
             },
-            METHOD_LOGON => self.logon(call_id, &request.payload),
+            METHOD_LOGON => self.logon(call_id, &request.payload, now_tsc),
             METHOD_LOGOFF => match LogoffRequest::decode(request.payload.as_slice()) {
                 Ok(r) if self.credentials.remove(&r.session_handle) => {
+                    if let Ok(h) = SessionHandle::try_from(r.session_handle.as_slice()) {
+                        self.limits.remove(&h);
+                    }
                     self.ntlm.forget_session(&r.session_handle);
                     self.kerberos.forget_session(&r.session_handle);
                     ok(call_id, LogoffReply {}.encode_to_vec())
@@ -227,7 +376,7 @@ impl<R: TryCryptoRng> Service<R> {
 }
 
 impl<R: TryCryptoRng> Service<R> {
-    fn logon(&mut self, call_id: u64, payload: &[u8]) -> Frame {
+    fn logon(&mut self, call_id: u64, payload: &[u8], now_tsc: u64) -> Frame {
         let Ok(mut req) = LogonRequest::decode(payload) else {
             return error(
                 call_id,
@@ -235,6 +384,7 @@ impl<R: TryCryptoRng> Service<R> {
                 String::from("payload is not a LogonRequest"),
             );
         };
+        let asked_rate = req.operations_per_second;
         let cred = credential_from(&mut req);
         // Whatever happened, no secret stays in the decoded request (credential_from took it).
         let cred = match cred {
@@ -250,13 +400,17 @@ impl<R: TryCryptoRng> Service<R> {
             );
         }
         match self.credentials.insert(handle, cred) {
-            Ok(()) => ok(
-                call_id,
-                LogonReply {
-                    session_handle: handle.to_vec(),
-                }
-                .encode_to_vec(),
-            ),
+            Ok(()) => {
+                self.limits
+                    .insert(handle, RateLimiter::new(asked_rate, self.tsc_khz, now_tsc));
+                ok(
+                    call_id,
+                    LogonReply {
+                        session_handle: handle.to_vec(),
+                    }
+                    .encode_to_vec(),
+                )
+            }
             Err(e) => refused(call_id, e),
         }
     }
@@ -305,6 +459,7 @@ fn ok(call_id: u64, payload: Vec<u8>) -> Frame {
         payload,
         code: CODE_OK,
         message: String::new(),
+        audit: Vec::new(),
     }
 }
 
@@ -315,6 +470,7 @@ fn error(call_id: u64, code: i32, message: String) -> Frame {
         payload: Vec::new(),
         code,
         message,
+        audit: Vec::new(),
     }
 }
 
@@ -377,6 +533,7 @@ mod tests {
             domain: "D".to_string(),
             realm: String::new(),
             secret: Some(Secret::Password(password.to_string())),
+            operations_per_second: 0,
         }
         .encode_to_vec()
     }
@@ -405,6 +562,192 @@ mod tests {
         assert_eq!(svc.sessions(), 0);
     }
 
+    /// A CHALLENGE as a Windows server sends it: NTLMv2 flags, names and a timestamp.
+    fn challenge_message() -> Vec<u8> {
+        let utf16 = |s: &str| s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect::<Vec<u8>>();
+        let mut ti = Vec::new();
+        for (id, v) in [
+            (2u16, utf16("CORP")),
+            (1, utf16("SERVER")),
+            (4, utf16("corp.test")),
+            (3, utf16("server.corp.test")),
+            (7, 0x01dc_0000_0000_0000u64.to_le_bytes().to_vec()),
+        ] {
+            ti.extend_from_slice(&id.to_le_bytes());
+            ti.extend_from_slice(&(v.len() as u16).to_le_bytes());
+            ti.extend_from_slice(&v);
+        }
+        ti.extend_from_slice(&[0; 4]);
+        let mut m = b"NTLMSSP\0".to_vec();
+        m.extend_from_slice(&2u32.to_le_bytes());
+        m.extend_from_slice(&[0, 0, 0, 0, 56, 0, 0, 0]);
+        m.extend_from_slice(&0xe28a_8235u32.to_le_bytes());
+        m.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        m.extend_from_slice(&[0; 8]);
+        m.extend_from_slice(&(ti.len() as u16).to_le_bytes());
+        m.extend_from_slice(&(ti.len() as u16).to_le_bytes());
+        m.extend_from_slice(&56u32.to_le_bytes());
+        m.extend_from_slice(&[10, 0, 0, 0, 0, 0, 0, 15]);
+        m.extend_from_slice(&ti);
+        m
+    }
+
+    fn logon_with_rate(svc: &mut Service<Counter>, rate: u32, now: u64) -> Vec<u8> {
+        use credguard_proto::enclave::logon_request::Secret;
+        let req = LogonRequest {
+            user: "alice".to_string(),
+            domain: "D".to_string(),
+            realm: String::new(),
+            secret: Some(Secret::Password("pw".to_string())),
+            operations_per_second: rate,
+        };
+        let reply = svc.dispatch(&request(1, METHOD_LOGON, req.encode_to_vec()), now);
+        assert_eq!(reply.code, CODE_OK, "{}", reply.message);
+        LogonReply::decode(reply.payload.as_slice()).unwrap().session_handle
+    }
+
+    fn ntlm_handshake(svc: &mut Service<Counter>, handle: &[u8], now: u64) -> Frame {
+        use credguard_proto::enclave::{NtlmNegotiateReply, NtlmNegotiateRequest};
+        let neg = NtlmNegotiateRequest {
+            session_handle: handle.to_vec(),
+        };
+        let r = svc.dispatch(&request(2, METHOD_NTLM_NEGOTIATE, neg.encode_to_vec()), now);
+        assert_eq!(r.code, CODE_OK, "{}", r.message);
+        // Starting a context uses no secret: no record.
+        assert!(r.audit.is_empty());
+        let ctx = NtlmNegotiateReply::decode(r.payload.as_slice()).unwrap().context_id;
+        let auth = NtlmAuthenticateRequest {
+            context_id: ctx,
+            challenge_message: challenge_message(),
+            channel_bindings: Vec::new(),
+            target_spn: String::new(),
+            now_filetime: 0,
+        };
+        svc.dispatch(&request(3, METHOD_NTLM_AUTHENTICATE, auth.encode_to_vec()), now)
+    }
+
+    fn legacy(svc: &mut Service<Counter>, handle: &[u8], now: u64) -> Frame {
+        let req = LegacyAuthenticateRequest {
+            session_handle: handle.to_vec(),
+            protocol: LegacyProtocol::Ntlmv1 as i32,
+            challenge: vec![1; 8],
+        };
+        svc.dispatch(&request(4, METHOD_LEGACY_AUTHENTICATE, req.encode_to_vec()), now)
+    }
+
+    fn only_record(f: &Frame) -> &AuditRecord {
+        assert_eq!(f.audit.len(), 1, "{:?}", f.audit);
+        &f.audit[0]
+    }
+
+    #[test]
+    fn every_secret_use_yields_exactly_one_audit_record() {
+        let mut svc = service();
+        let t = 5_000 + 3 * 1_000_000; // 3 ms after the service started
+        let logon = svc.dispatch(&request(1, METHOD_LOGON, logon_payload("alice", "pw")), t);
+        let handle = LogonReply::decode(logon.payload.as_slice()).unwrap().session_handle;
+        let rec = only_record(&logon);
+        assert_eq!((rec.operation.as_str(), rec.code), (operation::LOGON, CODE_OK));
+        assert_eq!(rec.session_handle, handle);
+        assert_eq!(rec.enclave_time_ms, 3);
+
+        let auth = ntlm_handshake(&mut svc, &handle, t);
+        assert_eq!(auth.code, CODE_OK, "{}", auth.message);
+        let rec = only_record(&auth);
+        assert_eq!(rec.operation, operation::NTLM_AUTHENTICATE);
+        assert_eq!(rec.session_handle, handle);
+        assert_eq!(rec.target, "server.corp.test");
+
+        let refused = legacy(&mut svc, &handle, t);
+        assert_eq!(refused.code, CODE_FAILED_PRECONDITION);
+        let rec = only_record(&refused);
+        assert_eq!(
+            (rec.operation.as_str(), rec.code),
+            (operation::LEGACY_REFUSED, CODE_FAILED_PRECONDITION)
+        );
+        assert_eq!(rec.target, "LEGACY_PROTOCOL_NTLMV1");
+
+        let as_req = KerberosAsRequest {
+            session_handle: handle.clone(),
+            ..Default::default()
+        };
+        let r = svc.dispatch(&request(5, METHOD_KERBEROS_AS, as_req.encode_to_vec()), t);
+        let rec = only_record(&r);
+        assert_eq!((rec.operation.as_str(), rec.code), (operation::KERBEROS_AS, r.code));
+        assert_eq!(rec.session_handle, handle);
+
+        let tgs_req = KerberosTgsRequest {
+            session_handle: handle.clone(),
+            spn: "HTTP/web.example.test".to_string(),
+            ..Default::default()
+        };
+        let r = svc.dispatch(&request(6, METHOD_KERBEROS_TGS, tgs_req.encode_to_vec()), t);
+        let rec = only_record(&r);
+        assert_eq!(
+            (rec.operation.as_str(), rec.target.as_str()),
+            (operation::KERBEROS_TGS, "HTTP/web.example.test")
+        );
+
+        // Calls that use no secret carry none.
+        let st = svc.dispatch(&request(7, METHOD_STATUS, vec![]), t);
+        assert!(st.audit.is_empty());
+        let off = LogoffRequest {
+            session_handle: handle.clone(),
+        };
+        assert!(
+            svc.dispatch(&request(8, METHOD_LOGOFF, off.encode_to_vec()), t)
+                .audit
+                .is_empty()
+        );
+        // A refused logon is audited too (without a session).
+        let bad = svc.dispatch(&request(9, METHOD_LOGON, logon_payload("", "pw")), t);
+        let rec = only_record(&bad);
+        assert_eq!((rec.code, rec.session_handle.len()), (CODE_INVALID_ARGUMENT, 0));
+        // No record carries the secret or its hash.
+        let nt = crate::credentials::nt_hash("pw");
+        for f in [&logon, &auth, &refused] {
+            let bytes = f.audit.iter().map(|r| r.encode_to_vec()).collect::<Vec<_>>().concat();
+            assert!(!bytes.windows(16).any(|w| w == nt.as_slice()));
+            assert!(!bytes.windows(2).any(|w| w == b"pw"));
+        }
+    }
+
+    #[test]
+    fn the_rate_limit_is_the_enclaves_per_session_and_on_its_own_clock() {
+        let mut svc = service();
+        let t0 = 10 * 1_000_000_000;
+        let slow = logon_with_rate(&mut svc, 3, t0);
+        let other = logon_with_rate(&mut svc, 3, t0);
+        for _ in 0..3 {
+            assert_eq!(legacy(&mut svc, &slow, t0).code, CODE_FAILED_PRECONDITION);
+        }
+        // The fourth in the same instant is over the limit: for NTLM as for legacy attempts.
+        let r = legacy(&mut svc, &slow, t0);
+        assert_eq!(r.code, CODE_RESOURCE_EXHAUSTED);
+        assert!(
+            r.message.contains("rate limit of 3 operations per second per session"),
+            "{}",
+            r.message
+        );
+        assert_eq!(only_record(&r).code, CODE_RESOURCE_EXHAUSTED);
+        let r = ntlm_handshake(&mut svc, &slow, t0);
+        assert_eq!(r.code, CODE_RESOURCE_EXHAUSTED);
+        assert_eq!(only_record(&r).session_handle, slow);
+        // Another session has its own bucket.
+        assert_eq!(ntlm_handshake(&mut svc, &other, t0).code, CODE_OK);
+        // One third of a second of enclave TSC later, one operation is allowed again.
+        let t1 = t0 + 1_000_000_000 / 3 + 1;
+        assert_eq!(ntlm_handshake(&mut svc, &slow, t1).code, CODE_OK);
+        assert_eq!(ntlm_handshake(&mut svc, &slow, t1).code, CODE_RESOURCE_EXHAUSTED);
+
+        // Asking for more than the ceiling gets the ceiling.
+        let greedy = logon_with_rate(&mut svc, u32::MAX, t0);
+        let passed = (0..crate::ratelimit::MAX_OPERATIONS_PER_SECOND + 50)
+            .filter(|_| legacy(&mut svc, &greedy, t0).code != CODE_RESOURCE_EXHAUSTED)
+            .count();
+        assert_eq!(passed, crate::ratelimit::MAX_OPERATIONS_PER_SECOND as usize);
+    }
+
     #[test]
     fn logon_refusals_have_codes() {
         use credguard_proto::enclave::{Key, logon_request::Secret};
@@ -419,6 +762,7 @@ mod tests {
                 enctype: 1,
                 value: vec![0; 8],
             })),
+            operations_per_second: 0,
         };
         let r = svc.dispatch(&request(2, METHOD_LOGON, des.encode_to_vec()), 0);
         assert_eq!(r.code, CODE_FAILED_PRECONDITION);
@@ -443,6 +787,7 @@ mod tests {
             payload,
             code: 0,
             message: String::new(),
+            audit: Vec::new(),
         }
     }
 

@@ -110,6 +110,9 @@ fn main() {
                     domain: String::new(),
                     realm: realm.clone(),
                     secret: Some(wire::logon_request::Secret::Password(password.clone())),
+                    // The ceiling: the cached-TGT loop runs one TGS exchange after another on this
+                    // session, and must measure the exchange, not the enclave's rate limit.
+                    operations_per_second: credguard_enclave::ratelimit::MAX_OPERATIONS_PER_SECOND,
                 },
             )
             .unwrap();
@@ -168,7 +171,10 @@ fn main() {
     let cfg = dir.join("bench.toml");
     std::fs::write(
         &cfg,
-        format!("[kerberos]\ndefault_kdc = \"{kdc}\"\n[limits]\nsessions_per_uid = 1000\n"),
+        format!(
+            "[kerberos]\ndefault_kdc = \"{kdc}\"\n[limits]\nsessions_per_uid = 1000\noperations_per_second_per_session = {}\n",
+            credguard_enclave::ratelimit::MAX_OPERATIONS_PER_SECOND
+        ),
     )
     .unwrap();
     let mut proxy = Command::new(env!("CARGO_BIN_EXE_credguard-lsa-proxy"))

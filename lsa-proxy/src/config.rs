@@ -10,6 +10,10 @@ pub const DEFAULT_API_SOCKET: &str = "/run/credguard/lsa.sock";
 /// Default socket of the VMM's hybrid vsock.
 pub const DEFAULT_VMM_SOCKET: &str = "/run/credguard-vmm/vsock.sock";
 
+/// Default rate limit of secret-using operations per session and second: far above what one
+/// interactive user or service needs, far below what makes the enclave a useful oracle.
+pub const DEFAULT_OPERATIONS_PER_SECOND_PER_SESSION: u32 = 200;
+
 /// Why the configuration could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -77,6 +81,12 @@ pub struct Limits {
     pub sessions_per_uid: usize,
     /// Largest request message, in bytes.
     pub max_request_bytes: usize,
+    /// Secret-using operations (NTLM authenticate, Kerberos AS and TGS exchanges, legacy
+    /// attempts) per second per logon session, with a burst of the same size. The proxy passes it
+    /// to the enclave at logon and the enclave enforces it, clamped to its compiled-in ceiling
+    /// (`credguard_enclave::ratelimit::MAX_OPERATIONS_PER_SECOND`): a compromised proxy cannot
+    /// lift it beyond that. 0 = the enclave's default.
+    pub operations_per_second_per_session: u32,
 }
 
 /// Kerberos defaults.
@@ -114,6 +124,7 @@ impl Default for Limits {
         Limits {
             sessions_per_uid: 64,
             max_request_bytes: 64 * 1024,
+            operations_per_second_per_session: DEFAULT_OPERATIONS_PER_SECOND_PER_SESSION,
         }
     }
 }
@@ -172,6 +183,18 @@ mod tests {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/credguard.toml")).unwrap();
         let c = Config::parse(&text).unwrap();
         assert_eq!(c.api.socket, PathBuf::from(DEFAULT_API_SOCKET));
+        // The example documents the defaults.
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn operation_rate_is_read() {
+        assert_eq!(
+            Config::default().limits.operations_per_second_per_session,
+            DEFAULT_OPERATIONS_PER_SECOND_PER_SESSION
+        );
+        let c = Config::parse("[limits]\noperations_per_second_per_session = 5").unwrap();
+        assert_eq!(c.limits.operations_per_second_per_session, 5);
     }
 
     #[test]

@@ -162,6 +162,7 @@ impl LsaCore {
             domain: req.domain.clone(),
             realm: req.realm.clone(),
             secret: Some(secret),
+            operations_per_second: self.config.limits.operations_per_second_per_session,
         };
         let limit_check = self.sessions.check_limit(caller, self.config.limits.sessions_per_uid);
         let boot_id = self.boot_id();
@@ -177,7 +178,7 @@ impl LsaCore {
             }
         };
         // `call` wipes the encoded payload once it is written to the enclave.
-        let reply: wire::LogonReply = self.link.call(wire::METHOD_LOGON, payload).await?;
+        let reply: wire::LogonReply = self.link.call_as(caller, wire::METHOD_LOGON, payload).await?;
         if reply.session_handle.len() != 16 {
             return Err(LsaError::Internal(
                 "the enclave returned a malformed session handle".into(),

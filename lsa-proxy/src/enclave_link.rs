@@ -5,6 +5,10 @@
 //! link drops fails with UNAVAILABLE too (never a wrong answer: replies are matched by call id
 //! and the pending calls of a dead connection are dropped with it). The number of calls waiting
 //! for the enclave is bounded; past it callers get RESOURCE_EXHAUSTED instead of a growing queue.
+//!
+//! Every reply may carry the enclave's audit records of the secrets that call used; the link
+//! writes each one to the log (tracing target `audit`) with the caller and the wall time, so no
+//! caller can forget to.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use credguard_proto::enclave::{Frame, METHOD_STATUS, StatusReply, StatusRequest};
+use credguard_proto::enclave::{AuditRecord, Frame, METHOD_STATUS, StatusReply, StatusRequest};
 use credguard_proto::wire::{FrameDecoder, encode_frame};
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,6 +28,7 @@ use zeroize::Zeroize;
 
 use crate::config::EnclaveConfig;
 use crate::error::LsaError;
+use crate::sessions::{Caller, now_unix_ms};
 
 /// What the proxy knows of the enclave it is connected to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +169,7 @@ impl EnclaveLink {
             payload,
             code: 0,
             message: String::new(),
+            audit: Vec::new(),
         };
         let mut buf = Vec::with_capacity(frame.payload.len() + 64);
         encode_frame(&frame, &mut buf);
@@ -201,9 +207,31 @@ impl EnclaveLink {
     }
 
     /// Calls `method` and decodes a successful reply as `R`; an error reply becomes an
-    /// [`LsaError`] of the same code.
+    /// [`LsaError`] of the same code. For calls made on no client's behalf (e.g. `Status`); audit
+    /// records in the reply are still logged, with no caller.
     pub async fn call<R: Message + Default>(&self, method: &str, payload: Vec<u8>) -> Result<R, LsaError> {
+        self.call_inner(None, method, payload).await
+    }
+
+    /// Like [`EnclaveLink::call`], on behalf of `caller`: the reply's audit records are logged
+    /// with the caller's identity. Every call that may use a session's secret goes through here.
+    pub async fn call_as<R: Message + Default>(
+        &self,
+        caller: Caller,
+        method: &str,
+        payload: Vec<u8>,
+    ) -> Result<R, LsaError> {
+        self.call_inner(Some(caller), method, payload).await
+    }
+
+    async fn call_inner<R: Message + Default>(
+        &self,
+        caller: Option<Caller>,
+        method: &str,
+        payload: Vec<u8>,
+    ) -> Result<R, LsaError> {
         let reply = self.call_raw(method, payload).await?;
+        log_audit(caller, &reply.audit);
         if reply.code != 0 {
             return Err(LsaError::from_enclave(reply.code, reply.message));
         }
@@ -348,6 +376,37 @@ async fn read_loop(mut r: OwnedReadHalf, pending: Arc<Mutex<Pending>>) -> String
                 Err(e) => return format!("the enclave sent an invalid frame: {e}"),
             }
         }
+    }
+}
+
+/// Writes the enclave's audit records to the log: one line each, tracing target `audit`, with the
+/// caller (uid, or vsock cid) and the wall time added here, since the enclave knows neither.
+/// Records hold no secret (the session handle is the session id the proxy already logs).
+fn log_audit(caller: Option<Caller>, records: &[AuditRecord]) {
+    if records.is_empty() {
+        return;
+    }
+    let unix_ms = now_unix_ms();
+    for r in records {
+        let (uid, cid) = match caller {
+            Some(Caller::Uid(u)) => (Some(u), None),
+            Some(Caller::VsockCid(c)) => (None, Some(c)),
+            None => (None, None),
+        };
+        info!(
+            target: "audit",
+            operation = %r.operation,
+            uid,
+            vsock_cid = cid,
+            session = %hex::encode(&r.session_handle),
+            // Debug-formatted: the target may come from the network (an NTLM CHALLENGE).
+            target_name = ?r.target,
+            code = r.code,
+            outcome = if r.code == 0 { "ok" } else { "refused" },
+            unix_ms,
+            enclave_time_ms = r.enclave_time_ms,
+            "secret used"
+        );
     }
 }
 

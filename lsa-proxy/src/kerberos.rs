@@ -172,7 +172,10 @@ async fn as_exchange(core: &LsaCore, s: &LogonSession, kdc: &str) -> Result<wire
             allow_rc4: core.config().kerberos.allow_rc4,
             kdc_reply: std::mem::take(&mut kdc_reply),
         };
-        let r: wire::KerberosAsReply = core.link().call(wire::METHOD_KERBEROS_AS, step.encode_to_vec()).await?;
+        let r: wire::KerberosAsReply = core
+            .link()
+            .call_as(s.owner, wire::METHOD_KERBEROS_AS, step.encode_to_vec())
+            .await?;
         if r.kdc_request.is_empty() {
             return Ok(r);
         }
@@ -259,7 +262,7 @@ async fn tgs_exchange(
         };
         let r: wire::KerberosTgsReply = core
             .link()
-            .call(wire::METHOD_KERBEROS_TGS, step.encode_to_vec())
+            .call_as(s.owner, wire::METHOD_KERBEROS_TGS, step.encode_to_vec())
             .await?;
         if r.kdc_request.is_empty() {
             return Ok(r);

@@ -143,7 +143,7 @@ impl Ntlm {
         };
         let reply: wire::NtlmNegotiateReply = core
             .link()
-            .call(wire::METHOD_NTLM_NEGOTIATE, wire_req.encode_to_vec())
+            .call_as(caller, wire::METHOD_NTLM_NEGOTIATE, wire_req.encode_to_vec())
             .await?;
         if reply.context_id.len() != 16 || reply.negotiate_message.is_empty() {
             return Err(LsaError::Internal(
@@ -230,7 +230,7 @@ impl Ntlm {
         };
         let mut reply: wire::NtlmAuthenticateReply = core
             .link()
-            .call(wire::METHOD_NTLM_AUTHENTICATE, wire_req.encode_to_vec())
+            .call_as(caller, wire::METHOD_NTLM_AUTHENTICATE, wire_req.encode_to_vec())
             .await?;
         if reply.exported_session_key.len() != 16 || reply.authenticate_message.is_empty() {
             reply.exported_session_key.zeroize();
@@ -278,7 +278,7 @@ impl Ntlm {
         };
         let result: Result<wire::LegacyAuthenticateReply, LsaError> = core
             .link()
-            .call(wire::METHOD_LEGACY_AUTHENTICATE, wire_req.encode_to_vec())
+            .call_as(caller, wire::METHOD_LEGACY_AUTHENTICATE, wire_req.encode_to_vec())
             .await;
         info!(%caller, session = %req.session_id, protocol = protocol.as_str_name(), refused = result.is_err(), "legacy authenticate");
         let reply = result?;

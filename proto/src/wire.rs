@@ -114,6 +114,7 @@ mod tests {
             payload: vec![1, 2, 3],
             code: 0,
             message: Default::default(),
+            audit: Vec::new(),
         }
     }
 

@@ -67,6 +67,9 @@ pub struct Stack {
     pub api: PathBuf,
     pub vsock: PathBuf,
     pub config: PathBuf,
+    /// Where the proxy's stderr goes (appended across restarts), with the audit log on; `None`:
+    /// inherited, warnings only.
+    pub proxy_log: Option<PathBuf>,
     vmm: Option<std::process::Child>,
     proxy: Option<std::process::Child>,
 }
@@ -79,6 +82,16 @@ pub fn credguard_bin() -> &'static str {
 impl Stack {
     /// Starts the VMM and the proxy with `config_toml` (the socket keys are filled in).
     pub fn start(name: &str, config_toml: &str) -> Stack {
+        Self::start_with(name, config_toml, false)
+    }
+
+    /// Like [`Stack::start`], with the proxy's log (warnings and the `audit` target) written to
+    /// `proxy.log` in the stack's directory: see [`Stack::proxy_log_text`].
+    pub fn start_logged(name: &str, config_toml: &str) -> Stack {
+        Self::start_with(name, config_toml, true)
+    }
+
+    fn start_with(name: &str, config_toml: &str, log_proxy: bool) -> Stack {
         use std::os::unix::fs::PermissionsExt;
         let dir = temp_dir(name);
         // Other uids (setpriv tests) must reach the API socket inside.
@@ -87,11 +100,13 @@ impl Stack {
         let vsock = dir.join("vsock.sock");
         let config = dir.join("credguard.toml");
         std::fs::write(&config, config_toml).unwrap();
+        let proxy_log = log_proxy.then(|| dir.join("proxy.log"));
         let mut s = Stack {
             dir,
             api,
             vsock,
             config,
+            proxy_log,
             vmm: None,
             proxy: None,
         };
@@ -132,17 +147,31 @@ impl Stack {
 
     /// (Re)starts the proxy.
     pub fn start_proxy(&mut self) {
-        let child = std::process::Command::new(credguard_bin())
-            .args(["lsa-proxy", "--config"])
+        let mut cmd = std::process::Command::new(credguard_bin());
+        cmd.args(["lsa-proxy", "--config"])
             .arg(&self.config)
             .arg("--socket")
             .arg(&self.api)
             .arg("--vmm-socket")
             .arg(&self.vsock)
-            .env("CREDGUARD_LOG", "warn")
-            .spawn()
-            .expect("starting the proxy");
-        self.proxy = Some(child);
+            .env("CREDGUARD_LOG", "warn");
+        if let Some(log) = &self.proxy_log {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .expect("opening the proxy log");
+            cmd.env("CREDGUARD_LOG", "warn,audit=info").stderr(file);
+        }
+        self.proxy = Some(cmd.spawn().expect("starting the proxy"));
+    }
+
+    /// What the proxy has logged so far (empty unless started with [`Stack::start_logged`]).
+    pub fn proxy_log_text(&self) -> String {
+        self.proxy_log
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
     }
 
     /// Process id of the running VMM.

@@ -91,6 +91,7 @@ impl EnclaveClient {
             payload,
             code: 0,
             message: String::new(),
+            audit: Vec::new(),
         };
         let mut out = Vec::new();
         encode_frame(&frame, &mut out);

@@ -142,6 +142,13 @@ impl NtlmContexts {
         Some(ctx)
     }
 
+    /// The session the context `id` belongs to, without using the context (for its audit record
+    /// and rate limit, which are settled before the context is taken).
+    pub fn session_of(&self, id: &[u8]) -> Option<SessionHandle> {
+        let id: [u8; CONTEXT_ID_LEN] = id.try_into().ok()?;
+        self.by_id.get(&id).map(|c| c.session)
+    }
+
     /// Forgets the contexts of the session `handle` (at logoff).
     pub fn forget_session(&mut self, handle: &[u8]) {
         let gone: Vec<([u8; CONTEXT_ID_LEN], u64)> = self
@@ -241,6 +248,32 @@ pub fn authenticate<R: TryCryptoRng>(
     let encoded = reply.encode_to_vec();
     reply.exported_session_key.zeroize();
     Ok(encoded)
+}
+
+/// Longest server name taken from a CHALLENGE into an audit record, in characters.
+const MAX_AUDITED_NAME: usize = 256;
+
+/// The server a CHALLENGE names, for the audit record: its DNS computer name, else its NetBIOS
+/// computer name, else empty (also for a CHALLENGE that does not parse: it will be refused).
+pub fn challenge_server_name(challenge_message: &[u8]) -> String {
+    /// `MsvAvDnsComputerName` (MS-NLMP 2.2.2.1).
+    const DNS_COMPUTER_NAME: u16 = 3;
+    let Ok(challenge) = message::parse_challenge(challenge_message) else {
+        return String::new();
+    };
+    let pick = |id: u16| challenge.target_info.iter().find(|p| p.id == id && !p.value.is_empty());
+    let Some(pair) = pick(DNS_COMPUTER_NAME).or_else(|| pick(message::av::NB_COMPUTER_NAME)) else {
+        return String::new();
+    };
+    let units = pair.value.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]));
+    // Names come from the network: control characters are replaced so a log line stays one line.
+    char::decode_utf16(units)
+        .take(MAX_AUDITED_NAME)
+        .map(|c| match c {
+            Ok(c) if !c.is_control() => c,
+            _ => char::REPLACEMENT_CHARACTER,
+        })
+        .collect()
 }
 
 /// `LegacyAuthenticate`: always an error. Every credential in the enclave is protected, and no

@@ -1,0 +1,164 @@
+//! "No oracle" end to end (issue 7): the real enclave under KVM enforces the per-session rate limit
+//! of secret-using operations on its own clock, and the proxy writes the enclave's audit record of
+//! every use of a secret to its log, with the caller's uid and never the secret.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use credguard_lsa_proxy::client;
+use credguard_proto::lsa;
+use support::{Stack, kvm_or_skip, runtime};
+use tonic::Code;
+
+type Client = lsa::lsa_client::LsaClient<tonic::transport::Channel>;
+
+/// The rate configured for this test: low, so that a short burst exceeds it.
+const RATE: u32 = 5;
+const PASSWORD: &str = "Oracle-Passw0rd";
+
+/// A CHALLENGE as a Windows server sends it: NTLMv2 flags, names (the audit record's target is
+/// the DNS computer name) and a timestamp.
+fn challenge() -> Vec<u8> {
+    let utf16 = |s: &str| s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect::<Vec<u8>>();
+    let mut ti = Vec::new();
+    for (id, v) in [
+        (2u16, utf16("CORP")),
+        (1, utf16("SERVER")),
+        (4, utf16("corp.test")),
+        (3, utf16("server.corp.test")),
+        (7, 0x01dc_0000_0000_0000u64.to_le_bytes().to_vec()),
+    ] {
+        ti.extend_from_slice(&id.to_le_bytes());
+        ti.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        ti.extend_from_slice(&v);
+    }
+    ti.extend_from_slice(&[0; 4]);
+    let mut m = b"NTLMSSP\0".to_vec();
+    m.extend_from_slice(&2u32.to_le_bytes());
+    m.extend_from_slice(&[0, 0, 0, 0, 56, 0, 0, 0]);
+    m.extend_from_slice(&0xe28a_8235u32.to_le_bytes());
+    m.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+    m.extend_from_slice(&[0; 8]);
+    m.extend_from_slice(&(ti.len() as u16).to_le_bytes());
+    m.extend_from_slice(&(ti.len() as u16).to_le_bytes());
+    m.extend_from_slice(&56u32.to_le_bytes());
+    m.extend_from_slice(&[10, 0, 0, 0, 0, 0, 0, 15]);
+    m.extend_from_slice(&ti);
+    m
+}
+
+async fn logon(c: &mut Client, user: &str) -> String {
+    c.logon(lsa::LogonRequest {
+        user: user.into(),
+        domain: "CORP".into(),
+        realm: String::new(),
+        kdc: String::new(),
+        secret: Some(lsa::logon_request::Secret::Password(PASSWORD.into())),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .session_id
+}
+
+/// NtlmNegotiate + NtlmAuthenticate; the authenticate's outcome.
+async fn handshake(c: &mut Client, session: &str) -> Result<(), tonic::Status> {
+    let neg = c
+        .ntlm_negotiate(lsa::NtlmNegotiateRequest {
+            session_id: session.into(),
+        })
+        .await?
+        .into_inner();
+    c.ntlm_authenticate(lsa::NtlmAuthenticateRequest {
+        context_id: neg.context_id,
+        challenge_message: challenge(),
+        channel_bindings: Vec::new(),
+        target_spn: String::new(),
+    })
+    .await
+    .map(|_| ())
+}
+
+#[test]
+fn the_enclave_rate_limits_and_audits_secret_use() {
+    if !kvm_or_skip("the_enclave_rate_limits_and_audits_secret_use") {
+        return;
+    }
+    let stack = Stack::start_logged(
+        "oracle",
+        &format!("[limits]\noperations_per_second_per_session = {RATE}\n"),
+    );
+    stack.wait_ready();
+    // Our uid: the owner of the directory this process just made.
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&stack.dir).unwrap());
+    let rt = runtime();
+    let (session, other) = rt.block_on(async {
+        let mut c = client::connect(&stack.api).await.unwrap();
+        let session = logon(&mut c, "alice").await;
+        let other = logon(&mut c, "bob").await;
+
+        // A burst beyond the limit: the first RATE pass, then RESOURCE_EXHAUSTED naming the rule.
+        let start = Instant::now();
+        let mut passed = 0u32;
+        let mut refused = None;
+        for _ in 0..3 * RATE {
+            match handshake(&mut c, &session).await {
+                Ok(()) => passed += 1,
+                Err(e) => {
+                    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+                    refused = Some(e.message().to_string());
+                }
+            }
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        let message = refused.expect("a burst of 3x the rate was never refused");
+        assert!(
+            message.contains(&format!("rate limit of {RATE} operations per second per session")),
+            "{message}"
+        );
+        // The burst, plus what the bucket refilled while the burst ran.
+        let allowed = RATE + (elapsed * f64::from(RATE)).ceil() as u32;
+        assert!(passed >= RATE && passed <= allowed, "{passed} passed in {elapsed:.3} s");
+
+        // The limit is per session: another session of the same uid is not throttled.
+        handshake(&mut c, &other)
+            .await
+            .expect("another session's bucket is its own");
+
+        // After a pause the session works again.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        handshake(&mut c, &session).await.expect("the bucket refills with time");
+        (session, other)
+    });
+
+    // The proxy wrote an audit line for every authenticate, with the caller and the target, and
+    // none carries the password.
+    let log = stack.proxy_log_text();
+    let audit: Vec<&str> = log.lines().filter(|l| l.contains("audit:")).collect();
+    let of = |session: &str, op: &str, code: i32| {
+        audit
+            .iter()
+            .filter(|l| {
+                l.contains(&format!("session={session}"))
+                    && l.contains(&format!("operation={op}"))
+                    && l.contains(&format!(" code={code} "))
+            })
+            .count()
+    };
+    let ok_line = audit
+        .iter()
+        .find(|l| l.contains("operation=ntlm_authenticate") && l.contains(&format!("session={session}")))
+        .unwrap_or_else(|| panic!("no audit line for an NTLM authenticate in:\n{log}"));
+    assert!(ok_line.contains(&format!("uid={uid}")), "{ok_line}");
+    assert!(ok_line.contains("target_name=\"server.corp.test\""), "{ok_line}");
+    assert!(ok_line.contains("unix_ms="), "{ok_line}");
+    assert!(ok_line.contains("enclave_time_ms="), "{ok_line}");
+    assert_eq!(of(&session, "logon", 0), 1, "{log}");
+    assert_eq!(of(&other, "logon", 0), 1, "{log}");
+    // Every attempt is audited, the refused ones with RESOURCE_EXHAUSTED (8).
+    let total = of(&session, "ntlm_authenticate", 0) + of(&session, "ntlm_authenticate", 8);
+    assert_eq!(total as u32, 3 * RATE + 1, "{log}");
+    assert!(of(&session, "ntlm_authenticate", 8) >= 1, "{log}");
+    assert!(!log.contains(PASSWORD), "the password reached the log");
+}
