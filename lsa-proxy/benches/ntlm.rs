@@ -44,36 +44,8 @@ fn median_p99(mut v: Vec<f64>) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
-/// A CHALLENGE as a Windows or pyspnego server sends it: NTLMv2 flags, target info with names
-/// and a timestamp.
 fn challenge() -> Vec<u8> {
-    let utf16 = |s: &str| s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect::<Vec<u8>>();
-    let mut ti = Vec::new();
-    for (id, v) in [
-        (2u16, utf16("CORP")),
-        (1, utf16("SERVER")),
-        (4, utf16("corp.test")),
-        (3, utf16("server.corp.test")),
-        (7, 0x01dc_0000_0000_0000u64.to_le_bytes().to_vec()),
-    ] {
-        ti.extend_from_slice(&id.to_le_bytes());
-        ti.extend_from_slice(&(v.len() as u16).to_le_bytes());
-        ti.extend_from_slice(&v);
-    }
-    ti.extend_from_slice(&[0; 4]);
-    let flags: u32 = 0xe28a_8235;
-    let mut m = b"NTLMSSP\0".to_vec();
-    m.extend_from_slice(&2u32.to_le_bytes());
-    m.extend_from_slice(&[0, 0, 0, 0, 56, 0, 0, 0]);
-    m.extend_from_slice(&flags.to_le_bytes());
-    m.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
-    m.extend_from_slice(&[0; 8]);
-    m.extend_from_slice(&(ti.len() as u16).to_le_bytes());
-    m.extend_from_slice(&(ti.len() as u16).to_le_bytes());
-    m.extend_from_slice(&56u32.to_le_bytes());
-    m.extend_from_slice(&[10, 0, 0, 0, 0, 0, 0, 15]);
-    m.extend_from_slice(&ti);
-    m
+    credguard_enclave::ntlm::sample::windows_challenge()
 }
 
 // ----- the in-process baseline: the enclave's service code inside a gRPC server, no VM -----

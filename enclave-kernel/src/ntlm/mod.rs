@@ -12,6 +12,7 @@
 //! (`LegacyAuthenticate`) for every credential held here, since all of them are protected.
 
 pub mod message;
+pub mod sample;
 
 use alloc::collections::BTreeMap;
 use alloc::format;
