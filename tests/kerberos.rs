@@ -122,22 +122,30 @@ fn config(kdc: &TestKdc, allow_rc4: bool) -> String {
     )
 }
 
-#[test]
-fn tgt_service_ticket_and_mit_acceptor_for_every_enctype_and_the_refusals() {
-    let test = "kerberos_end_to_end";
+/// The KVM check, the acceptor check when `needs_acceptor`, a fresh KDC and a stack using it;
+/// `None` (after a loud skip) when something needed is missing.
+fn kerberos_stack(test: &str, allow_rc4: bool, needs_acceptor: bool) -> Option<(TestKdc, Stack)> {
     if !kvm_or_skip(test) {
-        return;
+        return None;
     }
-    if !have_python_gssapi() {
+    if needs_acceptor && !have_python_gssapi() {
         tools_missing(
             test,
             "python3 gssapi is missing (pip install gssapi; needs libkrb5-dev)",
         );
-        return;
+        return None;
     }
-    let Some(kdc) = TestKdc::start(test) else { return };
-    let stack = Stack::start("kerberos", &config(&kdc, false));
+    let kdc = TestKdc::start(test)?;
+    let stack = Stack::start(&test.replace('_', "-"), &config(&kdc, allow_rc4));
     stack.wait_ready();
+    Some((kdc, stack))
+}
+
+#[test]
+fn tgt_service_ticket_and_mit_acceptor_for_every_enctype_and_the_refusals() {
+    let Some((kdc, stack)) = kerberos_stack("kerberos_end_to_end", false, true) else {
+        return;
+    };
     let password = kdc.get("PASSWORD").to_string();
     let spn = kdc.get("SPN").to_string();
     let realm = kdc.get("REALM").to_string();
@@ -228,13 +236,9 @@ fn tgt_service_ticket_and_mit_acceptor_for_every_enctype_and_the_refusals() {
 
 #[test]
 fn ccache_holds_the_service_ticket_only_and_mit_tools_read_it() {
-    let test = "kerberos_ccache";
-    if !kvm_or_skip(test) {
+    let Some((kdc, stack)) = kerberos_stack("kerberos_ccache", false, false) else {
         return;
-    }
-    let Some(kdc) = TestKdc::start(test) else { return };
-    let stack = Stack::start("kerberos-ccache", &config(&kdc, false));
-    stack.wait_ready();
+    };
     let id = logon(&stack, &kdc, "alice", kdc.get("PASSWORD"), None);
     let ccache = stack.dir.join("svc.ccache");
     let (code, _, err) = stack.ctl(
@@ -280,20 +284,9 @@ fn ccache_holds_the_service_ticket_only_and_mit_tools_read_it() {
 
 #[test]
 fn rc4_hmac_works_only_where_the_config_allows_it() {
-    let test = "kerberos_rc4";
-    if !kvm_or_skip(test) {
+    let Some((kdc, stack)) = kerberos_stack("kerberos_rc4", true, true) else {
         return;
-    }
-    if !have_python_gssapi() {
-        tools_missing(
-            test,
-            "python3 gssapi is missing (pip install gssapi; needs libkrb5-dev)",
-        );
-        return;
-    }
-    let Some(kdc) = TestKdc::start(test) else { return };
-    let stack = Stack::start("kerberos-rc4", &config(&kdc, true));
-    stack.wait_ready();
+    };
     let id = logon(&stack, &kdc, "alice23", kdc.get("PASSWORD"), None);
     let (code, out, err) = stack.ctl(None, &["kerberos-tgt", &id], "");
     assert_eq!(code, 0, "{err}");
@@ -306,13 +299,9 @@ fn rc4_hmac_works_only_where_the_config_allows_it() {
 
 #[test]
 fn keytab_key_logon_and_tgt_renewal_before_expiry() {
-    let test = "kerberos_keytab_and_renewal";
-    if !kvm_or_skip(test) {
+    let Some((kdc, stack)) = kerberos_stack("kerberos_keytab_and_renewal", false, false) else {
         return;
-    }
-    let Some(kdc) = TestKdc::start(test) else { return };
-    let stack = Stack::start("kerberos-renew", &config(&kdc, false));
-    stack.wait_ready();
+    };
     let realm = kdc.get("REALM");
 
     // Logon with the key from alice18's keytab (`klist -kK` prints it): no password anywhere.
