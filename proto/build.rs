@@ -8,7 +8,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // BTreeMap keeps the generated code usable without std's HashMap (the enclave is no_std).
     config.btree_map(["."]);
     // Messages that carry secrets get a hand-written Debug that redacts them.
-    config.skip_debug(["credguard.enclave.v1.LogonRequest", "credguard.enclave.v1.Key"]);
+    config.skip_debug([
+        "credguard.enclave.v1.LogonRequest",
+        "credguard.enclave.v1.Key",
+        "credguard.enclave.v1.SealedLogonSecret",
+        "credguard.enclave.v1.VaultSealRequest",
+    ]);
     config.compile_fds(fds)?;
 
     #[cfg(feature = "grpc")]
@@ -27,7 +32,11 @@ fn grpc() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(out.join("lsa_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
         // Requests that carry secrets get a hand-written Debug that redacts them.
-        .skip_debug(["credguard.v1.LogonRequest", "credguard.v1.Key"])
+        .skip_debug([
+            "credguard.v1.LogonRequest",
+            "credguard.v1.Key",
+            "credguard.v1.SaveCredentialRequest",
+        ])
         .compile_fds(fds)?;
     Ok(())
 }

@@ -172,6 +172,10 @@ pub fn credential_from(req: &mut LogonRequest) -> Result<LogonCredential, LogonR
                 value,
             });
         }
+        // The service opens a sealed secret before it gets here (see `crate::sealing`).
+        logon_request::Secret::Sealed(_) => {
+            return Err(LogonRefused::Invalid("a sealed secret must be opened first".into()));
+        }
     }
     Ok(cred)
 }
@@ -181,6 +185,8 @@ fn wipe(s: logon_request::Secret) {
         logon_request::Secret::Password(mut p) => p.zeroize(),
         logon_request::Secret::NtHash(mut h) => h.zeroize(),
         logon_request::Secret::Key(mut k) => k.value.zeroize(),
+        // Ciphertext only; nothing to wipe.
+        logon_request::Secret::Sealed(_) => {}
     }
 }
 

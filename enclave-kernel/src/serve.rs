@@ -15,6 +15,7 @@
 //! the interrupt must be edge-triggered. The event queue is never serviced. Every address the
 //! driver gives the device lies in the DMA window (see `hal`).
 
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
@@ -84,6 +85,7 @@ fn service(boot: &BootInfo, start_tsc: u64) -> Service<HwRng> {
         Ok(s) => s,
         Err(_) => panic!("the hardware random source failed at start-up"),
     };
+    svc.set_restarts(boot.restart_count, boot.restart_reasons().map(String::from).collect());
     svc.set_protection(abi::describe_protection(
         boot.protection,
         boot.host_mapped_bytes,

@@ -92,6 +92,9 @@ pub struct Service<R> {
     /// Rate limit of each session's secret-using operations (same keys as `credentials`).
     limits: BTreeMap<SessionHandle, RateLimiter>,
     protection: String,
+    /// Restarts of the enclave before this boot, and why (from the boot info).
+    restarts: u64,
+    restart_reasons: Vec<String>,
 }
 
 /// Audit record operation names (`AuditRecord.operation`).
@@ -141,6 +144,8 @@ impl<R: TryCryptoRng> Service<R> {
             kerberos: crate::kerberos::KerberosSessions::new(),
             limits: BTreeMap::new(),
             protection: String::new(),
+            restarts: 0,
+            restart_reasons: Vec::new(),
         })
     }
 
@@ -185,6 +190,13 @@ impl<R: TryCryptoRng> Service<R> {
     /// `abi::describe_protection`).
     pub fn set_protection(&mut self, protection: String) {
         self.protection = protection;
+    }
+
+    /// Sets how many times the VMM restarted the enclave before this boot, and why (oldest
+    /// first), for `Status`.
+    pub fn set_restarts(&mut self, count: u64, reasons: Vec<String>) {
+        self.restarts = count;
+        self.restart_reasons = reasons;
     }
 
     /// The reply to one request frame, carrying one audit record if the call used (or was refused
@@ -311,6 +323,11 @@ impl<R: TryCryptoRng> Service<R> {
                         signer: hex(&self.identity.signer),
                         sessions: self.credentials.len() as u64,
                         protection: self.protection.clone(),
+                        sealing_public_key: Vec::new(),
+                        attestation_signature: Vec::new(),
+                        restarts: self.restarts,
+                        restart_reasons: self.restart_reasons.clone(),
+                        vault_ready: false,
                     };
                     ok(call_id, reply.encode_to_vec())
                 }

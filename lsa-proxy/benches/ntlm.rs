@@ -175,6 +175,31 @@ impl Lsa for Baseline {
     ) -> Result<Response<lsa::KerberosGetServiceTicketReply>, Status> {
         unimplemented()
     }
+
+    async fn save_credential(
+        &self,
+        _: Request<lsa::SaveCredentialRequest>,
+    ) -> Result<Response<lsa::SaveCredentialReply>, Status> {
+        unimplemented()
+    }
+
+    async fn list_saved_credentials(
+        &self,
+        _: Request<lsa::ListSavedCredentialsRequest>,
+    ) -> Result<Response<lsa::ListSavedCredentialsReply>, Status> {
+        unimplemented()
+    }
+
+    async fn delete_saved_credential(
+        &self,
+        _: Request<lsa::DeleteSavedCredentialRequest>,
+    ) -> Result<Response<lsa::DeleteSavedCredentialReply>, Status> {
+        unimplemented()
+    }
+
+    async fn logon_saved(&self, _: Request<lsa::LogonSavedRequest>) -> Result<Response<lsa::LogonSavedReply>, Status> {
+        unimplemented()
+    }
 }
 
 /// The baseline server process: as the proxy, a multi-threaded tokio runtime on a Unix socket.

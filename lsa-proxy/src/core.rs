@@ -92,6 +92,12 @@ impl LsaCore {
                     reply.uptime_ms = s.uptime_ms;
                     reply.enclave_version = s.version;
                     reply.protection = s.protection;
+                    reply.enclave_public_key = s.sealing_public_key;
+                    reply.attestation_signature = s.attestation_signature;
+                    reply.boot_id = s.boot_id;
+                    reply.enclave_restarts = s.restarts;
+                    reply.enclave_restart_reasons = s.restart_reasons;
+                    reply.vault_ready = s.vault_ready;
                 }
                 // Status reports a down enclave as a state, not as an error.
                 Err(_) => reply.state = self.link.state().name().into(),
@@ -114,49 +120,7 @@ impl LsaCore {
         if !req.kdc.is_empty() {
             check_host_port(&req.kdc)?;
         }
-        let (secret, kind) = match req.secret.take() {
-            None => {
-                return Err(LsaError::InvalidArgument(
-                    "one secret is required: password, nt_hash or key".into(),
-                ));
-            }
-            Some(lsa::logon_request::Secret::Password(p)) => {
-                let bad = if p.is_empty() {
-                    Some("password must not be empty".to_string())
-                } else if p.len() > MAX_PASSWORD_LEN {
-                    Some(format!("password is longer than {MAX_PASSWORD_LEN} bytes"))
-                } else {
-                    None
-                };
-                let s = wire::logon_request::Secret::Password(p);
-                if let Some(msg) = bad {
-                    wipe_secret(s);
-                    return Err(LsaError::InvalidArgument(msg));
-                }
-                (s, "password")
-            }
-            Some(lsa::logon_request::Secret::NtHash(h)) => {
-                let ok = h.len() == 16;
-                let s = wire::logon_request::Secret::NtHash(h);
-                if !ok {
-                    wipe_secret(s);
-                    return Err(LsaError::InvalidArgument("nt_hash must be exactly 16 bytes".into()));
-                }
-                (s, "nt_hash")
-            }
-            Some(lsa::logon_request::Secret::Key(k)) => {
-                let check = check_key(&k, self.config.kerberos.allow_rc4, &req.realm);
-                let s = wire::logon_request::Secret::Key(wire::Key {
-                    enctype: k.enctype,
-                    value: k.value,
-                });
-                if let Err(e) = check {
-                    wipe_secret(s);
-                    return Err(e);
-                }
-                (s, "key")
-            }
-        };
+        let (secret, kind) = wire_secret(req.secret.take(), self.config.kerberos.allow_rc4, &req.realm)?;
         let wire_req = wire::LogonRequest {
             user: req.user.clone(),
             domain: req.domain.clone(),
@@ -259,11 +223,97 @@ impl LsaCore {
     }
 }
 
+/// Lengths of the parts of a sealed secret.
+const SEALED_KEY_LEN: usize = 32;
+const SEALED_NONCE_LEN: usize = 12;
+/// Longest sealed ciphertext: the longest plaintext secret plus protobuf framing and the tag.
+const MAX_SEALED_LEN: usize = MAX_PASSWORD_LEN + 64;
+
+/// Checks a secret of the public API and converts it to the enclave's message; returns it with
+/// the kind reported for the session ("password", "nt_hash", "key" or "sealed": the proxy cannot
+/// see what a sealed secret holds). The secret is wiped on refusal.
+pub(crate) fn wire_secret(
+    secret: Option<lsa::logon_request::Secret>,
+    allow_rc4: bool,
+    realm: &str,
+) -> Result<(wire::logon_request::Secret, &'static str), LsaError> {
+    Ok(match secret {
+        None => {
+            return Err(LsaError::InvalidArgument(
+                "one secret is required: password, nt_hash, key or sealed".into(),
+            ));
+        }
+        Some(lsa::logon_request::Secret::Password(p)) => {
+            let bad = if p.is_empty() {
+                Some("password must not be empty".to_string())
+            } else if p.len() > MAX_PASSWORD_LEN {
+                Some(format!("password is longer than {MAX_PASSWORD_LEN} bytes"))
+            } else {
+                None
+            };
+            let s = wire::logon_request::Secret::Password(p);
+            if let Some(msg) = bad {
+                wipe_secret(s);
+                return Err(LsaError::InvalidArgument(msg));
+            }
+            (s, "password")
+        }
+        Some(lsa::logon_request::Secret::NtHash(h)) => {
+            let ok = h.len() == 16;
+            let s = wire::logon_request::Secret::NtHash(h);
+            if !ok {
+                wipe_secret(s);
+                return Err(LsaError::InvalidArgument("nt_hash must be exactly 16 bytes".into()));
+            }
+            (s, "nt_hash")
+        }
+        Some(lsa::logon_request::Secret::Key(k)) => {
+            let check = check_key(&k, allow_rc4, realm);
+            let s = wire::logon_request::Secret::Key(wire::Key {
+                enctype: k.enctype,
+                value: k.value,
+            });
+            if let Err(e) = check {
+                wipe_secret(s);
+                return Err(e);
+            }
+            (s, "key")
+        }
+        Some(lsa::logon_request::Secret::Sealed(sealed)) => {
+            let bad = if sealed.ephemeral_public_key.len() != SEALED_KEY_LEN {
+                Some("sealed.ephemeral_public_key must be 32 bytes")
+            } else if sealed.enclave_public_key.len() != SEALED_KEY_LEN {
+                Some("sealed.enclave_public_key must be 32 bytes")
+            } else if sealed.nonce.len() != SEALED_NONCE_LEN {
+                Some("sealed.nonce must be 12 bytes")
+            } else if sealed.ciphertext.len() < 16 || sealed.ciphertext.len() > MAX_SEALED_LEN {
+                Some("sealed.ciphertext must be 16 to 1088 bytes")
+            } else {
+                None
+            };
+            if let Some(msg) = bad {
+                return Err(LsaError::InvalidArgument(msg.into()));
+            }
+            (
+                wire::logon_request::Secret::Sealed(wire::SealedSecret {
+                    ephemeral_public_key: sealed.ephemeral_public_key,
+                    nonce: sealed.nonce,
+                    ciphertext: sealed.ciphertext,
+                    enclave_public_key: sealed.enclave_public_key,
+                }),
+                "sealed",
+            )
+        }
+    })
+}
+
 fn wipe_secret(s: wire::logon_request::Secret) {
     match s {
         wire::logon_request::Secret::Password(mut p) => p.zeroize(),
         wire::logon_request::Secret::NtHash(mut h) => h.zeroize(),
         wire::logon_request::Secret::Key(mut k) => k.value.zeroize(),
+        // Ciphertext the proxy cannot read: nothing to wipe.
+        wire::logon_request::Secret::Sealed(_) => {}
     }
 }
 
@@ -279,7 +329,7 @@ pub(crate) fn wipe_logon(r: &mut lsa::LogonRequest) {
         Some(lsa::logon_request::Secret::Password(mut p)) => p.zeroize(),
         Some(lsa::logon_request::Secret::NtHash(mut h)) => h.zeroize(),
         Some(lsa::logon_request::Secret::Key(mut k)) => k.value.zeroize(),
-        None => {}
+        Some(lsa::logon_request::Secret::Sealed(_)) | None => {}
     }
 }
 

@@ -137,4 +137,33 @@ impl Lsa for LsaService {
             crate::kerberos::get_service_ticket(&self.core, caller, req.into_inner()).await?,
         ))
     }
+
+    // VAULT-PLACEHOLDER: issue 9 replaces these four with the vault (lsa-proxy/src/vault.rs).
+    async fn save_credential(
+        &self,
+        _req: Request<lsa::SaveCredentialRequest>,
+    ) -> Result<Response<lsa::SaveCredentialReply>, Status> {
+        Err(Status::unimplemented("the vault is not built yet"))
+    }
+
+    async fn list_saved_credentials(
+        &self,
+        _req: Request<lsa::ListSavedCredentialsRequest>,
+    ) -> Result<Response<lsa::ListSavedCredentialsReply>, Status> {
+        Err(Status::unimplemented("the vault is not built yet"))
+    }
+
+    async fn delete_saved_credential(
+        &self,
+        _req: Request<lsa::DeleteSavedCredentialRequest>,
+    ) -> Result<Response<lsa::DeleteSavedCredentialReply>, Status> {
+        Err(Status::unimplemented("the vault is not built yet"))
+    }
+
+    async fn logon_saved(
+        &self,
+        _req: Request<lsa::LogonSavedRequest>,
+    ) -> Result<Response<lsa::LogonSavedReply>, Status> {
+        Err(Status::unimplemented("the vault is not built yet"))
+    }
 }

@@ -16,6 +16,7 @@
 //! | [`GDT_GPA`], [`IDT_GPA`], [`TSS_GPA`] | descriptor tables | supervisor, RW, NX |
 //! | [`BOOT_INFO_GPA`] | [`BootInfo`] | user, read-only, NX |
 //! | [`REPORT_GPA`] | [`Report`] (fault record, benchmark results) | user, RW, NX |
+//! | [`EXCHANGE_GPA`] | [`exchange`] page: sealing secret hand-over, attestation | user, RW, NX |
 //! | [`KERNEL_STACK_BOTTOM`]..[`KERNEL_STACK_TOP`] | ring-0 stack (TSS RSP0) | supervisor, RW, NX |
 //! | [`IMAGE_BASE_GPA`]..[`IMAGE_LIMIT_GPA`] | the signed ELF image (vector stubs first) | user, RWX |
 //! | [`DMA_WINDOW_GPA`] | virtqueues and their buffers (shared with the VMM) | user, RW, NX |
@@ -51,8 +52,11 @@ pub const TSS_GPA: u64 = 0x8000;
 pub const BOOT_INFO_GPA: u64 = 0x9000;
 /// The [`Report`] page: written by the guest, read by the VMM.
 pub const REPORT_GPA: u64 = 0xA000;
+/// The [`exchange`] page: the VMM hands the vault's sealing secret over here (the enclave copies
+/// it into hidden memory and wipes it) and signs the enclave's attestation here.
+pub const EXCHANGE_GPA: u64 = 0xB000;
 /// Lowest address of the ring-0 stack.
-pub const KERNEL_STACK_BOTTOM: u64 = 0xB000;
+pub const KERNEL_STACK_BOTTOM: u64 = 0xC000;
 /// Initial RSP of ring 0, and RSP0 in the TSS.
 pub const KERNEL_STACK_TOP: u64 = 0x10000;
 
@@ -110,6 +114,9 @@ pub const LAPIC_EOI_OFFSET: u64 = 0xB0;
 pub const SERIAL_PORT: u16 = 0x3f8;
 /// A 32-bit `out` here ends the guest with an [`ExitCode`].
 pub const EXIT_PORT: u16 = 0xf4;
+/// A 32-bit `out` here asks the VMM to sign the attestation the guest put in the [`exchange`]
+/// page (a hypercall, not a device). The VMM answers once per boot.
+pub const ATTEST_PORT: u16 = 0xf6;
 
 /// Interrupt vector of the system-call gate (DPL 3). A system call may clobber RCX, RDX, RSI and
 /// RDI; RAX holds the result. Under nested PVM `int 0x80` from ring 3 arrives as #UD at the
@@ -124,6 +131,9 @@ pub const SYS_WRITE: u64 = 0;
 pub const SYS_WAIT: u64 = 1;
 /// `int 0x80` with RAX = this, RDI = [`ExitCode`]: stop the guest.
 pub const SYS_EXIT: u64 = 2;
+/// `int 0x80` with RAX = this: ask the VMM to sign the attestation in the [`exchange`] page
+/// (an `out` to [`ATTEST_PORT`]); returns when the VMM has answered.
+pub const SYS_ATTEST: u64 = 3;
 
 /// Kernel 64-bit code selector.
 pub const KERNEL_CS: u16 = 0x10;
@@ -244,6 +254,70 @@ pub struct BootInfo {
     pub protection: u64,
     /// Bytes of guest RAM the VMM keeps mapped in its own address space after boot.
     pub host_mapped_bytes: u64,
+    /// How many times the VMM restarted the enclave before this boot.
+    pub restart_count: u64,
+    /// Why, most recent last: UTF-8 lines separated by `\n`, NUL-padded (the last few that fit).
+    pub restart_log: [u8; RESTART_LOG_LEN],
+    /// How many entries of [`BootInfo::upgrade_from`] are valid.
+    pub upgrade_from_count: u64,
+    /// Measurements of earlier images whose vault this image may open (a controlled upgrade the
+    /// image's signed manifest allows); the enclave re-seals what it opens under its own key.
+    pub upgrade_from: [[u8; MEASUREMENT_LEN]; MAX_UPGRADE_FROM],
+}
+
+/// Length of [`BootInfo::restart_log`].
+pub const RESTART_LOG_LEN: usize = 512;
+/// Most entries of [`BootInfo::upgrade_from`].
+pub const MAX_UPGRADE_FROM: usize = 4;
+
+/// The exchange page at [`EXCHANGE_GPA`]: byte offsets of its fields.
+///
+/// The VMM writes the sealing secret before boot; the enclave copies it into its hidden memory
+/// and zeroes it here at once. For the attestation the enclave writes its boot id and X25519
+/// public key, makes [`SYS_ATTEST`], and reads back the VMM's signature and state.
+pub mod exchange {
+    /// 32-byte host sealing secret (VMM → enclave, wiped by the enclave after copying).
+    pub const SEALING_SECRET: usize = 0;
+    /// Length of the sealing secret.
+    pub const SEALING_SECRET_LEN: usize = 32;
+    /// `u64`: 1 when [`SEALING_SECRET`] holds a secret (the enclave zeroes it too).
+    pub const SEALING_SECRET_PRESENT: usize = 32;
+    /// 16-byte boot id (enclave → VMM).
+    pub const ATTEST_BOOT_ID: usize = 64;
+    /// 32-byte X25519 public key (enclave → VMM).
+    pub const ATTEST_PUBLIC_KEY: usize = 80;
+    /// 64-byte Ed25519 signature (VMM → enclave).
+    pub const ATTEST_SIGNATURE: usize = 128;
+    /// `u64` [`super::AttestState`] (VMM → enclave).
+    pub const ATTEST_STATE: usize = 192;
+    /// Bytes of the page in use.
+    pub const USED: usize = 200;
+}
+
+/// What the VMM made of an attestation request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+pub enum AttestState {
+    /// No answer yet.
+    None = 0,
+    /// The signature is in the exchange page.
+    Signed = 1,
+    /// The VMM has no attestation key: no signature.
+    NoKey = 2,
+    /// Refused (a second request in the same boot).
+    Refused = 3,
+}
+
+impl AttestState {
+    /// The state for a raw value.
+    pub fn from_raw(raw: u64) -> Self {
+        match raw {
+            1 => AttestState::Signed,
+            2 => AttestState::NoKey,
+            3 => AttestState::Refused,
+            _ => AttestState::None,
+        }
+    }
 }
 
 /// Bits of [`BootInfo::protection`].
@@ -343,7 +417,62 @@ impl BootInfo {
             signer: [0; SIGNER_LEN],
             protection: 0,
             host_mapped_bytes: 0,
+            restart_count: 0,
+            restart_log: [0; RESTART_LOG_LEN],
+            upgrade_from_count: 0,
+            upgrade_from: [[0; MEASUREMENT_LEN]; MAX_UPGRADE_FROM],
         }
+    }
+
+    /// The same boot info, saying how often the enclave was restarted before and why (most
+    /// recent last; only the last reasons that fit are kept, each cut to one line).
+    pub fn with_restarts(mut self, count: u64, reasons: &[&str]) -> Self {
+        self.restart_count = count;
+        self.restart_log = [0; RESTART_LOG_LEN];
+        let mut lines: Vec<&[u8]> = Vec::new();
+        let mut used = 0;
+        for reason in reasons.iter().rev() {
+            let line = reason.lines().next().unwrap_or("").as_bytes();
+            let line = &line[..floor_char_boundary(reason, line.len().min(120))];
+            if used + line.len() + 1 > RESTART_LOG_LEN {
+                break;
+            }
+            used += line.len() + 1;
+            lines.push(line);
+        }
+        let mut at = 0;
+        for line in lines.iter().rev() {
+            self.restart_log[at..at + line.len()].copy_from_slice(line);
+            at += line.len();
+            self.restart_log[at] = b'\n';
+            at += 1;
+        }
+        self
+    }
+
+    /// The restart reasons of [`BootInfo::restart_log`], oldest first.
+    pub fn restart_reasons(&self) -> impl Iterator<Item = &str> {
+        let end = self.restart_log.iter().position(|&b| b == 0).unwrap_or(RESTART_LOG_LEN);
+        self.restart_log[..end]
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| core::str::from_utf8(l).unwrap_or("(not UTF-8)"))
+    }
+
+    /// The same boot info, allowing the vaults of these earlier measurements to be opened (at
+    /// most [`MAX_UPGRADE_FROM`]; more are ignored).
+    pub fn with_upgrade_from(mut self, measurements: &[[u8; MEASUREMENT_LEN]]) -> Self {
+        let n = measurements.len().min(MAX_UPGRADE_FROM);
+        self.upgrade_from = [[0; MEASUREMENT_LEN]; MAX_UPGRADE_FROM];
+        self.upgrade_from[..n].copy_from_slice(&measurements[..n]);
+        self.upgrade_from_count = n as u64;
+        self
+    }
+
+    /// The valid entries of [`BootInfo::upgrade_from`].
+    pub fn upgrade_from(&self) -> &[[u8; MEASUREMENT_LEN]] {
+        let n = (self.upgrade_from_count as usize).min(MAX_UPGRADE_FROM);
+        &self.upgrade_from[..n]
     }
 
     /// The same boot info, saying which [`protection`] bits are in force and how much guest RAM
@@ -385,6 +514,15 @@ impl BootInfo {
         let p = s + SIGNER_LEN;
         out[p..p + 8].copy_from_slice(&self.protection.to_le_bytes());
         out[p + 8..p + 16].copy_from_slice(&self.host_mapped_bytes.to_le_bytes());
+        out[p + 16..p + 24].copy_from_slice(&self.restart_count.to_le_bytes());
+        let r = p + 24;
+        out[r..r + RESTART_LOG_LEN].copy_from_slice(&self.restart_log);
+        let u = r + RESTART_LOG_LEN;
+        out[u..u + 8].copy_from_slice(&self.upgrade_from_count.to_le_bytes());
+        for (i, m) in self.upgrade_from.iter().enumerate() {
+            let at = u + 8 + i * MEASUREMENT_LEN;
+            out[at..at + MEASUREMENT_LEN].copy_from_slice(m);
+        }
         out
     }
 }
@@ -462,6 +600,14 @@ impl Report {
     }
 }
 
+/// The largest index `<= i` that is a char boundary of `s` (`str::floor_char_boundary` is unstable).
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
 /// Why a RAM size does not fit the layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadRamSize;
@@ -511,7 +657,7 @@ pub fn page_table_entries(ram_size: u64) -> Vec<(u64, u64)> {
             PRESENT | WRITABLE | NO_EXECUTE
         } else if page == BOOT_INFO_GPA {
             PRESENT | USER | NO_EXECUTE
-        } else if page == REPORT_GPA {
+        } else if page == REPORT_GPA || page == EXCHANGE_GPA {
             PRESENT | WRITABLE | USER | NO_EXECUTE
         } else if page < KERNEL_STACK_TOP {
             PRESENT | WRITABLE | NO_EXECUTE
@@ -616,7 +762,51 @@ mod tests {
         // SAFETY: BootInfo is repr(C), all fields are integers, and the array is exactly its size.
         let back: BootInfo = unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast()) };
         assert_eq!(back, info);
-        assert_eq!(BOOT_INFO_SIZE, 10 * 8 + 48 + 16 + 2 * 8);
+        assert_eq!(
+            BOOT_INFO_SIZE,
+            10 * 8 + 48 + 16 + 3 * 8 + RESTART_LOG_LEN + 8 + MAX_UPGRADE_FROM * 48
+        );
+        assert!(BOOT_INFO_SIZE <= PAGE_SIZE as usize);
+        let info = info
+            .with_restarts(3, &["panic: boom", "watchdog: no answer in 5 s"])
+            .with_upgrade_from(&[[1; 48], [2; 48]]);
+        let bytes = info.to_bytes();
+        // SAFETY: as above.
+        let back: BootInfo = unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        assert_eq!(back, info);
+        assert_eq!(back.restart_count, 3);
+        let reasons: Vec<&str> = back.restart_reasons().collect();
+        assert_eq!(reasons, ["panic: boom", "watchdog: no answer in 5 s"]);
+        assert_eq!(back.upgrade_from(), &[[1; 48], [2; 48]]);
+    }
+
+    #[test]
+    fn restart_log_keeps_the_most_recent_reasons() {
+        let long = "x".repeat(200);
+        let reasons: Vec<&str> = (0..20).map(|_| long.as_str()).chain(["last one"]).collect();
+        let info = BootInfo::new(DEFAULT_RAM_SIZE, 1, BootMode::Service, 0, 1, [0; 48]).with_restarts(21, &reasons);
+        let kept: Vec<&str> = info.restart_reasons().collect();
+        assert_eq!(kept.last(), Some(&"last one"));
+        assert!(kept.len() < 21 && kept.iter().all(|r| r.len() <= 120));
+        let info = BootInfo::new(DEFAULT_RAM_SIZE, 1, BootMode::Service, 0, 1, [0; 48])
+            .with_restarts(1, &["é".repeat(100).as_str()]);
+        assert!(
+            info.restart_reasons()
+                .next()
+                .is_some_and(|r| r.len() <= 120 && !r.contains('('))
+        );
+    }
+
+    #[test]
+    fn exchange_fields_fit_and_do_not_overlap() {
+        use exchange::*;
+        assert!(SEALING_SECRET + SEALING_SECRET_LEN <= SEALING_SECRET_PRESENT);
+        assert!(SEALING_SECRET_PRESENT + 8 <= ATTEST_BOOT_ID);
+        assert!(ATTEST_BOOT_ID + 16 <= ATTEST_PUBLIC_KEY);
+        assert!(ATTEST_PUBLIC_KEY + 32 <= ATTEST_SIGNATURE);
+        assert!(ATTEST_SIGNATURE + 64 <= ATTEST_STATE);
+        assert!(ATTEST_STATE + 8 <= USED && USED <= PAGE_SIZE as usize);
+        assert!(EXCHANGE_GPA + PAGE_SIZE <= KERNEL_STACK_BOTTOM);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 extern crate alloc;
 
 pub mod abi;
+pub mod attest;
 pub mod wire;
 
 /// The public gRPC API, `credguard.v1.Lsa`, with tonic client and server.
@@ -29,6 +30,7 @@ pub mod lsa {
                 Some(logon_request::Secret::Password(_)) => "password",
                 Some(logon_request::Secret::NtHash(_)) => "nt_hash",
                 Some(logon_request::Secret::Key(_)) => "key",
+                Some(logon_request::Secret::Sealed(_)) => "sealed",
                 None => "none",
             };
             f.debug_struct("LogonRequest")
@@ -46,6 +48,19 @@ pub mod lsa {
             f.debug_struct("Key")
                 .field("enctype", &self.enctype)
                 .field("value", &"<redacted>")
+                .finish()
+        }
+    }
+
+    impl core::fmt::Debug for SaveCredentialRequest {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.debug_struct("SaveCredentialRequest")
+                .field("target", &self.target)
+                .field("user", &self.user)
+                .field("domain", &self.domain)
+                .field("realm", &self.realm)
+                .field("kdc", &self.kdc)
+                .field("secret", &"<redacted>")
                 .finish()
         }
     }
@@ -72,6 +87,10 @@ pub mod enclave {
     pub const METHOD_NTLM_AUTHENTICATE: &str = "/credguard.enclave.v1.Enclave/NtlmAuthenticate";
     /// Full gRPC path of `Enclave.LegacyAuthenticate`.
     pub const METHOD_LEGACY_AUTHENTICATE: &str = "/credguard.enclave.v1.Enclave/LegacyAuthenticate";
+    /// Full gRPC path of `Enclave.VaultSeal`.
+    pub const METHOD_VAULT_SEAL: &str = "/credguard.enclave.v1.Enclave/VaultSeal";
+    /// Full gRPC path of `Enclave.VaultLogon`.
+    pub const METHOD_VAULT_LOGON: &str = "/credguard.enclave.v1.Enclave/VaultLogon";
 
     impl core::fmt::Debug for LogonRequest {
         fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -89,6 +108,27 @@ pub mod enclave {
             f.debug_struct("Key")
                 .field("enctype", &self.enctype)
                 .field("value", &"<redacted>")
+                .finish()
+        }
+    }
+
+    impl core::fmt::Debug for SealedLogonSecret {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.debug_struct("SealedLogonSecret")
+                .field("secret", &"<redacted>")
+                .finish()
+        }
+    }
+
+    impl core::fmt::Debug for VaultSealRequest {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.debug_struct("VaultSealRequest")
+                .field("uid", &self.uid)
+                .field("target", &self.target)
+                .field("user", &self.user)
+                .field("domain", &self.domain)
+                .field("realm", &self.realm)
+                .field("secret", &"<redacted>")
                 .finish()
         }
     }

@@ -237,6 +237,21 @@ pub fn write_boot_tables(mem: &GuestMemoryMmap, info: &BootInfo) -> Result<(), B
     Ok(())
 }
 
+/// Puts the vault's sealing secret into the exchange page for the enclave, which copies it into
+/// its hidden memory and zeroes the page's copy before it serves anything.
+pub fn hand_over_sealing_secret(
+    mem: &GuestMemoryMmap,
+    secret: &[u8; abi::exchange::SEALING_SECRET_LEN],
+) -> Result<(), BootError> {
+    use abi::exchange;
+    write_bytes(mem, abi::EXCHANGE_GPA + exchange::SEALING_SECRET as u64, secret)?;
+    write_bytes(
+        mem,
+        abi::EXCHANGE_GPA + exchange::SEALING_SECRET_PRESENT as u64,
+        &1u64.to_le_bytes(),
+    )
+}
+
 /// Reads the [`Report`] page the guest fills before a fault or benchmark exit.
 pub fn read_report(mem: &GuestMemoryMmap) -> Result<Report, BootError> {
     let mut bytes = [0u8; abi::REPORT_SIZE];

@@ -8,7 +8,11 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
+use crate::attestation::AttestationKey;
 use crate::sandbox::ThreadRole;
+use crate::sealing::SealingSecret;
 use crate::{BootMode, Enclave, EnclaveConfig, EnclaveImage, ExitOutcome, signals};
 use clap::{Parser, Subcommand, ValueEnum};
 use credguard_image::SignedImage;
@@ -65,6 +69,15 @@ enum Command {
         /// Round trips of the doorbell benchmark.
         #[arg(long, default_value_t = 10_000)]
         bench_iterations: u64,
+        /// The VMM's attestation key (Ed25519 PKCS#8, a root-only file), made here with its
+        /// public half `<path>.pub` if missing. It signs each boot's sealing public key, so that
+        /// clients can seal passwords to the enclave. Without it, sealed logon is unavailable.
+        #[arg(long)]
+        attestation_key: Option<PathBuf>,
+        /// The host sealing secret of the vault (32 bytes, a root-only file), made here if
+        /// missing. Without it, the vault (saved credentials) is unavailable.
+        #[arg(long)]
+        sealing_secret: Option<PathBuf>,
     },
 }
 
@@ -124,14 +137,18 @@ where
             memory_mib,
             boot_mode,
             bench_iterations,
-        } => run(
-            &image,
-            &sig,
+            attestation_key,
+            sealing_secret,
+        } => run(RunArgs {
+            image,
+            sig,
             vsock_socket,
             memory_mib,
-            boot_mode.into(),
+            boot_mode: boot_mode.into(),
             bench_iterations,
-        ),
+            attestation_key,
+            sealing_secret,
+        }),
     }
 }
 
@@ -174,14 +191,49 @@ fn verify(image: &Path, sig: &ImageArgs) -> ExitCode {
     }
 }
 
-fn run(
-    image: &Path,
-    sig: &ImageArgs,
+/// The arguments of `run`.
+struct RunArgs {
+    image: PathBuf,
+    sig: ImageArgs,
     vsock_socket: PathBuf,
     memory_mib: u64,
     boot_mode: BootMode,
     bench_iterations: u64,
-) -> ExitCode {
+    attestation_key: Option<PathBuf>,
+    sealing_secret: Option<PathBuf>,
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let RunArgs {
+        image,
+        sig,
+        vsock_socket,
+        memory_mib,
+        boot_mode,
+        bench_iterations,
+        attestation_key,
+        sealing_secret,
+    } = args;
+    let (image, sig) = (image.as_path(), &sig);
+    // Keys first: a missing or unreadable key is a configuration error, found before any boot.
+    let attestation_key = match attestation_key
+        .as_deref()
+        .map(AttestationKey::load_or_create)
+        .transpose()
+    {
+        Ok(key) => key.map(Arc::new),
+        Err(e) => {
+            eprintln!("credguard-vmm: attestation key: {e}");
+            return ExitCode::from(EXIT_REFUSED);
+        }
+    };
+    let sealing_secret = match sealing_secret.as_deref().map(SealingSecret::load_or_create).transpose() {
+        Ok(secret) => secret,
+        Err(e) => {
+            eprintln!("credguard-vmm: sealing secret: {e}");
+            return ExitCode::from(EXIT_REFUSED);
+        }
+    };
     // The signature is checked before any guest memory exists.
     let signed = match load(image, sig) {
         Ok(signed) => signed,
@@ -215,6 +267,8 @@ fn run(
         0
     };
     config.vsock_socket = Some(vsock_socket.clone());
+    config.attestation_key = attestation_key;
+    config.sealing_secret = sealing_secret;
 
     let enclave = match Enclave::launch(config) {
         Ok(enclave) => enclave,

@@ -8,6 +8,7 @@
 //! [`enclave_client::EnclaveClient`].
 #![deny(missing_docs)]
 
+pub mod attestation;
 pub mod boot;
 pub mod cli;
 pub mod devices;
@@ -19,6 +20,7 @@ mod kvm_tests;
 pub mod memory;
 pub mod outcome;
 pub mod sandbox;
+pub mod sealing;
 pub mod signals;
 pub mod vcpu;
 pub mod vm;

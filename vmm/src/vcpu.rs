@@ -7,10 +7,12 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use credguard_proto::abi::{self, ExitCode};
+use credguard_proto::abi::{self, AttestState, ExitCode, exchange};
+use credguard_proto::attest;
 use kvm_ioctls::{VcpuExit, VcpuFd};
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use crate::attestation::AttestationKey;
 use crate::boot;
 use crate::devices::MmioDevice;
 use crate::devices::serial::SerialConsole;
@@ -117,8 +119,62 @@ enum Step {
 }
 
 /// Handles exits that are not the vCPU's own business: devices, the exit port, guest memory.
+/// Answers the enclave's one attestation request per boot (see [`crate::attestation`]).
+#[derive(Debug)]
+pub struct Attestor {
+    key: Option<Arc<AttestationKey>>,
+    measurement: [u8; abi::MEASUREMENT_LEN],
+    signer: [u8; abi::SIGNER_LEN],
+    answered: bool,
+}
+
+impl Attestor {
+    /// Signs with `key` (none: the enclave is told there is no key) what this VMM verified.
+    pub fn new(
+        key: Option<Arc<AttestationKey>>,
+        measurement: [u8; abi::MEASUREMENT_LEN],
+        signer: [u8; abi::SIGNER_LEN],
+    ) -> Self {
+        Attestor {
+            key,
+            measurement,
+            signer,
+            answered: false,
+        }
+    }
+
+    /// Reads the boot id and public key from the exchange page and writes the answer there.
+    fn answer(&mut self, mem: &GuestMemoryMmap) -> Result<AttestState, vm_memory::GuestMemoryError> {
+        let page = abi::EXCHANGE_GPA;
+        let state = if self.answered {
+            // One per boot: a second request would let a compromised guest have other keys
+            // signed as this boot's.
+            AttestState::Refused
+        } else if let Some(key) = &self.key {
+            let mut boot_id = [0u8; attest::BOOT_ID_LEN];
+            let mut public_key = [0u8; attest::PUBLIC_KEY_LEN];
+            mem.read_slice(&mut boot_id, GuestAddress(page + exchange::ATTEST_BOOT_ID as u64))?;
+            mem.read_slice(&mut public_key, GuestAddress(page + exchange::ATTEST_PUBLIC_KEY as u64))?;
+            let signature = key.sign(&self.measurement, &self.signer, &boot_id, &public_key);
+            mem.write_slice(&signature, GuestAddress(page + exchange::ATTEST_SIGNATURE as u64))?;
+            tracing::info!(
+                "attested enclave boot {}: sealing key {}",
+                hex::encode(boot_id),
+                hex::encode(public_key)
+            );
+            AttestState::Signed
+        } else {
+            AttestState::NoKey
+        };
+        self.answered = true;
+        mem.write_obj(state as u64, GuestAddress(page + exchange::ATTEST_STATE as u64))?;
+        Ok(state)
+    }
+}
+
 struct ExitHandler {
     mem: GuestMemoryMmap,
+    attestor: Attestor,
     serial: SerialConsole,
     vsock: Option<Arc<Mutex<dyn MmioDevice>>>,
     tsc_khz: u64,
@@ -208,6 +264,12 @@ impl ExitHandler {
             };
             return Step::Exit(self.guest_exit(u32::from_le_bytes(raw)));
         }
+        if port == abi::ATTEST_PORT {
+            if let Err(e) = self.attestor.answer(&self.mem) {
+                tracing::warn!("attestation: {e}");
+            }
+            return Step::Continue;
+        }
         self.log_unclaimed(false, port.into(), "port write");
         Step::Continue
     }
@@ -265,11 +327,13 @@ impl Vcpu {
         vsock: Option<Arc<Mutex<dyn MmioDevice>>>,
         tsc_khz: u64,
         control: Arc<VcpuControl>,
+        attestor: Attestor,
     ) -> Self {
         Vcpu {
             fd,
             handler: ExitHandler {
                 mem,
+                attestor,
                 serial: SerialConsole::new(),
                 vsock,
                 tsc_khz,

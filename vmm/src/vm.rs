@@ -27,6 +27,7 @@ use credguard_proto::abi::{self, BootInfo, BootMode, MEASUREMENT_LEN};
 use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
 use vm_memory::GuestMemoryMmap;
 
+use crate::attestation::AttestationKey;
 use crate::boot::{self, BootError};
 use crate::devices::MmioDevice;
 use crate::devices::virtio::mmio::regs::QUEUE_NOTIFY;
@@ -36,7 +37,8 @@ use crate::interrupts::{self, InterruptError};
 use crate::memory::{Backing, GuestRam, MemoryError};
 use crate::outcome::ExitOutcome;
 use crate::sandbox::{self, SandboxError, ThreadFilter, ThreadRole};
-use crate::vcpu::{self, Vcpu, VcpuControl, VcpuError};
+use crate::sealing::SealingSecret;
+use crate::vcpu::{self, Attestor, Vcpu, VcpuControl, VcpuError};
 
 /// How often a waiter re-sends a lost stop kick (see [`VcpuControl::request_stop`]).
 const KICK_INTERVAL: Duration = Duration::from_millis(20);
@@ -158,6 +160,19 @@ pub struct EnclaveConfig {
     /// and doorbell threads under their seccomp allow-lists (see [`crate::sandbox`]); default
     /// `true`. The caller's own threads install theirs with [`RunningEnclave::thread_filter`].
     pub sandbox: bool,
+    /// Signs the enclave's sealing public key once per boot; `None`: the enclave's `Status`
+    /// carries no attestation signature (clients cannot seal secrets to it).
+    pub attestation_key: Option<Arc<AttestationKey>>,
+    /// The host sealing secret of the vault, handed to the enclave in the exchange page (which
+    /// the enclave wipes after copying); `None`: no vault.
+    pub sealing_secret: Option<SealingSecret>,
+    /// How many times this enclave was restarted before this launch, and why (oldest first);
+    /// handed to the enclave for its `Status`.
+    pub restart_count: u64,
+    /// See [`EnclaveConfig::restart_count`].
+    pub restart_reasons: Vec<String>,
+    /// Measurements of earlier images whose vault this image may open, from its signed manifest.
+    pub upgrade_from: Vec<[u8; abi::MEASUREMENT_LEN]>,
 }
 
 impl EnclaveConfig {
@@ -170,6 +185,11 @@ impl EnclaveConfig {
             mode_arg: 0,
             vsock_socket: None,
             sandbox: true,
+            attestation_key: None,
+            sealing_secret: None,
+            restart_count: 0,
+            restart_reasons: Vec::new(),
+            upgrade_from: Vec::new(),
         }
     }
 }
@@ -236,8 +256,16 @@ impl Enclave {
             *image.measurement(),
         )
         .with_signer(image.signer)
-        .with_protection(protection.bits, protection.host_mapped_bytes);
+        .with_protection(protection.bits, protection.host_mapped_bytes)
+        .with_restarts(
+            config.restart_count,
+            &config.restart_reasons.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .with_upgrade_from(&config.upgrade_from);
         boot::write_boot_tables(&mem, &info)?;
+        if let Some(secret) = &config.sealing_secret {
+            boot::hand_over_sealing_secret(&mem, secret.bytes())?;
+        }
         boot::setup_registers(&vcpu_fd, entry)?;
         interrupts::enable_lapic(&vcpu_fd)?;
 
@@ -254,7 +282,8 @@ impl Enclave {
         let vsock_mmio = vsock
             .as_ref()
             .map(|v| v.transport.clone() as Arc<Mutex<dyn MmioDevice>>);
-        let vcpu = Vcpu::new(vcpu_fd, mem.clone(), vsock_mmio, tsc_khz, control.clone());
+        let attestor = Attestor::new(config.attestation_key.clone(), *image.measurement(), image.signer);
+        let vcpu = Vcpu::new(vcpu_fd, mem.clone(), vsock_mmio, tsc_khz, control.clone(), attestor);
         let (outcome_tx, outcome_rx) = mpsc::channel();
         let vcpu_thread = std::thread::Builder::new()
             .name("vcpu0".into())
