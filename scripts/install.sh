@@ -9,7 +9,9 @@
 # /usr/local/bin, the image to /usr/local/lib/credguard, the trusted public key and the
 # configuration to /etc/credguard (an existing configuration is kept), the units to
 # /etc/systemd/system, and creates the system users credguard-vmm and credguard-proxy and the
-# group credguard (which lets the proxy open the VMM's socket).
+# group credguard (which lets the proxy open the VMM's socket), and the vault's host sealing secret
+# /var/lib/credguard/sealing.secret (32 random bytes, root-only; kept if it exists, since saved
+# credentials cannot be opened without it).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 key="" dev=0 enable=0
@@ -18,7 +20,7 @@ while [ $# -gt 0 ]; do
     --key) key="${2:?--key needs a path}"; shift 2 ;;
     --dev-key) dev=1; shift ;;
     --enable) enable=1; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -54,6 +56,22 @@ if [ -n "$dest" ]; then
   echo "staged under $dest (no users created, systemd untouched)"
   exit 0
 fi
+# The vault's sealing secret: made once, never replaced (that would lose every saved credential).
+install -d -m 0755 /var/lib/credguard
+if [ ! -e /var/lib/credguard/sealing.secret ]; then
+  (umask 077 && head -c 32 /dev/urandom > /var/lib/credguard/sealing.secret.tmp)
+  chmod 0600 /var/lib/credguard/sealing.secret.tmp
+  mv /var/lib/credguard/sealing.secret.tmp /var/lib/credguard/sealing.secret
+  echo "made the vault sealing secret /var/lib/credguard/sealing.secret (back it up somewhere safe)"
+fi
+# The VMM's attestation key (signs each boot's sealing key; root-only) and its public half, which
+# clients (credguardctl) check the enclave's sealing key against: made once, kept afterwards.
+if [ ! -e /etc/credguard/attestation.key ]; then
+  (umask 077 && /usr/local/bin/credguard-vmm attestation-key /etc/credguard/attestation.key >/dev/null)
+fi
+chmod 0600 /etc/credguard/attestation.key
+[ -e /etc/credguard/attestation.pub ] || cp /etc/credguard/attestation.key.pub /etc/credguard/attestation.pub
+chmod 0644 /etc/credguard/attestation.pub
 getent group credguard >/dev/null || groupadd --system credguard
 getent group kvm >/dev/null || groupadd --system kvm
 id credguard-vmm >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin \

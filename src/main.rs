@@ -41,6 +41,12 @@ fn main() -> ExitCode {
                 // SAFETY: nothing else runs yet: no other thread reads the environment.
                 unsafe { std::env::set_var("CREDGUARD_SOCKET", run_dir().join("lsa.sock")) };
             }
+            if std::env::var_os("CREDGUARD_ATTESTATION_PUB").is_none() {
+                // The dev VMM's attestation key lives in run/ (see dev_run); its public half is
+                // what a client checks the enclave's sealing key against.
+                // SAFETY: as above.
+                unsafe { std::env::set_var("CREDGUARD_ATTESTATION_PUB", run_dir().join("attestation.key.pub")) };
+            }
             credguard_lsa_proxy::ctl::main_with_args(args)
         }
         Some("load") => load(&args[2..]),
@@ -198,6 +204,13 @@ async fn supervise() -> Result<()> {
             os(&dev.trusted_key),
             "--vsock-socket".into(),
             os(&vsock),
+            // Made on first start (0600) with its public half run/attestation.key.pub.
+            "--attestation-key".into(),
+            os(&run.join("attestation.key")),
+            // The vault's host sealing secret, made on first start (0600); kept across runs so
+            // that saved credentials survive restarts.
+            "--sealing-secret".into(),
+            os(&run.join("sealing.secret")),
         ],
         child: None,
         restarts: 0,
@@ -211,6 +224,8 @@ async fn supervise() -> Result<()> {
             os(&api),
             "--vmm-socket".into(),
             os(&vsock),
+            "--vault-dir".into(),
+            os(&run.join("vault")),
         ],
         child: None,
         restarts: 0,

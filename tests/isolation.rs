@@ -19,7 +19,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use credguard_proto::abi;
-use support::{Stack, credguard_bin, dev_image, kvm_or_skip, retry, temp_dir};
+use support::kdc::TestKdc;
+use support::{Stack, credguard_bin, dev_image, json, kvm_or_skip, retry, temp_dir};
 
 /// The password of the scan; distinctive enough never to occur by chance.
 const PASSWORD: &str = "Qx7-IsolationCanary-Passw0rd-9f3b";
@@ -134,11 +135,22 @@ fn memory_scan_finds_no_secret_in_proxy_or_vmm() {
         "Status: {status}"
     );
 
-    let (code, out, err) = stack.ctl(None, &["logon", "scanpw", "--domain", "CORP"], &format!("{PASSWORD}\n"));
+    // Once through the proxy in the clear (it must wipe them), once sealed to the enclave.
+    let (code, out, err) = stack.ctl(
+        None,
+        &["--seal", "never", "logon", "scanpw", "--domain", "CORP"],
+        &format!("{PASSWORD}\n"),
+    );
     assert_eq!(code, 0, "{out} {err}");
     let (code, out, err) = stack.ctl(
         None,
-        &["logon", "scanhash", "--domain", "CORP", "--nt-hash"],
+        &["--seal", "require", "logon", "scanpw2", "--domain", "CORP"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(code, 0, "{out} {err}");
+    let (code, out, err) = stack.ctl(
+        None,
+        &["--seal", "never", "logon", "scanhash", "--domain", "CORP", "--nt-hash"],
         &format!("{NT_HASH_HEX}\n"),
     );
     assert_eq!(code, 0, "{out} {err}");
@@ -352,4 +364,281 @@ fn seccomp_kills_a_vmm_thread_making_a_forbidden_call() {
             "the {role} thread's forbidden call did not end the VMM by SIGSYS: {status}"
         );
     }
+}
+
+/// A KDC relay on loopback (UDP and TCP on one port) that keeps a copy of every reply, so the test
+/// can learn the TGT session key the way an eavesdropper with the user's long-term key would.
+struct KdcRelay {
+    addr: std::net::SocketAddr,
+    replies: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl KdcRelay {
+    fn start(kdc: &str) -> KdcRelay {
+        use std::io::Write;
+        use std::net::{TcpListener, TcpStream, UdpSocket};
+        let kdc: std::net::SocketAddr = kdc.parse().unwrap();
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let udp = UdpSocket::bind(addr).unwrap();
+        let replies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = replies.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while let Ok((n, from)) = udp.recv_from(&mut buf) {
+                let up = UdpSocket::bind("127.0.0.1:0").unwrap();
+                up.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                up.send_to(&buf[..n], kdc).unwrap();
+                let mut reply = vec![0u8; 65536];
+                if let Ok((m, _)) = up.recv_from(&mut reply) {
+                    seen.lock().unwrap().push(reply[..m].to_vec());
+                    let _ = udp.send_to(&reply[..m], from);
+                }
+            }
+        });
+        let seen = replies.clone();
+        std::thread::spawn(move || {
+            for conn in tcp.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut up = TcpStream::connect(kdc).unwrap();
+                let mut len = [0u8; 4];
+                if conn.read_exact(&mut len).is_err() {
+                    continue;
+                }
+                let mut req = vec![0u8; u32::from_be_bytes(len) as usize];
+                conn.read_exact(&mut req).unwrap();
+                up.write_all(&len).unwrap();
+                up.write_all(&req).unwrap();
+                up.read_exact(&mut len).unwrap();
+                let mut reply = vec![0u8; u32::from_be_bytes(len) as usize];
+                up.read_exact(&mut reply).unwrap();
+                seen.lock().unwrap().push(reply.clone());
+                let _ = conn.write_all(&len);
+                let _ = conn.write_all(&reply);
+            }
+        });
+        KdcRelay { addr, replies }
+    }
+}
+
+/// One DER TLV: (tag, contents, rest).
+fn der(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let tag = *b.first()?;
+    let first = *b.get(1)? as usize;
+    let (len, hdr) = if first < 0x80 {
+        (first, 2)
+    } else {
+        let n = first & 0x7f;
+        let len = b.get(2..2 + n)?.iter().fold(0usize, |a, &x| (a << 8) | x as usize);
+        (len, 2 + n)
+    };
+    Some((tag, b.get(hdr..hdr + len)?, b.get(hdr + len..)?))
+}
+
+/// The child of a DER SEQUENCE's contents with context tag `[n]`, unwrapped.
+fn context_child(mut seq: &[u8], n: u8) -> Option<&[u8]> {
+    while let Some((tag, content, rest)) = der(seq) {
+        if tag == 0xa0 + n {
+            return Some(content);
+        }
+        seq = rest;
+    }
+    None
+}
+
+/// The TGT session key in an AS-REP, decrypted with the client's long-term keys (RFC 4120:
+/// AS-REP ::= [APPLICATION 11] KDC-REP; enc-part [6] under key usage 3; EncASRepPart's key [0]).
+fn tgt_session_key(as_rep: &[u8], keys: &[(i32, Vec<u8>)]) -> Option<Vec<u8>> {
+    use credguard_enclave::kerberos::crypto::{Key, decrypt};
+    let (0x6b, rep, _) = der(as_rep)? else { return None };
+    let (0x30, rep, _) = der(rep)? else { return None };
+    let (0x30, enc, _) = der(context_child(rep, 6)?)? else {
+        return None;
+    };
+    let (0x02, etype, _) = der(context_child(enc, 0)?)? else {
+        return None;
+    };
+    let etype = etype.iter().fold(0i32, |a, &x| (a << 8) | x as i32);
+    let (0x04, cipher, _) = der(context_child(enc, 2)?)? else {
+        return None;
+    };
+    let (_, long_term) = keys.iter().find(|(e, _)| *e == etype)?;
+    let plain = decrypt(&Key::new(etype, long_term).ok()?, 3, cipher).ok()?;
+    let (_, part, _) = der(&plain)?;
+    let (0x30, part, _) = der(part)? else { return None };
+    let (0x30, key, _) = der(context_child(part, 0)?)? else {
+        return None;
+    };
+    let (0x04, value, _) = der(context_child(key, 1)?)? else {
+        return None;
+    };
+    Some(value.to_vec())
+}
+
+#[test]
+fn memory_scan_after_ntlm_and_kerberos_finds_no_secret() {
+    let test = "memory_scan_after_ntlm_and_kerberos_finds_no_secret";
+    if !kvm_or_skip(test) {
+        return;
+    }
+    let Some(kdc) = TestKdc::start("scan-krb") else { return };
+    let relay = KdcRelay::start(kdc.get("KDC"));
+    let config = format!("[kerberos]\ndefault_kdc = \"{}\"\n", relay.addr);
+    let stack = Stack::start("scan-krb", &config);
+    stack.wait_ready();
+    let password = kdc.get("PASSWORD");
+    let realm = kdc.get("REALM");
+
+    // The password goes through the proxy in the clear (it must wipe it) for one session, and
+    // sealed to the enclave for the other.
+    let mut sessions = Vec::new();
+    for seal in ["never", "require"] {
+        let (code, out, err) = stack.ctl(
+            None,
+            &["--seal", seal, "logon", "alice", "--domain", "CORP", "--realm", realm],
+            &format!("{password}\n"),
+        );
+        assert_eq!(code, 0, "{out} {err}");
+        sessions.push(json(&out)["session_id"].as_str().unwrap().to_string());
+    }
+    let challenge = hex_string(&credguard_enclave::ntlm::sample::windows_challenge());
+    for session in &sessions {
+        let (code, out, err) = stack.ctl(None, &["kerberos-tgt", session], "");
+        assert_eq!(code, 0, "{out} {err}");
+        let (code, out, err) = stack.ctl(None, &["kerberos-ticket", session, kdc.get("SPN")], "");
+        assert_eq!(code, 0, "{out} {err}");
+        let (code, out, err) = stack.ctl(None, &["ntlm", "negotiate", session], "");
+        assert_eq!(code, 0, "{out} {err}");
+        let context = json(&out)["context_id"].as_str().unwrap().to_string();
+        let (code, out, err) = stack.ctl(
+            None,
+            &["ntlm", "authenticate", &context, "--challenge-hex", &challenge],
+            "",
+        );
+        assert_eq!(code, 0, "{out} {err}");
+    }
+
+    let long_term = kdc.long_term_keys("alice");
+    let replies = relay.replies.lock().unwrap().clone();
+    let tgt_keys: Vec<Vec<u8>> = replies.iter().filter_map(|r| tgt_session_key(r, &long_term)).collect();
+    assert_eq!(
+        tgt_keys.len(),
+        2,
+        "one AS-REP per session, each decrypted ({} replies)",
+        replies.len()
+    );
+
+    let mut needles: Vec<(String, Vec<u8>)> = vec![
+        ("password (UTF-8)".into(), password.as_bytes().to_vec()),
+        ("password (UTF-16LE)".into(), utf16le(password)),
+        ("NT hash".into(), nt_hash(password)),
+    ];
+    for (enctype, key) in &long_term {
+        needles.push((format!("long-term key (enctype {enctype})"), key.clone()));
+    }
+    for key in &tgt_keys {
+        needles.push(("TGT session key".into(), key.clone()));
+    }
+    let needles: Vec<(&str, Vec<u8>)> = needles.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+    // Control: the scanner finds them where they are (this test process holds them).
+    let (own, _) = scan(std::process::id(), &needles);
+    for what in ["password (UTF-8)", "NT hash", "long-term key", "TGT session key"] {
+        assert!(
+            own.iter().any(|h| h.starts_with(what)),
+            "the scanner is blind to the {what}: {own:?}"
+        );
+    }
+    let vmm = stack.vmm_pid().expect("VMM running");
+    let proxy = stack.proxy_pid().expect("proxy running");
+    for (who, pid) in [("proxy", proxy), ("VMM", vmm)] {
+        let (hits, read) = scan(pid, &needles);
+        assert!(read > 1 << 20, "read only {read} bytes of the {who}");
+        assert!(hits.is_empty(), "secrets in the {who}'s memory:\n{}", hits.join("\n"));
+    }
+}
+
+fn hex_string(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// MD4 of the UTF-16LE password, with the enclave crate's own code (checked against the MS-NLMP
+/// vectors in its unit tests).
+fn nt_hash(password: &str) -> Vec<u8> {
+    credguard_enclave::credentials::nt_hash(password).to_vec()
+}
+
+#[test]
+fn sealed_logon_is_attested_single_use_and_bound_to_its_names() {
+    use credguard_lsa_proxy::{client, sealed};
+    use credguard_proto::{enclave, lsa};
+    use tonic::Code;
+    if !kvm_or_skip("sealed_logon_is_attested_single_use_and_bound_to_its_names") {
+        return;
+    }
+    let stack = Stack::start("sealed", "");
+    stack.wait_ready();
+
+    // A client with another attestation key (as if the proxy swapped in a key of its own) refuses
+    // to send the password at all.
+    let fake_pub = stack.dir.join("fake.pub");
+    std::fs::write(&fake_pub, format!("{}\n", "11".repeat(32))).unwrap();
+    let fake = fake_pub.to_str().unwrap();
+    let (code, _, err) = stack.ctl(
+        None,
+        &["--attestation-pub", fake, "logon", "eve", "--domain", "CORP"],
+        "pw\n",
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("does not verify") && err.contains("refusing"), "{err}");
+    // The genuine key verifies; the status says so.
+    let (code, out, err) = stack.ctl(None, &["status"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        json(&out)["attestation"].as_str().unwrap().starts_with("verified"),
+        "{out}"
+    );
+
+    support::runtime().block_on(async {
+        let mut c = client::connect(&stack.api).await.unwrap();
+        let status = c.status(lsa::StatusRequest {}).await.unwrap().into_inner();
+        let vk = sealed::read_attestation_public_key(&stack.attestation_pub()).unwrap();
+        let attested = sealed::verify(&status, &vk, &stack.attestation_pub(), None).unwrap();
+        let secret = || enclave::sealed_logon_secret::Secret::Password("Sealed-Pw-1".into());
+        let one = sealed::seal(&attested.public_key, secret(), "sam", "CORP", "").unwrap();
+        let logon = |user: &str, s: lsa::SealedSecret| lsa::LogonRequest {
+            user: user.into(),
+            domain: "CORP".into(),
+            secret: Some(lsa::logon_request::Secret::Sealed(s)),
+            ..Default::default()
+        };
+        // Relabelled for another user: does not open (and is not burnt by the attempt).
+        let e = c.logon(logon("mallory", one.clone())).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("does not open"), "{e:?}");
+        let id = c
+            .logon(logon("sam", one.clone()))
+            .await
+            .unwrap()
+            .into_inner()
+            .session_id;
+        let info = c.list_sessions(lsa::ListSessionsRequest {}).await.unwrap().into_inner();
+        let s = info.sessions.iter().find(|s| s.session_id == id).unwrap();
+        assert!(s.sealed && s.secret_kind == "password", "{s:?}");
+        // Replayed: refused by the enclave.
+        let e = c.logon(logon("sam", one.clone())).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("replay"), "{e:?}");
+        // A replayed session id after logoff: gone.
+        c.logoff(lsa::LogoffRequest { session_id: id.clone() }).await.unwrap();
+        let e = c
+            .ntlm_negotiate(lsa::NtlmNegotiateRequest { session_id: id.clone() })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        // Sealed to another key (another boot): a clear refusal.
+        let other = sealed::seal(&[7; 32], secret(), "sam", "CORP", "").unwrap();
+        let e = c.logon(logon("sam", other)).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("another boot"), "{e:?}");
+    });
 }

@@ -4,74 +4,11 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{Stack, json, kvm_or_skip, temp_dir};
-
-/// A running test KDC; stopped when dropped.
-struct TestKdc {
-    dir: PathBuf,
-    env: HashMap<String, String>,
-}
-
-impl TestKdc {
-    /// Starts one, or returns None (after a loud skip) when the MIT tools are missing.
-    fn start(test: &str) -> Option<TestKdc> {
-        let root = env!("CARGO_MANIFEST_DIR");
-        let dir = temp_dir(&format!("kdc-{test}"));
-        let out = Command::new(format!("{root}/scripts/test-kdc.sh"))
-            .arg("start")
-            .arg(&dir)
-            .output()
-            .expect("running scripts/test-kdc.sh");
-        if out.status.code() == Some(3) {
-            let err = String::from_utf8_lossy(&out.stderr);
-            tools_missing(test, &err);
-            return None;
-        }
-        assert!(
-            out.status.success(),
-            "test-kdc.sh failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let env = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Some(TestKdc { dir, env })
-    }
-
-    fn get(&self, k: &str) -> &str {
-        self.env
-            .get(k)
-            .map(String::as_str)
-            .unwrap_or_else(|| panic!("{k} missing"))
-    }
-}
-
-impl Drop for TestKdc {
-    fn drop(&mut self) {
-        let root = env!("CARGO_MANIFEST_DIR");
-        let _ = Command::new(format!("{root}/scripts/test-kdc.sh"))
-            .arg("stop")
-            .arg(&self.dir)
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn tools_missing(test: &str, what: &str) {
-    assert!(
-        std::env::var("CREDGUARD_REQUIRE_TOOLS").as_deref() != Ok("1"),
-        "{test}: {what} and CREDGUARD_REQUIRE_TOOLS=1"
-    );
-    eprintln!("!!! SKIPPED {test}: {what}");
-}
+use support::kdc::{TestKdc, tools_missing};
+use support::{Stack, json, kvm_or_skip};
 
 fn have_python_gssapi() -> bool {
     matches!(

@@ -14,12 +14,15 @@ pub mod boot;
 pub mod credentials;
 pub mod dma;
 pub mod fmtbuf;
+pub mod fuzz;
 pub mod kerberos;
 pub mod ntlm;
 pub mod ratelimit;
 pub mod rng;
+pub mod sealing;
 pub mod service;
 pub mod stats;
+pub mod vault;
 
 /// Version of the enclave kernel, as reported by `Status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

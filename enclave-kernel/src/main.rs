@@ -46,7 +46,19 @@ extern "C" fn user_main(boot_info: *const BootInfo) -> ! {
         BootMode::DoorbellBench => bench::run(&boot),
         BootMode::Service => {
             check_rng();
-            serve::run(&boot, start_tsc)
+            serve::run(&boot, start_tsc, None)
+        }
+        // Fault injection for the VMM's restart and watchdog tests. Acceptable in a signed image:
+        // the boot mode is the VMM's choice, and the host that runs the VMM can already stop,
+        // kill or freeze the enclave at any moment; these modes only do the same after serving
+        // `mode_arg` requests, and reveal nothing (the panic message names only the fault).
+        BootMode::ServicePanicAfter => {
+            check_rng();
+            serve::run(&boot, start_tsc, Some(serve::Fault::PanicAfter(boot.mode_arg)))
+        }
+        BootMode::ServiceHangAfter => {
+            check_rng();
+            serve::run(&boot, start_tsc, Some(serve::Fault::HangAfter(boot.mode_arg)))
         }
     }
 }

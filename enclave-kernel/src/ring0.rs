@@ -98,7 +98,14 @@ cg_syscall_entry:
     je 2f
     cmpq ${sys_exit}, %rax
     je 3f
+    cmpq ${sys_attest}, %rax
+    je 8f
     movq $-1, %rax
+    iretq
+8:  // SYS_ATTEST: the VMM answers in the exchange page before the `out` completes
+    movw ${attest_port}, %dx
+    outl %eax, %dx
+    xorl %eax, %eax
     iretq
 1:  // SYS_WRITE(RDI = ptr, RSI = len)
     movq %rsi, %rcx
@@ -165,6 +172,8 @@ cg_fault_entry:
     sys_write = const abi::SYS_WRITE,
     sys_wait = const abi::SYS_WAIT,
     sys_exit = const abi::SYS_EXIT,
+    sys_attest = const abi::SYS_ATTEST,
+    attest_port = const abi::ATTEST_PORT,
     serial = const abi::SERIAL_PORT,
     exit_port = const abi::EXIT_PORT,
     report = const abi::REPORT_GPA,

@@ -145,6 +145,43 @@ impl<S: RawSource> TryRng for HwRng<S> {
 
 impl<S: RawSource> TryCryptoRng for HwRng<S> {}
 
+/// A deterministic counter posing as a random source: each byte is one more than the last,
+/// starting after the given value. **Never for keys**: it exists so that unit tests see
+/// predictable handles and a fuzzer's crash replays the same way (the inputs are then the only
+/// source of variety). The enclave binary draws from [`HwRng`] only.
+#[derive(Debug, Default, Clone)]
+pub struct CounterRng(u8);
+
+impl CounterRng {
+    /// A counter whose first byte is `start + 1`.
+    pub const fn starting_at(start: u8) -> Self {
+        CounterRng(start)
+    }
+}
+
+impl rand_core::TryRng for CounterRng {
+    type Error = core::convert::Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        let mut b = [0u8; 4];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        let mut b = [0u8; 8];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        for d in dst {
+            self.0 = self.0.wrapping_add(1);
+            *d = self.0;
+        }
+        Ok(())
+    }
+}
+
+impl rand_core::TryCryptoRng for CounterRng {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

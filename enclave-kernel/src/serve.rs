@@ -22,6 +22,7 @@ use core::sync::atomic::Ordering;
 
 use credguard_enclave::rng::HwRng;
 use credguard_enclave::service::{Connection, Identity, Service};
+use credguard_enclave::vault::VaultKey;
 use credguard_proto::abi::{self, BootInfo};
 use virtio_drivers::Error as VirtioError;
 use virtio_drivers::device::socket::{
@@ -72,6 +73,18 @@ struct Server {
     streams: Vec<Stream>,
     errors: u32,
     rx: [u8; 4096],
+    fault: Option<Fault>,
+}
+
+/// An injected fault (`BootMode::ServicePanicAfter` / `ServiceHangAfter`): what to do once more
+/// than the given number of requests have been handled, before the reply to the last one is sent,
+/// so that the caller sees its request die in flight.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// Panic (the VMM sees a guest panic and restarts the enclave).
+    PanicAfter(u64),
+    /// Spin forever in ring 3 (only the VMM's watchdog can notice).
+    HangAfter(u64),
 }
 
 fn service(boot: &BootInfo, start_tsc: u64) -> Service<HwRng> {
@@ -85,6 +98,10 @@ fn service(boot: &BootInfo, start_tsc: u64) -> Service<HwRng> {
         Ok(s) => s,
         Err(_) => panic!("the hardware random source failed at start-up"),
     };
+    attest(&mut svc);
+    if let Some((own, upgrade)) = take_vault_keys(boot) {
+        svc.set_vault(credguard_enclave::vault::Vault::new(own, boot.measurement, upgrade));
+    }
     svc.set_restarts(boot.restart_count, boot.restart_reasons().map(String::from).collect());
     svc.set_protection(abi::describe_protection(
         boot.protection,
@@ -94,7 +111,7 @@ fn service(boot: &BootInfo, start_tsc: u64) -> Service<HwRng> {
     svc
 }
 
-pub fn run(boot: &BootInfo, start_tsc: u64) -> ! {
+pub fn run(boot: &BootInfo, start_tsc: u64, fault: Option<Fault>) -> ! {
     let header = NonNull::new(abi::VSOCK_MMIO_GPA as *mut VirtIOHeader).expect("MMIO is not at 0");
     // SAFETY: the VMM maps the vsock register block at VSOCK_MMIO_GPA, user-accessible and
     // uncached, and nothing else in the enclave touches it.
@@ -127,6 +144,7 @@ pub fn run(boot: &BootInfo, start_tsc: u64) -> ! {
         streams: Vec::new(),
         errors: 0,
         rx: [0; 4096],
+        fault,
     };
     // Adaptive polling: after handling something, watch for the next interrupt from ring 3 for a
     // short while before sleeping; an interrupt that comes meanwhile saves the SYS_WAIT system
@@ -263,6 +281,7 @@ impl Server {
                 return;
             }
         }
+        self.inject_fault();
         self.flush(i);
         let stream = &mut self.streams[i];
         if stream.unreported >= CONNECTION_BUFFER as usize / 2 {
@@ -302,10 +321,99 @@ impl Server {
         }
     }
 
+    /// Ends the service as the injected fault says once its request budget is spent.
+    fn inject_fault(&self) {
+        let served = self.svc.requests_served();
+        match self.fault {
+            Some(Fault::PanicAfter(n)) if served > n => {
+                panic!("injected fault: panic after {n} requests")
+            }
+            Some(Fault::HangAfter(n)) if served > n => {
+                kprintln!("injected fault: hanging after {n} requests");
+                loop {
+                    core::hint::spin_loop();
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn log_error(&mut self, what: &str, e: VirtioError) {
         self.errors = self.errors.saturating_add(1);
         if self.errors <= MAX_LOGGED_ERRORS {
             kprintln!("vsock: {what} error: {e}");
         }
     }
+}
+
+/// Has the VMM sign this boot's sealing public key (with the measurement it verified) through the
+/// exchange page, and keeps the signature for `Status`. Nothing here is secret.
+fn attest<R: rand_core::TryCryptoRng>(svc: &mut Service<R>) {
+    use credguard_proto::abi::{AttestState, exchange};
+    let page = abi::EXCHANGE_GPA as usize;
+    let write = |offset: usize, bytes: &[u8]| {
+        for (i, b) in bytes.iter().enumerate() {
+            // SAFETY: the exchange page is mapped user-writable at EXCHANGE_GPA (abi layout), and
+            // the offsets are the ABI's, within the page.
+            unsafe { core::ptr::write_volatile((page + offset + i) as *mut u8, *b) };
+        }
+    };
+    write(exchange::ATTEST_BOOT_ID, &svc.boot_id());
+    write(exchange::ATTEST_PUBLIC_KEY, &svc.sealing_public_key());
+    sys::attest();
+    // SAFETY: as above; ATTEST_STATE is an aligned u64 of the page.
+    let state = unsafe { core::ptr::read_volatile((page + exchange::ATTEST_STATE) as *const u64) };
+    match AttestState::from_raw(state) {
+        AttestState::Signed => {
+            let mut signature = Vec::with_capacity(64);
+            for i in 0..64 {
+                // SAFETY: as above.
+                signature
+                    .push(unsafe { core::ptr::read_volatile((page + exchange::ATTEST_SIGNATURE + i) as *const u8) });
+            }
+            svc.set_attestation(signature);
+            kprintln!("sealing key attested by the VMM");
+        }
+        AttestState::NoKey => kprintln!("the VMM has no attestation key: sealed logon cannot be verified by clients"),
+        AttestState::None | AttestState::Refused => kprintln!("the VMM did not attest this boot"),
+    }
+}
+
+/// Copies the vault keys out of the exchange page into the (hidden) heap and zeroes the page's
+/// copies, which the VMM keeps mapped: this image's key, and those of the earlier images in
+/// `boot.upgrade_from()` (same order). `None` if the VMM handed over none (no sealing secret).
+/// Runs before the service answers anything, so no request can observe the page's copies.
+fn take_vault_keys(boot: &BootInfo) -> Option<(VaultKey, Vec<([u8; abi::MEASUREMENT_LEN], VaultKey)>)> {
+    use credguard_proto::abi::exchange;
+    let page = abi::EXCHANGE_GPA as usize;
+    let take = |offset: usize| {
+        let mut key = zeroize::Zeroizing::new([0u8; exchange::SEALING_SECRET_LEN]);
+        for (i, b) in key.iter_mut().enumerate() {
+            let at = (page + offset + i) as *mut u8;
+            // SAFETY: the exchange page is identity-mapped user read-write at EXCHANGE_GPA (abi
+            // layout), and the ABI's key fields lie within it. Volatile, so that the zeroing is
+            // not optimised away as a dead store.
+            unsafe {
+                *b = core::ptr::read_volatile(at);
+                core::ptr::write_volatile(at, 0);
+            }
+        }
+        key
+    };
+    let present_at = (page + exchange::SEALING_SECRET_PRESENT) as *mut u64;
+    // SAFETY: as above; SEALING_SECRET_PRESENT is an aligned u64 of the page.
+    let present = unsafe { core::ptr::read_volatile(present_at) };
+    let own = take(exchange::SEALING_SECRET);
+    let upgrade: Vec<_> = (0..abi::MAX_UPGRADE_FROM)
+        .map(|i| take(exchange::UPGRADE_VAULT_KEYS + i * exchange::SEALING_SECRET_LEN))
+        .collect();
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(present_at, 0) };
+    core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    if present != 1 {
+        return None;
+    }
+    let upgrade = boot.upgrade_from().iter().copied().zip(upgrade).collect();
+    kprintln!("vault: keys taken over");
+    Some((own, upgrade))
 }

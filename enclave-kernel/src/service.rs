@@ -17,8 +17,8 @@ use credguard_proto::abi::MEASUREMENT_LEN;
 use credguard_proto::enclave::{
     AuditRecord, Frame, KerberosAsRequest, KerberosTgsRequest, LegacyAuthenticateRequest, LegacyProtocol, LogoffReply,
     LogoffRequest, LogonReply, LogonRequest, METHOD_KERBEROS_AS, METHOD_KERBEROS_TGS, METHOD_LEGACY_AUTHENTICATE,
-    METHOD_LOGOFF, METHOD_LOGON, METHOD_NTLM_AUTHENTICATE, METHOD_NTLM_NEGOTIATE, METHOD_STATUS,
-    NtlmAuthenticateRequest, StatusReply, StatusRequest,
+    METHOD_LOGOFF, METHOD_LOGON, METHOD_NTLM_AUTHENTICATE, METHOD_NTLM_NEGOTIATE, METHOD_STATUS, METHOD_VAULT_LOGON,
+    METHOD_VAULT_SEAL, NtlmAuthenticateRequest, StatusReply, StatusRequest,
 };
 use credguard_proto::wire::{FrameDecoder, WireError, encode_frame};
 use prost::Message;
@@ -27,6 +27,8 @@ use zeroize::Zeroize;
 
 use crate::credentials::{CredentialStore, LogonRefused, SESSION_HANDLE_LEN, SessionHandle, credential_from};
 use crate::ratelimit::{RateLimited, RateLimiter};
+
+mod vault_calls;
 
 /// gRPC status code OK.
 pub const CODE_OK: i32 = 0;
@@ -92,9 +94,13 @@ pub struct Service<R> {
     /// Rate limit of each session's secret-using operations (same keys as `credentials`).
     limits: BTreeMap<SessionHandle, RateLimiter>,
     protection: String,
+    /// This boot's key for sealed logons, and its attestation.
+    sealing: crate::sealing::SealingKey,
     /// Restarts of the enclave before this boot, and why (from the boot info).
     restarts: u64,
     restart_reasons: Vec<String>,
+    /// The vault's keys, when the VMM handed over a sealing secret.
+    vault: Option<crate::vault::Vault>,
 }
 
 /// Audit record operation names (`AuditRecord.operation`).
@@ -109,6 +115,10 @@ pub mod operation {
     pub const KERBEROS_TGS: &str = "kerberos_tgs";
     /// A legacy protocol's response asked for, and refused (`LegacyAuthenticate`).
     pub const LEGACY_REFUSED: &str = "legacy_refused";
+    /// A credential sealed for the vault (`VaultSeal`).
+    pub const VAULT_SEAL: &str = "vault_seal";
+    /// A vault credential opened into a session (`VaultLogon`).
+    pub const VAULT_LOGON: &str = "vault_logon";
 }
 
 /// A call that uses (or tries to use) a session's secret, as known before it runs.
@@ -132,7 +142,9 @@ impl<R: TryCryptoRng> Service<R> {
     pub fn new(identity: Identity, tsc_khz: u64, start_tsc: u64, mut rng: R) -> Result<Self, RandomSourceFailed> {
         let mut boot_id = [0u8; 16];
         rng.try_fill_bytes(&mut boot_id).map_err(|_| RandomSourceFailed)?;
+        let sealing = crate::sealing::SealingKey::generate(&mut rng).ok_or(RandomSourceFailed)?;
         Ok(Self {
+            sealing,
             identity,
             boot_id,
             tsc_khz,
@@ -146,6 +158,7 @@ impl<R: TryCryptoRng> Service<R> {
             protection: String::new(),
             restarts: 0,
             restart_reasons: Vec::new(),
+            vault: None,
         })
     }
 
@@ -192,11 +205,43 @@ impl<R: TryCryptoRng> Service<R> {
         self.protection = protection;
     }
 
+    /// This boot's X25519 public key for sealed logons.
+    pub fn sealing_public_key(&self) -> [u8; 32] {
+        self.sealing.public_key()
+    }
+
+    /// Records the VMM's signature over this boot's attestation (measurement, signer, boot id,
+    /// sealing public key), for `Status`.
+    pub fn set_attestation(&mut self, signature: Vec<u8>) {
+        self.sealing.set_attestation(signature);
+    }
+
+    /// Opens a secret a client sealed to this boot for `user`, `domain`, `realm`.
+    pub fn open_sealed_secret(
+        &mut self,
+        sealed: &credguard_proto::enclave::SealedSecret,
+        user: &str,
+        domain: &str,
+        realm: &str,
+    ) -> Result<credguard_proto::enclave::logon_request::Secret, LogonRefused> {
+        use crate::sealing::SealError;
+        self.sealing.open(sealed, user, domain, realm).map_err(|e| match e {
+            SealError::Malformed(_) | SealError::DoesNotOpen => LogonRefused::Invalid(e.message()),
+            SealError::OtherBoot | SealError::Replayed => LogonRefused::Rule(e.message()),
+        })
+    }
+
     /// Sets how many times the VMM restarted the enclave before this boot, and why (oldest
     /// first), for `Status`.
     pub fn set_restarts(&mut self, count: u64, reasons: Vec<String>) {
         self.restarts = count;
         self.restart_reasons = reasons;
+    }
+
+    /// Enables the vault with the keys of `vault` (from the host sealing secret; see
+    /// [`crate::vault`]).
+    pub fn set_vault(&mut self, vault: crate::vault::Vault) {
+        self.vault = Some(vault);
     }
 
     /// The reply to one request frame, carrying one audit record if the call used (or was refused
@@ -211,7 +256,8 @@ impl<R: TryCryptoRng> Service<R> {
         };
         if let Some(u) = secret_use {
             let mut session = u.session;
-            if u.operation == operation::LOGON && reply.code == CODE_OK {
+            if (u.operation == operation::LOGON || u.operation == operation::VAULT_LOGON) && reply.code == CODE_OK {
+                // (`VaultLogonReply` has the handle in field 1, as `LogonReply`.)
                 // The session is born in this call: its handle is in the reply.
                 session = LogonReply::decode(reply.payload.as_slice())
                     .map(|r| r.session_handle)
@@ -303,6 +349,18 @@ impl<R: TryCryptoRng> Service<R> {
                     .unwrap_or_default();
                 u(operation::LEGACY_REFUSED, req.session_handle, target, true)
             }
+            // Only uid and target are decoded: the secret's field is skipped, never copied. Like
+            // `Logon`, neither costs a token: a session's limit starts with the session.
+            METHOD_VAULT_SEAL | METHOD_VAULT_LOGON => {
+                let view = crate::vault::AuditView::decode(payload).ok()?;
+                let op = if method == METHOD_VAULT_SEAL {
+                    operation::VAULT_SEAL
+                } else {
+                    operation::VAULT_LOGON
+                };
+                let target = format!("uid {}: {}", view.uid, truncate_chars(&view.target, MAX_AUDITED_TARGET));
+                u(op, Vec::new(), target, false)
+            }
             _ => None,
         }
     }
@@ -323,11 +381,11 @@ impl<R: TryCryptoRng> Service<R> {
                         signer: hex(&self.identity.signer),
                         sessions: self.credentials.len() as u64,
                         protection: self.protection.clone(),
-                        sealing_public_key: Vec::new(),
-                        attestation_signature: Vec::new(),
+                        sealing_public_key: self.sealing.public_key().to_vec(),
+                        attestation_signature: self.sealing.attestation().to_vec(),
                         restarts: self.restarts,
                         restart_reasons: self.restart_reasons.clone(),
-                        vault_ready: false,
+                        vault_ready: self.vault.is_some(),
                     };
                     ok(call_id, reply.encode_to_vec())
                 }
@@ -338,6 +396,8 @@ impl<R: TryCryptoRng> Service<R> {
                 ),
             },
             METHOD_LOGON => self.logon(call_id, &request.payload, now_tsc),
+            METHOD_VAULT_SEAL => self.vault_seal(call_id, &request.payload),
+            METHOD_VAULT_LOGON => self.vault_logon(call_id, &request.payload, now_tsc),
             METHOD_LOGOFF => match LogoffRequest::decode(request.payload.as_slice()) {
                 Ok(r) if self.credentials.remove(&r.session_handle) => {
                     if let Ok(h) = SessionHandle::try_from(r.session_handle.as_slice()) {
@@ -402,34 +462,49 @@ impl<R: TryCryptoRng> Service<R> {
             );
         };
         let asked_rate = req.operations_per_second;
-        let cred = credential_from(&mut req);
-        // Whatever happened, no secret stays in the decoded request (credential_from took it).
-        let cred = match cred {
-            Ok(c) => c,
-            Err(e) => return refused(call_id, e),
-        };
+        if let Some(credguard_proto::enclave::logon_request::Secret::Sealed(sealed)) = &req.secret {
+            match self.open_sealed_secret(sealed, &req.user, &req.domain, &req.realm) {
+                Ok(secret) => req.secret = Some(secret),
+                Err(e) => return refused(call_id, e),
+            }
+        }
+        match self.open_session(call_id, &mut req, asked_rate, now_tsc) {
+            Ok((handle, secret_kind)) => ok(
+                call_id,
+                LogonReply {
+                    session_handle: handle.to_vec(),
+                    secret_kind: String::from(secret_kind),
+                }
+                .encode_to_vec(),
+            ),
+            Err(reply) => reply,
+        }
+    }
+
+    /// Makes a session of `req`'s plain secret (taking it out of `req`, wiped on every path) with
+    /// a rate limit of `asked_rate`; returns its handle and the kind of secret, or the error
+    /// reply. What `Logon` and `VaultLogon` share.
+    pub(crate) fn open_session(
+        &mut self,
+        call_id: u64,
+        req: &mut LogonRequest,
+        asked_rate: u32,
+        now_tsc: u64,
+    ) -> Result<(SessionHandle, &'static str), Frame> {
+        let cred = credential_from(req).map_err(|e| refused(call_id, e))?;
         let mut handle = [0u8; SESSION_HANDLE_LEN];
         if self.rng.try_fill_bytes(&mut handle).is_err() {
-            return error(
+            return Err(error(
                 call_id,
                 CODE_INTERNAL,
                 String::from("the enclave's random source failed"),
-            );
+            ));
         }
-        match self.credentials.insert(handle, cred) {
-            Ok(()) => {
-                self.limits
-                    .insert(handle, RateLimiter::new(asked_rate, self.tsc_khz, now_tsc));
-                ok(
-                    call_id,
-                    LogonReply {
-                        session_handle: handle.to_vec(),
-                    }
-                    .encode_to_vec(),
-                )
-            }
-            Err(e) => refused(call_id, e),
-        }
+        let kind = cred.kind;
+        self.credentials.insert(handle, cred).map_err(|e| refused(call_id, e))?;
+        self.limits
+            .insert(handle, RateLimiter::new(asked_rate, self.tsc_khz, now_tsc));
+        Ok((handle, kind))
     }
 }
 
@@ -509,38 +584,16 @@ mod tests {
     use alloc::string::ToString;
     use alloc::vec;
 
+    use crate::rng::CounterRng;
+
     const KHZ: u64 = 1_000_000; // 1 GHz: 1 ms = 1e6 cycles
 
-    /// A deterministic counter "RNG", so that tests see predictable handles.
-    struct Counter(u8);
-
-    impl rand_core::TryRng for Counter {
-        type Error = core::convert::Infallible;
-        fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
-            Ok(self.try_next_u64()? as u32)
-        }
-        fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
-            let mut b = [0u8; 8];
-            self.try_fill_bytes(&mut b)?;
-            Ok(u64::from_le_bytes(b))
-        }
-        fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
-            for d in dst {
-                self.0 = self.0.wrapping_add(1);
-                *d = self.0;
-            }
-            Ok(())
-        }
-    }
-
-    impl rand_core::TryCryptoRng for Counter {}
-
-    fn service() -> Service<Counter> {
+    fn service() -> Service<CounterRng> {
         let identity = Identity {
             measurement: [0xab; MEASUREMENT_LEN],
             signer: [0x5a; 16],
         };
-        Service::new(identity, KHZ, 5_000, Counter(0)).unwrap()
+        Service::new(identity, KHZ, 5_000, CounterRng::starting_at(0)).unwrap()
     }
 
     fn logon_payload(user: &str, password: &str) -> Vec<u8> {
@@ -583,7 +636,7 @@ mod tests {
         crate::ntlm::sample::windows_challenge()
     }
 
-    fn logon_with_rate(svc: &mut Service<Counter>, rate: u32, now: u64) -> Vec<u8> {
+    fn logon_with_rate(svc: &mut Service<CounterRng>, rate: u32, now: u64) -> Vec<u8> {
         use credguard_proto::enclave::logon_request::Secret;
         let req = LogonRequest {
             user: "alice".to_string(),
@@ -597,7 +650,7 @@ mod tests {
         LogonReply::decode(reply.payload.as_slice()).unwrap().session_handle
     }
 
-    fn ntlm_handshake(svc: &mut Service<Counter>, handle: &[u8], now: u64) -> Frame {
+    fn ntlm_handshake(svc: &mut Service<CounterRng>, handle: &[u8], now: u64) -> Frame {
         use credguard_proto::enclave::{NtlmNegotiateReply, NtlmNegotiateRequest};
         let neg = NtlmNegotiateRequest {
             session_handle: handle.to_vec(),
@@ -617,7 +670,7 @@ mod tests {
         svc.dispatch(&request(3, METHOD_NTLM_AUTHENTICATE, auth.encode_to_vec()), now)
     }
 
-    fn legacy(svc: &mut Service<Counter>, handle: &[u8], now: u64) -> Frame {
+    fn legacy(svc: &mut Service<CounterRng>, handle: &[u8], now: u64) -> Frame {
         let req = LegacyAuthenticateRequest {
             session_handle: handle.to_vec(),
             protocol: LegacyProtocol::Ntlmv1 as i32,

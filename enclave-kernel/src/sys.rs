@@ -50,6 +50,11 @@ pub fn wait() {
     syscall(abi::SYS_WAIT, 0, 0);
 }
 
+/// Asks the VMM to sign the attestation in the exchange page; returns once it has answered.
+pub fn attest() {
+    syscall(abi::SYS_ATTEST, 0, 0);
+}
+
 /// Stops the guest with `code`.
 pub fn exit(code: ExitCode) -> ! {
     syscall(abi::SYS_EXIT, code as u32 as u64, 0);

@@ -32,6 +32,11 @@ pub const MAX_IMAGE_SIZE: u64 = 16 << 20;
 /// Domain separation for the signed message, so a signature over a manifest cannot be
 /// mistaken for a signature over anything else made with the same key.
 const SIGNED_PREFIX: &[u8] = b"credguard enclave manifest v1\0";
+/// Domain separation of a manifest that also allows upgrades (non-empty `upgrade_from`): a
+/// different prefix, so that the allowance cannot be stripped from or added to a v1 signature.
+const SIGNED_PREFIX_UPGRADE: &[u8] = b"credguard enclave manifest v1 upgrade_from\0";
+/// Most earlier images one manifest may allow (the boot ABI hands over at most this many).
+pub const MAX_UPGRADE_FROM: usize = 4;
 
 /// SHA-384 of an image file.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -92,8 +97,13 @@ pub struct Manifest {
     pub signer_public_key: String,
     /// Fingerprint of the signer's key (see [`fingerprint`]).
     pub signer: String,
-    /// Ed25519 signature over the signed message (see [`Manifest::signed_message`]), hex.
+    /// Ed25519 signature over the signed message (see [`Manifest::signed_message_with`]), hex.
     pub signature: String,
+    /// Measurements (hex) of earlier images whose vault (saved credentials) this image may open
+    /// and re-seal: the signer's allowance of a controlled upgrade. Covered by the signature.
+    /// Absent in manifests that allow none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upgrade_from: Vec<String>,
 }
 
 impl Manifest {
@@ -105,6 +115,33 @@ impl Manifest {
         m.extend_from_slice(&image_size.to_le_bytes());
         m.extend_from_slice(measurement.as_bytes());
         m.extend_from_slice(public_key);
+        m
+    }
+
+    /// The bytes the signature covers when the manifest also allows upgrades from the images
+    /// `upgrade_from`: as [`Manifest::signed_message`] with its own domain prefix, followed by the
+    /// count and the measurements. With none, exactly [`Manifest::signed_message`], so manifests
+    /// made before upgrades existed still verify.
+    pub fn signed_message_with(
+        image_size: u64,
+        measurement: &Measurement,
+        public_key: &[u8],
+        upgrade_from: &[Measurement],
+    ) -> Vec<u8> {
+        if upgrade_from.is_empty() {
+            return Self::signed_message(image_size, measurement, public_key);
+        }
+        let mut m = Vec::with_capacity(
+            SIGNED_PREFIX_UPGRADE.len() + 12 + MEASUREMENT_LEN * (1 + upgrade_from.len()) + public_key.len(),
+        );
+        m.extend_from_slice(SIGNED_PREFIX_UPGRADE);
+        m.extend_from_slice(&image_size.to_le_bytes());
+        m.extend_from_slice(measurement.as_bytes());
+        m.extend_from_slice(public_key);
+        m.extend_from_slice(&(upgrade_from.len() as u32).to_le_bytes());
+        for u in upgrade_from {
+            m.extend_from_slice(u.as_bytes());
+        }
         m
     }
 }
@@ -206,6 +243,27 @@ pub fn default_manifest_path(image: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The measurement an `--upgrade-from` argument names: 96 hex digits, or the path of the earlier
+/// image's manifest (its `measurement` is taken; the signer vouches for it by signing the new one).
+pub fn upgrade_from_arg(arg: &str) -> Result<Measurement, ImageError> {
+    if let Some(m) = Measurement::from_hex(arg.trim()) {
+        return Ok(m);
+    }
+    let path = Path::new(arg);
+    let text = fs::read_to_string(path).map_err(io_err(
+        path,
+        "--upgrade-from is neither a measurement nor a readable manifest",
+    ))?;
+    let m: Manifest = serde_json::from_str(&text).map_err(|e| ImageError::ManifestInvalid {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Measurement::from_hex(&m.measurement).ok_or_else(|| ImageError::ManifestInvalid {
+        path: path.to_path_buf(),
+        reason: "measurement is not 96 hex digits".into(),
+    })
+}
+
 /// An Ed25519 public key trusted to sign enclave images.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TrustedKey([u8; 32]);
@@ -240,6 +298,7 @@ pub struct SignedImage {
     measurement: Measurement,
     signer: String,
     path: PathBuf,
+    upgrade_from: Vec<Measurement>,
 }
 
 impl fmt::Debug for SignedImage {
@@ -274,6 +333,15 @@ impl SignedImage {
             Measurement::from_hex(&m.measurement).ok_or_else(|| invalid("measurement is not 96 hex digits"))?;
         let signer_key = hex::decode(&m.signer_public_key).map_err(|_| invalid("signer_public_key is not hex"))?;
         let sig = hex::decode(&m.signature).map_err(|_| invalid("signature is not hex"))?;
+        if m.upgrade_from.len() > MAX_UPGRADE_FROM {
+            return Err(invalid("upgrade_from lists more than 4 measurements"));
+        }
+        let upgrade_from = m
+            .upgrade_from
+            .iter()
+            .map(|h| Measurement::from_hex(h))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| invalid("an upgrade_from entry is not 96 hex digits"))?;
         if signer_key != key.0 {
             return Err(ImageError::WrongSigner {
                 path: manifest.to_path_buf(),
@@ -281,7 +349,7 @@ impl SignedImage {
                 trusted: key.fingerprint(),
             });
         }
-        let message = Manifest::signed_message(m.image_size, &expected, &key.0);
+        let message = Manifest::signed_message_with(m.image_size, &expected, &key.0, &upgrade_from);
         UnparsedPublicKey::new(&signature::ED25519, &key.0)
             .verify(&message, &sig)
             .map_err(|_| ImageError::BadSignature {
@@ -310,7 +378,13 @@ impl SignedImage {
             measurement: actual,
             signer: key.fingerprint(),
             path: image.to_path_buf(),
+            upgrade_from,
         })
+    }
+
+    /// Earlier images whose vault this one may open (from the signed manifest).
+    pub fn upgrade_from(&self) -> &[Measurement] {
+        &self.upgrade_from
     }
 
     /// The verified image bytes: boot these, never the file again.
@@ -408,9 +482,15 @@ impl SigningKey {
 
     /// Measures `image` and returns its signed manifest.
     pub fn sign(&self, image_name: &str, image: &[u8]) -> Manifest {
+        self.sign_with(image_name, image, &[])
+    }
+
+    /// Measures `image` and returns its signed manifest, allowing it to open the vaults of the
+    /// images `upgrade_from` (see [`Manifest::upgrade_from`]).
+    pub fn sign_with(&self, image_name: &str, image: &[u8], upgrade_from: &[Measurement]) -> Manifest {
         let measurement = Measurement::of(image);
         let public = self.pair.public_key().as_ref();
-        let message = Manifest::signed_message(image.len() as u64, &measurement, public);
+        let message = Manifest::signed_message_with(image.len() as u64, &measurement, public, upgrade_from);
         Manifest {
             format: MANIFEST_FORMAT.into(),
             image: image_name.into(),
@@ -419,17 +499,33 @@ impl SigningKey {
             signer_public_key: hex::encode(public),
             signer: fingerprint(public),
             signature: hex::encode(self.pair.sign(&message)),
+            upgrade_from: upgrade_from.iter().map(Measurement::to_string).collect(),
         }
     }
 
     /// Signs the image file at `image` and writes the manifest to `manifest`.
     pub fn sign_file(&self, image: &Path, manifest: &Path) -> Result<Manifest, ImageError> {
+        self.sign_file_with(image, manifest, &[])
+    }
+
+    /// Like [`SigningKey::sign_file`], allowing upgrades from the images `upgrade_from`.
+    pub fn sign_file_with(
+        &self,
+        image: &Path,
+        manifest: &Path,
+        upgrade_from: &[Measurement],
+    ) -> Result<Manifest, ImageError> {
+        if upgrade_from.len() > MAX_UPGRADE_FROM {
+            return Err(ImageError::Build(format!(
+                "at most {MAX_UPGRADE_FROM} --upgrade-from measurements"
+            )));
+        }
         let bytes = read_image(image)?;
         let name = image
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let m = self.sign(&name, &bytes);
+        let m = self.sign_with(&name, &bytes, upgrade_from);
         let text = serde_json::to_string_pretty(&m).map_err(|e| ImageError::Build(e.to_string()))?;
         fs::write(manifest, text + "\n").map_err(io_err(manifest, "cannot write the manifest"))?;
         Ok(m)
@@ -534,6 +630,40 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    #[test]
+    fn upgrade_allowance_is_signed() {
+        let f = fixture("upgrade");
+        let key = SigningKey::load(&f.dir.join("k.pk8")).unwrap();
+        let old = Measurement::of(b"the old image");
+        key.sign_file_with(&f.image, &f.manifest, &[old]).unwrap();
+        let img = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap();
+        assert_eq!(img.upgrade_from(), &[old]);
+        // Adding, changing or removing an allowance breaks the signature.
+        let signed: Manifest = serde_json::from_str(&fs::read_to_string(&f.manifest).unwrap()).unwrap();
+        for edit in [
+            vec![],
+            vec![Measurement::of(b"another image").to_string()],
+            vec![old.to_string(), Measurement::of(b"x").to_string()],
+        ] {
+            let mut m = signed.clone();
+            m.upgrade_from = edit;
+            fs::write(&f.manifest, serde_json::to_string(&m).unwrap()).unwrap();
+            let e = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap_err();
+            assert!(matches!(e, ImageError::BadSignature { .. }), "{e}");
+        }
+        let mut m = signed.clone();
+        m.upgrade_from = vec!["zz".into()];
+        fs::write(&f.manifest, serde_json::to_string(&m).unwrap()).unwrap();
+        let e = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap_err();
+        assert!(matches!(e, ImageError::ManifestInvalid { .. }), "{e}");
+        // A manifest without the field (as before upgrades existed) still verifies.
+        key.sign_file(&f.image, &f.manifest).unwrap();
+        assert!(!fs::read_to_string(&f.manifest).unwrap().contains("upgrade_from"));
+        let img = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap();
+        assert!(img.upgrade_from().is_empty());
+        assert!(key.sign_file_with(&f.image, &f.manifest, &[old; 5]).is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use credguard_image::{SignedImage, SigningKey, default_manifest_path, dev};
+use credguard_image::{Measurement, SignedImage, SigningKey, default_manifest_path, dev, upgrade_from_arg};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +24,10 @@ enum Cmd {
         /// PKCS#8 Ed25519 private key (e.g. made by `keygen`). Default: the dev key.
         #[arg(long)]
         key: Option<PathBuf>,
+        /// Allow this image to open (and re-seal) the vault of an earlier image: its measurement
+        /// (96 hex digits) or its manifest's path. Repeatable, at most 4.
+        #[arg(long, value_name = "MEASUREMENT|MANIFEST")]
+        upgrade_from: Vec<String>,
     },
     /// Sign an existing image, writing `<image>.manifest.json` (or --manifest).
     Sign {
@@ -35,6 +39,10 @@ enum Cmd {
         /// Where to write the manifest.
         #[arg(long)]
         manifest: Option<PathBuf>,
+        /// Allow this image to open (and re-seal) the vault of an earlier image: its measurement
+        /// (96 hex digits) or its manifest's path. Repeatable, at most 4.
+        #[arg(long, value_name = "MEASUREMENT|MANIFEST")]
+        upgrade_from: Vec<String>,
     },
     /// Make a signing key pair: PRIVATE (PKCS#8, mode 0600) and PRIVATE.pub (hex public key).
     Keygen {
@@ -66,11 +74,18 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), credguard_image::ImageError> {
     match cli.command {
-        Cmd::Build { key } => {
+        Cmd::Build { key, upgrade_from } => {
+            let upgrade_from = upgrade_from
+                .iter()
+                .map(|a| upgrade_from_arg(a))
+                .collect::<Result<Vec<Measurement>, _>>()?;
             let built = dev::ensure_enclave_built()?;
-            if let Some(key) = key {
-                let key = SigningKey::load(&key)?;
-                key.sign_file(&built.image, &built.manifest)?;
+            if key.is_some() || !upgrade_from.is_empty() {
+                let key = match key {
+                    Some(key) => SigningKey::load(&key)?,
+                    None => dev::ensure_dev_key()?,
+                };
+                key.sign_file_with(&built.image, &built.manifest, &upgrade_from)?;
                 println!("signed {} with key {}", built.image.display(), key.fingerprint());
             } else {
                 let img = built.verify()?;
@@ -84,12 +99,24 @@ fn run(cli: Cli) -> Result<(), credguard_image::ImageError> {
                 );
             }
         }
-        Cmd::Sign { image, key, manifest } => {
+        Cmd::Sign {
+            image,
+            key,
+            manifest,
+            upgrade_from,
+        } => {
+            let upgrade_from = upgrade_from
+                .iter()
+                .map(|a| upgrade_from_arg(a))
+                .collect::<Result<Vec<Measurement>, _>>()?;
             let key = SigningKey::load(&key)?;
             let manifest = manifest.unwrap_or_else(|| default_manifest_path(&image));
-            let m = key.sign_file(&image, &manifest)?;
+            let m = key.sign_file_with(&image, &manifest, &upgrade_from)?;
             println!("measurement: {}", m.measurement);
             println!("signer:      {}", m.signer);
+            for u in &m.upgrade_from {
+                println!("upgrade from: {u}");
+            }
             println!("manifest:    {}", manifest.display());
         }
         Cmd::Keygen { private } => {
@@ -112,6 +139,9 @@ fn run(cli: Cli) -> Result<(), credguard_image::ImageError> {
             let img = SignedImage::load_and_verify(&image, &manifest, &trusted)?;
             println!("measurement: {}", img.measurement());
             println!("signer:      {}", img.signer_fingerprint());
+            for u in img.upgrade_from() {
+                println!("upgrade from: {u} (may open and re-seal its vault)");
+            }
         }
     }
     Ok(())

@@ -340,6 +340,18 @@ fn main() {
         "  service ticket, TGT cached: credguard median {s_m:.0} us, p99 {s_p:.0} us; bare KDC TGS round trip median {b_m:.0} us, p99 {b_p:.0} us; ratio {:.2}x (target <= 1.2x); kvno --no-store median {k_m:.2} ms, p99 {k_p:.2} ms",
         s_m / b_m
     );
+    // Without gRPC and the proxy, the exchange still needs two enclave round trips (build the
+    // TGS-REQ, read the TGS-REP) around the KDC's: that is the floor of any design on this
+    // machine, and the target is only reachable where it is below 1.2x.
+    println!(
+        "  floor: the raw vsock service ticket is {:.2}x the bare KDC round trip (target <= 1.2x {})",
+        r_m / b_m,
+        if r_m / b_m > 1.2 {
+            "is below the floor here"
+        } else {
+            "is above the floor"
+        }
+    );
     println!(
         "{{{json}\"credguard_service_ticket_us_median\":{s_m:.1},\"credguard_service_ticket_us_p99\":{s_p:.1},\"bare_tgs_rtt_us_median\":{b_m:.1},\"bare_tgs_rtt_us_p99\":{b_p:.1},\"kvno_cached_ms_median\":{k_m:.3},\"raw_vsock_service_ticket_us_median\":{r_m:.1}}}"
     );

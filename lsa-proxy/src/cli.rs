@@ -23,6 +23,9 @@ struct Cli {
     /// The VMM's hybrid-vsock socket (overrides enclave.vmm_socket).
     #[arg(long)]
     vmm_socket: Option<PathBuf>,
+    /// Directory of saved credentials (overrides vault.dir).
+    #[arg(long)]
+    vault_dir: Option<PathBuf>,
 }
 
 /// Runs `credguard-lsa-proxy` with `args` (the first is the program name).
@@ -63,6 +66,9 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
     }
     if let Some(s) = cli.vmm_socket {
         config.enclave.vmm_socket = s;
+    }
+    if let Some(d) = cli.vault_dir {
+        config.vault.dir = d;
     }
     // One thread: the proxy does no heavy computation (that is the enclave's), and every wake-up
     // of another thread costs tens of microseconds on the target machines, which a

@@ -19,13 +19,18 @@ pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
 
 /// A client connected to the API at `path`.
 pub async fn connect(path: &Path) -> Result<LsaClient<Channel>, tonic::transport::Error> {
+    Ok(LsaClient::new(channel(path).await?))
+}
+
+/// A gRPC channel to the API at `path`, for callers that speak to it below the generated client
+/// (tests sending raw, malformed protobuf).
+pub async fn channel(path: &Path) -> Result<Channel, tonic::transport::Error> {
     let path = path.to_path_buf();
     // The URI is unused: every connection goes to the Unix socket.
-    let channel = Endpoint::from_static("http://[::1]:50051")
+    Endpoint::from_static("http://[::1]:50051")
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
             async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
         }))
-        .await?;
-    Ok(LsaClient::new(channel))
+        .await
 }

@@ -47,6 +47,25 @@ pub struct Config {
     pub limits: Limits,
     /// Kerberos defaults.
     pub kerberos: KerberosConfig,
+    /// Saved credentials.
+    pub vault: VaultConfig,
+}
+
+/// Saved credentials (the vault).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct VaultConfig {
+    /// Where the sealed credentials are stored: one directory per uid (0700), owned by the
+    /// proxy's user. Holds only blobs sealed by the enclave, never a secret.
+    pub dir: PathBuf,
+}
+
+impl Default for VaultConfig {
+    fn default() -> Self {
+        VaultConfig {
+            dir: crate::vault::DEFAULT_VAULT_DIR.into(),
+        }
+    }
 }
 
 /// Where the gRPC API listens.
@@ -136,6 +155,7 @@ impl Default for Config {
             enclave: EnclaveConfig::default(),
             limits: Limits::default(),
             kerberos: KerberosConfig::default(),
+            vault: VaultConfig::default(),
         }
     }
 }

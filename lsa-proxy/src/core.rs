@@ -158,7 +158,14 @@ impl LsaCore {
             domain: req.domain.clone(),
             realm: req.realm.clone(),
             kdc: req.kdc.clone(),
-            secret_kind: kind,
+            // For a sealed logon only the enclave knows what was inside.
+            secret_kind: match (kind, reply.secret_kind.as_str()) {
+                ("sealed", "password") => "password",
+                ("sealed", "nt_hash") => "nt_hash",
+                ("sealed", "key") => "key",
+                (kind, _) => kind,
+            },
+            sealed: kind == "sealed",
             created_unix_ms: now_unix_ms(),
             boot_id,
         });
@@ -202,6 +209,7 @@ impl LsaCore {
                 uid: s.owner.uid(),
                 created_unix_ms: s.created_unix_ms,
                 secret_kind: s.secret_kind.into(),
+                sealed: s.sealed,
             })
             .collect();
         lsa::ListSessionsReply { sessions }
@@ -212,6 +220,22 @@ impl LsaCore {
         check_session_id(id)?;
         let boot_id = self.boot_id()?;
         self.sessions.get(caller, id, &boot_id)
+    }
+
+    /// Fails with RESOURCE_EXHAUSTED when `caller` has as many sessions as allowed (for the
+    /// vault's `LogonSaved`, which registers sessions as `Logon` does).
+    pub(crate) fn check_session_limit(&self, caller: Caller) -> Result<(), LsaError> {
+        self.sessions.check_limit(caller, self.config.limits.sessions_per_uid)
+    }
+
+    /// The enclave boot that new sessions belong to, or UNAVAILABLE.
+    pub(crate) fn current_boot_id(&self) -> Result<Vec<u8>, LsaError> {
+        self.boot_id()
+    }
+
+    /// Registers a session the enclave made (the vault's `LogonSaved`).
+    pub(crate) fn register_session(&self, s: LogonSession) {
+        self.sessions.insert(s);
     }
 
     /// Forgets sessions held by earlier boots of the enclave; returns how many.
@@ -333,7 +357,7 @@ pub(crate) fn wipe_logon(r: &mut lsa::LogonRequest) {
     }
 }
 
-fn check_name(field: &str, v: &str, may_be_empty: bool) -> Result<(), LsaError> {
+pub(crate) fn check_name(field: &str, v: &str, may_be_empty: bool) -> Result<(), LsaError> {
     if v.is_empty() && !may_be_empty {
         return Err(LsaError::InvalidArgument(format!("{field} must not be empty")));
     }
@@ -350,7 +374,7 @@ fn check_name(field: &str, v: &str, may_be_empty: bool) -> Result<(), LsaError> 
     Ok(())
 }
 
-fn check_host_port(v: &str) -> Result<(), LsaError> {
+pub(crate) fn check_host_port(v: &str) -> Result<(), LsaError> {
     let bad = || LsaError::InvalidArgument(format!("kdc {v:?} is not host:port"));
     let (host, port) = v.rsplit_once(':').ok_or_else(bad)?;
     if host.is_empty() || host.len() > MAX_NAME_LEN || port.parse::<u16>().map_or(true, |p| p == 0) {

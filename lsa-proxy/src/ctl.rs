@@ -6,8 +6,10 @@ use std::process::ExitCode;
 
 use crate::client;
 use clap::{Parser, Subcommand};
-use credguard_proto::lsa;
+use credguard_proto::lsa::lsa_client::LsaClient;
+use credguard_proto::{enclave, lsa};
 use serde_json::json;
+use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
 #[derive(Parser)]
@@ -19,8 +21,101 @@ struct Cli {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// The VMM's attestation public key (hex), used to check the enclave's sealing key before a
+    /// secret is sealed to it (default: $CREDGUARD_ATTESTATION_PUB, else
+    /// /etc/credguard/attestation.pub).
+    #[arg(long, global = true)]
+    attestation_pub: Option<PathBuf>,
+    /// Seal secrets only to an enclave with this measurement (hex), in addition to checking the
+    /// attestation signature.
+    #[arg(long, global = true)]
+    expect_measurement: Option<String>,
+    /// Whether secrets are sealed to the enclave (so the proxy only relays ciphertext): `auto`
+    /// seals whenever the attestation public key is installed (and then refuses to send a secret
+    /// if the attestation does not verify); `require` refuses to send a secret unsealed; `never`
+    /// sends it to the proxy, which wipes it after the forward.
+    #[arg(long, global = true, value_enum, default_value_t = SealMode::Auto)]
+    seal: SealMode,
     #[command(subcommand)]
     command: Cmd,
+}
+
+/// `--seal`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SealMode {
+    Auto,
+    Require,
+    Never,
+}
+
+/// How `credguardctl` protects the secrets it sends (from the global flags).
+struct SealPolicy {
+    mode: SealMode,
+    pub_path: PathBuf,
+    expect_measurement: Option<String>,
+}
+
+impl SealPolicy {
+    fn of(cli: &Cli) -> Self {
+        let pub_path = cli
+            .attestation_pub
+            .clone()
+            .or_else(|| std::env::var_os("CREDGUARD_ATTESTATION_PUB").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(crate::sealed::DEFAULT_ATTESTATION_PUB));
+        SealPolicy {
+            mode: cli.seal,
+            pub_path,
+            expect_measurement: cli.expect_measurement.clone(),
+        }
+    }
+
+    /// `secret` as it should go to the proxy for `user`/`domain`/`realm`: sealed to the attested
+    /// enclave when the policy says so, else as it is.
+    async fn protect(
+        &self,
+        c: &mut LsaClient<Channel>,
+        secret: enclave::sealed_logon_secret::Secret,
+        user: &str,
+        domain: &str,
+        realm: &str,
+    ) -> Result<lsa::logon_request::Secret, Failure> {
+        use enclave::sealed_logon_secret::Secret as S;
+        let plain = |secret: S| match secret {
+            S::Password(p) => lsa::logon_request::Secret::Password(p),
+            S::NtHash(h) => lsa::logon_request::Secret::NtHash(h),
+            S::Key(k) => lsa::logon_request::Secret::Key(lsa::Key {
+                enctype: k.enctype,
+                value: k.value,
+            }),
+        };
+        let seal = match self.mode {
+            SealMode::Never => false,
+            SealMode::Require => true,
+            SealMode::Auto => self.pub_path.exists(),
+        };
+        if !seal {
+            return Ok(plain(secret));
+        }
+        let attestation_pub =
+            crate::sealed::read_attestation_public_key(&self.pub_path).map_err(|e| Failure::Call(e.to_string()))?;
+        let status = c.status(lsa::StatusRequest {}).await?.into_inner();
+        if status.state != "ready" {
+            // As the proxy would answer the logon itself.
+            return Err(Failure::Call(
+                "Unavailable: the enclave is not reachable (the proxy is reconnecting); retry shortly".into(),
+            ));
+        }
+        let attested = crate::sealed::verify(
+            &status,
+            &attestation_pub,
+            &self.pub_path,
+            self.expect_measurement.as_deref(),
+        )
+        .map_err(|e| Failure::Call(e.to_string()))?;
+        let sealed = crate::sealed::seal(&attested.public_key, secret, user, domain, realm)
+            .map_err(|e| Failure::Call(e.to_string()))?;
+        Ok(lsa::logon_request::Secret::Sealed(sealed))
+    }
 }
 
 #[derive(Subcommand)]
@@ -29,8 +124,12 @@ enum Cmd {
     Status,
     /// Log on: the secret is read without echo from the terminal, or from stdin.
     Logon {
-        /// User name.
-        user: String,
+        /// User name (not with --saved).
+        #[arg(required_unless_present = "saved")]
+        user: Option<String>,
+        /// Log on with the credential saved for this target (`vault save`) instead of a secret.
+        #[arg(long, value_name = "TARGET", conflicts_with_all = ["user", "nt_hash", "key_enctype"])]
+        saved: Option<String>,
         /// NetBIOS domain (NTLM).
         #[arg(long, default_value = "")]
         domain: String,
@@ -49,6 +148,9 @@ enum Cmd {
     },
     /// List logon sessions (yours; root sees all).
     Sessions,
+    /// Saved credentials, sealed by the enclave: save, list, delete (use: `logon --saved`).
+    #[command(subcommand)]
+    Vault(VaultCmd),
     /// Close a logon session.
     Logoff {
         /// The session id.
@@ -205,7 +307,42 @@ fn decode_hex_secret(s: &str, what: &str) -> Result<Vec<u8>, Failure> {
     hex::decode(s.trim()).map_err(|_| Failure::Usage(format!("the {what} must be hex")))
 }
 
+/// `DOMAIN\user (REALM)`, leaving out what is empty.
+fn display_user(user: &str, domain: &str, realm: &str) -> String {
+    let mut who = user.to_owned();
+    if !domain.is_empty() {
+        who = format!("{domain}\\{who}");
+    }
+    if !realm.is_empty() {
+        who = format!("{who} ({realm})");
+    }
+    who
+}
+
+/// Reads the secret of a logon (a password, or with the flags an NT hash or a key in hex).
+fn read_logon_secret(
+    user: &str,
+    nt_hash: bool,
+    key_enctype: Option<i32>,
+) -> Result<enclave::sealed_logon_secret::Secret, Failure> {
+    use enclave::sealed_logon_secret::Secret as S;
+    Ok(if nt_hash {
+        let s = read_secret("NT hash (hex): ")?;
+        S::NtHash(decode_hex_secret(&s, "NT hash")?)
+    } else if let Some(enctype) = key_enctype {
+        let s = read_secret("key (hex): ")?;
+        S::Key(enclave::Key {
+            enctype,
+            value: decode_hex_secret(&s, "key")?,
+        })
+    } else {
+        let s = read_secret(&format!("password for {user}: "))?;
+        S::Password(s.as_str().to_owned())
+    })
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
+    let policy = SealPolicy::of(&cli);
     let path = client::socket_path(cli.socket.as_deref());
     let mut c = client::connect(&path)
         .await
@@ -213,12 +350,35 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Cmd::Status => {
             let s = c.status(lsa::StatusRequest {}).await?.into_inner();
+            // Whether this client can trust the sealing key: checked against the installed
+            // attestation public key, when there is one.
+            let attestation = if s.enclave_public_key.is_empty() {
+                "none".to_string()
+            } else if s.attestation_signature.is_empty() {
+                "unsigned (the VMM has no attestation key)".to_string()
+            } else {
+                match crate::sealed::read_attestation_public_key(&policy.pub_path) {
+                    Err(e) => format!("not checked ({e})"),
+                    Ok(vk) => {
+                        match crate::sealed::verify(&s, &vk, &policy.pub_path, policy.expect_measurement.as_deref()) {
+                            Ok(_) => format!("verified with {}", policy.pub_path.display()),
+                            Err(e) => format!("FAILED: {e}"),
+                        }
+                    }
+                }
+            };
             if cli.json {
                 println!(
                     "{}",
                     json!({"version": s.version, "measurement": s.measurement, "signer": s.signer,
                            "state": s.state, "uptime_ms": s.uptime_ms, "sessions": s.sessions,
-                           "enclave_version": s.enclave_version, "protection": s.protection})
+                           "enclave_version": s.enclave_version, "protection": s.protection,
+                           "boot_id": hex::encode(&s.boot_id),
+                           "enclave_public_key": hex::encode(&s.enclave_public_key),
+                           "attestation": attestation,
+                           "enclave_restarts": s.enclave_restarts,
+                           "enclave_restart_reasons": s.enclave_restart_reasons,
+                           "vault_ready": s.vault_ready})
                 );
             } else {
                 println!("state:       {}", s.state);
@@ -230,33 +390,42 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     println!("enclave:     {}", s.enclave_version);
                     println!("measurement: {}", s.measurement);
                     println!("signer:      {}", s.signer);
+                    println!("boot:        {}", hex::encode(&s.boot_id));
                     println!("uptime:      {:.1} s", s.uptime_ms as f64 / 1000.0);
                     println!("protection:  {}", s.protection);
+                    println!("sealing key: {}", hex::encode(&s.enclave_public_key));
+                    println!("attestation: {attestation}");
+                    println!(
+                        "vault:       {}",
+                        if s.vault_ready {
+                            "ready"
+                        } else {
+                            "unavailable (no sealing secret)"
+                        }
+                    );
+                    println!("restarts:    {}", s.enclave_restarts);
+                    for reason in &s.enclave_restart_reasons {
+                        println!("  - {reason}");
+                    }
                 }
                 println!("sessions:    {}", s.sessions);
             }
         }
         Cmd::Logon {
             user,
+            saved,
             domain,
             realm,
             kdc,
             nt_hash,
             key_enctype,
         } => {
-            let secret = if nt_hash {
-                let s = read_secret("NT hash (hex): ")?;
-                lsa::logon_request::Secret::NtHash(decode_hex_secret(&s, "NT hash")?)
-            } else if let Some(enctype) = key_enctype {
-                let s = read_secret("key (hex): ")?;
-                lsa::logon_request::Secret::Key(lsa::Key {
-                    enctype,
-                    value: decode_hex_secret(&s, "key")?,
-                })
-            } else {
-                let s = read_secret(&format!("password for {user}: "))?;
-                lsa::logon_request::Secret::Password(s.as_str().to_owned())
-            };
+            if let Some(target) = saved {
+                return logon_saved(&mut c, target, cli.json).await;
+            }
+            let user = user.unwrap_or_default();
+            let secret = read_logon_secret(&user, nt_hash, key_enctype)?;
+            let secret = policy.protect(&mut c, secret, &user, &domain, &realm).await?;
             let req = lsa::LogonRequest {
                 user,
                 domain,
@@ -272,6 +441,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 println!("{}", r.session_id);
             }
         }
+        Cmd::Vault(cmd) => vault(&mut c, &policy, cmd, cli.json).await?,
         Cmd::Sessions => {
             let r = c.list_sessions(lsa::ListSessionsRequest {}).await?.into_inner();
             if cli.json {
@@ -280,20 +450,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     .iter()
                     .map(|s| {
                         json!({"session_id": s.session_id, "user": s.user, "domain": s.domain, "realm": s.realm,
-                               "uid": s.uid, "created_unix_ms": s.created_unix_ms, "secret_kind": s.secret_kind})
+                               "uid": s.uid, "created_unix_ms": s.created_unix_ms, "secret_kind": s.secret_kind,
+                               "sealed": s.sealed})
                     })
                     .collect();
                 println!("{}", serde_json::Value::Array(v));
             } else {
                 println!("{:<32}  {:>6}  {:<10}  user", "session", "uid", "kind");
                 for s in r.sessions {
-                    let mut who = s.user.clone();
-                    if !s.domain.is_empty() {
-                        who = format!("{}\\{}", s.domain, who);
-                    }
-                    if !s.realm.is_empty() {
-                        who = format!("{who} ({})", s.realm);
-                    }
+                    let who = display_user(&s.user, &s.domain, &s.realm);
                     println!("{:<32}  {:>6}  {:<10}  {who}", s.session_id, s.uid, s.secret_kind);
                 }
             }
@@ -416,6 +581,123 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 println!("{resp}");
             }
         }
+    }
+    Ok(())
+}
+
+/// `credguardctl vault ...`.
+#[derive(Subcommand)]
+enum VaultCmd {
+    /// Save a credential under a target name (replacing one of the same target). The secret is
+    /// read as for `logon` (without echo from a terminal, else from stdin) and stored only sealed
+    /// by the enclave.
+    Save {
+        /// The name to save it under, e.g. a server name (1 to 256 bytes).
+        target: String,
+        /// User name.
+        user: String,
+        /// NetBIOS domain (NTLM).
+        #[arg(long, default_value = "")]
+        domain: String,
+        /// Kerberos realm.
+        #[arg(long, default_value = "")]
+        realm: String,
+        /// KDC as host:port, for sessions made from it.
+        #[arg(long, default_value = "")]
+        kdc: String,
+        /// The secret is an NT hash in hex, not a password.
+        #[arg(long, conflicts_with = "key_enctype")]
+        nt_hash: bool,
+        /// The secret is a Kerberos key in hex, of this enctype (e.g. 18).
+        #[arg(long)]
+        key_enctype: Option<i32>,
+    },
+    /// List your saved credentials (root: everyone's); never a secret.
+    List,
+    /// Delete one of your saved credentials.
+    Delete {
+        /// Its target name.
+        target: String,
+    },
+}
+
+fn saved_json(i: &lsa::SavedCredentialInfo) -> serde_json::Value {
+    json!({"target": i.target, "user": i.user, "domain": i.domain, "realm": i.realm, "kdc": i.kdc,
+           "created_unix_ms": i.created_unix_ms, "secret_kind": i.secret_kind, "uid": i.uid})
+}
+
+async fn vault(c: &mut LsaClient<Channel>, policy: &SealPolicy, cmd: VaultCmd, as_json: bool) -> Result<(), Failure> {
+    match cmd {
+        VaultCmd::Save {
+            target,
+            user,
+            domain,
+            realm,
+            kdc,
+            nt_hash,
+            key_enctype,
+        } => {
+            let secret = read_logon_secret(&user, nt_hash, key_enctype)?;
+            // Sealed to the attested enclave when the policy says so, as for `logon`.
+            use lsa::logon_request::Secret as L;
+            use lsa::save_credential_request::Secret as S;
+            let secret = match policy.protect(c, secret, &user, &domain, &realm).await? {
+                L::Password(p) => S::Password(p),
+                L::NtHash(h) => S::NtHash(h),
+                L::Key(k) => S::Key(k),
+                L::Sealed(s) => S::Sealed(s),
+            };
+            let req = lsa::SaveCredentialRequest {
+                target,
+                user,
+                domain,
+                realm,
+                secret: Some(secret),
+                kdc,
+            };
+            // tonic encodes the request and drops it; the proxy and the enclave wipe their copies.
+            let r = c.save_credential(req).await?.into_inner();
+            let info = r.credential.unwrap_or_default();
+            if as_json {
+                println!("{}", saved_json(&info));
+            } else {
+                println!("saved {} ({}, {})", info.target, info.user, info.secret_kind);
+            }
+        }
+        VaultCmd::List => {
+            let r = c
+                .list_saved_credentials(lsa::ListSavedCredentialsRequest {})
+                .await?
+                .into_inner();
+            if as_json {
+                let v: Vec<_> = r.credentials.iter().map(saved_json).collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                println!("{:<32}  {:>6}  {:<8}  user", "target", "uid", "kind");
+                for i in r.credentials {
+                    let who = display_user(&i.user, &i.domain, &i.realm);
+                    println!("{:<32}  {:>6}  {:<8}  {who}", i.target, i.uid, i.secret_kind);
+                }
+            }
+        }
+        VaultCmd::Delete { target } => {
+            c.delete_saved_credential(lsa::DeleteSavedCredentialRequest { target })
+                .await?;
+            if as_json {
+                println!("{}", json!({}));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `credguardctl logon --saved TARGET`.
+async fn logon_saved(c: &mut LsaClient<Channel>, target: String, as_json: bool) -> Result<(), Failure> {
+    let r = c.logon_saved(lsa::LogonSavedRequest { target }).await?.into_inner();
+    if as_json {
+        println!("{}", json!({"session_id": r.session_id}));
+    } else {
+        println!("{}", r.session_id);
     }
     Ok(())
 }

@@ -138,32 +138,49 @@ impl Lsa for LsaService {
         ))
     }
 
-    // VAULT-PLACEHOLDER: issue 9 replaces these four with the vault (lsa-proxy/src/vault.rs).
     async fn save_credential(
         &self,
-        _req: Request<lsa::SaveCredentialRequest>,
+        req: Request<lsa::SaveCredentialRequest>,
     ) -> Result<Response<lsa::SaveCredentialReply>, Status> {
-        Err(Status::unimplemented("the vault is not built yet"))
+        let caller = match begin(&self.core, &req) {
+            Ok(c) => c,
+            Err(e) => {
+                crate::vault::wipe_save(&mut req.into_inner());
+                return Err(e);
+            }
+        };
+        Ok(Response::new(
+            crate::vault::save(&self.core, caller, req.into_inner()).await?,
+        ))
     }
 
     async fn list_saved_credentials(
         &self,
-        _req: Request<lsa::ListSavedCredentialsRequest>,
+        req: Request<lsa::ListSavedCredentialsRequest>,
     ) -> Result<Response<lsa::ListSavedCredentialsReply>, Status> {
-        Err(Status::unimplemented("the vault is not built yet"))
+        let caller = begin(&self.core, &req)?;
+        Ok(Response::new(crate::vault::list(&self.core, caller)?))
     }
 
     async fn delete_saved_credential(
         &self,
-        _req: Request<lsa::DeleteSavedCredentialRequest>,
+        req: Request<lsa::DeleteSavedCredentialRequest>,
     ) -> Result<Response<lsa::DeleteSavedCredentialReply>, Status> {
-        Err(Status::unimplemented("the vault is not built yet"))
+        let caller = begin(&self.core, &req)?;
+        Ok(Response::new(crate::vault::delete(
+            &self.core,
+            caller,
+            req.into_inner(),
+        )?))
     }
 
     async fn logon_saved(
         &self,
-        _req: Request<lsa::LogonSavedRequest>,
+        req: Request<lsa::LogonSavedRequest>,
     ) -> Result<Response<lsa::LogonSavedReply>, Status> {
-        Err(Status::unimplemented("the vault is not built yet"))
+        let caller = begin(&self.core, &req)?;
+        Ok(Response::new(
+            crate::vault::logon_saved(&self.core, caller, req.into_inner()).await?,
+        ))
     }
 }

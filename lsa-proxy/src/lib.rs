@@ -12,6 +12,7 @@
 //! - [`cli`] and [`ctl`]: the command lines of `credguard-lsa-proxy` and `credguardctl`.
 #![deny(missing_docs)]
 
+pub mod bad_request;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -23,6 +24,8 @@ pub mod grpc;
 pub mod kerberos;
 pub mod load;
 pub mod ntlm;
+pub mod sealed;
 pub mod server;
 pub mod sessions;
+pub mod vault;
 pub mod wiping_alloc;

@@ -107,7 +107,11 @@ fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }
 
-fn router(core: Arc<LsaCore>) -> Result<tonic::transport::server::Router, ServeError> {
+/// The server's layers: see [`crate::bad_request`].
+type Layers =
+    tower::layer::util::Stack<tower::util::MapResponseLayer<crate::bad_request::Rewrite>, tower::layer::util::Identity>;
+
+fn router(core: Arc<LsaCore>) -> Result<tonic::transport::server::Router<Layers>, ServeError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let reflection_err = |e: tonic_reflection::server::Error| ServeError::Socket {
         path: PathBuf::new(),
@@ -136,6 +140,7 @@ fn router(core: Arc<LsaCore>) -> Result<tonic::transport::server::Router, ServeE
         .max_decoding_message_size(GRPC_MAX_MESSAGE)
         .max_encoding_message_size(GRPC_MAX_MESSAGE);
     Ok(tonic::transport::Server::builder()
+        .layer(crate::bad_request::layer())
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)

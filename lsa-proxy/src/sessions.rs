@@ -63,6 +63,8 @@ pub struct LogonSession {
     pub kdc: String,
     /// "password", "nt_hash" or "key".
     pub secret_kind: &'static str,
+    /// Whether the secret came sealed to the enclave (the proxy never saw it).
+    pub sealed: bool,
     /// Creation time, ms since the Unix epoch.
     pub created_unix_ms: u64,
     /// Boot of the enclave that holds the secrets.
@@ -233,6 +235,7 @@ mod tests {
             realm: String::new(),
             kdc: String::new(),
             secret_kind: "password",
+            sealed: false,
             created_unix_ms: now_unix_ms(),
             boot_id: boot.to_vec(),
         }

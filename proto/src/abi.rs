@@ -16,7 +16,7 @@
 //! | [`GDT_GPA`], [`IDT_GPA`], [`TSS_GPA`] | descriptor tables | supervisor, RW, NX |
 //! | [`BOOT_INFO_GPA`] | [`BootInfo`] | user, read-only, NX |
 //! | [`REPORT_GPA`] | [`Report`] (fault record, benchmark results) | user, RW, NX |
-//! | [`EXCHANGE_GPA`] | [`exchange`] page: sealing secret hand-over, attestation | user, RW, NX |
+//! | [`EXCHANGE_GPA`] | [`exchange`] page: vault key hand-over, attestation | user, RW, NX |
 //! | [`KERNEL_STACK_BOTTOM`]..[`KERNEL_STACK_TOP`] | ring-0 stack (TSS RSP0) | supervisor, RW, NX |
 //! | [`IMAGE_BASE_GPA`]..[`IMAGE_LIMIT_GPA`] | the signed ELF image (vector stubs first) | user, RWX |
 //! | [`DMA_WINDOW_GPA`] | virtqueues and their buffers (shared with the VMM) | user, RW, NX |
@@ -52,8 +52,8 @@ pub const TSS_GPA: u64 = 0x8000;
 pub const BOOT_INFO_GPA: u64 = 0x9000;
 /// The [`Report`] page: written by the guest, read by the VMM.
 pub const REPORT_GPA: u64 = 0xA000;
-/// The [`exchange`] page: the VMM hands the vault's sealing secret over here (the enclave copies
-/// it into hidden memory and wipes it) and signs the enclave's attestation here.
+/// The [`exchange`] page: the VMM hands the vault keys over here (the enclave copies them into
+/// hidden memory and wipes them) and signs the enclave's attestation here.
 pub const EXCHANGE_GPA: u64 = 0xB000;
 /// Lowest address of the ring-0 stack.
 pub const KERNEL_STACK_BOTTOM: u64 = 0xC000;
@@ -206,6 +206,12 @@ pub enum BootMode {
     DoorbellBench = 1,
     /// Panic on purpose right after boot (tests that a panic is reported, not a hang).
     PanicSelfTest = 2,
+    /// Fault injection: serve like [`BootMode::Service`], then panic while handling the request
+    /// after the first `mode_arg` ones (before its reply goes out). Tests the VMM's restart.
+    ServicePanicAfter = 3,
+    /// Fault injection: serve like [`BootMode::Service`], then spin forever in ring 3 while
+    /// handling the request after the first `mode_arg` ones. Tests the VMM's watchdog.
+    ServiceHangAfter = 4,
 }
 
 impl BootMode {
@@ -215,6 +221,8 @@ impl BootMode {
             0 => BootMode::Service,
             1 => BootMode::DoorbellBench,
             2 => BootMode::PanicSelfTest,
+            3 => BootMode::ServicePanicAfter,
+            4 => BootMode::ServiceHangAfter,
             _ => return None,
         })
     }
@@ -272,16 +280,22 @@ pub const MAX_UPGRADE_FROM: usize = 4;
 
 /// The exchange page at [`EXCHANGE_GPA`]: byte offsets of its fields.
 ///
-/// The VMM writes the sealing secret before boot; the enclave copies it into its hidden memory
-/// and zeroes it here at once. For the attestation the enclave writes its boot id and X25519
+/// The VMM writes the image's vault keys (derived from the host sealing secret, which itself
+/// never enters the guest) before boot; the enclave copies them into its hidden memory and zeroes
+/// them here at once. For the attestation the enclave writes its boot id and X25519
 /// public key, makes [`SYS_ATTEST`], and reads back the VMM's signature and state.
 pub mod exchange {
-    /// 32-byte host sealing secret (VMM → enclave, wiped by the enclave after copying).
+    /// 32 bytes (VMM → enclave, wiped by the enclave after copying): this image's vault key,
+    /// which the VMM derives from the host sealing secret and the measurement it verified (see
+    /// [`VAULT_KEY_SALT`](super::VAULT_KEY_SALT)); the host secret itself never enters the guest.
     pub const SEALING_SECRET: usize = 0;
-    /// Length of the sealing secret.
+    /// Length of the sealing secret and of each vault key.
     pub const SEALING_SECRET_LEN: usize = 32;
-    /// `u64`: 1 when [`SEALING_SECRET`] holds a secret (the enclave zeroes it too).
+    /// `u64`: 1 when [`SEALING_SECRET`] holds a key (the enclave zeroes it too).
     pub const SEALING_SECRET_PRESENT: usize = 32;
+    /// The vault keys of the earlier images in `BootInfo::upgrade_from`, in the same order,
+    /// [`SEALING_SECRET_LEN`] bytes each (VMM → enclave, wiped by the enclave after copying).
+    pub const UPGRADE_VAULT_KEYS: usize = 256;
     /// 16-byte boot id (enclave → VMM).
     pub const ATTEST_BOOT_ID: usize = 64;
     /// 32-byte X25519 public key (enclave → VMM).
@@ -291,8 +305,13 @@ pub mod exchange {
     /// `u64` [`super::AttestState`] (VMM → enclave).
     pub const ATTEST_STATE: usize = 192;
     /// Bytes of the page in use.
-    pub const USED: usize = 200;
+    pub const USED: usize = UPGRADE_VAULT_KEYS + super::MAX_UPGRADE_FROM * SEALING_SECRET_LEN;
 }
+
+/// HKDF-SHA256 salt of vault keys: vault key = HKDF-SHA256(salt, host sealing secret, info =
+/// the image's measurement), 32 bytes. Derived by the VMM for the image it verified (and for the
+/// earlier images its signed manifest allows), so the guest never holds the host secret.
+pub const VAULT_KEY_SALT: &[u8] = b"credguard vault key v1";
 
 /// What the VMM made of an attestation request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -805,6 +824,7 @@ mod tests {
         assert!(ATTEST_BOOT_ID + 16 <= ATTEST_PUBLIC_KEY);
         assert!(ATTEST_PUBLIC_KEY + 32 <= ATTEST_SIGNATURE);
         assert!(ATTEST_SIGNATURE + 64 <= ATTEST_STATE);
+        assert!(ATTEST_STATE + 8 <= UPGRADE_VAULT_KEYS);
         assert!(ATTEST_STATE + 8 <= USED && USED <= PAGE_SIZE as usize);
         assert!(EXCHANGE_GPA + PAGE_SIZE <= KERNEL_STACK_BOTTOM);
     }

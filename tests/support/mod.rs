@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use credguard_image::dev::{self, DevImage};
 
+pub mod kdc;
+
 /// Whether KVM tests can run. Without /dev/kvm: a loud skip, or a failure when
 /// CREDGUARD_REQUIRE_KVM=1.
 pub fn kvm_or_skip(test: &str) -> bool {
@@ -70,6 +72,9 @@ pub struct Stack {
     /// Where the proxy's stderr goes (appended across restarts), with the audit log on; `None`:
     /// inherited, warnings only.
     pub proxy_log: Option<PathBuf>,
+    /// Extra arguments of `credguard vmm run` (watchdog timings, fault injection), used by every
+    /// [`Stack::start_vmm`].
+    pub vmm_args: Vec<String>,
     vmm: Option<std::process::Child>,
     proxy: Option<std::process::Child>,
 }
@@ -82,16 +87,21 @@ pub fn credguard_bin() -> &'static str {
 impl Stack {
     /// Starts the VMM and the proxy with `config_toml` (the socket keys are filled in).
     pub fn start(name: &str, config_toml: &str) -> Stack {
-        Self::start_with(name, config_toml, false)
+        Self::start_with(name, config_toml, false, &[])
+    }
+
+    /// Like [`Stack::start`], with extra arguments for `credguard vmm run` (see [`Stack::vmm_args`]).
+    pub fn start_with_vmm_args(name: &str, config_toml: &str, vmm_args: &[&str]) -> Stack {
+        Self::start_with(name, config_toml, false, vmm_args)
     }
 
     /// Like [`Stack::start`], with the proxy's log (warnings and the `audit` target) written to
     /// `proxy.log` in the stack's directory: see [`Stack::proxy_log_text`].
     pub fn start_logged(name: &str, config_toml: &str) -> Stack {
-        Self::start_with(name, config_toml, true)
+        Self::start_with(name, config_toml, true, &[])
     }
 
-    fn start_with(name: &str, config_toml: &str, log_proxy: bool) -> Stack {
+    fn start_with(name: &str, config_toml: &str, log_proxy: bool, vmm_args: &[&str]) -> Stack {
         use std::os::unix::fs::PermissionsExt;
         let dir = temp_dir(name);
         // Other uids (setpriv tests) must reach the API socket inside.
@@ -107,6 +117,7 @@ impl Stack {
             vsock,
             config,
             proxy_log,
+            vmm_args: vmm_args.iter().map(|a| a.to_string()).collect(),
             vmm: None,
             proxy: None,
         };
@@ -139,10 +150,19 @@ impl Stack {
             .arg(&dev.trusted_key)
             .arg("--vsock-socket")
             .arg(&self.vsock)
+            // Made on first start with its public half, which `ctl` checks sealing keys against.
+            .arg("--attestation-key")
+            .arg(self.dir.join("attestation.key"))
+            .args(&self.vmm_args)
             .env("CREDGUARD_LOG", "warn")
             .spawn()
             .expect("starting the VMM");
         self.vmm = Some(child);
+    }
+
+    /// The VMM's attestation public key (hex), made by the VMM on its first start.
+    pub fn attestation_pub(&self) -> PathBuf {
+        self.dir.join("attestation.key.pub")
     }
 
     /// (Re)starts the proxy.
@@ -174,8 +194,24 @@ impl Stack {
             .unwrap_or_default()
     }
 
-    /// Process id of the running VMM.
+    /// Process id of the VMM process that runs the enclave: the supervisor's worker (waited for
+    /// up to 10 s while it is being restarted).
     pub fn vmm_pid(&self) -> Option<u32> {
+        let supervisor = self.supervisor_pid()?;
+        let start = Instant::now();
+        loop {
+            if let Some(worker) = children_of(supervisor).first() {
+                return Some(*worker);
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Process id of `credguard vmm run` itself, the supervisor of the VMM worker.
+    pub fn supervisor_pid(&self) -> Option<u32> {
         self.vmm.as_ref().map(std::process::Child::id)
     }
 
@@ -190,6 +226,14 @@ impl Stack {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Stops the VMM as systemd does (SIGTERM to `credguard vmm run`) and waits for it.
+    pub fn terminate_vmm(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.vmm.take()?;
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        c.wait().ok()
     }
 
     /// SIGKILLs the proxy.
@@ -217,7 +261,12 @@ impl Stack {
             }
             None => std::process::Command::new(credguard_bin()),
         };
-        cmd.arg("ctl").arg("--socket").arg(&self.api).arg("--json").args(args);
+        cmd.arg("ctl")
+            .arg("--socket")
+            .arg(&self.api)
+            .arg("--json")
+            .args(args)
+            .env("CREDGUARD_ATTESTATION_PUB", self.attestation_pub());
         let mut child = cmd
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -232,6 +281,28 @@ impl Stack {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
+}
+
+/// The live (not zombie) child processes of `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            // /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ')'.
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+                return false;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next();
+            let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+            ppid == Some(pid) && state != Some("Z")
+        })
+        .collect()
 }
 
 impl Drop for Stack {

@@ -175,6 +175,9 @@ fn main() {
         .arg(&dev.trusted_key)
         .arg("--vsock-socket")
         .arg(&sock)
+        // The enclave in this very process (no supervisor/worker split), so that its RSS and
+        // guest mappings are the ones measured.
+        .arg("--no-supervise")
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn credguard-vmm");

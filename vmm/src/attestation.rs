@@ -6,8 +6,7 @@
 //! readable by the proxy; its public half (`<key>.pub`, hex) is installed for clients. Ed25519
 //! from ring, like the image signatures.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use credguard_proto::abi::{MEASUREMENT_LEN, SIGNER_LEN};
@@ -16,10 +15,15 @@ use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use zeroize::Zeroizing;
 
+use crate::keyfile::{self, KeyFileError};
+
 /// Why the attestation key could not be loaded or made.
 #[derive(Debug, thiserror::Error)]
 pub enum AttestationError {
-    /// Reading or writing a key file failed.
+    /// The key file cannot be read or made, or others may read it.
+    #[error(transparent)]
+    File(#[from] KeyFileError),
+    /// Writing the public half failed.
     #[error("{path}: {source}")]
     Io {
         /// The file.
@@ -30,9 +34,6 @@ pub enum AttestationError {
     /// The key file is not an Ed25519 PKCS#8 key.
     #[error("{0}: not an Ed25519 PKCS#8 key")]
     BadKey(PathBuf),
-    /// The key file may be read by others than its owner.
-    #[error("{0}: readable by group or others (mode {1:o}); it must be a root-only file (chmod 600)")]
-    TooOpen(PathBuf, u32),
     /// Key generation failed.
     #[error("cannot generate an attestation key")]
     Generate,
@@ -62,50 +63,31 @@ impl AttestationKey {
     /// Loads the key at `path`, or, if there is no file there, makes one (mode 0600) and writes
     /// its public half to [`public_key_path`] (mode 0644).
     pub fn load_or_create(path: &Path) -> Result<Self, AttestationError> {
-        let io = |source| AttestationError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        match std::fs::metadata(path) {
-            Ok(meta) => {
-                let mode = meta.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    return Err(AttestationError::TooOpen(path.to_owned(), mode));
-                }
-                let pkcs8 = Zeroizing::new(std::fs::read(path).map_err(io)?);
-                let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| AttestationError::BadKey(path.to_owned()))?;
-                let key = AttestationKey { pair };
-                // Keep the public half in step (it may have been deleted); never fatal.
-                let pub_path = public_key_path(path);
-                if !pub_path.exists() {
-                    let _ = key.write_public(&pub_path);
-                }
-                Ok(key)
+        let bad = || AttestationError::BadKey(path.to_owned());
+        if let Some(pkcs8) = keyfile::read_private(path)? {
+            let key = AttestationKey {
+                pair: Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| bad())?,
+            };
+            // Keep the public half in step (it may have been deleted); never fatal.
+            let pub_path = public_key_path(path);
+            if !pub_path.exists() {
+                let _ = key.write_public(&pub_path);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let rng = SystemRandom::new();
-                let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| AttestationError::Generate)?;
-                let pkcs8 = Zeroizing::new(pkcs8.as_ref().to_vec());
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                    .map_err(io)?;
-                file.write_all(&pkcs8).map_err(io)?;
-                file.sync_all().map_err(io)?;
-                let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| AttestationError::BadKey(path.to_owned()))?;
-                let key = AttestationKey { pair };
-                key.write_public(&public_key_path(path))?;
-                tracing::info!(
-                    "made a new attestation key {} (public half {})",
-                    path.display(),
-                    public_key_path(path).display()
-                );
-                Ok(key)
-            }
-            Err(e) => Err(io(e)),
+            return Ok(key);
         }
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| AttestationError::Generate)?;
+        let pkcs8 = Zeroizing::new(pkcs8.as_ref().to_vec());
+        keyfile::create_private(path, &pkcs8)?;
+        let key = AttestationKey {
+            pair: Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| bad())?,
+        };
+        key.write_public(&public_key_path(path))?;
+        tracing::info!(
+            "made a new attestation key {} (public half {})",
+            path.display(),
+            public_key_path(path).display()
+        );
+        Ok(key)
     }
 
     fn write_public(&self, path: &Path) -> Result<(), AttestationError> {
@@ -167,7 +149,7 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(matches!(
             AttestationKey::load_or_create(&path),
-            Err(AttestationError::TooOpen(..))
+            Err(AttestationError::File(KeyFileError::TooOpen(..)))
         ));
         std::fs::write(&path, b"junk").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();

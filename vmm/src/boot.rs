@@ -237,8 +237,9 @@ pub fn write_boot_tables(mem: &GuestMemoryMmap, info: &BootInfo) -> Result<(), B
     Ok(())
 }
 
-/// Puts the vault's sealing secret into the exchange page for the enclave, which copies it into
-/// its hidden memory and zeroes the page's copy before it serves anything.
+/// Puts 32 secret bytes at the exchange page's sealing-secret field for the enclave, which
+/// copies them into its hidden memory and zeroes the page's copy before it serves anything. The
+/// VMM puts the image's vault key there (see [`hand_over_vault_keys`]), never the host secret.
 pub fn hand_over_sealing_secret(
     mem: &GuestMemoryMmap,
     secret: &[u8; abi::exchange::SEALING_SECRET_LEN],
@@ -250,6 +251,22 @@ pub fn hand_over_sealing_secret(
         abi::EXCHANGE_GPA + exchange::SEALING_SECRET_PRESENT as u64,
         &1u64.to_le_bytes(),
     )
+}
+
+/// Hands the enclave its vault key `own` and, in the order of `BootInfo::upgrade_from`, the vault
+/// keys of the earlier images its signed manifest allows (at most [`abi::MAX_UPGRADE_FROM`]),
+/// through the exchange page, which the enclave wipes after copying.
+pub fn hand_over_vault_keys(
+    mem: &GuestMemoryMmap,
+    own: &[u8; abi::exchange::SEALING_SECRET_LEN],
+    upgrade: &[zeroize::Zeroizing<[u8; abi::exchange::SEALING_SECRET_LEN]>],
+) -> Result<(), BootError> {
+    use abi::exchange;
+    for (i, key) in upgrade.iter().take(abi::MAX_UPGRADE_FROM).enumerate() {
+        let at = exchange::UPGRADE_VAULT_KEYS + i * exchange::SEALING_SECRET_LEN;
+        write_bytes(mem, abi::EXCHANGE_GPA + at as u64, &key[..])?;
+    }
+    hand_over_sealing_secret(mem, own)
 }
 
 /// Reads the [`Report`] page the guest fills before a fault or benchmark exit.

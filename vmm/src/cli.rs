@@ -2,26 +2,36 @@
 //!
 //! In the library so that both the `credguard-vmm` binary and the `credguard` dev launcher (which
 //! re-executes itself as `credguard vmm ...`) run exactly the same code.
+//!
+//! `run` in service mode is a [`supervisor`](crate::supervisor): it re-executes this program as a
+//! worker (`run ... --worker`) that verifies, boots and sandboxes the enclave, and starts a new
+//! worker when the enclave dies or hangs. `--no-supervise`, the benchmark and self-test modes, and
+//! the worker itself run the enclave in this process.
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::io::Write;
+use std::os::fd::{FromRawFd, RawFd};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::attestation::AttestationKey;
 use crate::sandbox::ThreadRole;
 use crate::sealing::SealingSecret;
-use crate::{BootMode, Enclave, EnclaveConfig, EnclaveImage, ExitOutcome, signals};
+use crate::supervisor::{InjectedFault, RestartPolicy, SupervisorConfig};
+use crate::watchdog::WatchdogConfig;
+use crate::{BootMode, Enclave, EnclaveConfig, EnclaveImage, ExitOutcome, signals, supervisor};
 use clap::{Parser, Subcommand, ValueEnum};
 use credguard_image::SignedImage;
 use credguard_proto::abi;
 
 /// Exit status for a refused image or configuration (nothing was booted).
-const EXIT_REFUSED: u8 = 2;
+const EXIT_REFUSED: u8 = supervisor::EXIT_REFUSED;
 /// Exit status when the enclave ended badly.
-const EXIT_ENCLAVE_FAILED: u8 = 1;
+const EXIT_ENCLAVE_FAILED: u8 = supervisor::EXIT_ENCLAVE_FAILED;
 
 #[derive(Parser)]
 #[command(name = "credguard-vmm", version, about = "Verify and run the credguard enclave")]
@@ -50,35 +60,111 @@ enum Command {
         #[command(flatten)]
         sig: ImageArgs,
     },
+    /// Make the VMM's attestation key at PATH (mode 0600) if there is none, write its public half
+    /// to PATH.pub (hex, for clients), and print the public half.
+    AttestationKey {
+        /// The key file.
+        path: PathBuf,
+    },
     /// Verify and boot the enclave; run until it exits or SIGTERM/SIGINT.
     Run {
-        /// The enclave image (ELF).
-        #[arg(long)]
-        image: PathBuf,
         #[command(flatten)]
-        sig: ImageArgs,
-        /// Where to create the host end of the enclave's vsock (a Unix socket).
-        #[arg(long)]
-        vsock_socket: PathBuf,
-        /// Guest RAM in MiB (a multiple of 2, at least 12).
-        #[arg(long, default_value_t = abi::DEFAULT_RAM_SIZE >> 20)]
-        memory_mib: u64,
-        /// What the enclave does after boot.
-        #[arg(long, value_enum, default_value_t = Mode::Service)]
-        boot_mode: Mode,
-        /// Round trips of the doorbell benchmark.
-        #[arg(long, default_value_t = 10_000)]
-        bench_iterations: u64,
-        /// The VMM's attestation key (Ed25519 PKCS#8, a root-only file), made here with its
-        /// public half `<path>.pub` if missing. It signs each boot's sealing public key, so that
-        /// clients can seal passwords to the enclave. Without it, sealed logon is unavailable.
-        #[arg(long)]
-        attestation_key: Option<PathBuf>,
-        /// The host sealing secret of the vault (32 bytes, a root-only file), made here if
-        /// missing. Without it, the vault (saved credentials) is unavailable.
-        #[arg(long)]
-        sealing_secret: Option<PathBuf>,
+        args: RunArgs,
+        #[command(flatten)]
+        supervise: SuperviseArgs,
     },
+}
+
+/// What to boot and how (the arguments of `run` a worker gets unchanged).
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The enclave image (ELF).
+    #[arg(long)]
+    image: PathBuf,
+    #[command(flatten)]
+    sig: ImageArgs,
+    /// Where to create the host end of the enclave's vsock (a Unix socket).
+    #[arg(long)]
+    vsock_socket: PathBuf,
+    /// Guest RAM in MiB (a multiple of 2, at least 12).
+    #[arg(long, default_value_t = abi::DEFAULT_RAM_SIZE >> 20)]
+    memory_mib: u64,
+    /// What the enclave does after boot.
+    #[arg(long, value_enum, default_value_t = Mode::Service)]
+    boot_mode: Mode,
+    /// Round trips of the doorbell benchmark.
+    #[arg(long, default_value_t = 10_000)]
+    bench_iterations: u64,
+    /// The VMM's attestation key (Ed25519 PKCS#8, a root-only file), made here with its
+    /// public half `<path>.pub` if missing. It signs each boot's sealing public key, so that
+    /// clients can seal passwords to the enclave. Without it, sealed logon is unavailable.
+    #[arg(long)]
+    attestation_key: Option<PathBuf>,
+    /// The host sealing secret of the vault (32 bytes, a root-only file), made here if
+    /// missing. Without it, the vault (saved credentials) is unavailable.
+    #[arg(long)]
+    sealing_secret: Option<PathBuf>,
+}
+
+/// How `run` keeps the enclave alive (service mode).
+#[derive(clap::Args)]
+struct SuperviseArgs {
+    /// Run the enclave in this process, without restarts or watchdog (tests and benchmarks).
+    #[arg(long)]
+    no_supervise: bool,
+    /// Ping the enclave this often (milliseconds); 0 turns the watchdog off.
+    #[arg(long, default_value_t = 2000)]
+    watchdog_interval_ms: u64,
+    /// Restart the enclave when it has not answered a ping for this long (milliseconds). Long
+    /// enough for a busy enclave: it serves requests one at a time.
+    #[arg(long, default_value_t = 10_000)]
+    watchdog_timeout_ms: u64,
+    /// Restarts allowed within --restart-window-secs; one more exits with status 1 (the
+    /// service manager then decides).
+    #[arg(long, default_value_t = 10)]
+    max_restarts: u32,
+    /// See --max-restarts.
+    #[arg(long, default_value_t = 60)]
+    restart_window_secs: u64,
+    /// Internal: this process is the supervisor's worker.
+    #[arg(long, hide = true)]
+    worker: bool,
+    /// Internal: the pipe on which the worker reports why its enclave ended.
+    #[arg(long, hide = true)]
+    report_fd: Option<RawFd>,
+    /// Internal: how many times the enclave was restarted before this boot.
+    #[arg(long, hide = true, default_value_t = 0)]
+    restart_count: u64,
+    /// Internal: why (repeated, oldest first).
+    #[arg(long, hide = true)]
+    restart_reason: Vec<String>,
+    /// Tests only: make the enclave panic or hang after --inject-fault-after requests.
+    #[arg(long, hide = true, value_enum)]
+    inject_fault: Option<FaultKind>,
+    /// Tests only: requests served before the injected fault.
+    #[arg(long, hide = true, default_value_t = 0)]
+    inject_fault_after: u64,
+    /// Tests only: how many boots get the injected fault (restarts after them boot normally).
+    #[arg(long, hide = true, default_value_t = 1)]
+    inject_fault_boots: u32,
+}
+
+/// An injected fault (tests only).
+#[derive(Clone, Copy, ValueEnum)]
+enum FaultKind {
+    /// `BootMode::ServicePanicAfter`.
+    Panic,
+    /// `BootMode::ServiceHangAfter`.
+    Hang,
+}
+
+impl FaultKind {
+    fn name(self) -> &'static str {
+        match self {
+            FaultKind::Panic => "panic",
+            FaultKind::Hang => "hang",
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -130,25 +216,139 @@ where
     init_logging();
     match cli.command {
         Command::Verify { image, sig } => verify(&image, &sig),
-        Command::Run {
-            image,
-            sig,
-            vsock_socket,
-            memory_mib,
-            boot_mode,
-            bench_iterations,
-            attestation_key,
-            sealing_secret,
-        } => run(RunArgs {
-            image,
-            sig,
-            vsock_socket,
-            memory_mib,
-            boot_mode: boot_mode.into(),
-            bench_iterations,
-            attestation_key,
-            sealing_secret,
-        }),
+        Command::AttestationKey { path } => match AttestationKey::load_or_create(&path) {
+            Ok(key) => {
+                println!("{}", hex::encode(key.public_key()));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("credguard-vmm: attestation key: {e}");
+                ExitCode::from(EXIT_REFUSED)
+            }
+        },
+        Command::Run { args, supervise } => {
+            let boot_mode = args.boot_mode;
+            // Only the service is kept alive; the benchmark and the self-test report their one run.
+            if matches!(boot_mode, Mode::Service) && !supervise.no_supervise && !supervise.worker {
+                return run_supervisor(&args, &supervise);
+            }
+            // SAFETY: taken once, before this process starts a thread or opens an fd of its own.
+            let mut report = supervise.report_fd.and_then(|fd| unsafe { take_report_fd(fd) });
+            let (code, reason) = run(args, &supervise);
+            if let (Some(file), Some(reason)) = (report.as_mut(), reason) {
+                // One line: the supervisor logs it and hands it to the next boot.
+                let line = reason.lines().next().unwrap_or("").trim();
+                let _ = writeln!(file, "{line}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Takes ownership of the report pipe the supervisor handed down, if `fd` is open, and keeps it
+/// from leaking further (close-on-exec).
+///
+/// # Safety
+/// Call once, before anything else in the process may own `fd`.
+unsafe fn take_report_fd(fd: RawFd) -> Option<std::fs::File> {
+    // The standard streams are never the report pipe; leave them alone.
+    // SAFETY: F_GETFD/F_SETFD only read and set the fd's flags.
+    let open = fd > 2
+        && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0
+        && unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == 0;
+    if !open {
+        eprintln!("credguard-vmm: --report-fd {fd} is not an open pipe; not reporting");
+        return None;
+    }
+    // SAFETY: the supervisor opened this fd for this worker alone and nothing else here owns it
+    // (the caller's contract).
+    Some(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// The part of this process's own command line that leads to `run` (`["run"]` for
+/// `credguard-vmm`, `["vmm", "run"]` for the `credguard` launcher), so the worker is started the
+/// same way this process was.
+fn run_prefix() -> Vec<OsString> {
+    let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
+    match argv.iter().position(|a| a == "run") {
+        Some(i) => argv[..=i].to_vec(),
+        None => vec!["run".into()],
+    }
+}
+
+fn run_supervisor(args: &RunArgs, s: &SuperviseArgs) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("credguard-vmm: cannot find this program to start the enclave worker: {e}");
+            return ExitCode::from(EXIT_ENCLAVE_FAILED);
+        }
+    };
+    let mut worker_args = run_prefix();
+    let mut push = |flag: &str, value: &std::ffi::OsStr| {
+        worker_args.push(flag.into());
+        worker_args.push(value.to_owned());
+    };
+    push("--image", args.image.as_os_str());
+    if let Some(m) = &args.sig.manifest {
+        push("--manifest", m.as_os_str());
+    }
+    if let Some(k) = &args.sig.trusted_key {
+        push("--trusted-key", k.as_os_str());
+    }
+    push("--vsock-socket", args.vsock_socket.as_os_str());
+    push("--memory-mib", args.memory_mib.to_string().as_ref());
+    if let Some(k) = &args.attestation_key {
+        push("--attestation-key", k.as_os_str());
+    }
+    if let Some(k) = &args.sealing_secret {
+        push("--sealing-secret", k.as_os_str());
+    }
+    let watchdog = (s.watchdog_interval_ms > 0).then(|| WatchdogConfig {
+        interval: Duration::from_millis(s.watchdog_interval_ms),
+        timeout: Duration::from_millis(s.watchdog_timeout_ms),
+    });
+    if let Some(w) = &watchdog
+        && let Err(e) = w.validate()
+    {
+        eprintln!("credguard-vmm: --watchdog-interval-ms/--watchdog-timeout-ms: {e}");
+        return ExitCode::from(EXIT_REFUSED);
+    }
+    let fault = s.inject_fault.map(|kind| InjectedFault {
+        worker_args: vec![
+            "--inject-fault".into(),
+            kind.name().into(),
+            "--inject-fault-after".into(),
+            s.inject_fault_after.to_string().into(),
+        ],
+        boots: s.inject_fault_boots,
+    });
+    if let Some(w) = &watchdog {
+        tracing::info!(
+            "supervising the enclave: watchdog every {} ms, restart after {} ms without an answer; at most {} restarts in {} s",
+            w.interval.as_millis(),
+            w.timeout.as_millis(),
+            s.max_restarts,
+            s.restart_window_secs
+        );
+    }
+    let config = SupervisorConfig {
+        exe,
+        worker_args,
+        vsock_socket: args.vsock_socket.clone(),
+        watchdog,
+        policy: RestartPolicy {
+            max_restarts: s.max_restarts,
+            window: Duration::from_secs(s.restart_window_secs),
+        },
+        fault,
+    };
+    match supervisor::run(config) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("credguard-vmm: {e}");
+            ExitCode::from(EXIT_ENCLAVE_FAILED)
+        }
     }
 }
 
@@ -191,19 +391,11 @@ fn verify(image: &Path, sig: &ImageArgs) -> ExitCode {
     }
 }
 
-/// The arguments of `run`.
-struct RunArgs {
-    image: PathBuf,
-    sig: ImageArgs,
-    vsock_socket: PathBuf,
-    memory_mib: u64,
-    boot_mode: BootMode,
-    bench_iterations: u64,
-    attestation_key: Option<PathBuf>,
-    sealing_secret: Option<PathBuf>,
-}
-
-fn run(args: RunArgs) -> ExitCode {
+/// Runs the enclave in this process. Returns the exit status and, when the enclave ended badly,
+/// a one-line reason (for the supervisor, which restarts on it).
+fn run(args: RunArgs, s: &SuperviseArgs) -> (u8, Option<String>) {
+    let refused = (EXIT_REFUSED, None);
+    let failed = |reason: String| (EXIT_ENCLAVE_FAILED, Some(reason));
     let RunArgs {
         image,
         sig,
@@ -224,14 +416,14 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(key) => key.map(Arc::new),
         Err(e) => {
             eprintln!("credguard-vmm: attestation key: {e}");
-            return ExitCode::from(EXIT_REFUSED);
+            return refused;
         }
     };
     let sealing_secret = match sealing_secret.as_deref().map(SealingSecret::load_or_create).transpose() {
         Ok(secret) => secret,
         Err(e) => {
             eprintln!("credguard-vmm: sealing secret: {e}");
-            return ExitCode::from(EXIT_REFUSED);
+            return refused;
         }
     };
     // The signature is checked before any guest memory exists.
@@ -239,14 +431,14 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(signed) => signed,
         Err(e) => {
             eprintln!("credguard-vmm: refusing to boot {}: {e}", image.display());
-            return ExitCode::from(EXIT_REFUSED);
+            return refused;
         }
     };
     // A signed image can still be unbootable (segments outside the image window): refuse it here
     // too, before any guest memory exists. `Enclave::launch` checks again.
     if let Err(e) = crate::boot::check_image(signed.bytes()) {
         eprintln!("credguard-vmm: refusing to boot {}: {e}", image.display());
-        return ExitCode::from(EXIT_REFUSED);
+        return refused;
     }
     let ram_size = memory_mib.saturating_mul(1 << 20);
     if abi::check_ram_size(ram_size).is_err() {
@@ -255,17 +447,21 @@ fn run(args: RunArgs) -> ExitCode {
             abi::MIN_RAM_SIZE >> 20,
             abi::MAX_RAM_SIZE >> 20
         );
-        return ExitCode::from(EXIT_REFUSED);
+        return refused;
     }
 
+    let (boot_mode, mode_arg) = match (boot_mode, s.inject_fault) {
+        (Mode::Service, Some(FaultKind::Panic)) => (BootMode::ServicePanicAfter, s.inject_fault_after),
+        (Mode::Service, Some(FaultKind::Hang)) => (BootMode::ServiceHangAfter, s.inject_fault_after),
+        (Mode::DoorbellBench, _) => (BootMode::DoorbellBench, bench_iterations),
+        (mode, _) => (BootMode::from(mode), 0),
+    };
     let mut config = EnclaveConfig::new(EnclaveImage::from_signed(&signed));
     config.ram_size = ram_size;
     config.boot_mode = boot_mode;
-    config.mode_arg = if boot_mode == BootMode::DoorbellBench {
-        bench_iterations
-    } else {
-        0
-    };
+    config.mode_arg = mode_arg;
+    config.restart_count = s.restart_count;
+    config.restart_reasons = s.restart_reason.clone();
     config.vsock_socket = Some(vsock_socket.clone());
     config.attestation_key = attestation_key;
     config.sealing_secret = sealing_secret;
@@ -274,7 +470,7 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(enclave) => enclave,
         Err(e) => {
             eprintln!("credguard-vmm: cannot start the enclave: {e}");
-            return ExitCode::from(EXIT_ENCLAVE_FAILED);
+            return failed(format!("cannot start the enclave: {e}"));
         }
     };
     tracing::info!(
@@ -292,7 +488,7 @@ fn run(args: RunArgs) -> ExitCode {
         Err(e) => {
             eprintln!("credguard-vmm: {e}");
             let _ = enclave.stop_and_wait();
-            return ExitCode::from(EXIT_ENCLAVE_FAILED);
+            return failed(e.to_string());
         }
     };
     if let Err(e) = signals::spawn_termination_watcher(enclave.stop_handle(), signals_filter) {
@@ -304,22 +500,34 @@ fn run(args: RunArgs) -> ExitCode {
     {
         eprintln!("credguard-vmm: {e}");
         let _ = enclave.stop_and_wait();
-        return ExitCode::from(EXIT_ENCLAVE_FAILED);
+        return failed(e.to_string());
     }
     tracing::info!("protection in force: {}", enclave.protection().describe());
 
     match enclave.wait() {
         ExitOutcome::BenchDone(bench) => {
             println!("{}", bench.to_json());
-            ExitCode::SUCCESS
+            (0, None)
         }
         outcome @ (ExitOutcome::Clean | ExitOutcome::Stopped) => {
             tracing::info!("{outcome}");
-            ExitCode::SUCCESS
+            (0, None)
         }
         outcome => {
             eprintln!("credguard-vmm: {outcome}");
-            ExitCode::from(EXIT_ENCLAVE_FAILED)
+            failed(restart_reason(&outcome))
         }
+    }
+}
+
+/// The one line the supervisor logs and hands to the next boot for `outcome`.
+fn restart_reason(outcome: &ExitOutcome) -> String {
+    match outcome {
+        // The panic message is the console line the enclave's panic handler wrote.
+        ExitOutcome::Panic { last_lines } => match last_lines.iter().rev().find(|l| l.contains("PANIC")) {
+            Some(line) => format!("the enclave panicked: {}", line.trim()),
+            None => "the enclave panicked".to_owned(),
+        },
+        other => other.to_string(),
     }
 }

@@ -69,6 +69,15 @@ impl EnclaveClient {
         })
     }
 
+    /// Replaces the read and write timeout set at [`EnclaveClient::connect`] (the watchdog gives
+    /// each ping what is left of its allowed silence).
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), ClientError> {
+        let stream = self.stream.get_ref();
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        Ok(())
+    }
+
     /// Calls `method` with `request` and decodes the reply as `R`.
     pub fn call<Q: Message, R: Message + Default>(&mut self, method: &str, request: &Q) -> Result<R, ClientError> {
         let reply = self.call_raw(method, request.encode_to_vec())?;

@@ -15,6 +15,7 @@ pub mod devices;
 pub mod doorbell;
 pub mod enclave_client;
 pub mod interrupts;
+pub mod keyfile;
 #[cfg(test)]
 mod kvm_tests;
 pub mod memory;
@@ -22,8 +23,10 @@ pub mod outcome;
 pub mod sandbox;
 pub mod sealing;
 pub mod signals;
+pub mod supervisor;
 pub mod vcpu;
 pub mod vm;
+pub mod watchdog;
 
 pub use credguard_proto::abi::BootMode;
 pub use outcome::{BenchResult, ExitOutcome, FaultInfo};

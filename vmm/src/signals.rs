@@ -45,24 +45,19 @@ pub fn block_termination_signals() -> Result<(), SignalError> {
     Ok(())
 }
 
-/// Starts a thread that stops the enclave when SIGTERM or SIGINT arrives. The signals must have
-/// been blocked with [`block_termination_signals`] first.
-///
-/// `filter` is the thread's seccomp allow-list, installed before it waits; if that fails the
-/// enclave is stopped (fail closed).
-pub fn spawn_termination_watcher(
-    stop: StopHandle,
-    filter: Option<crate::sandbox::ThreadFilter>,
+/// Starts a thread that waits for SIGTERM and SIGINT (blocked with [`block_termination_signals`]
+/// first) and calls `on_signal` with the signal's name for each one, until it returns `false`.
+/// `setup` runs first on the new thread (e.g. to install its seccomp filter); if it returns
+/// `false` the thread ends without waiting.
+pub fn spawn_signal_thread(
+    setup: impl FnOnce() -> bool + Send + 'static,
+    mut on_signal: impl FnMut(&'static str) -> bool + Send + 'static,
 ) -> Result<JoinHandle<()>, SignalError> {
     let set = termination_set()?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(filter) = filter
-                && let Err(e) = filter.apply()
-            {
-                tracing::error!("{e}; stopping the enclave");
-                stop.stop();
+            if !setup() {
                 return;
             }
             loop {
@@ -74,12 +69,40 @@ pub fn spawn_termination_watcher(
                     return;
                 }
                 let name = if signal == libc::SIGTERM { "SIGTERM" } else { "SIGINT" };
-                tracing::info!("{name} received, stopping the enclave");
-                stop.stop();
+                if !on_signal(name) {
+                    return;
+                }
             }
         })
         .map_err(|source| SignalError::Sys {
             what: "spawning the signal thread",
             source,
         })
+}
+
+/// Starts a thread that stops the enclave when SIGTERM or SIGINT arrives. The signals must have
+/// been blocked with [`block_termination_signals`] first.
+///
+/// `filter` is the thread's seccomp allow-list, installed before it waits; if that fails the
+/// enclave is stopped (fail closed).
+pub fn spawn_termination_watcher(
+    stop: StopHandle,
+    filter: Option<crate::sandbox::ThreadFilter>,
+) -> Result<JoinHandle<()>, SignalError> {
+    let on_failure = stop.clone();
+    spawn_signal_thread(
+        move || match filter.map(|f| f.apply()) {
+            Some(Err(e)) => {
+                tracing::error!("{e}; stopping the enclave");
+                on_failure.stop();
+                false
+            }
+            _ => true,
+        },
+        move |name| {
+            tracing::info!("{name} received, stopping the enclave");
+            stop.stop();
+            true
+        },
+    )
 }

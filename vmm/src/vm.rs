@@ -98,6 +98,8 @@ pub struct EnclaveImage {
     bytes: Arc<[u8]>,
     measurement: [u8; MEASUREMENT_LEN],
     signer: [u8; abi::SIGNER_LEN],
+    /// Earlier images whose vault this one may open, from its signed manifest.
+    upgrade_from: Vec<[u8; MEASUREMENT_LEN]>,
 }
 
 impl std::fmt::Debug for EnclaveImage {
@@ -117,6 +119,7 @@ impl EnclaveImage {
             bytes: Arc::from(image.bytes()),
             measurement: *image.measurement().as_bytes(),
             signer: image.signer_id(),
+            upgrade_from: image.upgrade_from().iter().map(|m| *m.as_bytes()).collect(),
         }
     }
 
@@ -128,6 +131,7 @@ impl EnclaveImage {
             bytes: bytes.into(),
             measurement,
             signer: [0; abi::SIGNER_LEN],
+            upgrade_from: Vec::new(),
         }
     }
 
@@ -163,8 +167,9 @@ pub struct EnclaveConfig {
     /// Signs the enclave's sealing public key once per boot; `None`: the enclave's `Status`
     /// carries no attestation signature (clients cannot seal secrets to it).
     pub attestation_key: Option<Arc<AttestationKey>>,
-    /// The host sealing secret of the vault, handed to the enclave in the exchange page (which
-    /// the enclave wipes after copying); `None`: no vault.
+    /// The host sealing secret of the vault: the VMM derives the image's vault keys from it and
+    /// hands only those to the enclave in the exchange page (which the enclave wipes after
+    /// copying); `None`: no vault.
     pub sealing_secret: Option<SealingSecret>,
     /// How many times this enclave was restarted before this launch, and why (oldest first);
     /// handed to the enclave for its `Status`.
@@ -178,6 +183,8 @@ pub struct EnclaveConfig {
 impl EnclaveConfig {
     /// A service-mode configuration with default RAM and no vsock device.
     pub fn new(image: EnclaveImage) -> Self {
+        // The signed manifest's allowance, unless the caller changes it.
+        let upgrade_from = image.upgrade_from.clone();
         EnclaveConfig {
             image,
             ram_size: abi::DEFAULT_RAM_SIZE,
@@ -189,7 +196,7 @@ impl EnclaveConfig {
             sealing_secret: None,
             restart_count: 0,
             restart_reasons: Vec::new(),
-            upgrade_from: Vec::new(),
+            upgrade_from,
         }
     }
 }
@@ -264,7 +271,18 @@ impl Enclave {
         .with_upgrade_from(&config.upgrade_from);
         boot::write_boot_tables(&mem, &info)?;
         if let Some(secret) = &config.sealing_secret {
-            boot::hand_over_sealing_secret(&mem, secret.bytes())?;
+            // Keys for exactly the image just verified and the earlier images its signed manifest
+            // allows (the same list, in the same order, as the boot info's upgrade_from).
+            let own = secret.vault_key(image.measurement());
+            let upgrade: Vec<_> = info.upgrade_from().iter().map(|m| secret.vault_key(m)).collect();
+            boot::hand_over_vault_keys(&mem, &own, &upgrade)?;
+        }
+        // An upgrade allowance is a decision of the signing key's holder: say it at every boot.
+        for m in config.upgrade_from.iter().take(abi::MAX_UPGRADE_FROM) {
+            tracing::info!(
+                earlier_measurement = %hex::encode(m),
+                "this image's signed manifest lets it open and re-seal the vault of an earlier image"
+            );
         }
         boot::setup_registers(&vcpu_fd, entry)?;
         interrupts::enable_lapic(&vcpu_fd)?;
@@ -275,7 +293,9 @@ impl Enclave {
         };
         let doorbell = match config.boot_mode {
             BootMode::DoorbellBench => Some(Doorbell::start(&vm, doorbell_filter)?),
-            BootMode::Service | BootMode::PanicSelfTest => None,
+            BootMode::Service | BootMode::PanicSelfTest | BootMode::ServicePanicAfter | BootMode::ServiceHangAfter => {
+                None
+            }
         };
 
         let control = Arc::new(VcpuControl::default());

@@ -9,7 +9,8 @@
 //! configuration allows it; never a forwarded TGT, never the delegation flag.
 
 pub mod crypto;
-mod messages;
+// Visible to `crate::fuzz`, whose targets decode KDC replies.
+pub(crate) mod messages;
 
 use alloc::collections::BTreeMap;
 use alloc::format;

@@ -172,6 +172,19 @@ impl Worker {
         }
     }
 
+    /// One round of [`Worker::run`]'s work without waiting for events: commands, new clients,
+    /// every client's input, the queues. For the fuzz harness (`super::fuzz`), which must run each
+    /// input on its own thread, deterministically.
+    pub(crate) fn poll_once(&mut self) {
+        self.handle_commands();
+        self.accept_clients();
+        let ports: Vec<u32> = self.conns.keys().copied().collect();
+        for port in ports {
+            self.handle_client(port, (libc::EPOLLIN | libc::EPOLLOUT) as u32);
+        }
+        self.process_queues();
+    }
+
     fn handle_commands(&mut self) {
         loop {
             match self.commands.try_recv() {

@@ -19,6 +19,7 @@
 
 pub mod connection;
 pub mod device;
+pub mod fuzz;
 pub mod unix;
 
 use std::os::unix::net::UnixListener;

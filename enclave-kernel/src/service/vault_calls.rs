@@ -1,0 +1,422 @@
+//! The vault's enclave calls, `VaultSeal` and `VaultLogon` (see [`crate::vault`] for the keys and
+//! the blob format). A submodule of `service` so that it reaches the service's session store and
+//! rate limiters without widening their visibility.
+//!
+//! Error codes: no sealing secret, or a blob of an image this one may not open,
+//! FAILED_PRECONDITION; a malformed blob or request INVALID_ARGUMENT; a blob that does not open
+//! for this uid, target and names (moved, swapped, altered, or another host's) PERMISSION_DENIED.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use credguard_proto::enclave::{
+    Frame, LogonRequest, VaultLogonReply, VaultLogonRequest, VaultSealReply, VaultSealRequest, logon_request,
+    sealed_logon_secret, vault_seal_request,
+};
+use prost::Message;
+use rand_core::TryCryptoRng;
+
+use super::{CODE_INVALID_ARGUMENT, Service, error, ok, refused};
+use crate::credentials::credential_from;
+use crate::vault::{self, Binding, NONCE_LEN, VaultError};
+
+/// A vault secret as the credential path takes it.
+fn to_logon_secret(s: sealed_logon_secret::Secret) -> logon_request::Secret {
+    match s {
+        sealed_logon_secret::Secret::Password(p) => logon_request::Secret::Password(p),
+        sealed_logon_secret::Secret::NtHash(h) => logon_request::Secret::NtHash(h),
+        sealed_logon_secret::Secret::Key(k) => logon_request::Secret::Key(k),
+    }
+}
+
+fn vault_error(call_id: u64, e: VaultError) -> Frame {
+    error(call_id, e.code(), alloc::format!("{e}"))
+}
+
+fn wipe_seal_request(req: &mut VaultSealRequest) {
+    use zeroize::Zeroize;
+    match req.secret.take() {
+        Some(vault_seal_request::Secret::Password(mut p)) => p.zeroize(),
+        Some(vault_seal_request::Secret::NtHash(mut h)) => h.zeroize(),
+        Some(vault_seal_request::Secret::Key(mut k)) => k.value.zeroize(),
+        // Ciphertext to the enclave's sealing key: nothing readable to wipe.
+        Some(vault_seal_request::Secret::Sealed(_)) | None => {}
+    }
+}
+
+impl<R: TryCryptoRng> Service<R> {
+    /// `VaultSeal`: checks the credential as `Logon` would, then seals it under the vault key.
+    /// Opens no session. The secret is wiped whatever the outcome.
+    pub(super) fn vault_seal(&mut self, call_id: u64, payload: &[u8]) -> Frame {
+        let Ok(mut req) = VaultSealRequest::decode(payload) else {
+            return error(
+                call_id,
+                CODE_INVALID_ARGUMENT,
+                String::from("payload is not a VaultSealRequest"),
+            );
+        };
+        let reply = self.vault_seal_inner(call_id, &mut req);
+        wipe_seal_request(&mut req);
+        reply
+    }
+
+    fn vault_seal_inner(&mut self, call_id: u64, req: &mut VaultSealRequest) -> Frame {
+        if self.vault.is_none() {
+            return vault_error(call_id, VaultError::NoVault);
+        }
+        let secret = match req.secret.take() {
+            None => {
+                return error(
+                    call_id,
+                    CODE_INVALID_ARGUMENT,
+                    String::from("one secret is required: password, nt_hash, key or sealed"),
+                );
+            }
+            Some(vault_seal_request::Secret::Password(p)) => sealed_logon_secret::Secret::Password(p),
+            Some(vault_seal_request::Secret::NtHash(h)) => sealed_logon_secret::Secret::NtHash(h),
+            Some(vault_seal_request::Secret::Key(k)) => sealed_logon_secret::Secret::Key(k),
+            Some(vault_seal_request::Secret::Sealed(sealed)) => {
+                match self.open_sealed_for_vault(&sealed, &req.user, &req.domain, &req.realm) {
+                    Ok(s) => s,
+                    Err(reply) => return reply.with_call_id(call_id),
+                }
+            }
+        };
+        let binding = Binding {
+            uid: req.uid,
+            target: &req.target,
+            user: &req.user,
+            domain: &req.domain,
+            realm: &req.realm,
+            created_unix_ms: req.created_unix_ms,
+        };
+        if let Err(e) = binding.check_target() {
+            vault::wipe_secret(secret);
+            return vault_error(call_id, e);
+        }
+        // The same checks as a logon (names, lengths, no DES, a realm for a key), so that the
+        // vault holds only credentials that will log on. The copy is wiped with the credential.
+        let mut probe = LogonRequest {
+            user: req.user.clone(),
+            domain: req.domain.clone(),
+            realm: req.realm.clone(),
+            secret: Some(to_logon_secret(secret.clone())),
+            operations_per_second: 0,
+        };
+        if let Err(e) = credential_from(&mut probe) {
+            vault::wipe_secret(secret);
+            return refused(call_id, e);
+        }
+        let kind = vault::kind_of(&secret);
+        let mut nonce = [0u8; NONCE_LEN];
+        if self.rng.try_fill_bytes(&mut nonce).is_err() {
+            vault::wipe_secret(secret);
+            return vault_error(call_id, VaultError::Random);
+        }
+        let Some(v) = self.vault.as_ref() else {
+            vault::wipe_secret(secret);
+            return vault_error(call_id, VaultError::NoVault);
+        };
+        match v.seal(&binding, secret, nonce) {
+            Ok(sealed_blob) => ok(
+                call_id,
+                VaultSealReply {
+                    sealed_blob,
+                    secret_kind: String::from(kind),
+                }
+                .encode_to_vec(),
+            ),
+            Err(e) => vault_error(call_id, e),
+        }
+    }
+
+    /// A secret the client sealed to this boot's sealing key (so that the proxy never saw it),
+    /// opened for the vault with the sealed-logon path's opener.
+    fn open_sealed_for_vault(
+        &mut self,
+        sealed: &credguard_proto::enclave::SealedSecret,
+        user: &str,
+        domain: &str,
+        realm: &str,
+    ) -> Result<sealed_logon_secret::Secret, Frame> {
+        match self.open_sealed_secret(sealed, user, domain, realm) {
+            Ok(logon_request::Secret::Password(p)) => Ok(sealed_logon_secret::Secret::Password(p)),
+            Ok(logon_request::Secret::NtHash(h)) => Ok(sealed_logon_secret::Secret::NtHash(h)),
+            Ok(logon_request::Secret::Key(k)) => Ok(sealed_logon_secret::Secret::Key(k)),
+            // A `SealedLogonSecret` cannot hold another sealed secret.
+            Ok(logon_request::Secret::Sealed(_)) => Err(error(
+                0,
+                CODE_INVALID_ARGUMENT,
+                String::from("a sealed secret must not hold another sealed secret"),
+            )),
+            Err(e) => Err(refused(0, e)),
+        }
+    }
+
+    /// `VaultLogon`: opens a blob and makes a logon session of it, exactly as `Logon` does. A
+    /// blob of an allowed earlier image comes back re-sealed under this image's key.
+    pub(super) fn vault_logon(&mut self, call_id: u64, payload: &[u8], now_tsc: u64) -> Frame {
+        let Ok(req) = VaultLogonRequest::decode(payload) else {
+            return error(
+                call_id,
+                CODE_INVALID_ARGUMENT,
+                String::from("payload is not a VaultLogonRequest"),
+            );
+        };
+        let Some(v) = self.vault.as_ref() else {
+            return vault_error(call_id, VaultError::NoVault);
+        };
+        let binding = Binding {
+            uid: req.uid,
+            target: &req.target,
+            user: &req.user,
+            domain: &req.domain,
+            realm: &req.realm,
+            created_unix_ms: req.created_unix_ms,
+        };
+        let opened = match v.open(&binding, &req.sealed_blob) {
+            Ok(o) => o,
+            Err(e) => return vault_error(call_id, e),
+        };
+        let mut resealed_blob = Vec::new();
+        if opened.from_earlier_image {
+            let mut nonce = [0u8; NONCE_LEN];
+            if self.rng.try_fill_bytes(&mut nonce).is_err() {
+                vault::wipe_secret(opened.secret);
+                return vault_error(call_id, VaultError::Random);
+            }
+            match v.seal(&binding, opened.secret.clone(), nonce) {
+                Ok(b) => resealed_blob = b,
+                Err(e) => {
+                    vault::wipe_secret(opened.secret);
+                    return vault_error(call_id, e);
+                }
+            }
+        }
+        let mut logon = LogonRequest {
+            user: req.user.clone(),
+            domain: req.domain.clone(),
+            realm: req.realm.clone(),
+            secret: Some(to_logon_secret(opened.secret)),
+            operations_per_second: req.operations_per_second,
+        };
+        // From here on as `Logon`: the credential path takes (and wipes) the secret.
+        match self.open_session(call_id, &mut logon, req.operations_per_second, now_tsc) {
+            Ok((handle, _)) => ok(
+                call_id,
+                VaultLogonReply {
+                    session_handle: handle.to_vec(),
+                    resealed_blob,
+                }
+                .encode_to_vec(),
+            ),
+            Err(reply) => reply,
+        }
+    }
+}
+
+/// Sets the call id of an error frame made before it was known.
+trait WithCallId {
+    fn with_call_id(self, call_id: u64) -> Self;
+}
+
+impl WithCallId for Frame {
+    fn with_call_id(mut self, call_id: u64) -> Self {
+        self.call_id = call_id;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{CODE_FAILED_PRECONDITION, CODE_OK, Identity, operation};
+    use super::*;
+    use crate::rng::CounterRng;
+    use crate::vault::{CODE_PERMISSION_DENIED, Vault};
+    use alloc::string::ToString;
+    use credguard_proto::abi::MEASUREMENT_LEN;
+    use credguard_proto::enclave::{LogonReply, METHOD_VAULT_LOGON, METHOD_VAULT_SEAL, StatusReply};
+    use zeroize::Zeroizing;
+
+    /// The vault key the VMM would hand an image whose measurement is all `m` (any fixed function
+    /// of the measurement does for these tests).
+    fn key_of(m: u8) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new([m ^ 0x5c; 32])
+    }
+
+    fn service(measurement: u8, upgrade_from: &[u8], vault: bool) -> Service<CounterRng> {
+        let identity = Identity {
+            measurement: [measurement; MEASUREMENT_LEN],
+            signer: [0x5a; 16],
+        };
+        let mut svc = Service::new(identity, 1_000_000, 0, CounterRng::starting_at(0)).unwrap();
+        if vault {
+            let upgrade = upgrade_from
+                .iter()
+                .map(|m| ([*m; MEASUREMENT_LEN], key_of(*m)))
+                .collect();
+            svc.set_vault(Vault::new(key_of(measurement), [measurement; MEASUREMENT_LEN], upgrade));
+        }
+        svc
+    }
+
+    fn frame(method: &str, payload: Vec<u8>) -> Frame {
+        Frame {
+            call_id: 1,
+            method: method.to_string(),
+            payload,
+            code: 0,
+            message: String::new(),
+            audit: Vec::new(),
+        }
+    }
+
+    fn seal(svc: &mut Service<CounterRng>, uid: u32, target: &str, password: &str) -> Frame {
+        let req = VaultSealRequest {
+            uid,
+            target: target.into(),
+            user: "alice".into(),
+            domain: "CORP".into(),
+            realm: String::new(),
+            created_unix_ms: 42,
+            secret: Some(vault_seal_request::Secret::Password(password.into())),
+        };
+        svc.dispatch(&frame(METHOD_VAULT_SEAL, req.encode_to_vec()), 0)
+    }
+
+    fn logon(svc: &mut Service<CounterRng>, uid: u32, target: &str, blob: &[u8]) -> Frame {
+        let req = VaultLogonRequest {
+            uid,
+            target: target.into(),
+            user: "alice".into(),
+            domain: "CORP".into(),
+            realm: String::new(),
+            created_unix_ms: 42,
+            sealed_blob: blob.to_vec(),
+            operations_per_second: 0,
+        };
+        svc.dispatch(&frame(METHOD_VAULT_LOGON, req.encode_to_vec()), 0)
+    }
+
+    #[test]
+    fn seal_then_logon_makes_a_session_and_both_are_audited() {
+        let mut svc = service(1, &[], true);
+        let st = svc.dispatch(&frame(super::super::METHOD_STATUS, Vec::new()), 0);
+        assert!(StatusReply::decode(st.payload.as_slice()).unwrap().vault_ready);
+        let r = seal(&mut svc, 1000, "fs", "S3cret!");
+        assert_eq!(r.code, CODE_OK, "{}", r.message);
+        let sealed = VaultSealReply::decode(r.payload.as_slice()).unwrap();
+        assert_eq!(sealed.secret_kind, "password");
+        assert!(!sealed.sealed_blob.windows(7).any(|w| w == b"S3cret!"));
+        assert_eq!(svc.sessions(), 0, "sealing opens no session");
+        assert_eq!(r.audit.len(), 1);
+        assert_eq!(r.audit[0].operation, operation::VAULT_SEAL);
+        assert_eq!(r.audit[0].target, "uid 1000: fs");
+
+        let r = logon(&mut svc, 1000, "fs", &sealed.sealed_blob);
+        assert_eq!(r.code, CODE_OK, "{}", r.message);
+        let reply = VaultLogonReply::decode(r.payload.as_slice()).unwrap();
+        assert_eq!(reply.session_handle.len(), 16);
+        assert!(reply.resealed_blob.is_empty());
+        assert_eq!(svc.sessions(), 1);
+        // The session works like a Logon session: it has the password's NT hash.
+        let cred = svc.credentials.get(&reply.session_handle).unwrap();
+        assert_eq!(cred.nt_hash.as_deref(), Some(&*crate::credentials::nt_hash("S3cret!")));
+        assert_eq!(r.audit.len(), 1);
+        assert_eq!(r.audit[0].operation, operation::VAULT_LOGON);
+        assert_eq!(r.audit[0].session_handle, reply.session_handle);
+        assert_eq!(
+            LogonReply::decode(r.payload.as_slice()).unwrap().session_handle,
+            reply.session_handle
+        );
+
+        // Another uid or target: refused, audited, no session.
+        for (uid, target) in [(1001, "fs"), (1000, "other")] {
+            let r = logon(&mut svc, uid, target, &sealed.sealed_blob);
+            assert_eq!(r.code, CODE_PERMISSION_DENIED, "{}", r.message);
+            assert!(r.message.contains("does not open"), "{}", r.message);
+            assert_eq!(r.audit[0].code, CODE_PERMISSION_DENIED);
+        }
+        // Garbage: INVALID_ARGUMENT.
+        assert_eq!(logon(&mut svc, 1000, "fs", b"nonsense").code, CODE_INVALID_ARGUMENT);
+        assert_eq!(svc.sessions(), 1);
+    }
+
+    #[test]
+    fn no_vault_and_bad_secrets_are_refused() {
+        let mut svc = service(1, &[], false);
+        let r = seal(&mut svc, 1000, "fs", "pw");
+        assert_eq!(r.code, CODE_FAILED_PRECONDITION);
+        assert_eq!(r.message, "no vault: the VMM was started without a sealing secret");
+        assert_eq!(logon(&mut svc, 1000, "fs", b"CGVT").code, CODE_FAILED_PRECONDITION);
+        let mut svc = service(1, &[], true);
+        assert_eq!(seal(&mut svc, 1000, "fs", "").code, CODE_INVALID_ARGUMENT);
+        assert_eq!(seal(&mut svc, 1000, "", "pw").code, CODE_INVALID_ARGUMENT);
+        assert_eq!(seal(&mut svc, 1000, "a\u{7}b", "pw").code, CODE_INVALID_ARGUMENT);
+        let r = svc.dispatch(&frame(METHOD_VAULT_SEAL, alloc::vec![0xff]), 0);
+        assert_eq!(r.code, CODE_INVALID_ARGUMENT);
+    }
+
+    #[test]
+    fn an_upgraded_image_opens_and_reseals_only_when_allowed() {
+        let mut old = service(1, &[], true);
+        let blob = VaultSealReply::decode(seal(&mut old, 7, "t", "pw").payload.as_slice())
+            .unwrap()
+            .sealed_blob;
+        let mut other = service(2, &[], true);
+        let r = logon(&mut other, 7, "t", &blob);
+        assert_eq!(r.code, CODE_FAILED_PRECONDITION);
+        assert!(r.message.contains("another enclave image"), "{}", r.message);
+        let mut upgraded = service(2, &[1], true);
+        let r = logon(&mut upgraded, 7, "t", &blob);
+        assert_eq!(r.code, CODE_OK, "{}", r.message);
+        let resealed = VaultLogonReply::decode(r.payload.as_slice()).unwrap().resealed_blob;
+        assert!(!resealed.is_empty());
+        // The re-sealed blob opens in the new image without the allowance.
+        assert_eq!(logon(&mut other, 7, "t", &resealed).code, CODE_OK);
+    }
+
+    #[test]
+    fn arbitrary_payloads_and_blobs_never_panic() {
+        let mut svc = service(1, &[], true);
+        let good = VaultSealReply::decode(seal(&mut svc, 7, "t", "pw").payload.as_slice())
+            .unwrap()
+            .sealed_blob;
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..3_000 {
+            let len = (next() % 200) as usize;
+            let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let method = if round % 2 == 0 {
+                METHOD_VAULT_SEAL
+            } else {
+                METHOD_VAULT_LOGON
+            };
+            let r = svc.dispatch(&frame(method, bytes.clone()), 0);
+            assert_ne!(r.code, CODE_OK, "random bytes sealed or opened something");
+            // A blob with a valid header and random or mutated content.
+            let mut blob = good.clone();
+            match round % 3 {
+                0 => blob.truncate((next() as usize) % good.len()),
+                1 => {
+                    let i = (next() as usize) % good.len();
+                    blob[i] ^= (next() as u8) | 1;
+                }
+                _ => {
+                    blob.push(next() as u8);
+                    blob.extend_from_slice(&bytes);
+                }
+            }
+            let r = logon(&mut svc, 7, "t", &blob);
+            assert_ne!(r.code, CODE_OK, "round {round}: a damaged blob opened");
+            assert_eq!(r.audit.len(), 1);
+        }
+        assert_eq!(svc.sessions(), 0);
+        assert_eq!(logon(&mut svc, 7, "t", &good).code, CODE_OK);
+    }
+}

@@ -1,0 +1,117 @@
+//! A throwaway MIT KDC for the end-to-end tests (scripts/test-kdc.sh), stopped when dropped.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::temp_dir;
+
+/// A running test KDC; stopped when dropped.
+pub struct TestKdc {
+    /// Its directory (database, krb5.conf, keytabs).
+    pub dir: PathBuf,
+    env: HashMap<String, String>,
+}
+
+impl TestKdc {
+    /// Starts one, or returns None (after a loud skip) when the MIT tools are missing.
+    pub fn start(test: &str) -> Option<TestKdc> {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let dir = temp_dir(&format!("kdc-{test}"));
+        let out = Command::new(format!("{root}/scripts/test-kdc.sh"))
+            .arg("start")
+            .arg(&dir)
+            .output()
+            .expect("running scripts/test-kdc.sh");
+        if out.status.code() == Some(3) {
+            let err = String::from_utf8_lossy(&out.stderr);
+            tools_missing(test, &err);
+            return None;
+        }
+        assert!(
+            out.status.success(),
+            "test-kdc.sh failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Some(TestKdc { dir, env })
+    }
+
+    /// A value the script printed: KDC, REALM, PASSWORD, KRB5_CONFIG, KRB5_KDC_PROFILE, KEYTAB,
+    /// SPN, PID.
+    pub fn get(&self, k: &str) -> &str {
+        self.env
+            .get(k)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("{k} missing"))
+    }
+
+    /// The long-term keys the KDC holds for `principal`, as (enctype, key), read with
+    /// `kadmin.local ktadd -norandkey` and `klist -kKe` (MIT's own tools).
+    pub fn long_term_keys(&self, principal: &str) -> Vec<(i32, Vec<u8>)> {
+        let keytab = self.dir.join(format!("{principal}.export.keytab"));
+        let _ = std::fs::remove_file(&keytab);
+        let out = Command::new("kadmin.local")
+            .args(["-r", self.get("REALM"), "-q"])
+            .arg(format!("ktadd -norandkey -k {} {principal}", keytab.display()))
+            .env("KRB5_CONFIG", self.get("KRB5_CONFIG"))
+            .env("KRB5_KDC_PROFILE", self.get("KRB5_KDC_PROFILE"))
+            .output()
+            .expect("running kadmin.local");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("klist")
+            .args(["-k", "-K", "-e"])
+            .arg(&keytab)
+            .env("KRB5_CONFIG", self.get("KRB5_CONFIG"))
+            .output()
+            .expect("running klist");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        // Lines like `   1 alice@REALM (aes256-cts-hmac-sha1-96)  (0x5eed...)`.
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (_, rest) = l.rsplit_once("(0x")?;
+                let key = rest.strip_suffix(')')?;
+                let name = l.split('(').nth(1)?.split(')').next()?;
+                let enctype = match name {
+                    "aes256-cts-hmac-sha1-96" => 18,
+                    "aes128-cts-hmac-sha1-96" => 17,
+                    "aes256-cts-hmac-sha384-192" => 20,
+                    "aes128-cts-hmac-sha256-128" => 19,
+                    "arcfour-hmac" | "DEPRECATED:arcfour-hmac" => 23,
+                    _ => return None,
+                };
+                let key = (0..key.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(key.get(i..i + 2)?, 16).ok())
+                    .collect::<Option<Vec<u8>>>()?;
+                Some((enctype, key))
+            })
+            .collect()
+    }
+}
+
+impl Drop for TestKdc {
+    fn drop(&mut self) {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let _ = Command::new(format!("{root}/scripts/test-kdc.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A loud skip, or a failure when CREDGUARD_REQUIRE_TOOLS=1.
+pub fn tools_missing(test: &str, what: &str) {
+    assert!(
+        std::env::var("CREDGUARD_REQUIRE_TOOLS").as_deref() != Ok("1"),
+        "{test}: {what} and CREDGUARD_REQUIRE_TOOLS=1"
+    );
+    eprintln!("!!! SKIPPED {test}: {what}");
+}
