@@ -484,7 +484,9 @@ fn memory_scan_after_ntlm_and_kerberos_finds_no_secret() {
     let Some(kdc) = TestKdc::start("scan-krb") else { return };
     let relay = KdcRelay::start(kdc.get("KDC"));
     let config = format!("[kerberos]\ndefault_kdc = \"{}\"\n", relay.addr);
-    let stack = Stack::start("scan-krb", &config);
+    // Logged: the proxy's audit log and the VMM's whole log (the enclave's console included) are
+    // searched too.
+    let stack = Stack::start_logged("scan-krb", &config);
     stack.wait_ready();
     let password = kdc.get("PASSWORD");
     let realm = kdc.get("REALM");
@@ -554,6 +556,27 @@ fn memory_scan_after_ntlm_and_kerberos_finds_no_secret() {
         let (hits, read) = scan(pid, &needles);
         assert!(read > 1 << 20, "read only {read} bytes of the {who}");
         assert!(hits.is_empty(), "secrets in the {who}'s memory:\n{}", hits.join("\n"));
+    }
+    // The logs are text: look for every secret as it could be printed (raw, hex, UTF-16LE).
+    let vmm_log = std::fs::read(stack.vmm_log()).unwrap_or_default();
+    let proxy_log = stack.proxy_log_text().into_bytes();
+    assert!(
+        String::from_utf8_lossy(&vmm_log).contains("sealing key attested"),
+        "the VMM log holds the enclave's console"
+    );
+    assert!(
+        String::from_utf8_lossy(&proxy_log).contains("ntlm_authenticate"),
+        "the proxy log holds the audit records"
+    );
+    for (name, needle) in &needles {
+        for (form, bytes) in [("raw", needle.clone()), ("hex", hex_string(needle).into_bytes())] {
+            for (log, text) in [("VMM", &vmm_log), ("proxy", &proxy_log)] {
+                assert!(
+                    !text.windows(bytes.len()).any(|w| w == bytes.as_slice()),
+                    "{name} ({form}) in the {log} log"
+                );
+            }
+        }
     }
 }
 

@@ -96,7 +96,8 @@ impl Stack {
     }
 
     /// Like [`Stack::start`], with the proxy's log (warnings and the `audit` target) written to
-    /// `proxy.log` in the stack's directory: see [`Stack::proxy_log_text`].
+    /// `proxy.log` in the stack's directory (see [`Stack::proxy_log_text`]) and the VMM's whole
+    /// log to [`Stack::vmm_log`].
     pub fn start_logged(name: &str, config_toml: &str) -> Stack {
         Self::start_with(name, config_toml, true, &[])
     }
@@ -141,8 +142,8 @@ impl Stack {
     /// (Re)starts the VMM.
     pub fn start_vmm(&mut self) {
         let dev = dev_image();
-        let child = std::process::Command::new(credguard_bin())
-            .args(["vmm", "run", "--image"])
+        let mut cmd = std::process::Command::new(credguard_bin());
+        cmd.args(["vmm", "run", "--image"])
             .arg(&dev.image)
             .arg("--manifest")
             .arg(&dev.manifest)
@@ -154,10 +155,17 @@ impl Stack {
             .arg("--attestation-key")
             .arg(self.dir.join("attestation.key"))
             .args(&self.vmm_args)
-            .env("CREDGUARD_LOG", "warn")
-            .spawn()
-            .expect("starting the VMM");
-        self.vmm = Some(child);
+            .env("CREDGUARD_LOG", "warn");
+        if self.proxy_log.is_some() {
+            // Logged stacks keep the VMM's whole log too, the enclave's console included.
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.vmm_log())
+                .expect("opening the VMM log");
+            cmd.env("CREDGUARD_LOG", "info").stderr(file);
+        }
+        self.vmm = Some(cmd.spawn().expect("starting the VMM"));
     }
 
     /// The VMM's attestation public key (hex), made by the VMM on its first start.
@@ -184,6 +192,11 @@ impl Stack {
             cmd.env("CREDGUARD_LOG", "warn,audit=info").stderr(file);
         }
         self.proxy = Some(cmd.spawn().expect("starting the proxy"));
+    }
+
+    /// Where a logged stack's VMM writes its log (info level, the enclave's console included).
+    pub fn vmm_log(&self) -> PathBuf {
+        self.dir.join("vmm.log")
     }
 
     /// What the proxy has logged so far (empty unless started with [`Stack::start_logged`]).
