@@ -108,7 +108,14 @@ kdb5_util create -s -P "master-$RANDOM-$RANDOM" -r "$realm" >"$dir/setup.log" 2>
     kadmin.local -r "$realm" -q "ktadd -k $dir/svc.keytab host/svc.credguard.test"
 } >>"$dir/setup.log" 2>&1
 
-krb5kdc -n -r "$realm" -P "$dir/kdc.pid" >>"$dir/kdc.out" 2>&1 &
+# KDC_FAKETIME (e.g. "+1h"): run the KDC with its clock that far off, to test clock-skew handling
+# against the real KDC (libfaketime; apt-get install faketime).
+if [ -n "${KDC_FAKETIME:-}" ]; then
+    command -v faketime >/dev/null || { echo "$0: faketime is missing (apt-get install faketime)" >&2; exit 3; }
+    faketime -f "$KDC_FAKETIME" krb5kdc -n -r "$realm" -P "$dir/kdc.pid" >>"$dir/kdc.out" 2>&1 &
+else
+    krb5kdc -n -r "$realm" -P "$dir/kdc.pid" >>"$dir/kdc.out" 2>&1 &
+fi
 # krb5kdc -n stays in the foreground; it writes its pid file once listening.
 for _ in $(seq 1 100); do
     [ -s "$dir/kdc.pid" ] && break

@@ -292,3 +292,33 @@ fn keytab_key_logon_and_tgt_renewal_before_expiry() {
         "the service ticket comes from a new TGT: {renewed_end} > {first_end}"
     );
 }
+
+#[test]
+fn a_kdc_clock_an_hour_off_is_handled_by_one_retry_with_the_kdcs_time() {
+    let test = "a_kdc_clock_an_hour_off_is_handled_by_one_retry_with_the_kdcs_time";
+    if !kvm_or_skip(test) {
+        return;
+    }
+    // The real MIT KDC with its clock an hour ahead (libfaketime): far beyond its 5-minute
+    // tolerance, so the first AS-REQ's PA-ENC-TIMESTAMP and the first TGS-REQ's authenticator are
+    // refused with KRB_AP_ERR_SKEW, and the enclave must retry once with the KDC's time.
+    let Some(kdc) = TestKdc::start_with_clock("skew", Some("+1h")) else {
+        return;
+    };
+    let stack = Stack::start("krb-skew", &config(&kdc, false));
+    stack.wait_ready();
+    let id = logon(&stack, &kdc, "alice", kdc.get("PASSWORD"), None);
+    let (code, out, err) = stack.ctl(None, &["kerberos-tgt", &id], "");
+    assert_eq!(code, 0, "the skew retry failed: {err}");
+    let tgt = json(&out);
+    // The TGT's times are the KDC's: an hour ahead of ours, so the skew was real.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let ahead = tgt["start_time"].as_i64().unwrap() - now;
+    assert!((3300..=3900).contains(&ahead), "KDC time {ahead} s ahead: {out}");
+    let (code, out, err) = stack.ctl(None, &["kerberos-ticket", &id, kdc.get("SPN")], "");
+    assert_eq!(code, 0, "service ticket with a skewed KDC: {err}");
+    assert!(!json(&out)["ap_req"].as_str().unwrap_or_default().is_empty(), "{out}");
+}

@@ -16,13 +16,20 @@ pub struct TestKdc {
 impl TestKdc {
     /// Starts one, or returns None (after a loud skip) when the MIT tools are missing.
     pub fn start(test: &str) -> Option<TestKdc> {
+        Self::start_with_clock(test, None)
+    }
+
+    /// Like [`TestKdc::start`], with the KDC's clock off by `offset` (libfaketime syntax, e.g.
+    /// `"+1h"`), to test clock-skew handling against the real KDC.
+    pub fn start_with_clock(test: &str, offset: Option<&str>) -> Option<TestKdc> {
         let root = env!("CARGO_MANIFEST_DIR");
         let dir = temp_dir(&format!("kdc-{test}"));
-        let out = Command::new(format!("{root}/scripts/test-kdc.sh"))
-            .arg("start")
-            .arg(&dir)
-            .output()
-            .expect("running scripts/test-kdc.sh");
+        let mut cmd = Command::new(format!("{root}/scripts/test-kdc.sh"));
+        cmd.arg("start").arg(&dir);
+        if let Some(offset) = offset {
+            cmd.env("KDC_FAKETIME", offset);
+        }
+        let out = cmd.output().expect("running scripts/test-kdc.sh");
         if out.status.code() == Some(3) {
             let err = String::from_utf8_lossy(&out.stderr);
             tools_missing(test, &err);
