@@ -40,6 +40,26 @@ struct Cli {
     command: Cmd,
 }
 
+/// The names and the kind of secret of a credential (`logon`, `vault save`).
+#[derive(clap::Args)]
+struct CredentialArgs {
+    /// NetBIOS domain (NTLM).
+    #[arg(long, default_value = "")]
+    domain: String,
+    /// Kerberos realm.
+    #[arg(long, default_value = "")]
+    realm: String,
+    /// KDC as host:port (for `vault save`: for the sessions made from it).
+    #[arg(long, default_value = "")]
+    kdc: String,
+    /// The secret is an NT hash in hex, not a password.
+    #[arg(long, conflicts_with = "key_enctype")]
+    nt_hash: bool,
+    /// The secret is a Kerberos key in hex, of this enctype (e.g. 18).
+    #[arg(long)]
+    key_enctype: Option<i32>,
+}
+
 /// `--seal`.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum SealMode {
@@ -130,21 +150,8 @@ enum Cmd {
         /// Log on with the credential saved for this target (`vault save`) instead of a secret.
         #[arg(long, value_name = "TARGET", conflicts_with_all = ["user", "nt_hash", "key_enctype"])]
         saved: Option<String>,
-        /// NetBIOS domain (NTLM).
-        #[arg(long, default_value = "")]
-        domain: String,
-        /// Kerberos realm.
-        #[arg(long, default_value = "")]
-        realm: String,
-        /// KDC as host:port.
-        #[arg(long, default_value = "")]
-        kdc: String,
-        /// The secret is an NT hash in hex, not a password.
-        #[arg(long, conflicts_with = "key_enctype")]
-        nt_hash: bool,
-        /// The secret is a Kerberos key in hex, of this enctype (e.g. 18).
-        #[arg(long)]
-        key_enctype: Option<i32>,
+        #[command(flatten)]
+        cred: CredentialArgs,
     },
     /// List logon sessions (yours; root sees all).
     Sessions,
@@ -411,15 +418,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 println!("sessions:    {}", s.sessions);
             }
         }
-        Cmd::Logon {
-            user,
-            saved,
-            domain,
-            realm,
-            kdc,
-            nt_hash,
-            key_enctype,
-        } => {
+        Cmd::Logon { user, saved, cred } => {
+            let CredentialArgs {
+                domain,
+                realm,
+                kdc,
+                nt_hash,
+                key_enctype,
+            } = cred;
             if let Some(target) = saved {
                 return logon_saved(&mut c, target, cli.json).await;
             }
@@ -596,21 +602,8 @@ enum VaultCmd {
         target: String,
         /// User name.
         user: String,
-        /// NetBIOS domain (NTLM).
-        #[arg(long, default_value = "")]
-        domain: String,
-        /// Kerberos realm.
-        #[arg(long, default_value = "")]
-        realm: String,
-        /// KDC as host:port, for sessions made from it.
-        #[arg(long, default_value = "")]
-        kdc: String,
-        /// The secret is an NT hash in hex, not a password.
-        #[arg(long, conflicts_with = "key_enctype")]
-        nt_hash: bool,
-        /// The secret is a Kerberos key in hex, of this enctype (e.g. 18).
-        #[arg(long)]
-        key_enctype: Option<i32>,
+        #[command(flatten)]
+        cred: CredentialArgs,
     },
     /// List your saved credentials (root: everyone's); never a secret.
     List,
@@ -628,15 +621,14 @@ fn saved_json(i: &lsa::SavedCredentialInfo) -> serde_json::Value {
 
 async fn vault(c: &mut LsaClient<Channel>, policy: &SealPolicy, cmd: VaultCmd, as_json: bool) -> Result<(), Failure> {
     match cmd {
-        VaultCmd::Save {
-            target,
-            user,
-            domain,
-            realm,
-            kdc,
-            nt_hash,
-            key_enctype,
-        } => {
+        VaultCmd::Save { target, user, cred } => {
+            let CredentialArgs {
+                domain,
+                realm,
+                kdc,
+                nt_hash,
+                key_enctype,
+            } = cred;
             let secret = read_logon_secret(&user, nt_hash, key_enctype)?;
             // Sealed to the attested enclave when the policy says so, as for `logon`.
             use lsa::logon_request::Secret as L;
