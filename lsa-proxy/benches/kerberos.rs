@@ -9,6 +9,8 @@
 //! Run: `cargo bench -p credguard-lsa-proxy --bench kerberos` (add `-- --quick` for fewer rounds).
 //! Needs /dev/kvm and the MIT KDC packages. Prints figures; asserts no time.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
@@ -177,17 +179,7 @@ fn main() {
         ),
     )
     .unwrap();
-    let mut proxy = Command::new(env!("CARGO_BIN_EXE_credguard-lsa-proxy"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--socket")
-        .arg(&api)
-        .arg("--vmm-socket")
-        .arg(&vsock)
-        .env("CREDGUARD_LOG", "warn")
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the proxy");
+    let mut proxy = common::spawn_proxy(&cfg, &api, &vsock);
     let (full, svc) = rt.block_on(async {
         let start = Instant::now();
         let mut c = loop {
@@ -277,16 +269,7 @@ fn main() {
                 .write_all(format!("{password}\n").as_bytes())
                 .unwrap();
             assert!(kinit.wait().unwrap().success(), "kinit failed");
-            let ok = Command::new("kvno")
-                .arg("-c")
-                .arg(&cc)
-                .arg(&spn)
-                .env("KRB5_CONFIG", &krb5_config)
-                .stdout(Stdio::null())
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "kvno failed");
+            run_kvno(&cc, &spn, &krb5_config, true);
             times.push(ms(t.elapsed()));
         }
         mit.push(times);
@@ -296,16 +279,7 @@ fn main() {
     let mut kvno = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let t = Instant::now();
-        let ok = Command::new("kvno")
-            .args(["--no-store", "-c"])
-            .arg(&cc)
-            .arg(&spn)
-            .env("KRB5_CONFIG", &krb5_config)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kvno failed");
+        run_kvno(&cc, &spn, &krb5_config, false);
         kvno.push(ms(t.elapsed()));
     }
 
@@ -355,4 +329,23 @@ fn main() {
     println!(
         "{{{json}\"credguard_service_ticket_us_median\":{s_m:.1},\"credguard_service_ticket_us_p99\":{s_p:.1},\"bare_tgs_rtt_us_median\":{b_m:.1},\"bare_tgs_rtt_us_p99\":{b_p:.1},\"kvno_cached_ms_median\":{k_m:.3},\"raw_vsock_service_ticket_us_median\":{r_m:.1}}}"
     );
+}
+
+/// MIT's `kvno` for `spn` with the TGT in the ccache `cc`; with `store`, the service ticket is
+/// stored there too (as after `kinit`), else not (`--no-store`: each run asks the KDC).
+fn run_kvno(cc: &Path, spn: &str, krb5_config: &str, store: bool) {
+    let mut cmd = Command::new("kvno");
+    if !store {
+        cmd.arg("--no-store");
+    }
+    let ok = cmd
+        .arg("-c")
+        .arg(cc)
+        .arg(spn)
+        .env("KRB5_CONFIG", krb5_config)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kvno failed");
 }

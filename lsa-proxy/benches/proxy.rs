@@ -4,8 +4,9 @@
 //! Run: `cargo bench -p credguard-lsa-proxy --bench proxy` (add `-- --quick` for fewer calls).
 //! Needs /dev/kvm. The proxy runs as its own process (`credguard-lsa-proxy`), as in production.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use credguard_lsa_proxy::client;
@@ -106,17 +107,7 @@ fn main() {
     // 1,000 sessions of the RSS figure; the limit does not change the latency of a call.
     let cfg = dir.join("bench.toml");
     std::fs::write(&cfg, "[limits]\nsessions_per_uid = 1000\n").unwrap();
-    let mut proxy = Command::new(env!("CARGO_BIN_EXE_credguard-lsa-proxy"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--socket")
-        .arg(&api)
-        .arg("--vmm-socket")
-        .arg(&vsock)
-        .env("CREDGUARD_LOG", "warn")
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the proxy");
+    let mut proxy = common::spawn_proxy(&cfg, &api, &vsock);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
