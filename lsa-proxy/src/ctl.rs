@@ -180,7 +180,8 @@ enum Cmd {
         /// Ask for delegation (always refused: shown for completeness).
         #[arg(long)]
         delegate: bool,
-        /// Also write the service ticket into this MIT ccache file.
+        /// Also write the service ticket (only it, never a TGT) into this MIT ccache file
+        /// (`FILE:` prefix optional), as you, mode 0600, replacing it atomically.
         #[arg(long, default_value = "")]
         ccache: String,
     },
@@ -492,25 +493,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             delegate,
             ccache,
         } => {
-            let ccache_path = if ccache.is_empty() {
-                String::new()
-            } else {
-                // The proxy needs an absolute path; it writes the file as the caller.
-                std::path::absolute(&ccache)
-                    .map_err(|e| Failure::Usage(format!("bad --ccache path: {e}")))?
-                    .to_string_lossy()
-                    .into_owned()
-            };
             let r = c
                 .kerberos_get_service_ticket(lsa::KerberosGetServiceTicketRequest {
                     session_id,
                     spn,
                     delegate,
                     mutual,
-                    ccache_path,
+                    ccache_path: String::new(),
                 })
                 .await?
                 .into_inner();
+            if !ccache.is_empty() {
+                // Written here, with this process's rights: the proxy opens no file for a caller.
+                crate::ccache_file::write_ccache(crate::ccache_file::ccache_path(&ccache), &r.ccache)
+                    .map_err(|e| Failure::Call(e.to_string()))?;
+            }
             if cli.json {
                 println!(
                     "{}",

@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod bad_request;
+pub mod ccache_file;
 pub mod cli;
 pub mod client;
 pub mod config;
