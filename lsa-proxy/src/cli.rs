@@ -26,6 +26,9 @@ struct Cli {
     /// Directory of saved credentials (overrides vault.dir).
     #[arg(long)]
     vault_dir: Option<PathBuf>,
+    /// Development only: accept secrets in the clear (sets api.allow_plaintext_secrets).
+    #[arg(long)]
+    allow_plaintext_secrets: bool,
 }
 
 /// Runs `credguard-lsa-proxy` with `args` (the first is the program name).
@@ -69,6 +72,9 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
     }
     if let Some(d) = cli.vault_dir {
         config.vault.dir = d;
+    }
+    if cli.allow_plaintext_secrets {
+        config.api.allow_plaintext_secrets = true;
     }
     // One thread: the proxy does no heavy computation (that is the enclave's), and every wake-up
     // of another thread costs tens of microseconds on the target machines, which a

@@ -75,6 +75,9 @@ pub struct Stack {
     /// Extra arguments of `credguard vmm run` (watchdog timings, fault injection), used by every
     /// [`Stack::start_vmm`].
     pub vmm_args: Vec<String>,
+    /// Whether the proxy accepts secrets in the clear, as in dev mode (`--allow-plaintext-secrets`;
+    /// every stack but [`Stack::start_as_installed`]'s).
+    pub plaintext_secrets: bool,
     vmm: Option<std::process::Child>,
     proxy: Option<std::process::Child>,
 }
@@ -90,6 +93,16 @@ impl Stack {
         Self::start_with(name, config_toml, false, &[])
     }
 
+    /// Like [`Stack::start`], but the proxy runs as installed, not in dev mode: it refuses secrets
+    /// in the clear unless `config_toml` allows them.
+    pub fn start_as_installed(name: &str, config_toml: &str) -> Stack {
+        let mut s = Self::new(name, config_toml, false, &[]);
+        s.plaintext_secrets = false;
+        s.start_vmm();
+        s.start_proxy();
+        s
+    }
+
     /// Like [`Stack::start`], with extra arguments for `credguard vmm run` (see [`Stack::vmm_args`]).
     pub fn start_with_vmm_args(name: &str, config_toml: &str, vmm_args: &[&str]) -> Stack {
         Self::start_with(name, config_toml, false, vmm_args)
@@ -103,6 +116,14 @@ impl Stack {
     }
 
     fn start_with(name: &str, config_toml: &str, log_proxy: bool, vmm_args: &[&str]) -> Stack {
+        let mut s = Self::new(name, config_toml, log_proxy, vmm_args);
+        s.start_vmm();
+        s.start_proxy();
+        s
+    }
+
+    /// A stack in a fresh directory, nothing started yet.
+    fn new(name: &str, config_toml: &str, log_proxy: bool, vmm_args: &[&str]) -> Stack {
         use std::os::unix::fs::PermissionsExt;
         let dir = temp_dir(name);
         // Other uids (setpriv tests) must reach the API socket inside.
@@ -112,19 +133,17 @@ impl Stack {
         let config = dir.join("credguard.toml");
         std::fs::write(&config, config_toml).unwrap();
         let proxy_log = log_proxy.then(|| dir.join("proxy.log"));
-        let mut s = Stack {
+        Stack {
             dir,
             api,
             vsock,
             config,
             proxy_log,
             vmm_args: vmm_args.iter().map(|a| a.to_string()).collect(),
+            plaintext_secrets: true,
             vmm: None,
             proxy: None,
-        };
-        s.start_vmm();
-        s.start_proxy();
-        s
+        }
     }
 
     /// Waits until the proxy says the enclave is ready; returns `credguardctl --json status`.
@@ -183,6 +202,9 @@ impl Stack {
             .arg("--vmm-socket")
             .arg(&self.vsock)
             .env("CREDGUARD_LOG", "warn");
+        if self.plaintext_secrets {
+            cmd.arg("--allow-plaintext-secrets");
+        }
         if let Some(log) = &self.proxy_log {
             let file = std::fs::OpenOptions::new()
                 .create(true)
