@@ -665,3 +665,73 @@ fn sealed_logon_is_attested_single_use_and_bound_to_its_names() {
         assert!(e.message().contains("another boot"), "{e:?}");
     });
 }
+
+/// Whether Python grpcio (and its protoc) can run; a loud skip otherwise, or a failure with
+/// CREDGUARD_REQUIRE_TOOLS=1.
+fn have_python_grpcio(test: &str) -> bool {
+    let have = Command::new("python3").args(["-c", "import grpc, grpc_tools"]).status();
+    if matches!(have, Ok(s) if s.success()) {
+        return true;
+    }
+    assert!(
+        std::env::var("CREDGUARD_REQUIRE_TOOLS").as_deref() != Ok("1"),
+        "python3 grpcio/grpcio-tools are missing and CREDGUARD_REQUIRE_TOOLS=1"
+    );
+    eprintln!("!!! SKIPPED {test}: pip install grpcio grpcio-tools");
+    false
+}
+
+#[test]
+fn plaintext_logon_over_a_long_lived_connection_leaves_nothing_in_the_proxy() {
+    use std::io::{BufRead, BufReader, Write};
+    let test = "plaintext_logon_over_a_long_lived_connection_leaves_nothing_in_the_proxy";
+    if !kvm_or_skip(test) || !have_python_grpcio(test) {
+        return;
+    }
+    let stack = Stack::start("long-lived", "");
+    stack.wait_ready();
+    let root = env!("CARGO_MANIFEST_DIR");
+    // A client library's way: one channel, kept open, plaintext logons (password, NT hash).
+    let mut client = Command::new("python3")
+        .arg(format!("{root}/tests/python/long_lived_client.py"))
+        .arg(&stack.api)
+        .arg(format!("{root}/proto"))
+        .args(["longlived", PASSWORD, NT_HASH_HEX])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("running long_lived_client.py");
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a line from the client").unwrap();
+    assert!(first.starts_with("LOGGED-ON "), "{first}");
+
+    let needles = needles();
+    let (own, _) = scan(std::process::id(), &needles);
+    assert!(
+        own.iter().any(|h| h.starts_with("password (UTF-16LE)")) && own.iter().any(|h| h.starts_with("NT hash at")),
+        "the scanner is blind: {own:?}"
+    );
+    let proxy = stack.proxy_pid().expect("proxy running");
+    // The proxy lets go of the connection's buffers once the logon's answer is written; wait for
+    // that (while the client keeps its channel), then nothing may be left.
+    let start = std::time::Instant::now();
+    let hits = loop {
+        let (hits, read) = scan(proxy, &needles);
+        assert!(read > 1 << 20, "read only {read} bytes of the proxy");
+        if hits.is_empty() || start.elapsed() > Duration::from_secs(10) {
+            break hits;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        hits.is_empty(),
+        "secrets in the proxy's memory with the client still connected:\n{}",
+        hits.join("\n")
+    );
+
+    // The client's next calls on the same channel work.
+    writeln!(client.stdin.as_mut().unwrap(), "go").unwrap();
+    let last = lines.next().expect("a second line from the client").unwrap();
+    assert!(last.starts_with("OK "), "{last}");
+    assert!(client.wait().unwrap().success());
+}

@@ -6,7 +6,8 @@
 //! secret happens in the enclave, which the proxy reaches over the VMM's hybrid-vsock socket.
 //!
 //! - [`core`]: the service's logic, testable without the network;
-//! - [`grpc`]: the tonic adapter; [`server`]: sockets, health, reflection;
+//! - [`grpc`]: the tonic adapter; [`server`]: sockets, health, reflection; [`connection`]: each
+//!   client connection, ended after a call that carried a secret in the clear;
 //! - [`enclave_link`]: the connection to the enclave; [`sessions`]: who owns what;
 //! - [`client`]: connecting to the API, for `credguardctl` and tests;
 //! - [`cli`] and [`ctl`]: the command lines of `credguard-lsa-proxy` and `credguardctl`.
@@ -17,6 +18,7 @@ pub mod ccache_file;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod connection;
 pub mod core;
 pub mod ctl;
 pub mod enclave_link;
