@@ -735,3 +735,107 @@ fn plaintext_logon_over_a_long_lived_connection_leaves_nothing_in_the_proxy() {
     assert!(last.starts_with("OK "), "{last}");
     assert!(client.wait().unwrap().success());
 }
+
+/// `/proc/PID/status` of `pid`, as (key, value) lines.
+fn proc_status(pid: u32) -> Vec<(String, String)> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("reading /proc/PID/status")
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.to_owned(), v.trim().to_owned())))
+        .collect()
+}
+
+/// A proxy alone (no VMM: it serves, reporting the enclave unreachable) with the debug-only seccomp
+/// self-test `selftest`, its stderr in `log`.
+fn proxy_with_selftest(dir: &Path, selftest: &str, log: &Path) -> std::process::Child {
+    Command::new(credguard_bin())
+        .args(["lsa-proxy", "--socket"])
+        .arg(dir.join("lsa.sock"))
+        .arg("--vmm-socket")
+        .arg(dir.join("no-vmm.sock"))
+        .arg("--vault-dir")
+        .arg(dir.join("vault"))
+        .env("CREDGUARD_LOG", "info")
+        .env("CREDGUARD_PROXY_SECCOMP_SELFTEST", selftest)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("starting the proxy")
+}
+
+#[test]
+fn the_proxy_process_is_hardened_and_its_seccomp_filter_kills_exec() {
+    if !kvm_or_skip("the_proxy_process_is_hardened_and_its_seccomp_filter_kills_exec") {
+        return;
+    }
+    let stack = Stack::start("hardened", "");
+    let status = stack.wait_ready();
+    // Status says what the proxy runs with; the kernel agrees.
+    let protection = status["proxy_protection"].as_str().unwrap_or_default();
+    for part in [
+        "dumpable off",
+        "no core dump",
+        "memory locked",
+        "no new privileges",
+        "seccomp on",
+    ] {
+        assert!(protection.contains(part), "{part:?} missing from {status}");
+    }
+    let proxy = stack.proxy_pid().expect("proxy running");
+    let kernel = proc_status(proxy);
+    let field = |k: &str| kernel.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    assert_eq!(field("Seccomp"), Some("2"), "{kernel:?}");
+    assert_eq!(field("Seccomp_filters"), Some("3"), "{kernel:?}");
+    assert_eq!(field("NoNewPrivs"), Some("1"), "{kernel:?}");
+    let locked_kb: u64 = field("VmLck")
+        .and_then(|v| v.trim_end_matches(" kB").parse().ok())
+        .expect("VmLck");
+    assert!(locked_kb > 0, "no memory locked: {kernel:?}");
+    let limits = std::fs::read_to_string(format!("/proc/{proxy}/limits")).unwrap();
+    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+    assert_eq!(core.split_whitespace().nth(4), Some("0"), "{core}");
+    // And it still does its work (every other end-to-end test runs under the filter too).
+    let (code, out, err) = stack.ctl(None, &["--seal", "never", "logon", "hardy", "--domain", "CORP"], "pw\n");
+    assert_eq!(code, 0, "{out} {err}");
+
+    // A proxy that tries to execute a program once filtered dies of SIGSYS...
+    let dir = temp_dir("proxy-selftest");
+    let mut exec = proxy_with_selftest(&dir.join("exec"), "execve", &dir.join("exec.log"));
+    let status = retry(Duration::from_secs(20), || match exec.try_wait() {
+        Ok(Some(status)) => Ok(status),
+        Ok(None) => Err("still running"),
+        Err(_) => Err("wait failed"),
+    });
+    let log = std::fs::read_to_string(dir.join("exec.log")).unwrap_or_default();
+    assert!(log.contains("seccomp self-test"), "the self-test did not run: {log}");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGSYS),
+        "exec did not kill the proxy: {status}\n{log}"
+    );
+
+    // ...while a call outside the list only fails (EPERM), and the proxy keeps serving.
+    std::fs::create_dir_all(dir.join("unlisted")).unwrap();
+    let mut unlisted = proxy_with_selftest(&dir.join("unlisted"), "unlisted", &dir.join("unlisted.log"));
+    let log = retry(Duration::from_secs(20), || {
+        let log = std::fs::read_to_string(dir.join("unlisted.log")).unwrap_or_default();
+        if log.contains("still serving") {
+            Ok(log)
+        } else {
+            Err(log)
+        }
+    });
+    assert!(log.contains("chroot returned -1 (Operation not permitted"), "{log}");
+    let api = dir.join("unlisted").join("lsa.sock");
+    let served = support::runtime().block_on(async {
+        let mut c = credguard_lsa_proxy::client::connect(&api).await.expect("connecting");
+        c.status(credguard_proto::lsa::StatusRequest {})
+            .await
+            .map(|r| r.into_inner())
+    });
+    let served = served.expect("Status after the refused call");
+    assert!(served.proxy_protection.contains("seccomp on"), "{served:?}");
+    let _ = unlisted.kill();
+    let _ = unlisted.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -54,6 +54,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
         .with_writer(std::io::stderr)
         .try_init()
         .ok();
+    // First, before the runtime starts: no dump, no swap, no privilege, for all it will hold.
+    crate::sandbox::harden_process();
     let mut config = match &cli.config {
         Some(p) => match Config::load(p) {
             Ok(c) => c,
@@ -87,6 +89,9 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
         }
     };
     let result = rt.block_on(server::serve(config, shutdown_signal(), || {
+        // The sockets are bound: from here on, only the system calls of serving. A failure is
+        // logged and reported by Status ("seccomp OFF").
+        let _ = crate::sandbox::install_seccomp();
         // Tell systemd (Type=notify) we are ready; a no-op outside systemd.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     }));

@@ -92,6 +92,7 @@ impl LsaCore {
             version: env!("CARGO_PKG_VERSION").into(),
             state: state.name().into(),
             sessions,
+            proxy_protection: crate::sandbox::protections(),
             ..Default::default()
         };
         if let LinkState::Ready(_) = state {

@@ -386,7 +386,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                            "attestation": attestation,
                            "enclave_restarts": s.enclave_restarts,
                            "enclave_restart_reasons": s.enclave_restart_reasons,
-                           "vault_ready": s.vault_ready})
+                           "vault_ready": s.vault_ready, "proxy_protection": s.proxy_protection})
                 );
             } else {
                 println!("state:       {}", s.state);
@@ -417,6 +417,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     }
                 }
                 println!("sessions:    {}", s.sessions);
+                println!("proxy:       {}", s.proxy_protection);
             }
         }
         Cmd::Logon { user, saved, cred } => {

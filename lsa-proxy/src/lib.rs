@@ -10,7 +10,8 @@
 //!   client connection, ended after a call that carried a secret in the clear;
 //! - [`enclave_link`]: the connection to the enclave; [`sessions`]: who owns what;
 //! - [`client`]: connecting to the API, for `credguardctl` and tests;
-//! - [`cli`] and [`ctl`]: the command lines of `credguard-lsa-proxy` and `credguardctl`.
+//! - [`cli`] and [`ctl`]: the command lines of `credguard-lsa-proxy` and `credguardctl`;
+//! - [`sandbox`]: what the proxy process gives up (dumps, swap, privileges, system calls).
 #![deny(missing_docs)]
 
 pub mod bad_request;
@@ -27,6 +28,7 @@ pub mod grpc;
 pub mod kerberos;
 pub mod load;
 pub mod ntlm;
+pub mod sandbox;
 pub mod sealed;
 pub mod server;
 pub mod sessions;
