@@ -47,6 +47,11 @@ fn main() -> ExitCode {
                 // SAFETY: as above.
                 unsafe { std::env::set_var("CREDGUARD_ATTESTATION_PUB", run_dir().join("attestation.key.pub")) };
             }
+            if std::env::var_os("CREDGUARD_SIGNER_PUB").is_none() {
+                // The dev image's signer, which the client pins.
+                // SAFETY: as above.
+                unsafe { std::env::set_var("CREDGUARD_SIGNER_PUB", credguard_image::dev::default_trusted_key_path()) };
+            }
             credguard_lsa_proxy::ctl::main_with_args(args)
         }
         Some("load") => load(&args[2..]),
@@ -216,17 +221,26 @@ async fn supervise() -> Result<()> {
         restarts: 0,
         started: Instant::now(),
     };
+    let mut proxy_args: Vec<OsString> = vec![
+        "lsa-proxy".into(),
+        "--socket".into(),
+        os(&api),
+        "--vmm-socket".into(),
+        os(&vsock),
+        "--vault-dir".into(),
+        os(&run.join("vault")),
+    ];
+    // The same format as the installed /etc/credguard/credguard.toml (scripts/credguard.toml
+    // documents every key), e.g. the realm table; the sockets and the vault stay under run/.
+    let config = run.join("credguard.toml");
+    if config.exists() {
+        info!(config = %config.display(), "using the configuration file");
+        proxy_args.push("--config".into());
+        proxy_args.push(os(&config));
+    }
     let mut proxy = Supervised {
         name: "credguard-lsa-proxy",
-        args: vec![
-            "lsa-proxy".into(),
-            "--socket".into(),
-            os(&api),
-            "--vmm-socket".into(),
-            os(&vsock),
-            "--vault-dir".into(),
-            os(&run.join("vault")),
-        ],
+        args: proxy_args,
         child: None,
         restarts: 0,
         started: Instant::now(),

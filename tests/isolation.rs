@@ -624,10 +624,16 @@ fn sealed_logon_is_attested_single_use_and_bound_to_its_names() {
     support::runtime().block_on(async {
         let mut c = client::connect(&stack.api).await.unwrap();
         let status = c.status(lsa::StatusRequest {}).await.unwrap().into_inner();
-        let vk = sealed::read_attestation_public_key(&stack.attestation_pub()).unwrap();
-        let attested = sealed::verify(&status, &vk, &stack.attestation_pub(), None).unwrap();
+        let attested = sealed::verify(&status, &stack.expectations()).unwrap();
         let secret = || enclave::sealed_logon_secret::Secret::Password("Sealed-Pw-1".into());
-        let one = sealed::seal(&attested.public_key, secret(), "sam", "CORP", "").unwrap();
+        let nonce = c
+            .get_sealing_nonce(lsa::GetSealingNonceRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .nonce;
+        let seal_for = support::seal_for_me(&nonce, "sam", "CORP", "");
+        let one = sealed::seal(&attested.public_key, secret(), false, &seal_for).unwrap();
         let logon = |user: &str, s: lsa::SealedSecret| lsa::LogonRequest {
             user: user.into(),
             domain: "CORP".into(),
@@ -650,7 +656,7 @@ fn sealed_logon_is_attested_single_use_and_bound_to_its_names() {
         // Replayed: refused by the enclave.
         let e = c.logon(logon("sam", one.clone())).await.unwrap_err();
         assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
-        assert!(e.message().contains("replay"), "{e:?}");
+        assert!(e.message().contains("replayed"), "{e:?}");
         // A replayed session id after logoff: gone.
         c.logoff(lsa::LogoffRequest { session_id: id.clone() }).await.unwrap();
         let e = c
@@ -659,7 +665,7 @@ fn sealed_logon_is_attested_single_use_and_bound_to_its_names() {
             .unwrap_err();
         assert_eq!(e.code(), Code::NotFound, "{e:?}");
         // Sealed to another key (another boot): a clear refusal.
-        let other = sealed::seal(&[7; 32], secret(), "sam", "CORP", "").unwrap();
+        let other = sealed::seal(&[7; 32], secret(), false, &seal_for).unwrap();
         let e = c.logon(logon("sam", other)).await.unwrap_err();
         assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
         assert!(e.message().contains("another boot"), "{e:?}");

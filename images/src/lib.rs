@@ -35,6 +35,8 @@ const SIGNED_PREFIX: &[u8] = b"credguard enclave manifest v1\0";
 /// Domain separation of a manifest that also allows upgrades (non-empty `upgrade_from`): a
 /// different prefix, so that the allowance cannot be stripped from or added to a v1 signature.
 const SIGNED_PREFIX_UPGRADE: &[u8] = b"credguard enclave manifest v1 upgrade_from\0";
+/// Domain separation of a manifest with a non-default [`Policy`].
+const SIGNED_PREFIX_POLICY: &[u8] = b"credguard enclave manifest v1 policy\0";
 /// Most earlier images one manifest may allow (the boot ABI hands over at most this many).
 pub const MAX_UPGRADE_FROM: usize = 4;
 
@@ -104,6 +106,36 @@ pub struct Manifest {
     /// Absent in manifests that allow none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upgrade_from: Vec<String>,
+    /// The image's signed policy (see [`Policy`]). Covered by the signature. Absent when it is
+    /// the default, the strictest.
+    #[serde(default, skip_serializing_if = "Policy::is_default")]
+    pub policy: Policy,
+}
+
+/// Rules of an image's signed configuration, which the VMM hands to the enclave
+/// (`abi::BootInfo::policy`) and no request can change. The default is the strictest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Logons that ask for it may use rc4-hmac (weak; only for domains that still need it).
+    #[serde(default)]
+    pub allow_rc4: bool,
+}
+
+impl Policy {
+    /// Whether this is the default policy.
+    pub fn is_default(&self) -> bool {
+        *self == Policy::default()
+    }
+
+    /// The `abi::policy` bits of this policy.
+    pub fn bits(&self) -> u64 {
+        if self.allow_rc4 {
+            credguard_proto::abi::policy::ALLOW_RC4
+        } else {
+            0
+        }
+    }
 }
 
 impl Manifest {
@@ -142,6 +174,35 @@ impl Manifest {
         for u in upgrade_from {
             m.extend_from_slice(u.as_bytes());
         }
+        m
+    }
+
+    /// The bytes the signature covers with a [`Policy`] too: with the default policy exactly
+    /// [`Manifest::signed_message_with`] (so older manifests still verify); otherwise its own
+    /// domain prefix, the upgrade list and the policy bits, so a policy can be neither added nor
+    /// removed without the key.
+    pub fn signed_message_full(
+        image_size: u64,
+        measurement: &Measurement,
+        public_key: &[u8],
+        upgrade_from: &[Measurement],
+        policy: &Policy,
+    ) -> Vec<u8> {
+        if policy.is_default() {
+            return Self::signed_message_with(image_size, measurement, public_key, upgrade_from);
+        }
+        let mut m = Vec::with_capacity(
+            SIGNED_PREFIX_POLICY.len() + 20 + MEASUREMENT_LEN * (1 + upgrade_from.len()) + public_key.len(),
+        );
+        m.extend_from_slice(SIGNED_PREFIX_POLICY);
+        m.extend_from_slice(&image_size.to_le_bytes());
+        m.extend_from_slice(measurement.as_bytes());
+        m.extend_from_slice(public_key);
+        m.extend_from_slice(&(upgrade_from.len() as u32).to_le_bytes());
+        for u in upgrade_from {
+            m.extend_from_slice(u.as_bytes());
+        }
+        m.extend_from_slice(&policy.bits().to_le_bytes());
         m
     }
 }
@@ -299,6 +360,7 @@ pub struct SignedImage {
     signer: String,
     path: PathBuf,
     upgrade_from: Vec<Measurement>,
+    policy: Policy,
 }
 
 impl fmt::Debug for SignedImage {
@@ -349,7 +411,7 @@ impl SignedImage {
                 trusted: key.fingerprint(),
             });
         }
-        let message = Manifest::signed_message_with(m.image_size, &expected, &key.0, &upgrade_from);
+        let message = Manifest::signed_message_full(m.image_size, &expected, &key.0, &upgrade_from, &m.policy);
         UnparsedPublicKey::new(&signature::ED25519, &key.0)
             .verify(&message, &sig)
             .map_err(|_| ImageError::BadSignature {
@@ -379,7 +441,13 @@ impl SignedImage {
             signer: key.fingerprint(),
             path: image.to_path_buf(),
             upgrade_from,
+            policy: m.policy,
         })
+    }
+
+    /// The image's signed policy.
+    pub fn policy(&self) -> Policy {
+        self.policy
     }
 
     /// Earlier images whose vault this one may open (from the signed manifest).
@@ -488,9 +556,14 @@ impl SigningKey {
     /// Measures `image` and returns its signed manifest, allowing it to open the vaults of the
     /// images `upgrade_from` (see [`Manifest::upgrade_from`]).
     pub fn sign_with(&self, image_name: &str, image: &[u8], upgrade_from: &[Measurement]) -> Manifest {
+        self.sign_full(image_name, image, upgrade_from, &Policy::default())
+    }
+
+    /// Measures `image` and returns its signed manifest with `upgrade_from` and `policy`.
+    pub fn sign_full(&self, image_name: &str, image: &[u8], upgrade_from: &[Measurement], policy: &Policy) -> Manifest {
         let measurement = Measurement::of(image);
         let public = self.pair.public_key().as_ref();
-        let message = Manifest::signed_message_with(image.len() as u64, &measurement, public, upgrade_from);
+        let message = Manifest::signed_message_full(image.len() as u64, &measurement, public, upgrade_from, policy);
         Manifest {
             format: MANIFEST_FORMAT.into(),
             image: image_name.into(),
@@ -500,6 +573,7 @@ impl SigningKey {
             signer: fingerprint(public),
             signature: hex::encode(self.pair.sign(&message)),
             upgrade_from: upgrade_from.iter().map(Measurement::to_string).collect(),
+            policy: *policy,
         }
     }
 
@@ -515,6 +589,17 @@ impl SigningKey {
         manifest: &Path,
         upgrade_from: &[Measurement],
     ) -> Result<Manifest, ImageError> {
+        self.sign_file_full(image, manifest, upgrade_from, &Policy::default())
+    }
+
+    /// Like [`SigningKey::sign_file_with`], with a [`Policy`].
+    pub fn sign_file_full(
+        &self,
+        image: &Path,
+        manifest: &Path,
+        upgrade_from: &[Measurement],
+        policy: &Policy,
+    ) -> Result<Manifest, ImageError> {
         if upgrade_from.len() > MAX_UPGRADE_FROM {
             return Err(ImageError::Build(format!(
                 "at most {MAX_UPGRADE_FROM} --upgrade-from measurements"
@@ -525,7 +610,7 @@ impl SigningKey {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let m = self.sign_with(&name, &bytes, upgrade_from);
+        let m = self.sign_full(&name, &bytes, upgrade_from, policy);
         let text = serde_json::to_string_pretty(&m).map_err(|e| ImageError::Build(e.to_string()))?;
         fs::write(manifest, text + "\n").map_err(io_err(manifest, "cannot write the manifest"))?;
         Ok(m)

@@ -165,7 +165,7 @@ pub const ENCLAVE_VSOCK_PORT: u32 = 7000;
 /// `BootInfo::magic`: "CGBOOT01".
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"CGBOOT01");
 /// Version of this ABI; the enclave refuses a boot info of another version.
-pub const ABI_VERSION: u64 = 1;
+pub const ABI_VERSION: u64 = 2;
 /// Length of a SHA-384 measurement.
 pub const MEASUREMENT_LEN: usize = 48;
 
@@ -271,6 +271,26 @@ pub struct BootInfo {
     /// Measurements of earlier images whose vault this image may open (a controlled upgrade the
     /// image's signed manifest allows); the enclave re-seals what it opens under its own key.
     pub upgrade_from: [[u8; MEASUREMENT_LEN]; MAX_UPGRADE_FROM],
+    /// The image's signed [`policy`] bits, from the manifest the VMM verified (0: the defaults,
+    /// the strictest).
+    pub policy: u64,
+}
+
+/// Bits of [`BootInfo::policy`]: rules of the image's signed configuration (its manifest, signed
+/// with the image by the same key), which no request can change.
+pub mod policy {
+    /// rc4-hmac may be used by logons that ask for it (off by default: RC4 is weak).
+    pub const ALLOW_RC4: u64 = 1 << 0;
+    /// Every bit defined here; a manifest with another bit set is refused.
+    pub const ALL: u64 = ALLOW_RC4;
+}
+
+/// Bits the enclave reports about its own build in the exchange page
+/// ([`exchange::ATTEST_ENCLAVE_FLAGS`]), which the VMM's attestation covers.
+pub mod enclave_flags {
+    /// A test build: fault injection, benchmark modes and fuzz entry points are compiled in. Never
+    /// signed by the installer; a client should refuse to seal a secret to it.
+    pub const TEST_BUILD: u64 = 1 << 0;
 }
 
 /// Length of [`BootInfo::restart_log`].
@@ -304,6 +324,8 @@ pub mod exchange {
     pub const ATTEST_SIGNATURE: usize = 128;
     /// `u64` [`super::AttestState`] (VMM → enclave).
     pub const ATTEST_STATE: usize = 192;
+    /// `u64` [`super::enclave_flags`] bits (enclave → VMM), covered by the attestation.
+    pub const ATTEST_ENCLAVE_FLAGS: usize = 200;
     /// Bytes of the page in use.
     pub const USED: usize = UPGRADE_VAULT_KEYS + super::MAX_UPGRADE_FROM * SEALING_SECRET_LEN;
 }
@@ -440,7 +462,14 @@ impl BootInfo {
             restart_log: [0; RESTART_LOG_LEN],
             upgrade_from_count: 0,
             upgrade_from: [[0; MEASUREMENT_LEN]; MAX_UPGRADE_FROM],
+            policy: 0,
         }
+    }
+
+    /// The same boot info with the image's signed [`policy`] bits.
+    pub fn with_policy(mut self, bits: u64) -> Self {
+        self.policy = bits & policy::ALL;
+        self
     }
 
     /// The same boot info, saying how often the enclave was restarted before and why (most
@@ -542,6 +571,8 @@ impl BootInfo {
             let at = u + 8 + i * MEASUREMENT_LEN;
             out[at..at + MEASUREMENT_LEN].copy_from_slice(m);
         }
+        let q = u + 8 + MAX_UPGRADE_FROM * MEASUREMENT_LEN;
+        out[q..q + 8].copy_from_slice(&self.policy.to_le_bytes());
         out
     }
 }
@@ -783,12 +814,14 @@ mod tests {
         assert_eq!(back, info);
         assert_eq!(
             BOOT_INFO_SIZE,
-            10 * 8 + 48 + 16 + 3 * 8 + RESTART_LOG_LEN + 8 + MAX_UPGRADE_FROM * 48
+            10 * 8 + 48 + 16 + 3 * 8 + RESTART_LOG_LEN + 8 + MAX_UPGRADE_FROM * 48 + 8
         );
         assert!(BOOT_INFO_SIZE <= PAGE_SIZE as usize);
         let info = info
             .with_restarts(3, &["panic: boom", "watchdog: no answer in 5 s"])
-            .with_upgrade_from(&[[1; 48], [2; 48]]);
+            .with_upgrade_from(&[[1; 48], [2; 48]])
+            .with_policy(policy::ALLOW_RC4 | (1 << 40));
+        assert_eq!(info.policy, policy::ALLOW_RC4, "unknown policy bits are dropped");
         let bytes = info.to_bytes();
         // SAFETY: as above.
         let back: BootInfo = unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast()) };
@@ -824,7 +857,8 @@ mod tests {
         assert!(ATTEST_BOOT_ID + 16 <= ATTEST_PUBLIC_KEY);
         assert!(ATTEST_PUBLIC_KEY + 32 <= ATTEST_SIGNATURE);
         assert!(ATTEST_SIGNATURE + 64 <= ATTEST_STATE);
-        assert!(ATTEST_STATE + 8 <= UPGRADE_VAULT_KEYS);
+        assert!(ATTEST_STATE + 8 <= ATTEST_ENCLAVE_FLAGS);
+        assert!(ATTEST_ENCLAVE_FLAGS + 8 <= UPGRADE_VAULT_KEYS);
         assert!(ATTEST_STATE + 8 <= USED && USED <= PAGE_SIZE as usize);
         assert!(EXCHANGE_GPA + PAGE_SIZE <= KERNEL_STACK_BOTTOM);
     }

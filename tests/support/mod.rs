@@ -28,6 +28,24 @@ pub fn dev_image() -> &'static DevImage {
     IMAGE.get_or_init(|| dev::ensure_enclave_built().expect("building the enclave"))
 }
 
+/// The dev-signed test image (fault injection compiled in; built once per test process).
+pub fn test_image() -> &'static DevImage {
+    static IMAGE: OnceLock<DevImage> = OnceLock::new();
+    IMAGE.get_or_init(|| dev::ensure_test_enclave_built().expect("building the test enclave"))
+}
+
+/// A manifest of the dev image signed with the dev key and `policy`, in a fresh directory.
+pub fn manifest_with_policy(name: &str, policy: credguard_image::Policy) -> PathBuf {
+    let dev = dev_image();
+    let dir = temp_dir(&format!("manifest-{name}"));
+    let manifest = dir.join("enclave.elf.manifest.json");
+    dev::ensure_dev_key()
+        .expect("the dev key")
+        .sign_file_full(&dev.image, &manifest, &[], &policy)
+        .expect("signing the dev image");
+    manifest
+}
+
 /// A fresh temporary directory for one test.
 pub fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("credguard-test-{}-{name}", std::process::id()));
@@ -75,6 +93,11 @@ pub struct Stack {
     /// Extra arguments of `credguard vmm run` (watchdog timings, fault injection), used by every
     /// [`Stack::start_vmm`].
     pub vmm_args: Vec<String>,
+    /// Whether the VMM boots the test image (fault injection compiled in) instead of the
+    /// production one; `ctl` is then told to accept it.
+    pub test_image: bool,
+    /// Another manifest of the image than the dev build's (e.g. one signed with another policy).
+    pub manifest: Option<PathBuf>,
     vmm: Option<std::process::Child>,
     proxy: Option<std::process::Child>,
 }
@@ -95,6 +118,25 @@ impl Stack {
         Self::start_with(name, config_toml, false, vmm_args)
     }
 
+    /// Like [`Stack::start_with_vmm_args`], booting the test image (for `--inject-fault`).
+    pub fn start_test_image(name: &str, config_toml: &str, vmm_args: &[&str]) -> Stack {
+        let mut s = Self::prepare(name, config_toml, false, vmm_args);
+        s.test_image = true;
+        s.start_vmm();
+        s.start_proxy();
+        s
+    }
+
+    /// Like [`Stack::start`], with the image's manifest at `manifest` (signed with the dev key,
+    /// e.g. with another policy).
+    pub fn start_with_manifest(name: &str, config_toml: &str, manifest: PathBuf) -> Stack {
+        let mut s = Self::prepare(name, config_toml, false, &[]);
+        s.manifest = Some(manifest);
+        s.start_vmm();
+        s.start_proxy();
+        s
+    }
+
     /// Like [`Stack::start`], with the proxy's log (warnings and the `audit` target) written to
     /// `proxy.log` in the stack's directory (see [`Stack::proxy_log_text`]) and the VMM's whole
     /// log to [`Stack::vmm_log`].
@@ -103,6 +145,13 @@ impl Stack {
     }
 
     fn start_with(name: &str, config_toml: &str, log_proxy: bool, vmm_args: &[&str]) -> Stack {
+        let mut s = Self::prepare(name, config_toml, log_proxy, vmm_args);
+        s.start_vmm();
+        s.start_proxy();
+        s
+    }
+
+    fn prepare(name: &str, config_toml: &str, log_proxy: bool, vmm_args: &[&str]) -> Stack {
         use std::os::unix::fs::PermissionsExt;
         let dir = temp_dir(name);
         // Other uids (setpriv tests) must reach the API socket inside.
@@ -112,18 +161,18 @@ impl Stack {
         let config = dir.join("credguard.toml");
         std::fs::write(&config, config_toml).unwrap();
         let proxy_log = log_proxy.then(|| dir.join("proxy.log"));
-        let mut s = Stack {
+        let s = Stack {
             dir,
             api,
             vsock,
             config,
             proxy_log,
             vmm_args: vmm_args.iter().map(|a| a.to_string()).collect(),
+            test_image: false,
+            manifest: None,
             vmm: None,
             proxy: None,
         };
-        s.start_vmm();
-        s.start_proxy();
         s
     }
 
@@ -141,12 +190,13 @@ impl Stack {
 
     /// (Re)starts the VMM.
     pub fn start_vmm(&mut self) {
-        let dev = dev_image();
+        let dev = if self.test_image { test_image() } else { dev_image() };
+        let manifest = self.manifest.clone().unwrap_or_else(|| dev.manifest.clone());
         let mut cmd = std::process::Command::new(credguard_bin());
         cmd.args(["vmm", "run", "--image"])
             .arg(&dev.image)
             .arg("--manifest")
-            .arg(&dev.manifest)
+            .arg(&manifest)
             .arg("--trusted-key")
             .arg(&dev.trusted_key)
             .arg("--vsock-socket")
@@ -279,7 +329,9 @@ impl Stack {
             .arg(&self.api)
             .arg("--json")
             .args(args)
-            .env("CREDGUARD_ATTESTATION_PUB", self.attestation_pub());
+            .env("CREDGUARD_ATTESTATION_PUB", self.attestation_pub())
+            .env("CREDGUARD_SIGNER_PUB", &dev_image().trusted_key)
+            .env("CREDGUARD_ALLOW_TEST_IMAGE", if self.test_image { "1" } else { "0" });
         let mut child = cmd
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -293,6 +345,44 @@ impl Stack {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+}
+
+/// What a client of `stack` requires of its enclave before sealing (the dev signer pinned).
+impl Stack {
+    pub fn expectations(&self) -> credguard_lsa_proxy::sealed::Expectations {
+        use credguard_lsa_proxy::sealed;
+        let signer = sealed::read_public_key(&dev_image().trusted_key).expect("the dev signer key");
+        sealed::Expectations {
+            attestation_pub: sealed::read_attestation_public_key(&self.attestation_pub()).expect("the attestation key"),
+            attestation_pub_path: self.attestation_pub(),
+            signer: Some(sealed::signer_fingerprint(&signer)),
+            signer_path: dev_image().trusted_key.clone(),
+            measurement: None,
+            require_hidden_memory: false,
+            allow_test_image: self.test_image,
+        }
+    }
+}
+
+/// A logon seal for this test process's own uid with `nonce` and the names.
+pub fn seal_for_me<'a>(
+    nonce: &'a [u8],
+    user: &'a str,
+    domain: &'a str,
+    realm: &'a str,
+) -> credguard_lsa_proxy::sealed::SealFor<'a> {
+    credguard_lsa_proxy::sealed::SealFor {
+        purpose: credguard_proto::attest::SealPurpose::Logon,
+        // SAFETY: getuid has no preconditions.
+        owner: credguard_proto::attest::Owner::uid(unsafe { libc::getuid() }),
+        sealing_nonce: nonce,
+        names: credguard_proto::attest::SealedNames {
+            user,
+            domain,
+            realm,
+            target: "",
+        },
     }
 }
 

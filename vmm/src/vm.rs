@@ -100,6 +100,8 @@ pub struct EnclaveImage {
     signer: [u8; abi::SIGNER_LEN],
     /// Earlier images whose vault this one may open, from its signed manifest.
     upgrade_from: Vec<[u8; MEASUREMENT_LEN]>,
+    /// The image's signed `abi::policy` bits, from its manifest.
+    policy: u64,
 }
 
 impl std::fmt::Debug for EnclaveImage {
@@ -120,6 +122,7 @@ impl EnclaveImage {
             measurement: *image.measurement().as_bytes(),
             signer: image.signer_id(),
             upgrade_from: image.upgrade_from().iter().map(|m| *m.as_bytes()).collect(),
+            policy: image.policy().bits(),
         }
     }
 
@@ -132,6 +135,7 @@ impl EnclaveImage {
             measurement,
             signer: [0; abi::SIGNER_LEN],
             upgrade_from: Vec::new(),
+            policy: 0,
         }
     }
 
@@ -143,6 +147,11 @@ impl EnclaveImage {
     /// The SHA-384 measurement.
     pub fn measurement(&self) -> &[u8; MEASUREMENT_LEN] {
         &self.measurement
+    }
+
+    /// The image's signed `abi::policy` bits.
+    pub fn policy(&self) -> u64 {
+        self.policy
     }
 }
 
@@ -268,7 +277,8 @@ impl Enclave {
             config.restart_count,
             &config.restart_reasons.iter().map(String::as_str).collect::<Vec<_>>(),
         )
-        .with_upgrade_from(&config.upgrade_from);
+        .with_upgrade_from(&config.upgrade_from)
+        .with_policy(image.policy);
         boot::write_boot_tables(&mem, &info)?;
         if let Some(secret) = &config.sealing_secret {
             // Keys for exactly the image just verified and the earlier images its signed manifest
@@ -302,7 +312,7 @@ impl Enclave {
         let vsock_mmio = vsock
             .as_ref()
             .map(|v| v.transport.clone() as Arc<Mutex<dyn MmioDevice>>);
-        let attestor = Attestor::new(config.attestation_key.clone(), *image.measurement(), image.signer);
+        let attestor = Attestor::new(config.attestation_key.clone(), &info);
         let vcpu = Vcpu::new(vcpu_fd, mem.clone(), vsock_mmio, tsc_khz, control.clone(), attestor);
         let (outcome_tx, outcome_rx) = mpsc::channel();
         let vcpu_thread = std::thread::Builder::new()
