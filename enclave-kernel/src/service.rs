@@ -55,10 +55,11 @@ pub const CODE_UNIMPLEMENTED: i32 = 12;
 /// gRPC status code INTERNAL: the enclave itself failed (e.g. its random source).
 pub const CODE_INTERNAL: i32 = 13;
 
-/// Free heap below which calls that can grow the enclave's state are refused: more than any one
-/// request needs while it runs (a frame is at most `wire::MAX_FRAME_LEN`, decoded a few times
-/// over), with room for fragmentation.
-pub const MEMORY_HEADROOM: usize = 1536 << 10;
+/// Free heap below which calls that can grow the enclave's state are refused. It covers what is
+/// allocated outside any call's control, the partly received frames of every open stream (at most
+/// `serve::MAX_CONNECTIONS` of `wire::MAX_FRAME_LEN` each), plus what the largest request needs
+/// while it runs (its frame decoded a few times over), with room for fragmentation.
+pub const MEMORY_HEADROOM: usize = 2 << 20;
 
 /// Longest prefix of an unknown method name echoed back in an error message.
 const MAX_ECHOED_METHOD: usize = 80;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use credguard_image::dev::{self, DevImage};
 
+pub mod fake_kdc;
 pub mod kdc;
 
 /// Whether KVM tests can run. Without /dev/kvm: a loud skip, or a failure when
@@ -161,7 +162,7 @@ impl Stack {
         let config = dir.join("credguard.toml");
         std::fs::write(&config, config_toml).unwrap();
         let proxy_log = log_proxy.then(|| dir.join("proxy.log"));
-        let s = Stack {
+        Stack {
             dir,
             api,
             vsock,
@@ -172,8 +173,7 @@ impl Stack {
             manifest: None,
             vmm: None,
             proxy: None,
-        };
-        s
+        }
     }
 
     /// Waits until the proxy says the enclave is ready; returns `credguardctl --json status`.

@@ -51,6 +51,13 @@ pub struct RequestView {
     pub etypes: Vec<i32>,
     /// Whether it carries PA-ENC-TIMESTAMP (AS-REQ), and in which enctype.
     pub enc_timestamp_etype: Option<i32>,
+    /// The PA-ENC-TIMESTAMP's ciphertext (key usage 1), to check it under the client's key.
+    pub enc_timestamp: Vec<u8>,
+}
+
+/// Whether `view`'s PA-ENC-TIMESTAMP decrypts under `user_key` (what a real KDC checks).
+pub fn timestamp_opens(view: &RequestView, user_key: &Key) -> bool {
+    view.enc_timestamp_etype == Some(user_key.enctype) && crypto::decrypt(user_key, 1, &view.enc_timestamp).is_ok()
 }
 
 /// Reads an AS-REQ or TGS-REQ; `None` for anything else.
@@ -65,20 +72,20 @@ pub fn parse_request(bytes: &[u8]) -> Option<RequestView> {
             .map(|p| p.string.iter().map(text).collect())
             .unwrap_or_default()
     };
-    let enc_timestamp_etype = req
+    let enc_timestamp = req
         .padata
         .iter()
         .flatten()
         .find(|p| p.r#type == 2)
-        .and_then(|p| rasn::der::decode::<EncryptedData>(&p.value).ok())
-        .map(|e| e.etype);
+        .and_then(|p| rasn::der::decode::<EncryptedData>(&p.value).ok());
     Some(RequestView {
         tgs,
         nonce: req.req_body.nonce,
         cname: parts(&req.req_body.cname),
         sname: parts(&req.req_body.sname),
         etypes: req.req_body.etype.clone(),
-        enc_timestamp_etype,
+        enc_timestamp_etype: enc_timestamp.as_ref().map(|e| e.etype),
+        enc_timestamp: enc_timestamp.map(|e| e.cipher.to_vec()).unwrap_or_default(),
     })
 }
 
