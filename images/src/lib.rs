@@ -142,12 +142,7 @@ impl Manifest {
     /// The bytes the signature covers: a domain prefix, the image size, the measurement and the
     /// signer's public key.
     pub fn signed_message(image_size: u64, measurement: &Measurement, public_key: &[u8]) -> Vec<u8> {
-        let mut m = Vec::with_capacity(SIGNED_PREFIX.len() + 8 + MEASUREMENT_LEN + public_key.len());
-        m.extend_from_slice(SIGNED_PREFIX);
-        m.extend_from_slice(&image_size.to_le_bytes());
-        m.extend_from_slice(measurement.as_bytes());
-        m.extend_from_slice(public_key);
-        m
+        signed_parts(SIGNED_PREFIX, image_size, measurement, public_key, None, None)
     }
 
     /// The bytes the signature covers when the manifest also allows upgrades from the images
@@ -163,18 +158,8 @@ impl Manifest {
         if upgrade_from.is_empty() {
             return Self::signed_message(image_size, measurement, public_key);
         }
-        let mut m = Vec::with_capacity(
-            SIGNED_PREFIX_UPGRADE.len() + 12 + MEASUREMENT_LEN * (1 + upgrade_from.len()) + public_key.len(),
-        );
-        m.extend_from_slice(SIGNED_PREFIX_UPGRADE);
-        m.extend_from_slice(&image_size.to_le_bytes());
-        m.extend_from_slice(measurement.as_bytes());
-        m.extend_from_slice(public_key);
-        m.extend_from_slice(&(upgrade_from.len() as u32).to_le_bytes());
-        for u in upgrade_from {
-            m.extend_from_slice(u.as_bytes());
-        }
-        m
+        let prefix = SIGNED_PREFIX_UPGRADE;
+        signed_parts(prefix, image_size, measurement, public_key, Some(upgrade_from), None)
     }
 
     /// The bytes the signature covers with a [`Policy`] too: with the default policy exactly
@@ -191,20 +176,37 @@ impl Manifest {
         if policy.is_default() {
             return Self::signed_message_with(image_size, measurement, public_key, upgrade_from);
         }
-        let mut m = Vec::with_capacity(
-            SIGNED_PREFIX_POLICY.len() + 20 + MEASUREMENT_LEN * (1 + upgrade_from.len()) + public_key.len(),
-        );
-        m.extend_from_slice(SIGNED_PREFIX_POLICY);
-        m.extend_from_slice(&image_size.to_le_bytes());
-        m.extend_from_slice(measurement.as_bytes());
-        m.extend_from_slice(public_key);
-        m.extend_from_slice(&(upgrade_from.len() as u32).to_le_bytes());
-        for u in upgrade_from {
+        let (prefix, bits) = (SIGNED_PREFIX_POLICY, Some(policy.bits()));
+        signed_parts(prefix, image_size, measurement, public_key, Some(upgrade_from), bits)
+    }
+}
+
+/// A signed message: `prefix`, the image size, the measurement and the public key, then (if
+/// given) the count and measurements of `upgrade_from`, then (if given) the policy bits.
+fn signed_parts(
+    prefix: &[u8],
+    image_size: u64,
+    measurement: &Measurement,
+    public_key: &[u8],
+    upgrade_from: Option<&[Measurement]>,
+    policy_bits: Option<u64>,
+) -> Vec<u8> {
+    let upgrades = upgrade_from.unwrap_or_default();
+    let mut m = Vec::with_capacity(prefix.len() + 20 + MEASUREMENT_LEN * (1 + upgrades.len()) + public_key.len());
+    m.extend_from_slice(prefix);
+    m.extend_from_slice(&image_size.to_le_bytes());
+    m.extend_from_slice(measurement.as_bytes());
+    m.extend_from_slice(public_key);
+    if let Some(list) = upgrade_from {
+        m.extend_from_slice(&(list.len() as u32).to_le_bytes());
+        for u in list {
             m.extend_from_slice(u.as_bytes());
         }
-        m.extend_from_slice(&policy.bits().to_le_bytes());
-        m
     }
+    if let Some(bits) = policy_bits {
+        m.extend_from_slice(&bits.to_le_bytes());
+    }
+    m
 }
 
 /// Why an image, a manifest or a key was refused. Each names the file and what failed.
@@ -749,6 +751,45 @@ mod tests {
         let img = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap();
         assert!(img.upgrade_from().is_empty());
         assert!(key.sign_file_with(&f.image, &f.manifest, &[old; 5]).is_err());
+    }
+
+    #[test]
+    fn the_policy_is_signed_and_cannot_be_added_or_removed() {
+        let f = fixture("policy");
+        let key = SigningKey::load(&f.dir.join("k.pk8")).unwrap();
+        let rc4 = Policy { allow_rc4: true };
+        let old = Measurement::of(b"the old image");
+        key.sign_file_full(&f.image, &f.manifest, &[old], &rc4).unwrap();
+        let img = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap();
+        assert_eq!((img.policy(), img.upgrade_from()), (rc4, &[old][..]));
+        assert_eq!(img.policy().bits(), credguard_proto::abi::policy::ALLOW_RC4);
+        let signed: Manifest = serde_json::from_str(&fs::read_to_string(&f.manifest).unwrap()).unwrap();
+        // Dropped from a manifest that has it, or the upgrade list changed under it: refused.
+        let mut m = signed.clone();
+        m.policy = Policy::default();
+        fs::write(&f.manifest, serde_json::to_string(&m).unwrap()).unwrap();
+        let e = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap_err();
+        assert!(matches!(e, ImageError::BadSignature { .. }), "{e}");
+        let mut m = signed.clone();
+        m.upgrade_from.clear();
+        fs::write(&f.manifest, serde_json::to_string(&m).unwrap()).unwrap();
+        let e = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap_err();
+        assert!(matches!(e, ImageError::BadSignature { .. }), "{e}");
+        // Added to a manifest signed without it: refused.
+        key.sign_file(&f.image, &f.manifest).unwrap();
+        assert!(!fs::read_to_string(&f.manifest).unwrap().contains("policy"));
+        let mut m: Manifest = serde_json::from_str(&fs::read_to_string(&f.manifest).unwrap()).unwrap();
+        m.policy = rc4;
+        fs::write(&f.manifest, serde_json::to_string(&m).unwrap()).unwrap();
+        let e = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap_err();
+        assert!(matches!(e, ImageError::BadSignature { .. }), "{e}");
+        // An unknown policy key: refused as invalid.
+        let text = fs::read_to_string(&f.manifest)
+            .unwrap()
+            .replace("\"allow_rc4\"", "\"allow_des\"");
+        fs::write(&f.manifest, text).unwrap();
+        let e = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap_err();
+        assert!(matches!(e, ImageError::ManifestInvalid { .. }), "{e}");
     }
 
     #[test]
