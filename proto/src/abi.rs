@@ -355,12 +355,24 @@ pub mod protection {
     pub const NOT_DUMPABLE: u64 = 1 << 5;
     /// The VMM process cannot gain privileges (`PR_SET_NO_NEW_PRIVS`).
     pub const NO_NEW_PRIVS: u64 = 1 << 6;
+    /// The guest RAM the VMM maps is locked page by page as it is first touched
+    /// (`mlock2(MLOCK_ONFAULT)`, the anonymous fallback) rather than all up front ([`MLOCKED`]).
+    pub const MLOCKED_ON_FAULT: u64 = 1 << 7;
+    /// The guest's page tables are W^X: the image's code read-only and executable, everything
+    /// else not executable (built from the image's ELF program headers).
+    pub const W_XOR_X: u64 = 1 << 8;
+    /// CR4.SMEP: ring 0 cannot execute ring-3 pages (set only where KVM offers it).
+    pub const SMEP: u64 = 1 << 9;
+    /// CR4.SMAP: ring 0 touches ring-3 pages only inside explicit RFLAGS.AC brackets (set only
+    /// where KVM offers it).
+    pub const SMAP: u64 = 1 << 10;
     /// Set whenever the VMM filled [`super::BootInfo::protection`].
     pub const KNOWN: u64 = 1 << 63;
 }
 
 /// A one-line description of `protection` bits, e.g. "guest_memfd, 2.16 of 16 MiB mapped in the
-/// VMM, mlocked, no core dump of guest memory, seccomp on, dumpable off, no new privileges".
+/// VMM, mlocked, no core dump of guest memory, seccomp on, dumpable off, no new privileges, W^X,
+/// SMEP off, SMAP off".
 pub fn describe_protection(bits: u64, host_mapped_bytes: u64, ram_size: u64) -> alloc::string::String {
     use alloc::string::String;
     use core::fmt::Write;
@@ -386,7 +398,13 @@ pub fn describe_protection(bits: u64, host_mapped_bytes: u64, ram_size: u64) -> 
         s.push_str(", ");
         s.push_str(if on { yes } else { no });
     };
-    flag(&mut s, bits & MLOCKED != 0, "mlocked", "not mlocked");
+    s.push_str(if bits & MLOCKED != 0 {
+        ", mlocked"
+    } else if bits & MLOCKED_ON_FAULT != 0 {
+        ", mlocked on fault"
+    } else {
+        ", not mlocked"
+    });
     flag(
         &mut s,
         bits & DONTDUMP != 0,
@@ -401,6 +419,9 @@ pub fn describe_protection(bits: u64, host_mapped_bytes: u64, ram_size: u64) -> 
         "no new privileges",
         "new privileges allowed",
     );
+    flag(&mut s, bits & W_XOR_X != 0, "W^X", "no W^X");
+    flag(&mut s, bits & SMEP != 0, "SMEP on", "SMEP off");
+    flag(&mut s, bits & SMAP != 0, "SMAP on", "SMAP off");
     s
 }
 
@@ -838,16 +859,33 @@ mod tests {
             | protection::SECCOMP
             | protection::NOT_DUMPABLE
             | protection::NO_NEW_PRIVS
+            | protection::W_XOR_X
+            | protection::SMEP
+            | protection::SMAP
             | protection::KNOWN;
         let d = describe_protection(all, 0x22_8000, DEFAULT_RAM_SIZE);
         assert!(
-            d.starts_with("guest_memfd, 2.15 of 16.00 MiB mapped in the VMM, mlocked"),
+            d.starts_with("guest_memfd, 2.15 of 16.00 MiB mapped in the VMM, mlocked,"),
             "{d}"
         );
         assert!(d.contains("seccomp on") && d.contains("dumpable off"), "{d}");
+        assert!(d.ends_with("W^X, SMEP on, SMAP on"), "{d}");
         let d = describe_protection(protection::KNOWN, DEFAULT_RAM_SIZE, DEFAULT_RAM_SIZE);
         assert!(
             d.starts_with("anonymous memory, 16.00 of 16.00 MiB") && d.contains("seccomp off"),
+            "{d}"
+        );
+        assert!(
+            d.contains("not mlocked") && d.ends_with("no W^X, SMEP off, SMAP off"),
+            "{d}"
+        );
+        let d = describe_protection(
+            protection::KNOWN | protection::MLOCKED_ON_FAULT | protection::DONTDUMP,
+            DEFAULT_RAM_SIZE,
+            DEFAULT_RAM_SIZE,
+        );
+        assert!(
+            d.starts_with("anonymous memory, 16.00 of 16.00 MiB mapped in the VMM, mlocked on fault, no core dump"),
             "{d}"
         );
         assert!(describe_protection(0, 0, 0).starts_with("unknown"));

@@ -34,7 +34,7 @@ use crate::devices::virtio::mmio::regs::QUEUE_NOTIFY;
 use crate::devices::virtio::{VirtioMmioVsock, VsockConfig, VsockError, create_vsock_device};
 use crate::doorbell::{Doorbell, DoorbellError};
 use crate::interrupts::{self, InterruptError};
-use crate::memory::{Backing, GuestRam, MemoryError};
+use crate::memory::{self, Backing, GuestRam, Locking, MemoryError};
 use crate::outcome::ExitOutcome;
 use crate::sandbox::{self, SandboxError, ThreadFilter, ThreadRole};
 use crate::sealing::SealingSecret;
@@ -65,6 +65,13 @@ pub enum VmError {
     /// Guest memory could not be set up.
     #[error("guest memory: {0}")]
     GuestMemory(#[from] MemoryError),
+    /// Hidden guest memory was required ([`EnclaveConfig::require_hidden_memory`]) but guest RAM
+    /// could only be anonymous memory that the VMM maps whole.
+    #[error(
+        "--require-hidden-memory: KVM on this host offers no guest_memfd (KVM_CAP_GUEST_MEMFD is 0), so guest RAM \
+         would be mapped whole in the VMM; refusing to start"
+    )]
+    HiddenMemoryUnavailable,
     /// The process could not be hardened or a seccomp filter not built.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
@@ -178,6 +185,10 @@ pub struct EnclaveConfig {
     pub restart_reasons: Vec<String>,
     /// Measurements of earlier images whose vault this image may open, from its signed manifest.
     pub upgrade_from: Vec<[u8; abi::MEASUREMENT_LEN]>,
+    /// Refuse to launch ([`VmError::HiddenMemoryUnavailable`]) unless guest RAM is a
+    /// `guest_memfd` of which the VMM maps only the boot tables, the image and the DMA window;
+    /// default `false` (fall back to anonymous memory, mapped whole, and say so).
+    pub require_hidden_memory: bool,
 }
 
 impl EnclaveConfig {
@@ -197,6 +208,7 @@ impl EnclaveConfig {
             restart_count: 0,
             restart_reasons: Vec::new(),
             upgrade_from,
+            require_hidden_memory: false,
         }
     }
 }
@@ -221,8 +233,15 @@ impl Enclave {
 
         let kvm = Kvm::new().map_err(kvm_err("opening /dev/kvm"))?;
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        if config.require_hidden_memory && !memory::guest_memfd_supported(&vm) {
+            return Err(VmError::HiddenMemoryUnavailable);
+        }
         // Declared before every view of it, so it is dropped after them on an early return.
         let ram = GuestRam::new(&vm, ram_size, image_end)?;
+        if config.require_hidden_memory && ram.mapped_bytes() >= ram.size() {
+            // KVM offered guest_memfd but refused to make one (logged by GuestRam::new).
+            return Err(VmError::HiddenMemoryUnavailable);
+        }
         let mem = ram.vmm_view()?;
         let filter = |role| -> Result<Option<ThreadFilter>, VmError> {
             Ok(if config.sandbox {
@@ -363,8 +382,10 @@ impl Protection {
                 bits |= HIDDEN;
             }
         }
-        if ram.locked() {
-            bits |= MLOCKED;
+        match ram.locking() {
+            Locking::Locked => bits |= MLOCKED,
+            Locking::OnFault => bits |= MLOCKED_ON_FAULT,
+            Locking::Unlocked => {}
         }
         if ram.dontdump() {
             bits |= DONTDUMP;
