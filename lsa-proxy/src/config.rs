@@ -49,6 +49,9 @@ pub struct Config {
     pub kerberos: KerberosConfig,
     /// Saved credentials.
     pub vault: VaultConfig,
+    /// The VMM's table (`credguard-vmm run --config`, which reads it and checks its keys); the
+    /// proxy accepts it, so both can share one file, and ignores it.
+    pub vmm: Option<toml::Table>,
 }
 
 /// Saved credentials (the vault).
@@ -156,6 +159,7 @@ impl Default for Config {
             limits: Limits::default(),
             kerberos: KerberosConfig::default(),
             vault: VaultConfig::default(),
+            vmm: None,
         }
     }
 }
@@ -215,6 +219,13 @@ mod tests {
         );
         let c = Config::parse("[limits]\noperations_per_second_per_session = 5").unwrap();
         assert_eq!(c.limits.operations_per_second_per_session, 5);
+    }
+
+    #[test]
+    fn the_vmm_table_is_accepted_and_ignored() {
+        let c = Config::parse("[vmm]\nrequire_hidden_memory = true\ntrusted_key = \"/etc/credguard/signing.pub\"\n")
+            .unwrap();
+        assert_eq!(Config { vmm: None, ..c }, Config::default());
     }
 
     #[test]
