@@ -231,3 +231,23 @@ fn run_requires_hidden_memory_when_asked() {
         }
     }
 }
+
+#[test]
+fn verify_refuses_a_manifest_with_a_changed_signer_or_an_extra_field() {
+    let (_d, image, manifest) = copy_image("strict");
+    let text = fs::read_to_string(&manifest).unwrap();
+    let m: Manifest = serde_json::from_str(&text).unwrap();
+    let changed = text.replace(&m.signer, &"0".repeat(m.signer.len()));
+    assert_ne!(changed, text);
+    let extra = text.trim_end().strip_suffix('}').unwrap().to_owned() + ",\n  \"note\": \"x\"\n}\n";
+    for (what, bad) in [("signer", changed), ("note", extra)] {
+        fs::write(&manifest, bad).unwrap();
+        let o = verify(&image, &dev_image().trusted_key);
+        assert_eq!(o.status.code(), Some(2), "{what}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert!(
+            e.contains("not a valid enclave manifest") && e.contains(what),
+            "{what}: {e}"
+        );
+    }
+}
