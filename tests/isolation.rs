@@ -296,17 +296,31 @@ fn memory_scan_finds_no_secret_in_proxy_or_vmm() {
     assert!(hits.is_empty(), "secrets in the VMM's memory:\n{}", hits.join("\n"));
 }
 
+/// The entries the VMM writes into the guest's low page table for the image's first eight pages
+/// (the ring-0 code), from the dev image's segments, as `credguard-vmm` builds them.
+fn image_page_table_entries() -> [u64; 8] {
+    let signed = dev_image().verify().expect("the dev image verifies");
+    let layout = credguard_vmm::boot::image_layout(signed.bytes()).expect("the dev image's layout");
+    let table: std::collections::BTreeMap<u64, u64> = abi::page_table_entries(abi::DEFAULT_RAM_SIZE, &layout.segments)
+        .into_iter()
+        .collect();
+    std::array::from_fn(|k| {
+        let at = abi::PT_LOW_GPA + (abi::IMAGE_BASE_GPA / abi::PAGE_SIZE + k as u64) * 8;
+        let entry = table.get(&at).copied().unwrap_or(0);
+        assert_ne!(entry & abi::pte::PRESENT, 0, "image page {k} is mapped");
+        entry
+    })
+}
+
 /// Whether the ELF core file `core` holds the guest's low page table: a page of some loaded
-/// segment whose entries for the image's first eight pages are as the VMM wrote them into the
-/// guest (the guest's MMU may since have set their accessed and dirty bits). Guest RAM is mapped
-/// page-aligned, so a dump of it has the table at a page boundary; the VMM itself never holds the
-/// table in this layout (it keeps `(gpa, value)` pairs).
-fn holds_guest_page_table(core: &[u8]) -> bool {
-    use abi::pte::{PRESENT, USER, WRITABLE};
+/// segment whose entries for the image's first eight pages are `entries`, as the VMM wrote them
+/// into the guest (the guest's MMU may since have set their accessed and dirty bits). Guest RAM is
+/// mapped page-aligned, so a dump of it has the table at a page boundary; the VMM itself never
+/// holds the table in this layout (it keeps `(gpa, value)` pairs).
+fn holds_guest_page_table(core: &[u8], entries: &[u64; 8]) -> bool {
     const ACCESSED_DIRTY: u64 = 0x60;
     let u64_at = |at: usize| -> Option<u64> { Some(u64::from_le_bytes(core.get(at..at + 8)?.try_into().ok()?)) };
     let u16_at = |at: usize| -> Option<u16> { Some(u16::from_le_bytes(core.get(at..at + 2)?.try_into().ok()?)) };
-    let entry = |k: u64| (abi::IMAGE_BASE_GPA + k * abi::PAGE_SIZE) | PRESENT | WRITABLE | USER;
     let index = (abi::IMAGE_BASE_GPA / abi::PAGE_SIZE * 8) as usize;
     let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
         panic!("not an ELF core file");
@@ -321,7 +335,7 @@ fn holds_guest_page_table(core: &[u8]) -> bool {
         }
         (0..filesz as usize / 4096).any(|page| {
             let at = offset as usize + page * 4096 + index;
-            (0..8).all(|k| u64_at(at + k * 8).is_some_and(|v| v & !ACCESSED_DIRTY == entry(k as u64)))
+            (0..8).all(|k| u64_at(at + k * 8).is_some_and(|v| v & !ACCESSED_DIRTY == entries[k]))
         })
     })
 }
@@ -397,7 +411,8 @@ fn vmm_core_dump_holds_no_guest_memory() {
     // MADV_DONTDUMP alone keeps guest memory out.
     std::fs::write(format!("/proc/{vmm}/coredump_filter"), "0x7f").expect("setting coredump_filter");
     let dir = temp_dir("core-files");
-    let found = holds_guest_page_table;
+    let entries = image_page_table_entries();
+    let found = |core: &[u8]| holds_guest_page_table(core, &entries);
     // Control: a dump that includes the excluded mappings does hold guest memory.
     let control = gcore(vmm, &dir.join("control"), true);
     assert!(

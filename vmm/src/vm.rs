@@ -28,7 +28,7 @@ use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
 use vm_memory::GuestMemoryMmap;
 
 use crate::attestation::AttestationKey;
-use crate::boot::{self, BootError};
+use crate::boot::{self, BootError, CpuProtection};
 use crate::devices::MmioDevice;
 use crate::devices::virtio::mmio::regs::QUEUE_NOTIFY;
 use crate::devices::virtio::{VirtioMmioVsock, VsockConfig, VsockError, create_vsock_device};
@@ -189,6 +189,13 @@ pub struct EnclaveConfig {
     /// `guest_memfd` of which the VMM maps only the boot tables, the image and the DMA window;
     /// default `false` (fall back to anonymous memory, mapped whole, and say so).
     pub require_hidden_memory: bool,
+    /// Tests only: run the guest with CR4.SMEP and CR4.SMAP even where KVM does not offer them
+    /// (they are added to the guest's CPUID); default `false`: exactly what
+    /// `KVM_GET_SUPPORTED_CPUID` offers. On the nested PVM KVM of the development machines KVM
+    /// offers neither, yet its instruction emulator, which runs all guest ring-0 code there,
+    /// enforces both; this lets the tests run the enclave's ring-0 code under them.
+    #[doc(hidden)]
+    pub force_smep_smap: bool,
 }
 
 impl EnclaveConfig {
@@ -209,6 +216,7 @@ impl EnclaveConfig {
             restart_reasons: Vec::new(),
             upgrade_from,
             require_hidden_memory: false,
+            force_smep_smap: false,
         }
     }
 }
@@ -229,7 +237,8 @@ impl Enclave {
         vcpu::install_kick_handler()?;
 
         let image = &config.image;
-        let image_end = boot::image_end(image.bytes())?;
+        let layout = boot::image_layout(image.bytes())?;
+        let image_end = layout.end;
 
         let kvm = Kvm::new().map_err(kvm_err("opening /dev/kvm"))?;
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
@@ -258,12 +267,12 @@ impl Enclave {
         if config.sandbox {
             sandbox::harden_process()?;
         }
-        let protection = Protection::of(&ram, config.sandbox);
         // The irqchip must exist before the vCPU is created.
         interrupts::setup_irqchip(&vm)?;
 
         let vcpu_fd = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
-        boot::setup_cpuid(&kvm, &vcpu_fd)?;
+        let cpu = boot::setup_cpuid(&kvm, &vcpu_fd, config.force_smep_smap)?;
+        let protection = Protection::of(&ram, config.sandbox, cpu);
         let tsc_khz = match vcpu_fd.get_tsc_khz() {
             Ok(khz) => u64::from(khz),
             Err(e) => {
@@ -288,7 +297,7 @@ impl Enclave {
             &config.restart_reasons.iter().map(String::as_str).collect::<Vec<_>>(),
         )
         .with_upgrade_from(&config.upgrade_from);
-        boot::write_boot_tables(&mem, &info)?;
+        boot::write_boot_tables(&mem, &info, &layout.segments, cpu)?;
         if let Some(secret) = &config.sealing_secret {
             // Keys for exactly the image just verified and the earlier images its signed manifest
             // allows (the same list, in the same order, as the boot info's upgrade_from).
@@ -303,7 +312,7 @@ impl Enclave {
                 "this image's signed manifest lets it open and re-seal the vault of an earlier image"
             );
         }
-        boot::setup_registers(&vcpu_fd, entry)?;
+        boot::setup_registers(&vcpu_fd, entry, cpu)?;
         interrupts::enable_lapic(&vcpu_fd)?;
 
         let vsock = match &config.vsock_socket {
@@ -312,9 +321,11 @@ impl Enclave {
         };
         let doorbell = match config.boot_mode {
             BootMode::DoorbellBench => Some(Doorbell::start(&vm, doorbell_filter)?),
-            BootMode::Service | BootMode::PanicSelfTest | BootMode::ServicePanicAfter | BootMode::ServiceHangAfter => {
-                None
-            }
+            BootMode::Service
+            | BootMode::PanicSelfTest
+            | BootMode::ServicePanicAfter
+            | BootMode::ServiceHangAfter
+            | BootMode::WriteCodeSelfTest => None,
         };
 
         let control = Arc::new(VcpuControl::default());
@@ -373,9 +384,16 @@ pub struct Protection {
 }
 
 impl Protection {
-    fn of(ram: &GuestRam, sandbox: bool) -> Self {
+    fn of(ram: &GuestRam, sandbox: bool, cpu: CpuProtection) -> Self {
         use abi::protection::*;
-        let mut bits = KNOWN;
+        // The page tables are always built W^X from the image's segments (boot::image_layout).
+        let mut bits = KNOWN | W_XOR_X;
+        if cpu.smep {
+            bits |= SMEP;
+        }
+        if cpu.smap {
+            bits |= SMAP;
+        }
         if ram.backing() == Backing::GuestMemfd {
             bits |= GUEST_MEMFD;
             if ram.mapped_bytes() < ram.size() {
