@@ -197,7 +197,7 @@ fn memory_scan_finds_no_secret_in_proxy_or_vmm() {
     let status = stack.wait_ready();
     let protection = status["protection"].as_str().unwrap_or_default().to_owned();
     assert!(
-        protection.contains("seccomp on") && protection.contains("dumpable off"),
+        protection.contains("seccomp on") && protection.contains("dumpable off") && protection.contains(", W^X,"),
         "Status: {status}"
     );
     let hidden = hidden_guest_memory("memory_scan_finds_no_secret_in_proxy_or_vmm", &protection);
