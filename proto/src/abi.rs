@@ -204,7 +204,11 @@ pub const ENCLAVE_VSOCK_PORT: u32 = 7000;
 /// `BootInfo::magic`: "CGBOOT01".
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"CGBOOT01");
 /// Version of this ABI; the enclave refuses a boot info of another version.
-pub const ABI_VERSION: u64 = 1;
+///
+/// 2: W^X page tables with ring-0 code supervisor-only, the LAPIC alias below 2 GiB, the SMAP
+/// stub table, an 8 KiB ring-0 stack (issue 13). An image of version 2 under a VMM of version 1
+/// would take its first interrupt through an unmapped alias; it refuses to start instead.
+pub const ABI_VERSION: u64 = 2;
 /// Length of a SHA-384 measurement.
 pub const MEASUREMENT_LEN: usize = 48;
 
