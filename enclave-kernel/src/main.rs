@@ -67,8 +67,22 @@ fn run_test_mode(mode: BootMode, boot: &BootInfo, start_tsc: u64) -> ! {
             check_rng();
             serve::run(boot, start_tsc, Some(serve::Fault::HangAfter(boot.mode_arg)))
         }
+        BootMode::WriteCodeSelfTest => write_code_self_test(),
         BootMode::Service => serve::run(boot, start_tsc, None),
     }
+}
+
+/// Writes to this very function's code, which the VMM's W^X page tables map read-only: the write
+/// faults (#PF, reported by ring 0's fault record). Reveals nothing and changes nothing the
+/// VMM could not: the VMM chooses the boot mode and maps the image anyway.
+#[cfg(feature = "test-modes")]
+fn write_code_self_test() -> ! {
+    let code = write_code_self_test as fn() -> ! as *mut u8;
+    kprintln!("W^X self-test: writing to code at {code:p}");
+    // SAFETY: on purpose: the write must fault. Should it not, the byte written is the one read
+    // (the code stays as it was) and the panic below says the page tables are not W^X.
+    unsafe { code.write_volatile(code.read_volatile()) };
+    panic!("W^X self-test: writing to code at {code:p} did not fault");
 }
 
 /// A production image has none of the test modes.

@@ -83,7 +83,8 @@ pub fn fingerprint(public_key: &[u8]) -> String {
     hex::encode(&d.as_ref()[..16])
 }
 
-/// The manifest file's contents.
+/// The manifest file's contents. Parsed strictly: an unknown or repeated field is refused, and
+/// so is a `signer` other than the fingerprint of `signer_public_key`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
@@ -396,6 +397,11 @@ impl SignedImage {
         let expected =
             Measurement::from_hex(&m.measurement).ok_or_else(|| invalid("measurement is not 96 hex digits"))?;
         let signer_key = hex::decode(&m.signer_public_key).map_err(|_| invalid("signer_public_key is not hex"))?;
+        // `signer` is not covered by the signature: it must say exactly what the key it names
+        // is, or a reader of the manifest could be shown one key while another one signed.
+        if m.signer != fingerprint(&signer_key) {
+            return Err(invalid("signer is not the fingerprint of signer_public_key"));
+        }
         let sig = hex::decode(&m.signature).map_err(|_| invalid("signature is not hex"))?;
         if m.upgrade_from.len() > MAX_UPGRADE_FROM {
             return Err(invalid("upgrade_from lists more than 4 measurements"));
@@ -790,6 +796,44 @@ mod tests {
         fs::write(&f.manifest, text).unwrap();
         let e = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap_err();
         assert!(matches!(e, ImageError::ManifestInvalid { .. }), "{e}");
+    }
+
+    #[test]
+    fn refuses_a_signer_that_is_not_the_keys_fingerprint() {
+        let f = fixture("signer");
+        let signed: Manifest = serde_json::from_str(&fs::read_to_string(&f.manifest).unwrap()).unwrap();
+        let other = SigningKey::generate(&f.dir.join("other.pk8"), &f.dir.join("other.pub")).unwrap();
+        for signer in [other.fingerprint(), String::new(), signed.signer.to_uppercase()] {
+            let mut m = signed.clone();
+            m.signer = signer;
+            fs::write(&f.manifest, serde_json::to_string(&m).unwrap()).unwrap();
+            let e = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap_err();
+            assert!(
+                matches!(&e, ImageError::ManifestInvalid { reason, .. } if reason.contains("signer")),
+                "{e}"
+            );
+        }
+        // The untouched manifest verifies.
+        fs::write(&f.manifest, serde_json::to_string(&signed).unwrap()).unwrap();
+        assert!(SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).is_ok());
+    }
+
+    #[test]
+    fn refuses_unknown_and_repeated_fields() {
+        let f = fixture("fields");
+        let text = fs::read_to_string(&f.manifest).unwrap();
+        let body = text.trim_end().strip_suffix('}').unwrap();
+        for extra in [
+            ",\n  \"comment\": \"harmless?\"\n}",
+            ",\n  \"trusted\": true\n}",
+            ",\n  \"image_size\": 1\n}",
+        ] {
+            fs::write(&f.manifest, format!("{body}{extra}")).unwrap();
+            let e = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap_err();
+            assert!(matches!(e, ImageError::ManifestInvalid { .. }), "{extra}: {e}");
+        }
+        fs::write(&f.manifest, &text).unwrap();
+        assert!(SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).is_ok());
     }
 
     #[test]

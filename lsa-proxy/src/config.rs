@@ -50,6 +50,9 @@ pub struct Config {
     pub kerberos: KerberosConfig,
     /// Saved credentials.
     pub vault: VaultConfig,
+    /// The VMM's table (`credguard-vmm run --config`, which reads it and checks its keys); the
+    /// proxy accepts it, so both can share one file, and ignores it.
+    pub vmm: Option<toml::Table>,
 }
 
 /// Saved credentials (the vault).
@@ -195,6 +198,7 @@ impl Default for Config {
             limits: Limits::default(),
             kerberos: KerberosConfig::default(),
             vault: VaultConfig::default(),
+            vmm: None,
         }
     }
 }
@@ -280,6 +284,13 @@ mod tests {
         assert!(!c.kerberos.is_configured_kdc("TEST.REALM", "kdc.other:88"));
         assert!(Config::parse("[kerberos.realms.R]\nkdc = [\"nope\"]").is_err());
         assert!(Config::parse("[kerberos.realms.R]\nkdcs = []").is_err());
+    }
+
+    #[test]
+    fn the_vmm_table_is_accepted_and_ignored() {
+        let c = Config::parse("[vmm]\nrequire_hidden_memory = true\ntrusted_key = \"/etc/credguard/signing.pub\"\n")
+            .unwrap();
+        assert_eq!(Config { vmm: None, ..c }, Config::default());
     }
 
     #[test]
