@@ -55,8 +55,8 @@ install -m 0644 scripts/systemd/credguard-vmm.service scripts/systemd/credguard-
 install -m 0644 README.md "$dest/usr/local/share/doc/credguard/"
 
 # IPAddressAllow= for the proxy: every address of the KDCs the configuration names (the quoted
-# "host:port" values of its keys with "kdc" in the name) and the DNS servers it resolves them
-# with. KDCs that logons name themselves (--kdc) must be added here by hand.
+# "host:port" values of its keys with "kdc" in the name, the realm table's included) and the DNS
+# servers it resolves them with. Any other KDC must be added to the drop-in by hand.
 ip_allow_dropin() {
   local conf="$1" addrs found hp host
   addrs="$(awk '$1 == "nameserver" { print $2 }' /etc/resolv.conf 2>/dev/null || true)"
@@ -68,7 +68,7 @@ ip_allow_dropin() {
   done
   echo "# Written by scripts/install.sh: the IP addresses the LSA proxy may reach besides loopback"
   echo "# (its unit says IPAddressDeny=any): KDCs named in /etc/credguard/credguard.toml and DNS servers."
-  echo "# Add KDCs that logons name themselves, then: systemctl daemon-reload && systemctl restart credguard-lsa-proxy"
+  echo "# Add any other KDC, then: systemctl daemon-reload && systemctl restart credguard-lsa-proxy"
   echo "[Service]"
   addrs="$(echo $addrs | tr ' ' '\n' | sort -u | paste -sd ' ')"
   [ -z "$addrs" ] || echo "IPAddressAllow=$addrs"

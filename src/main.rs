@@ -47,6 +47,11 @@ fn main() -> ExitCode {
                 // SAFETY: as above.
                 unsafe { std::env::set_var("CREDGUARD_ATTESTATION_PUB", run_dir().join("attestation.key.pub")) };
             }
+            if std::env::var_os("CREDGUARD_SIGNER_PUB").is_none() {
+                // The dev image's signer, which the client pins.
+                // SAFETY: as above.
+                unsafe { std::env::set_var("CREDGUARD_SIGNER_PUB", credguard_image::dev::default_trusted_key_path()) };
+            }
             credguard_lsa_proxy::ctl::main_with_args(args)
         }
         Some("load") => load(&args[2..]),
@@ -191,44 +196,61 @@ async fn supervise() -> Result<()> {
     let vsock = run.join("vsock.sock");
     let api = run.join("lsa.sock");
     let os = |p: &Path| p.as_os_str().to_owned();
+    // The same format as the installed /etc/credguard/credguard.toml (scripts/credguard.toml
+    // documents every key), e.g. the realm table or `[vmm] require_hidden_memory`; the sockets,
+    // keys and the vault stay under run/.
+    let config = Some(run.join("credguard.toml")).filter(|c| c.exists());
+    if let Some(config) = &config {
+        info!(config = %config.display(), "using the configuration file");
+    }
+    let mut vmm_args: Vec<OsString> = vec![
+        "vmm".into(),
+        "run".into(),
+        "--image".into(),
+        os(&dev.image),
+        "--manifest".into(),
+        os(&dev.manifest),
+        "--trusted-key".into(),
+        os(&dev.trusted_key),
+        "--vsock-socket".into(),
+        os(&vsock),
+        // Made on first start (0600) with its public half run/attestation.key.pub.
+        "--attestation-key".into(),
+        os(&run.join("attestation.key")),
+        // The vault's host sealing secret, made on first start (0600); kept across runs so
+        // that saved credentials survive restarts.
+        "--sealing-secret".into(),
+        os(&run.join("sealing.secret")),
+    ];
+    if let Some(config) = &config {
+        vmm_args.push("--config".into());
+        vmm_args.push(os(config));
+    }
     let mut vmm = Supervised {
         name: "credguard-vmm",
-        args: vec![
-            "vmm".into(),
-            "run".into(),
-            "--image".into(),
-            os(&dev.image),
-            "--manifest".into(),
-            os(&dev.manifest),
-            "--trusted-key".into(),
-            os(&dev.trusted_key),
-            "--vsock-socket".into(),
-            os(&vsock),
-            // Made on first start (0600) with its public half run/attestation.key.pub.
-            "--attestation-key".into(),
-            os(&run.join("attestation.key")),
-            // The vault's host sealing secret, made on first start (0600); kept across runs so
-            // that saved credentials survive restarts.
-            "--sealing-secret".into(),
-            os(&run.join("sealing.secret")),
-        ],
+        args: vmm_args,
         child: None,
         restarts: 0,
         started: Instant::now(),
     };
+    let mut proxy_args: Vec<OsString> = vec![
+        "lsa-proxy".into(),
+        "--socket".into(),
+        os(&api),
+        "--vmm-socket".into(),
+        os(&vsock),
+        "--vault-dir".into(),
+        os(&run.join("vault")),
+        // Dev mode: clients without the attestation key may log on in the clear.
+        "--allow-plaintext-secrets".into(),
+    ];
+    if let Some(config) = &config {
+        proxy_args.push("--config".into());
+        proxy_args.push(os(config));
+    }
     let mut proxy = Supervised {
         name: "credguard-lsa-proxy",
-        args: vec![
-            "lsa-proxy".into(),
-            "--socket".into(),
-            os(&api),
-            "--vmm-socket".into(),
-            os(&vsock),
-            "--vault-dir".into(),
-            os(&run.join("vault")),
-            // Dev mode: clients without the attestation key may log on in the clear.
-            "--allow-plaintext-secrets".into(),
-        ],
+        args: proxy_args,
         child: None,
         restarts: 0,
         started: Instant::now(),

@@ -96,7 +96,7 @@ fn a_panicking_enclave_is_reported_not_hung() {
     if !kvm_or_skip("a_panicking_enclave_is_reported_not_hung") {
         return;
     }
-    let signed = dev_image().verify().expect("the dev image verifies");
+    let signed = support::test_image().verify().expect("the test image verifies");
     let mut config = EnclaveConfig::new(EnclaveImage::from_signed(&signed));
     config.boot_mode = BootMode::PanicSelfTest;
     let mut enclave = Enclave::launch(config).expect("launching the enclave");
@@ -113,4 +113,31 @@ fn a_panicking_enclave_is_reported_not_hung() {
         other => panic!("expected a panic, got: {other}"),
     }
     assert!(!outcome.is_success());
+}
+
+#[test]
+fn the_production_image_has_no_test_modes() {
+    if !kvm_or_skip("the_production_image_has_no_test_modes") {
+        return;
+    }
+    let signed = dev_image().verify().expect("the dev image verifies");
+    for mode in [
+        BootMode::PanicSelfTest,
+        BootMode::DoorbellBench,
+        BootMode::ServicePanicAfter,
+    ] {
+        let mut config = EnclaveConfig::new(EnclaveImage::from_signed(&signed));
+        config.boot_mode = mode;
+        let mut enclave = Enclave::launch(config).expect("launching the enclave");
+        let outcome = enclave
+            .wait_timeout(Duration::from_secs(30))
+            .expect("a refused boot mode must stop the guest, not hang it");
+        match &outcome {
+            ExitOutcome::Panic { last_lines } => assert!(
+                last_lines.iter().any(|l| l.contains("exists only in a test image")),
+                "{mode:?}: {last_lines:?}"
+            ),
+            other => panic!("{mode:?}: expected a refusal, got: {other}"),
+        }
+    }
 }

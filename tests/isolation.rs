@@ -1,12 +1,20 @@
 //! Isolation you can check: the real stack (VMM and proxy as separate processes, the enclave under
 //! KVM), scanned and attacked from the outside.
 //!
-//! - After logons with a password and an NT hash, no readable byte of the proxy or of the VMM
-//!   (guest RAM mappings included) holds the password (UTF-8 or UTF-16LE) or the NT hash.
-//! - Guest RAM is a guest_memfd of which the VMM maps only the boot tables, the image and the DMA
-//!   window; `Status` says so.
-//! - A core dump of the VMM holds no guest memory (`gcore` honours `MADV_DONTDUMP`; a control dump
-//!   that ignores it finds the guest's page tables, so the check can fail).
+//! Each test asserts the strongest property the host supports. Whether KVM offers guest_memfd is
+//! asked of KVM and checked against `Status`; where it does not, the parts that need it print one
+//! `SKIPPED: no guest_memfd on this host` line each (a failure with
+//! CREDGUARD_REQUIRE_GUEST_MEMFD=1), and everything else still runs.
+//!
+//! - After logons with a password and an NT hash, no readable byte of the proxy holds the password
+//!   (UTF-8 or UTF-16LE) or the NT hash; nor does any byte of the VMM outside guest RAM.
+//! - With guest_memfd: guest RAM is a guest_memfd of which the VMM maps only the boot tables, the
+//!   image and the DMA window, `Status` says so, and no readable byte of the VMM at all (guest RAM
+//!   mappings included) holds a secret. Without: `Status` says "anonymous memory" and "mlocked on
+//!   fault", and the VMM's scan leaves out guest RAM, which then holds the secrets.
+//! - A core dump of the VMM holds no guest memory, with or without guest_memfd (`gcore` honours
+//!   `MADV_DONTDUMP`; a control dump that ignores it finds the guest's page tables, so the check
+//!   can fail).
 //! - The seccomp filter of each VMM thread kills the process on a call outside its allow-list.
 
 mod support;
@@ -65,11 +73,19 @@ fn readable_mappings(pid: u32) -> Vec<Mapping> {
 /// Every occurrence of each needle in the readable memory of `pid`: (needle name, mapping, address).
 /// Also returns how many bytes were read.
 fn scan(pid: u32, needles: &[(&str, Vec<u8>)]) -> (Vec<String>, u64) {
+    scan_except(pid, needles, &[])
+}
+
+/// [`scan`], leaving out the mappings that start at one of `skipped`.
+fn scan_except(pid: u32, needles: &[(&str, Vec<u8>)], skipped: &[u64]) -> (Vec<String>, u64) {
     let mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("opening /proc/PID/mem");
     let mut hits = Vec::new();
     let mut read = 0u64;
     let longest = needles.iter().map(|(_, n)| n.len()).max().unwrap_or(0);
-    for m in readable_mappings(pid) {
+    for m in readable_mappings(pid)
+        .into_iter()
+        .filter(|m| !skipped.contains(&m.start))
+    {
         // In chunks, overlapping by the longest needle so none is cut in two.
         const CHUNK: u64 = 1 << 20;
         let mut at = m.start;
@@ -120,6 +136,58 @@ fn guest_mapped_bytes(pid: u32) -> u64 {
         .sum()
 }
 
+/// Whether this host hides the enclave's heap and stack from the VMM (guest RAM on a guest_memfd),
+/// asked of KVM and checked against the `protection` line of `Status`. Where it does not: one
+/// `SKIPPED: no guest_memfd on this host` line for the part of `test` that needs it, or a failure
+/// with CREDGUARD_REQUIRE_GUEST_MEMFD=1.
+fn hidden_guest_memory(test: &str, protection: &str) -> bool {
+    let offered = credguard_vmm::memory::host_has_guest_memfd().expect("asking KVM for guest_memfd");
+    assert_eq!(
+        protection.starts_with("guest_memfd,"),
+        offered,
+        "KVM_CAP_GUEST_MEMFD is {} but Status says {protection:?}",
+        u8::from(offered)
+    );
+    if offered {
+        return true;
+    }
+    assert!(
+        protection.starts_with("anonymous memory,") && protection.contains("mlocked on fault"),
+        "without guest_memfd, Status must say so: {protection:?}"
+    );
+    assert_ne!(
+        std::env::var("CREDGUARD_REQUIRE_GUEST_MEMFD").as_deref(),
+        Ok("1"),
+        "{test}: CREDGUARD_REQUIRE_GUEST_MEMFD=1 but this host has no guest_memfd"
+    );
+    // Straight to the stderr handle: libtest captures `eprintln!` of passing tests.
+    let line = format!(
+        "SKIPPED: no guest_memfd on this host ({test}: the VMM part; its memory outside guest RAM is still scanned)\n"
+    );
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    false
+}
+
+/// The VMM's mappings of guest RAM: the guest_memfd pieces, or without guest_memfd the one
+/// anonymous mapping of all of it.
+fn guest_ram_mappings(pid: u32, hidden: bool) -> Vec<Mapping> {
+    let all = readable_mappings(pid);
+    let guest: Vec<Mapping> = if hidden {
+        all.into_iter().filter(|m| m.line.contains("kvm-gmem")).collect()
+    } else {
+        // "start-end perms offset dev inode" and no path: anonymous.
+        all.into_iter()
+            .filter(|m| m.end - m.start == abi::DEFAULT_RAM_SIZE && m.line.split_whitespace().count() == 5)
+            .collect()
+    };
+    assert!(
+        hidden || guest.len() == 1,
+        "expected one anonymous mapping of guest RAM in the VMM, found {}",
+        guest.len()
+    );
+    guest
+}
+
 #[test]
 fn memory_scan_finds_no_secret_in_proxy_or_vmm() {
     if !kvm_or_skip("memory_scan_finds_no_secret_in_proxy_or_vmm") {
@@ -129,11 +197,10 @@ fn memory_scan_finds_no_secret_in_proxy_or_vmm() {
     let status = stack.wait_ready();
     let protection = status["protection"].as_str().unwrap_or_default().to_owned();
     assert!(
-        protection.starts_with("guest_memfd,")
-            && protection.contains("seccomp on")
-            && protection.contains("dumpable off"),
+        protection.contains("seccomp on") && protection.contains("dumpable off") && protection.contains(", W^X,"),
         "Status: {status}"
     );
+    let hidden = hidden_guest_memory("memory_scan_finds_no_secret_in_proxy_or_vmm", &protection);
 
     // Once through the proxy in the clear (it must wipe them), once sealed to the enclave.
     let (code, out, err) = stack.ctl(
@@ -177,6 +244,32 @@ fn memory_scan_finds_no_secret_in_proxy_or_vmm() {
 
     let vmm = stack.vmm_pid().expect("VMM running");
     let proxy = stack.proxy_pid().expect("proxy running");
+    let needles = needles();
+    // Control: the scanner finds the secrets where they are (this test process holds them).
+    let (own, _) = scan(std::process::id(), &needles);
+    assert!(
+        own.iter().any(|h| h.starts_with("password (UTF-8)")) && own.iter().any(|h| h.starts_with("NT hash at")),
+        "the scanner is blind: {own:?}"
+    );
+    // The proxy, in full, on every host.
+    let (hits, read) = scan(proxy, &needles);
+    assert!(read > 1 << 20, "read only {read} bytes of the proxy");
+    assert!(hits.is_empty(), "secrets in the proxy's memory:\n{}", hits.join("\n"));
+
+    if !hidden {
+        // Guest RAM is mapped whole in the VMM here, so it holds the secrets (the control: the
+        // scan finds them there); the rest of the VMM must not.
+        let guest = guest_ram_mappings(vmm, false);
+        let (in_guest, _) = scan(vmm, &needles);
+        assert!(
+            in_guest.iter().any(|h| h.starts_with("password (UTF-8)")),
+            "the scanner is blind to the guest RAM the VMM maps: {in_guest:?}"
+        );
+        let (hits, read) = scan_except(vmm, &needles, &[guest[0].start]);
+        assert!(read > 1 << 20, "read only {read} bytes of the VMM");
+        assert!(hits.is_empty(), "secrets in the VMM's own memory:\n{}", hits.join("\n"));
+        return;
+    }
     let mapped = guest_mapped_bytes(vmm);
     assert!(
         mapped > 0 && mapped <= abi::DEFAULT_RAM_SIZE / 4,
@@ -184,9 +277,9 @@ fn memory_scan_finds_no_secret_in_proxy_or_vmm() {
     );
     // The hidden part is not even readable through /proc/PID/mem: the heap's first page.
     let mem = std::fs::File::open(format!("/proc/{vmm}/mem")).unwrap();
-    let gmem = readable_mappings(vmm)
+    let gmem = guest_ram_mappings(vmm, true)
         .into_iter()
-        .find(|m| m.line.contains("kvm-gmem"))
+        .next()
         .expect("a guest_memfd mapping");
     // There the VMM has only a PROT_NONE reservation (KVM's view of the slot): a forced read gets
     // an error or zero pages, never the guest's heap (whose first page holds allocator state).
@@ -198,32 +291,36 @@ fn memory_scan_finds_no_secret_in_proxy_or_vmm() {
             "the guest heap is readable through the VMM"
         );
     }
+    let (hits, read) = scan(vmm, &needles);
+    assert!(read > 1 << 20, "read only {read} bytes of the VMM");
+    assert!(hits.is_empty(), "secrets in the VMM's memory:\n{}", hits.join("\n"));
+}
 
-    let needles = needles();
-    // Control: the scanner finds the secrets where they are (this test process holds them).
-    let (own, _) = scan(std::process::id(), &needles);
-    assert!(
-        own.iter().any(|h| h.starts_with("password (UTF-8)")) && own.iter().any(|h| h.starts_with("NT hash at")),
-        "the scanner is blind: {own:?}"
-    );
-    for (who, pid) in [("proxy", proxy), ("VMM", vmm)] {
-        let (hits, read) = scan(pid, &needles);
-        assert!(read > 1 << 20, "read only {read} bytes of the {who}");
-        assert!(hits.is_empty(), "secrets in the {who}'s memory:\n{}", hits.join("\n"));
-    }
+/// The entries the VMM writes into the guest's low page table for the image's first eight pages
+/// (the ring-0 code), from the dev image's segments, as `credguard-vmm` builds them.
+fn image_page_table_entries() -> [u64; 8] {
+    let signed = dev_image().verify().expect("the dev image verifies");
+    let layout = credguard_vmm::boot::image_layout(signed.bytes()).expect("the dev image's layout");
+    let table: std::collections::BTreeMap<u64, u64> = abi::page_table_entries(abi::DEFAULT_RAM_SIZE, &layout.segments)
+        .into_iter()
+        .collect();
+    std::array::from_fn(|k| {
+        let at = abi::PT_LOW_GPA + (abi::IMAGE_BASE_GPA / abi::PAGE_SIZE + k as u64) * 8;
+        let entry = table.get(&at).copied().unwrap_or(0);
+        assert_ne!(entry & abi::pte::PRESENT, 0, "image page {k} is mapped");
+        entry
+    })
 }
 
 /// Whether the ELF core file `core` holds the guest's low page table: a page of some loaded
-/// segment whose entries for the image's first eight pages are as the VMM wrote them into the
-/// guest (the guest's MMU may since have set their accessed and dirty bits). Guest RAM is mapped
-/// page-aligned, so a dump of it has the table at a page boundary; the VMM itself never holds the
-/// table in this layout (it keeps `(gpa, value)` pairs).
-fn holds_guest_page_table(core: &[u8]) -> bool {
-    use abi::pte::{PRESENT, USER, WRITABLE};
+/// segment whose entries for the image's first eight pages are `entries`, as the VMM wrote them
+/// into the guest (the guest's MMU may since have set their accessed and dirty bits). Guest RAM is
+/// mapped page-aligned, so a dump of it has the table at a page boundary; the VMM itself never
+/// holds the table in this layout (it keeps `(gpa, value)` pairs).
+fn holds_guest_page_table(core: &[u8], entries: &[u64; 8]) -> bool {
     const ACCESSED_DIRTY: u64 = 0x60;
     let u64_at = |at: usize| -> Option<u64> { Some(u64::from_le_bytes(core.get(at..at + 8)?.try_into().ok()?)) };
     let u16_at = |at: usize| -> Option<u16> { Some(u16::from_le_bytes(core.get(at..at + 2)?.try_into().ok()?)) };
-    let entry = |k: u64| (abi::IMAGE_BASE_GPA + k * abi::PAGE_SIZE) | PRESENT | WRITABLE | USER;
     let index = (abi::IMAGE_BASE_GPA / abi::PAGE_SIZE * 8) as usize;
     let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
         panic!("not an ELF core file");
@@ -238,7 +335,7 @@ fn holds_guest_page_table(core: &[u8]) -> bool {
         }
         (0..filesz as usize / 4096).any(|page| {
             let at = offset as usize + page * 4096 + index;
-            (0..8).all(|k| u64_at(at + k * 8).is_some_and(|v| v & !ACCESSED_DIRTY == entry(k as u64)))
+            (0..8).all(|k| u64_at(at + k * 8).is_some_and(|v| v & !ACCESSED_DIRTY == entries[k]))
         })
     })
 }
@@ -273,38 +370,49 @@ fn vmm_core_dump_holds_no_guest_memory() {
         return;
     }
     let stack = Stack::start("core", "");
-    stack.wait_ready();
+    let status = stack.wait_ready();
     let vmm = stack.vmm_pid().expect("VMM running");
+    // Holds with or without guest_memfd: MADV_DONTDUMP applies to the anonymous fallback too.
+    let hidden = status["protection"]
+        .as_str()
+        .is_some_and(|p| p.starts_with("guest_memfd,"));
+    let guest: Vec<u64> = guest_ram_mappings(vmm, hidden).iter().map(|m| m.start).collect();
 
-    // The guest RAM the VMM maps is marked "dd" (MADV_DONTDUMP) and locked.
+    // The guest RAM the VMM maps is marked "dd" (MADV_DONTDUMP) and locked ("lo"; without
+    // guest_memfd locked on fault, "lf", too).
     let smaps = std::fs::read_to_string(format!("/proc/{vmm}/smaps")).unwrap();
-    let mut gmem_flags = Vec::new();
-    let mut in_gmem = false;
+    let mut guest_flags = Vec::new();
+    let mut in_guest = false;
     for line in smaps.lines() {
-        let header = line
+        let start = line
             .split_whitespace()
             .next()
             .and_then(|r| r.split_once('-'))
-            .is_some_and(|(a, b)| u64::from_str_radix(a, 16).is_ok() && u64::from_str_radix(b, 16).is_ok());
-        if header {
-            in_gmem = line.contains("kvm-gmem");
+            .and_then(|(a, b)| Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?)));
+        if let Some((start, _)) = start {
+            in_guest = guest.contains(&start);
         }
-        if in_gmem && let Some(flags) = line.strip_prefix("VmFlags:") {
-            gmem_flags.push(flags.to_owned());
+        if in_guest && let Some(flags) = line.strip_prefix("VmFlags:") {
+            guest_flags.push(flags.to_owned());
         }
     }
-    assert!(!gmem_flags.is_empty(), "no guest_memfd mapping in the VMM");
-    for flags in &gmem_flags {
+    assert!(!guest_flags.is_empty(), "no guest RAM mapping in the VMM");
+    for flags in &guest_flags {
         let flags: Vec<&str> = flags.split_whitespace().collect();
         assert!(flags.contains(&"dd"), "guest mapping without MADV_DONTDUMP: {flags:?}");
         assert!(flags.contains(&"lo"), "guest mapping not mlocked: {flags:?}");
+        assert!(
+            hidden || flags.contains(&"lf"),
+            "guest mapping not locked on fault: {flags:?}"
+        );
     }
 
     // Ask for everything, shared file-backed mappings included (the guest_memfd is one), so that
     // MADV_DONTDUMP alone keeps guest memory out.
     std::fs::write(format!("/proc/{vmm}/coredump_filter"), "0x7f").expect("setting coredump_filter");
     let dir = temp_dir("core-files");
-    let found = holds_guest_page_table;
+    let entries = image_page_table_entries();
+    let found = |core: &[u8]| holds_guest_page_table(core, &entries);
     // Control: a dump that includes the excluded mappings does hold guest memory.
     let control = gcore(vmm, &dir.join("control"), true);
     assert!(
@@ -487,7 +595,8 @@ fn memory_scan_after_ntlm_and_kerberos_finds_no_secret() {
     // Logged: the proxy's audit log and the VMM's whole log (the enclave's console included) are
     // searched too.
     let stack = Stack::start_logged("scan-krb", &config);
-    stack.wait_ready();
+    let status = stack.wait_ready();
+    let hidden = hidden_guest_memory(test, status["protection"].as_str().unwrap_or_default());
     let password = kdc.get("PASSWORD");
     let realm = kdc.get("REALM");
 
@@ -552,8 +661,14 @@ fn memory_scan_after_ntlm_and_kerberos_finds_no_secret() {
     }
     let vmm = stack.vmm_pid().expect("VMM running");
     let proxy = stack.proxy_pid().expect("proxy running");
-    for (who, pid) in [("proxy", proxy), ("VMM", vmm)] {
-        let (hits, read) = scan(pid, &needles);
+    // With guest_memfd all of the VMM; without, all but guest RAM, which it maps whole then.
+    let vmm_skipped: Vec<u64> = if hidden {
+        Vec::new()
+    } else {
+        guest_ram_mappings(vmm, false).iter().map(|m| m.start).collect()
+    };
+    for (who, pid, skipped) in [("proxy", proxy, &[][..]), ("VMM", vmm, &vmm_skipped[..])] {
+        let (hits, read) = scan_except(pid, &needles, skipped);
         assert!(read > 1 << 20, "read only {read} bytes of the {who}");
         assert!(hits.is_empty(), "secrets in the {who}'s memory:\n{}", hits.join("\n"));
     }
@@ -624,10 +739,16 @@ fn sealed_logon_is_attested_single_use_and_bound_to_its_names() {
     support::runtime().block_on(async {
         let mut c = client::connect(&stack.api).await.unwrap();
         let status = c.status(lsa::StatusRequest {}).await.unwrap().into_inner();
-        let vk = sealed::read_attestation_public_key(&stack.attestation_pub()).unwrap();
-        let attested = sealed::verify(&status, &vk, &stack.attestation_pub(), None).unwrap();
+        let attested = sealed::verify(&status, &stack.expectations()).unwrap();
         let secret = || enclave::sealed_logon_secret::Secret::Password("Sealed-Pw-1".into());
-        let one = sealed::seal(&attested.public_key, secret(), "sam", "CORP", "").unwrap();
+        let nonce = c
+            .get_sealing_nonce(lsa::GetSealingNonceRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .nonce;
+        let seal_for = support::seal_for_me(&nonce, "sam", "CORP", "");
+        let one = sealed::seal(&attested.public_key, secret(), false, &seal_for).unwrap();
         let logon = |user: &str, s: lsa::SealedSecret| lsa::LogonRequest {
             user: user.into(),
             domain: "CORP".into(),
@@ -650,7 +771,7 @@ fn sealed_logon_is_attested_single_use_and_bound_to_its_names() {
         // Replayed: refused by the enclave.
         let e = c.logon(logon("sam", one.clone())).await.unwrap_err();
         assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
-        assert!(e.message().contains("replay"), "{e:?}");
+        assert!(e.message().contains("replayed"), "{e:?}");
         // A replayed session id after logoff: gone.
         c.logoff(lsa::LogoffRequest { session_id: id.clone() }).await.unwrap();
         let e = c
@@ -659,7 +780,7 @@ fn sealed_logon_is_attested_single_use_and_bound_to_its_names() {
             .unwrap_err();
         assert_eq!(e.code(), Code::NotFound, "{e:?}");
         // Sealed to another key (another boot): a clear refusal.
-        let other = sealed::seal(&[7; 32], secret(), "sam", "CORP", "").unwrap();
+        let other = sealed::seal(&[7; 32], secret(), false, &seal_for).unwrap();
         let e = c.logon(logon("sam", other)).await.unwrap_err();
         assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
         assert!(e.message().contains("another boot"), "{e:?}");

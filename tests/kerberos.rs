@@ -122,11 +122,12 @@ fn tgt_service_ticket_and_mit_acceptor_for_every_enctype_and_the_refusals() {
         assert_eq!(json(&out)["client_principal"], format!("alice{et}@{realm}"));
     }
 
-    // rc4-hmac without kerberos.allow_rc4: refused by the enclave's rule.
+    // rc4-hmac without kerberos.allow_rc4 (and without the image's policy): refused by the
+    // enclave's rule.
     let id = logon(&stack, &kdc, "alice23", &password, None);
     let (code, _, err) = stack.ctl(None, &["kerberos-tgt", &id], "");
     assert_eq!(code, 1);
-    assert!(err.contains("FailedPrecondition") && err.contains("allow_rc4"), "{err}");
+    assert!(err.contains("FailedPrecondition") && err.contains("rc4"), "{err}");
 
     // A delegate request: refused, naming the rule.
     let (code, _, err) = stack.ctl(None, &["kerberos-ticket", &id, &spn, "--delegate"], "");
@@ -341,18 +342,55 @@ fn ccache_holds_the_service_ticket_only_and_mit_tools_read_it() {
 }
 
 #[test]
-fn rc4_hmac_works_only_where_the_config_allows_it() {
-    let Some((kdc, stack)) = kerberos_stack("kerberos_rc4", true, true) else {
+fn rc4_hmac_needs_the_images_signed_policy_and_the_logon() {
+    // The proxy's configuration asks for rc4-hmac, but the image's signed policy refuses it: the
+    // enclave refuses, whatever the proxy says.
+    let Some((kdc, stack)) = kerberos_stack("kerberos_rc4_refused", true, false) else {
         return;
     };
+    let id = logon(&stack, &kdc, "alice23", kdc.get("PASSWORD"), None);
+    let (code, _, err) = stack.ctl(None, &["kerberos-tgt", &id], "");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("FailedPrecondition") && err.contains("signed policy"),
+        "{err}"
+    );
+    let (_, out, _) = stack.ctl(None, &["status"], "");
+    assert_eq!(json(&out)["rc4_allowed"], false);
+    drop(stack);
+
+    // The same image, signed with a policy that allows rc4-hmac: a logon that asks for it works.
+    let manifest = support::manifest_with_policy("rc4", credguard_image::Policy { allow_rc4: true });
+    let stack = Stack::start_with_manifest("kerberos-rc4", &config(&kdc, true), manifest);
+    stack.wait_ready();
+    let (_, out, _) = stack.ctl(None, &["status"], "");
+    assert_eq!(json(&out)["rc4_allowed"], true, "{out}");
+    assert!(
+        json(&out)["attestation"].as_str().unwrap().starts_with("verified"),
+        "{out}"
+    );
     let id = logon(&stack, &kdc, "alice23", kdc.get("PASSWORD"), None);
     let (code, out, err) = stack.ctl(None, &["kerberos-tgt", &id], "");
     assert_eq!(code, 0, "{err}");
     assert_eq!(json(&out)["enctype"], 23);
-    let (code, out, err) = stack.ctl(None, &["kerberos-ticket", &id, kdc.get("SPN")], "");
+    if have_python_gssapi() {
+        let (code, out, err) = stack.ctl(None, &["kerberos-ticket", &id, kdc.get("SPN")], "");
+        assert_eq!(code, 0, "{err}");
+        let verdict = accept(&kdc, json(&out)["gss_token"].as_str().unwrap());
+        assert_eq!(verdict["initiator"], "alice23@CREDGUARD.TEST");
+    }
+    // A client that seals `--refuse-rc4` with its secret: refused for that logon, whatever the
+    // proxy's configuration says.
+    let (code, out, err) = stack.ctl(
+        None,
+        &["logon", "alice23", "--realm", kdc.get("REALM"), "--refuse-rc4"],
+        &format!("{}\n", kdc.get("PASSWORD")),
+    );
     assert_eq!(code, 0, "{err}");
-    let verdict = accept(&kdc, json(&out)["gss_token"].as_str().unwrap());
-    assert_eq!(verdict["initiator"], "alice23@CREDGUARD.TEST");
+    let id = json(&out)["session_id"].as_str().unwrap().to_string();
+    let (code, _, err) = stack.ctl(None, &["kerberos-tgt", &id], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("FailedPrecondition"), "{err}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! "No oracle" end to end (issue 7): the real enclave under KVM enforces the per-session rate limit
-//! of secret-using operations on its own clock, and the proxy writes the enclave's audit record of
-//! every use of a secret to its log, with the caller's uid and never the secret.
+//! "No oracle" end to end: the real enclave under KVM enforces the rate limit of secret-using
+//! operations per user and per credential on its own clock (logging on again does not reset it;
+//! another user is not slowed down), and the proxy writes the enclave's audit record of every use
+//! of a secret to its log, with the caller's uid and never the secret.
 
 mod support;
 
@@ -88,17 +89,33 @@ fn the_enclave_rate_limits_and_audits_secret_use() {
         let elapsed = start.elapsed().as_secs_f64();
         let message = refused.expect("a burst of 3x the rate was never refused");
         assert!(
-            message.contains(&format!("rate limit of {RATE} operations per second per session")),
+            message.contains(&format!(
+                "rate limit of {RATE} operations per second per user and per credential"
+            )),
             "{message}"
         );
         // The burst, plus what the bucket refilled while the burst ran.
         let allowed = RATE + (elapsed * f64::from(RATE)).ceil() as u32;
         assert!(passed >= RATE && passed <= allowed, "{passed} passed in {elapsed:.3} s");
 
-        // The limit is per session: another session of the same uid is not throttled.
-        handshake(&mut c, &other)
+        // The budget is the user's and the credential's, not the session's: another session of
+        // the same uid, or a new logon of the same credential, does not get a fresh one.
+        let e = handshake(&mut c, &other)
             .await
-            .expect("another session's bucket is its own");
+            .expect_err("another session of the same uid");
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        let again = logon(&mut c, "alice").await;
+        let e = handshake(&mut c, &again)
+            .await
+            .expect_err("a new logon of the same credential");
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        // Another user is not slowed down by alice's burst: its attempt reaches the enclave's rule.
+        let (code, out, err) = stack.ctl(Some(1000), &["logon", "carol", "--domain", "CORP"], "Carol-Pw-1\n");
+        assert_eq!(code, 0, "{err}");
+        let carol = support::json(&out)["session_id"].as_str().unwrap().to_string();
+        let (code, _, err) = stack.ctl(Some(1000), &["legacy-authenticate", &carol, "--protocol", "ntlmv1"], "");
+        assert_ne!(code, 0);
+        assert!(err.contains("protected-credential rule"), "{err}");
 
         // After a pause the session works again.
         tokio::time::sleep(Duration::from_millis(1200)).await;

@@ -159,7 +159,7 @@ fn an_enclave_panic_mid_request_is_survived_without_restarting_the_proxy() {
         return;
     }
     // The enclave panics while handling its 31st request; restarts boot normally.
-    let stack = Stack::start_with_vmm_args("panic", "", &["--inject-fault", "panic", "--inject-fault-after", "30"]);
+    let stack = Stack::start_test_image("panic", "", &["--inject-fault", "panic", "--inject-fault-after", "30"]);
     stack.wait_ready();
     let proxy = stack.proxy_pid();
     let supervisor = stack.supervisor_pid();
@@ -228,7 +228,7 @@ fn a_hung_enclave_is_restarted_by_the_watchdog() {
         return;
     }
     // The enclave spins forever in ring 3 on its 11th request (the watchdog's pings count too).
-    let stack = Stack::start_with_vmm_args(
+    let stack = Stack::start_test_image(
         "hang",
         "",
         &[
@@ -325,7 +325,7 @@ fn twenty_panics_in_a_row() {
         return;
     }
     const PANICS: u64 = 20;
-    let stack = Stack::start_with_vmm_args(
+    let stack = Stack::start_test_image(
         "twenty-panics",
         "",
         &[

@@ -98,8 +98,10 @@ mod tests {
         assert_eq!(check(&i), Err(BootError::BadMagic(1)));
         assert!(check(&i).unwrap_err().to_string().contains("CGBOOT01"));
         let mut i = good();
-        i.abi_version = 2;
-        assert_eq!(check(&i), Err(BootError::BadVersion(2)));
+        i.abi_version = abi::ABI_VERSION - 1;
+        assert_eq!(check(&i), Err(BootError::BadVersion(abi::ABI_VERSION - 1)));
+        i.abi_version = abi::ABI_VERSION + 1;
+        assert_eq!(check(&i), Err(BootError::BadVersion(abi::ABI_VERSION + 1)));
         let mut i = good();
         i.boot_mode = 9;
         assert_eq!(check(&i), Err(BootError::BadMode(9)));

@@ -11,13 +11,18 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use credguard_proto::attest::Owner;
 use credguard_proto::enclave::{LogonRequest, logon_request};
 use zeroize::{Zeroize, Zeroizing};
+
+use crate::ratelimit::CredentialId;
 
 /// Bytes of a session handle.
 pub const SESSION_HANDLE_LEN: usize = 16;
 /// Sessions the enclave holds at most (its memory is small and fixed).
 pub const MAX_SESSIONS: usize = 4096;
+/// Sessions one owner (uid) holds at most, so that no caller can take every slot.
+pub const MAX_SESSIONS_PER_OWNER: usize = 256;
 /// Longest user, domain or realm.
 pub const MAX_NAME_LEN: usize = 256;
 /// Longest password, in bytes.
@@ -40,6 +45,13 @@ pub struct KerberosKey {
 /// stays only while Kerberos keys are still to be derived from it (string-to-key needs the salt
 /// and iteration count the KDC announces). Without a realm it is wiped at logon.
 pub struct LogonCredential {
+    /// Who logged on (the uid the proxy reported).
+    pub owner: Owner,
+    /// Whether this session may use rc4-hmac: the image's signed policy allows it and the logon
+    /// asked for it (see `credential_from`).
+    pub allow_rc4: bool,
+    /// Fingerprint of the credential, for its rate limit (set by the service at logon).
+    pub id: CredentialId,
     /// User name.
     pub user: String,
     /// NetBIOS domain.
@@ -75,8 +87,9 @@ pub enum LogonRefused {
     Invalid(String),
     /// Refused by rule (FAILED_PRECONDITION).
     Rule(String),
-    /// The enclave holds [`MAX_SESSIONS`] already (RESOURCE_EXHAUSTED).
-    Full,
+    /// The enclave holds [`MAX_SESSIONS`] already, or the owner [`MAX_SESSIONS_PER_OWNER`]
+    /// (RESOURCE_EXHAUSTED).
+    Full(&'static str),
 }
 
 fn check_name(field: &str, v: &str, may_be_empty: bool) -> Result<(), LogonRefused> {
@@ -101,8 +114,10 @@ fn key_len(enctype: i32) -> Option<usize> {
 }
 
 /// Turns a logon request into a credential, taking its secret out of `req` (which is left
-/// without one). Wipes the secret on refusal.
-pub fn credential_from(req: &mut LogonRequest) -> Result<LogonCredential, LogonRefused> {
+/// without one). Wipes the secret on refusal. The session may use rc4-hmac only if the image's
+/// signed policy allows it (`policy_allows_rc4`) and the request asks for it (`req.allow_rc4`);
+/// an rc4-hmac key is refused otherwise.
+pub fn credential_from(req: &mut LogonRequest, policy_allows_rc4: bool) -> Result<LogonCredential, LogonRefused> {
     let secret = req.secret.take();
     let checked = check_name("user", &req.user, false)
         .and_then(|_| check_name("domain", &req.domain, true))
@@ -117,6 +132,9 @@ pub fn credential_from(req: &mut LogonRequest) -> Result<LogonCredential, LogonR
         (Ok(()), Some(s)) => s,
     };
     let mut cred = LogonCredential {
+        owner: Owner(req.owner),
+        allow_rc4: policy_allows_rc4 && req.allow_rc4,
+        id: [0; 16],
         user: core::mem::take(&mut req.user),
         domain: core::mem::take(&mut req.domain),
         realm: core::mem::take(&mut req.realm),
@@ -166,6 +184,9 @@ pub fn credential_from(req: &mut LogonRequest) -> Result<LogonCredential, LogonR
             if cred.realm.is_empty() {
                 return Err(LogonRefused::Invalid("a Kerberos key needs a realm".into()));
             }
+            if k.enctype == 23 && !cred.allow_rc4 {
+                return Err(LogonRefused::Rule(rc4_refused(policy_allows_rc4)));
+            }
             cred.kind = "key";
             cred.keys.push(KerberosKey {
                 enctype: k.enctype,
@@ -178,6 +199,19 @@ pub fn credential_from(req: &mut LogonRequest) -> Result<LogonCredential, LogonR
         }
     }
     Ok(cred)
+}
+
+/// Why rc4-hmac is refused for a session: by the image's policy, or by the logon itself.
+pub fn rc4_refused(policy_allows_rc4: bool) -> String {
+    if policy_allows_rc4 {
+        "rc4-hmac was not asked for at logon (kerberos.allow_rc4 for secrets the proxy forwards; a sealed \
+         secret's client refused it)"
+            .into()
+    } else {
+        "rc4-hmac is refused by the enclave image's signed policy (sign the image with \
+         `credguard-image sign --allow-rc4` to allow it; kerberos.allow_rc4 alone cannot)"
+            .into()
+    }
 }
 
 fn wipe(s: logon_request::Secret) {
@@ -217,7 +251,12 @@ impl CredentialStore {
     /// Adds `cred` under `handle` (fresh random bytes from the caller).
     pub fn insert(&mut self, handle: SessionHandle, cred: LogonCredential) -> Result<(), LogonRefused> {
         if self.sessions.len() >= MAX_SESSIONS {
-            return Err(LogonRefused::Full);
+            return Err(LogonRefused::Full("the enclave holds as many sessions as it can"));
+        }
+        if self.count_of(cred.owner) >= MAX_SESSIONS_PER_OWNER {
+            return Err(LogonRefused::Full(
+                "this user holds as many sessions as the enclave allows one user: log off some",
+            ));
         }
         if self.sessions.contains_key(&handle) {
             // 128 random bits never collide unless the RNG is broken: refuse rather than replace.
@@ -227,6 +266,11 @@ impl CredentialStore {
         }
         self.sessions.insert(handle, cred);
         Ok(())
+    }
+
+    /// Sessions of `owner`.
+    pub fn count_of(&self, owner: Owner) -> usize {
+        self.sessions.values().filter(|c| c.owner == owner).count()
     }
 
     /// The session `handle`.
@@ -262,13 +306,15 @@ mod tests {
             realm: "R".into(),
             secret: Some(secret),
             operations_per_second: 0,
+            owner: 1000,
+            allow_rc4: false,
         }
     }
 
     #[test]
     fn accepts_each_kind_of_secret() {
         let mut r = req(logon_request::Secret::Password("Password".into()));
-        let c = credential_from(&mut r).unwrap();
+        let c = credential_from(&mut r, false).unwrap();
         assert_eq!(c.kind, "password");
         assert!(r.secret.is_none(), "the secret is taken out of the request");
         // MS-NLMP 4.2.1: NTOWFv1("Password") = a4f49c406510bdcab6824ee7c30fd852.
@@ -280,16 +326,16 @@ mod tests {
         let mut no_realm = req(logon_request::Secret::Password("pw".into()));
         no_realm.realm.clear();
         assert!(
-            credential_from(&mut no_realm).unwrap().password.is_none(),
+            credential_from(&mut no_realm, false).unwrap().password.is_none(),
             "no realm: wiped at logon"
         );
-        let c = credential_from(&mut req(logon_request::Secret::NtHash(alloc::vec![1; 16]))).unwrap();
+        let c = credential_from(&mut req(logon_request::Secret::NtHash(alloc::vec![1; 16])), false).unwrap();
         assert_eq!(c.kind, "nt_hash");
         let k = Key {
             enctype: 18,
             value: alloc::vec![2; 32],
         };
-        let c = credential_from(&mut req(logon_request::Secret::Key(k))).unwrap();
+        let c = credential_from(&mut req(logon_request::Secret::Key(k)), false).unwrap();
         assert_eq!((c.kind, c.keys.len(), c.nt_hash.is_none()), ("key", 1, true));
     }
 
@@ -300,7 +346,7 @@ mod tests {
             value: alloc::vec![0; 8],
         };
         assert!(matches!(
-            credential_from(&mut req(logon_request::Secret::Key(des))),
+            credential_from(&mut req(logon_request::Secret::Key(des)), false),
             Err(LogonRefused::Rule(_))
         ));
         let short = Key {
@@ -308,23 +354,37 @@ mod tests {
             value: alloc::vec![0; 16],
         };
         assert!(matches!(
-            credential_from(&mut req(logon_request::Secret::Key(short))),
+            credential_from(&mut req(logon_request::Secret::Key(short)), false),
             Err(LogonRefused::Invalid(_))
         ));
         let h = logon_request::Secret::NtHash(alloc::vec![0; 15]);
-        assert!(matches!(credential_from(&mut req(h)), Err(LogonRefused::Invalid(_))));
+        assert!(matches!(
+            credential_from(&mut req(h), false),
+            Err(LogonRefused::Invalid(_))
+        ));
         let mut none = req(logon_request::Secret::Password("x".into()));
         none.secret = None;
-        assert!(matches!(credential_from(&mut none), Err(LogonRefused::Invalid(_))));
+        assert!(matches!(
+            credential_from(&mut none, false),
+            Err(LogonRefused::Invalid(_))
+        ));
         let mut nouser = req(logon_request::Secret::Password("x".into()));
         nouser.user.clear();
-        assert!(matches!(credential_from(&mut nouser), Err(LogonRefused::Invalid(_))));
+        assert!(matches!(
+            credential_from(&mut nouser, false),
+            Err(LogonRefused::Invalid(_))
+        ));
     }
 
     #[test]
     fn store_limits_and_removes() {
         let mut s = CredentialStore::new();
-        let cred = || credential_from(&mut req(logon_request::Secret::Password("p".into()))).unwrap();
+        let cred = || credential_from(&mut req(logon_request::Secret::Password("p".into())), false).unwrap();
+        let of = |uid: u64| {
+            let mut r = req(logon_request::Secret::Password("p".into()));
+            r.owner = uid;
+            credential_from(&mut r, false).unwrap()
+        };
         s.insert([1; 16], cred()).unwrap();
         assert!(matches!(s.insert([1; 16], cred()), Err(LogonRefused::Rule(_))));
         assert!(s.get(&[1; 16]).is_some());
@@ -334,8 +394,51 @@ mod tests {
         for i in 0..MAX_SESSIONS {
             let mut h = [0u8; 16];
             h[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            s.insert(h, cred()).unwrap();
+            let r = s.insert(h, of((i / MAX_SESSIONS_PER_OWNER) as u64));
+            assert!(r.is_ok(), "{i}");
         }
-        assert_eq!(s.insert([0xff; 16], cred()), Err(LogonRefused::Full));
+        assert!(matches!(s.insert([0xff; 16], of(99_999)), Err(LogonRefused::Full(_))));
+    }
+
+    #[test]
+    fn one_owner_cannot_take_every_session() {
+        let mut s = CredentialStore::new();
+        let of = |uid: u64| {
+            let mut r = req(logon_request::Secret::Password("p".into()));
+            r.owner = uid;
+            credential_from(&mut r, false).unwrap()
+        };
+        for i in 0..MAX_SESSIONS_PER_OWNER {
+            let mut h = [0u8; 16];
+            h[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            s.insert(h, of(1000)).unwrap();
+        }
+        let r = s.insert([0xfe; 16], of(1000));
+        assert!(
+            matches!(&r, Err(LogonRefused::Full(m)) if m.contains("this user")),
+            "{r:?}"
+        );
+        assert!(s.insert([0xfd; 16], of(1001)).is_ok(), "another user still logs on");
+    }
+
+    #[test]
+    fn rc4_keys_need_the_policy_and_the_logon() {
+        let rc4 = || Key {
+            enctype: 23,
+            value: alloc::vec![3; 16],
+        };
+        let mut asks = req(logon_request::Secret::Key(rc4()));
+        asks.allow_rc4 = true;
+        let r = credential_from(&mut asks, false);
+        assert!(matches!(&r, Err(LogonRefused::Rule(m)) if m.contains("signed policy")));
+        let r = credential_from(&mut req(logon_request::Secret::Key(rc4())), true);
+        assert!(matches!(&r, Err(LogonRefused::Rule(m)) if m.contains("not asked for")));
+        let mut asks = req(logon_request::Secret::Key(rc4()));
+        asks.allow_rc4 = true;
+        let c = credential_from(&mut asks, true).unwrap();
+        assert!(c.allow_rc4);
+        let mut pw = req(logon_request::Secret::Password("p".into()));
+        pw.allow_rc4 = true;
+        assert!(!credential_from(&mut pw, false).unwrap().allow_rc4, "the policy wins");
     }
 }

@@ -7,9 +7,10 @@ use alloc::vec::Vec;
 
 use credguard_proto::abi::MEASUREMENT_LEN;
 use credguard_proto::enclave::{
-    Frame, LogonReply, LogonRequest, METHOD_KERBEROS_AS, METHOD_KERBEROS_TGS, METHOD_LEGACY_AUTHENTICATE,
-    METHOD_LOGOFF, METHOD_LOGON, METHOD_NTLM_AUTHENTICATE, METHOD_NTLM_NEGOTIATE, METHOD_STATUS, METHOD_VAULT_LOGON,
-    METHOD_VAULT_SEAL, NtlmAuthenticateRequest, NtlmNegotiateReply, NtlmNegotiateRequest, logon_request,
+    Frame, LogonReply, LogonRequest, METHOD_ISSUE_SEALING_NONCE, METHOD_KERBEROS_AS, METHOD_KERBEROS_TGS,
+    METHOD_LEGACY_AUTHENTICATE, METHOD_LOGOFF, METHOD_LOGON, METHOD_NTLM_AUTHENTICATE, METHOD_NTLM_NEGOTIATE,
+    METHOD_STATUS, METHOD_VAULT_LOGON, METHOD_VAULT_SEAL, NtlmAuthenticateRequest, NtlmNegotiateReply,
+    NtlmNegotiateRequest, logon_request,
 };
 use credguard_proto::wire::encode_frame;
 use prost::Message;
@@ -35,6 +36,7 @@ const METHODS: &[&str] = &[
     METHOD_VAULT_SEAL,
     METHOD_VAULT_LOGON,
     "/credguard.enclave.v1.Enclave/NoSuchMethod",
+    METHOD_ISSUE_SEALING_NONCE,
 ];
 
 fn service() -> Option<Service<CounterRng>> {

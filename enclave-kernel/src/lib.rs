@@ -14,6 +14,7 @@ pub mod boot;
 pub mod credentials;
 pub mod dma;
 pub mod fmtbuf;
+#[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
 pub mod kerberos;
 pub mod ntlm;

@@ -10,6 +10,7 @@
 
 extern crate alloc;
 
+#[cfg(feature = "test-modes")]
 mod bench;
 mod hal;
 mod ring0;
@@ -42,25 +43,54 @@ extern "C" fn user_main(boot_info: *const BootInfo) -> ! {
     );
 
     match mode {
-        BootMode::PanicSelfTest => panic!("panic self-test requested by the VMM"),
-        BootMode::DoorbellBench => bench::run(&boot),
         BootMode::Service => {
             check_rng();
             serve::run(&boot, start_tsc, None)
         }
-        // Fault injection for the VMM's restart and watchdog tests. Acceptable in a signed image:
-        // the boot mode is the VMM's choice, and the host that runs the VMM can already stop,
-        // kill or freeze the enclave at any moment; these modes only do the same after serving
-        // `mode_arg` requests, and reveal nothing (the panic message names only the fault).
+        test_mode => run_test_mode(test_mode, &boot, start_tsc),
+    }
+}
+
+/// The boot modes of a test image: a panic self-test, the doorbell benchmark, and fault injection
+/// for the VMM's restart and watchdog tests. Compiled only with the `test-modes` feature, and
+/// then the enclave reports itself a test build in its attestation.
+#[cfg(feature = "test-modes")]
+fn run_test_mode(mode: BootMode, boot: &BootInfo, start_tsc: u64) -> ! {
+    match mode {
+        BootMode::PanicSelfTest => panic!("panic self-test requested by the VMM"),
+        BootMode::DoorbellBench => bench::run(boot),
         BootMode::ServicePanicAfter => {
             check_rng();
-            serve::run(&boot, start_tsc, Some(serve::Fault::PanicAfter(boot.mode_arg)))
+            serve::run(boot, start_tsc, Some(serve::Fault::PanicAfter(boot.mode_arg)))
         }
         BootMode::ServiceHangAfter => {
             check_rng();
-            serve::run(&boot, start_tsc, Some(serve::Fault::HangAfter(boot.mode_arg)))
+            serve::run(boot, start_tsc, Some(serve::Fault::HangAfter(boot.mode_arg)))
         }
+        BootMode::WriteCodeSelfTest => write_code_self_test(),
+        BootMode::Service => serve::run(boot, start_tsc, None),
     }
+}
+
+/// Writes to this very function's code, which the VMM's W^X page tables map read-only: the write
+/// faults (#PF, reported by ring 0's fault record). Reveals nothing and changes nothing the
+/// VMM could not: the VMM chooses the boot mode and maps the image anyway.
+#[cfg(feature = "test-modes")]
+fn write_code_self_test() -> ! {
+    let code = write_code_self_test as fn() -> ! as *mut u8;
+    kprintln!("W^X self-test: writing to code at {code:p}");
+    // SAFETY: on purpose: the write must fault. Should it not, the byte written is the one read
+    // (the code stays as it was) and the panic below says the page tables are not W^X.
+    unsafe { code.write_volatile(code.read_volatile()) };
+    panic!("W^X self-test: writing to code at {code:p} did not fault");
+}
+
+/// A production image has none of the test modes.
+#[cfg(not(feature = "test-modes"))]
+fn run_test_mode(mode: BootMode, _boot: &BootInfo, _start_tsc: u64) -> ! {
+    panic!(
+        "boot mode {mode:?} exists only in a test image (built with the test-modes feature); this is a production image"
+    )
 }
 
 /// Refuses to serve without a working hardware RNG (NTLM and Kerberos need one).

@@ -1,4 +1,4 @@
-//! The per-session rate limit of secret-using operations ("no oracle", issue 7).
+//! The rate limits of secret-using operations ("no oracle"), per user and per credential.
 //!
 //! Credential Guard was abused as an oracle: whoever could talk to the isolated LSA made it answer
 //! chosen challenges as fast as it could. The enclave therefore limits, per logon session, how
@@ -11,10 +11,13 @@
 //! "theoretical arrival time"). That is the same token bucket (rate `r`, burst `b`) in integer
 //! arithmetic with no division on the hot path and no drift.
 
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 
-/// Hard ceiling of the rate any caller may ask for, operations per second per session (the burst
+use credguard_proto::attest::Owner;
+
+/// Hard ceiling of the rate any caller may ask for, operations per second per bucket (the burst
 /// equals the rate). A compromised proxy can ask for more; it gets this.
 pub const MAX_OPERATIONS_PER_SECOND: u32 = 1000;
 /// The rate used when the caller asks for none (0).
@@ -35,8 +38,9 @@ impl RateLimited {
     /// The error message: names the rule, nothing else.
     pub fn message(&self) -> String {
         format!(
-            "refused by the enclave's rate limit of {} operations per second per session (secret-using \
-             operations: NTLM authenticate, Kerberos AS and TGS exchanges, legacy attempts); retry later",
+            "refused by the enclave's rate limit of {} operations per second per user and per credential \
+             (secret-using operations: NTLM authenticate, Kerberos AS and TGS exchanges, legacy attempts); \
+             retry later",
             self.rate
         )
     }
@@ -85,13 +89,110 @@ impl RateLimiter {
 
     /// Takes one token at TSC `now`, or refuses if the bucket is empty (then nothing is taken).
     pub fn try_acquire(&mut self, now: u64) -> Result<(), RateLimited> {
+        self.check(now)?;
+        self.full_at = self.full_at.max(now).saturating_add(self.interval);
+        Ok(())
+    }
+
+    /// Whether a token could be taken at TSC `now`, without taking it.
+    pub fn check(&self, now: u64) -> Result<(), RateLimited> {
         // A bucket idle for long is full, not fuller: booking starts from now at the earliest.
         let booked = self.full_at.max(now);
         if booked - now > self.tolerance {
             return Err(RateLimited { rate: self.rate });
         }
-        self.full_at = booked.saturating_add(self.interval);
         Ok(())
+    }
+
+    /// Whether the bucket is full at TSC `now`: then forgetting it and starting a new one later
+    /// changes nothing.
+    pub fn is_rested(&self, now: u64) -> bool {
+        self.full_at <= now
+    }
+}
+
+/// Fingerprint of a credential: a keyed hash of its names and secret (see
+/// `service::Service`), so that every session of the same credential shares one budget and
+/// nobody without the secret can spend it.
+pub type CredentialId = [u8; 16];
+
+/// Buckets kept at most per kind; only full ("rested") buckets are ever forgotten to make room.
+pub const MAX_BUCKETS: usize = 8192;
+
+/// Every budget is full of recent use: no room for a new one (RESOURCE_EXHAUSTED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketsFull;
+
+/// The rate limits of secret use, per owner (uid) and per credential. A session draws on both
+/// buckets of its owner and its credential; logging on again, or from the vault, opens a session
+/// on the same buckets, so neither resets a budget. A bucket outlives the sessions that made it
+/// and is forgotten only once it is full again (when forgetting it loses nothing).
+#[derive(Default)]
+pub struct RateLimits {
+    per_owner: BTreeMap<Owner, RateLimiter>,
+    per_credential: BTreeMap<CredentialId, RateLimiter>,
+}
+
+impl RateLimits {
+    /// No buckets.
+    pub const fn new() -> Self {
+        Self {
+            per_owner: BTreeMap::new(),
+            per_credential: BTreeMap::new(),
+        }
+    }
+
+    /// Makes sure `owner` and `credential` have buckets (new ones full, at the `asked` rate);
+    /// existing buckets are kept as they are, neither refilled nor re-rated.
+    pub fn open(
+        &mut self,
+        owner: Owner,
+        credential: CredentialId,
+        asked: u32,
+        tsc_khz: u64,
+        now: u64,
+    ) -> Result<(), BucketsFull> {
+        let fresh = || RateLimiter::new(asked, tsc_khz, now);
+        make_room(&mut self.per_owner, &owner, now)?;
+        make_room(&mut self.per_credential, &credential, now)?;
+        self.per_owner.entry(owner).or_insert_with(fresh);
+        self.per_credential.entry(credential).or_insert_with(fresh);
+        Ok(())
+    }
+
+    /// Takes one token from both buckets, or from neither if either is empty.
+    pub fn try_acquire(&mut self, owner: Owner, credential: &CredentialId, now: u64) -> Result<(), RateLimited> {
+        if let Some(b) = self.per_owner.get(&owner) {
+            b.check(now)?;
+        }
+        if let Some(b) = self.per_credential.get(credential) {
+            b.check(now)?;
+        }
+        for b in [self.per_owner.get_mut(&owner), self.per_credential.get_mut(credential)]
+            .into_iter()
+            .flatten()
+        {
+            b.try_acquire(now)?;
+        }
+        Ok(())
+    }
+
+    /// Buckets held (owners, credentials).
+    pub fn len(&self) -> (usize, usize) {
+        (self.per_owner.len(), self.per_credential.len())
+    }
+}
+
+/// Frees a slot for `key` in `map` if it needs one, by forgetting rested buckets.
+fn make_room<K: Ord>(map: &mut BTreeMap<K, RateLimiter>, key: &K, now: u64) -> Result<(), BucketsFull> {
+    if map.contains_key(key) || map.len() < MAX_BUCKETS {
+        return Ok(());
+    }
+    map.retain(|_, b| !b.is_rested(now));
+    if map.len() < MAX_BUCKETS {
+        Ok(())
+    } else {
+        Err(BucketsFull)
     }
 }
 
@@ -115,7 +216,7 @@ mod tests {
         let e = l.try_acquire(7 * SECOND).unwrap_err();
         assert!(
             e.message()
-                .contains("rate limit of 5 operations per second per session")
+                .contains("rate limit of 5 operations per second per user and per credential")
         );
         // One interval (200 ms) later exactly one token is back.
         let t = 7 * SECOND + SECOND / 5;
@@ -168,5 +269,72 @@ mod tests {
         let mut l = RateLimiter::new(2, KHZ, SECOND);
         assert_eq!(taken(&mut l, SECOND, 5), 2);
         assert_eq!(taken(&mut l, 0, 5), 0);
+    }
+
+    #[test]
+    fn logging_on_again_does_not_reset_the_budget() {
+        let mut limits = RateLimits::new();
+        let alice = Owner::uid(1000);
+        let cred = [1u8; 16];
+        limits.open(alice, cred, 3, KHZ, 0).unwrap();
+        for _ in 0..3 {
+            limits.try_acquire(alice, &cred, 0).unwrap();
+        }
+        assert!(limits.try_acquire(alice, &cred, 0).is_err());
+        // A new session (logon, vault logon) of the same owner and credential, even asking for
+        // more: same buckets, still empty.
+        limits.open(alice, cred, 1000, KHZ, 0).unwrap();
+        assert!(limits.try_acquire(alice, &cred, 0).is_err());
+        // Another credential of alice's: her owner bucket is empty too.
+        limits.open(alice, [2; 16], 3, KHZ, 0).unwrap();
+        assert!(limits.try_acquire(alice, &[2; 16], 0).is_err());
+        // The same credential under another uid (e.g. a compromised proxy naming any uid): the
+        // credential's bucket is empty.
+        let bob = Owner::uid(1001);
+        limits.open(bob, cred, 3, KHZ, 0).unwrap();
+        assert!(limits.try_acquire(bob, &cred, 0).is_err());
+        // Bob's own credential is untouched by alice's use.
+        limits.open(bob, [3; 16], 3, KHZ, 0).unwrap();
+        assert!(limits.try_acquire(bob, &[3; 16], 0).is_ok());
+    }
+
+    #[test]
+    fn a_refused_call_takes_from_neither_bucket() {
+        let mut limits = RateLimits::new();
+        let (a, b) = (Owner::uid(1), Owner::uid(2));
+        limits.open(a, [1; 16], 2, KHZ, 0).unwrap();
+        limits.open(b, [1; 16], 2, KHZ, 0).unwrap();
+        limits.open(b, [9; 16], 2, KHZ, 0).unwrap();
+        // a drains the shared credential.
+        assert!(limits.try_acquire(a, &[1; 16], 0).is_ok());
+        assert!(limits.try_acquire(a, &[1; 16], 0).is_ok());
+        // b's attempt on it is refused and costs b's own bucket nothing.
+        assert!(limits.try_acquire(b, &[1; 16], 0).is_err());
+        assert!(limits.try_acquire(b, &[9; 16], 0).is_ok());
+        assert!(limits.try_acquire(b, &[9; 16], 0).is_ok());
+    }
+
+    #[test]
+    fn only_rested_buckets_are_forgotten() {
+        let mut limits = RateLimits::new();
+        for uid in 0..MAX_BUCKETS as u32 {
+            limits.open(Owner::uid(uid), [0; 16], 10, KHZ, 0).unwrap();
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&uid.to_le_bytes());
+            limits.open(Owner::uid(uid), id, 10, KHZ, 0).unwrap();
+        }
+        // Every owner bucket is full: one more owner makes room by forgetting rested ones.
+        assert!(limits.open(Owner::uid(u32::MAX), [0; 16], 10, KHZ, 0).is_ok());
+        // Spend from every owner bucket now: none is rested, so a newcomer is refused.
+        let mut limits = RateLimits::new();
+        for uid in 0..MAX_BUCKETS as u32 {
+            limits.open(Owner::uid(uid), [0; 16], 10, KHZ, 0).unwrap();
+        }
+        for uid in 0..MAX_BUCKETS as u32 {
+            let _ = limits.try_acquire(Owner::uid(uid), &[7; 16], 0);
+        }
+        assert_eq!(limits.open(Owner::uid(u32::MAX), [0; 16], 10, KHZ, 0), Err(BucketsFull));
+        // A second later they have refilled.
+        assert!(limits.open(Owner::uid(u32::MAX), [0; 16], 10, KHZ, SECOND).is_ok());
     }
 }

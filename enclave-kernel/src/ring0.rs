@@ -29,21 +29,45 @@ use credguard_proto::abi::{self, BootInfo, ExitCode, report_offset};
 #[unsafe(no_mangle)]
 pub static IRQ_PENDING: AtomicU8 = AtomicU8::new(0);
 
-// The vector stubs: 256 entries of exactly VECTOR_STUB_SIZE bytes, placed first in the image by
-// the linker script (which asserts their address and total size).
+// Two tables of 256 vector stubs of exactly VECTOR_STUB_SIZE bytes each, placed first in the
+// image by the linker script (which asserts their address and total size): the first for a guest
+// without SMAP, the second (at SMAP_VECTOR_STUBS_GPA) for one with CR4.SMAP on, whose handlers
+// bracket every access to a ring-3 page with RFLAGS.AC. The VMM points the IDT at one of them.
+//
+// No handler saves a general-purpose register on the ring-0 stack, which the VMM keeps mapped:
+// what lands there is only the CPU's own interrupt frame (RIP, CS, RFLAGS, RSP, SS), the stubs'
+// constants (vector, zero error code), and, with SMAP, RFLAGS copies around the AC brackets.
 global_asm!(
     r#"
-    .section .vectors, "ax", @progbits
-    .balign {stub_size}
+    // RFLAGS.AC on/off around a ring-0 access to a ring-3 page, in the SMAP handlers only.
+    // popfq rather than stac/clac: KVM's instruction emulator, which runs all guest ring-0 code
+    // on the target machines, cannot emulate stac/clac (an emulation failure ends the guest).
+    // The arithmetic flags of the instruction before survive (popfq restores them).
+    .macro cg_ac_on smap
+    .if \smap
+        pushfq
+        orl ${ac}, (%rsp)
+        popfq
+    .endif
+    .endm
+    .macro cg_ac_off smap
+    .if \smap
+        pushfq
+        andl ${not_ac}, (%rsp)
+        popfq
+    .endif
+    .endm
+
+    .macro cg_vector_stubs sfx
     .set cg_vec, 0
     .rept 256
         .balign {stub_size}
         .if (cg_vec == {vsock_vector}) || (cg_vec == {doorbell_vector})
-            jmp cg_irq_entry
+            jmp cg_irq_entry_\sfx
         .elseif cg_vec == {syscall_vector}
-            jmp cg_syscall_entry
+            jmp cg_syscall_entry_\sfx
         .elseif cg_vec == 6
-            jmp cg_ud_entry
+            jmp cg_ud_entry_\sfx
         .elseif cg_vec == 0xff
             iretq
         .else
@@ -51,16 +75,24 @@ global_asm!(
                 pushq $0
             .endif
             pushq $cg_vec
-            jmp cg_fault_entry
+            jmp cg_fault_entry_\sfx
         .endif
         .set cg_vec, cg_vec + 1
     .endr
     .balign {stub_size}
+    .endm
+
+    .section .vectors, "ax", @progbits
+    .balign {stub_size}
+    cg_vector_stubs plain
+    cg_vector_stubs smap
     "#,
     stub_size = const abi::VECTOR_STUB_SIZE,
     vsock_vector = const abi::VSOCK_VECTOR,
     doorbell_vector = const abi::DOORBELL_VECTOR,
     syscall_vector = const abi::SYSCALL_VECTOR,
+    ac = const abi::RFLAGS_AC,
+    not_ac = const !(abi::RFLAGS_AC as u32),
     options(att_syntax),
 );
 
@@ -68,8 +100,9 @@ global_asm!(
     r#"
     .section .text.ring0, "ax", @progbits
 
-    // Entry from the VMM: ring 0, RDI = &BootInfo, RSP = KERNEL_STACK_TOP, interrupts off.
-    // Drop to ring 3 at user_main(RDI) on the user stack, with interrupts on.
+    // Entry from the VMM: ring 0, RDI = &BootInfo, RSP = KERNEL_STACK_TOP, interrupts off, AC on
+    // (the boot info is a ring-3 page). Drop to ring 3 at user_main(RDI) on the user stack, with
+    // interrupts on and AC off.
     .globl _start
 _start:
     movq {stack_top_off}(%rdi), %rax
@@ -82,16 +115,18 @@ _start:
     pushq %rax
     iretq
 
-    // vsock and doorbell interrupts: note it, EOI, return.
-cg_irq_entry:
+    // The handlers, once without and once with the SMAP brackets (see the stub tables).
+    .macro cg_handlers sfx, smap
+
+    // vsock and doorbell interrupts: note it, EOI through the LAPIC alias below 2 GiB (an
+    // absolute address, so no register is needed, hence none saved), return.
+cg_irq_entry_\sfx:
+    cg_ac_on \smap
     movb $1, {irq_pending}(%rip)
-    pushq %rax
-    movl ${eoi}, %eax
-    movl $0, (%rax)
-    popq %rax
+    movl $0, {eoi}
     iretq
 
-cg_syscall_entry:
+cg_syscall_entry_\sfx:
     cmpq ${sys_write}, %rax
     je 1f
     cmpq ${sys_wait}, %rax
@@ -107,21 +142,25 @@ cg_syscall_entry:
     outl %eax, %dx
     xorl %eax, %eax
     iretq
-1:  // SYS_WRITE(RDI = ptr, RSI = len)
+1:  // SYS_WRITE(RDI = ptr, RSI = len): reads the ring-3 buffer
     movq %rsi, %rcx
     movq %rdi, %rsi
     movw ${serial}, %dx
+    cg_ac_on \smap
     rep outsb
     xorl %eax, %eax
     iretq
 2:  // SYS_WAIT: sleep unless an interrupt came since the last wait
+    cg_ac_on \smap
     cmpb $0, {irq_pending}(%rip)
+    cg_ac_off \smap
     jne 4f
     sti
     hlt
     // Back from the interrupt handler with IF = 1, left so to save an emulated CLI: an interrupt
     // landing before the clear below has its work found by the poll ring 3 makes right after.
-4:  movb $0, {irq_pending}(%rip)
+4:  cg_ac_on \smap
+    movb $0, {irq_pending}(%rip)
     xorl %eax, %eax
     iretq
 3:  // SYS_EXIT(RDI = ExitCode)
@@ -133,21 +172,25 @@ cg_syscall_entry:
 
     // #UD. Under the nested PVM KVM of the target machines, `int 0x80` from ring 3 arrives as #UD
     // at the INT instruction instead of through the DPL-3 gate: treat #UD at `cd 80` as the system
-    // call and resume after it. Any other #UD is a fault.
-cg_ud_entry:
-    pushq %rax
-    movq 8(%rsp), %rax
-    cmpw $0x80cd, (%rax)
-    popq %rax
+    // call and resume after it. Any other #UD is a fault. The faulting RIP is read into RCX, which
+    // a system call may clobber anyway (and a real #UD ends the guest): nothing of ring 3 is
+    // saved on the stack.
+cg_ud_entry_\sfx:
+    movq (%rsp), %rcx
+    cg_ac_on \smap
+    cmpw $0x80cd, (%rcx)
+    cg_ac_off \smap
     jne 7f
     addq $2, (%rsp)
-    jmp cg_syscall_entry
+    jmp cg_syscall_entry_\sfx
 7:  pushq $0
     pushq $6
-    jmp cg_fault_entry
+    jmp cg_fault_entry_\sfx
 
     // CPU exceptions and unexpected vectors. Stack: vector, error code, RIP, CS, RFLAGS, RSP, SS.
-cg_fault_entry:
+    // The fault record goes to the report page (ring 3's); the guest then stops for good.
+cg_fault_entry_\sfx:
+    cg_ac_on \smap
     movl ${report}, %eax
     popq {off_vector}(%rax)
     popq {off_error}(%rax)
@@ -162,13 +205,17 @@ cg_fault_entry:
     outl %eax, %dx
 6:  hlt
     jmp 6b
+    .endm
+
+    cg_handlers plain, 0
+    cg_handlers smap, 1
     "#,
     stack_top_off = const offset_of!(BootInfo, user_stack_top),
     user_ds = const abi::USER_DS,
     user_cs = const abi::USER_CS,
     user_main = sym crate::user_main,
     irq_pending = sym IRQ_PENDING,
-    eoi = const abi::LAPIC_GPA + abi::LAPIC_EOI_OFFSET,
+    eoi = const abi::LAPIC_ALIAS_VA + abi::LAPIC_EOI_OFFSET,
     sys_write = const abi::SYS_WRITE,
     sys_wait = const abi::SYS_WAIT,
     sys_exit = const abi::SYS_EXIT,
@@ -191,9 +238,10 @@ cg_fault_entry:
 // The assembly relies on these; fail the build if the ABI moves them.
 const _: () = {
     assert!(
-        abi::LAPIC_GPA + abi::LAPIC_EOI_OFFSET <= u32::MAX as u64,
-        "EOI address must fit movl"
+        abi::LAPIC_ALIAS_VA + abi::LAPIC_EOI_OFFSET < 0x8000_0000,
+        "the EOI address must fit a sign-extended disp32"
     );
+    assert!(abi::RFLAGS_AC <= u32::MAX as u64, "AC must fit orl");
     assert!(abi::REPORT_GPA <= u32::MAX as u64, "report address must fit movl");
     assert!(abi::VECTOR_STUB_SIZE == 32);
     assert!(abi::IDT_ENTRIES == 256);

@@ -1,23 +1,30 @@
-//! Sealed logon: secrets a client encrypted to this boot of the enclave, so that the proxy that
+//! Sealed secrets: secrets a client encrypted to this boot of the enclave, so that the proxy that
 //! relays them never sees them.
 //!
 //! At boot the enclave makes an X25519 key pair; the VMM signs its public half with the boot's
 //! measurement (see `credguard_proto::attest`), and `Status` hands both out. A client checks the
-//! signature, seals its secret to the public key, and the enclave opens it here. The private key
-//! lives only in the enclave's hidden memory and dies with the boot, so a sealed secret captured
-//! on the host opens under no later boot; within a boot, each sealed secret opens once.
+//! signature, asks for a single-use nonce, seals its secret to the public key with the nonce, its
+//! own identity (the [`Owner`]) and the secret's purpose bound in, and the enclave opens it here.
+//!
+//! Freshness is the enclave's own: a sealed secret opens only with a nonce this boot issued to
+//! that owner and that has not been used. The nonces are kept per owner, a few at a time
+//! ([`NONCES_PER_OWNER`]): asking for more forgets that owner's oldest, never another owner's,
+//! so no caller can flush someone else's. Nothing is remembered about used nonces, so replay
+//! protection cannot be emptied by flooding: an unknown nonce is refused, whatever the reason it
+//! is unknown (used, forgotten, or from another boot). The private key lives only in the
+//! enclave's hidden memory and dies with the boot.
 //!
 //! X25519 from x25519-dalek, HKDF-SHA256 and AES-256-GCM from RustCrypto: ring, used on the host
 //! side, cannot run here (its RNG wants an OS).
 
-use alloc::collections::{BTreeSet, VecDeque};
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use credguard_proto::attest::{self, NONCE_LEN, PUBLIC_KEY_LEN};
-use credguard_proto::enclave::{Key, SealedLogonSecret, SealedSecret, logon_request, sealed_logon_secret};
+use credguard_proto::attest::{self, NONCE_LEN, Owner, PUBLIC_KEY_LEN, SEALING_NONCE_LEN, SealPurpose, SealedNames};
+use credguard_proto::enclave::{SealedLogonSecret, SealedSecret, sealed_logon_secret};
 use hkdf::Hkdf;
 use prost::Message;
 use rand_core::TryCryptoRng;
@@ -25,9 +32,11 @@ use sha2::Sha256;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::{Zeroize, Zeroizing};
 
-/// How many sealed secrets of this boot are remembered to refuse a replay. The oldest is
-/// forgotten first; 16 bytes each, so the cache stays small in a heap of a few MiB.
-pub const REPLAY_CACHE_ENTRIES: usize = 4096;
+/// Unused nonces an owner holds at most; asking for one more forgets that owner's oldest.
+pub const NONCES_PER_OWNER: usize = 8;
+/// Owners with unused nonces at most; beyond it the owner that asked least recently loses its
+/// nonces (only a proxy that invents callers gets here: each local user is one owner).
+pub const MAX_NONCE_OWNERS: usize = 4096;
 
 /// Why a sealed secret was not opened. No variant says anything about the secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,10 +45,13 @@ pub enum SealError {
     Malformed(&'static str),
     /// Sealed to another boot's key: the enclave restarted since the client read `Status`.
     OtherBoot,
-    /// Opened before in this boot.
-    Replayed,
-    /// Does not decrypt: tampered, or sealed for other names than the request's.
+    /// The nonce was not issued to this owner in this boot, or was used, or was forgotten.
+    StaleNonce,
+    /// Does not decrypt: tampered, or sealed for another purpose, caller or names than the
+    /// request's.
     DoesNotOpen,
+    /// The random source failed while issuing a nonce (INTERNAL).
+    Random,
 }
 
 impl SealError {
@@ -50,23 +62,41 @@ impl SealError {
             SealError::OtherBoot => String::from(
                 "the secret was sealed to another boot of the enclave (it restarted): read Status again and reseal",
             ),
-            SealError::Replayed => {
-                String::from("this sealed secret was used before; each logon must be sealed afresh (replay refused)")
-            }
-            SealError::DoesNotOpen => String::from(
-                "the sealed secret does not open: it was tampered with, or sealed for another user, domain or realm",
+            SealError::StaleNonce => String::from(
+                "the sealed secret's nonce is not one the enclave issued to this caller and did not use yet \
+                 (replayed, forgotten, or from another boot): get a fresh nonce with GetSealingNonce and seal again",
             ),
+            SealError::DoesNotOpen => String::from(
+                "the sealed secret does not open: it was tampered with, or sealed for another purpose, caller, \
+                 user, domain, realm or target",
+            ),
+            SealError::Random => String::from("the enclave's random source failed"),
         }
     }
 }
 
-/// This boot's sealing key pair, its attestation, and the replay cache.
+/// A secret opened from a seal, with the client's choices that came with it.
+pub struct Opened {
+    /// The secret (the caller's credential path takes and wipes it).
+    pub secret: sealed_logon_secret::Secret,
+    /// The client refuses rc4-hmac for this credential.
+    pub refuse_rc4: bool,
+}
+
+/// The unused nonces of one owner, oldest first.
+struct OwnerNonces {
+    nonces: VecDeque<[u8; SEALING_NONCE_LEN]>,
+    /// When this owner last asked (a counter), to find the least recent owner.
+    last_issued: u64,
+}
+
+/// This boot's sealing key pair, its attestation, and the issued nonces.
 pub struct SealingKey {
     secret: StaticSecret,
     public: [u8; PUBLIC_KEY_LEN],
     attestation: Vec<u8>,
-    seen: BTreeSet<[u8; 16]>,
-    order: VecDeque<[u8; 16]>,
+    nonces: BTreeMap<Owner, OwnerNonces>,
+    issued: u64,
 }
 
 impl SealingKey {
@@ -80,8 +110,8 @@ impl SealingKey {
             secret,
             public,
             attestation: Vec::new(),
-            seen: BTreeSet::new(),
-            order: VecDeque::new(),
+            nonces: BTreeMap::new(),
+            issued: 0,
         })
     }
 
@@ -100,88 +130,138 @@ impl SealingKey {
         &self.attestation
     }
 
-    /// Opens `sealed`, sealed for `user`, `domain`, `realm`, into the secret it holds.
+    /// A fresh nonce for one sealed secret of `owner`.
+    pub fn issue_nonce<R: TryCryptoRng>(
+        &mut self,
+        owner: Owner,
+        rng: &mut R,
+    ) -> Result<[u8; SEALING_NONCE_LEN], SealError> {
+        let mut nonce = [0u8; SEALING_NONCE_LEN];
+        rng.try_fill_bytes(&mut nonce).map_err(|_| SealError::Random)?;
+        if !self.nonces.contains_key(&owner) && self.nonces.len() >= MAX_NONCE_OWNERS {
+            let least_recent = self.nonces.iter().min_by_key(|(_, n)| n.last_issued).map(|(o, _)| *o);
+            if let Some(o) = least_recent {
+                self.nonces.remove(&o);
+            }
+        }
+        self.issued += 1;
+        let entry = self.nonces.entry(owner).or_insert_with(|| OwnerNonces {
+            nonces: VecDeque::new(),
+            last_issued: 0,
+        });
+        if entry.nonces.len() >= NONCES_PER_OWNER {
+            entry.nonces.pop_front();
+        }
+        entry.nonces.push_back(nonce);
+        entry.last_issued = self.issued;
+        Ok(nonce)
+    }
+
+    /// Unused nonces held for `owner` (for tests and accounting).
+    pub fn nonces_of(&self, owner: Owner) -> usize {
+        self.nonces.get(&owner).map_or(0, |n| n.nonces.len())
+    }
+
+    /// Opens `sealed`, sealed by `owner` for `purpose` and `names`, into the secret it holds. The
+    /// nonce is used up only when the secret opens, so a forged message cannot burn a caller's.
     pub fn open(
         &mut self,
         sealed: &SealedSecret,
-        user: &str,
-        domain: &str,
-        realm: &str,
-    ) -> Result<logon_request::Secret, SealError> {
-        let epk: [u8; PUBLIC_KEY_LEN] = sealed
-            .ephemeral_public_key
-            .as_slice()
-            .try_into()
-            .map_err(|_| SealError::Malformed("ephemeral_public_key must be 32 bytes"))?;
-        let recipient: [u8; PUBLIC_KEY_LEN] = sealed
-            .enclave_public_key
-            .as_slice()
-            .try_into()
-            .map_err(|_| SealError::Malformed("enclave_public_key must be 32 bytes"))?;
-        if sealed.nonce.len() != NONCE_LEN {
-            return Err(SealError::Malformed("nonce must be 12 bytes"));
-        }
-        if recipient != self.public {
+        purpose: SealPurpose,
+        owner: Owner,
+        names: &SealedNames<'_>,
+    ) -> Result<Opened, SealError> {
+        let parts = check_parts(sealed)?;
+        if parts.recipient != self.public {
             return Err(SealError::OtherBoot);
         }
-        let mut tag = [0u8; 16];
-        tag.copy_from_slice(&epk[..16]);
-        if self.seen.contains(&tag) {
-            return Err(SealError::Replayed);
+        let Some(slot) = self
+            .nonces
+            .get(&owner)
+            .and_then(|n| n.nonces.iter().position(|x| *x == parts.nonce))
+        else {
+            return Err(SealError::StaleNonce);
+        };
+        let aad = attest::sealed_secret_aad(purpose, owner, &parts.nonce, names);
+        let plain = self.decrypt(&parts.epk, sealed, &aad)?;
+        if let Some(n) = self.nonces.get_mut(&owner) {
+            n.nonces.remove(slot);
+            if n.nonces.is_empty() {
+                self.nonces.remove(&owner);
+            }
         }
-        let shared = self.secret.diffie_hellman(&PublicKey::from(epk));
-        // A low-order point gives an all-zero shared secret that anyone knows.
+        let mut inner =
+            SealedLogonSecret::decode(plain.as_slice()).map_err(|_| SealError::Malformed("not a SealedLogonSecret"))?;
+        let refuse_rc4 = inner.refuse_rc4;
+        match inner.secret.take() {
+            Some(secret) => Ok(Opened { secret, refuse_rc4 }),
+            None => Err(SealError::Malformed("it holds no secret")),
+        }
+    }
+
+    /// X25519 with the client's ephemeral key, HKDF-SHA256, AES-256-GCM with `aad`.
+    fn decrypt(
+        &self,
+        epk: &[u8; PUBLIC_KEY_LEN],
+        sealed: &SealedSecret,
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        let shared = self.secret.diffie_hellman(&PublicKey::from(*epk));
         if !shared.was_contributory() {
             return Err(SealError::DoesNotOpen);
         }
         let mut key = Zeroizing::new([0u8; 32]);
-        let info = attest::sealed_logon_info(&epk, &self.public);
-        Hkdf::<Sha256>::new(Some(attest::SEALED_LOGON_SALT), shared.as_bytes())
+        let info = attest::sealed_logon_info(epk, &self.public);
+        Hkdf::<Sha256>::new(Some(attest::SEALED_SECRET_SALT), shared.as_bytes())
             .expand(&info, &mut key[..])
             .map_err(|_| SealError::DoesNotOpen)?;
         let cipher = Aes256Gcm::new_from_slice(&key[..]).map_err(|_| SealError::DoesNotOpen)?;
         let nonce =
             Nonce::try_from(sealed.nonce.as_slice()).map_err(|_| SealError::Malformed("nonce must be 12 bytes"))?;
-        let aad = attest::sealed_logon_aad(user, domain, realm);
-        let plain = Zeroizing::new(
-            cipher
-                .decrypt(
-                    &nonce,
-                    Payload {
-                        msg: &sealed.ciphertext,
-                        aad: &aad,
-                    },
-                )
-                .map_err(|_| SealError::DoesNotOpen)?,
-        );
-        // Remembered only once it opened: garbage cannot evict real entries cheaply.
-        self.remember(tag);
-        let mut inner =
-            SealedLogonSecret::decode(plain.as_slice()).map_err(|_| SealError::Malformed("not a SealedLogonSecret"))?;
-        Ok(match inner.secret.take() {
-            Some(sealed_logon_secret::Secret::Password(p)) => logon_request::Secret::Password(p),
-            Some(sealed_logon_secret::Secret::NtHash(h)) => logon_request::Secret::NtHash(h),
-            Some(sealed_logon_secret::Secret::Key(Key { enctype, value })) => {
-                logon_request::Secret::Key(Key { enctype, value })
-            }
-            None => return Err(SealError::Malformed("it holds no secret")),
-        })
+        let plain = cipher
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: &sealed.ciphertext,
+                    aad,
+                },
+            )
+            .map_err(|_| SealError::DoesNotOpen)?;
+        Ok(Zeroizing::new(plain))
     }
+}
 
-    fn remember(&mut self, tag: [u8; 16]) {
-        if self.order.len() >= REPLAY_CACHE_ENTRIES
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.seen.remove(&oldest);
-        }
-        self.seen.insert(tag);
-        self.order.push_back(tag);
+/// The fixed-length parts of a sealed secret.
+struct Parts {
+    epk: [u8; PUBLIC_KEY_LEN],
+    recipient: [u8; PUBLIC_KEY_LEN],
+    nonce: [u8; SEALING_NONCE_LEN],
+}
+
+fn check_parts(sealed: &SealedSecret) -> Result<Parts, SealError> {
+    let epk = sealed
+        .ephemeral_public_key
+        .as_slice()
+        .try_into()
+        .map_err(|_| SealError::Malformed("ephemeral_public_key must be 32 bytes"))?;
+    let recipient = sealed
+        .enclave_public_key
+        .as_slice()
+        .try_into()
+        .map_err(|_| SealError::Malformed("enclave_public_key must be 32 bytes"))?;
+    if sealed.nonce.len() != NONCE_LEN {
+        return Err(SealError::Malformed("nonce must be 12 bytes"));
     }
+    let nonce = sealed
+        .sealing_nonce
+        .as_slice()
+        .try_into()
+        .map_err(|_| SealError::Malformed("sealing_nonce must be the 16 bytes GetSealingNonce returned"))?;
+    Ok(Parts { epk, recipient, nonce })
 }
 
 impl Drop for SealingKey {
     fn drop(&mut self) {
-        // StaticSecret wipes itself (x25519-dalek's zeroize feature); the rest is public.
         self.attestation.zeroize();
     }
 }
@@ -193,32 +273,35 @@ pub(crate) mod tests {
     use credguard_proto::enclave::sealed_logon_secret::Secret as Inner;
 
     /// Seals `secret` to `enclave_public` as a client does (here with the same crates; the
-    /// end-to-end test seals with ring in credguardctl).
+    /// end-to-end tests seal with ring in credguardctl).
     pub(crate) fn seal(
         enclave_public: [u8; 32],
         eph: [u8; 32],
         secret: Inner,
-        user: &str,
-        domain: &str,
-        realm: &str,
+        purpose: SealPurpose,
+        owner: Owner,
+        sealing_nonce: [u8; 16],
+        names: &SealedNames<'_>,
     ) -> SealedSecret {
         let eph = StaticSecret::from(eph);
         let epk = PublicKey::from(&eph).to_bytes();
         let shared = eph.diffie_hellman(&PublicKey::from(enclave_public));
         let mut key = [0u8; 32];
-        Hkdf::<Sha256>::new(Some(attest::SEALED_LOGON_SALT), shared.as_bytes())
+        Hkdf::<Sha256>::new(Some(attest::SEALED_SECRET_SALT), shared.as_bytes())
             .expand(&attest::sealed_logon_info(&epk, &enclave_public), &mut key)
             .unwrap();
         let nonce = [7u8; 12];
-        let plain = SealedLogonSecret { secret: Some(secret) }.encode_to_vec();
+        let plain = SealedLogonSecret {
+            secret: Some(secret),
+            refuse_rc4: false,
+        }
+        .encode_to_vec();
+        let aad = attest::sealed_secret_aad(purpose, owner, &sealing_nonce, names);
         let ciphertext = Aes256Gcm::new_from_slice(&key)
             .unwrap()
             .encrypt(
                 &Nonce::try_from(nonce.as_slice()).unwrap(),
-                Payload {
-                    msg: &plain,
-                    aad: &attest::sealed_logon_aad(user, domain, realm),
-                },
+                Payload { msg: &plain, aad: &aad },
             )
             .unwrap();
         SealedSecret {
@@ -226,67 +309,170 @@ pub(crate) mod tests {
             nonce: nonce.to_vec(),
             ciphertext,
             enclave_public_key: enclave_public.to_vec(),
+            sealing_nonce: sealing_nonce.to_vec(),
         }
+    }
+
+    pub(crate) fn names<'a>(user: &'a str, domain: &'a str, realm: &'a str) -> SealedNames<'a> {
+        SealedNames {
+            user,
+            domain,
+            realm,
+            target: "",
+        }
+    }
+
+    const ALICE: Owner = Owner::uid(1000);
+
+    fn key_and_rng(seed: u8) -> (SealingKey, CounterRng) {
+        let mut rng = CounterRng::starting_at(seed.wrapping_mul(40));
+        (SealingKey::generate(&mut rng).unwrap(), rng)
+    }
+
+    fn password(p: &str) -> Inner {
+        Inner::Password(p.into())
     }
 
     #[test]
     fn opens_once_and_only_for_its_names_and_boot() {
-        let mut key = SealingKey::generate(&mut CounterRng::starting_at(1 * 50)).unwrap();
+        let (mut key, mut rng) = key_and_rng(1);
+        let n = key.issue_nonce(ALICE, &mut rng).unwrap();
         let sealed = seal(
             key.public_key(),
             [5; 32],
-            Inner::Password("pw".into()),
-            "alice",
-            "CORP",
-            "",
+            password("pw"),
+            SealPurpose::Logon,
+            ALICE,
+            n,
+            &names("alice", "CORP", ""),
         );
-        // Other names: does not open, and is not burnt.
-        assert_eq!(
-            key.open(&sealed, "mallory", "CORP", "").err(),
-            Some(SealError::DoesNotOpen)
-        );
-        match key.open(&sealed, "alice", "CORP", "") {
-            Ok(logon_request::Secret::Password(p)) => assert_eq!(p, "pw"),
+        let open = |key: &mut SealingKey, user| {
+            key.open(&sealed, SealPurpose::Logon, ALICE, &names(user, "CORP", ""))
+                .map(|o| o.secret)
+        };
+        assert_eq!(open(&mut key, "mallory").err(), Some(SealError::DoesNotOpen));
+        match open(&mut key, "alice") {
+            Ok(Inner::Password(p)) => assert_eq!(p, "pw"),
             Ok(_) => panic!("not the password"),
             Err(e) => panic!("{e:?}"),
         }
-        assert_eq!(key.open(&sealed, "alice", "CORP", "").err(), Some(SealError::Replayed));
+        assert_eq!(open(&mut key, "alice").err(), Some(SealError::StaleNonce), "replay");
 
-        let mut other_boot = SealingKey::generate(&mut CounterRng::starting_at(2 * 50)).unwrap();
-        assert_eq!(
-            other_boot.open(&sealed, "alice", "CORP", "").err(),
-            Some(SealError::OtherBoot)
+        let (mut other_boot, _) = key_and_rng(2);
+        assert_eq!(open(&mut other_boot, "alice").err(), Some(SealError::OtherBoot));
+
+        let n = key.issue_nonce(ALICE, &mut rng).unwrap();
+        let mut tampered = seal(
+            key.public_key(),
+            [6; 32],
+            Inner::NtHash(vec![1; 16]),
+            SealPurpose::Logon,
+            ALICE,
+            n,
+            &names("a", "", ""),
         );
-
-        let mut tampered = seal(key.public_key(), [6; 32], Inner::NtHash(vec![1; 16]), "a", "", "");
         tampered.ciphertext[0] ^= 1;
-        assert_eq!(key.open(&tampered, "a", "", "").err(), Some(SealError::DoesNotOpen));
+        let r = key.open(&tampered, SealPurpose::Logon, ALICE, &names("a", "", ""));
+        assert_eq!(r.err(), Some(SealError::DoesNotOpen));
+        assert_eq!(key.nonces_of(ALICE), 1, "a message that does not open leaves the nonce");
         let mut short = tampered.clone();
         short.nonce.truncate(5);
-        assert!(matches!(key.open(&short, "a", "", ""), Err(SealError::Malformed(_))));
+        let r = key.open(&short, SealPurpose::Logon, ALICE, &names("a", "", ""));
+        assert!(matches!(r, Err(SealError::Malformed(_))));
+    }
+
+    #[test]
+    fn bound_to_purpose_and_owner() {
+        let (mut key, mut rng) = key_and_rng(3);
+        let n = key.issue_nonce(ALICE, &mut rng).unwrap();
+        let sealed = seal(
+            key.public_key(),
+            [8; 32],
+            password("pw"),
+            SealPurpose::Logon,
+            ALICE,
+            n,
+            &names("alice", "", "R"),
+        );
+        let who = names("alice", "", "R");
+        // Re-labelled as a vault save: the associated data differs.
+        let r = key.open(&sealed, SealPurpose::VaultSave, ALICE, &who);
+        assert_eq!(r.err(), Some(SealError::DoesNotOpen));
+        // Moved to another uid: that uid was never issued this nonce.
+        let bob = Owner::uid(1001);
+        let r = key.open(&sealed, SealPurpose::Logon, bob, &who);
+        assert_eq!(r.err(), Some(SealError::StaleNonce));
+        // Even if bob holds nonces of his own, alice's does not open for him.
+        let _ = key.issue_nonce(bob, &mut rng).unwrap();
+        let r = key.open(&sealed, SealPurpose::Logon, bob, &who);
+        assert_eq!(r.err(), Some(SealError::StaleNonce));
+        assert!(key.open(&sealed, SealPurpose::Logon, ALICE, &who).is_ok());
+    }
+
+    #[test]
+    fn flooding_cannot_flush_another_owners_nonce() {
+        let (mut key, mut rng) = key_and_rng(4);
+        let n = key.issue_nonce(ALICE, &mut rng).unwrap();
+        let sealed = seal(
+            key.public_key(),
+            [9; 32],
+            password("pw"),
+            SealPurpose::Logon,
+            ALICE,
+            n,
+            &names("alice", "", ""),
+        );
+        let mallory = Owner::uid(666);
+        for _ in 0..10 * NONCES_PER_OWNER {
+            key.issue_nonce(mallory, &mut rng).unwrap();
+        }
+        assert_eq!(key.nonces_of(mallory), NONCES_PER_OWNER, "bounded per owner");
+        assert!(
+            key.open(&sealed, SealPurpose::Logon, ALICE, &names("alice", "", ""))
+                .is_ok()
+        );
+        // Alice's own flood forgets her oldest: refused, never accepted.
+        let n = key.issue_nonce(ALICE, &mut rng).unwrap();
+        let old = seal(
+            key.public_key(),
+            [10; 32],
+            password("pw"),
+            SealPurpose::Logon,
+            ALICE,
+            n,
+            &names("alice", "", ""),
+        );
+        for _ in 0..NONCES_PER_OWNER {
+            key.issue_nonce(ALICE, &mut rng).unwrap();
+        }
+        let r = key.open(&old, SealPurpose::Logon, ALICE, &names("alice", "", ""));
+        assert_eq!(r.err(), Some(SealError::StaleNonce));
+    }
+
+    #[test]
+    fn owners_are_bounded() {
+        let (mut key, mut rng) = key_and_rng(5);
+        for uid in 0..(MAX_NONCE_OWNERS as u32 + 10) {
+            key.issue_nonce(Owner::uid(uid), &mut rng).unwrap();
+        }
+        assert_eq!(key.nonces.len(), MAX_NONCE_OWNERS);
+        // The least recent owners went first.
+        assert_eq!(key.nonces_of(Owner::uid(0)), 0);
+        assert_eq!(key.nonces_of(Owner::uid(MAX_NONCE_OWNERS as u32 + 9)), 1);
     }
 
     #[test]
     fn a_low_order_ephemeral_key_is_refused() {
-        let mut key = SealingKey::generate(&mut CounterRng::starting_at(3 * 50)).unwrap();
+        let (mut key, mut rng) = key_and_rng(6);
+        let n = key.issue_nonce(ALICE, &mut rng).unwrap();
         let sealed = SealedSecret {
             ephemeral_public_key: vec![0; 32],
             nonce: vec![0; 12],
             ciphertext: vec![0; 32],
             enclave_public_key: key.public_key().to_vec(),
+            sealing_nonce: n.to_vec(),
         };
-        assert_eq!(key.open(&sealed, "a", "", "").err(), Some(SealError::DoesNotOpen));
-    }
-
-    #[test]
-    fn the_replay_cache_is_bounded() {
-        let mut key = SealingKey::generate(&mut CounterRng::starting_at(4 * 50)).unwrap();
-        for i in 0..(REPLAY_CACHE_ENTRIES + 10) {
-            let mut tag = [0u8; 16];
-            tag[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            key.remember(tag);
-        }
-        assert_eq!(key.seen.len(), REPLAY_CACHE_ENTRIES);
-        assert_eq!(key.order.len(), REPLAY_CACHE_ENTRIES);
+        let r = key.open(&sealed, SealPurpose::Logon, ALICE, &names("a", "", ""));
+        assert_eq!(r.err(), Some(SealError::DoesNotOpen));
     }
 }

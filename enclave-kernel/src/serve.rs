@@ -21,7 +21,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
 use credguard_enclave::rng::HwRng;
-use credguard_enclave::service::{Connection, Identity, Service};
+use credguard_enclave::service::{BootFacts, Connection, Identity, Service};
 use credguard_enclave::vault::VaultKey;
 use credguard_proto::abi::{self, BootInfo};
 use virtio_drivers::Error as VirtioError;
@@ -79,6 +79,7 @@ struct Server {
 /// An injected fault (`BootMode::ServicePanicAfter` / `ServiceHangAfter`): what to do once more
 /// than the given number of requests have been handled, before the reply to the last one is sent,
 /// so that the caller sees its request die in flight.
+#[cfg(feature = "test-modes")]
 #[derive(Clone, Copy, Debug)]
 pub enum Fault {
     /// Panic (the VMM sees a guest panic and restarts the enclave).
@@ -86,6 +87,11 @@ pub enum Fault {
     /// Spin forever in ring 3 (only the VMM's watchdog can notice).
     HangAfter(u64),
 }
+
+/// A production image injects no faults: there is no value of this type.
+#[cfg(not(feature = "test-modes"))]
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {}
 
 fn service(boot: &BootInfo, start_tsc: u64) -> Service<HwRng> {
     // main() already refused to start without a working RDRAND.
@@ -98,16 +104,19 @@ fn service(boot: &BootInfo, start_tsc: u64) -> Service<HwRng> {
         Ok(s) => s,
         Err(_) => panic!("the hardware random source failed at start-up"),
     };
+    // Before the attestation: the VMM signs these facts with the boot's key.
+    svc.set_boot_facts(BootFacts {
+        protection_bits: boot.protection,
+        host_mapped_bytes: boot.host_mapped_bytes,
+        ram_size: boot.ram_size,
+        policy_bits: boot.policy,
+    });
+    svc.set_free_heap(sys::free_heap);
     attest(&mut svc);
     if let Some((own, upgrade)) = take_vault_keys(boot) {
         svc.set_vault(credguard_enclave::vault::Vault::new(own, boot.measurement, upgrade));
     }
     svc.set_restarts(boot.restart_count, boot.restart_reasons().map(String::from).collect());
-    svc.set_protection(abi::describe_protection(
-        boot.protection,
-        boot.host_mapped_bytes,
-        boot.ram_size,
-    ));
     svc
 }
 
@@ -322,6 +331,15 @@ impl Server {
     }
 
     /// Ends the service as the injected fault says once its request budget is spent.
+    #[cfg(not(feature = "test-modes"))]
+    fn inject_fault(&self) {
+        if let Some(fault) = self.fault {
+            match fault {}
+        }
+    }
+
+    /// Ends the service as the injected fault says once its request budget is spent.
+    #[cfg(feature = "test-modes")]
     fn inject_fault(&self) {
         let served = self.svc.requests_served();
         match self.fault {
@@ -360,6 +378,10 @@ fn attest<R: rand_core::TryCryptoRng>(svc: &mut Service<R>) {
     };
     write(exchange::ATTEST_BOOT_ID, &svc.boot_id());
     write(exchange::ATTEST_PUBLIC_KEY, &svc.sealing_public_key());
+    write(
+        exchange::ATTEST_ENCLAVE_FLAGS,
+        &credguard_enclave::service::ENCLAVE_FLAGS.to_le_bytes(),
+    );
     sys::attest();
     // SAFETY: as above; ATTEST_STATE is an aligned u64 of the page.
     let state = unsafe { core::ptr::read_volatile((page + exchange::ATTEST_STATE) as *const u64) };

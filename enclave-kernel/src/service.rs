@@ -3,21 +3,28 @@
 //! Nothing here trusts its input: any byte sequence from the host either yields replies or a
 //! [`WireError`] after which the caller closes that stream. Nothing here panics on input.
 //!
-//! "No oracle" (issue 7) is applied here, around every method: a call that puts a session's secret
-//! to work first takes a token from that session's rate limit ([`crate::ratelimit`]), and its
-//! reply carries exactly one [`AuditRecord`] of the use (done, refused or rate-limited), which the
-//! proxy writes to its log.
+//! "No oracle" is applied here, around every method: a call that puts a session's secret to work
+//! first takes a token from the rate limits of the session's owner and of its credential
+//! ([`crate::ratelimit`]), and its reply carries exactly one [`AuditRecord`] of the use (done,
+//! refused or rate-limited), which the proxy writes to its log.
+//!
+//! Memory is bounded so that no caller can make the enclave fail for others: every call that can
+//! grow the enclave's state is refused (RESOURCE_EXHAUSTED) once the heap has less than
+//! [`MEMORY_HEADROOM`] free, which is more than any one request needs, and the state of each
+//! owner is capped (sessions, NTLM contexts, ticket bytes, nonces). An allocation failure, which
+//! would end the enclave and every session in it, is thereby out of a caller's reach.
 
-use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use credguard_proto::abi::MEASUREMENT_LEN;
+use credguard_proto::abi::{self, MEASUREMENT_LEN};
+use credguard_proto::attest::{Owner, SealPurpose, SealedNames};
 use credguard_proto::enclave::{
-    AuditRecord, Frame, KerberosAsRequest, KerberosTgsRequest, LegacyAuthenticateRequest, LegacyProtocol, LogoffReply,
-    LogoffRequest, LogonReply, LogonRequest, METHOD_KERBEROS_AS, METHOD_KERBEROS_TGS, METHOD_LEGACY_AUTHENTICATE,
-    METHOD_LOGOFF, METHOD_LOGON, METHOD_NTLM_AUTHENTICATE, METHOD_NTLM_NEGOTIATE, METHOD_STATUS, METHOD_VAULT_LOGON,
+    AuditRecord, Frame, IssueSealingNonceReply, IssueSealingNonceRequest, KerberosAsRequest, KerberosTgsRequest,
+    LegacyAuthenticateRequest, LegacyProtocol, LogoffReply, LogoffRequest, LogonReply, LogonRequest,
+    METHOD_ISSUE_SEALING_NONCE, METHOD_KERBEROS_AS, METHOD_KERBEROS_TGS, METHOD_LEGACY_AUTHENTICATE, METHOD_LOGOFF,
+    METHOD_LOGON, METHOD_NTLM_AUTHENTICATE, METHOD_NTLM_NEGOTIATE, METHOD_STATUS, METHOD_VAULT_LOGON,
     METHOD_VAULT_SEAL, NtlmAuthenticateRequest, StatusReply, StatusRequest,
 };
 use credguard_proto::wire::{FrameDecoder, WireError, encode_frame};
@@ -25,8 +32,10 @@ use prost::Message;
 use rand_core::TryCryptoRng;
 use zeroize::Zeroize;
 
-use crate::credentials::{CredentialStore, LogonRefused, SESSION_HANDLE_LEN, SessionHandle, credential_from};
-use crate::ratelimit::{RateLimited, RateLimiter};
+use crate::credentials::{
+    CredentialStore, LogonCredential, LogonRefused, SESSION_HANDLE_LEN, SessionHandle, credential_from,
+};
+use crate::ratelimit::{CredentialId, RateLimited, RateLimits};
 
 mod vault_calls;
 
@@ -45,6 +54,12 @@ pub const CODE_FAILED_PRECONDITION: i32 = 9;
 pub const CODE_UNIMPLEMENTED: i32 = 12;
 /// gRPC status code INTERNAL: the enclave itself failed (e.g. its random source).
 pub const CODE_INTERNAL: i32 = 13;
+
+/// Free heap below which calls that can grow the enclave's state are refused. It covers what is
+/// allocated outside any call's control, the partly received frames of every open stream (at most
+/// `serve::MAX_CONNECTIONS` of `wire::MAX_FRAME_LEN` each), plus what the largest request needs
+/// while it runs (its frame decoded a few times over), with room for fragmentation.
+pub const MEMORY_HEADROOM: usize = 2 << 20;
 
 /// Longest prefix of an unknown method name echoed back in an error message.
 const MAX_ECHOED_METHOD: usize = 80;
@@ -91,9 +106,14 @@ pub struct Service<R> {
     credentials: CredentialStore,
     ntlm: crate::ntlm::NtlmContexts,
     kerberos: crate::kerberos::KerberosSessions,
-    /// Rate limit of each session's secret-using operations (same keys as `credentials`).
-    limits: BTreeMap<SessionHandle, RateLimiter>,
-    protection: String,
+    /// Rate limits of secret-using operations, per owner and per credential.
+    limits: RateLimits,
+    /// Key of the credential fingerprints ([`CredentialId`]), random per boot.
+    fingerprint_key: zeroize::Zeroizing<[u8; 32]>,
+    /// What the VMM said at boot: protection bits, mapped bytes, RAM size, the image's policy.
+    boot_facts: BootFacts,
+    /// Free heap bytes, if the enclave can tell (the bare-metal binary's allocator).
+    free_heap: Option<fn() -> usize>,
     /// This boot's key for sealed logons, and its attestation.
     sealing: crate::sealing::SealingKey,
     /// Restarts of the enclave before this boot, and why (from the boot info).
@@ -102,6 +122,33 @@ pub struct Service<R> {
     /// The vault's keys, when the VMM handed over a sealing secret.
     vault: Option<crate::vault::Vault>,
 }
+
+/// What the VMM told the enclave at boot, reported by `Status` and covered by the attestation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BootFacts {
+    /// `abi::protection` bits.
+    pub protection_bits: u64,
+    /// Bytes of guest RAM the VMM keeps mapped.
+    pub host_mapped_bytes: u64,
+    /// Guest RAM in bytes.
+    pub ram_size: u64,
+    /// The image's signed `abi::policy` bits.
+    pub policy_bits: u64,
+}
+
+impl BootFacts {
+    /// Whether the image's signed policy allows rc4-hmac at all.
+    pub fn allows_rc4(&self) -> bool {
+        self.policy_bits & abi::policy::ALLOW_RC4 != 0
+    }
+}
+
+/// What this build of the enclave says about itself (`abi::enclave_flags`).
+pub const ENCLAVE_FLAGS: u64 = if cfg!(feature = "test-modes") {
+    abi::enclave_flags::TEST_BUILD
+} else {
+    0
+};
 
 /// Audit record operation names (`AuditRecord.operation`).
 pub mod operation {
@@ -143,6 +190,9 @@ impl<R: TryCryptoRng> Service<R> {
         let mut boot_id = [0u8; 16];
         rng.try_fill_bytes(&mut boot_id).map_err(|_| RandomSourceFailed)?;
         let sealing = crate::sealing::SealingKey::generate(&mut rng).ok_or(RandomSourceFailed)?;
+        let mut fingerprint_key = zeroize::Zeroizing::new([0u8; 32]);
+        rng.try_fill_bytes(&mut fingerprint_key[..])
+            .map_err(|_| RandomSourceFailed)?;
         Ok(Self {
             sealing,
             identity,
@@ -154,8 +204,10 @@ impl<R: TryCryptoRng> Service<R> {
             credentials: CredentialStore::new(),
             ntlm: crate::ntlm::NtlmContexts::new(),
             kerberos: crate::kerberos::KerberosSessions::new(),
-            limits: BTreeMap::new(),
-            protection: String::new(),
+            limits: RateLimits::new(),
+            fingerprint_key,
+            boot_facts: BootFacts::default(),
+            free_heap: None,
             restarts: 0,
             restart_reasons: Vec::new(),
             vault: None,
@@ -199,10 +251,15 @@ impl<R: TryCryptoRng> Service<R> {
         Ok(answered)
     }
 
-    /// Sets the protection line `Status` reports (from the boot info; see
-    /// `abi::describe_protection`).
-    pub fn set_protection(&mut self, protection: String) {
-        self.protection = protection;
+    /// Sets what the VMM said at boot (from the boot info): `Status` reports it, and the image's
+    /// policy applies to every logon from now on.
+    pub fn set_boot_facts(&mut self, facts: BootFacts) {
+        self.boot_facts = facts;
+    }
+
+    /// Lets the service ask how much heap is free (see [`MEMORY_HEADROOM`]).
+    pub fn set_free_heap(&mut self, free_heap: fn() -> usize) {
+        self.free_heap = Some(free_heap);
     }
 
     /// This boot's X25519 public key for sealed logons.
@@ -216,18 +273,19 @@ impl<R: TryCryptoRng> Service<R> {
         self.sealing.set_attestation(signature);
     }
 
-    /// Opens a secret a client sealed to this boot for `user`, `domain`, `realm`.
+    /// Opens a secret `owner` sealed to this boot for `purpose` and `names`; returns it in the form
+    /// the credential path takes, and whether the client refused rc4-hmac.
     pub fn open_sealed_secret(
         &mut self,
         sealed: &credguard_proto::enclave::SealedSecret,
-        user: &str,
-        domain: &str,
-        realm: &str,
-    ) -> Result<credguard_proto::enclave::logon_request::Secret, LogonRefused> {
+        purpose: SealPurpose,
+        owner: Owner,
+        names: &SealedNames<'_>,
+    ) -> Result<crate::sealing::Opened, LogonRefused> {
         use crate::sealing::SealError;
-        self.sealing.open(sealed, user, domain, realm).map_err(|e| match e {
-            SealError::Malformed(_) | SealError::DoesNotOpen => LogonRefused::Invalid(e.message()),
-            SealError::OtherBoot | SealError::Replayed => LogonRefused::Rule(e.message()),
+        self.sealing.open(sealed, purpose, owner, names).map_err(|e| match e {
+            SealError::Malformed(_) | SealError::DoesNotOpen | SealError::Random => LogonRefused::Invalid(e.message()),
+            SealError::OtherBoot | SealError::StaleNonce => LogonRefused::Rule(e.message()),
         })
     }
 
@@ -250,9 +308,10 @@ impl<R: TryCryptoRng> Service<R> {
         self.requests_served = self.requests_served.saturating_add(1);
         let secret_use = self.secret_use(&request.method, &request.payload);
         let limited = secret_use.as_ref().and_then(|u| self.charge(u, now_tsc).err());
-        let mut reply = match limited {
-            Some(e) => error(request.call_id, CODE_RESOURCE_EXHAUSTED, e.message()),
-            None => self.answer(request, now_tsc),
+        let mut reply = match (limited, self.memory_short(&request.method)) {
+            (Some(e), _) => error(request.call_id, CODE_RESOURCE_EXHAUSTED, e.message()),
+            (None, Some(m)) => error(request.call_id, CODE_RESOURCE_EXHAUSTED, m),
+            (None, None) => self.answer(request, now_tsc),
         };
         if let Some(u) = secret_use {
             let mut session = u.session;
@@ -274,19 +333,31 @@ impl<R: TryCryptoRng> Service<R> {
         reply
     }
 
-    /// Takes a token from the session's rate limit if the call costs one. Sessions without a
-    /// limiter are unknown: the call itself will fail with NOT_FOUND.
+    /// Takes a token from the rate limits of the session's owner and credential if the call costs
+    /// one. Unknown sessions cost nothing: the call itself will fail with NOT_FOUND.
     fn charge(&mut self, u: &SecretUse, now_tsc: u64) -> Result<(), RateLimited> {
         if !u.charged {
             return Ok(());
         }
-        let Ok(handle) = SessionHandle::try_from(u.session.as_slice()) else {
-            return Ok(());
-        };
-        match self.limits.get_mut(&handle) {
-            Some(l) => l.try_acquire(now_tsc),
+        match self.credentials.get(&u.session) {
+            Some(c) => self.limits.try_acquire(c.owner, &c.id, now_tsc),
             None => Ok(()),
         }
+    }
+
+    /// Why a call must be refused for want of memory, if it must: calls that may grow the
+    /// enclave's state are refused while the heap is short; `Status` and `Logoff` (which frees
+    /// memory) always run.
+    fn memory_short(&self, method: &str) -> Option<String> {
+        let free = self.free_heap?();
+        if free >= MEMORY_HEADROOM || method == METHOD_STATUS || method == METHOD_LOGOFF {
+            return None;
+        }
+        Some(format!(
+            "the enclave's memory is nearly full ({} KiB free): refused so that no request can exhaust it; \
+             log off unused sessions or retry later",
+            free >> 10
+        ))
     }
 
     /// What a secret-using call is about, read from its request before it runs; `None` for the
@@ -380,12 +451,21 @@ impl<R: TryCryptoRng> Service<R> {
                         boot_id: self.boot_id.to_vec(),
                         signer: hex(&self.identity.signer),
                         sessions: self.credentials.len() as u64,
-                        protection: self.protection.clone(),
+                        protection: abi::describe_protection(
+                            self.boot_facts.protection_bits,
+                            self.boot_facts.host_mapped_bytes,
+                            self.boot_facts.ram_size,
+                        ),
                         sealing_public_key: self.sealing.public_key().to_vec(),
                         attestation_signature: self.sealing.attestation().to_vec(),
                         restarts: self.restarts,
                         restart_reasons: self.restart_reasons.clone(),
                         vault_ready: self.vault.is_some(),
+                        protection_bits: self.boot_facts.protection_bits,
+                        host_mapped_bytes: self.boot_facts.host_mapped_bytes,
+                        ram_size: self.boot_facts.ram_size,
+                        policy_bits: self.boot_facts.policy_bits,
+                        enclave_flags: ENCLAVE_FLAGS,
                     };
                     ok(call_id, reply.encode_to_vec())
                 }
@@ -398,16 +478,18 @@ impl<R: TryCryptoRng> Service<R> {
             METHOD_LOGON => self.logon(call_id, &request.payload, now_tsc),
             METHOD_VAULT_SEAL => self.vault_seal(call_id, &request.payload),
             METHOD_VAULT_LOGON => self.vault_logon(call_id, &request.payload, now_tsc),
+            METHOD_ISSUE_SEALING_NONCE => self.issue_sealing_nonce(call_id, &request.payload),
             METHOD_LOGOFF => match LogoffRequest::decode(request.payload.as_slice()) {
-                Ok(r) if self.credentials.remove(&r.session_handle) => {
-                    if let Ok(h) = SessionHandle::try_from(r.session_handle.as_slice()) {
-                        self.limits.remove(&h);
+                Ok(r) => match self.credentials.get(&r.session_handle).map(|c| c.owner) {
+                    Some(owner) => {
+                        // The rate-limit buckets stay: logging on again must not reset them.
+                        self.credentials.remove(&r.session_handle);
+                        self.ntlm.forget_session(&r.session_handle);
+                        self.kerberos.forget_session(&r.session_handle, owner);
+                        ok(call_id, LogoffReply {}.encode_to_vec())
                     }
-                    self.ntlm.forget_session(&r.session_handle);
-                    self.kerberos.forget_session(&r.session_handle);
-                    ok(call_id, LogoffReply {}.encode_to_vec())
-                }
-                Ok(_) => error(call_id, CODE_NOT_FOUND, String::from("no such session in this enclave")),
+                    None => error(call_id, CODE_NOT_FOUND, String::from("no such session in this enclave")),
+                },
                 Err(_) => error(
                     call_id,
                     CODE_INVALID_ARGUMENT,
@@ -463,8 +545,18 @@ impl<R: TryCryptoRng> Service<R> {
         };
         let asked_rate = req.operations_per_second;
         if let Some(credguard_proto::enclave::logon_request::Secret::Sealed(sealed)) = &req.secret {
-            match self.open_sealed_secret(sealed, &req.user, &req.domain, &req.realm) {
-                Ok(secret) => req.secret = Some(secret),
+            let names = SealedNames {
+                user: &req.user,
+                domain: &req.domain,
+                realm: &req.realm,
+                target: "",
+            };
+            match self.open_sealed_secret(sealed, SealPurpose::Logon, Owner(req.owner), &names) {
+                Ok(opened) => {
+                    // The client's choice counts, not the proxy's.
+                    req.allow_rc4 = !opened.refuse_rc4;
+                    req.secret = Some(crate::vault::to_logon_secret(opened.secret));
+                }
                 Err(e) => return refused(call_id, e),
             }
         }
@@ -481,9 +573,27 @@ impl<R: TryCryptoRng> Service<R> {
         }
     }
 
-    /// Makes a session of `req`'s plain secret (taking it out of `req`, wiped on every path) with
-    /// a rate limit of `asked_rate`; returns its handle and the kind of secret, or the error
-    /// reply. What `Logon` and `VaultLogon` share.
+    /// `IssueSealingNonce`: a fresh single-use nonce for the owner's next sealed secret.
+    fn issue_sealing_nonce(&mut self, call_id: u64, payload: &[u8]) -> Frame {
+        let Ok(req) = IssueSealingNonceRequest::decode(payload) else {
+            return error(
+                call_id,
+                CODE_INVALID_ARGUMENT,
+                String::from("payload is not an IssueSealingNonceRequest"),
+            );
+        };
+        match self.sealing.issue_nonce(Owner(req.owner), &mut self.rng) {
+            Ok(nonce) => ok(
+                call_id,
+                IssueSealingNonceReply { nonce: nonce.to_vec() }.encode_to_vec(),
+            ),
+            Err(e) => error(call_id, CODE_INTERNAL, e.message()),
+        }
+    }
+
+    /// Makes a session of `req`'s plain secret (taking it out of `req`, wiped on every path) on
+    /// the rate limits of its owner and credential (new ones at `asked_rate`); returns its handle
+    /// and the kind of secret, or the error reply. What `Logon` and `VaultLogon` share.
     pub(crate) fn open_session(
         &mut self,
         call_id: u64,
@@ -491,7 +601,8 @@ impl<R: TryCryptoRng> Service<R> {
         asked_rate: u32,
         now_tsc: u64,
     ) -> Result<(SessionHandle, &'static str), Frame> {
-        let cred = credential_from(req).map_err(|e| refused(call_id, e))?;
+        let mut cred = credential_from(req, self.boot_facts.allows_rc4()).map_err(|e| refused(call_id, e))?;
+        cred.id = self.fingerprint(&cred);
         let mut handle = [0u8; SESSION_HANDLE_LEN];
         if self.rng.try_fill_bytes(&mut handle).is_err() {
             return Err(error(
@@ -500,11 +611,49 @@ impl<R: TryCryptoRng> Service<R> {
                 String::from("the enclave's random source failed"),
             ));
         }
+        if self
+            .limits
+            .open(cred.owner, cred.id, asked_rate, self.tsc_khz, now_tsc)
+            .is_err()
+        {
+            return Err(error(
+                call_id,
+                CODE_RESOURCE_EXHAUSTED,
+                String::from("the enclave tracks as many rate limits in use as it can: retry in a second"),
+            ));
+        }
         let kind = cred.kind;
         self.credentials.insert(handle, cred).map_err(|e| refused(call_id, e))?;
-        self.limits
-            .insert(handle, RateLimiter::new(asked_rate, self.tsc_khz, now_tsc));
         Ok((handle, kind))
+    }
+
+    /// The credential's fingerprint: HMAC-SHA256 under this boot's key of its names and secret,
+    /// so that sessions of one credential share a rate limit whoever opens them, and nobody
+    /// without the secret can spend that budget.
+    fn fingerprint(&self, cred: &LogonCredential) -> CredentialId {
+        use hmac::{KeyInit, Mac};
+        let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.fingerprint_key[..]) else {
+            return [0; 16];
+        };
+        let mut part = |bytes: &[u8]| {
+            mac.update(&(bytes.len() as u32).to_le_bytes());
+            mac.update(bytes);
+        };
+        part(b"credguard credential");
+        part(cred.user.to_lowercase().as_bytes());
+        part(cred.domain.to_lowercase().as_bytes());
+        part(cred.realm.to_uppercase().as_bytes());
+        if let Some(h) = &cred.nt_hash {
+            part(&h[..]);
+        }
+        for k in &cred.keys {
+            part(&k.enctype.to_le_bytes());
+            part(&k.value);
+        }
+        let tag = mac.finalize().into_bytes();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&tag[..16]);
+        id
     }
 }
 
@@ -512,11 +661,7 @@ fn refused(call_id: u64, e: LogonRefused) -> Frame {
     match e {
         LogonRefused::Invalid(m) => error(call_id, CODE_INVALID_ARGUMENT, m),
         LogonRefused::Rule(m) => error(call_id, CODE_FAILED_PRECONDITION, m),
-        LogonRefused::Full => error(
-            call_id,
-            CODE_RESOURCE_EXHAUSTED,
-            String::from("the enclave holds as many sessions as it can"),
-        ),
+        LogonRefused::Full(m) => error(call_id, CODE_RESOURCE_EXHAUSTED, String::from(m)),
     }
 }
 
@@ -604,6 +749,8 @@ mod tests {
             realm: String::new(),
             secret: Some(Secret::Password(password.to_string())),
             operations_per_second: 0,
+            owner: 1000,
+            allow_rc4: false,
         }
         .encode_to_vec()
     }
@@ -636,14 +783,16 @@ mod tests {
         crate::ntlm::sample::windows_challenge()
     }
 
-    fn logon_with_rate(svc: &mut Service<CounterRng>, rate: u32, now: u64) -> Vec<u8> {
+    fn logon_as(svc: &mut Service<CounterRng>, uid: u64, user: &str, password: &str, rate: u32, now: u64) -> Vec<u8> {
         use credguard_proto::enclave::logon_request::Secret;
         let req = LogonRequest {
-            user: "alice".to_string(),
+            user: user.to_string(),
             domain: "D".to_string(),
             realm: String::new(),
-            secret: Some(Secret::Password("pw".to_string())),
+            secret: Some(Secret::Password(password.to_string())),
             operations_per_second: rate,
+            owner: uid,
+            allow_rc4: false,
         };
         let reply = svc.dispatch(&request(1, METHOD_LOGON, req.encode_to_vec()), now);
         assert_eq!(reply.code, CODE_OK, "{}", reply.message);
@@ -757,11 +906,11 @@ mod tests {
     }
 
     #[test]
-    fn the_rate_limit_is_the_enclaves_per_session_and_on_its_own_clock() {
+    fn the_rate_limit_is_the_enclaves_per_user_and_credential_and_on_its_own_clock() {
         let mut svc = service();
         let t0 = 10 * 1_000_000_000;
-        let slow = logon_with_rate(&mut svc, 3, t0);
-        let other = logon_with_rate(&mut svc, 3, t0);
+        let slow = logon_as(&mut svc, 1000, "alice", "pw", 3, t0);
+        let other = logon_as(&mut svc, 1001, "bob", "pw2", 3, t0);
         for _ in 0..3 {
             assert_eq!(legacy(&mut svc, &slow, t0).code, CODE_FAILED_PRECONDITION);
         }
@@ -769,7 +918,8 @@ mod tests {
         let r = legacy(&mut svc, &slow, t0);
         assert_eq!(r.code, CODE_RESOURCE_EXHAUSTED);
         assert!(
-            r.message.contains("rate limit of 3 operations per second per session"),
+            r.message
+                .contains("rate limit of 3 operations per second per user and per credential"),
             "{}",
             r.message
         );
@@ -777,19 +927,140 @@ mod tests {
         let r = ntlm_handshake(&mut svc, &slow, t0);
         assert_eq!(r.code, CODE_RESOURCE_EXHAUSTED);
         assert_eq!(only_record(&r).session_handle, slow);
-        // Another session has its own bucket.
+        // Another user with another credential has their own buckets.
         assert_eq!(ntlm_handshake(&mut svc, &other, t0).code, CODE_OK);
+        // Logging on again (even asking for more) or off does not refill alice's.
+        let again = logon_as(&mut svc, 1000, "alice", "pw", 1000, t0);
+        assert_eq!(legacy(&mut svc, &again, t0).code, CODE_RESOURCE_EXHAUSTED);
+        let off = LogoffRequest {
+            session_handle: slow.clone(),
+        };
+        assert_eq!(
+            svc.dispatch(&request(8, METHOD_LOGOFF, off.encode_to_vec()), t0).code,
+            CODE_OK
+        );
+        let third = logon_as(&mut svc, 1000, "alice", "pw", 3, t0);
+        assert_eq!(legacy(&mut svc, &third, t0).code, CODE_RESOURCE_EXHAUSTED);
+        // Alice's credential under another uid (a proxy naming any uid): its bucket is empty too.
+        let moved = logon_as(&mut svc, 4242, "alice", "pw", 3, t0);
+        assert_eq!(legacy(&mut svc, &moved, t0).code, CODE_RESOURCE_EXHAUSTED);
         // One third of a second of enclave TSC later, one operation is allowed again.
         let t1 = t0 + 1_000_000_000 / 3 + 1;
-        assert_eq!(ntlm_handshake(&mut svc, &slow, t1).code, CODE_OK);
-        assert_eq!(ntlm_handshake(&mut svc, &slow, t1).code, CODE_RESOURCE_EXHAUSTED);
+        assert_eq!(ntlm_handshake(&mut svc, &third, t1).code, CODE_OK);
+        assert_eq!(ntlm_handshake(&mut svc, &third, t1).code, CODE_RESOURCE_EXHAUSTED);
 
         // Asking for more than the ceiling gets the ceiling.
-        let greedy = logon_with_rate(&mut svc, u32::MAX, t0);
+        let greedy = logon_as(&mut svc, 7, "carol", "pw3", u32::MAX, t0);
         let passed = (0..crate::ratelimit::MAX_OPERATIONS_PER_SECOND + 50)
             .filter(|_| legacy(&mut svc, &greedy, t0).code != CODE_RESOURCE_EXHAUSTED)
             .count();
         assert_eq!(passed, crate::ratelimit::MAX_OPERATIONS_PER_SECOND as usize);
+    }
+
+    #[test]
+    fn no_call_can_exhaust_the_heap() {
+        static FREE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(usize::MAX);
+        let mut svc = service();
+        svc.set_free_heap(|| FREE.load(core::sync::atomic::Ordering::Relaxed));
+        let h = logon_as(&mut svc, 1000, "alice", "pw", 0, 0);
+        FREE.store(MEMORY_HEADROOM - 1, core::sync::atomic::Ordering::Relaxed);
+        let r = svc.dispatch(&request(2, METHOD_LOGON, logon_payload("bob", "pw")), 0);
+        assert_eq!(r.code, CODE_RESOURCE_EXHAUSTED);
+        assert!(r.message.contains("memory"), "{}", r.message);
+        let neg = credguard_proto::enclave::NtlmNegotiateRequest {
+            session_handle: h.clone(),
+        };
+        let r = svc.dispatch(&request(6, METHOD_NTLM_NEGOTIATE, neg.encode_to_vec()), 0);
+        assert_eq!(r.code, CODE_RESOURCE_EXHAUSTED);
+        // Status and Logoff still work, so the memory can be freed.
+        assert_eq!(svc.dispatch(&request(3, METHOD_STATUS, vec![]), 0).code, CODE_OK);
+        let off = LogoffRequest { session_handle: h };
+        assert_eq!(
+            svc.dispatch(&request(4, METHOD_LOGOFF, off.encode_to_vec()), 0).code,
+            CODE_OK
+        );
+        FREE.store(MEMORY_HEADROOM, core::sync::atomic::Ordering::Relaxed);
+        let r = svc.dispatch(&request(5, METHOD_LOGON, logon_payload("bob", "pw")), 0);
+        assert_eq!(r.code, CODE_OK);
+    }
+
+    #[test]
+    fn sealed_logons_are_bound_to_purpose_owner_and_a_fresh_nonce() {
+        use crate::sealing::tests::{names, seal};
+        use credguard_proto::enclave::sealed_logon_secret::Secret as Inner;
+        use credguard_proto::enclave::{IssueSealingNonceReply, SealedSecret, logon_request::Secret};
+        let mut svc = service();
+        let nonce = |svc: &mut Service<CounterRng>, owner: u64| {
+            let r = svc.dispatch(
+                &request(
+                    1,
+                    METHOD_ISSUE_SEALING_NONCE,
+                    IssueSealingNonceRequest { owner }.encode_to_vec(),
+                ),
+                0,
+            );
+            assert_eq!(r.code, CODE_OK, "{}", r.message);
+            let n = IssueSealingNonceReply::decode(r.payload.as_slice()).unwrap().nonce;
+            <[u8; 16]>::try_from(n.as_slice()).unwrap()
+        };
+        let logon = |svc: &mut Service<CounterRng>, owner: u64, sealed: SealedSecret| {
+            let req = LogonRequest {
+                user: "alice".into(),
+                domain: "D".into(),
+                realm: String::new(),
+                secret: Some(Secret::Sealed(sealed)),
+                operations_per_second: 0,
+                owner,
+                allow_rc4: true,
+            };
+            svc.dispatch(&request(2, METHOD_LOGON, req.encode_to_vec()), 0)
+        };
+        let n = nonce(&mut svc, 1000);
+        let pk = svc.sealing_public_key();
+        let sealed = seal(
+            pk,
+            [3; 32],
+            Inner::Password("pw".into()),
+            SealPurpose::Logon,
+            Owner::uid(1000),
+            n,
+            &names("alice", "D", ""),
+        );
+        // Another uid cannot use it; it is not used up by the attempt.
+        assert_eq!(logon(&mut svc, 1001, sealed.clone()).code, CODE_FAILED_PRECONDITION);
+        let ok = logon(&mut svc, 1000, sealed.clone());
+        assert_eq!(ok.code, CODE_OK, "{}", ok.message);
+        // Replayed: refused.
+        let r = logon(&mut svc, 1000, sealed);
+        assert_eq!(r.code, CODE_FAILED_PRECONDITION);
+        assert!(r.message.contains("nonce"), "{}", r.message);
+        // Sealed for a vault save: does not open as a logon.
+        let n = nonce(&mut svc, 1000);
+        let vault = seal(
+            pk,
+            [4; 32],
+            Inner::Password("pw".into()),
+            SealPurpose::VaultSave,
+            Owner::uid(1000),
+            n,
+            &names("alice", "D", ""),
+        );
+        assert_eq!(logon(&mut svc, 1000, vault).code, CODE_INVALID_ARGUMENT);
+        // A flood of nonces for another uid does not expire alice's.
+        let n = nonce(&mut svc, 1000);
+        for _ in 0..100 {
+            nonce(&mut svc, 666);
+        }
+        let fresh = seal(
+            pk,
+            [5; 32],
+            Inner::Password("pw".into()),
+            SealPurpose::Logon,
+            Owner::uid(1000),
+            n,
+            &names("alice", "D", ""),
+        );
+        assert_eq!(logon(&mut svc, 1000, fresh).code, CODE_OK);
     }
 
     #[test]
@@ -807,6 +1078,8 @@ mod tests {
                 value: vec![0; 8],
             })),
             operations_per_second: 0,
+            owner: 1000,
+            allow_rc4: false,
         };
         let r = svc.dispatch(&request(2, METHOD_LOGON, des.encode_to_vec()), 0);
         assert_eq!(r.code, CODE_FAILED_PRECONDITION);

@@ -91,6 +91,12 @@ pub(crate) use kprintln;
 #[global_allocator]
 static HEAP: TalcLock<RawSpinlock, Manual> = TalcLock::new(Manual);
 
+/// Bytes the allocator could still hand out (fragmentation aside): what the service checks
+/// before work that can grow its state.
+pub fn free_heap() -> usize {
+    HEAP.lock().counters().available_bytes
+}
+
 /// Gives the heap `[start, start + size)` to the allocator.
 ///
 /// # Safety

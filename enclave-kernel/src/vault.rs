@@ -175,6 +175,8 @@ impl Binding<'_> {
 pub struct Opened {
     /// The secret (its fields are wiped by the caller's credential path).
     pub secret: sealed_logon_secret::Secret,
+    /// The saver refused rc4-hmac for it.
+    pub refuse_rc4: bool,
     /// Whether it was sealed under an earlier image's key (an allowed upgrade): the caller should
     /// re-seal it under this image's key.
     pub from_earlier_image: bool,
@@ -209,15 +211,20 @@ impl Vault {
         }
     }
 
-    /// Seals `secret` for `binding` with a fresh random `nonce`.
+    /// Seals `secret` for `binding` with a fresh random `nonce`; `refuse_rc4` (the saver's choice)
+    /// is kept with it.
     pub fn seal(
         &self,
         binding: &Binding<'_>,
         secret: sealed_logon_secret::Secret,
+        refuse_rc4: bool,
         nonce: [u8; NONCE_LEN],
     ) -> Result<Vec<u8>, VaultError> {
         binding.check_target()?;
-        let message = SealedLogonSecret { secret: Some(secret) };
+        let message = SealedLogonSecret {
+            secret: Some(secret),
+            refuse_rc4,
+        };
         let mut plaintext = Zeroizing::new(message.encode_to_vec());
         wipe_message(message);
         let mut blob = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
@@ -278,13 +285,25 @@ impl Vault {
         // Authentic: written by an enclave with the key, so it decodes; checked anyway.
         let message = SealedLogonSecret::decode(plaintext.as_slice())
             .map_err(|_| VaultError::Malformed("the sealed content does not decode"))?;
+        let refuse_rc4 = message.refuse_rc4;
         let Some(secret) = message.secret else {
             return Err(VaultError::Malformed("the sealed content holds no secret"));
         };
         Ok(Opened {
             secret,
+            refuse_rc4,
             from_earlier_image,
         })
+    }
+}
+
+/// A vault or sealed secret in the form the logon path takes.
+pub fn to_logon_secret(s: sealed_logon_secret::Secret) -> credguard_proto::enclave::logon_request::Secret {
+    use credguard_proto::enclave::logon_request::Secret as L;
+    match s {
+        sealed_logon_secret::Secret::Password(p) => L::Password(p),
+        sealed_logon_secret::Secret::NtHash(h) => L::NtHash(h),
+        sealed_logon_secret::Secret::Key(k) => L::Key(k),
     }
 }
 
@@ -366,7 +385,7 @@ mod tests {
     fn seals_and_opens_each_kind() {
         let v = vault(SECRET, OLD, &[]);
         let b = binding(1000, "fileserver");
-        let blob = v.seal(&b, pw("S3cret!"), [9; 12]).unwrap();
+        let blob = v.seal(&b, pw("S3cret!"), false, [9; 12]).unwrap();
         assert_eq!(&blob[..4], MAGIC);
         assert_eq!(blob[4], FORMAT_VERSION);
         assert_eq!(&blob[5..53], &OLD);
@@ -379,13 +398,13 @@ mod tests {
             enctype: 18,
             value: vec![3; 32],
         });
-        let blob = v.seal(&b, key, [8; 12]).unwrap();
+        let blob = v.seal(&b, key, false, [8; 12]).unwrap();
         assert!(matches!(
             v.open(&b, &blob).unwrap().secret,
             sealed_logon_secret::Secret::Key(k) if k.value == vec![3; 32] && k.enctype == 18
         ));
         let blob = v
-            .seal(&b, sealed_logon_secret::Secret::NtHash(vec![4; 16]), [7; 12])
+            .seal(&b, sealed_logon_secret::Secret::NtHash(vec![4; 16]), false, [7; 12])
             .unwrap();
         assert_eq!(kind_of(&v.open(&b, &blob).unwrap().secret), "nt_hash");
     }
@@ -394,7 +413,7 @@ mod tests {
     fn another_uid_target_or_name_does_not_open() {
         let v = vault(SECRET, OLD, &[]);
         let b = binding(1000, "fileserver");
-        let blob = v.seal(&b, pw("pw"), [1; 12]).unwrap();
+        let blob = v.seal(&b, pw("pw"), false, [1; 12]).unwrap();
         assert_eq!(
             v.open(&binding(1001, "fileserver"), &blob).err(),
             Some(VaultError::DoesNotOpen)
@@ -413,7 +432,7 @@ mod tests {
         let mut x = b;
         x.user = "ab";
         x.domain = "c";
-        let blob = v.seal(&x, pw("pw"), [1; 12]).unwrap();
+        let blob = v.seal(&x, pw("pw"), false, [1; 12]).unwrap();
         let mut y = b;
         y.user = "a";
         y.domain = "bc";
@@ -423,7 +442,7 @@ mod tests {
     #[test]
     fn another_host_secret_does_not_open() {
         let b = binding(1000, "t");
-        let blob = vault(SECRET, OLD, &[]).seal(&b, pw("pw"), [1; 12]).unwrap();
+        let blob = vault(SECRET, OLD, &[]).seal(&b, pw("pw"), false, [1; 12]).unwrap();
         let thief = vault([8; 32], OLD, &[]);
         assert_eq!(thief.open(&b, &blob).err(), Some(VaultError::DoesNotOpen));
     }
@@ -432,7 +451,7 @@ mod tests {
     fn another_image_needs_the_upgrade_allowance() {
         let b = binding(1000, "t");
         let old = vault(SECRET, OLD, &[]);
-        let blob = old.seal(&b, pw("pw"), [1; 12]).unwrap();
+        let blob = old.seal(&b, pw("pw"), false, [1; 12]).unwrap();
         let new = vault(SECRET, NEW, &[]);
         let e = new.open(&b, &blob).err().unwrap();
         assert_eq!(e, VaultError::OtherImage(OLD));
@@ -441,7 +460,7 @@ mod tests {
         let upgraded = vault(SECRET, NEW, &[OLD]);
         let o = upgraded.open(&b, &blob).unwrap();
         assert!(o.from_earlier_image);
-        let resealed = upgraded.seal(&b, o.secret, [2; 12]).unwrap();
+        let resealed = upgraded.seal(&b, o.secret, false, [2; 12]).unwrap();
         assert_eq!(&resealed[5..53], &NEW);
         assert!(!upgraded.open(&b, &resealed).unwrap().from_earlier_image);
         // The old image cannot open the re-sealed blob (no downgrade allowance).
@@ -457,7 +476,7 @@ mod tests {
     fn corrupt_and_truncated_blobs_are_refused_without_panic() {
         let v = vault(SECRET, OLD, &[]);
         let b = binding(1000, "t");
-        let blob = v.seal(&b, pw("pw"), [1; 12]).unwrap();
+        let blob = v.seal(&b, pw("pw"), false, [1; 12]).unwrap();
         for n in 0..blob.len() {
             let e = v.open(&b, &blob[..n]).err().unwrap();
             assert!(
@@ -484,10 +503,10 @@ mod tests {
     fn targets_are_checked() {
         let v = vault(SECRET, OLD, &[]);
         for t in ["", "a\nb", &"x".repeat(257)] {
-            let e = v.seal(&binding(1, t), pw("pw"), [0; 12]).err().unwrap();
+            let e = v.seal(&binding(1, t), pw("pw"), false, [0; 12]).err().unwrap();
             assert_eq!(e.code(), crate::service::CODE_INVALID_ARGUMENT, "{t:?}");
         }
-        assert!(v.seal(&binding(1, &"x".repeat(256)), pw("pw"), [0; 12]).is_ok());
+        assert!(v.seal(&binding(1, &"x".repeat(256)), pw("pw"), false, [0; 12]).is_ok());
     }
 
     #[test]

@@ -33,6 +33,21 @@ pub fn default_image_path() -> PathBuf {
     repo_root().join("images/out/enclave.elf")
 }
 
+/// Where the build puts the test image (see [`ensure_test_enclave_built`]).
+pub fn test_image_path() -> PathBuf {
+    repo_root().join("images/out/enclave-test.elf")
+}
+
+/// Which image to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageKind {
+    /// The production image: no test code.
+    Production,
+    /// The test image: fault injection, benchmark and self-test boot modes compiled in; the
+    /// enclave reports itself a test build in its attestation.
+    Test,
+}
+
 /// Paths of a built and dev-signed image.
 #[derive(Debug, Clone)]
 pub struct DevImage {
@@ -61,10 +76,21 @@ pub fn ensure_dev_key() -> Result<SigningKey, ImageError> {
     }
 }
 
-/// Builds the enclave (cargo is incremental: a no-op when nothing changed) and signs it with the
-/// dev key unless its manifest already verifies. Safe to call from several processes at once: a
-/// file lock serializes them.
+/// Builds the production enclave (cargo is incremental: a no-op when nothing changed) and signs
+/// it with the dev key unless its manifest already verifies. Safe to call from several processes
+/// at once: a file lock serializes them.
 pub fn ensure_enclave_built() -> Result<DevImage, ImageError> {
+    ensure_built(ImageKind::Production)
+}
+
+/// As [`ensure_enclave_built`], for the test image (`images/out/enclave-test.elf`), which the
+/// VMM's fault-injection, benchmark and self-test modes need.
+pub fn ensure_test_enclave_built() -> Result<DevImage, ImageError> {
+    ensure_built(ImageKind::Test)
+}
+
+/// Builds and dev-signs the image of `kind`.
+pub fn ensure_built(kind: ImageKind) -> Result<DevImage, ImageError> {
     let root = repo_root();
     let out_dir = root.join("images/out");
     fs::create_dir_all(&out_dir).map_err(|source| ImageError::Io {
@@ -86,10 +112,11 @@ pub fn ensure_enclave_built() -> Result<DevImage, ImageError> {
 
     let script = root.join("scripts/build-enclave.sh");
     let mut cmd = Command::new("bash");
-    cmd.arg(&script)
-        .current_dir(&root)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+    cmd.arg(&script);
+    if kind == ImageKind::Test {
+        cmd.arg("--test");
+    }
+    cmd.current_dir(&root).stdout(Stdio::null()).stderr(Stdio::inherit());
     // We may run under `cargo test`/`cargo run`: do not let the outer build's settings
     // (encoded RUSTFLAGS, target dir, jobserver) leak into the enclave's own build.
     for (k, _) in env::vars_os() {
@@ -107,7 +134,10 @@ pub fn ensure_enclave_built() -> Result<DevImage, ImageError> {
         return Err(ImageError::Build(format!("{} failed ({status})", script.display())));
     }
 
-    let image = default_image_path();
+    let image = match kind {
+        ImageKind::Production => default_image_path(),
+        ImageKind::Test => test_image_path(),
+    };
     let dev = DevImage {
         manifest: default_manifest_path(&image),
         image,

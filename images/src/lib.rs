@@ -35,6 +35,8 @@ const SIGNED_PREFIX: &[u8] = b"credguard enclave manifest v1\0";
 /// Domain separation of a manifest that also allows upgrades (non-empty `upgrade_from`): a
 /// different prefix, so that the allowance cannot be stripped from or added to a v1 signature.
 const SIGNED_PREFIX_UPGRADE: &[u8] = b"credguard enclave manifest v1 upgrade_from\0";
+/// Domain separation of a manifest with a non-default [`Policy`].
+const SIGNED_PREFIX_POLICY: &[u8] = b"credguard enclave manifest v1 policy\0";
 /// Most earlier images one manifest may allow (the boot ABI hands over at most this many).
 pub const MAX_UPGRADE_FROM: usize = 4;
 
@@ -81,7 +83,8 @@ pub fn fingerprint(public_key: &[u8]) -> String {
     hex::encode(&d.as_ref()[..16])
 }
 
-/// The manifest file's contents.
+/// The manifest file's contents. Parsed strictly: an unknown or repeated field is refused, and
+/// so is a `signer` other than the fingerprint of `signer_public_key`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
@@ -104,18 +107,43 @@ pub struct Manifest {
     /// Absent in manifests that allow none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upgrade_from: Vec<String>,
+    /// The image's signed policy (see [`Policy`]). Covered by the signature. Absent when it is
+    /// the default, the strictest.
+    #[serde(default, skip_serializing_if = "Policy::is_default")]
+    pub policy: Policy,
+}
+
+/// Rules of an image's signed configuration, which the VMM hands to the enclave
+/// (`abi::BootInfo::policy`) and no request can change. The default is the strictest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Logons that ask for it may use rc4-hmac (weak; only for domains that still need it).
+    #[serde(default)]
+    pub allow_rc4: bool,
+}
+
+impl Policy {
+    /// Whether this is the default policy.
+    pub fn is_default(&self) -> bool {
+        *self == Policy::default()
+    }
+
+    /// The `abi::policy` bits of this policy.
+    pub fn bits(&self) -> u64 {
+        if self.allow_rc4 {
+            credguard_proto::abi::policy::ALLOW_RC4
+        } else {
+            0
+        }
+    }
 }
 
 impl Manifest {
     /// The bytes the signature covers: a domain prefix, the image size, the measurement and the
     /// signer's public key.
     pub fn signed_message(image_size: u64, measurement: &Measurement, public_key: &[u8]) -> Vec<u8> {
-        let mut m = Vec::with_capacity(SIGNED_PREFIX.len() + 8 + MEASUREMENT_LEN + public_key.len());
-        m.extend_from_slice(SIGNED_PREFIX);
-        m.extend_from_slice(&image_size.to_le_bytes());
-        m.extend_from_slice(measurement.as_bytes());
-        m.extend_from_slice(public_key);
-        m
+        signed_parts(SIGNED_PREFIX, image_size, measurement, public_key, None, None)
     }
 
     /// The bytes the signature covers when the manifest also allows upgrades from the images
@@ -131,19 +159,55 @@ impl Manifest {
         if upgrade_from.is_empty() {
             return Self::signed_message(image_size, measurement, public_key);
         }
-        let mut m = Vec::with_capacity(
-            SIGNED_PREFIX_UPGRADE.len() + 12 + MEASUREMENT_LEN * (1 + upgrade_from.len()) + public_key.len(),
-        );
-        m.extend_from_slice(SIGNED_PREFIX_UPGRADE);
-        m.extend_from_slice(&image_size.to_le_bytes());
-        m.extend_from_slice(measurement.as_bytes());
-        m.extend_from_slice(public_key);
-        m.extend_from_slice(&(upgrade_from.len() as u32).to_le_bytes());
-        for u in upgrade_from {
+        let prefix = SIGNED_PREFIX_UPGRADE;
+        signed_parts(prefix, image_size, measurement, public_key, Some(upgrade_from), None)
+    }
+
+    /// The bytes the signature covers with a [`Policy`] too: with the default policy exactly
+    /// [`Manifest::signed_message_with`] (so older manifests still verify); otherwise its own
+    /// domain prefix, the upgrade list and the policy bits, so a policy can be neither added nor
+    /// removed without the key.
+    pub fn signed_message_full(
+        image_size: u64,
+        measurement: &Measurement,
+        public_key: &[u8],
+        upgrade_from: &[Measurement],
+        policy: &Policy,
+    ) -> Vec<u8> {
+        if policy.is_default() {
+            return Self::signed_message_with(image_size, measurement, public_key, upgrade_from);
+        }
+        let (prefix, bits) = (SIGNED_PREFIX_POLICY, Some(policy.bits()));
+        signed_parts(prefix, image_size, measurement, public_key, Some(upgrade_from), bits)
+    }
+}
+
+/// A signed message: `prefix`, the image size, the measurement and the public key, then (if
+/// given) the count and measurements of `upgrade_from`, then (if given) the policy bits.
+fn signed_parts(
+    prefix: &[u8],
+    image_size: u64,
+    measurement: &Measurement,
+    public_key: &[u8],
+    upgrade_from: Option<&[Measurement]>,
+    policy_bits: Option<u64>,
+) -> Vec<u8> {
+    let upgrades = upgrade_from.unwrap_or_default();
+    let mut m = Vec::with_capacity(prefix.len() + 20 + MEASUREMENT_LEN * (1 + upgrades.len()) + public_key.len());
+    m.extend_from_slice(prefix);
+    m.extend_from_slice(&image_size.to_le_bytes());
+    m.extend_from_slice(measurement.as_bytes());
+    m.extend_from_slice(public_key);
+    if let Some(list) = upgrade_from {
+        m.extend_from_slice(&(list.len() as u32).to_le_bytes());
+        for u in list {
             m.extend_from_slice(u.as_bytes());
         }
-        m
     }
+    if let Some(bits) = policy_bits {
+        m.extend_from_slice(&bits.to_le_bytes());
+    }
+    m
 }
 
 /// Why an image, a manifest or a key was refused. Each names the file and what failed.
@@ -299,6 +363,7 @@ pub struct SignedImage {
     signer: String,
     path: PathBuf,
     upgrade_from: Vec<Measurement>,
+    policy: Policy,
 }
 
 impl fmt::Debug for SignedImage {
@@ -332,6 +397,11 @@ impl SignedImage {
         let expected =
             Measurement::from_hex(&m.measurement).ok_or_else(|| invalid("measurement is not 96 hex digits"))?;
         let signer_key = hex::decode(&m.signer_public_key).map_err(|_| invalid("signer_public_key is not hex"))?;
+        // `signer` is not covered by the signature: it must say exactly what the key it names
+        // is, or a reader of the manifest could be shown one key while another one signed.
+        if m.signer != fingerprint(&signer_key) {
+            return Err(invalid("signer is not the fingerprint of signer_public_key"));
+        }
         let sig = hex::decode(&m.signature).map_err(|_| invalid("signature is not hex"))?;
         if m.upgrade_from.len() > MAX_UPGRADE_FROM {
             return Err(invalid("upgrade_from lists more than 4 measurements"));
@@ -349,7 +419,7 @@ impl SignedImage {
                 trusted: key.fingerprint(),
             });
         }
-        let message = Manifest::signed_message_with(m.image_size, &expected, &key.0, &upgrade_from);
+        let message = Manifest::signed_message_full(m.image_size, &expected, &key.0, &upgrade_from, &m.policy);
         UnparsedPublicKey::new(&signature::ED25519, &key.0)
             .verify(&message, &sig)
             .map_err(|_| ImageError::BadSignature {
@@ -379,7 +449,13 @@ impl SignedImage {
             signer: key.fingerprint(),
             path: image.to_path_buf(),
             upgrade_from,
+            policy: m.policy,
         })
+    }
+
+    /// The image's signed policy.
+    pub fn policy(&self) -> Policy {
+        self.policy
     }
 
     /// Earlier images whose vault this one may open (from the signed manifest).
@@ -488,9 +564,14 @@ impl SigningKey {
     /// Measures `image` and returns its signed manifest, allowing it to open the vaults of the
     /// images `upgrade_from` (see [`Manifest::upgrade_from`]).
     pub fn sign_with(&self, image_name: &str, image: &[u8], upgrade_from: &[Measurement]) -> Manifest {
+        self.sign_full(image_name, image, upgrade_from, &Policy::default())
+    }
+
+    /// Measures `image` and returns its signed manifest with `upgrade_from` and `policy`.
+    pub fn sign_full(&self, image_name: &str, image: &[u8], upgrade_from: &[Measurement], policy: &Policy) -> Manifest {
         let measurement = Measurement::of(image);
         let public = self.pair.public_key().as_ref();
-        let message = Manifest::signed_message_with(image.len() as u64, &measurement, public, upgrade_from);
+        let message = Manifest::signed_message_full(image.len() as u64, &measurement, public, upgrade_from, policy);
         Manifest {
             format: MANIFEST_FORMAT.into(),
             image: image_name.into(),
@@ -500,6 +581,7 @@ impl SigningKey {
             signer: fingerprint(public),
             signature: hex::encode(self.pair.sign(&message)),
             upgrade_from: upgrade_from.iter().map(Measurement::to_string).collect(),
+            policy: *policy,
         }
     }
 
@@ -515,6 +597,17 @@ impl SigningKey {
         manifest: &Path,
         upgrade_from: &[Measurement],
     ) -> Result<Manifest, ImageError> {
+        self.sign_file_full(image, manifest, upgrade_from, &Policy::default())
+    }
+
+    /// Like [`SigningKey::sign_file_with`], with a [`Policy`].
+    pub fn sign_file_full(
+        &self,
+        image: &Path,
+        manifest: &Path,
+        upgrade_from: &[Measurement],
+        policy: &Policy,
+    ) -> Result<Manifest, ImageError> {
         if upgrade_from.len() > MAX_UPGRADE_FROM {
             return Err(ImageError::Build(format!(
                 "at most {MAX_UPGRADE_FROM} --upgrade-from measurements"
@@ -525,7 +618,7 @@ impl SigningKey {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let m = self.sign_with(&name, &bytes, upgrade_from);
+        let m = self.sign_full(&name, &bytes, upgrade_from, policy);
         let text = serde_json::to_string_pretty(&m).map_err(|e| ImageError::Build(e.to_string()))?;
         fs::write(manifest, text + "\n").map_err(io_err(manifest, "cannot write the manifest"))?;
         Ok(m)
@@ -664,6 +757,83 @@ mod tests {
         let img = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap();
         assert!(img.upgrade_from().is_empty());
         assert!(key.sign_file_with(&f.image, &f.manifest, &[old; 5]).is_err());
+    }
+
+    #[test]
+    fn the_policy_is_signed_and_cannot_be_added_or_removed() {
+        let f = fixture("policy");
+        let key = SigningKey::load(&f.dir.join("k.pk8")).unwrap();
+        let rc4 = Policy { allow_rc4: true };
+        let old = Measurement::of(b"the old image");
+        key.sign_file_full(&f.image, &f.manifest, &[old], &rc4).unwrap();
+        let img = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap();
+        assert_eq!((img.policy(), img.upgrade_from()), (rc4, &[old][..]));
+        assert_eq!(img.policy().bits(), credguard_proto::abi::policy::ALLOW_RC4);
+        let signed: Manifest = serde_json::from_str(&fs::read_to_string(&f.manifest).unwrap()).unwrap();
+        // Dropped from a manifest that has it, or the upgrade list changed under it: refused.
+        let mut m = signed.clone();
+        m.policy = Policy::default();
+        fs::write(&f.manifest, serde_json::to_string(&m).unwrap()).unwrap();
+        let e = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap_err();
+        assert!(matches!(e, ImageError::BadSignature { .. }), "{e}");
+        let mut m = signed.clone();
+        m.upgrade_from.clear();
+        fs::write(&f.manifest, serde_json::to_string(&m).unwrap()).unwrap();
+        let e = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap_err();
+        assert!(matches!(e, ImageError::BadSignature { .. }), "{e}");
+        // Added to a manifest signed without it: refused.
+        key.sign_file(&f.image, &f.manifest).unwrap();
+        assert!(!fs::read_to_string(&f.manifest).unwrap().contains("policy"));
+        let mut m: Manifest = serde_json::from_str(&fs::read_to_string(&f.manifest).unwrap()).unwrap();
+        m.policy = rc4;
+        fs::write(&f.manifest, serde_json::to_string(&m).unwrap()).unwrap();
+        let e = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap_err();
+        assert!(matches!(e, ImageError::BadSignature { .. }), "{e}");
+        // An unknown policy key: refused as invalid.
+        let text = fs::read_to_string(&f.manifest)
+            .unwrap()
+            .replace("\"allow_rc4\"", "\"allow_des\"");
+        fs::write(&f.manifest, text).unwrap();
+        let e = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap_err();
+        assert!(matches!(e, ImageError::ManifestInvalid { .. }), "{e}");
+    }
+
+    #[test]
+    fn refuses_a_signer_that_is_not_the_keys_fingerprint() {
+        let f = fixture("signer");
+        let signed: Manifest = serde_json::from_str(&fs::read_to_string(&f.manifest).unwrap()).unwrap();
+        let other = SigningKey::generate(&f.dir.join("other.pk8"), &f.dir.join("other.pub")).unwrap();
+        for signer in [other.fingerprint(), String::new(), signed.signer.to_uppercase()] {
+            let mut m = signed.clone();
+            m.signer = signer;
+            fs::write(&f.manifest, serde_json::to_string(&m).unwrap()).unwrap();
+            let e = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap_err();
+            assert!(
+                matches!(&e, ImageError::ManifestInvalid { reason, .. } if reason.contains("signer")),
+                "{e}"
+            );
+        }
+        // The untouched manifest verifies.
+        fs::write(&f.manifest, serde_json::to_string(&signed).unwrap()).unwrap();
+        assert!(SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).is_ok());
+    }
+
+    #[test]
+    fn refuses_unknown_and_repeated_fields() {
+        let f = fixture("fields");
+        let text = fs::read_to_string(&f.manifest).unwrap();
+        let body = text.trim_end().strip_suffix('}').unwrap();
+        for extra in [
+            ",\n  \"comment\": \"harmless?\"\n}",
+            ",\n  \"trusted\": true\n}",
+            ",\n  \"image_size\": 1\n}",
+        ] {
+            fs::write(&f.manifest, format!("{body}{extra}")).unwrap();
+            let e = SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).unwrap_err();
+            assert!(matches!(e, ImageError::ManifestInvalid { .. }), "{extra}: {e}");
+        }
+        fs::write(&f.manifest, &text).unwrap();
+        assert!(SignedImage::load_and_verify(&f.image, &f.manifest, &f.public).is_ok());
     }
 
     #[test]

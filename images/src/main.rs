@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use credguard_image::{Measurement, SignedImage, SigningKey, default_manifest_path, dev, upgrade_from_arg};
+use credguard_image::{Measurement, Policy, SignedImage, SigningKey, default_manifest_path, dev, upgrade_from_arg};
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +28,8 @@ enum Cmd {
         /// (96 hex digits) or its manifest's path. Repeatable, at most 4.
         #[arg(long, value_name = "MEASUREMENT|MANIFEST")]
         upgrade_from: Vec<String>,
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
     /// Sign an existing image, writing `<image>.manifest.json` (or --manifest).
     Sign {
@@ -43,6 +45,8 @@ enum Cmd {
         /// (96 hex digits) or its manifest's path. Repeatable, at most 4.
         #[arg(long, value_name = "MEASUREMENT|MANIFEST")]
         upgrade_from: Vec<String>,
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
     /// Make a signing key pair: PRIVATE (PKCS#8, mode 0600) and PRIVATE.pub (hex public key).
     Keygen {
@@ -62,6 +66,23 @@ enum Cmd {
     },
 }
 
+/// The image's signed policy (see `credguard_image::Policy`): rules no request can change.
+#[derive(clap::Args)]
+struct PolicyArgs {
+    /// Let logons that ask for it use rc4-hmac (weak: only for domains that still need it). Without
+    /// it the enclave refuses rc4-hmac whatever the proxy's configuration says.
+    #[arg(long)]
+    allow_rc4: bool,
+}
+
+impl PolicyArgs {
+    fn policy(&self) -> Policy {
+        Policy {
+            allow_rc4: self.allow_rc4,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -74,18 +95,23 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), credguard_image::ImageError> {
     match cli.command {
-        Cmd::Build { key, upgrade_from } => {
+        Cmd::Build {
+            key,
+            upgrade_from,
+            policy,
+        } => {
+            let policy = policy.policy();
             let upgrade_from = upgrade_from
                 .iter()
                 .map(|a| upgrade_from_arg(a))
                 .collect::<Result<Vec<Measurement>, _>>()?;
             let built = dev::ensure_enclave_built()?;
-            if key.is_some() || !upgrade_from.is_empty() {
+            if key.is_some() || !upgrade_from.is_empty() || !policy.is_default() {
                 let key = match key {
                     Some(key) => SigningKey::load(&key)?,
                     None => dev::ensure_dev_key()?,
                 };
-                key.sign_file_with(&built.image, &built.manifest, &upgrade_from)?;
+                key.sign_file_full(&built.image, &built.manifest, &upgrade_from, &policy)?;
                 println!("signed {} with key {}", built.image.display(), key.fingerprint());
             } else {
                 let img = built.verify()?;
@@ -104,16 +130,22 @@ fn run(cli: Cli) -> Result<(), credguard_image::ImageError> {
             key,
             manifest,
             upgrade_from,
+            policy,
         } => {
+            let policy = policy.policy();
             let upgrade_from = upgrade_from
                 .iter()
                 .map(|a| upgrade_from_arg(a))
                 .collect::<Result<Vec<Measurement>, _>>()?;
             let key = SigningKey::load(&key)?;
             let manifest = manifest.unwrap_or_else(|| default_manifest_path(&image));
-            let m = key.sign_file_with(&image, &manifest, &upgrade_from)?;
+            let m = key.sign_file_full(&image, &manifest, &upgrade_from, &policy)?;
             println!("measurement: {}", m.measurement);
             println!("signer:      {}", m.signer);
+            println!(
+                "rc4-hmac:    {}",
+                if m.policy.allow_rc4 { "allowed" } else { "refused" }
+            );
             for u in &m.upgrade_from {
                 println!("upgrade from: {u}");
             }
@@ -139,6 +171,10 @@ fn run(cli: Cli) -> Result<(), credguard_image::ImageError> {
             let img = SignedImage::load_and_verify(&image, &manifest, &trusted)?;
             println!("measurement: {}", img.measurement());
             println!("signer:      {}", img.signer_fingerprint());
+            println!(
+                "rc4-hmac:    {}",
+                if img.policy().allow_rc4 { "allowed" } else { "refused" }
+            );
             for u in img.upgrade_from() {
                 println!("upgrade from: {u} (may open and re-seal its vault)");
             }

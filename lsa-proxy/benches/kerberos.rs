@@ -115,6 +115,8 @@ fn main() {
                     // The ceiling: the cached-TGT loop runs one TGS exchange after another on this
                     // session, and must measure the exchange, not the enclave's rate limit.
                     operations_per_second: credguard_enclave::ratelimit::MAX_OPERATIONS_PER_SECOND,
+                    owner: 0,
+                    allow_rc4: false,
                 },
             )
             .unwrap();
@@ -127,7 +129,6 @@ fn main() {
                     &wire::KerberosAsRequest {
                         session_handle: handle.clone(),
                         now_unix: now_unix(),
-                        allow_rc4: false,
                         kdc_reply: std::mem::take(&mut reply),
                     },
                 )
@@ -149,7 +150,6 @@ fn main() {
                         &wire::KerberosTgsRequest {
                             session_handle: handle.clone(),
                             now_unix: now_unix(),
-                            allow_rc4: false,
                             spn: spn.clone(),
                             mutual: false,
                             delegate: false,

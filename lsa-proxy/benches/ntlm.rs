@@ -111,6 +111,10 @@ impl Lsa for Baseline {
             realm: String::new(),
             secret: Some(wire::logon_request::Secret::Password(p)),
             operations_per_second: RATE,
+            // One owner per session: the enclave budgets secret use per owner, and this
+            // in-process stand-in for the proxy measures throughput, not that limit.
+            owner: self.calls.fetch_add(1, Ordering::Relaxed),
+            allow_rc4: false,
         };
         let reply: wire::LogonReply = self.call(wire::METHOD_LOGON, w.encode_to_vec())?;
         Ok(Response::new(lsa::LogonReply {
@@ -200,6 +204,13 @@ impl Lsa for Baseline {
     async fn logon_saved(&self, _: Request<lsa::LogonSavedRequest>) -> Result<Response<lsa::LogonSavedReply>, Status> {
         unimplemented()
     }
+
+    async fn get_sealing_nonce(
+        &self,
+        _: Request<lsa::GetSealingNonceRequest>,
+    ) -> Result<Response<lsa::GetSealingNonceReply>, Status> {
+        unimplemented()
+    }
 }
 
 /// The baseline server process: as the proxy, a multi-threaded tokio runtime on a Unix socket.
@@ -249,9 +260,18 @@ fn raw_vsock(vsock: &Path, n: usize) -> ((f64, f64), (f64, f64)) {
         realm: String::new(),
         secret: Some(wire::logon_request::Secret::Password("Raw-Passw0rd".into())),
         operations_per_second: RATE,
+        owner: 0,
+        allow_rc4: false,
     };
+    // One owner per session (see the stand-in proxy above).
     let sessions: Vec<wire::LogonReply> = (0..SESSIONS)
-        .map(|_| c.call(wire::METHOD_LOGON, &logon).unwrap())
+        .map(|i| {
+            let logon = wire::LogonRequest {
+                owner: 5000 + i as u64,
+                ..logon.clone()
+            };
+            c.call(wire::METHOD_LOGON, &logon).unwrap()
+        })
         .collect();
     let challenge = challenge();
     let (mut status, mut auth) = (Vec::with_capacity(n), Vec::with_capacity(n));

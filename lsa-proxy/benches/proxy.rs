@@ -88,6 +88,8 @@ fn main() {
             realm: String::new(),
             secret: Some(wire::logon_request::Secret::Password(format!("pw-{i}"))),
             operations_per_second: 0,
+            owner: 0,
+            allow_rc4: false,
         };
         let t = Instant::now();
         let r: wire::LogonReply = raw.call(wire::METHOD_LOGON, &req).unwrap();

@@ -1,6 +1,7 @@
 //! The proxy's configuration file (TOML). Every key is optional; the defaults are the production
 //! paths. `scripts/credguard.toml` is the documented example.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -49,6 +50,9 @@ pub struct Config {
     pub kerberos: KerberosConfig,
     /// Saved credentials.
     pub vault: VaultConfig,
+    /// The VMM's table (`credguard-vmm run --config`, which reads it and checks its keys); the
+    /// proxy accepts it, so both can share one file, and ignores it.
+    pub vmm: Option<toml::Table>,
 }
 
 /// Saved credentials (the vault).
@@ -118,10 +122,48 @@ pub struct Limits {
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct KerberosConfig {
-    /// KDC `host:port` used when a logon gives none.
+    /// KDC `host:port` used for a realm the `realms` table does not list.
     pub default_kdc: Option<String>,
-    /// Allow rc4-hmac (off by default; DES is never allowed).
+    /// Ask for rc4-hmac on logons whose secret the proxy forwards unsealed (off by default; DES
+    /// is never allowed). The enclave honours it only if its image's signed policy allows rc4-hmac
+    /// (`credguard-image sign --allow-rc4`): this key alone cannot turn RC4 on.
     pub allow_rc4: bool,
+    /// The KDCs of each realm, tried in turn: `[kerberos.realms."EXAMPLE.TEST"] kdc = ["kdc1:88",
+    /// "kdc2:88"]`. The proxy sends Kerberos packets only to these (and `default_kdc`); a caller
+    /// other than root may name only one of them at logon.
+    pub realms: BTreeMap<String, RealmConfig>,
+}
+
+/// One realm of [`KerberosConfig::realms`].
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RealmConfig {
+    /// Its KDCs as `host:port`, in the order they are tried.
+    pub kdc: Vec<String>,
+}
+
+impl KerberosConfig {
+    /// The realm table's entry for `realm` (realm names compared without ASCII case).
+    pub fn realm(&self, realm: &str) -> Option<&RealmConfig> {
+        self.realms
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(realm))
+            .map(|(_, r)| r)
+    }
+
+    /// The KDCs the proxy may talk to for `realm`, in the order to try them: the realm table's,
+    /// else `default_kdc`.
+    pub fn kdcs_of(&self, realm: &str) -> Vec<String> {
+        match self.realm(realm) {
+            Some(r) if !r.kdc.is_empty() => r.kdc.clone(),
+            _ => self.default_kdc.iter().cloned().collect(),
+        }
+    }
+
+    /// Whether `kdc` is one the configuration names for `realm` (so any caller may ask for it).
+    pub fn is_configured_kdc(&self, realm: &str, kdc: &str) -> bool {
+        self.kdcs_of(realm).iter().any(|k| k.eq_ignore_ascii_case(kdc))
+    }
 }
 
 impl Default for ApiConfig {
@@ -163,6 +205,7 @@ impl Default for Config {
             limits: Limits::default(),
             kerberos: KerberosConfig::default(),
             vault: VaultConfig::default(),
+            vmm: None,
         }
     }
 }
@@ -191,6 +234,16 @@ impl Config {
         }
         if c.enclave.max_queued_calls == 0 {
             return Err("enclave.max_queued_calls must be at least 1".into());
+        }
+        for kdc in c
+            .kerberos
+            .default_kdc
+            .iter()
+            .chain(c.kerberos.realms.values().flat_map(|r| &r.kdc))
+        {
+            if crate::core::check_host_port(kdc).is_err() {
+                return Err(format!("kerberos: KDC {kdc:?} is not host:port"));
+            }
         }
         Ok(c)
     }
@@ -222,6 +275,29 @@ mod tests {
         );
         let c = Config::parse("[limits]\noperations_per_second_per_session = 5").unwrap();
         assert_eq!(c.limits.operations_per_second_per_session, 5);
+    }
+
+    #[test]
+    fn the_realm_table_names_the_kdcs() {
+        let c = Config::parse(
+            "[kerberos]\ndefault_kdc = \"kdc.other:88\"\n[kerberos.realms.\"TEST.REALM\"]\nkdc = [\"127.0.0.1:88\", \"kdc2.test:88\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.kerberos.kdcs_of("TEST.REALM"), ["127.0.0.1:88", "kdc2.test:88"]);
+        assert_eq!(c.kerberos.kdcs_of("test.realm"), ["127.0.0.1:88", "kdc2.test:88"]);
+        assert_eq!(c.kerberos.kdcs_of("ELSEWHERE"), ["kdc.other:88"]);
+        assert!(c.kerberos.is_configured_kdc("TEST.REALM", "kdc2.test:88"));
+        assert!(!c.kerberos.is_configured_kdc("TEST.REALM", "evil.test:88"));
+        assert!(!c.kerberos.is_configured_kdc("TEST.REALM", "kdc.other:88"));
+        assert!(Config::parse("[kerberos.realms.R]\nkdc = [\"nope\"]").is_err());
+        assert!(Config::parse("[kerberos.realms.R]\nkdcs = []").is_err());
+    }
+
+    #[test]
+    fn the_vmm_table_is_accepted_and_ignored() {
+        let c = Config::parse("[vmm]\nrequire_hidden_memory = true\ntrusted_key = \"/etc/credguard/signing.pub\"\n")
+            .unwrap();
+        assert_eq!(Config { vmm: None, ..c }, Config::default());
     }
 
     #[test]

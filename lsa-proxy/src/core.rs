@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use credguard_proto::abi;
 use credguard_proto::enclave as wire;
 use credguard_proto::lsa;
 use prost::Message;
@@ -113,6 +114,14 @@ impl LsaCore {
                     reply.enclave_restarts = s.restarts;
                     reply.enclave_restart_reasons = s.restart_reasons;
                     reply.vault_ready = s.vault_ready;
+                    reply.protection_bits = s.protection_bits;
+                    reply.host_mapped_bytes = s.host_mapped_bytes;
+                    reply.ram_size = s.ram_size;
+                    reply.policy_bits = s.policy_bits;
+                    reply.enclave_flags = s.enclave_flags;
+                    reply.rc4_allowed = s.policy_bits & abi::policy::ALLOW_RC4 != 0;
+                    reply.test_image = s.enclave_flags & abi::enclave_flags::TEST_BUILD != 0;
+                    reply.memory_hidden = s.protection_bits & abi::protection::HIDDEN != 0;
                 }
                 // Status reports a down enclave as a state, not as an error.
                 Err(_) => reply.state = self.link.state().name().into(),
@@ -136,6 +145,7 @@ impl LsaCore {
         check_name("realm", &req.realm, true)?;
         if !req.kdc.is_empty() {
             check_host_port(&req.kdc)?;
+            crate::kerberos::check_logon_kdc(self, caller, &req.realm, &req.kdc)?;
         }
         let (secret, kind) = wire_secret(req.secret.take(), self.config.kerberos.allow_rc4, &req.realm)?;
         let wire_req = wire::LogonRequest {
@@ -144,6 +154,8 @@ impl LsaCore {
             realm: req.realm.clone(),
             secret: Some(secret),
             operations_per_second: self.config.limits.operations_per_second_per_session,
+            owner: caller.owner().0,
+            allow_rc4: self.config.kerberos.allow_rc4,
         };
         let limit_check = self.sessions.check_limit(caller, self.config.limits.sessions_per_uid);
         let boot_id = self.boot_id();
@@ -187,6 +199,22 @@ impl LsaCore {
             boot_id,
         });
         Ok(lsa::LogonReply { session_id })
+    }
+
+    /// `GetSealingNonce`: a single-use nonce the enclave issues for the caller's next sealed secret.
+    pub async fn sealing_nonce(&self, caller: Caller) -> Result<lsa::GetSealingNonceReply, LsaError> {
+        let boot_id = self.boot_id()?;
+        let req = wire::IssueSealingNonceRequest {
+            owner: caller.owner().0,
+        };
+        let r: wire::IssueSealingNonceReply = self
+            .link
+            .call(wire::METHOD_ISSUE_SEALING_NONCE, req.encode_to_vec())
+            .await?;
+        Ok(lsa::GetSealingNonceReply {
+            nonce: r.nonce,
+            boot_id,
+        })
     }
 
     /// `Logoff`.
@@ -327,6 +355,8 @@ pub(crate) fn wire_secret(
                 Some("sealed.enclave_public_key must be 32 bytes")
             } else if sealed.nonce.len() != SEALED_NONCE_LEN {
                 Some("sealed.nonce must be 12 bytes")
+            } else if sealed.sealing_nonce.len() != credguard_proto::attest::SEALING_NONCE_LEN {
+                Some("sealed.sealing_nonce must be the 16 bytes GetSealingNonce returned")
             } else if sealed.ciphertext.len() < 16 || sealed.ciphertext.len() > MAX_SEALED_LEN {
                 Some("sealed.ciphertext must be 16 to 1088 bytes")
             } else {
@@ -341,6 +371,7 @@ pub(crate) fn wire_secret(
                     nonce: sealed.nonce,
                     ciphertext: sealed.ciphertext,
                     enclave_public_key: sealed.enclave_public_key,
+                    sealing_nonce: sealed.sealing_nonce,
                 }),
                 "sealed",
             )

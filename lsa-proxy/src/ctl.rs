@@ -30,6 +30,19 @@ struct Cli {
     /// attestation signature.
     #[arg(long, global = true)]
     expect_measurement: Option<String>,
+    /// The public key of the enclave image's signer (hex, as `credguard-image keygen` writes it):
+    /// secrets are sealed only to an enclave whose attested signer is this key (default:
+    /// $CREDGUARD_SIGNER_PUB, else /etc/credguard/signing.pub). Without it, --expect-measurement
+    /// must pin the enclave.
+    #[arg(long, global = true)]
+    signer_pub: Option<PathBuf>,
+    /// Seal secrets only to an enclave whose memory is hidden from the VMM (guest_memfd), as its
+    /// attestation says.
+    #[arg(long, global = true)]
+    require_hidden_memory: bool,
+    /// Seal secrets to a test build of the enclave too (tests only; also $CREDGUARD_ALLOW_TEST_IMAGE=1).
+    #[arg(long, global = true)]
+    allow_test_image: bool,
     /// Whether secrets are sealed to the enclave (so the proxy only relays ciphertext): `auto`
     /// seals whenever the attestation public key is installed (and then refuses to send a secret
     /// if the attestation does not verify); `require` refuses to send a secret unsealed; `never`
@@ -58,6 +71,10 @@ struct CredentialArgs {
     /// The secret is a Kerberos key in hex, of this enctype (e.g. 18).
     #[arg(long)]
     key_enctype: Option<i32>,
+    /// Never use rc4-hmac with this credential, even where the enclave image's policy allows it
+    /// (sealed in with the secret: the proxy cannot change it).
+    #[arg(long)]
+    refuse_rc4: bool,
 }
 
 /// `--seal`.
@@ -72,29 +89,73 @@ enum SealMode {
 struct SealPolicy {
     mode: SealMode,
     pub_path: PathBuf,
+    signer_path: PathBuf,
     expect_measurement: Option<String>,
+    require_hidden_memory: bool,
+    allow_test_image: bool,
+}
+
+/// What a sealed secret is for: a logon, or a vault save under `target`.
+enum Purpose<'a> {
+    Logon,
+    VaultSave { target: &'a str },
 }
 
 impl SealPolicy {
     fn of(cli: &Cli) -> Self {
-        let pub_path = cli
-            .attestation_pub
-            .clone()
-            .or_else(|| std::env::var_os("CREDGUARD_ATTESTATION_PUB").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from(crate::sealed::DEFAULT_ATTESTATION_PUB));
+        let path_of = |flag: &Option<PathBuf>, var: &str, default: &str| {
+            flag.clone()
+                .or_else(|| std::env::var_os(var).map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from(default))
+        };
         SealPolicy {
             mode: cli.seal,
-            pub_path,
+            pub_path: path_of(
+                &cli.attestation_pub,
+                "CREDGUARD_ATTESTATION_PUB",
+                crate::sealed::DEFAULT_ATTESTATION_PUB,
+            ),
+            signer_path: path_of(
+                &cli.signer_pub,
+                "CREDGUARD_SIGNER_PUB",
+                crate::sealed::DEFAULT_SIGNER_PUB,
+            ),
             expect_measurement: cli.expect_measurement.clone(),
+            require_hidden_memory: cli.require_hidden_memory,
+            allow_test_image: cli.allow_test_image || std::env::var("CREDGUARD_ALLOW_TEST_IMAGE").as_deref() == Ok("1"),
         }
     }
 
+    /// What this client requires of the enclave (reads the attestation and signer keys).
+    fn expectations(&self) -> Result<crate::sealed::Expectations, crate::sealed::SealError> {
+        let attestation_pub = crate::sealed::read_attestation_public_key(&self.pub_path)?;
+        let signer = if self.signer_path.exists() {
+            let key = crate::sealed::read_public_key(&self.signer_path)?;
+            Some(crate::sealed::signer_fingerprint(&key))
+        } else {
+            None
+        };
+        Ok(crate::sealed::Expectations {
+            attestation_pub,
+            attestation_pub_path: self.pub_path.clone(),
+            signer,
+            signer_path: self.signer_path.clone(),
+            measurement: self.expect_measurement.clone(),
+            require_hidden_memory: self.require_hidden_memory,
+            allow_test_image: self.allow_test_image,
+        })
+    }
+
     /// `secret` as it should go to the proxy for `user`/`domain`/`realm`: sealed to the attested
-    /// enclave when the policy says so, else as it is.
+    /// enclave (for `purpose`, this client's uid and a fresh nonce) when the policy says so, else
+    /// as it is.
+    #[allow(clippy::too_many_arguments)]
     async fn protect(
         &self,
         c: &mut LsaClient<Channel>,
         secret: enclave::sealed_logon_secret::Secret,
+        refuse_rc4: bool,
+        purpose: Purpose<'_>,
         user: &str,
         domain: &str,
         realm: &str,
@@ -116,8 +177,7 @@ impl SealPolicy {
         if !seal {
             return Ok(plain(secret));
         }
-        let attestation_pub =
-            crate::sealed::read_attestation_public_key(&self.pub_path).map_err(|e| Failure::Call(e.to_string()))?;
+        let expect = self.expectations().map_err(|e| Failure::Call(e.to_string()))?;
         let status = c.status(lsa::StatusRequest {}).await?.into_inner();
         if status.state != "ready" {
             // As the proxy would answer the logon itself.
@@ -125,14 +185,30 @@ impl SealPolicy {
                 "Unavailable: the enclave is not reachable (the proxy is reconnecting); retry shortly".into(),
             ));
         }
-        let attested = crate::sealed::verify(
-            &status,
-            &attestation_pub,
-            &self.pub_path,
-            self.expect_measurement.as_deref(),
-        )
-        .map_err(|e| Failure::Call(e.to_string()))?;
-        let sealed = crate::sealed::seal(&attested.public_key, secret, user, domain, realm)
+        let attested = crate::sealed::verify(&status, &expect).map_err(|e| Failure::Call(e.to_string()))?;
+        let nonce = c.get_sealing_nonce(lsa::GetSealingNonceRequest {}).await?.into_inner();
+        if nonce.boot_id != status.boot_id {
+            return Err(Failure::Call(
+                "Unavailable: the enclave restarted while sealing; retry".into(),
+            ));
+        }
+        let (purpose, target) = match purpose {
+            Purpose::Logon => (credguard_proto::attest::SealPurpose::Logon, ""),
+            Purpose::VaultSave { target } => (credguard_proto::attest::SealPurpose::VaultSave, target),
+        };
+        let seal_for = crate::sealed::SealFor {
+            purpose,
+            // SAFETY: getuid cannot fail and has no preconditions.
+            owner: credguard_proto::attest::Owner::uid(unsafe { libc::getuid() }),
+            sealing_nonce: &nonce.nonce,
+            names: credguard_proto::attest::SealedNames {
+                user,
+                domain,
+                realm,
+                target,
+            },
+        };
+        let sealed = crate::sealed::seal(&attested.public_key, secret, refuse_rc4, &seal_for)
             .map_err(|e| Failure::Call(e.to_string()))?;
         Ok(lsa::logon_request::Secret::Sealed(sealed))
     }
@@ -365,14 +441,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             } else if s.attestation_signature.is_empty() {
                 "unsigned (the VMM has no attestation key)".to_string()
             } else {
-                match crate::sealed::read_attestation_public_key(&policy.pub_path) {
+                match policy.expectations() {
                     Err(e) => format!("not checked ({e})"),
-                    Ok(vk) => {
-                        match crate::sealed::verify(&s, &vk, &policy.pub_path, policy.expect_measurement.as_deref()) {
-                            Ok(_) => format!("verified with {}", policy.pub_path.display()),
-                            Err(e) => format!("FAILED: {e}"),
-                        }
-                    }
+                    Ok(expect) => match crate::sealed::verify(&s, &expect) {
+                        Ok(_) => format!("verified with {}", policy.pub_path.display()),
+                        Err(e) => format!("FAILED: {e}"),
+                    },
                 }
             };
             if cli.json {
@@ -386,7 +460,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                            "attestation": attestation,
                            "enclave_restarts": s.enclave_restarts,
                            "enclave_restart_reasons": s.enclave_restart_reasons,
-                           "vault_ready": s.vault_ready, "proxy_protection": s.proxy_protection})
+                           "vault_ready": s.vault_ready, "rc4_allowed": s.rc4_allowed,
+                           "test_image": s.test_image, "memory_hidden": s.memory_hidden,
+                           "proxy_protection": s.proxy_protection})
                 );
             } else {
                 println!("state:       {}", s.state);
@@ -401,6 +477,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     println!("boot:        {}", hex::encode(&s.boot_id));
                     println!("uptime:      {:.1} s", s.uptime_ms as f64 / 1000.0);
                     println!("protection:  {}", s.protection);
+                    println!(
+                        "policy:      rc4-hmac {}{}",
+                        if s.rc4_allowed { "allowed" } else { "refused" },
+                        if s.test_image {
+                            "; TEST BUILD (never seal production secrets to it)"
+                        } else {
+                            ""
+                        }
+                    );
                     println!("sealing key: {}", hex::encode(&s.enclave_public_key));
                     println!("attestation: {attestation}");
                     println!(
@@ -427,13 +512,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 kdc,
                 nt_hash,
                 key_enctype,
+                refuse_rc4,
             } = cred;
             if let Some(target) = saved {
                 return logon_saved(&mut c, target, cli.json).await;
             }
             let user = user.unwrap_or_default();
             let secret = read_logon_secret(&user, nt_hash, key_enctype)?;
-            let secret = policy.protect(&mut c, secret, &user, &domain, &realm).await?;
+            let secret = policy
+                .protect(&mut c, secret, refuse_rc4, Purpose::Logon, &user, &domain, &realm)
+                .await?;
             let req = lsa::LogonRequest {
                 user,
                 domain,
@@ -626,12 +714,17 @@ async fn vault(c: &mut LsaClient<Channel>, policy: &SealPolicy, cmd: VaultCmd, a
                 kdc,
                 nt_hash,
                 key_enctype,
+                refuse_rc4,
             } = cred;
             let secret = read_logon_secret(&user, nt_hash, key_enctype)?;
             // Sealed to the attested enclave when the policy says so, as for `logon`.
             use lsa::logon_request::Secret as L;
             use lsa::save_credential_request::Secret as S;
-            let secret = match policy.protect(c, secret, &user, &domain, &realm).await? {
+            let purpose = Purpose::VaultSave { target: &target };
+            let sealed = policy
+                .protect(c, secret, refuse_rc4, purpose, &user, &domain, &realm)
+                .await?;
+            let secret = match sealed {
                 L::Password(p) => S::Password(p),
                 L::NtHash(h) => S::NtHash(h),
                 L::Key(k) => S::Key(k),

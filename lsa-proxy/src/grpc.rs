@@ -180,6 +180,14 @@ impl Lsa for LsaService {
         )?))
     }
 
+    async fn get_sealing_nonce(
+        &self,
+        req: Request<lsa::GetSealingNonceRequest>,
+    ) -> Result<Response<lsa::GetSealingNonceReply>, Status> {
+        let caller = begin(&self.core, &req)?;
+        Ok(Response::new(self.core.sealing_nonce(caller).await?))
+    }
+
     async fn logon_saved(
         &self,
         req: Request<lsa::LogonSavedRequest>,

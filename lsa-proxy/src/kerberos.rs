@@ -22,8 +22,9 @@ use crate::sessions::{Caller, LogonSession};
 
 /// How long one KDC round trip may take.
 const KDC_TIMEOUT: Duration = Duration::from_secs(3);
-/// Largest KDC reply accepted over TCP.
-const MAX_TCP_REPLY: usize = 1 << 20;
+/// Largest KDC reply accepted (real ones, PAC included, are a few KiB; the enclave refuses more
+/// too: `credguard_enclave::kerberos::MAX_KDC_REPLY_LEN`).
+pub const MAX_KDC_REPLY: usize = 64 << 10;
 /// Steps of one exchange at most (no preauth, preauth, one skew retry, and a spare).
 const MAX_STEPS: usize = 5;
 /// The enclave's refusal to use a session without a valid TGT starts with this.
@@ -49,12 +50,29 @@ pub enum KdcTransportError {
         /// What failed.
         detail: String,
     },
+    /// The KDC announced a reply larger than [`MAX_KDC_REPLY`].
+    #[error("KDC {addr} sent a reply of {len} bytes, over the limit of {MAX_KDC_REPLY} bytes")]
+    TooLarge {
+        /// The KDC.
+        addr: String,
+        /// The announced length.
+        len: usize,
+    },
 }
 
 impl From<KdcTransportError> for LsaError {
     fn from(e: KdcTransportError) -> Self {
-        LsaError::Unavailable(e.to_string())
+        match e {
+            KdcTransportError::TooLarge { .. } => LsaError::ResourceExhausted(e.to_string()),
+            _ => LsaError::Unavailable(e.to_string()),
+        }
     }
+}
+
+/// Why a reply over TCP was not read.
+enum TcpFailure {
+    Io(std::io::Error),
+    TooLarge(usize),
 }
 
 fn now_unix() -> i64 {
@@ -81,12 +99,35 @@ pub async fn kdc_exchange(kdc: &str, request: &[u8]) -> Result<Vec<u8>, KdcTrans
         Ok(_) => "reply too big for UDP".to_string(),
         Err(e) => e.to_string(),
     };
-    tcp_exchange(addr, request)
-        .await
-        .map_err(|e| KdcTransportError::Unreachable {
+    tcp_exchange(addr, request).await.map_err(|e| match e {
+        TcpFailure::TooLarge(len) => KdcTransportError::TooLarge { addr: kdc.into(), len },
+        TcpFailure::Io(e) => KdcTransportError::Unreachable {
             addr: kdc.into(),
             detail: format!("udp: {udp_err}; tcp: {e}"),
-        })
+        },
+    })
+}
+
+/// Sends `request` to the first of `kdcs` that answers, starting at `*preferred` (which then
+/// names the one that did, so the later steps of an exchange go to the same KDC).
+pub async fn kdc_exchange_any(
+    kdcs: &[String],
+    preferred: &mut usize,
+    request: &[u8],
+) -> Result<Vec<u8>, KdcTransportError> {
+    let mut last = None;
+    for i in 0..kdcs.len() {
+        let at = (*preferred + i) % kdcs.len();
+        match kdc_exchange(&kdcs[at], request).await {
+            Ok(reply) => {
+                *preferred = at;
+                return Ok(reply);
+            }
+            Err(e @ KdcTransportError::TooLarge { .. }) => return Err(e),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| KdcTransportError::Resolve("(no KDC configured)".into())))
 }
 
 async fn udp_exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -106,46 +147,63 @@ async fn udp_exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<Vec<u
     Ok(buf)
 }
 
-async fn tcp_exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<Vec<u8>> {
+async fn tcp_exchange(addr: SocketAddr, request: &[u8]) -> Result<Vec<u8>, TcpFailure> {
     let io = async {
-        let mut s = TcpStream::connect(addr).await?;
-        s.set_nodelay(true)?;
+        let mut s = TcpStream::connect(addr).await.map_err(TcpFailure::Io)?;
+        s.set_nodelay(true).map_err(TcpFailure::Io)?;
         let mut msg = Vec::with_capacity(4 + request.len());
         msg.extend_from_slice(&(request.len() as u32).to_be_bytes());
         msg.extend_from_slice(request);
-        s.write_all(&msg).await?;
+        s.write_all(&msg).await.map_err(TcpFailure::Io)?;
         let mut len = [0u8; 4];
-        s.read_exact(&mut len).await?;
+        s.read_exact(&mut len).await.map_err(TcpFailure::Io)?;
         let len = u32::from_be_bytes(len) as usize;
-        if len > MAX_TCP_REPLY {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "KDC reply too large",
-            ));
+        // Refused before anything is allocated for it.
+        if len > MAX_KDC_REPLY {
+            return Err(TcpFailure::TooLarge(len));
         }
         let mut buf = vec![0u8; len];
-        s.read_exact(&mut buf).await?;
+        s.read_exact(&mut buf).await.map_err(TcpFailure::Io)?;
         Ok(buf)
     };
     tokio::time::timeout(KDC_TIMEOUT, io)
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))?
+        .map_err(|_| TcpFailure::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out")))?
 }
 
-fn kdc_of(core: &LsaCore, s: &LogonSession) -> Result<String, LsaError> {
+/// The KDCs of a session, in the order to try them: the one named at logon (checked then against
+/// the configuration, see [`check_logon_kdc`]), else the realm table's, else `default_kdc`.
+fn kdcs_of(core: &LsaCore, s: &LogonSession) -> Result<Vec<String>, LsaError> {
     if s.realm.is_empty() {
         return Err(LsaError::FailedPrecondition(
             "the session has no Kerberos realm: log on with --realm".into(),
         ));
     }
     if !s.kdc.is_empty() {
-        return Ok(s.kdc.clone());
+        return Ok(vec![s.kdc.clone()]);
     }
-    core.config()
-        .kerberos
-        .default_kdc
-        .clone()
-        .ok_or_else(|| LsaError::FailedPrecondition("no KDC: give one at logon or set kerberos.default_kdc".into()))
+    let kdcs = core.config().kerberos.kdcs_of(&s.realm);
+    if kdcs.is_empty() {
+        return Err(LsaError::FailedPrecondition(format!(
+            "no KDC for realm {:?}: add [kerberos.realms.\"{}\"] kdc = [\"host:88\"] (or kerberos.default_kdc) to \
+             the configuration",
+            s.realm, s.realm
+        )));
+    }
+    Ok(kdcs)
+}
+
+/// Checks the KDC a logon (or a saved credential) names: any caller may name one the
+/// configuration lists for the realm; only root may name another, so that no caller can make the
+/// proxy send packets to a host and port of its choice.
+pub fn check_logon_kdc(core: &LsaCore, caller: Caller, realm: &str, kdc: &str) -> Result<(), LsaError> {
+    if kdc.is_empty() || caller.is_root() || core.config().kerberos.is_configured_kdc(realm, kdc) {
+        return Ok(());
+    }
+    Err(LsaError::PermissionDenied(format!(
+        "kdc {kdc:?} is not a configured KDC of realm {realm:?}: only root may name another (configure it under \
+         [kerberos.realms.\"{realm}\"], or leave kdc empty to use the configured ones)"
+    )))
 }
 
 /// `KerberosGetTgt`.
@@ -155,8 +213,8 @@ pub async fn get_tgt(
     req: lsa::KerberosGetTgtRequest,
 ) -> Result<lsa::KerberosGetTgtReply, LsaError> {
     let s = core.session(caller, &req.session_id)?;
-    let kdc = kdc_of(core, &s)?;
-    let r = as_exchange(core, &s, &kdc).await?;
+    let kdcs = kdcs_of(core, &s)?;
+    let r = as_exchange(core, &s, &kdcs).await?;
     info!(%caller, session = %s.session_id, principal = %r.client_principal, enctype = r.enctype, "kerberos tgt");
     Ok(lsa::KerberosGetTgtReply {
         client_principal: r.client_principal,
@@ -168,13 +226,13 @@ pub async fn get_tgt(
     })
 }
 
-async fn as_exchange(core: &LsaCore, s: &LogonSession, kdc: &str) -> Result<wire::KerberosAsReply, LsaError> {
+async fn as_exchange(core: &LsaCore, s: &LogonSession, kdcs: &[String]) -> Result<wire::KerberosAsReply, LsaError> {
     let mut kdc_reply = Vec::new();
+    let mut kdc = 0;
     for _ in 0..MAX_STEPS {
         let step = wire::KerberosAsRequest {
             session_handle: s.handle.clone(),
             now_unix: now_unix(),
-            allow_rc4: core.config().kerberos.allow_rc4,
             kdc_reply: std::mem::take(&mut kdc_reply),
         };
         let r: wire::KerberosAsReply = core
@@ -184,7 +242,7 @@ async fn as_exchange(core: &LsaCore, s: &LogonSession, kdc: &str) -> Result<wire
         if r.kdc_request.is_empty() {
             return Ok(r);
         }
-        kdc_reply = kdc_exchange(kdc, &r.kdc_request).await?;
+        kdc_reply = kdc_exchange_any(kdcs, &mut kdc, &r.kdc_request).await?;
     }
     Err(LsaError::Unavailable(
         "the AS exchange did not finish: the KDC keeps asking".into(),
@@ -210,13 +268,13 @@ pub async fn get_service_ticket(
         return Err(LsaError::FailedPrecondition(CCACHE_PATH_REFUSED.into()));
     }
     let s = core.session(caller, &req.session_id)?;
-    let kdc = kdc_of(core, &s)?;
+    let kdcs = kdcs_of(core, &s)?;
     let mut got_tgt = false;
     let r = loop {
-        match tgs_exchange(core, &s, &kdc, &req).await {
+        match tgs_exchange(core, &s, &kdcs, &req).await {
             Err(LsaError::FailedPrecondition(m)) if m.starts_with(NO_TGT) && !got_tgt => {
                 // No TGT yet, or one near its end: get a fresh one (renewal), then retry once.
-                as_exchange(core, &s, &kdc).await?;
+                as_exchange(core, &s, &kdcs).await?;
                 got_tgt = true;
             }
             other => break other?,
@@ -238,15 +296,15 @@ pub async fn get_service_ticket(
 async fn tgs_exchange(
     core: &LsaCore,
     s: &LogonSession,
-    kdc: &str,
+    kdcs: &[String],
     req: &lsa::KerberosGetServiceTicketRequest,
 ) -> Result<wire::KerberosTgsReply, LsaError> {
     let mut kdc_reply = Vec::new();
+    let mut kdc = 0;
     for _ in 0..MAX_STEPS {
         let step = wire::KerberosTgsRequest {
             session_handle: s.handle.clone(),
             now_unix: now_unix(),
-            allow_rc4: core.config().kerberos.allow_rc4,
             spn: req.spn.clone(),
             mutual: req.mutual,
             delegate: req.delegate,
@@ -259,7 +317,7 @@ async fn tgs_exchange(
         if r.kdc_request.is_empty() {
             return Ok(r);
         }
-        kdc_reply = kdc_exchange(kdc, &r.kdc_request).await?;
+        kdc_reply = kdc_exchange_any(kdcs, &mut kdc, &r.kdc_request).await?;
     }
     Err(LsaError::Unavailable(
         "the TGS exchange did not finish: the KDC keeps asking".into(),

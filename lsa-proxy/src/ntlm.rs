@@ -28,11 +28,12 @@ pub const MAX_CHANNEL_BINDINGS_BYTES: usize = 64 * 1024;
 pub const MAX_SPN_LEN: usize = 1024;
 /// Longest legacy challenge, in bytes.
 pub const MAX_LEGACY_CHALLENGE_BYTES: usize = 4096;
-/// Contexts remembered at most, as in the enclave (which evicts its oldest beyond it too).
-pub const MAX_CONTEXTS: usize = 1024;
-/// Contexts one caller may hold; beyond it the caller's own oldest is forgotten, so that one uid
-/// cannot fill the table alone.
-pub const MAX_CONTEXTS_PER_CALLER: usize = 256;
+/// Contexts remembered at most, as in the enclave (`credguard_enclave::ntlm::MAX_CONTEXTS`),
+/// which refuses more rather than evict another caller's.
+pub const MAX_CONTEXTS: usize = 4096;
+/// Contexts one caller may hold; beyond it the caller's own oldest is forgotten, as the enclave
+/// forgets it (`credguard_enclave::ntlm::MAX_CONTEXTS_PER_OWNER`), never another caller's.
+pub const MAX_CONTEXTS_PER_CALLER: usize = 64;
 
 /// Seconds between 1601-01-01 (FILETIME's epoch) and 1970-01-01.
 const FILETIME_UNIX_OFFSET_SECS: u64 = 11_644_473_600;
@@ -66,6 +67,8 @@ impl Table {
         Some(e)
     }
 
+    /// Remembers a context; with the table full of other callers' contexts it forgets those of
+    /// earlier enclave boots (gone anyway), never a live one of another caller.
     fn insert(&mut self, id: String, owner: Caller, enclave_id: Vec<u8>, boot_id: Vec<u8>) {
         let mine = self.by_id.values().filter(|e| e.owner == owner).count();
         if mine >= MAX_CONTEXTS_PER_CALLER {
@@ -78,11 +81,16 @@ impl Table {
                 self.remove(&k);
             }
         }
-        while self.by_id.len() >= MAX_CONTEXTS {
-            let Some((_, oldest)) = self.by_age.pop_first() else {
-                break;
-            };
-            self.by_id.remove(&oldest);
+        if self.by_id.len() >= MAX_CONTEXTS {
+            let stale: Vec<String> = self
+                .by_id
+                .iter()
+                .filter(|(_, e)| e.boot_id != boot_id)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in stale {
+                self.remove(&k);
+            }
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -306,22 +314,29 @@ mod tests {
     }
 
     #[test]
-    fn table_is_bounded_per_caller_and_overall() {
+    fn table_is_bounded_per_caller_and_never_evicts_another_callers() {
         let mut t = Table::default();
         let a = Caller::Uid(1);
         for i in 0..MAX_CONTEXTS_PER_CALLER + 3 {
-            t.insert(format!("a{i}"), a, vec![], vec![]);
+            t.insert(format!("a{i}"), a, vec![], vec![1]);
         }
         assert_eq!(t.by_id.len(), MAX_CONTEXTS_PER_CALLER);
-        assert!(!t.by_id.contains_key("a0"));
-        for u in 2..10 {
-            for i in 0..MAX_CONTEXTS_PER_CALLER {
-                t.insert(format!("{u}-{i}"), Caller::Uid(u), vec![], vec![]);
-            }
+        assert!(!t.by_id.contains_key("a0"), "the caller's own oldest went");
+        // Contexts of an earlier boot of the enclave, then a full table of live ones.
+        for i in 0..MAX_CONTEXTS_PER_CALLER {
+            t.insert(format!("old{i}"), Caller::Uid(2), vec![], vec![0]);
         }
-        assert_eq!(t.by_id.len(), MAX_CONTEXTS);
-        assert_eq!(t.by_age.len(), MAX_CONTEXTS);
-        assert!(t.remove("9-0").is_some());
-        assert!(t.remove("9-0").is_none());
+        let mut u = 3;
+        while t.by_id.len() < MAX_CONTEXTS {
+            t.insert(format!("{u}"), Caller::Uid(u), vec![], vec![1]);
+            u += 1;
+        }
+        // Full: a newcomer pushes out only the dead boot's contexts, never a live one.
+        t.insert("new".into(), Caller::Uid(999_999), vec![], vec![1]);
+        assert!(t.by_id.contains_key("a3") && t.by_id.contains_key("3"));
+        assert!(!t.by_id.keys().any(|k| k.starts_with("old")));
+        assert_eq!(t.by_age.len(), t.by_id.len());
+        assert!(t.remove("new").is_some());
+        assert!(t.remove("new").is_none());
     }
 }

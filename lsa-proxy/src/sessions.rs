@@ -26,6 +26,14 @@ impl Caller {
         matches!(self, Caller::Uid(0))
     }
 
+    /// The caller as the enclave counts owners (sessions, limits, sealed secrets).
+    pub fn owner(&self) -> credguard_proto::attest::Owner {
+        match self {
+            Caller::Uid(u) => credguard_proto::attest::Owner::uid(*u),
+            Caller::VsockCid(c) => credguard_proto::attest::Owner::vsock(*c),
+        }
+    }
+
     /// The uid shown in session listings (vsock peers have none: `u32::MAX`).
     pub fn uid(&self) -> u32 {
         match self {

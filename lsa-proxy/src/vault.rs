@@ -373,6 +373,7 @@ async fn save_inner(
     check_name("realm", &req.realm, true)?;
     if !req.kdc.is_empty() {
         check_host_port(&req.kdc)?;
+        crate::kerberos::check_logon_kdc(core, caller, &req.realm, &req.kdc)?;
     }
     // The same oneof as Logon's: the same checks, then the enclave's message.
     use lsa::logon_request::Secret as L;
@@ -401,6 +402,7 @@ async fn save_inner(
         realm: req.realm.clone(),
         created_unix_ms,
         secret: Some(secret),
+        allow_rc4: core.config().kerberos.allow_rc4,
     };
     let payload = wire_req.encode_to_vec();
     wipe_seal(wire_req);

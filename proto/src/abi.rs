@@ -17,14 +17,22 @@
 //! | [`BOOT_INFO_GPA`] | [`BootInfo`] | user, read-only, NX |
 //! | [`REPORT_GPA`] | [`Report`] (fault record, benchmark results) | user, RW, NX |
 //! | [`EXCHANGE_GPA`] | [`exchange`] page: vault key hand-over, attestation | user, RW, NX |
+//! | [`PT_IMAGE_GPA`] | page tables of the image window above 2 MiB | supervisor, RW, NX |
 //! | [`KERNEL_STACK_BOTTOM`]..[`KERNEL_STACK_TOP`] | ring-0 stack (TSS RSP0) | supervisor, RW, NX |
-//! | [`IMAGE_BASE_GPA`]..[`IMAGE_LIMIT_GPA`] | the signed ELF image (vector stubs first) | user, RWX |
+//! | [`RING0_CODE_GPA`] | the image's first segment: vector stubs and ring-0 code | supervisor, RX |
+//! | ..[`IMAGE_LIMIT_GPA`] | the image's other segments, as their ELF flags say | user, RX, R or RW+NX |
 //! | [`DMA_WINDOW_GPA`] | virtqueues and their buffers (shared with the VMM) | user, RW, NX |
 //! | [`HEAP_GPA`]..user stack | ring-3 heap, then ring-3 stack up to the end of RAM | user, RW, NX |
 //! | [`VSOCK_MMIO_GPA`] | virtio-mmio vsock registers | user, uncached, NX |
 //! | [`DOORBELL_MMIO_GPA`] | benchmark doorbell (ioeventfd) | user, uncached, NX |
-//! | [`LAPIC_GPA`] | local APIC (EOI from ring 0) | supervisor, uncached, NX |
+//! | [`LAPIC_GPA`] | local APIC | supervisor, uncached, NX |
+//! | [`LAPIC_ALIAS_VA`] | the local APIC again, below 2 GiB: ring 0's EOI needs no register | supervisor, uncached, NX |
+//!
+//! The page tables are W^X ([`page_table_entries`]): no page is both writable and executable,
+//! only the image's code is executable, and ring-0 code is on supervisor pages (so CR4.SMEP can
+//! be on). Pages of the image window that no segment covers are not mapped.
 
+use alloc::vec;
 use alloc::vec::Vec;
 
 /// Size of a small page.
@@ -55,13 +63,21 @@ pub const REPORT_GPA: u64 = 0xA000;
 /// The [`exchange`] page: the VMM hands the vault keys over here (the enclave copies them into
 /// hidden memory and wipes them) and signs the enclave's attestation here.
 pub const EXCHANGE_GPA: u64 = 0xB000;
-/// Lowest address of the ring-0 stack.
-pub const KERNEL_STACK_BOTTOM: u64 = 0xC000;
+/// Two page tables that map the image window from 2 MiB to [`IMAGE_LIMIT_GPA`] in 4 KiB pages
+/// (below 2 MiB, [`PT_LOW_GPA`] does), so that each segment of the image gets its own permissions.
+pub const PT_IMAGE_GPA: u64 = 0xC000;
+/// Lowest address of the ring-0 stack (8 KiB: ring 0 nests at most a system call, an interrupt
+/// and a fault, a few hundred bytes).
+pub const KERNEL_STACK_BOTTOM: u64 = 0xE000;
 /// Initial RSP of ring 0, and RSP0 in the TSS.
 pub const KERNEL_STACK_TOP: u64 = 0x10000;
 
 /// Where the image is linked and loaded; its first bytes are the vector stubs.
 pub const IMAGE_BASE_GPA: u64 = 0x10_0000;
+/// The image's loadable segment that starts here is its ring-0 code (the vector stubs first, and
+/// the entry point): mapped supervisor-only, so ring 3 can neither read nor run it and ring 0
+/// never runs a ring-3 page. It must be readable and executable, not writable.
+pub const RING0_CODE_GPA: u64 = IMAGE_BASE_GPA;
 /// The image's loaded segments must end at or below this address.
 pub const IMAGE_LIMIT_GPA: u64 = DMA_WINDOW_GPA;
 /// Start of the DMA window: virtqueues and packet buffers, the only guest RAM the VMM's devices
@@ -84,6 +100,13 @@ pub const MAX_RAM_SIZE: u64 = 1 << 30;
 /// Interrupt-vector stubs: vector `v`'s entry point is `VECTOR_STUBS_GPA + v * VECTOR_STUB_SIZE`.
 /// The enclave's linker script puts them at the start of the image; the VMM points the IDT there.
 pub const VECTOR_STUBS_GPA: u64 = IMAGE_BASE_GPA;
+/// The same stubs for a guest with CR4.SMAP on, right after the first table: their handlers
+/// bracket each ring-0 access to a ring-3 page with RFLAGS.AC (set by `popfq`: KVM's instruction
+/// emulator, which runs guest ring 0 on the target machines, has no `stac`/`clac`). The VMM points
+/// the IDT here when it turns SMAP on; otherwise the first table's handlers skip the brackets.
+pub const SMAP_VECTOR_STUBS_GPA: u64 = VECTOR_STUBS_GPA + IDT_ENTRIES as u64 * VECTOR_STUB_SIZE;
+/// Bytes of both stub tables, which must lie in the ring-0 segment.
+pub const VECTOR_STUBS_SIZE: u64 = 2 * IDT_ENTRIES as u64 * VECTOR_STUB_SIZE;
 /// Bytes per vector stub.
 pub const VECTOR_STUB_SIZE: u64 = 32;
 /// Number of IDT gates.
@@ -109,6 +132,12 @@ pub const DOORBELL_VECTOR: u8 = 0x31;
 pub const LAPIC_GPA: u64 = 0xFEE0_0000;
 /// Offset of the local APIC's end-of-interrupt register.
 pub const LAPIC_EOI_OFFSET: u64 = 0xB0;
+/// The 3..4 GiB MMIO range is mapped a second time, supervisor-only, this much lower (1..2 GiB).
+pub const MMIO_ALIAS_OFFSET: u64 = 2 << 30;
+/// Where ring 0 sees the local APIC: below 2 GiB, so `movl $0, ABS32` (a sign-extended 32-bit
+/// absolute address) writes the EOI register without a general-purpose register, and ring 0
+/// never has to save a ring-3 register on its stack (which the VMM maps) to do it.
+pub const LAPIC_ALIAS_VA: u64 = LAPIC_GPA - MMIO_ALIAS_OFFSET;
 
 /// The 16550 serial console's I/O port (ring 0 only: ring-3 port I/O faults).
 pub const SERIAL_PORT: u16 = 0x3f8;
@@ -148,8 +177,18 @@ pub const TSS_SELECTOR: u16 = 0x40;
 
 /// CR0 at entry: PE, MP, ET, NE, WP, PG.
 pub const ENTRY_CR0: u64 = 1 | (1 << 1) | (1 << 4) | (1 << 5) | (1 << 16) | (1 << 31);
-/// CR4 at entry: PAE, OSFXSR, OSXMMEXCPT (the Rust code uses SSE2).
+/// CR4 at entry: PAE, OSFXSR, OSXMMEXCPT (the Rust code uses SSE2); plus [`CR4_SMEP`] and
+/// [`CR4_SMAP`] where KVM offers them.
 pub const ENTRY_CR4: u64 = (1 << 5) | (1 << 9) | (1 << 10);
+/// CR4.SMEP: ring 0 faults on fetching from a user page.
+pub const CR4_SMEP: u64 = 1 << 20;
+/// CR4.SMAP: ring 0 faults on touching a user page unless RFLAGS.AC is set.
+pub const CR4_SMAP: u64 = 1 << 21;
+/// RFLAGS.AC, which lets ring 0 touch user pages under SMAP.
+pub const RFLAGS_AC: u64 = 1 << 18;
+/// RFLAGS at entry: interrupts off, AC on (`_start` reads the boot info, a user page, and then
+/// drops to ring 3 with RFLAGS 0x202, AC off).
+pub const ENTRY_RFLAGS: u64 = 2 | RFLAGS_AC;
 /// EFER at entry: LME, LMA, NXE.
 pub const ENTRY_EFER: u64 = (1 << 8) | (1 << 10) | (1 << 11);
 /// MXCSR at entry (all exceptions masked).
@@ -165,7 +204,13 @@ pub const ENCLAVE_VSOCK_PORT: u32 = 7000;
 /// `BootInfo::magic`: "CGBOOT01".
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"CGBOOT01");
 /// Version of this ABI; the enclave refuses a boot info of another version.
-pub const ABI_VERSION: u64 = 1;
+///
+/// 2: W^X page tables with ring-0 code supervisor-only, the LAPIC alias below 2 GiB, the SMAP
+/// stub table, an 8 KiB ring-0 stack, the image's signed policy in the boot info and the
+/// enclave's build flags in the exchange page (issue 13). An image of version 2 under a VMM of
+/// version 1 would take its first interrupt through an unmapped alias; it refuses to start
+/// instead.
+pub const ABI_VERSION: u64 = 2;
 /// Length of a SHA-384 measurement.
 pub const MEASUREMENT_LEN: usize = 48;
 
@@ -212,6 +257,9 @@ pub enum BootMode {
     /// Fault injection: serve like [`BootMode::Service`], then spin forever in ring 3 while
     /// handling the request after the first `mode_arg` ones. Tests the VMM's watchdog.
     ServiceHangAfter = 4,
+    /// Write to the enclave's own code right after boot: on W^X page tables it faults (#PF,
+    /// reported through the fault record); should it not, the enclave panics saying so.
+    WriteCodeSelfTest = 5,
 }
 
 impl BootMode {
@@ -223,6 +271,7 @@ impl BootMode {
             2 => BootMode::PanicSelfTest,
             3 => BootMode::ServicePanicAfter,
             4 => BootMode::ServiceHangAfter,
+            5 => BootMode::WriteCodeSelfTest,
             _ => return None,
         })
     }
@@ -271,6 +320,26 @@ pub struct BootInfo {
     /// Measurements of earlier images whose vault this image may open (a controlled upgrade the
     /// image's signed manifest allows); the enclave re-seals what it opens under its own key.
     pub upgrade_from: [[u8; MEASUREMENT_LEN]; MAX_UPGRADE_FROM],
+    /// The image's signed [`policy`] bits, from the manifest the VMM verified (0: the defaults,
+    /// the strictest).
+    pub policy: u64,
+}
+
+/// Bits of [`BootInfo::policy`]: rules of the image's signed configuration (its manifest, signed
+/// with the image by the same key), which no request can change.
+pub mod policy {
+    /// rc4-hmac may be used by logons that ask for it (off by default: RC4 is weak).
+    pub const ALLOW_RC4: u64 = 1 << 0;
+    /// Every bit defined here; a manifest with another bit set is refused.
+    pub const ALL: u64 = ALLOW_RC4;
+}
+
+/// Bits the enclave reports about its own build in the exchange page
+/// ([`exchange::ATTEST_ENCLAVE_FLAGS`]), which the VMM's attestation covers.
+pub mod enclave_flags {
+    /// A test build: fault injection, benchmark modes and fuzz entry points are compiled in. Never
+    /// signed by the installer; a client should refuse to seal a secret to it.
+    pub const TEST_BUILD: u64 = 1 << 0;
 }
 
 /// Length of [`BootInfo::restart_log`].
@@ -304,6 +373,8 @@ pub mod exchange {
     pub const ATTEST_SIGNATURE: usize = 128;
     /// `u64` [`super::AttestState`] (VMM → enclave).
     pub const ATTEST_STATE: usize = 192;
+    /// `u64` [`super::enclave_flags`] bits (enclave → VMM), covered by the attestation.
+    pub const ATTEST_ENCLAVE_FLAGS: usize = 200;
     /// Bytes of the page in use.
     pub const USED: usize = UPGRADE_VAULT_KEYS + super::MAX_UPGRADE_FROM * SEALING_SECRET_LEN;
 }
@@ -355,12 +426,24 @@ pub mod protection {
     pub const NOT_DUMPABLE: u64 = 1 << 5;
     /// The VMM process cannot gain privileges (`PR_SET_NO_NEW_PRIVS`).
     pub const NO_NEW_PRIVS: u64 = 1 << 6;
+    /// The guest RAM the VMM maps is locked page by page as it is first touched
+    /// (`mlock2(MLOCK_ONFAULT)`, the anonymous fallback) rather than all up front ([`MLOCKED`]).
+    pub const MLOCKED_ON_FAULT: u64 = 1 << 7;
+    /// The guest's page tables are W^X: the image's code read-only and executable, everything
+    /// else not executable (built from the image's ELF program headers).
+    pub const W_XOR_X: u64 = 1 << 8;
+    /// CR4.SMEP: ring 0 cannot execute ring-3 pages (set only where KVM offers it).
+    pub const SMEP: u64 = 1 << 9;
+    /// CR4.SMAP: ring 0 touches ring-3 pages only inside explicit RFLAGS.AC brackets (set only
+    /// where KVM offers it).
+    pub const SMAP: u64 = 1 << 10;
     /// Set whenever the VMM filled [`super::BootInfo::protection`].
     pub const KNOWN: u64 = 1 << 63;
 }
 
 /// A one-line description of `protection` bits, e.g. "guest_memfd, 2.16 of 16 MiB mapped in the
-/// VMM, mlocked, no core dump of guest memory, seccomp on, dumpable off, no new privileges".
+/// VMM, mlocked, no core dump of guest memory, seccomp on, dumpable off, no new privileges, W^X,
+/// SMEP off, SMAP off".
 pub fn describe_protection(bits: u64, host_mapped_bytes: u64, ram_size: u64) -> alloc::string::String {
     use alloc::string::String;
     use core::fmt::Write;
@@ -386,7 +469,13 @@ pub fn describe_protection(bits: u64, host_mapped_bytes: u64, ram_size: u64) -> 
         s.push_str(", ");
         s.push_str(if on { yes } else { no });
     };
-    flag(&mut s, bits & MLOCKED != 0, "mlocked", "not mlocked");
+    s.push_str(if bits & MLOCKED != 0 {
+        ", mlocked"
+    } else if bits & MLOCKED_ON_FAULT != 0 {
+        ", mlocked on fault"
+    } else {
+        ", not mlocked"
+    });
     flag(
         &mut s,
         bits & DONTDUMP != 0,
@@ -401,6 +490,9 @@ pub fn describe_protection(bits: u64, host_mapped_bytes: u64, ram_size: u64) -> 
         "no new privileges",
         "new privileges allowed",
     );
+    flag(&mut s, bits & W_XOR_X != 0, "W^X", "no W^X");
+    flag(&mut s, bits & SMEP != 0, "SMEP on", "SMEP off");
+    flag(&mut s, bits & SMAP != 0, "SMAP on", "SMAP off");
     s
 }
 
@@ -440,7 +532,14 @@ impl BootInfo {
             restart_log: [0; RESTART_LOG_LEN],
             upgrade_from_count: 0,
             upgrade_from: [[0; MEASUREMENT_LEN]; MAX_UPGRADE_FROM],
+            policy: 0,
         }
+    }
+
+    /// The same boot info with the image's signed [`policy`] bits.
+    pub fn with_policy(mut self, bits: u64) -> Self {
+        self.policy = bits & policy::ALL;
+        self
     }
 
     /// The same boot info, saying how often the enclave was restarted before and why (most
@@ -542,6 +641,8 @@ impl BootInfo {
             let at = u + 8 + i * MEASUREMENT_LEN;
             out[at..at + MEASUREMENT_LEN].copy_from_slice(m);
         }
+        let q = u + 8 + MAX_UPGRADE_FROM * MEASUREMENT_LEN;
+        out[q..q + 8].copy_from_slice(&self.policy.to_le_bytes());
         out
     }
 }
@@ -633,7 +734,7 @@ pub struct BadRamSize;
 
 /// Accepts RAM sizes that are a multiple of 2 MiB within [`MIN_RAM_SIZE`]..=[`MAX_RAM_SIZE`].
 pub fn check_ram_size(ram_size: u64) -> Result<(), BadRamSize> {
-    if (MIN_RAM_SIZE..=MAX_RAM_SIZE).contains(&ram_size) && ram_size % LARGE_PAGE_SIZE == 0 {
+    if (MIN_RAM_SIZE..=MAX_RAM_SIZE).contains(&ram_size) && ram_size.is_multiple_of(LARGE_PAGE_SIZE) {
         Ok(())
     } else {
         Err(BadRamSize)
@@ -658,46 +759,115 @@ pub mod pte {
     pub const NO_EXECUTE: u64 = 1 << 63;
 }
 
-/// Every page-table entry of the layout, as `(gpa of the entry, value)`. Entries not listed are
-/// zero (not present); the tables' pages must be zeroed first.
-pub fn page_table_entries(ram_size: u64) -> Vec<(u64, u64)> {
+/// A loadable segment of the enclave image, as the page tables map it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageSegment {
+    /// First guest-physical (= virtual) address.
+    pub start: u64,
+    /// End (exclusive) in memory.
+    pub end: u64,
+    /// `PF_W`: writable (never together with `executable` in a bootable image).
+    pub writable: bool,
+    /// `PF_X`: executable.
+    pub executable: bool,
+    /// Ring-0 code (the segment at [`RING0_CODE_GPA`]): supervisor-only.
+    pub ring0: bool,
+}
+
+/// The leaf flags of the image page at `page`: the segments that cover it decide (a page shared
+/// by segments is writable if any is, executable only if none of them is writable and one is
+/// executable, supervisor-only if any is ring 0), or `None` if none covers it. So no page is
+/// ever both writable and executable, whatever the segments say; the VMM refuses images whose
+/// segments share a page with different permissions before it gets here.
+fn image_page_flags(page: u64, image: &[ImageSegment]) -> Option<u64> {
+    use pte::*;
+    if !(IMAGE_BASE_GPA..IMAGE_LIMIT_GPA).contains(&page) {
+        return None;
+    }
+    let covering = image.iter().filter(|s| s.start < page + PAGE_SIZE && page < s.end);
+    let (mut any, mut writable, mut executable, mut ring0) = (false, false, false, false);
+    for s in covering {
+        any = true;
+        writable |= s.writable;
+        executable |= s.executable;
+        ring0 |= s.ring0;
+    }
+    if !any {
+        return None;
+    }
+    let mut flags = PRESENT;
+    if writable {
+        flags |= WRITABLE;
+    }
+    if writable || !executable {
+        flags |= NO_EXECUTE;
+    }
+    if !ring0 {
+        flags |= USER;
+    }
+    Some(flags)
+}
+
+/// Every page-table entry of the layout for a guest of `ram_size` bytes running `image`, as
+/// `(gpa of the entry, value)`. Entries not listed are zero (not present); the tables' pages must
+/// be zeroed first.
+///
+/// W^X: the image's pages get the permissions of their segments (code read-only and executable,
+/// read-only data, writable data, each not executable unless it is code), ring-0 code is
+/// supervisor-only, and every other page (boot tables, the DMA window, the heap, the stack, MMIO)
+/// is not executable. The MMIO range is mapped a second time at 1..2 GiB for ring 0 only (see
+/// [`LAPIC_ALIAS_VA`]).
+pub fn page_table_entries(ram_size: u64, image: &[ImageSegment]) -> Vec<(u64, u64)> {
     use pte::*;
     let table = PRESENT | WRITABLE | USER;
-    let mut out = Vec::new();
-    out.push((PML4_GPA, PDPT_GPA | table));
-    out.push((PDPT_GPA, PD_LOW_GPA | table));
-    out.push((PDPT_GPA + 3 * 8, PD_MMIO_GPA | table));
-    out.push((PD_LOW_GPA, PT_LOW_GPA | table));
+    let mut out = vec![
+        (PML4_GPA, PDPT_GPA | table),
+        (PDPT_GPA, PD_LOW_GPA | table),
+        // The MMIO alias: supervisor-only and not executable for everything below it.
+        (
+            PDPT_GPA + (MMIO_ALIAS_VA_BASE >> 30) * 8,
+            PD_MMIO_GPA | PRESENT | WRITABLE | NO_EXECUTE,
+        ),
+        (PDPT_GPA + 3 * 8, PD_MMIO_GPA | table),
+        (PD_LOW_GPA, PT_LOW_GPA | table),
+    ];
+    for i in 0..IMAGE_PAGE_TABLES {
+        let pt = PT_IMAGE_GPA + i * PAGE_SIZE;
+        out.push((PD_LOW_GPA + (i + 1) * 8, pt | table));
+    }
 
-    // The low 2 MiB, page by page.
+    // The low 2 MiB and the image window, page by page.
     let mut page = PAGE_SIZE;
-    while page < LARGE_PAGE_SIZE {
+    while page < IMAGE_LIMIT_GPA {
         let flags = if page < BOOT_INFO_GPA {
-            PRESENT | WRITABLE | NO_EXECUTE
+            Some(PRESENT | WRITABLE | NO_EXECUTE)
         } else if page == BOOT_INFO_GPA {
-            PRESENT | USER | NO_EXECUTE
+            Some(PRESENT | USER | NO_EXECUTE)
         } else if page == REPORT_GPA || page == EXCHANGE_GPA {
-            PRESENT | WRITABLE | USER | NO_EXECUTE
+            Some(PRESENT | WRITABLE | USER | NO_EXECUTE)
         } else if page < KERNEL_STACK_TOP {
-            PRESENT | WRITABLE | NO_EXECUTE
+            Some(PRESENT | WRITABLE | NO_EXECUTE)
         } else if page >= IMAGE_BASE_GPA {
-            PRESENT | WRITABLE | USER
+            image_page_flags(page, image)
         } else {
-            0
+            None
         };
-        if flags != 0 {
-            out.push((PT_LOW_GPA + (page / PAGE_SIZE) * 8, page | flags));
+        if let Some(flags) = flags {
+            // PT_LOW, then the image tables, are consecutive in the layout's index space.
+            let at = if page < LARGE_PAGE_SIZE {
+                PT_LOW_GPA + (page / PAGE_SIZE) * 8
+            } else {
+                PT_IMAGE_GPA + (page - LARGE_PAGE_SIZE) / PAGE_SIZE * 8
+            };
+            out.push((at, page | flags));
         }
         page += PAGE_SIZE;
     }
 
-    // The rest of RAM in 2 MiB pages: the image is executable, data is not.
-    let mut addr = LARGE_PAGE_SIZE;
+    // The rest of RAM (DMA window, heap, stack) in 2 MiB pages: data, never code.
+    let mut addr = IMAGE_LIMIT_GPA;
     while addr < ram_size {
-        let mut flags = PRESENT | WRITABLE | USER | HUGE;
-        if addr >= IMAGE_LIMIT_GPA {
-            flags |= NO_EXECUTE;
-        }
+        let flags = PRESENT | WRITABLE | USER | HUGE | NO_EXECUTE;
         out.push((PD_LOW_GPA + (addr / LARGE_PAGE_SIZE) * 8, addr | flags));
         addr += LARGE_PAGE_SIZE;
     }
@@ -712,6 +882,74 @@ pub fn page_table_entries(ram_size: u64) -> Vec<(u64, u64)> {
     out.push((mmio(LAPIC_GPA), LAPIC_GPA | uncached));
     out
 }
+
+/// What the MMU makes of a virtual address (see [`translate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Translation {
+    /// The physical address.
+    pub phys: u64,
+    /// Writable (every level allows it).
+    pub writable: bool,
+    /// Reachable from ring 3 (every level allows it).
+    pub user: bool,
+    /// Executable (no level sets NX).
+    pub executable: bool,
+}
+
+/// Walks the 4-level page tables rooted at [`PML4_GPA`] for `va` as the MMU does, reading each
+/// entry with `entry(gpa)` (0 where nothing was written): `None` if `va` is not mapped. For
+/// checking the tables [`page_table_entries`] makes, on either side.
+pub fn translate(entry: impl Fn(u64) -> u64, va: u64) -> Option<Translation> {
+    use pte::*;
+    const ADDRESS: u64 = 0x000f_ffff_ffff_f000;
+    let mut table = PML4_GPA;
+    let (mut writable, mut user, mut executable) = (true, true, true);
+    for level in 0..4u32 {
+        let shift = 39 - 9 * level;
+        let e = entry(table + ((va >> shift) & 511) * 8);
+        if e & PRESENT == 0 {
+            return None;
+        }
+        writable &= e & WRITABLE != 0;
+        user &= e & USER != 0;
+        executable &= e & NO_EXECUTE == 0;
+        let leaf = level == 3 || (level == 2 && e & HUGE != 0);
+        if leaf {
+            let offset = va & ((1u64 << shift) - 1);
+            return Some(Translation {
+                phys: (e & ADDRESS & !((1u64 << shift) - 1)) | offset,
+                writable,
+                user,
+                executable,
+            });
+        }
+        table = e & ADDRESS;
+    }
+    None
+}
+
+/// Page tables at [`PT_IMAGE_GPA`]: the image window from 2 MiB to its end.
+const IMAGE_PAGE_TABLES: u64 = (IMAGE_LIMIT_GPA - LARGE_PAGE_SIZE) / LARGE_PAGE_SIZE;
+/// Where the MMIO alias starts: 3 GiB minus [`MMIO_ALIAS_OFFSET`].
+const MMIO_ALIAS_VA_BASE: u64 = (3 << 30) - MMIO_ALIAS_OFFSET;
+
+// The layout the page tables rely on; fail the build if it moves.
+const _: () = {
+    assert!(IMAGE_LIMIT_GPA.is_multiple_of(LARGE_PAGE_SIZE) && IMAGE_LIMIT_GPA > LARGE_PAGE_SIZE);
+    assert!(PT_IMAGE_GPA >= EXCHANGE_GPA + PAGE_SIZE);
+    assert!(PT_IMAGE_GPA + IMAGE_PAGE_TABLES * PAGE_SIZE <= KERNEL_STACK_BOTTOM);
+    assert!(KERNEL_STACK_BOTTOM < KERNEL_STACK_TOP && KERNEL_STACK_TOP <= IMAGE_BASE_GPA);
+    assert!(
+        MAX_RAM_SIZE <= MMIO_ALIAS_VA_BASE,
+        "RAM and the MMIO alias must not share a PDPT entry"
+    );
+    assert!(MMIO_ALIAS_VA_BASE.is_multiple_of(1 << 30));
+    assert!(
+        LAPIC_ALIAS_VA + LAPIC_EOI_OFFSET < 0x8000_0000,
+        "the EOI alias must fit a disp32"
+    );
+    assert!(VECTOR_STUBS_GPA == RING0_CODE_GPA);
+};
 
 /// The GDT, in Linux's layout (PVM requires the user selectors to match the host's).
 pub fn gdt() -> [u64; 10] {
@@ -758,12 +996,14 @@ pub fn idt_gate(handler: u64, dpl: u8) -> [u64; 2] {
     [low, handler >> 32]
 }
 
-/// The IDT: every vector to its stub; only the system-call gate is reachable from ring 3.
-pub fn idt() -> [[u64; 2]; IDT_ENTRIES] {
+/// The IDT: every vector to its stub, in the SMAP table ([`SMAP_VECTOR_STUBS_GPA`]) if `smap`
+/// (CR4.SMAP is on); only the system-call gate is reachable from ring 3.
+pub fn idt(smap: bool) -> [[u64; 2]; IDT_ENTRIES] {
+    let stubs = if smap { SMAP_VECTOR_STUBS_GPA } else { VECTOR_STUBS_GPA };
     let mut idt = [[0u64; 2]; IDT_ENTRIES];
     for (v, gate) in idt.iter_mut().enumerate() {
         let dpl = if v == SYSCALL_VECTOR as usize { 3 } else { 0 };
-        *gate = idt_gate(VECTOR_STUBS_GPA + v as u64 * VECTOR_STUB_SIZE, dpl);
+        *gate = idt_gate(stubs + v as u64 * VECTOR_STUB_SIZE, dpl);
     }
     idt
 }
@@ -783,12 +1023,14 @@ mod tests {
         assert_eq!(back, info);
         assert_eq!(
             BOOT_INFO_SIZE,
-            10 * 8 + 48 + 16 + 3 * 8 + RESTART_LOG_LEN + 8 + MAX_UPGRADE_FROM * 48
+            10 * 8 + 48 + 16 + 3 * 8 + RESTART_LOG_LEN + 8 + MAX_UPGRADE_FROM * 48 + 8
         );
         assert!(BOOT_INFO_SIZE <= PAGE_SIZE as usize);
         let info = info
             .with_restarts(3, &["panic: boom", "watchdog: no answer in 5 s"])
-            .with_upgrade_from(&[[1; 48], [2; 48]]);
+            .with_upgrade_from(&[[1; 48], [2; 48]])
+            .with_policy(policy::ALLOW_RC4 | (1 << 40));
+        assert_eq!(info.policy, policy::ALLOW_RC4, "unknown policy bits are dropped");
         let bytes = info.to_bytes();
         // SAFETY: as above.
         let back: BootInfo = unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast()) };
@@ -819,14 +1061,17 @@ mod tests {
     #[test]
     fn exchange_fields_fit_and_do_not_overlap() {
         use exchange::*;
-        assert!(SEALING_SECRET + SEALING_SECRET_LEN <= SEALING_SECRET_PRESENT);
-        assert!(SEALING_SECRET_PRESENT + 8 <= ATTEST_BOOT_ID);
-        assert!(ATTEST_BOOT_ID + 16 <= ATTEST_PUBLIC_KEY);
-        assert!(ATTEST_PUBLIC_KEY + 32 <= ATTEST_SIGNATURE);
-        assert!(ATTEST_SIGNATURE + 64 <= ATTEST_STATE);
-        assert!(ATTEST_STATE + 8 <= UPGRADE_VAULT_KEYS);
-        assert!(ATTEST_STATE + 8 <= USED && USED <= PAGE_SIZE as usize);
-        assert!(EXCHANGE_GPA + PAGE_SIZE <= KERNEL_STACK_BOTTOM);
+        const {
+            assert!(SEALING_SECRET + SEALING_SECRET_LEN <= SEALING_SECRET_PRESENT);
+            assert!(SEALING_SECRET_PRESENT + 8 <= ATTEST_BOOT_ID);
+            assert!(ATTEST_BOOT_ID + 16 <= ATTEST_PUBLIC_KEY);
+            assert!(ATTEST_PUBLIC_KEY + 32 <= ATTEST_SIGNATURE);
+            assert!(ATTEST_SIGNATURE + 64 <= ATTEST_STATE);
+            assert!(ATTEST_STATE + 8 <= ATTEST_ENCLAVE_FLAGS);
+            assert!(ATTEST_ENCLAVE_FLAGS + 8 <= UPGRADE_VAULT_KEYS);
+            assert!(ATTEST_STATE + 8 <= USED && USED <= PAGE_SIZE as usize);
+            assert!(EXCHANGE_GPA + PAGE_SIZE <= PT_IMAGE_GPA);
+        }
     }
 
     #[test]
@@ -838,16 +1083,33 @@ mod tests {
             | protection::SECCOMP
             | protection::NOT_DUMPABLE
             | protection::NO_NEW_PRIVS
+            | protection::W_XOR_X
+            | protection::SMEP
+            | protection::SMAP
             | protection::KNOWN;
         let d = describe_protection(all, 0x22_8000, DEFAULT_RAM_SIZE);
         assert!(
-            d.starts_with("guest_memfd, 2.15 of 16.00 MiB mapped in the VMM, mlocked"),
+            d.starts_with("guest_memfd, 2.15 of 16.00 MiB mapped in the VMM, mlocked,"),
             "{d}"
         );
         assert!(d.contains("seccomp on") && d.contains("dumpable off"), "{d}");
+        assert!(d.ends_with("W^X, SMEP on, SMAP on"), "{d}");
         let d = describe_protection(protection::KNOWN, DEFAULT_RAM_SIZE, DEFAULT_RAM_SIZE);
         assert!(
             d.starts_with("anonymous memory, 16.00 of 16.00 MiB") && d.contains("seccomp off"),
+            "{d}"
+        );
+        assert!(
+            d.contains("not mlocked") && d.ends_with("no W^X, SMEP off, SMAP off"),
+            "{d}"
+        );
+        let d = describe_protection(
+            protection::KNOWN | protection::MLOCKED_ON_FAULT | protection::DONTDUMP,
+            DEFAULT_RAM_SIZE,
+            DEFAULT_RAM_SIZE,
+        );
+        assert!(
+            d.starts_with("anonymous memory, 16.00 of 16.00 MiB mapped in the VMM, mlocked on fault, no core dump"),
             "{d}"
         );
         assert!(describe_protection(0, 0, 0).starts_with("unknown"));
@@ -871,18 +1133,164 @@ mod tests {
 
     #[test]
     fn layout_regions_do_not_overlap() {
-        assert!(KERNEL_STACK_TOP <= IMAGE_BASE_GPA);
-        assert!(IMAGE_LIMIT_GPA <= DMA_WINDOW_GPA);
-        assert!(DMA_WINDOW_GPA + DMA_WINDOW_SIZE <= HEAP_GPA);
-        assert!(HEAP_GPA + USER_STACK_SIZE < MIN_RAM_SIZE);
+        const {
+            assert!(KERNEL_STACK_TOP <= IMAGE_BASE_GPA);
+            assert!(IMAGE_LIMIT_GPA <= DMA_WINDOW_GPA);
+            assert!(DMA_WINDOW_GPA + DMA_WINDOW_SIZE <= HEAP_GPA);
+            assert!(HEAP_GPA + USER_STACK_SIZE < MIN_RAM_SIZE);
+        }
         assert!(check_ram_size(DEFAULT_RAM_SIZE).is_ok());
         assert!(check_ram_size(MIN_RAM_SIZE - LARGE_PAGE_SIZE).is_err());
         assert!(check_ram_size(DEFAULT_RAM_SIZE + 4096).is_err());
     }
 
+    /// An image shaped like the enclave's: ring-0 code, ring-3 code, read-only data across the
+    /// 2 MiB boundary, writable data and bss.
+    fn sample_image() -> [ImageSegment; 4] {
+        let seg = |start, end, writable, executable, ring0| ImageSegment {
+            start,
+            end,
+            writable,
+            executable,
+            ring0,
+        };
+        [
+            seg(RING0_CODE_GPA, RING0_CODE_GPA + 0x4800, false, true, true),
+            seg(0x10_5000, 0x1f_f000, false, true, false),
+            seg(0x1f_f000, 0x23_0123, false, false, false),
+            seg(0x23_1000, 0x23_2200, true, false, false),
+        ]
+    }
+
+    fn walker(entries: &[(u64, u64)]) -> impl Fn(u64) -> Option<Translation> + '_ {
+        let table: alloc::collections::BTreeMap<u64, u64> = entries.iter().copied().collect();
+        move |va| translate(|gpa| table.get(&gpa).copied().unwrap_or(0), va)
+    }
+
+    #[test]
+    fn page_tables_are_w_xor_x_and_keep_ring0_code_supervisor_only() {
+        let image = sample_image();
+        let entries = page_table_entries(DEFAULT_RAM_SIZE, &image);
+        let entry_gpas: Vec<u64> = entries.iter().map(|&(gpa, _)| gpa).collect();
+        let mut sorted = entry_gpas.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), entry_gpas.len(), "an entry is written twice");
+        let walk = walker(&entries);
+        let in_seg = |i: usize, va: u64| image[i].start <= va && va < image[i].end.next_multiple_of(PAGE_SIZE);
+        // Every page of RAM, MMIO and the MMIO alias.
+        let pages = (0..DEFAULT_RAM_SIZE)
+            .step_by(PAGE_SIZE as usize)
+            .chain(((1u64 << 30)..(4u64 << 30)).step_by(LARGE_PAGE_SIZE as usize));
+        let mut executable_pages = 0;
+        for va in pages {
+            let Some(t) = walk(va) else { continue };
+            assert!(
+                !(t.writable && t.executable),
+                "{va:#x} is writable and executable: {t:?}"
+            );
+            if va < (1 << 30) {
+                assert_eq!(t.phys, va, "RAM is identity mapped");
+            }
+            if t.executable {
+                executable_pages += 1;
+                assert!(
+                    in_seg(0, va) || in_seg(1, va),
+                    "{va:#x} is executable outside the code: {t:?}"
+                );
+            }
+            if in_seg(0, va) {
+                assert!(!t.user && !t.writable && t.executable, "ring-0 code at {va:#x}: {t:?}");
+            } else if in_seg(1, va) {
+                assert!(t.user && !t.writable && t.executable, "text at {va:#x}: {t:?}");
+            } else if in_seg(2, va) {
+                assert!(t.user && !t.writable && !t.executable, "rodata at {va:#x}: {t:?}");
+            } else if in_seg(3, va) {
+                assert!(t.user && t.writable && !t.executable, "data at {va:#x}: {t:?}");
+            } else if (IMAGE_BASE_GPA..IMAGE_LIMIT_GPA).contains(&va) {
+                panic!("{va:#x} in the image window but in no segment is mapped: {t:?}");
+            }
+        }
+        let code_pages = (image[0].end.next_multiple_of(PAGE_SIZE) - image[0].start
+            + image[1].end.next_multiple_of(PAGE_SIZE)
+            - image[1].start)
+            / PAGE_SIZE;
+        assert_eq!(executable_pages, code_pages);
+        // Data pages: the window, the heap, the stack are user, writable, never executable.
+        for va in [DMA_WINDOW_GPA, HEAP_GPA, DEFAULT_RAM_SIZE - 8] {
+            let t = walk(va).unwrap();
+            assert!(t.user && t.writable && !t.executable, "{va:#x}: {t:?}");
+        }
+        // The null page, the gap below the image, past the image, past RAM: not mapped.
+        for va in [
+            0,
+            0x8,
+            KERNEL_STACK_TOP,
+            IMAGE_BASE_GPA - 8,
+            0x23_3000,
+            0x5f_f000,
+            DEFAULT_RAM_SIZE,
+        ] {
+            assert_eq!(walk(va), None, "{va:#x} is mapped");
+        }
+        // The tables themselves and the ring-0 stack are supervisor; the boot info read-only.
+        for va in [
+            PML4_GPA,
+            PT_IMAGE_GPA,
+            PT_IMAGE_GPA + PAGE_SIZE,
+            GDT_GPA,
+            KERNEL_STACK_BOTTOM,
+        ] {
+            let t = walk(va).unwrap();
+            assert!(!t.user && t.writable && !t.executable, "{va:#x}: {t:?}");
+        }
+        let boot_info = walk(BOOT_INFO_GPA).unwrap();
+        assert!(boot_info.user && !boot_info.writable, "{boot_info:?}");
+    }
+
+    #[test]
+    fn the_lapic_alias_is_below_2_gib_and_ring0_only() {
+        let entries = page_table_entries(DEFAULT_RAM_SIZE, &sample_image());
+        let walk = walker(&entries);
+        let eoi = walk(LAPIC_ALIAS_VA + LAPIC_EOI_OFFSET).unwrap();
+        assert_eq!(eoi.phys, LAPIC_GPA + LAPIC_EOI_OFFSET);
+        assert!(eoi.writable && !eoi.user && !eoi.executable, "{eoi:?}");
+        // The vsock registers: user at their address, ring 0 only in the alias.
+        assert!(walk(VSOCK_MMIO_GPA).unwrap().user);
+        let alias = walk(VSOCK_MMIO_GPA - MMIO_ALIAS_OFFSET).unwrap();
+        assert!(!alias.user && alias.phys == VSOCK_MMIO_GPA, "{alias:?}");
+        let lapic = walk(LAPIC_GPA).unwrap();
+        assert!(!lapic.user && lapic.phys == LAPIC_GPA, "{lapic:?}");
+    }
+
+    #[test]
+    fn no_page_is_writable_and_executable_whatever_the_segments_say() {
+        let seg = |start, end, writable, executable, ring0| ImageSegment {
+            start,
+            end,
+            writable,
+            executable,
+            ring0,
+        };
+        // A W+X segment, and code sharing a page with data: never a W+X page.
+        let image = [
+            seg(RING0_CODE_GPA, RING0_CODE_GPA + 0x1000, true, true, true),
+            seg(0x10_1000, 0x10_1800, false, true, false),
+            seg(0x10_1800, 0x10_2000, true, false, false),
+            // Outside the window: ignored.
+            seg(DMA_WINDOW_GPA, DMA_WINDOW_GPA + 0x1000, false, true, false),
+        ];
+        let entries = page_table_entries(DEFAULT_RAM_SIZE, &image);
+        let walk = walker(&entries);
+        for va in [RING0_CODE_GPA, 0x10_1000, DMA_WINDOW_GPA] {
+            let t = walk(va).unwrap();
+            assert!(!t.executable, "{va:#x}: {t:?}");
+        }
+    }
+
     #[test]
     fn page_tables_map_ram_and_guard_null() {
-        let entries = page_table_entries(DEFAULT_RAM_SIZE);
+        let entries = page_table_entries(DEFAULT_RAM_SIZE, &sample_image());
         assert!(
             !entries.iter().any(|&(gpa, _)| gpa == PT_LOW_GPA),
             "page 0 must stay unmapped"
@@ -897,6 +1305,8 @@ mod tests {
         let heap = pd(HEAP_GPA).unwrap().1;
         assert_ne!(heap & pte::NO_EXECUTE, 0);
         assert_ne!(heap & pte::USER, 0);
+        let max = page_table_entries(MAX_RAM_SIZE, &sample_image());
+        assert!(walker(&max)(MAX_RAM_SIZE - 8).is_some_and(|t| !t.executable));
     }
 
     #[test]
@@ -910,11 +1320,15 @@ mod tests {
 
     #[test]
     fn syscall_gate_is_user_reachable() {
-        let idt = idt();
-        let dpl = |v: usize| (idt[v][0] >> 45) & 3;
-        assert_eq!(dpl(SYSCALL_VECTOR as usize), 3);
-        assert_eq!(dpl(14), 0);
-        let handler = (idt[1][0] & 0xffff) | ((idt[1][0] >> 48) << 16) | (idt[1][1] << 32);
-        assert_eq!(handler, VECTOR_STUBS_GPA + VECTOR_STUB_SIZE);
+        for (smap, stubs) in [(false, VECTOR_STUBS_GPA), (true, SMAP_VECTOR_STUBS_GPA)] {
+            let idt = idt(smap);
+            let dpl = |v: usize| (idt[v][0] >> 45) & 3;
+            assert_eq!(dpl(SYSCALL_VECTOR as usize), 3);
+            assert_eq!(dpl(14), 0);
+            let handler = |v: usize| (idt[v][0] & 0xffff) | ((idt[v][0] >> 48) << 16) | (idt[v][1] << 32);
+            assert_eq!(handler(1), stubs + VECTOR_STUB_SIZE);
+            assert_eq!(handler(255), stubs + 255 * VECTOR_STUB_SIZE);
+            assert!(handler(255) + VECTOR_STUB_SIZE <= VECTOR_STUBS_GPA + VECTOR_STUBS_SIZE);
+        }
     }
 }

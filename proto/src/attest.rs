@@ -1,20 +1,24 @@
 //! What the VMM signs about a boot of the enclave, and how a client seals a secret to it.
 //!
 //! Both the signer (the VMM) and the verifier (`credguardctl`, any client) build the signed message
-//! here, and both ends of a sealed logon (the client with ring, the enclave with RustCrypto) use
+//! here, and both ends of a sealed secret (the client with ring, the enclave with RustCrypto) use
 //! the labels here, so that neither can drift from the other.
 //!
-//! Sealing: the client makes an ephemeral X25519 key pair, computes the shared secret with the
-//! enclave's public key, derives a 32-byte key with HKDF-SHA256 (salt = [`SEALED_LOGON_SALT`],
-//! info = [`sealed_logon_info`]), and encrypts an encoded `SealedLogonSecret` with AES-256-GCM
-//! under a random 96-bit nonce and the associated data [`sealed_logon_aad`].
+//! Sealing: the client asks the enclave for a single-use nonce (`GetSealingNonce`), makes an
+//! ephemeral X25519 key pair, computes the shared secret with the enclave's public key, derives a
+//! 32-byte key with HKDF-SHA256 (salt = [`SEALED_SECRET_SALT`], info = [`sealed_logon_info`]), and
+//! encrypts an encoded `SealedLogonSecret` with AES-256-GCM under a random 96-bit AES nonce and
+//! the associated data [`sealed_secret_aad`]: what the secret is for ([`SealPurpose`]), whose it is
+//! (the [`Owner`] the client states, which the enclave compares with the caller the proxy reports),
+//! the enclave's nonce, and the names. So a sealed secret opens once, for one purpose, for one
+//! caller and one set of names.
 
 use alloc::vec::Vec;
 
 use crate::abi::{MEASUREMENT_LEN, SIGNER_LEN};
 
 /// Domain separation of the attestation message (never a valid prefix of anything else signed).
-pub const ATTESTATION_DOMAIN: &[u8] = b"credguard enclave attestation v1\0";
+pub const ATTESTATION_DOMAIN: &[u8] = b"credguard enclave attestation v2\0";
 /// Length of a boot id.
 pub const BOOT_ID_LEN: usize = 16;
 /// Length of an X25519 public key.
@@ -23,29 +27,60 @@ pub const PUBLIC_KEY_LEN: usize = 32;
 pub const SIGNATURE_LEN: usize = 64;
 /// Length of an AES-GCM nonce.
 pub const NONCE_LEN: usize = 12;
+/// Length of the enclave's single-use sealing nonce.
+pub const SEALING_NONCE_LEN: usize = 16;
 
-/// The message the VMM's attestation key signs for one boot: the image it measured and whose
-/// signer it verified, the boot the enclave says it is, and the public key the enclave made.
-pub fn attestation_message(
-    measurement: &[u8; MEASUREMENT_LEN],
-    signer: &[u8; SIGNER_LEN],
-    boot_id: &[u8; BOOT_ID_LEN],
-    public_key: &[u8; PUBLIC_KEY_LEN],
-) -> Vec<u8> {
-    let mut m =
-        Vec::with_capacity(ATTESTATION_DOMAIN.len() + MEASUREMENT_LEN + SIGNER_LEN + BOOT_ID_LEN + PUBLIC_KEY_LEN);
+/// Everything the VMM's attestation signature covers for one boot: the image it measured and
+/// whose signer it verified, the boot and public key the enclave made, how the enclave's memory
+/// and the VMM are protected, the image's signed policy, and what the enclave says of its build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attested {
+    /// SHA-384 of the signed image.
+    pub measurement: [u8; MEASUREMENT_LEN],
+    /// Fingerprint of the key that signed the image.
+    pub signer: [u8; SIGNER_LEN],
+    /// This boot's random id.
+    pub boot_id: [u8; BOOT_ID_LEN],
+    /// This boot's X25519 sealing public key.
+    pub public_key: [u8; PUBLIC_KEY_LEN],
+    /// [`crate::abi::protection`] bits in force.
+    pub protection_bits: u64,
+    /// Bytes of guest RAM the VMM keeps mapped.
+    pub host_mapped_bytes: u64,
+    /// Guest RAM in bytes.
+    pub ram_size: u64,
+    /// The image's signed [`crate::abi::policy`] bits.
+    pub policy_bits: u64,
+    /// [`crate::abi::enclave_flags`] bits the enclave reported.
+    pub enclave_flags: u64,
+}
+
+/// The message the VMM's attestation key signs for one boot.
+pub fn attestation_message(a: &Attested) -> Vec<u8> {
+    let mut m = Vec::with_capacity(
+        ATTESTATION_DOMAIN.len() + MEASUREMENT_LEN + SIGNER_LEN + BOOT_ID_LEN + PUBLIC_KEY_LEN + 5 * 8,
+    );
     m.extend_from_slice(ATTESTATION_DOMAIN);
-    m.extend_from_slice(measurement);
-    m.extend_from_slice(signer);
-    m.extend_from_slice(boot_id);
-    m.extend_from_slice(public_key);
+    m.extend_from_slice(&a.measurement);
+    m.extend_from_slice(&a.signer);
+    m.extend_from_slice(&a.boot_id);
+    m.extend_from_slice(&a.public_key);
+    for word in [
+        a.protection_bits,
+        a.host_mapped_bytes,
+        a.ram_size,
+        a.policy_bits,
+        a.enclave_flags,
+    ] {
+        m.extend_from_slice(&word.to_le_bytes());
+    }
     m
 }
 
-/// HKDF salt of a sealed logon.
-pub const SEALED_LOGON_SALT: &[u8] = b"credguard sealed logon v1";
+/// HKDF salt of a sealed secret.
+pub const SEALED_SECRET_SALT: &[u8] = b"credguard sealed secret v2";
 
-/// HKDF info of a sealed logon: both public keys, so the key is bound to this exchange.
+/// HKDF info of a sealed secret: both public keys, so the key is bound to this exchange.
 pub fn sealed_logon_info(ephemeral_public: &[u8; PUBLIC_KEY_LEN], enclave_public: &[u8; PUBLIC_KEY_LEN]) -> Vec<u8> {
     let mut info = Vec::with_capacity(2 * PUBLIC_KEY_LEN);
     info.extend_from_slice(ephemeral_public);
@@ -53,14 +88,88 @@ pub fn sealed_logon_info(ephemeral_public: &[u8; PUBLIC_KEY_LEN], enclave_public
     info
 }
 
-/// AES-GCM associated data of a sealed logon: the names the secret is for, so that a relay cannot
-/// attach someone's sealed password to another user name. Each name is length-prefixed.
-pub fn sealed_logon_aad(user: &str, domain: &str, realm: &str) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(16 + user.len() + domain.len() + realm.len());
-    aad.extend_from_slice(b"logon");
-    for part in [user, domain, realm] {
-        aad.extend_from_slice(&(part.len() as u32).to_le_bytes());
-        aad.extend_from_slice(part.as_bytes());
+/// What a sealed secret may be used for: the enclave opens it only in the call of that purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealPurpose {
+    /// A logon session (`Logon`).
+    Logon,
+    /// A credential saved to the vault (`SaveCredential`, the enclave's `VaultSeal`).
+    VaultSave,
+}
+
+impl SealPurpose {
+    /// The label bound into the associated data.
+    pub fn label(self) -> &'static [u8] {
+        match self {
+            SealPurpose::Logon => b"logon",
+            SealPurpose::VaultSave => b"vault-save",
+        }
+    }
+}
+
+/// Who a sealed secret is for, as the enclave counts callers: a local uid, or a vsock peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Owner(pub u64);
+
+impl Owner {
+    /// A local caller, by uid (what the proxy reads with `SO_PEERCRED`).
+    pub const fn uid(uid: u32) -> Self {
+        Owner(uid as u64)
+    }
+
+    /// A caller in another VM, by its vsock CID.
+    pub const fn vsock(cid: u32) -> Self {
+        Owner((1 << 32) | cid as u64)
+    }
+
+    /// The uid, if this is a local caller.
+    pub const fn as_uid(self) -> Option<u32> {
+        if self.0 >> 32 == 0 { Some(self.0 as u32) } else { None }
+    }
+}
+
+impl core::fmt::Display for Owner {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.as_uid() {
+            Some(uid) => write!(f, "uid {uid}"),
+            None => write!(f, "vsock cid {}", self.0 as u32),
+        }
+    }
+}
+
+/// The names a sealed secret is bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealedNames<'a> {
+    /// User name.
+    pub user: &'a str,
+    /// NetBIOS domain.
+    pub domain: &'a str,
+    /// Kerberos realm.
+    pub realm: &'a str,
+    /// The vault target ([`SealPurpose::VaultSave`]); empty for a logon.
+    pub target: &'a str,
+}
+
+/// AES-GCM associated data of a sealed secret: its purpose, its owner, the enclave's single-use
+/// nonce and the names, each length-prefixed, so that a relay can neither replay it, nor use a
+/// logon's secret for a vault save (or the reverse), nor attach it to another caller or name.
+pub fn sealed_secret_aad(
+    purpose: SealPurpose,
+    owner: Owner,
+    sealing_nonce: &[u8; SEALING_NONCE_LEN],
+    names: &SealedNames<'_>,
+) -> Vec<u8> {
+    let mut aad =
+        Vec::with_capacity(64 + names.user.len() + names.domain.len() + names.realm.len() + names.target.len());
+    let mut part = |bytes: &[u8]| {
+        aad.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        aad.extend_from_slice(bytes);
+    };
+    part(purpose.label());
+    part(&owner.0.to_le_bytes());
+    part(sealing_nonce);
+    for name in [names.user, names.domain, names.realm, names.target] {
+        part(name.as_bytes());
     }
     aad
 }
@@ -69,19 +178,87 @@ pub fn sealed_logon_aad(user: &str, domain: &str, realm: &str) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn attestation_message_binds_every_field() {
-        let base = attestation_message(&[1; 48], &[2; 16], &[3; 16], &[4; 32]);
-        assert!(base.starts_with(ATTESTATION_DOMAIN));
-        assert_ne!(base, attestation_message(&[9; 48], &[2; 16], &[3; 16], &[4; 32]));
-        assert_ne!(base, attestation_message(&[1; 48], &[9; 16], &[3; 16], &[4; 32]));
-        assert_ne!(base, attestation_message(&[1; 48], &[2; 16], &[9; 16], &[4; 32]));
-        assert_ne!(base, attestation_message(&[1; 48], &[2; 16], &[3; 16], &[9; 32]));
+    fn attested() -> Attested {
+        Attested {
+            measurement: [1; 48],
+            signer: [2; 16],
+            boot_id: [3; 16],
+            public_key: [4; 32],
+            protection_bits: 5,
+            host_mapped_bytes: 6,
+            ram_size: 7,
+            policy_bits: 8,
+            enclave_flags: 9,
+        }
     }
 
     #[test]
-    fn aad_is_unambiguous() {
-        assert_ne!(sealed_logon_aad("ab", "c", ""), sealed_logon_aad("a", "bc", ""));
-        assert_ne!(sealed_logon_aad("a", "", "b"), sealed_logon_aad("a", "b", ""));
+    fn attestation_message_binds_every_field() {
+        let base = attestation_message(&attested());
+        assert!(base.starts_with(ATTESTATION_DOMAIN));
+        let changes: [fn(&mut Attested); 9] = [
+            |a| a.measurement[0] ^= 1,
+            |a| a.signer[0] ^= 1,
+            |a| a.boot_id[0] ^= 1,
+            |a| a.public_key[0] ^= 1,
+            |a| a.protection_bits ^= 1,
+            |a| a.host_mapped_bytes ^= 1,
+            |a| a.ram_size ^= 1,
+            |a| a.policy_bits ^= 1,
+            |a| a.enclave_flags ^= 1,
+        ];
+        for change in changes {
+            let mut a = attested();
+            change(&mut a);
+            assert_ne!(attestation_message(&a), base);
+        }
+    }
+
+    #[test]
+    fn aad_is_unambiguous_and_binds_purpose_owner_and_nonce() {
+        let names = |user, domain, realm, target| SealedNames {
+            user,
+            domain,
+            realm,
+            target,
+        };
+        let aad = |p, o, n: u8, names: SealedNames<'_>| sealed_secret_aad(p, o, &[n; 16], &names);
+        let base = aad(SealPurpose::Logon, Owner::uid(1000), 1, names("ab", "c", "", ""));
+        assert_ne!(
+            base,
+            aad(SealPurpose::Logon, Owner::uid(1000), 1, names("a", "bc", "", ""))
+        );
+        assert_ne!(
+            base,
+            aad(SealPurpose::Logon, Owner::uid(1000), 1, names("ab", "", "c", ""))
+        );
+        assert_ne!(
+            base,
+            aad(SealPurpose::VaultSave, Owner::uid(1000), 1, names("ab", "c", "", ""))
+        );
+        assert_ne!(
+            base,
+            aad(SealPurpose::Logon, Owner::uid(1001), 1, names("ab", "c", "", ""))
+        );
+        assert_ne!(
+            base,
+            aad(SealPurpose::Logon, Owner::vsock(1000), 1, names("ab", "c", "", ""))
+        );
+        assert_ne!(
+            base,
+            aad(SealPurpose::Logon, Owner::uid(1000), 2, names("ab", "c", "", ""))
+        );
+        assert_ne!(
+            base,
+            aad(SealPurpose::Logon, Owner::uid(1000), 1, names("ab", "c", "", "t"))
+        );
+    }
+
+    #[test]
+    fn owners_of_both_kinds_are_distinct() {
+        assert_eq!(Owner::uid(7).as_uid(), Some(7));
+        assert_eq!(Owner::vsock(7).as_uid(), None);
+        assert_ne!(Owner::uid(7), Owner::vsock(7));
+        assert_eq!(alloc::format!("{}", Owner::vsock(9)), "vsock cid 9");
     }
 }

@@ -91,6 +91,8 @@ pub mod enclave {
     pub const METHOD_VAULT_SEAL: &str = "/credguard.enclave.v1.Enclave/VaultSeal";
     /// Full gRPC path of `Enclave.VaultLogon`.
     pub const METHOD_VAULT_LOGON: &str = "/credguard.enclave.v1.Enclave/VaultLogon";
+    /// Full gRPC path of `Enclave.IssueSealingNonce`.
+    pub const METHOD_ISSUE_SEALING_NONCE: &str = "/credguard.enclave.v1.Enclave/IssueSealingNonce";
 
     impl core::fmt::Debug for LogonRequest {
         fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -98,6 +100,7 @@ pub mod enclave {
                 .field("user", &self.user)
                 .field("domain", &self.domain)
                 .field("realm", &self.realm)
+                .field("owner", &self.owner)
                 .field("secret", &"<redacted>")
                 .finish()
         }
@@ -116,6 +119,7 @@ pub mod enclave {
         fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
             f.debug_struct("SealedLogonSecret")
                 .field("secret", &"<redacted>")
+                .field("refuse_rc4", &self.refuse_rc4)
                 .finish()
         }
     }

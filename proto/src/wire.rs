@@ -16,8 +16,10 @@ use crate::enclave::Frame;
 pub const FRAME_HEADER_LEN: usize = 5;
 
 /// Largest encoded [`Frame`] either side accepts. Larger frames are refused before they are
-/// buffered, so a peer cannot make the other side grow its memory without bound.
-pub const MAX_FRAME_LEN: usize = 1 << 20;
+/// buffered, so a peer cannot make the other side grow its memory without bound. The largest real
+/// frames are service-ticket replies (ticket, AP-REQ and GSS token of at most a 64 KiB KDC reply);
+/// the enclave's memory headroom (`service::MEMORY_HEADROOM`) is sized for a few of these.
+pub const MAX_FRAME_LEN: usize = 256 << 10;
 
 /// Why a stream could not be decoded. After any of these the stream is out of sync and must be
 /// closed.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use credguard_image::dev::{self, DevImage};
 
+pub mod fake_kdc;
 pub mod kdc;
 
 /// Whether KVM tests can run. Without /dev/kvm: a loud skip, or a failure when
@@ -26,6 +27,24 @@ pub fn kvm_or_skip(test: &str) -> bool {
 pub fn dev_image() -> &'static DevImage {
     static IMAGE: OnceLock<DevImage> = OnceLock::new();
     IMAGE.get_or_init(|| dev::ensure_enclave_built().expect("building the enclave"))
+}
+
+/// The dev-signed test image (fault injection compiled in; built once per test process).
+pub fn test_image() -> &'static DevImage {
+    static IMAGE: OnceLock<DevImage> = OnceLock::new();
+    IMAGE.get_or_init(|| dev::ensure_test_enclave_built().expect("building the test enclave"))
+}
+
+/// A manifest of the dev image signed with the dev key and `policy`, in a fresh directory.
+pub fn manifest_with_policy(name: &str, policy: credguard_image::Policy) -> PathBuf {
+    let dev = dev_image();
+    let dir = temp_dir(&format!("manifest-{name}"));
+    let manifest = dir.join("enclave.elf.manifest.json");
+    dev::ensure_dev_key()
+        .expect("the dev key")
+        .sign_file_full(&dev.image, &manifest, &[], &policy)
+        .expect("signing the dev image");
+    manifest
 }
 
 /// A fresh temporary directory for one test.
@@ -78,6 +97,11 @@ pub struct Stack {
     /// Whether the proxy accepts secrets in the clear, as in dev mode (`--allow-plaintext-secrets`;
     /// every stack but [`Stack::start_as_installed`]'s).
     pub plaintext_secrets: bool,
+    /// Whether the VMM boots the test image (fault injection compiled in) instead of the
+    /// production one; `ctl` is then told to accept it.
+    pub test_image: bool,
+    /// Another manifest of the image than the dev build's (e.g. one signed with another policy).
+    pub manifest: Option<PathBuf>,
     vmm: Option<std::process::Child>,
     proxy: Option<std::process::Child>,
 }
@@ -96,7 +120,7 @@ impl Stack {
     /// Like [`Stack::start`], but the proxy runs as installed, not in dev mode: it refuses secrets
     /// in the clear unless `config_toml` allows them.
     pub fn start_as_installed(name: &str, config_toml: &str) -> Stack {
-        let mut s = Self::new(name, config_toml, false, &[]);
+        let mut s = Self::prepare(name, config_toml, false, &[]);
         s.plaintext_secrets = false;
         s.start_vmm();
         s.start_proxy();
@@ -108,6 +132,25 @@ impl Stack {
         Self::start_with(name, config_toml, false, vmm_args)
     }
 
+    /// Like [`Stack::start_with_vmm_args`], booting the test image (for `--inject-fault`).
+    pub fn start_test_image(name: &str, config_toml: &str, vmm_args: &[&str]) -> Stack {
+        let mut s = Self::prepare(name, config_toml, false, vmm_args);
+        s.test_image = true;
+        s.start_vmm();
+        s.start_proxy();
+        s
+    }
+
+    /// Like [`Stack::start`], with the image's manifest at `manifest` (signed with the dev key,
+    /// e.g. with another policy).
+    pub fn start_with_manifest(name: &str, config_toml: &str, manifest: PathBuf) -> Stack {
+        let mut s = Self::prepare(name, config_toml, false, &[]);
+        s.manifest = Some(manifest);
+        s.start_vmm();
+        s.start_proxy();
+        s
+    }
+
     /// Like [`Stack::start`], with the proxy's log (warnings and the `audit` target) written to
     /// `proxy.log` in the stack's directory (see [`Stack::proxy_log_text`]) and the VMM's whole
     /// log to [`Stack::vmm_log`].
@@ -116,14 +159,13 @@ impl Stack {
     }
 
     fn start_with(name: &str, config_toml: &str, log_proxy: bool, vmm_args: &[&str]) -> Stack {
-        let mut s = Self::new(name, config_toml, log_proxy, vmm_args);
+        let mut s = Self::prepare(name, config_toml, log_proxy, vmm_args);
         s.start_vmm();
         s.start_proxy();
         s
     }
 
-    /// A stack in a fresh directory, nothing started yet.
-    fn new(name: &str, config_toml: &str, log_proxy: bool, vmm_args: &[&str]) -> Stack {
+    fn prepare(name: &str, config_toml: &str, log_proxy: bool, vmm_args: &[&str]) -> Stack {
         use std::os::unix::fs::PermissionsExt;
         let dir = temp_dir(name);
         // Other uids (setpriv tests) must reach the API socket inside.
@@ -141,6 +183,8 @@ impl Stack {
             proxy_log,
             vmm_args: vmm_args.iter().map(|a| a.to_string()).collect(),
             plaintext_secrets: true,
+            test_image: false,
+            manifest: None,
             vmm: None,
             proxy: None,
         }
@@ -160,12 +204,13 @@ impl Stack {
 
     /// (Re)starts the VMM.
     pub fn start_vmm(&mut self) {
-        let dev = dev_image();
+        let dev = if self.test_image { test_image() } else { dev_image() };
+        let manifest = self.manifest.clone().unwrap_or_else(|| dev.manifest.clone());
         let mut cmd = std::process::Command::new(credguard_bin());
         cmd.args(["vmm", "run", "--image"])
             .arg(&dev.image)
             .arg("--manifest")
-            .arg(&dev.manifest)
+            .arg(&manifest)
             .arg("--trusted-key")
             .arg(&dev.trusted_key)
             .arg("--vsock-socket")
@@ -301,7 +346,9 @@ impl Stack {
             .arg(&self.api)
             .arg("--json")
             .args(args)
-            .env("CREDGUARD_ATTESTATION_PUB", self.attestation_pub());
+            .env("CREDGUARD_ATTESTATION_PUB", self.attestation_pub())
+            .env("CREDGUARD_SIGNER_PUB", &dev_image().trusted_key)
+            .env("CREDGUARD_ALLOW_TEST_IMAGE", if self.test_image { "1" } else { "0" });
         let mut child = cmd
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -315,6 +362,44 @@ impl Stack {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+}
+
+/// What a client of `stack` requires of its enclave before sealing (the dev signer pinned).
+impl Stack {
+    pub fn expectations(&self) -> credguard_lsa_proxy::sealed::Expectations {
+        use credguard_lsa_proxy::sealed;
+        let signer = sealed::read_public_key(&dev_image().trusted_key).expect("the dev signer key");
+        sealed::Expectations {
+            attestation_pub: sealed::read_attestation_public_key(&self.attestation_pub()).expect("the attestation key"),
+            attestation_pub_path: self.attestation_pub(),
+            signer: Some(sealed::signer_fingerprint(&signer)),
+            signer_path: dev_image().trusted_key.clone(),
+            measurement: None,
+            require_hidden_memory: false,
+            allow_test_image: self.test_image,
+        }
+    }
+}
+
+/// A logon seal for this test process's own uid with `nonce` and the names.
+pub fn seal_for_me<'a>(
+    nonce: &'a [u8],
+    user: &'a str,
+    domain: &'a str,
+    realm: &'a str,
+) -> credguard_lsa_proxy::sealed::SealFor<'a> {
+    credguard_lsa_proxy::sealed::SealFor {
+        purpose: credguard_proto::attest::SealPurpose::Logon,
+        // SAFETY: getuid has no preconditions.
+        owner: credguard_proto::attest::Owner::uid(unsafe { libc::getuid() }),
+        sealing_nonce: nonce,
+        names: credguard_proto::attest::SealedNames {
+            user,
+            domain,
+            realm,
+            target: "",
+        },
     }
 }
 

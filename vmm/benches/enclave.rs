@@ -113,7 +113,8 @@ fn main() {
     }
     let quick = std::env::args().any(|a| a == "--quick");
     let (cold_runs, status_calls, doorbell_iters) = if quick { (5, 300, 1000) } else { (30, 3000, 10_000) };
-    let dev = credguard_image::dev::ensure_enclave_built().expect("building the enclave");
+    // The doorbell benchmark is a boot mode of the test image only.
+    let dev = credguard_image::dev::ensure_test_enclave_built().expect("building the test enclave");
     let dir = std::env::temp_dir().join(format!("credguard-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let sock = dir.join("vsock.sock");

@@ -9,8 +9,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use credguard_proto::abi::{MEASUREMENT_LEN, SIGNER_LEN};
-use credguard_proto::attest::{self, BOOT_ID_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN};
+use credguard_proto::attest::{self, SIGNATURE_LEN};
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use zeroize::Zeroizing;
@@ -106,15 +105,9 @@ impl AttestationKey {
         out
     }
 
-    /// Signs [`attest::attestation_message`] of these values.
-    pub fn sign(
-        &self,
-        measurement: &[u8; MEASUREMENT_LEN],
-        signer: &[u8; SIGNER_LEN],
-        boot_id: &[u8; BOOT_ID_LEN],
-        public_key: &[u8; PUBLIC_KEY_LEN],
-    ) -> [u8; SIGNATURE_LEN] {
-        let message = attest::attestation_message(measurement, signer, boot_id, public_key);
+    /// Signs [`attest::attestation_message`] of `facts`.
+    pub fn sign(&self, facts: &attest::Attested) -> [u8; SIGNATURE_LEN] {
+        let message = attest::attestation_message(facts);
         let mut out = [0u8; SIGNATURE_LEN];
         out.copy_from_slice(self.pair.sign(&message).as_ref());
         out
@@ -139,12 +132,37 @@ mod tests {
         let pub_hex = std::fs::read_to_string(public_key_path(&path)).unwrap();
         assert_eq!(pub_hex.trim(), hex::encode(made.public_key()));
 
-        let sig = loaded.sign(&[1; 48], &[2; 16], &[3; 16], &[4; 32]);
+        let facts = attest::Attested {
+            measurement: [1; 48],
+            signer: [2; 16],
+            boot_id: [3; 16],
+            public_key: [4; 32],
+            protection_bits: 5,
+            host_mapped_bytes: 6,
+            ram_size: 7,
+            policy_bits: 0,
+            enclave_flags: 0,
+        };
+        let sig = loaded.sign(&facts);
         let verifier = UnparsedPublicKey::new(&ED25519, made.public_key());
-        let msg = attest::attestation_message(&[1; 48], &[2; 16], &[3; 16], &[4; 32]);
-        assert!(verifier.verify(&msg, &sig).is_ok());
-        let other = attest::attestation_message(&[1; 48], &[2; 16], &[3; 16], &[5; 32]);
-        assert!(verifier.verify(&other, &sig).is_err());
+        assert!(verifier.verify(&attest::attestation_message(&facts), &sig).is_ok());
+        // A test build, or another policy, under the same signature: does not verify.
+        for other in [
+            attest::Attested {
+                enclave_flags: 1,
+                ..facts
+            },
+            attest::Attested {
+                policy_bits: 1,
+                ..facts
+            },
+            attest::Attested {
+                protection_bits: 7,
+                ..facts
+            },
+        ] {
+            assert!(verifier.verify(&attest::attestation_message(&other), &sig).is_err());
+        }
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(matches!(

@@ -7,8 +7,8 @@
 
 use std::io::Cursor;
 
-use credguard_proto::abi::{self, BootInfo, Report};
-use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, kvm_fpu, kvm_regs, kvm_segment};
+use credguard_proto::abi::{self, BootInfo, ImageSegment, Report};
+use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, kvm_fpu, kvm_regs, kvm_segment};
 use kvm_ioctls::{Kvm, VcpuFd};
 use linux_loader::loader::{Elf, KernelLoader};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -48,6 +48,16 @@ pub enum BootError {
     /// The entry point is not inside the image window.
     #[error("enclave image entry point {0:#x} is outside the image window")]
     EntryOutOfBounds(u64),
+    /// A segment is both writable and executable (the page tables are W^X).
+    #[error("enclave image segment {0} is writable and executable (W^X)")]
+    WritableCode(usize),
+    /// The ring-0 segment (the one at [`abi::RING0_CODE_GPA`]) is missing or wrong.
+    #[error("enclave image's ring-0 segment at {base:#x}: {0}", base = abi::RING0_CODE_GPA)]
+    BadRing0Segment(&'static str),
+    /// Two segments overlap, or share a page with different permissions (which page tables
+    /// cannot give them).
+    #[error("enclave image segments {0} and {1} overlap or share a page with different permissions")]
+    SharedPage(usize, usize),
     /// linux-loader refused the image.
     #[error("loading the enclave image: {0}")]
     Load(#[from] linux_loader::loader::Error),
@@ -83,23 +93,40 @@ const EM_X86_64: u16 = 62;
 const MAX_PHDRS: usize = 64;
 
 /// Checks, before anything is written to guest memory, that every loadable segment of `image`
-/// lies within [`abi::IMAGE_BASE_GPA`]..[`abi::IMAGE_LIMIT_GPA`] and that its entry point does
-/// too. Returns the entry point.
+/// lies within [`abi::IMAGE_BASE_GPA`]..[`abi::IMAGE_LIMIT_GPA`] and can be mapped W^X (see
+/// [`image_layout`]). Returns the entry point.
 ///
 /// linux-loader writes segments wherever their physical address says, so without this check a
 /// (signed but faulty) image could overwrite the page tables or descriptor tables.
 pub fn check_image(image: &[u8]) -> Result<u64, BootError> {
-    check_image_layout(image).map(|(entry, _)| entry)
+    image_layout(image).map(|layout| layout.entry)
 }
 
 /// Where the image's loaded segments end (after the same checks as [`check_image`]): the VMM
 /// keeps guest RAM mapped up to there (see [`crate::memory::visible_ranges`]).
 pub fn image_end(image: &[u8]) -> Result<u64, BootError> {
-    check_image_layout(image).map(|(_, end)| end)
+    image_layout(image).map(|layout| layout.end)
 }
 
-/// The entry point and the end of the loaded segments of `image`, checked.
-fn check_image_layout(image: &[u8]) -> Result<(u64, u64), BootError> {
+/// What the page tables need to know of a checked image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageLayout {
+    /// The entry point (in the ring-0 segment).
+    pub entry: u64,
+    /// The end of the loaded segments.
+    pub end: u64,
+    /// The loadable segments with their permissions, for [`abi::page_table_entries`].
+    pub segments: Vec<ImageSegment>,
+}
+
+const PF_X: u32 = 1;
+const PF_W: u32 = 2;
+
+/// The entry point, the end and the segments of `image`, checked: every segment inside the image
+/// window and identity mapped; none both writable and executable; no two overlapping or sharing
+/// a page with different permissions; the segment at [`abi::RING0_CODE_GPA`] (the ring-0 code,
+/// mapped supervisor-only) executable and holding both vector-stub tables and the entry point.
+pub fn image_layout(image: &[u8]) -> Result<ImageLayout, BootError> {
     let window = abi::IMAGE_BASE_GPA..abi::IMAGE_LIMIT_GPA;
     let header = image
         .get(..ELF_HEADER_LEN)
@@ -123,7 +150,8 @@ fn check_image_layout(image: &[u8]) -> Result<(u64, u64), BootError> {
         return Err(BootError::NotElf("too many program headers"));
     }
 
-    let mut loadable = 0;
+    let mut segments = Vec::new();
+    let mut indices = Vec::new();
     let mut image_end = window.start;
     for index in 0..phnum {
         let phdr = usize::try_from(phoff)
@@ -134,8 +162,8 @@ fn check_image_layout(image: &[u8]) -> Result<(u64, u64), BootError> {
         if le32(phdr, 0) != PT_LOAD {
             continue;
         }
-        loadable += 1;
-        let (offset, vaddr, paddr, filesz, memsz) = (
+        let (flags, offset, vaddr, paddr, filesz, memsz) = (
+            le32(phdr, 4),
             le64(phdr, 8),
             le64(phdr, 16),
             le64(phdr, 24),
@@ -162,15 +190,69 @@ fn check_image_layout(image: &[u8]) -> Result<(u64, u64), BootError> {
                 end,
             });
         }
+        let (writable, executable) = (flags & PF_W != 0, flags & PF_X != 0);
+        if writable && executable {
+            return Err(BootError::WritableCode(index));
+        }
         image_end = image_end.max(end);
+        segments.push(ImageSegment {
+            start: paddr,
+            end,
+            writable,
+            executable,
+            ring0: paddr == abi::RING0_CODE_GPA,
+        });
+        indices.push(index);
     }
-    if loadable == 0 {
+    if segments.is_empty() {
         return Err(BootError::NoSegments);
     }
     if !window.contains(&entry) {
         return Err(BootError::EntryOutOfBounds(entry));
     }
-    Ok((entry, image_end))
+    check_pages(&segments, &indices)?;
+    check_ring0(&segments, entry)?;
+    Ok(ImageLayout {
+        entry,
+        end: image_end,
+        segments,
+    })
+}
+
+/// No two segments overlap, and segments that share a page have the same permissions.
+fn check_pages(segments: &[ImageSegment], indices: &[usize]) -> Result<(), BootError> {
+    let mut order: Vec<usize> = (0..segments.len()).collect();
+    order.sort_by_key(|&i| segments[i].start);
+    for pair in order.windows(2) {
+        let (a, b) = (&segments[pair[0]], &segments[pair[1]]);
+        let overlap = a.end > b.start;
+        let share_page = a.end.next_multiple_of(abi::PAGE_SIZE) > b.start - b.start % abi::PAGE_SIZE
+            && a.end > a.start
+            && b.end > b.start;
+        let same = (a.writable, a.executable, a.ring0) == (b.writable, b.executable, b.ring0);
+        if overlap || (share_page && !same) {
+            return Err(BootError::SharedPage(indices[pair[0]], indices[pair[1]]));
+        }
+    }
+    Ok(())
+}
+
+/// The ring-0 segment exists, is code, and holds both stub tables and the entry point.
+fn check_ring0(segments: &[ImageSegment], entry: u64) -> Result<(), BootError> {
+    let ring0 = segments
+        .iter()
+        .find(|s| s.ring0)
+        .ok_or(BootError::BadRing0Segment("missing"))?;
+    if !ring0.executable {
+        return Err(BootError::BadRing0Segment("not executable"));
+    }
+    if ring0.end < abi::VECTOR_STUBS_GPA + abi::VECTOR_STUBS_SIZE {
+        return Err(BootError::BadRing0Segment("shorter than the two vector-stub tables"));
+    }
+    if !(ring0.start..ring0.end).contains(&entry) {
+        return Err(BootError::BadRing0Segment("the entry point is not in it"));
+    }
+    Ok(())
 }
 
 fn le16(b: &[u8], at: usize) -> u16 {
@@ -210,8 +292,14 @@ fn write_bytes(mem: &GuestMemoryMmap, addr: u64, bytes: &[u8]) -> Result<(), Boo
         .map_err(|source| BootError::GuestMemory { addr, source })
 }
 
-/// Writes the page tables, GDT, TSS, IDT, boot info and an empty report page into `mem`.
-pub fn write_boot_tables(mem: &GuestMemoryMmap, info: &BootInfo) -> Result<(), BootError> {
+/// Writes the page tables (W^X, from `segments`: see [`abi::page_table_entries`]), GDT, TSS,
+/// IDT (pointing at the SMAP stubs if `cpu.smap`), boot info and an empty report page into `mem`.
+pub fn write_boot_tables(
+    mem: &GuestMemoryMmap,
+    info: &BootInfo,
+    segments: &[ImageSegment],
+    cpu: CpuProtection,
+) -> Result<(), BootError> {
     // The tables' pages must be zero wherever the ABI lists no entry (not present); the report
     // page must be zero so a stale value can never be mistaken for a fault record.
     let zero_page = [0u8; abi::PAGE_SIZE as usize];
@@ -221,14 +309,14 @@ pub fn write_boot_tables(mem: &GuestMemoryMmap, info: &BootInfo) -> Result<(), B
         page += abi::PAGE_SIZE;
     }
 
-    for (gpa, entry) in abi::page_table_entries(info.ram_size) {
+    for (gpa, entry) in abi::page_table_entries(info.ram_size, segments) {
         write_bytes(mem, gpa, &entry.to_le_bytes())?;
     }
     for (i, descriptor) in abi::gdt().iter().enumerate() {
         write_bytes(mem, abi::GDT_GPA + i as u64 * 8, &descriptor.to_le_bytes())?;
     }
     write_bytes(mem, abi::TSS_GPA, &abi::tss())?;
-    for (v, gate) in abi::idt().iter().enumerate() {
+    for (v, gate) in abi::idt(cpu.smap).iter().enumerate() {
         let at = abi::IDT_GPA + v as u64 * 16;
         write_bytes(mem, at, &gate[0].to_le_bytes())?;
         write_bytes(mem, at + 8, &gate[1].to_le_bytes())?;
@@ -331,18 +419,65 @@ fn task_segment() -> kvm_segment {
     }
 }
 
-/// Sets the vCPU's CPUID table to everything KVM supports. Under PVM this applies to ring 0 only
-/// (ring 3 sees the host's CPUID), so there is nothing to hide or add.
-pub fn setup_cpuid(kvm: &Kvm, vcpu: &VcpuFd) -> Result<(), BootError> {
-    let cpuid = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
-    vcpu.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))
+/// Which of the CPU's protections of ring 0 against ring-3 pages the guest runs with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuProtection {
+    /// CR4.SMEP: ring 0 cannot execute ring-3 pages.
+    pub smep: bool,
+    /// CR4.SMAP: ring 0 touches ring-3 pages only with RFLAGS.AC set.
+    pub smap: bool,
 }
 
-/// Puts the vCPU in 64-bit ring 0 at `entry` with the ABI's control registers, descriptor
-/// tables, stack and boot-info pointer.
-pub fn setup_registers(vcpu: &VcpuFd, entry: u64) -> Result<(), BootError> {
+/// CPUID.(EAX=7,ECX=0):EBX bit of SMEP.
+const CPUID_7_EBX_SMEP: u32 = 1 << 7;
+/// CPUID.(EAX=7,ECX=0):EBX bit of SMAP.
+const CPUID_7_EBX_SMAP: u32 = 1 << 20;
+
+impl CpuProtection {
+    /// What a CPUID table (KVM's supported one) offers.
+    pub fn offered_by(cpuid: &CpuId) -> Self {
+        let ebx = cpuid
+            .as_slice()
+            .iter()
+            .find(|e| e.function == 7 && e.index == 0)
+            .map_or(0, |e| e.ebx);
+        CpuProtection {
+            smep: ebx & CPUID_7_EBX_SMEP != 0,
+            smap: ebx & CPUID_7_EBX_SMAP != 0,
+        }
+    }
+
+    /// The CR4 bits to set.
+    pub fn cr4_bits(self) -> u64 {
+        (if self.smep { abi::CR4_SMEP } else { 0 }) | (if self.smap { abi::CR4_SMAP } else { 0 })
+    }
+}
+
+/// Sets the vCPU's CPUID table to everything KVM supports, and returns which of SMEP and SMAP
+/// the guest gets: those KVM offers (`KVM_GET_SUPPORTED_CPUID`, leaf 7), or both if `force`
+/// (tests only: see [`crate::EnclaveConfig::force_smep_smap`]), which adds them to the table.
+/// Under PVM the table applies to ring 0 only (ring 3 sees the host's CPUID).
+pub fn setup_cpuid(kvm: &Kvm, vcpu: &VcpuFd, force: bool) -> Result<CpuProtection, BootError> {
+    let mut cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+    let mut cpu = CpuProtection::offered_by(&cpuid);
+    if force
+        && let Some(leaf) = cpuid
+            .as_mut_slice()
+            .iter_mut()
+            .find(|e| e.function == 7 && e.index == 0)
+    {
+        leaf.ebx |= CPUID_7_EBX_SMEP | CPUID_7_EBX_SMAP;
+        cpu = CpuProtection { smep: true, smap: true };
+    }
+    vcpu.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+    Ok(cpu)
+}
+
+/// Puts the vCPU in 64-bit ring 0 at `entry` with the ABI's control registers (plus SMEP and
+/// SMAP as `cpu` says), descriptor tables, stack and boot-info pointer.
+pub fn setup_registers(vcpu: &VcpuFd, entry: u64, cpu: CpuProtection) -> Result<(), BootError> {
     let mut sregs = vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
     let data = kernel_data_segment();
     sregs.cs = kernel_code_segment();
@@ -358,7 +493,7 @@ pub fn setup_registers(vcpu: &VcpuFd, entry: u64) -> Result<(), BootError> {
     sregs.idt.limit = (abi::IDT_ENTRIES * 16 - 1) as u16;
     sregs.cr0 = abi::ENTRY_CR0;
     sregs.cr3 = abi::PML4_GPA;
-    sregs.cr4 = abi::ENTRY_CR4;
+    sregs.cr4 = abi::ENTRY_CR4 | cpu.cr4_bits();
     sregs.efer = abi::ENTRY_EFER;
     vcpu.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
 
@@ -366,7 +501,8 @@ pub fn setup_registers(vcpu: &VcpuFd, entry: u64) -> Result<(), BootError> {
         rip: entry,
         rsp: abi::KERNEL_STACK_TOP,
         rdi: abi::BOOT_INFO_GPA,
-        rflags: 2, // only the always-one bit: interrupts off until the kernel is ready
+        // Interrupts off until the kernel is ready; AC on for its one read of the boot info.
+        rflags: abi::ENTRY_RFLAGS,
         ..Default::default()
     };
     vcpu.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
@@ -385,11 +521,18 @@ pub(crate) mod test_elf {
 
     use super::*;
 
-    /// File offset of the single segment's contents.
+    /// File offset of the first segment's contents.
     pub const SEGMENT_OFFSET: usize = 0x1000;
+    /// `p_flags` of code: read and execute.
+    pub const RX: u32 = 5;
+    /// `p_flags` of read-only data.
+    pub const R: u32 = 4;
+    /// `p_flags` of writable data.
+    pub const RW: u32 = 6;
 
-    /// An ELF64 x86-64 executable with one RWX segment holding `contents` at `load_addr`.
-    pub fn build(load_addr: u64, contents: &[u8], entry: u64) -> Vec<u8> {
+    /// An ELF64 x86-64 executable with one segment per `(load address, flags, contents)`, each
+    /// at its own page-aligned file offset.
+    pub fn build_segments(segments: &[(u64, u32, &[u8])], entry: u64) -> Vec<u8> {
         let mut elf = vec![0u8; SEGMENT_OFFSET];
         elf[..4].copy_from_slice(b"\x7fELF");
         elf[4] = 2; // ELFCLASS64
@@ -402,18 +545,37 @@ pub(crate) mod test_elf {
         elf[32..40].copy_from_slice(&(ELF_HEADER_LEN as u64).to_le_bytes()); // e_phoff
         elf[52..54].copy_from_slice(&(ELF_HEADER_LEN as u16).to_le_bytes()); // e_ehsize
         elf[54..56].copy_from_slice(&(PHDR_LEN as u16).to_le_bytes());
-        elf[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
-        let ph = &mut elf[ELF_HEADER_LEN..ELF_HEADER_LEN + PHDR_LEN];
-        ph[0..4].copy_from_slice(&PT_LOAD.to_le_bytes());
-        ph[4..8].copy_from_slice(&7u32.to_le_bytes()); // RWX
-        ph[8..16].copy_from_slice(&(SEGMENT_OFFSET as u64).to_le_bytes());
-        ph[16..24].copy_from_slice(&load_addr.to_le_bytes());
-        ph[24..32].copy_from_slice(&load_addr.to_le_bytes());
-        ph[32..40].copy_from_slice(&(contents.len() as u64).to_le_bytes());
-        ph[40..48].copy_from_slice(&(contents.len() as u64).to_le_bytes());
-        ph[48..56].copy_from_slice(&0x1000u64.to_le_bytes());
-        elf.extend_from_slice(contents);
+        elf[56..58].copy_from_slice(&(segments.len() as u16).to_le_bytes()); // e_phnum
+        for (i, &(load_addr, flags, contents)) in segments.iter().enumerate() {
+            let offset = elf.len();
+            let at = ELF_HEADER_LEN + i * PHDR_LEN;
+            let ph = &mut elf[at..at + PHDR_LEN];
+            ph[0..4].copy_from_slice(&PT_LOAD.to_le_bytes());
+            ph[4..8].copy_from_slice(&flags.to_le_bytes());
+            ph[8..16].copy_from_slice(&(offset as u64).to_le_bytes());
+            ph[16..24].copy_from_slice(&load_addr.to_le_bytes());
+            ph[24..32].copy_from_slice(&load_addr.to_le_bytes());
+            ph[32..40].copy_from_slice(&(contents.len() as u64).to_le_bytes());
+            ph[40..48].copy_from_slice(&(contents.len() as u64).to_le_bytes());
+            ph[48..56].copy_from_slice(&0x1000u64.to_le_bytes());
+            elf.extend_from_slice(contents);
+            elf.resize(elf.len().next_multiple_of(SEGMENT_OFFSET), 0);
+        }
         elf
+    }
+
+    /// An ELF64 x86-64 executable with one code segment (read and execute) holding `contents`
+    /// at `load_addr`.
+    pub fn build(load_addr: u64, contents: &[u8], entry: u64) -> Vec<u8> {
+        build_segments(&[(load_addr, RX, contents)], entry)
+    }
+
+    /// A bootable ring-0 segment: `hlt` filling both vector-stub tables, then `code`. Returns
+    /// the contents and the address of `code`.
+    pub fn ring0(code: &[u8]) -> (Vec<u8>, u64) {
+        let mut contents = vec![0xf4; abi::VECTOR_STUBS_SIZE as usize];
+        contents.extend_from_slice(code);
+        (contents, abi::RING0_CODE_GPA + abi::VECTOR_STUBS_SIZE)
     }
 }
 
@@ -425,26 +587,35 @@ mod tests {
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), abi::DEFAULT_RAM_SIZE as usize)]).unwrap()
     }
 
+    /// A valid image: the ring-0 segment with `code` as its entry, plus `more` segments.
+    fn image_with(code: &[u8], more: &[(u64, u32, &[u8])]) -> Vec<u8> {
+        let (ring0, entry) = test_elf::ring0(code);
+        let mut segments = vec![(abi::RING0_CODE_GPA, test_elf::RX, ring0.as_slice())];
+        segments.extend_from_slice(more);
+        test_elf::build_segments(&segments, entry)
+    }
+
     #[test]
     fn accepts_image_inside_window() {
-        let elf = test_elf::build(abi::IMAGE_BASE_GPA, &[0x90; 64], abi::IMAGE_BASE_GPA + 8);
-        assert_eq!(check_image(&elf).unwrap(), abi::IMAGE_BASE_GPA + 8);
+        let elf = image_with(&[0x90; 64], &[]);
+        let entry = abi::RING0_CODE_GPA + abi::VECTOR_STUBS_SIZE;
+        assert_eq!(check_image(&elf).unwrap(), entry);
         let mem = guest_memory();
-        assert_eq!(load_image(&mem, &elf).unwrap(), abi::IMAGE_BASE_GPA + 8);
+        assert_eq!(load_image(&mem, &elf).unwrap(), entry);
         let mut back = [0u8; 64];
-        mem.read_slice(&mut back, GuestAddress(abi::IMAGE_BASE_GPA)).unwrap();
+        mem.read_slice(&mut back, GuestAddress(entry)).unwrap();
         assert_eq!(back, [0x90; 64]);
     }
 
     #[test]
     fn refuses_segment_over_the_page_tables() {
-        let elf = test_elf::build(abi::PML4_GPA, &[0xff; 16], abi::IMAGE_BASE_GPA);
+        let elf = image_with(&[0x90], &[(abi::PML4_GPA, test_elf::RW, &[0xff; 16])]);
         let err = check_image(&elf).unwrap_err();
         assert!(
             matches!(
                 err,
                 BootError::SegmentOutOfBounds {
-                    index: 0,
+                    index: 1,
                     start: abi::PML4_GPA,
                     ..
                 }
@@ -462,28 +633,143 @@ mod tests {
     #[test]
     fn refuses_segment_crossing_the_limit() {
         let start = abi::IMAGE_LIMIT_GPA - 8;
-        let elf = test_elf::build(start, &[0; 16], abi::IMAGE_BASE_GPA);
+        let elf = image_with(&[0x90], &[(start, test_elf::R, &[0; 16])]);
         assert!(matches!(check_image(&elf), Err(BootError::SegmentOutOfBounds { .. })));
         // Exactly up to the limit is fine.
-        let elf = test_elf::build(abi::IMAGE_LIMIT_GPA - 16, &[0; 16], abi::IMAGE_BASE_GPA);
+        let elf = image_with(&[0x90], &[(abi::IMAGE_LIMIT_GPA - 16, test_elf::R, &[0; 16])]);
         assert!(check_image(&elf).is_ok());
     }
 
     #[test]
     fn refuses_entry_outside_window_and_garbage() {
-        let elf = test_elf::build(abi::IMAGE_BASE_GPA, &[0; 16], 0x1000);
+        let (ring0, _) = test_elf::ring0(&[0x90]);
+        let elf = test_elf::build(abi::RING0_CODE_GPA, &ring0, 0x1000);
         assert!(matches!(check_image(&elf), Err(BootError::EntryOutOfBounds(0x1000))));
         assert!(matches!(check_image(b"not an elf"), Err(BootError::NotElf(_))));
-        let mut truncated = test_elf::build(abi::IMAGE_BASE_GPA, &[0; 16], abi::IMAGE_BASE_GPA);
+        let mut truncated = image_with(&[0x90], &[]);
         truncated.truncate(test_elf::SEGMENT_OFFSET + 4);
         assert!(matches!(check_image(&truncated), Err(BootError::BadSegment { .. })));
+    }
+
+    #[test]
+    fn refuses_images_that_cannot_be_mapped_w_xor_x() {
+        let (ring0, entry) = test_elf::ring0(&[0x90]);
+        let page = abi::RING0_CODE_GPA + 0x5000;
+        // A writable and executable segment.
+        let elf = image_with(&[0x90], &[(page, 7, &[0; 16])]);
+        assert!(
+            matches!(check_image(&elf), Err(BootError::WritableCode(1))),
+            "{:?}",
+            check_image(&elf)
+        );
+        // Code and data on one page; overlapping segments.
+        let elf = image_with(
+            &[0x90],
+            &[(page, test_elf::RX, &[0; 16]), (page + 0x800, test_elf::RW, &[0; 16])],
+        );
+        assert!(
+            matches!(check_image(&elf), Err(BootError::SharedPage(1, 2))),
+            "{:?}",
+            check_image(&elf)
+        );
+        let elf = image_with(
+            &[0x90],
+            &[(page, test_elf::R, &[0; 0x100]), (page + 0x80, test_elf::R, &[0; 16])],
+        );
+        assert!(matches!(check_image(&elf), Err(BootError::SharedPage(1, 2))));
+        // Read-only data may share a page with read-only data.
+        let elf = image_with(
+            &[0x90],
+            &[(page, test_elf::R, &[0; 16]), (page + 0x800, test_elf::R, &[0; 16])],
+        );
+        assert!(check_image(&elf).is_ok());
+        // Ring-0 code on a page with ring-3 code.
+        let after_ring0 = abi::RING0_CODE_GPA + ring0.len() as u64;
+        let elf = image_with(&[0x90], &[(after_ring0, test_elf::RX, &[0; 16])]);
+        assert!(matches!(check_image(&elf), Err(BootError::SharedPage(0, 1))));
+        // The ring-0 segment: missing, writable data, too short, or without the entry point.
+        let elf = test_elf::build_segments(&[(page, test_elf::RX, &[0x90; 16])], page);
+        assert!(matches!(check_image(&elf), Err(BootError::BadRing0Segment("missing"))));
+        let elf = test_elf::build_segments(&[(abi::RING0_CODE_GPA, test_elf::RW, &ring0)], entry);
+        assert!(matches!(check_image(&elf), Err(BootError::BadRing0Segment(_))));
+        let elf = test_elf::build(abi::RING0_CODE_GPA, &[0x90; 64], abi::RING0_CODE_GPA);
+        assert!(matches!(check_image(&elf), Err(BootError::BadRing0Segment(_))));
+        let elf = image_with(&[0x90], &[(page, test_elf::RX, &[0x90; 16])]);
+        let moved = {
+            let mut e = elf.clone();
+            e[24..32].copy_from_slice(&page.to_le_bytes());
+            e
+        };
+        assert!(matches!(check_image(&moved), Err(BootError::BadRing0Segment(_))));
+    }
+
+    #[test]
+    fn the_enclave_image_maps_w_xor_x() {
+        // The real, dev-built enclave: its segments as the VMM reads them, and the page tables
+        // built from them, walked page by page.
+        let dev = credguard_image::dev::ensure_enclave_built().expect("building the enclave");
+        let signed = dev.verify().expect("the dev image verifies");
+        let layout = image_layout(signed.bytes()).expect("the enclave image is accepted");
+        let ring0: Vec<_> = layout.segments.iter().filter(|s| s.ring0).collect();
+        assert_eq!(ring0.len(), 1);
+        assert!(ring0[0].executable && !ring0[0].writable);
+        assert!((ring0[0].start..ring0[0].end).contains(&layout.entry));
+        assert!(layout.segments.iter().any(|s| !s.ring0 && s.executable), "ring-3 code");
+        assert!(layout.segments.iter().any(|s| s.writable), "data");
+        let mem = guest_memory();
+        let info = BootInfo::new(abi::DEFAULT_RAM_SIZE, 1_000_000, abi::BootMode::Service, 0, 4, [9; 48]);
+        write_boot_tables(&mem, &info, &layout.segments, CpuProtection::default()).unwrap();
+        let entry = |gpa: u64| mem.read_obj::<u64>(GuestAddress(gpa)).unwrap();
+        let mut code = 0;
+        for va in (0..abi::DEFAULT_RAM_SIZE).step_by(abi::PAGE_SIZE as usize) {
+            let Some(t) = abi::translate(entry, va) else { continue };
+            assert!(!(t.writable && t.executable), "{va:#x}: {t:?}");
+            let seg = layout.segments.iter().find(|s| s.start <= va && va < s.end);
+            if t.executable {
+                code += 1;
+                let seg = seg.unwrap_or_else(|| panic!("{va:#x} is executable outside the image"));
+                assert!(seg.executable && t.user != seg.ring0, "{va:#x}: {t:?} {seg:?}");
+            }
+            if let Some(seg) = seg {
+                assert_eq!(t.writable, seg.writable, "{va:#x}: {t:?} {seg:?}");
+                assert_eq!(t.user, !seg.ring0, "{va:#x}: {t:?} {seg:?}");
+            }
+        }
+        assert!(code > 0);
+    }
+
+    #[test]
+    fn smep_and_smap_are_what_the_cpuid_offers() {
+        let leaf7 = |ebx| kvm_bindings::kvm_cpuid_entry2 {
+            function: 7,
+            index: 0,
+            ebx,
+            ..Default::default()
+        };
+        let table = |entries: &[kvm_bindings::kvm_cpuid_entry2]| CpuId::from_entries(entries).unwrap();
+        assert_eq!(CpuProtection::offered_by(&table(&[])), CpuProtection::default());
+        assert_eq!(
+            CpuProtection::offered_by(&table(&[leaf7(0x0180_0002)])),
+            CpuProtection::default(),
+            "this host's KVM (nested PVM) offers neither"
+        );
+        let both = CpuProtection::offered_by(&table(&[leaf7(CPUID_7_EBX_SMEP | CPUID_7_EBX_SMAP)]));
+        assert_eq!(both, CpuProtection { smep: true, smap: true });
+        assert_eq!(both.cr4_bits(), abi::CR4_SMEP | abi::CR4_SMAP);
+        let smep = CpuProtection::offered_by(&table(&[leaf7(CPUID_7_EBX_SMEP)]));
+        assert_eq!(smep.cr4_bits(), abi::CR4_SMEP);
+        // Another subleaf of 7 does not count.
+        let mut other = leaf7(CPUID_7_EBX_SMAP);
+        other.index = 1;
+        assert_eq!(CpuProtection::offered_by(&table(&[other])), CpuProtection::default());
     }
 
     #[test]
     fn boot_tables_match_the_abi() {
         let mem = guest_memory();
         let info = BootInfo::new(abi::DEFAULT_RAM_SIZE, 1_000_000, abi::BootMode::Service, 0, 4, [9; 48]);
-        write_boot_tables(&mem, &info).unwrap();
+        let layout = image_layout(&image_with(&[0x90], &[])).unwrap();
+        write_boot_tables(&mem, &info, &layout.segments, CpuProtection::default()).unwrap();
         let pml4: u64 = mem.read_obj(GuestAddress(abi::PML4_GPA)).unwrap();
         assert_eq!(pml4 & !0xfff, abi::PDPT_GPA);
         let cs: u64 = mem

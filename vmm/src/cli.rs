@@ -19,11 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::attestation::AttestationKey;
+use crate::config::VmmConfig;
+use crate::memory::host_has_guest_memfd;
 use crate::sandbox::ThreadRole;
 use crate::sealing::SealingSecret;
 use crate::supervisor::{InjectedFault, RestartPolicy, SupervisorConfig};
 use crate::watchdog::WatchdogConfig;
-use crate::{BootMode, Enclave, EnclaveConfig, EnclaveImage, ExitOutcome, signals, supervisor};
+use crate::{BootMode, Enclave, EnclaveConfig, EnclaveImage, ExitOutcome, VmError, signals, supervisor};
 use clap::{Parser, Subcommand, ValueEnum};
 use credguard_image::SignedImage;
 use credguard_proto::abi;
@@ -46,9 +48,43 @@ struct ImageArgs {
     /// The image's manifest (default: `<image>.manifest.json`).
     #[arg(long)]
     manifest: Option<PathBuf>,
-    /// The public key the manifest must be signed with (default: the dev key).
+    /// The public key the manifest must be signed with. Required, here or as `trusted_key` in the
+    /// `[vmm]` table of --config: there is no default key.
     #[arg(long)]
     trusted_key: Option<PathBuf>,
+    /// credguard's configuration file (e.g. /etc/credguard/credguard.toml). The VMM reads its
+    /// `[vmm]` table (`trusted_key`, `require_hidden_memory`; flags win) and ignores the rest.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// The settings of `verify` and `run` once the command line and the `[vmm]` table are merged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Settings {
+    /// The public key the image must be signed with.
+    trusted_key: PathBuf,
+    /// Refuse to start without guest_memfd.
+    require_hidden_memory: bool,
+}
+
+impl Settings {
+    /// Merges the flags with the `[vmm]` table of `--config`: a flag wins; `require_hidden_memory`
+    /// is on if either turns it on. Without a trusted key from either, refuses: the production
+    /// VMM has no default key (the dev launcher passes the dev key explicitly).
+    fn resolve(sig: &ImageArgs, require_hidden_memory: bool) -> Result<Self, String> {
+        let file = match &sig.config {
+            Some(path) => VmmConfig::load(path).map_err(|e| format!("--config: {e}"))?,
+            None => VmmConfig::default(),
+        };
+        let trusted_key = sig.trusted_key.clone().or(file.trusted_key).ok_or(
+            "no trusted key: give --trusted-key PATH, or trusted_key in the [vmm] table of --config \
+             (there is no default key)",
+        )?;
+        Ok(Settings {
+            trusted_key,
+            require_hidden_memory: require_hidden_memory || file.require_hidden_memory,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -86,6 +122,13 @@ struct RunArgs {
     /// Where to create the host end of the enclave's vsock (a Unix socket).
     #[arg(long)]
     vsock_socket: PathBuf,
+    /// Refuse to start (exit status 2, nothing booted) unless KVM offers guest_memfd, so that the
+    /// VMM maps only the boot tables, the image and the DMA window of guest RAM, never the
+    /// enclave's heap and stack. Also `require_hidden_memory = true` in the `[vmm]` table of
+    /// --config. Without it, a host without guest_memfd runs the enclave in anonymous memory the
+    /// VMM maps whole (and says so in the log and in Status).
+    #[arg(long)]
+    require_hidden_memory: bool,
     /// Guest RAM in MiB (a multiple of 2, at least 12).
     #[arg(long, default_value_t = abi::DEFAULT_RAM_SIZE >> 20)]
     memory_mib: u64,
@@ -215,7 +258,13 @@ where
     };
     init_logging();
     match cli.command {
-        Command::Verify { image, sig } => verify(&image, &sig),
+        Command::Verify { image, sig } => match Settings::resolve(&sig, false) {
+            Ok(settings) => verify(&image, &sig, &settings),
+            Err(e) => {
+                eprintln!("credguard-vmm: {e}");
+                ExitCode::from(EXIT_REFUSED)
+            }
+        },
         Command::AttestationKey { path } => match AttestationKey::load_or_create(&path) {
             Ok(key) => {
                 println!("{}", hex::encode(key.public_key()));
@@ -227,14 +276,25 @@ where
             }
         },
         Command::Run { args, supervise } => {
+            // SAFETY: taken once, before this process starts a thread or opens an fd of its own.
+            let mut report = supervise.report_fd.and_then(|fd| unsafe { take_report_fd(fd) });
+            // The configuration is checked before anything else, by the supervisor and again by
+            // each worker: a refusal is final (exit 2), never a restart loop.
+            let settings = Settings::resolve(&args.sig, args.require_hidden_memory)
+                .and_then(|s| refuse_without_hidden_memory(s.require_hidden_memory, host_has_guest_memfd).map(|()| s));
+            let settings = match settings {
+                Ok(settings) => settings,
+                Err(e) => {
+                    eprintln!("credguard-vmm: {e}");
+                    return ExitCode::from(EXIT_REFUSED);
+                }
+            };
             let boot_mode = args.boot_mode;
             // Only the service is kept alive; the benchmark and the self-test report their one run.
             if matches!(boot_mode, Mode::Service) && !supervise.no_supervise && !supervise.worker {
-                return run_supervisor(&args, &supervise);
+                return run_supervisor(&args, &settings, &supervise);
             }
-            // SAFETY: taken once, before this process starts a thread or opens an fd of its own.
-            let mut report = supervise.report_fd.and_then(|fd| unsafe { take_report_fd(fd) });
-            let (code, reason) = run(args, &supervise);
+            let (code, reason) = run(args, &settings, &supervise);
             if let (Some(file), Some(reason)) = (report.as_mut(), reason) {
                 // One line: the supervisor logs it and hands it to the next boot.
                 let line = reason.lines().next().unwrap_or("").trim();
@@ -276,7 +336,25 @@ fn run_prefix() -> Vec<OsString> {
     }
 }
 
-fn run_supervisor(args: &RunArgs, s: &SuperviseArgs) -> ExitCode {
+/// Refuses (a message naming the option) when hidden guest memory is `required` and `probe` says
+/// this host's KVM cannot give it, or cannot be asked; `probe` runs only when it is required.
+fn refuse_without_hidden_memory(
+    required: bool,
+    probe: impl FnOnce() -> Result<bool, kvm_ioctls::Error>,
+) -> Result<(), String> {
+    if !required {
+        return Ok(());
+    }
+    match probe() {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(VmError::HiddenMemoryUnavailable.to_string()),
+        Err(e) => Err(format!(
+            "--require-hidden-memory: cannot ask KVM whether it offers guest_memfd ({e}); refusing to start"
+        )),
+    }
+}
+
+fn run_supervisor(args: &RunArgs, settings: &Settings, s: &SuperviseArgs) -> ExitCode {
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
@@ -293,9 +371,8 @@ fn run_supervisor(args: &RunArgs, s: &SuperviseArgs) -> ExitCode {
     if let Some(m) = &args.sig.manifest {
         push("--manifest", m.as_os_str());
     }
-    if let Some(k) = &args.sig.trusted_key {
-        push("--trusted-key", k.as_os_str());
-    }
+    // The worker gets the settings as resolved here (flags and --config), not the file.
+    push("--trusted-key", settings.trusted_key.as_os_str());
     push("--vsock-socket", args.vsock_socket.as_os_str());
     push("--memory-mib", args.memory_mib.to_string().as_ref());
     if let Some(k) = &args.attestation_key {
@@ -303,6 +380,9 @@ fn run_supervisor(args: &RunArgs, s: &SuperviseArgs) -> ExitCode {
     }
     if let Some(k) = &args.sealing_secret {
         push("--sealing-secret", k.as_os_str());
+    }
+    if settings.require_hidden_memory {
+        worker_args.push("--require-hidden-memory".into());
     }
     let watchdog = (s.watchdog_interval_ms > 0).then(|| WatchdogConfig {
         interval: Duration::from_millis(s.watchdog_interval_ms),
@@ -365,20 +445,16 @@ fn init_logging() {
         .try_init();
 }
 
-fn load(image: &Path, sig: &ImageArgs) -> Result<SignedImage, credguard_image::ImageError> {
+fn load(image: &Path, sig: &ImageArgs, settings: &Settings) -> Result<SignedImage, credguard_image::ImageError> {
     let manifest = sig
         .manifest
         .clone()
         .unwrap_or_else(|| credguard_image::default_manifest_path(image));
-    let key = sig
-        .trusted_key
-        .clone()
-        .unwrap_or_else(credguard_image::dev::default_trusted_key_path);
-    SignedImage::load_and_verify(image, &manifest, &key)
+    SignedImage::load_and_verify(image, &manifest, &settings.trusted_key)
 }
 
-fn verify(image: &Path, sig: &ImageArgs) -> ExitCode {
-    match load(image, sig) {
+fn verify(image: &Path, sig: &ImageArgs, settings: &Settings) -> ExitCode {
+    match load(image, sig, settings) {
         Ok(signed) => {
             println!("measurement: {}", signed.measurement());
             println!("signer: {}", signed.signer_fingerprint());
@@ -393,13 +469,14 @@ fn verify(image: &Path, sig: &ImageArgs) -> ExitCode {
 
 /// Runs the enclave in this process. Returns the exit status and, when the enclave ended badly,
 /// a one-line reason (for the supervisor, which restarts on it).
-fn run(args: RunArgs, s: &SuperviseArgs) -> (u8, Option<String>) {
+fn run(args: RunArgs, settings: &Settings, s: &SuperviseArgs) -> (u8, Option<String>) {
     let refused = (EXIT_REFUSED, None);
     let failed = |reason: String| (EXIT_ENCLAVE_FAILED, Some(reason));
     let RunArgs {
         image,
         sig,
         vsock_socket,
+        require_hidden_memory: _,
         memory_mib,
         boot_mode,
         bench_iterations,
@@ -427,7 +504,7 @@ fn run(args: RunArgs, s: &SuperviseArgs) -> (u8, Option<String>) {
         }
     };
     // The signature is checked before any guest memory exists.
-    let signed = match load(image, sig) {
+    let signed = match load(image, sig, settings) {
         Ok(signed) => signed,
         Err(e) => {
             eprintln!("credguard-vmm: refusing to boot {}: {e}", image.display());
@@ -465,9 +542,14 @@ fn run(args: RunArgs, s: &SuperviseArgs) -> (u8, Option<String>) {
     config.vsock_socket = Some(vsock_socket.clone());
     config.attestation_key = attestation_key;
     config.sealing_secret = sealing_secret;
+    config.require_hidden_memory = settings.require_hidden_memory;
 
     let enclave = match Enclave::launch(config) {
         Ok(enclave) => enclave,
+        Err(e @ VmError::HiddenMemoryUnavailable) => {
+            eprintln!("credguard-vmm: {e}");
+            return refused;
+        }
         Err(e) => {
             eprintln!("credguard-vmm: cannot start the enclave: {e}");
             return failed(format!("cannot start the enclave: {e}"));
@@ -529,5 +611,68 @@ fn restart_reason(outcome: &ExitOutcome) -> String {
             None => "the enclave panicked".to_owned(),
         },
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image_args(trusted_key: Option<&str>, config: Option<&Path>) -> ImageArgs {
+        ImageArgs {
+            manifest: None,
+            trusted_key: trusted_key.map(PathBuf::from),
+            config: config.map(Path::to_path_buf),
+        }
+    }
+
+    fn config_file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("credguard-vmm-cli-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("credguard.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn there_is_no_default_trusted_key() {
+        let e = Settings::resolve(&image_args(None, None), false).unwrap_err();
+        assert!(e.contains("--trusted-key") && e.contains("no default"), "{e}");
+        // A config file without the key does not help either.
+        let empty = config_file("empty", "[api]\nsocket = \"/x\"\n");
+        assert!(Settings::resolve(&image_args(None, Some(&empty)), false).is_err());
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file() {
+        let file = config_file(
+            "keys",
+            "[vmm]\ntrusted_key = \"/etc/a.pub\"\nrequire_hidden_memory = true\n",
+        );
+        let s = Settings::resolve(&image_args(None, Some(&file)), false).unwrap();
+        assert_eq!(s.trusted_key, PathBuf::from("/etc/a.pub"));
+        assert!(s.require_hidden_memory, "the file turns it on");
+        let s = Settings::resolve(&image_args(Some("/b.pub"), Some(&file)), false).unwrap();
+        assert_eq!(s.trusted_key, PathBuf::from("/b.pub"));
+        let s = Settings::resolve(&image_args(Some("/b.pub"), None), true).unwrap();
+        assert!(s.require_hidden_memory, "the flag turns it on");
+        let bad = config_file("bad", "[vmm]\nrequire_hidden = true\n");
+        let e = Settings::resolve(&image_args(Some("/b.pub"), Some(&bad)), false).unwrap_err();
+        assert!(e.contains("--config") && e.contains("require_hidden"), "{e}");
+    }
+
+    #[test]
+    fn hidden_memory_is_refused_only_when_required_and_missing() {
+        let never = || -> Result<bool, kvm_ioctls::Error> { panic!("probed although not required") };
+        assert!(refuse_without_hidden_memory(false, never).is_ok());
+        // A host with guest_memfd starts.
+        assert!(refuse_without_hidden_memory(true, || Ok(true)).is_ok());
+        let e = refuse_without_hidden_memory(true, || Ok(false)).unwrap_err();
+        assert!(
+            e.contains("--require-hidden-memory") && e.contains("guest_memfd"),
+            "{e}"
+        );
+        let e = refuse_without_hidden_memory(true, || Err(kvm_ioctls::Error::new(libc::ENOENT))).unwrap_err();
+        assert!(e.contains("--require-hidden-memory") && e.contains("cannot ask"), "{e}");
     }
 }

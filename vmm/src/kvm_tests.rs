@@ -1,8 +1,11 @@
 //! Tests that boot real (tiny, hand-assembled) guests under KVM.
 //!
-//! Each guest is an ELF built here: 256 interrupt stubs at the image base (as the ABI requires),
-//! each recording its vector in the report page and jumping to a common handler that records the
-//! fault frame and exits with `ExitCode::Fault`; then a test-specific program at [`CODE`].
+//! Each guest is an ELF built here, laid out as the ABI requires: a ring-0 segment (read and
+//! execute, supervisor-only) at the image base with both tables of 256 interrupt stubs, each
+//! recording its vector in the report page and jumping to a common handler that records the
+//! fault frame and exits with `ExitCode::Fault` (the SMAP table's stubs set RFLAGS.AC first), then
+//! a test-specific ring-0 program at [`CODE`]; a ring-3 code page at [`USER_CODE_GPA`] and a
+//! ring-3 data page at [`USER_DATA_GPA`].
 //! Without /dev/kvm they print "SKIPPED: no /dev/kvm", unless CREDGUARD_REQUIRE_KVM=1, which makes
 //! them fail instead.
 
@@ -15,10 +18,14 @@ use crate::boot::test_elf;
 use crate::{Enclave, EnclaveConfig, EnclaveImage, ExitOutcome};
 
 const STUB_LEN: usize = abi::VECTOR_STUB_SIZE as usize;
-const STUBS_LEN: usize = abi::IDT_ENTRIES * STUB_LEN;
+const STUBS_LEN: usize = abi::VECTOR_STUBS_SIZE as usize;
 const COMMON: usize = STUBS_LEN;
 const CODE: usize = STUBS_LEN + 0x100;
 const DATA: usize = STUBS_LEN + 0x300;
+/// Ring-3 code (read and execute), on a page of its own after the ring-0 segment.
+const USER_CODE_GPA: u64 = abi::IMAGE_BASE_GPA + 0x8000;
+/// Ring-3 data (read and write, not executable), on the next page.
+const USER_DATA_GPA: u64 = USER_CODE_GPA + 0x1000;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn kvm_available() -> bool {
@@ -56,8 +63,14 @@ fn exit_with(code: &mut Vec<u8>, exit: u32) {
     code.extend_from_slice(&[0xe7, abi::EXIT_PORT as u8]);
 }
 
-/// The image: stubs, the common fault handler, `program` at [`CODE`], `data` at [`DATA`].
+/// The image: stubs, the common fault handler, `program` at [`CODE`] and `data` at [`DATA`] in
+/// the ring-0 segment, and no ring-3 code (a page of `hlt`).
 fn guest(program: &[u8], data: &[u8]) -> EnclaveImage {
+    guest_with_user(program, data, &[0xf4])
+}
+
+/// [`guest`] with `user_code` at [`USER_CODE_GPA`].
+fn guest_with_user(program: &[u8], data: &[u8], user_code: &[u8]) -> EnclaveImage {
     let mut image = vec![0xf4u8; DATA + data.len()]; // hlt everywhere else
     for v in 0..abi::IDT_ENTRIES {
         let at = v * STUB_LEN;
@@ -66,6 +79,13 @@ fn guest(program: &[u8], data: &[u8]) -> EnclaveImage {
         stub.extend_from_slice(&(v as u32).to_le_bytes());
         let rel = COMMON as i64 - (at + stub.len() + 5) as i64;
         stub.push(0xe9); // jmp common
+        stub.extend_from_slice(&(rel as i32).to_le_bytes());
+        image[at..at + stub.len()].copy_from_slice(&stub);
+        // The SMAP table: set AC (the report page is a ring-3 page), then the same stub.
+        let at = (abi::SMAP_VECTOR_STUBS_GPA - abi::VECTOR_STUBS_GPA) as usize + v * STUB_LEN;
+        let mut stub = set_ac();
+        let rel = (v * STUB_LEN) as i64 - (at + stub.len() + 5) as i64;
+        stub.push(0xe9); // jmp to the first table's stub
         stub.extend_from_slice(&(rel as i32).to_le_bytes());
         image[at..at + stub.len()].copy_from_slice(&stub);
     }
@@ -85,16 +105,55 @@ fn guest(program: &[u8], data: &[u8]) -> EnclaveImage {
     assert!(program.len() <= DATA - CODE);
     image[CODE..CODE + program.len()].copy_from_slice(program);
     image[DATA..].copy_from_slice(data);
-    let elf = test_elf::build(abi::IMAGE_BASE_GPA, &image, abi::IMAGE_BASE_GPA + CODE as u64);
+    assert!(abi::IMAGE_BASE_GPA + image.len() as u64 <= USER_CODE_GPA);
+    let user_data = [0u8; 0x1000];
+    let elf = test_elf::build_segments(
+        &[
+            (abi::RING0_CODE_GPA, test_elf::RX, &image),
+            (USER_CODE_GPA, test_elf::RX, user_code),
+            (USER_DATA_GPA, test_elf::RW, &user_data),
+        ],
+        abi::IMAGE_BASE_GPA + CODE as u64,
+    );
     EnclaveImage::from_verified_parts(elf, [0x5a; abi::MEASUREMENT_LEN])
 }
 
+/// `pushfq; or dword [rsp], AC; popfq`: RFLAGS.AC on, as the enclave's ring 0 does under SMAP.
+fn set_ac() -> Vec<u8> {
+    let mut code = vec![0x9c, 0x81, 0x0c, 0x24];
+    code.extend_from_slice(&(abi::RFLAGS_AC as u32).to_le_bytes());
+    code.push(0x9d);
+    code
+}
+
 fn run(image: EnclaveImage, mode: BootMode) -> ExitOutcome {
+    run_with(image, mode, false)
+}
+
+/// [`run`], with SMEP and SMAP forced on if `force_smep_smap`.
+fn run_with(image: EnclaveImage, mode: BootMode, force_smep_smap: bool) -> ExitOutcome {
     let mut config = EnclaveConfig::new(image);
     config.boot_mode = mode;
+    config.force_smep_smap = force_smep_smap;
     let mut enclave = Enclave::launch(config).expect("launch");
     enclave.wait_timeout(TIMEOUT).expect("the guest did not exit in time")
 }
+
+/// The #PF that `outcome` must be: (error code, CR2, ring).
+fn page_fault(outcome: ExitOutcome) -> (u64, u64, u64) {
+    match outcome {
+        ExitOutcome::Fault(fault) if fault.vector_name() == "#PF" => {
+            (fault.report.fault_error_code, fault.report.fault_cr2, fault.ring())
+        }
+        other => panic!("expected a #PF, got {other}"),
+    }
+}
+
+/// #PF error code bits.
+const PF_PRESENT: u64 = 1;
+const PF_WRITE: u64 = 2;
+const PF_USER: u64 = 4;
+const PF_FETCH: u64 = 0x10;
 
 #[test]
 fn clean_exit_sees_boot_info_in_rdi() {
@@ -197,7 +256,7 @@ fn refused_image_is_not_booted() {
     if !kvm_available() {
         return;
     }
-    let elf = test_elf::build(abi::GDT_GPA, &[0; 16], abi::IMAGE_BASE_GPA);
+    let elf = test_elf::build(abi::GDT_GPA, &[0; 16], abi::GDT_GPA);
     let err = Enclave::launch(EnclaveConfig::new(EnclaveImage::from_verified_parts(elf, [0; 48]))).unwrap_err();
     assert!(err.to_string().contains("outside the image window"), "{err}");
 }
@@ -269,11 +328,11 @@ fn ring3_page_fault_arrives_on_the_tss_stack() {
         return;
     }
     // Exercises the user selectors, the TSS (RSP0) and user-accessible image pages.
-    let user_rip = abi::IMAGE_BASE_GPA + DATA as u64;
-    let unmapped = 0x4000_0000;
+    let user_rip = USER_CODE_GPA;
+    let unmapped = 0x3000_0000; // above RAM, below the MMIO alias
     let mut user = vec![0x48, 0x8b, 0x04, 0x25]; // mov rax, [unmapped]
     user.extend_from_slice(&disp32(unmapped));
-    match run(guest(&enter_ring3(user_rip), &user), BootMode::Service) {
+    match run(guest_with_user(&enter_ring3(user_rip), &[], &user), BootMode::Service) {
         ExitOutcome::Fault(fault) => {
             assert_eq!(fault.vector_name(), "#PF");
             assert_eq!(fault.ring(), 3);
@@ -283,5 +342,177 @@ fn ring3_page_fault_arrives_on_the_tss_stack() {
             assert_eq!(fault.report.fault_error_code, 4, "not-present user read");
         }
         other => panic!("expected a ring-3 #PF, got {other}"),
+    }
+}
+
+#[test]
+fn ring3_cannot_write_code_run_data_or_touch_ring0_code() {
+    if !kvm_available() {
+        return;
+    }
+    let ring3 = |user: &[u8]| {
+        run(
+            guest_with_user(&enter_ring3(USER_CODE_GPA), &[], user),
+            BootMode::Service,
+        )
+    };
+    // Write to its own code.
+    let mut user = vec![0x88, 0x04, 0x25]; // mov [USER_CODE_GPA], al
+    user.extend_from_slice(&disp32(USER_CODE_GPA));
+    assert_eq!(
+        page_fault(ring3(&user)),
+        (PF_PRESENT | PF_WRITE | PF_USER, USER_CODE_GPA, 3),
+        "code is read-only"
+    );
+    // Run its data (a writable page).
+    let mut user = vec![0x68]; // push USER_DATA_GPA; ret
+    user.extend_from_slice(&disp32(USER_DATA_GPA));
+    user.push(0xc3);
+    assert_eq!(
+        page_fault(ring3(&user)),
+        (PF_PRESENT | PF_USER | PF_FETCH, USER_DATA_GPA, 3),
+        "data is not executable"
+    );
+    // Read the ring-0 code.
+    let mut user = vec![0x8a, 0x04, 0x25]; // mov al, [IMAGE_BASE_GPA]
+    user.extend_from_slice(&disp32(abi::RING0_CODE_GPA));
+    assert_eq!(
+        page_fault(ring3(&user)),
+        (PF_PRESENT | PF_USER, abi::RING0_CODE_GPA, 3),
+        "ring-0 code is supervisor-only"
+    );
+}
+
+#[test]
+fn ring0_cannot_write_its_own_code() {
+    if !kvm_available() {
+        return;
+    }
+    let target = abi::IMAGE_BASE_GPA + DATA as u64;
+    let mut p = vec![0x88, 0x04, 0x25]; // mov [target], al (CR0.WP holds ring 0 to read-only too)
+    p.extend_from_slice(&disp32(target));
+    exit_with(&mut p, abi::ExitCode::Clean as u32);
+    assert_eq!(
+        page_fault(run(guest(&p, &[0]), BootMode::Service)),
+        (PF_PRESENT | PF_WRITE, target, 0)
+    );
+}
+
+#[test]
+fn the_lapic_alias_takes_the_eoi() {
+    if !kvm_available() {
+        return;
+    }
+    // Ring 0 reads the LAPIC version register through the alias below 2 GiB and exits cleanly
+    // if it looks like one (an xAPIC version 0x1x), else with a panic.
+    let mut p = vec![0x8b, 0x04, 0x25]; // mov eax, [LAPIC_ALIAS_VA + 0x30]
+    p.extend_from_slice(&disp32(abi::LAPIC_ALIAS_VA + 0x30));
+    p.extend_from_slice(&[0x25, 0xf0, 0x00, 0x00, 0x00]); // and eax, 0xf0
+    p.extend_from_slice(&[0x83, 0xf8, 0x10]); // cmp eax, 0x10
+    p.extend_from_slice(&[0x75, 0x07]); // jne fail
+    exit_with(&mut p, abi::ExitCode::Clean as u32); // 7 bytes
+    exit_with(&mut p, abi::ExitCode::Panic as u32); // fail:
+    assert_eq!(run(guest(&p, &[]), BootMode::Service), ExitOutcome::Clean);
+}
+
+#[test]
+fn forced_smep_and_smap_hold_ring0_off_ring3_pages() {
+    if !kvm_available() {
+        return;
+    }
+    // SMEP: ring 0 jumps to ring-3 code.
+    let mut p = vec![0x68]; // push USER_CODE_GPA; ret
+    p.extend_from_slice(&disp32(USER_CODE_GPA));
+    p.push(0xc3);
+    let mut user = Vec::new();
+    exit_with(&mut user, abi::ExitCode::Clean as u32);
+    let smep = |force| run_with(guest_with_user(&p, &[], &user), BootMode::Service, force);
+    assert_eq!(smep(false), ExitOutcome::Clean, "without SMEP ring 0 runs ring-3 code");
+    assert_eq!(page_fault(smep(true)), (PF_PRESENT | PF_FETCH, USER_CODE_GPA, 0));
+    // SMAP: ring 0 reads ring-3 data with RFLAGS.AC (as at entry) and without.
+    let mut read = vec![0x48, 0x8b, 0x04, 0x25]; // mov rax, [USER_DATA_GPA]
+    read.extend_from_slice(&disp32(USER_DATA_GPA));
+    exit_with(&mut read, abi::ExitCode::Clean as u32);
+    let smap = |p: &[u8]| run_with(guest(p, &[]), BootMode::Service, true);
+    assert_eq!(smap(&read), ExitOutcome::Clean, "the VMM enters ring 0 with AC set");
+    let mut clear_ac = vec![0x9c, 0x81, 0x24, 0x24]; // pushfq; and dword [rsp], !AC; popfq
+    clear_ac.extend_from_slice(&(!(abi::RFLAGS_AC as u32)).to_le_bytes());
+    clear_ac.push(0x9d);
+    let unbracketed = [clear_ac.clone(), read.clone()].concat();
+    assert_eq!(page_fault(smap(&unbracketed)), (PF_PRESENT, USER_DATA_GPA, 0));
+    let bracketed = [clear_ac, set_ac(), read].concat();
+    assert_eq!(smap(&bracketed), ExitOutcome::Clean, "AC set by popfq lets ring 0 in");
+}
+
+/// The dev-built, dev-signed test image (its self-test boot modes exist only in a test image).
+fn enclave_image() -> EnclaveImage {
+    let dev = credguard_image::dev::ensure_test_enclave_built().expect("building the test enclave");
+    EnclaveImage::from_signed(&dev.verify().expect("the dev test image verifies"))
+}
+
+#[test]
+fn enclave_code_is_not_writable() {
+    if !kvm_available() {
+        return;
+    }
+    for force in [false, true] {
+        let (code, cr2, ring) = page_fault(run_with(enclave_image(), BootMode::WriteCodeSelfTest, force));
+        assert_eq!(
+            (code, ring),
+            (PF_PRESENT | PF_WRITE | PF_USER, 3),
+            "SMEP/SMAP forced: {force}"
+        );
+        let layout = crate::boot::image_layout(enclave_image().bytes()).unwrap();
+        assert!(
+            layout
+                .segments
+                .iter()
+                .any(|s| s.executable && !s.ring0 && (s.start..s.end).contains(&cr2)),
+            "the fault is in the ring-3 code: {cr2:#x}"
+        );
+    }
+}
+
+#[test]
+fn the_enclave_serves_and_panics_cleanly_under_smep_and_smap() {
+    use credguard_proto::enclave::{METHOD_STATUS, StatusReply, StatusRequest};
+    if !kvm_available() {
+        return;
+    }
+    // Every ring-0 path of the SMAP handlers: system calls (through #UD here), the console,
+    // interrupts, halting, the attestation hypercall.
+    let dir = std::env::temp_dir().join(format!("credguard-vmm-smap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("enclave.sock");
+    let mut config = EnclaveConfig::new(enclave_image());
+    config.vsock_socket = Some(socket.clone());
+    config.force_smep_smap = true;
+    let enclave = Enclave::launch(config).expect("launch");
+    let protection = enclave.protection().describe();
+    assert!(protection.ends_with("W^X, SMEP on, SMAP on"), "{protection}");
+    let start = std::time::Instant::now();
+    let mut client = loop {
+        match crate::enclave_client::EnclaveClient::connect(&socket, abi::ENCLAVE_VSOCK_PORT, TIMEOUT) {
+            Ok(c) => break c,
+            Err(e) if start.elapsed() > TIMEOUT => panic!("enclave not reachable: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    for _ in 0..20 {
+        let status: StatusReply = client.call(METHOD_STATUS, &StatusRequest {}).expect("Status");
+        assert!(status.protection.ends_with("SMEP on, SMAP on"), "{}", status.protection);
+    }
+    drop(client);
+    assert_eq!(enclave.stop_and_wait(), ExitOutcome::Stopped);
+    let _ = std::fs::remove_dir_all(&dir);
+    // The panic path: the console and the exit port.
+    match run_with(enclave_image(), BootMode::PanicSelfTest, true) {
+        ExitOutcome::Panic { last_lines } => {
+            assert!(
+                last_lines.iter().any(|l| l.contains("panic self-test")),
+                "{last_lines:?}"
+            )
+        }
+        other => panic!("expected a panic, got {other}"),
     }
 }

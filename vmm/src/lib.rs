@@ -11,6 +11,7 @@
 pub mod attestation;
 pub mod boot;
 pub mod cli;
+pub mod config;
 pub mod devices;
 pub mod doorbell;
 pub mod enclave_client;

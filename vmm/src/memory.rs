@@ -11,8 +11,12 @@
 //! VMM has no mapping of it (reads through `/proc/PID/mem` fail there) and, once the seccomp
 //! filter is in force ([`crate::sandbox`]), cannot map it again.
 //!
-//! Where the kernel has no `guest_memfd`, guest RAM is anonymous memory that stays mapped whole
-//! (KVM needs a host mapping of every guest page then); the start-up log and `Status` say so.
+//! Whether the kernel has `guest_memfd` is asked of KVM (`KVM_CHECK_EXTENSION` with
+//! `KVM_CAP_GUEST_MEMFD`), never assumed: hosts of the same kind differ. Where it has none, guest
+//! RAM is anonymous memory that stays mapped whole (KVM needs a host mapping of every guest page
+//! then), locked page by page as it is first touched (`mlock2(MLOCK_ONFAULT)`: a 16 MiB guest
+//! that touches 3 MiB costs 3 MiB, not 16) and excluded from core dumps; the start-up log and
+//! `Status` say so. `--require-hidden-memory` refuses that fallback ([`guest_memfd_supported`]).
 //!
 //! Every access of the VMM to guest memory goes through the bounds-checked `vm-memory` views this
 //! module hands out ([`GuestRam::vmm_view`], [`GuestRam::window_view`]): they contain only mapped
@@ -27,7 +31,7 @@ use credguard_proto::abi;
 use kvm_bindings::{
     KVM_MEM_GUEST_MEMFD, kvm_create_guest_memfd, kvm_userspace_memory_region, kvm_userspace_memory_region2,
 };
-use kvm_ioctls::VmFd;
+use kvm_ioctls::{Cap, VmFd};
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
 /// `GUEST_MEMFD_FLAG_MMAP`: the guest_memfd may be mapped by userspace.
@@ -79,6 +83,31 @@ pub enum Backing {
     Anonymous,
 }
 
+/// How the guest RAM the VMM maps is kept out of swap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locking {
+    /// `mlock`ed up front (the small mapped pieces of a `guest_memfd`).
+    Locked,
+    /// `mlock2(MLOCK_ONFAULT)`: each page is locked when it is first touched (anonymous RAM, of
+    /// which the guest touches only part).
+    OnFault,
+    /// Not locked (the lock failed, e.g. `RLIMIT_MEMLOCK`; logged as a warning).
+    Unlocked,
+}
+
+/// Whether KVM offers `guest_memfd` for `vm` (`KVM_CHECK_EXTENSION` with `KVM_CAP_GUEST_MEMFD`).
+/// Without it guest RAM falls back to anonymous memory the VMM keeps mapped whole.
+pub fn guest_memfd_supported(vm: &VmFd) -> bool {
+    vm.check_extension(Cap::GuestMemfd)
+}
+
+/// Whether this host's KVM offers `guest_memfd` (opens `/dev/kvm` and makes a throwaway VM to
+/// ask, as the enclave's VM would be asked), for checks before anything is set up.
+pub fn host_has_guest_memfd() -> Result<bool, kvm_ioctls::Error> {
+    let vm = kvm_ioctls::Kvm::new()?.create_vm()?;
+    Ok(guest_memfd_supported(&vm))
+}
+
 /// The guest-physical ranges the VMM keeps mapped for an image ending at `image_end`: the low
 /// pages up to the ring-0 stack top, the image (page-aligned), and the DMA window. Sorted, disjoint.
 pub fn visible_ranges(image_end: u64) -> [Range<u64>; 3] {
@@ -99,7 +128,7 @@ pub struct GuestRam {
     base: *mut u8,
     size: usize,
     mapped: Vec<Range<u64>>,
-    locked: bool,
+    locking: Locking,
     dontdump: bool,
     // Kept open for the VM's lifetime: a memory slot alone does not keep a guest_memfd alive.
     _gmem: Option<OwnedFd>,
@@ -117,7 +146,7 @@ impl fmt::Debug for GuestRam {
             .field("backing", &self.backing)
             .field("size", &self.size)
             .field("mapped", &self.mapped)
-            .field("locked", &self.locked)
+            .field("locking", &self.locking)
             .finish_non_exhaustive()
     }
 }
@@ -132,11 +161,20 @@ fn sys_err(what: &'static str) -> MemoryError {
 impl GuestRam {
     /// Allocates `ram_size` bytes of guest RAM for `vm`, registers it as the VM's memory slot,
     /// and maps in the VMM only what [`visible_ranges`] lists for an image ending at `image_end`
-    /// (everything, if the kernel lacks `guest_memfd`). The mapped part is `mlock`ed (a failure,
-    /// e.g. a low `RLIMIT_MEMLOCK`, is logged as a warning and reported by [`GuestRam::locked`])
-    /// and excluded from core dumps.
+    /// (everything, if KVM offers no `guest_memfd`: see [`guest_memfd_supported`]). The mapped
+    /// part is locked against swapping ([`Locking`]; a failure, e.g. a low `RLIMIT_MEMLOCK`, is
+    /// logged as a warning and reported by [`GuestRam::locking`]) and excluded from core dumps.
     pub fn new(vm: &VmFd, ram_size: u64, image_end: u64) -> Result<Self, MemoryError> {
-        Self::with_backing(vm, ram_size, image_end, Backing::GuestMemfd)
+        let prefer = if guest_memfd_supported(vm) {
+            Backing::GuestMemfd
+        } else {
+            tracing::warn!(
+                "guest_memfd unavailable (KVM_CAP_GUEST_MEMFD is 0 on this host): guest RAM is anonymous memory \
+                 the VMM keeps mapped whole, locked as it is touched (--require-hidden-memory refuses this)"
+            );
+            Backing::Anonymous
+        };
+        Self::with_backing(vm, ram_size, image_end, prefer)
     }
 
     /// [`GuestRam::new`], with `Backing::Anonymous` skipping the guest_memfd (for tests of the
@@ -152,7 +190,7 @@ impl GuestRam {
                 flags: GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED,
                 reserved: [0; 6],
             }),
-            Backing::Anonymous => Err(kvm_ioctls::Error::new(libc::ENOTSUP)),
+            Backing::Anonymous => Err(kvm_ioctls::Error::new(libc::ENOTTY)),
         };
         let mut ram = match gmem {
             Ok(fd) => {
@@ -161,9 +199,13 @@ impl GuestRam {
                 Self::on_guest_memfd(fd, size, image_end)?
             }
             Err(e) => {
-                tracing::warn!(
-                    "guest_memfd unavailable ({e}): guest RAM is anonymous memory the VMM keeps mapped whole"
-                );
+                if prefer == Backing::GuestMemfd {
+                    // KVM says it has guest_memfd but refused one: say why, then fall back.
+                    tracing::warn!(
+                        "KVM_CREATE_GUEST_MEMFD failed ({e}): guest RAM is anonymous memory the VMM keeps \
+                         mapped whole, locked as it is touched"
+                    );
+                }
                 Self::anonymous(size)?
             }
         };
@@ -192,7 +234,7 @@ impl GuestRam {
             base: base.cast(),
             size,
             mapped: Vec::new(),
-            locked: false,
+            locking: Locking::Unlocked,
             dontdump: false,
             _gmem: None,
         };
@@ -243,15 +285,21 @@ impl GuestRam {
             base: base.cast(),
             size,
             mapped: std::iter::once(0..size as u64).collect(),
-            locked: false,
+            locking: Locking::Unlocked,
             dontdump: false,
             _gmem: None,
         })
     }
 
-    /// `mlock` and `MADV_DONTDUMP` on the mapped pieces.
+    /// `MADV_DONTDUMP` and a lock against swapping on the mapped pieces: `mlock` for the few
+    /// pieces of a `guest_memfd` (faulted in now), `mlock2(MLOCK_ONFAULT)` for anonymous RAM, so
+    /// that only the pages the guest (or the loader) touches are ever faulted in, each locked as
+    /// it comes.
     fn lock_and_exclude(&mut self) {
-        let mut locked = true;
+        let mut locking = match self.backing {
+            Backing::GuestMemfd => Locking::Locked,
+            Backing::Anonymous => Locking::OnFault,
+        };
         let mut dontdump = true;
         for range in &self.mapped {
             // SAFETY: the range lies inside the mapping this struct owns (built above).
@@ -265,15 +313,21 @@ impl GuestRam {
                 );
                 dontdump = false;
             }
-            // SAFETY: as above.
-            if locked && unsafe { libc::mlock(addr, len) } != 0 {
+            let rc = match locking {
+                // SAFETY: as above.
+                Locking::Locked => unsafe { libc::mlock(addr, len) },
+                // SAFETY: as above; MLOCK_ONFAULT locks pages as they are faulted in.
+                Locking::OnFault => unsafe { libc::mlock2(addr, len, libc::MLOCK_ONFAULT) },
+                Locking::Unlocked => 0,
+            };
+            if rc != 0 {
                 let e = io::Error::last_os_error();
                 tracing::warn!(
                     "cannot mlock guest memory ({e}; RLIMIT_MEMLOCK is {}): it may be swapped out. \
                      Raise LimitMEMLOCK (the systemd unit sets 64M) or grant CAP_IPC_LOCK",
                     memlock_limit()
                 );
-                locked = false;
+                locking = Locking::Unlocked;
             }
         }
         if self.backing == Backing::GuestMemfd {
@@ -281,7 +335,7 @@ impl GuestRam {
             // SAFETY: madvise on our own reservation.
             unsafe { libc::madvise(self.base.cast(), self.size, libc::MADV_DONTDUMP) };
         }
-        self.locked = locked;
+        self.locking = locking;
         self.dontdump = dontdump;
     }
 
@@ -383,9 +437,9 @@ impl GuestRam {
         self.size as u64
     }
 
-    /// Whether the mapped part is `mlock`ed.
-    pub fn locked(&self) -> bool {
-        self.locked
+    /// How the mapped part is kept out of swap.
+    pub fn locking(&self) -> Locking {
+        self.locking
     }
 
     /// Whether the mapped part is excluded from core dumps.
@@ -444,12 +498,57 @@ mod tests {
         Some(kvm_ioctls::Kvm::new().unwrap().create_vm().unwrap())
     }
 
+    /// Whether the guest_memfd tests can run: KVM offers guest_memfd. Without it: one loud
+    /// `SKIPPED` line, or a failure when CREDGUARD_REQUIRE_GUEST_MEMFD=1.
+    fn guest_memfd_or_skip(vm: &VmFd) -> bool {
+        if guest_memfd_supported(vm) {
+            return true;
+        }
+        assert_ne!(
+            std::env::var("CREDGUARD_REQUIRE_GUEST_MEMFD").as_deref(),
+            Ok("1"),
+            "CREDGUARD_REQUIRE_GUEST_MEMFD=1 but KVM_CAP_GUEST_MEMFD is 0 on this host"
+        );
+        // Straight to the stderr handle: libtest captures `eprintln!` of passing tests.
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), b"SKIPPED: no guest_memfd on this host\n");
+        false
+    }
+
+    /// The smaps block of the mapping that starts at `start` in this process: its `Rss` and
+    /// `Locked` in KiB, and its `VmFlags`.
+    fn smaps_of(start: u64) -> (u64, u64, Vec<String>) {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut lines = smaps.lines().skip_while(|l| {
+            l.split_once('-')
+                .and_then(|(a, _)| u64::from_str_radix(a, 16).ok())
+                .is_none_or(|a| a != start)
+        });
+        assert!(lines.next().is_some(), "no mapping at {start:#x}");
+        let (mut rss, mut locked, mut flags) = (None, None, Vec::new());
+        for line in lines {
+            let kib = || line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok());
+            if line.starts_with("Rss:") {
+                rss = kib();
+            } else if line.starts_with("Locked:") {
+                locked = kib();
+            } else if let Some(f) = line.strip_prefix("VmFlags:") {
+                flags = f.split_whitespace().map(str::to_owned).collect();
+                break;
+            }
+        }
+        (rss.unwrap(), locked.unwrap(), flags)
+    }
+
     #[test]
     fn guest_memfd_ram_maps_only_the_visible_pieces() {
         let Some(vm) = vm() else { return };
+        if !guest_memfd_or_skip(&vm) {
+            return;
+        }
         let ram = GuestRam::new(&vm, abi::DEFAULT_RAM_SIZE, abi::IMAGE_BASE_GPA + 0x5_0000).unwrap();
-        assert_eq!(ram.backing(), Backing::GuestMemfd, "this kernel has guest_memfd");
+        assert_eq!(ram.backing(), Backing::GuestMemfd, "KVM offers guest_memfd");
         assert_eq!(ram.mapped_bytes(), 0x1_0000 + 0x5_0000 + abi::DMA_WINDOW_SIZE);
+        assert_eq!(ram.locking(), Locking::Locked);
         assert!(ram.dontdump());
         let view = ram.vmm_view().unwrap();
         view.write_obj(0x1234_u64, GuestAddress(abi::BOOT_INFO_GPA)).unwrap();
@@ -490,6 +589,49 @@ mod tests {
         let window = ram.window_view().unwrap();
         assert!(window.read_obj::<u64>(GuestAddress(abi::HEAP_GPA)).is_err());
         assert!(window.read_obj::<u64>(GuestAddress(abi::DMA_WINDOW_GPA)).is_ok());
+    }
+
+    #[test]
+    fn anonymous_fallback_is_locked_as_it_is_touched() {
+        let Some(vm) = vm() else { return };
+        let ram = GuestRam::with_backing(
+            &vm,
+            abi::DEFAULT_RAM_SIZE,
+            abi::IMAGE_BASE_GPA + 0x5_0000,
+            Backing::Anonymous,
+        )
+        .unwrap();
+        // Root (CAP_IPC_LOCK) or a unit with LimitMEMLOCK=64M can lock 16 MiB; a lower limit is
+        // the documented "not mlocked" case, which this test cannot check.
+        if ram.locking() == Locking::Unlocked {
+            assert_ne!(
+                std::env::var("CREDGUARD_REQUIRE_KVM").as_deref(),
+                Ok("1"),
+                "mlock2 failed (RLIMIT_MEMLOCK {})",
+                memlock_limit()
+            );
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), b"SKIPPED: RLIMIT_MEMLOCK too low\n");
+            return;
+        }
+        assert_eq!(ram.locking(), Locking::OnFault);
+        let start = ram.host_range().start;
+        let (rss, locked, flags) = smaps_of(start);
+        // Locked on fault ("lf"), locked ("lo"), and out of core dumps ("dd").
+        for flag in ["lo", "lf", "dd"] {
+            assert!(flags.iter().any(|f| f == flag), "no {flag} in {flags:?}");
+        }
+        assert_eq!((rss, locked), (0, 0), "nothing is faulted in before it is touched");
+        let view = ram.vmm_view().unwrap();
+        for gpa in [abi::BOOT_INFO_GPA, abi::IMAGE_BASE_GPA, abi::DMA_WINDOW_GPA] {
+            view.write_obj(1_u64, GuestAddress(gpa)).unwrap();
+        }
+        let (rss, locked, _) = smaps_of(start);
+        assert!(rss >= 3 * 4, "three touched pages are resident: {rss} KiB");
+        assert_eq!(locked, rss, "every resident page is locked");
+        assert!(
+            rss < abi::DEFAULT_RAM_SIZE / 1024 / 2,
+            "touching three pages faulted in {rss} KiB of a 16 MiB guest"
+        );
     }
 
     #[test]

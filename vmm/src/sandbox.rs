@@ -12,7 +12,9 @@
 //! `pidfd_getfd`, no `execve`. `mmap` is allowed for anonymous, private, non-executable memory
 //! only (what the allocator needs): the VMM cannot map the `guest_memfd` again, nor any file.
 //! `mremap` may not move or grow anything in guest RAM's host range, `mprotect` may not make
-//! anything executable.
+//! anything executable. No thread may call `sendmsg`, `recvmsg`, `sendmmsg` or `recvmmsg`, the
+//! only calls that pass file descriptors between processes: the vsock worker reads and writes its
+//! clients' streams with plain `recvfrom`/`sendto` without an address.
 //!
 //! In debug builds only, `CREDGUARD_VMM_SECCOMP_SELFTEST=<role>` (`vcpu`, `vsock`, `doorbell`,
 //! `signals`, `main`) makes that thread try a forbidden call (a shared mapping) right after
@@ -300,12 +302,21 @@ fn rules(role: ThreadRole, guest: Range<u64>) -> Result<Rules, seccompiler::Back
                     libc::SYS_epoll_pwait,
                     libc::SYS_epoll_ctl,
                     libc::SYS_accept4,
-                    libc::SYS_recvfrom,
-                    libc::SYS_sendto,
-                    libc::SYS_recvmsg,
-                    libc::SYS_sendmsg,
                     libc::SYS_shutdown,
                 ],
+            );
+            // Plain reads and writes of the clients' streams only (std's UnixStream read and
+            // write are recvfrom/sendto without an address). No sendmsg/recvmsg/sendmmsg/
+            // recvmmsg at all: seccomp cannot look into a msghdr, and those calls are what
+            // carries file descriptors (SCM_RIGHTS), so a compromised device thread cannot hand
+            // the guest_memfd (or any fd) to the proxy.
+            r.insert(
+                libc::SYS_recvfrom,
+                vec![rule(vec![Cond::new(4, Len::Qword, Op::Eq, 0)?])?],
+            );
+            r.insert(
+                libc::SYS_sendto,
+                vec![rule(vec![Cond::new(4, Len::Qword, Op::Eq, 0)?])?],
             );
             ioctls(&mut r, &[FIONBIO])?;
         }
@@ -336,6 +347,120 @@ mod tests {
         ] {
             let f = ThreadFilter::new(role, 0x7f00_0000_0000..0x7f00_0100_0000).unwrap();
             assert_eq!(f.role(), role);
+        }
+    }
+
+    /// Runs `body` in a forked child under `role`'s filter (after `setup`, which runs before the
+    /// filter); returns the child's wait status. `body` returns the exit code if it survives.
+    fn in_filtered_child(
+        role: ThreadRole,
+        setup: impl FnOnce() -> [i32; 2],
+        body: impl FnOnce([i32; 2]) -> i32,
+    ) -> i32 {
+        // Built before the fork: the child of a multi-threaded process only makes system calls.
+        let filter = ThreadFilter::new(role, 0..0x1000).unwrap();
+        // SAFETY: fork in a test; the child only makes system calls and exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let fds = setup();
+            let code = if seccompiler::apply_filter(&filter.program).is_err() {
+                3
+            } else {
+                body(fds)
+            };
+            // SAFETY: leaving the forked child without running the parent's destructors.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        status
+    }
+
+    fn socket_pair() -> [i32; 2] {
+        let mut fds = [-1; 2];
+        // SAFETY: socketpair writes two fds into the array.
+        assert_eq!(
+            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) },
+            0
+        );
+        fds
+    }
+
+    #[test]
+    fn vsock_thread_is_killed_on_sendmsg_and_recvmsg() {
+        // Plain reads and writes, as the device makes them, go through.
+        let status = in_filtered_child(ThreadRole::Vsock, socket_pair, |[a, b]| {
+            let mut byte = [0u8; 1];
+            // SAFETY: plain system calls on the child's own sockets and buffer.
+            unsafe {
+                if libc::send(a, b"x".as_ptr().cast(), 1, libc::MSG_NOSIGNAL) != 1 {
+                    return 4;
+                }
+                if libc::recv(b, byte.as_mut_ptr().cast(), 1, 0) != 1 || byte != *b"x" {
+                    return 5;
+                }
+            }
+            0
+        });
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "status {status:#x}"
+        );
+        // sendmsg and recvmsg, even without ancillary data, and their batch forms, kill.
+        for call in ["sendmsg", "recvmsg", "sendmmsg", "recvmmsg"] {
+            let status = in_filtered_child(ThreadRole::Vsock, socket_pair, |[a, _]| {
+                let mut byte = [0u8; 1];
+                let mut iov = libc::iovec {
+                    iov_base: byte.as_mut_ptr().cast(),
+                    iov_len: 1,
+                };
+                // SAFETY: an all-zero msghdr is valid (no name, no control).
+                let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+                msg.msg_iov = &mut iov;
+                msg.msg_iovlen = 1;
+                let mut mmsg = libc::mmsghdr {
+                    msg_hdr: msg,
+                    msg_len: 0,
+                };
+                // SAFETY: system calls on the child's own socket with valid headers.
+                unsafe {
+                    match call {
+                        "sendmsg" => libc::sendmsg(a, &msg, libc::MSG_DONTWAIT),
+                        "recvmsg" => libc::recvmsg(a, &mut msg, libc::MSG_DONTWAIT),
+                        "sendmmsg" => libc::sendmmsg(a, &mut mmsg, 1, libc::MSG_DONTWAIT) as isize,
+                        _ => libc::recvmmsg(a, &mut mmsg, 1, libc::MSG_DONTWAIT, std::ptr::null_mut()) as isize,
+                    };
+                }
+                0
+            });
+            assert!(
+                libc::WIFSIGNALED(status),
+                "{call}: the child survived: status {status:#x}"
+            );
+            assert_eq!(libc::WTERMSIG(status), libc::SIGSYS, "{call}");
+        }
+    }
+
+    #[test]
+    fn no_role_may_pass_file_descriptors() {
+        for role in [
+            ThreadRole::Vcpu,
+            ThreadRole::Vsock,
+            ThreadRole::Doorbell,
+            ThreadRole::Signals,
+            ThreadRole::Main,
+        ] {
+            let rules = rules(role, 0..0x1000).unwrap();
+            for nr in [
+                libc::SYS_sendmsg,
+                libc::SYS_recvmsg,
+                libc::SYS_sendmmsg,
+                libc::SYS_recvmmsg,
+            ] {
+                assert!(!rules.contains_key(&nr), "{role} may call syscall {nr}");
+            }
         }
     }
 

@@ -123,27 +123,34 @@ enum Step {
 #[derive(Debug)]
 pub struct Attestor {
     key: Option<Arc<AttestationKey>>,
-    measurement: [u8; abi::MEASUREMENT_LEN],
-    signer: [u8; abi::SIGNER_LEN],
+    /// What this VMM verified and set up, as it told the enclave in the boot info.
+    facts: attest::Attested,
     answered: bool,
 }
 
 impl Attestor {
-    /// Signs with `key` (none: the enclave is told there is no key) what this VMM verified.
-    pub fn new(
-        key: Option<Arc<AttestationKey>>,
-        measurement: [u8; abi::MEASUREMENT_LEN],
-        signer: [u8; abi::SIGNER_LEN],
-    ) -> Self {
+    /// Signs with `key` (none: the enclave is told there is no key) what this VMM verified and
+    /// handed over in `info`: measurement, signer, protections, RAM size and the image's policy.
+    pub fn new(key: Option<Arc<AttestationKey>>, info: &abi::BootInfo) -> Self {
         Attestor {
             key,
-            measurement,
-            signer,
+            facts: attest::Attested {
+                measurement: info.measurement,
+                signer: info.signer,
+                boot_id: [0; attest::BOOT_ID_LEN],
+                public_key: [0; attest::PUBLIC_KEY_LEN],
+                protection_bits: info.protection,
+                host_mapped_bytes: info.host_mapped_bytes,
+                ram_size: info.ram_size,
+                policy_bits: info.policy,
+                enclave_flags: 0,
+            },
             answered: false,
         }
     }
 
-    /// Reads the boot id and public key from the exchange page and writes the answer there.
+    /// Reads the boot id, public key and build flags from the exchange page and writes the answer
+    /// there.
     fn answer(&mut self, mem: &GuestMemoryMmap) -> Result<AttestState, vm_memory::GuestMemoryError> {
         let page = abi::EXCHANGE_GPA;
         let state = if self.answered {
@@ -151,17 +158,26 @@ impl Attestor {
             // signed as this boot's.
             AttestState::Refused
         } else if let Some(key) = &self.key {
-            let mut boot_id = [0u8; attest::BOOT_ID_LEN];
-            let mut public_key = [0u8; attest::PUBLIC_KEY_LEN];
-            mem.read_slice(&mut boot_id, GuestAddress(page + exchange::ATTEST_BOOT_ID as u64))?;
-            mem.read_slice(&mut public_key, GuestAddress(page + exchange::ATTEST_PUBLIC_KEY as u64))?;
-            let signature = key.sign(&self.measurement, &self.signer, &boot_id, &public_key);
+            let mut facts = self.facts;
+            mem.read_slice(&mut facts.boot_id, GuestAddress(page + exchange::ATTEST_BOOT_ID as u64))?;
+            mem.read_slice(
+                &mut facts.public_key,
+                GuestAddress(page + exchange::ATTEST_PUBLIC_KEY as u64),
+            )?;
+            facts.enclave_flags = mem.read_obj(GuestAddress(page + exchange::ATTEST_ENCLAVE_FLAGS as u64))?;
+            let signature = key.sign(&facts);
             mem.write_slice(&signature, GuestAddress(page + exchange::ATTEST_SIGNATURE as u64))?;
             tracing::info!(
                 "attested enclave boot {}: sealing key {}",
-                hex::encode(boot_id),
-                hex::encode(public_key)
+                hex::encode(facts.boot_id),
+                hex::encode(facts.public_key)
             );
+            if facts.enclave_flags & abi::enclave_flags::TEST_BUILD != 0 {
+                tracing::warn!(
+                    "the enclave is a TEST build (fault injection and benchmark modes compiled in); its attestation \
+                     says so, and clients refuse to seal secrets to it unless told otherwise"
+                );
+            }
             AttestState::Signed
         } else {
             AttestState::NoKey

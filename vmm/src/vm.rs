@@ -28,13 +28,13 @@ use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
 use vm_memory::GuestMemoryMmap;
 
 use crate::attestation::AttestationKey;
-use crate::boot::{self, BootError};
+use crate::boot::{self, BootError, CpuProtection};
 use crate::devices::MmioDevice;
 use crate::devices::virtio::mmio::regs::QUEUE_NOTIFY;
 use crate::devices::virtio::{VirtioMmioVsock, VsockConfig, VsockError, create_vsock_device};
 use crate::doorbell::{Doorbell, DoorbellError};
 use crate::interrupts::{self, InterruptError};
-use crate::memory::{Backing, GuestRam, MemoryError};
+use crate::memory::{self, Backing, GuestRam, Locking, MemoryError};
 use crate::outcome::ExitOutcome;
 use crate::sandbox::{self, SandboxError, ThreadFilter, ThreadRole};
 use crate::sealing::SealingSecret;
@@ -65,6 +65,13 @@ pub enum VmError {
     /// Guest memory could not be set up.
     #[error("guest memory: {0}")]
     GuestMemory(#[from] MemoryError),
+    /// Hidden guest memory was required ([`EnclaveConfig::require_hidden_memory`]) but guest RAM
+    /// could only be anonymous memory that the VMM maps whole.
+    #[error(
+        "--require-hidden-memory: KVM on this host offers no guest_memfd (KVM_CAP_GUEST_MEMFD is 0), so guest RAM \
+         would be mapped whole in the VMM; refusing to start"
+    )]
+    HiddenMemoryUnavailable,
     /// The process could not be hardened or a seccomp filter not built.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
@@ -100,6 +107,8 @@ pub struct EnclaveImage {
     signer: [u8; abi::SIGNER_LEN],
     /// Earlier images whose vault this one may open, from its signed manifest.
     upgrade_from: Vec<[u8; MEASUREMENT_LEN]>,
+    /// The image's signed `abi::policy` bits, from its manifest.
+    policy: u64,
 }
 
 impl std::fmt::Debug for EnclaveImage {
@@ -120,6 +129,7 @@ impl EnclaveImage {
             measurement: *image.measurement().as_bytes(),
             signer: image.signer_id(),
             upgrade_from: image.upgrade_from().iter().map(|m| *m.as_bytes()).collect(),
+            policy: image.policy().bits(),
         }
     }
 
@@ -132,6 +142,7 @@ impl EnclaveImage {
             measurement,
             signer: [0; abi::SIGNER_LEN],
             upgrade_from: Vec::new(),
+            policy: 0,
         }
     }
 
@@ -143,6 +154,11 @@ impl EnclaveImage {
     /// The SHA-384 measurement.
     pub fn measurement(&self) -> &[u8; MEASUREMENT_LEN] {
         &self.measurement
+    }
+
+    /// The image's signed `abi::policy` bits.
+    pub fn policy(&self) -> u64 {
+        self.policy
     }
 }
 
@@ -178,6 +194,17 @@ pub struct EnclaveConfig {
     pub restart_reasons: Vec<String>,
     /// Measurements of earlier images whose vault this image may open, from its signed manifest.
     pub upgrade_from: Vec<[u8; abi::MEASUREMENT_LEN]>,
+    /// Refuse to launch ([`VmError::HiddenMemoryUnavailable`]) unless guest RAM is a
+    /// `guest_memfd` of which the VMM maps only the boot tables, the image and the DMA window;
+    /// default `false` (fall back to anonymous memory, mapped whole, and say so).
+    pub require_hidden_memory: bool,
+    /// Tests only: run the guest with CR4.SMEP and CR4.SMAP even where KVM does not offer them
+    /// (they are added to the guest's CPUID); default `false`: exactly what
+    /// `KVM_GET_SUPPORTED_CPUID` offers. On the nested PVM KVM of the development machines KVM
+    /// offers neither, yet its instruction emulator, which runs all guest ring-0 code there,
+    /// enforces both; this lets the tests run the enclave's ring-0 code under them.
+    #[doc(hidden)]
+    pub force_smep_smap: bool,
 }
 
 impl EnclaveConfig {
@@ -197,6 +224,8 @@ impl EnclaveConfig {
             restart_count: 0,
             restart_reasons: Vec::new(),
             upgrade_from,
+            require_hidden_memory: false,
+            force_smep_smap: false,
         }
     }
 }
@@ -217,12 +246,20 @@ impl Enclave {
         vcpu::install_kick_handler()?;
 
         let image = &config.image;
-        let image_end = boot::image_end(image.bytes())?;
+        let layout = boot::image_layout(image.bytes())?;
+        let image_end = layout.end;
 
         let kvm = Kvm::new().map_err(kvm_err("opening /dev/kvm"))?;
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        if config.require_hidden_memory && !memory::guest_memfd_supported(&vm) {
+            return Err(VmError::HiddenMemoryUnavailable);
+        }
         // Declared before every view of it, so it is dropped after them on an early return.
         let ram = GuestRam::new(&vm, ram_size, image_end)?;
+        if config.require_hidden_memory && ram.mapped_bytes() >= ram.size() {
+            // KVM offered guest_memfd but refused to make one (logged by GuestRam::new).
+            return Err(VmError::HiddenMemoryUnavailable);
+        }
         let mem = ram.vmm_view()?;
         let filter = |role| -> Result<Option<ThreadFilter>, VmError> {
             Ok(if config.sandbox {
@@ -239,12 +276,12 @@ impl Enclave {
         if config.sandbox {
             sandbox::harden_process()?;
         }
-        let protection = Protection::of(&ram, config.sandbox);
         // The irqchip must exist before the vCPU is created.
         interrupts::setup_irqchip(&vm)?;
 
         let vcpu_fd = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
-        boot::setup_cpuid(&kvm, &vcpu_fd)?;
+        let cpu = boot::setup_cpuid(&kvm, &vcpu_fd, config.force_smep_smap)?;
+        let protection = Protection::of(&ram, config.sandbox, cpu);
         let tsc_khz = match vcpu_fd.get_tsc_khz() {
             Ok(khz) => u64::from(khz),
             Err(e) => {
@@ -268,8 +305,9 @@ impl Enclave {
             config.restart_count,
             &config.restart_reasons.iter().map(String::as_str).collect::<Vec<_>>(),
         )
-        .with_upgrade_from(&config.upgrade_from);
-        boot::write_boot_tables(&mem, &info)?;
+        .with_upgrade_from(&config.upgrade_from)
+        .with_policy(image.policy);
+        boot::write_boot_tables(&mem, &info, &layout.segments, cpu)?;
         if let Some(secret) = &config.sealing_secret {
             // Keys for exactly the image just verified and the earlier images its signed manifest
             // allows (the same list, in the same order, as the boot info's upgrade_from).
@@ -284,7 +322,7 @@ impl Enclave {
                 "this image's signed manifest lets it open and re-seal the vault of an earlier image"
             );
         }
-        boot::setup_registers(&vcpu_fd, entry)?;
+        boot::setup_registers(&vcpu_fd, entry, cpu)?;
         interrupts::enable_lapic(&vcpu_fd)?;
 
         let vsock = match &config.vsock_socket {
@@ -293,16 +331,18 @@ impl Enclave {
         };
         let doorbell = match config.boot_mode {
             BootMode::DoorbellBench => Some(Doorbell::start(&vm, doorbell_filter)?),
-            BootMode::Service | BootMode::PanicSelfTest | BootMode::ServicePanicAfter | BootMode::ServiceHangAfter => {
-                None
-            }
+            BootMode::Service
+            | BootMode::PanicSelfTest
+            | BootMode::ServicePanicAfter
+            | BootMode::ServiceHangAfter
+            | BootMode::WriteCodeSelfTest => None,
         };
 
         let control = Arc::new(VcpuControl::default());
         let vsock_mmio = vsock
             .as_ref()
             .map(|v| v.transport.clone() as Arc<Mutex<dyn MmioDevice>>);
-        let attestor = Attestor::new(config.attestation_key.clone(), *image.measurement(), image.signer);
+        let attestor = Attestor::new(config.attestation_key.clone(), &info);
         let vcpu = Vcpu::new(vcpu_fd, mem.clone(), vsock_mmio, tsc_khz, control.clone(), attestor);
         let (outcome_tx, outcome_rx) = mpsc::channel();
         let vcpu_thread = std::thread::Builder::new()
@@ -354,17 +394,26 @@ pub struct Protection {
 }
 
 impl Protection {
-    fn of(ram: &GuestRam, sandbox: bool) -> Self {
+    fn of(ram: &GuestRam, sandbox: bool, cpu: CpuProtection) -> Self {
         use abi::protection::*;
-        let mut bits = KNOWN;
+        // The page tables are always built W^X from the image's segments (boot::image_layout).
+        let mut bits = KNOWN | W_XOR_X;
+        if cpu.smep {
+            bits |= SMEP;
+        }
+        if cpu.smap {
+            bits |= SMAP;
+        }
         if ram.backing() == Backing::GuestMemfd {
             bits |= GUEST_MEMFD;
             if ram.mapped_bytes() < ram.size() {
                 bits |= HIDDEN;
             }
         }
-        if ram.locked() {
-            bits |= MLOCKED;
+        match ram.locking() {
+            Locking::Locked => bits |= MLOCKED,
+            Locking::OnFault => bits |= MLOCKED_ON_FAULT,
+            Locking::Unlocked => {}
         }
         if ram.dontdump() {
             bits |= DONTDUMP;

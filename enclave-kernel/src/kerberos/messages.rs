@@ -70,6 +70,8 @@ pub struct RepParts {
     pub cname_pn: PrincipalName,
     /// The ticket, DER.
     pub ticket: Vec<u8>,
+    /// The server the ticket itself names (its clear-text `sname`).
+    pub ticket_sname: PrincipalName,
     /// Enctype of the encrypted part.
     pub enc_etype: i32,
     /// The encrypted part.
@@ -104,8 +106,34 @@ pub struct TicketInfo {
     pub client: PrincipalName,
     /// Server name, components joined by `/`.
     pub server: String,
+    /// Server name as the KDC put it in the encrypted part.
+    pub server_pn: PrincipalName,
     /// Server realm.
     pub server_realm: String,
+}
+
+/// Whether `p` names a ticket-granting service (`krbtgt/...`, in any case): a ticket for it is a
+/// TGT, which never leaves the enclave.
+pub fn is_tgs_principal(p: &PrincipalName) -> bool {
+    p.string
+        .first()
+        .is_some_and(|c| c.as_bytes().eq_ignore_ascii_case(b"krbtgt"))
+}
+
+/// Whether `a` and `b` have the same components (ASCII case folded: KDCs may normalise the case
+/// of a host name). The name type is not compared: KDCs answer NT-SRV-HST requests as
+/// NT-SRV-INST.
+pub fn same_principal(a: &PrincipalName, b: &PrincipalName) -> bool {
+    a.string.len() == b.string.len()
+        && a.string
+            .iter()
+            .zip(&b.string)
+            .all(|(x, y)| x.as_bytes().eq_ignore_ascii_case(y.as_bytes()))
+}
+
+/// `p`'s components joined by `/` (for messages).
+pub fn principal_text(p: &PrincipalName) -> String {
+    join(p)
 }
 
 fn bad(what: &str) -> KerberosError {
@@ -292,6 +320,7 @@ fn rep_parts(r: KdcRep, tgs: bool) -> Result<KdcReply, KerberosError> {
         cname: join(&r.cname),
         cname_pn: r.cname,
         ticket: rasn::der::encode(&r.ticket).map_err(encode_err)?,
+        ticket_sname: r.ticket.sname,
         enc_etype: r.enc_part.etype,
         enc_cipher: r.enc_part.cipher.to_vec(),
     }))
@@ -347,6 +376,7 @@ pub fn enc_kdc_rep_part(plain: &[u8], nonce: u32) -> Result<(Key, TicketInfo), K
             string: Vec::new(),
         },
         server: join(&part.sname),
+        server_pn: part.sname,
         server_realm: String::from_utf8_lossy(part.srealm.as_bytes()).into_owned(),
     };
     Ok((key, info))

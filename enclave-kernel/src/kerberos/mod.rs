@@ -5,10 +5,24 @@
 //! outcome. What comes out is what Credential Guard lets out: protocol messages, the service
 //! ticket and its session key, and facts about the TGT.
 //!
-//! Rules enforced here whatever the caller asks: DES never; rc4-hmac only when the proxy's
-//! configuration allows it; never a forwarded TGT, never the delegation flag.
+//! Rules enforced here whatever the caller asks:
+//! - DES never; rc4-hmac only for a session whose logon asked for it, and only if the image's
+//!   signed policy allows it (never per request).
+//! - No ticket-granting ticket ever leaves: a service name `krbtgt/...` (any spelling, any case) is
+//!   refused, and a TGS-REP is used only if it names the service that was asked for; a reply that
+//!   names a TGS (a referral or cross-realm TGT) is an error and its key is dropped here.
+//! - Never a forwarded TGT, never the delegation flag.
+//! - String-to-key parameters below the RFC defaults (4,096 PBKDF2 iterations for the SHA-1
+//!   enctypes, 32,768 for the SHA-2 ones) are refused: a forged ETYPE-INFO2 cannot make the enclave
+//!   send a PA-ENC-TIMESTAMP under a cheap key.
+//! - The password stays until an AS-REP decrypts with the key derived from it: a forged reply (a
+//!   wrong salt, say) costs one exchange, never the session.
+//! - KDC replies are at most [`MAX_KDC_REPLY_LEN`], and the TGTs one owner's sessions hold at most
+//!   [`MAX_TICKET_BYTES_PER_OWNER`] in all (RESOURCE_EXHAUSTED beyond).
 
 pub mod crypto;
+#[cfg(any(test, feature = "fake-kdc"))]
+pub mod fake_kdc;
 // Visible to `crate::fuzz`, whose targets decode KDC replies.
 pub(crate) mod messages;
 
@@ -21,7 +35,9 @@ use credguard_proto::enclave::{KerberosAsReply, KerberosAsRequest, KerberosTgsRe
 use prost::Message;
 use rand_core::TryCryptoRng;
 
-use crate::credentials::{CredentialStore, KerberosKey, SessionHandle};
+use credguard_proto::attest::Owner;
+
+use crate::credentials::{CredentialStore, KerberosKey, LogonCredential, SessionHandle};
 use crypto::{CryptoError, Key};
 use messages::{KdcReply, TicketInfo};
 
@@ -29,6 +45,8 @@ use messages::{KdcReply, TicketInfo};
 const CODE_INVALID_ARGUMENT: i32 = 3;
 /// gRPC code NOT_FOUND.
 const CODE_NOT_FOUND: i32 = 5;
+/// gRPC code RESOURCE_EXHAUSTED.
+const CODE_RESOURCE_EXHAUSTED: i32 = 8;
 /// gRPC code FAILED_PRECONDITION.
 const CODE_FAILED_PRECONDITION: i32 = 9;
 /// gRPC code INTERNAL.
@@ -42,6 +60,14 @@ const CODE_UNAUTHENTICATED: i32 = 16;
 /// it by running an AS exchange first.
 pub const NO_TGT_MESSAGE: &str = "no valid TGT in this session";
 
+/// Largest KDC reply the enclave reads (real ones, PAC included, are a few KiB).
+pub const MAX_KDC_REPLY_LEN: usize = 64 << 10;
+/// Bytes of TGTs all sessions of one owner may hold together.
+pub const MAX_TICKET_BYTES_PER_OWNER: usize = 1 << 20;
+/// Largest PBKDF2 iteration count accepted from a KDC: more would keep the enclave (which serves
+/// one request at a time) busy for seconds on behalf of one hostile KDC.
+pub const MAX_S2K_ITERATIONS: u32 = 1 << 20;
+
 /// Why a Kerberos step failed. Messages name the rule or the KDC's error, never a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KerberosError {
@@ -53,6 +79,8 @@ pub enum KerberosError {
     Unauthenticated(String),
     /// Refused by rule, or the session is in the wrong state.
     FailedPrecondition(String),
+    /// A size or memory limit of the enclave.
+    ResourceExhausted(String),
     /// The KDC is not answering usefully (e.g. repeated clock skew); retrying later may help.
     Unavailable(String),
     /// The enclave itself failed (e.g. its random source).
@@ -67,6 +95,7 @@ impl KerberosError {
             KerberosError::NotFound(_) => CODE_NOT_FOUND,
             KerberosError::Unauthenticated(_) => CODE_UNAUTHENTICATED,
             KerberosError::FailedPrecondition(_) => CODE_FAILED_PRECONDITION,
+            KerberosError::ResourceExhausted(_) => CODE_RESOURCE_EXHAUSTED,
             KerberosError::Unavailable(_) => CODE_UNAVAILABLE,
             KerberosError::Internal(_) => CODE_INTERNAL,
         }
@@ -79,6 +108,7 @@ impl KerberosError {
             | KerberosError::NotFound(m)
             | KerberosError::Unauthenticated(m)
             | KerberosError::FailedPrecondition(m)
+            | KerberosError::ResourceExhausted(m)
             | KerberosError::Unavailable(m)
             | KerberosError::Internal(m) => m,
         }
@@ -88,9 +118,11 @@ impl KerberosError {
 impl From<CryptoError> for KerberosError {
     fn from(e: CryptoError) -> Self {
         match e {
-            CryptoError::Des(_) | CryptoError::Rc4NotAllowed | CryptoError::Unsupported(_) => {
-                KerberosError::FailedPrecondition(format!("{e}"))
-            }
+            CryptoError::Rc4NotAllowed => KerberosError::FailedPrecondition(String::from(
+                "rc4-hmac is not allowed for this session: the image's signed policy and the logon must both allow \
+                 it (kerberos.allow_rc4 alone cannot)",
+            )),
+            CryptoError::Des(_) | CryptoError::Unsupported(_) => KerberosError::FailedPrecondition(format!("{e}")),
             CryptoError::Integrity => {
                 KerberosError::Unauthenticated("a KDC reply did not decrypt: wrong password or key".into())
             }
@@ -108,13 +140,26 @@ struct Tgt {
     info: TicketInfo,
 }
 
-/// An exchange waiting for the KDC's reply.
-struct Pending {
+/// An AS exchange waiting for the KDC's reply.
+struct PendingAs {
     nonce: u32,
-    /// Whether the request carried PA-ENC-TIMESTAMP (AS) — a second PREAUTH_REQUIRED then is an error.
+    /// Whether the request carried PA-ENC-TIMESTAMP: a second PREAUTH_REQUIRED then is an error.
     preauth: bool,
     /// Whether a clock-skew retry was made already.
     skew_retried: bool,
+    /// A key derived from the password for this exchange, kept only once an AS-REP decrypts
+    /// with it (until then the password stays).
+    candidate: Option<Key>,
+}
+
+/// A TGS exchange waiting for the KDC's reply.
+struct PendingTgs {
+    nonce: u32,
+    skew_retried: bool,
+    /// The SPN as the caller gave it (the next step must name the same).
+    spn: String,
+    /// The service asked for, which the reply must name.
+    sname: rasn_kerberos::PrincipalName,
 }
 
 /// What the enclave keeps about Kerberos for one logon session.
@@ -122,15 +167,23 @@ struct Pending {
 struct SessionState {
     /// KDC time minus host time, seconds (learnt from KRB_AP_ERR_SKEW).
     clock_offset: i64,
-    pending_as: Option<Pending>,
-    pending_tgs: Option<(Pending, String, bool)>,
+    pending_as: Option<PendingAs>,
+    pending_tgs: Option<PendingTgs>,
     tgt: Option<Tgt>,
+}
+
+impl SessionState {
+    fn tgt_bytes(&self) -> usize {
+        self.tgt.as_ref().map_or(0, |t| t.ticket.len())
+    }
 }
 
 /// Kerberos state of every session.
 #[derive(Default)]
 pub struct KerberosSessions {
     sessions: BTreeMap<SessionHandle, SessionState>,
+    /// Bytes of TGTs held per owner.
+    held: BTreeMap<Owner, usize>,
 }
 
 /// A TGT closer than this to its end is not used: the proxy gets a new one first (renewal before
@@ -149,14 +202,46 @@ impl KerberosSessions {
     pub const fn new() -> Self {
         Self {
             sessions: BTreeMap::new(),
+            held: BTreeMap::new(),
         }
     }
 
-    /// Forgets (and wipes) the Kerberos state of `handle`.
-    pub fn forget_session(&mut self, handle: &[u8]) {
-        if let Ok(h) = SessionHandle::try_from(handle) {
-            self.sessions.remove(&h);
+    /// Forgets (and wipes) the Kerberos state of `handle`, a session of `owner`.
+    pub fn forget_session(&mut self, handle: &[u8], owner: Owner) {
+        if let Ok(h) = SessionHandle::try_from(handle)
+            && let Some(st) = self.sessions.remove(&h)
+        {
+            self.release(owner, st.tgt_bytes());
         }
+    }
+
+    /// Bytes of TGTs `owner`'s sessions hold.
+    pub fn held_by(&self, owner: Owner) -> usize {
+        self.held.get(&owner).copied().unwrap_or(0)
+    }
+
+    fn release(&mut self, owner: Owner, bytes: usize) {
+        if let Some(h) = self.held.get_mut(&owner) {
+            *h = h.saturating_sub(bytes);
+            if *h == 0 {
+                self.held.remove(&owner);
+            }
+        }
+    }
+
+    /// Keeps `tgt` for `handle` (replacing its old one) if `owner` stays within its budget.
+    fn keep_tgt(&mut self, handle: SessionHandle, owner: Owner, tgt: Tgt) -> Result<(), KerberosError> {
+        let old = self.sessions.get(&handle).map_or(0, SessionState::tgt_bytes);
+        let total = self.held_by(owner).saturating_sub(old).saturating_add(tgt.ticket.len());
+        if total > MAX_TICKET_BYTES_PER_OWNER {
+            return Err(KerberosError::ResourceExhausted(format!(
+                "this user's sessions hold {MAX_TICKET_BYTES_PER_OWNER} bytes of tickets, as many as the enclave \
+                 allows one user: log off some sessions"
+            )));
+        }
+        self.held.insert(owner, total);
+        self.sessions.entry(handle).or_default().tgt = Some(tgt);
+        Ok(())
     }
 }
 
@@ -175,6 +260,20 @@ fn confounder<R: TryCryptoRng>(rng: &mut R) -> Result<[u8; 16], KerberosError> {
     Ok(c)
 }
 
+fn no_session() -> KerberosError {
+    KerberosError::NotFound("no such session in this enclave".into())
+}
+
+fn check_reply_len(reply: &[u8]) -> Result<(), KerberosError> {
+    if reply.len() > MAX_KDC_REPLY_LEN {
+        return Err(KerberosError::ResourceExhausted(format!(
+            "a KDC reply of {} bytes exceeds the enclave's limit of {MAX_KDC_REPLY_LEN} bytes",
+            reply.len()
+        )));
+    }
+    Ok(())
+}
+
 /// `KerberosAs`: one step of the AS exchange; `payload` is a `KerberosAsRequest`.
 pub fn as_step<R: TryCryptoRng>(
     creds: &mut CredentialStore,
@@ -184,42 +283,21 @@ pub fn as_step<R: TryCryptoRng>(
 ) -> Result<Vec<u8>, KerberosError> {
     let req = KerberosAsRequest::decode(payload)
         .map_err(|_| KerberosError::InvalidArgument("payload is not a KerberosAsRequest".into()))?;
-    let handle = SessionHandle::try_from(req.session_handle.as_slice())
-        .map_err(|_| KerberosError::NotFound("no such session in this enclave".into()))?;
-    let cred = creds
-        .get_mut(&handle)
-        .ok_or_else(|| KerberosError::NotFound("no such session in this enclave".into()))?;
+    check_reply_len(&req.kdc_reply)?;
+    let handle = SessionHandle::try_from(req.session_handle.as_slice()).map_err(|_| no_session())?;
+    let cred = creds.get_mut(&handle).ok_or_else(no_session)?;
     if cred.realm.is_empty() {
         return Err(KerberosError::FailedPrecondition(
             "the session has no Kerberos realm (log on with a realm)".into(),
         ));
     }
-    let st = state.sessions.entry(handle).or_default();
-    let client = messages::Client {
-        user: &cred.user,
-        realm: &cred.realm,
-    };
     if req.kdc_reply.is_empty() {
-        let nonce = random_u32(rng)?;
-        // With a key already (given at logon, or derived earlier) pre-authenticate at once;
-        // otherwise ask without, to learn the salt and iteration count from ETYPE-INFO2.
-        let key = usable_key(&cred.keys, req.allow_rc4);
-        let now = req.now_unix.saturating_add(st.clock_offset);
-        let bytes = match key {
-            Some(k) => messages::as_req(&client, Some((&k, confounder(rng)?)), now, nonce, req.allow_rc4)?,
-            None => messages::as_req(&client, None, now, nonce, req.allow_rc4)?,
-        };
-        st.pending_as = Some(Pending {
-            nonce,
-            preauth: key_present(&cred.keys, req.allow_rc4),
-            skew_retried: false,
-        });
-        return Ok(KerberosAsReply {
-            kdc_request: bytes,
-            ..Default::default()
-        }
-        .encode_to_vec());
+        let st = state.sessions.entry(handle).or_default();
+        let next = as_start(cred, st, rng, req.now_unix)?;
+        return Ok(next.encode_to_vec());
     }
+    let owner = cred.owner;
+    let st = state.sessions.entry(handle).or_default();
     let Some(pending) = st.pending_as.take() else {
         return Err(KerberosError::FailedPrecondition(
             "no AS exchange is in progress for this session".into(),
@@ -227,128 +305,235 @@ pub fn as_step<R: TryCryptoRng>(
     };
     match messages::parse_kdc_reply(&req.kdc_reply)? {
         KdcReply::Error(e) => {
-            let next = match e.code {
-                messages::KDC_ERR_PREAUTH_REQUIRED if !pending.preauth => {
-                    let info = messages::etype_info2(&e)?;
-                    let chosen = choose_etype(&info, req.allow_rc4)?;
-                    if !cred.keys.iter().any(|k| k.enctype == chosen.etype) {
-                        let Some(password) = cred.password.as_ref() else {
-                            return Err(KerberosError::FailedPrecondition(format!(
-                                "the KDC wants enctype {} and the session has no key of it (no password kept)",
-                                chosen.etype
-                            )));
-                        };
-                        let salt = match &chosen.salt {
-                            Some(s) => s.clone(),
-                            None => messages::default_salt(&client),
-                        };
-                        let k = crypto::string_to_key(
-                            chosen.etype,
-                            password.as_bytes(),
-                            &salt,
-                            chosen.s2kparams.as_deref(),
-                        )?;
-                        cred.keys.push(KerberosKey {
-                            enctype: k.enctype,
-                            value: k.value,
-                        });
-                        // The long-term key is derived: the password is not needed any more.
-                        cred.password = None;
-                    }
-                    let key = pick_key(&cred.keys, chosen.etype)?;
-                    let next = Pending {
-                        nonce: pending.nonce,
-                        preauth: true,
-                        skew_retried: pending.skew_retried,
-                    };
-                    (next, key)
-                }
-                messages::KRB_AP_ERR_SKEW if !pending.skew_retried => {
-                    st.clock_offset = e.stime.saturating_sub(req.now_unix);
-                    let key = if pending.preauth {
-                        usable_key(&cred.keys, req.allow_rc4)
-                    } else {
-                        None
-                    };
-                    let next = Pending {
-                        nonce: pending.nonce,
-                        preauth: pending.preauth,
-                        skew_retried: true,
-                    };
-                    (next, key)
-                }
-                _ => return Err(kdc_error(&e, "AS")),
-            };
-            let (p, key) = next;
-            let now = req.now_unix.saturating_add(st.clock_offset);
-            let bytes = match key {
-                Some(k) => messages::as_req(&client, Some((&k, confounder(rng)?)), now, p.nonce, req.allow_rc4)?,
-                None => messages::as_req(&client, None, now, p.nonce, req.allow_rc4)?,
-            };
-            st.pending_as = Some(p);
-            Ok(KerberosAsReply {
-                kdc_request: bytes,
-                ..Default::default()
-            }
-            .encode_to_vec())
+            let next = as_retry(cred, st, rng, req.now_unix, pending, &e)?;
+            Ok(next.encode_to_vec())
         }
         KdcReply::Rep(rep) => {
-            if rep.tgs {
-                return Err(KerberosError::InvalidArgument(
-                    "the KDC answered an AS-REQ with a TGS-REP".into(),
-                ));
-            }
-            crypto::check_enctype(rep.enc_etype, req.allow_rc4)?;
-            if !cred.keys.iter().any(|k| k.enctype == rep.enc_etype) {
-                // The KDC did not require preauthentication: derive the key with the salt of the
-                // reply's ETYPE-INFO2 (or the default salt).
-                if let Some(password) = cred.password.as_ref() {
-                    let entry = rep.etype_info.iter().find(|e| e.etype == rep.enc_etype);
-                    let salt = entry
-                        .and_then(|e| e.salt.clone())
-                        .unwrap_or_else(|| messages::default_salt(&client));
-                    let params = entry.and_then(|e| e.s2kparams.clone());
-                    let k = crypto::string_to_key(rep.enc_etype, password.as_bytes(), &salt, params.as_deref())?;
-                    cred.keys.push(KerberosKey {
-                        enctype: k.enctype,
-                        value: k.value,
-                    });
-                    cred.password = None;
-                }
-            }
-            let key = pick_key(&cred.keys, rep.enc_etype)?.ok_or_else(|| {
-                KerberosError::FailedPrecondition(format!(
-                    "the KDC encrypted the AS-REP in enctype {} and the session has no key of it",
-                    rep.enc_etype
-                ))
-            })?;
-            // Key usage 3: AS-REP encrypted part.
-            let plain = crypto::decrypt(&key, 3, &rep.enc_cipher)?;
-            let (session_key, mut info) = messages::enc_kdc_rep_part(&plain, pending.nonce)?;
-            crypto::check_enctype(session_key.enctype, req.allow_rc4)?;
-            info.client = rep.cname_pn.clone();
-            let reply = KerberosAsReply {
-                kdc_request: Vec::new(),
-                client_principal: format!("{}@{}", rep.cname, rep.crealm),
-                realm: rep.crealm.clone(),
-                enctype: session_key.enctype,
-                auth_time: info.auth_time,
-                start_time: info.start_time,
-                end_time: info.end_time,
-                renew_till: info.renew_till,
-            };
-            st.tgt = Some(Tgt {
-                ticket: zeroize::Zeroizing::new(rep.ticket),
-                key: session_key,
-                info,
-            });
+            let (reply, tgt) = as_finish(cred, pending, rep)?;
+            state.keep_tgt(handle, owner, tgt)?;
             Ok(reply.encode_to_vec())
         }
     }
 }
 
-fn key_present(keys: &[KerberosKey], allow_rc4: bool) -> bool {
-    keys.iter().any(|k| crypto::check_enctype(k.enctype, allow_rc4).is_ok())
+/// The first AS-REQ: pre-authenticated at once with a key the session holds already (given at
+/// logon, or confirmed by an earlier AS-REP); otherwise without, to learn the salt and iteration
+/// count from ETYPE-INFO2.
+fn as_start<R: TryCryptoRng>(
+    cred: &LogonCredential,
+    st: &mut SessionState,
+    rng: &mut R,
+    now_unix: i64,
+) -> Result<KerberosAsReply, KerberosError> {
+    let nonce = random_u32(rng)?;
+    let key = usable_key(&cred.keys, cred.allow_rc4);
+    let pending = PendingAs {
+        nonce,
+        preauth: key.is_some(),
+        skew_retried: false,
+        candidate: None,
+    };
+    let now = now_unix.saturating_add(st.clock_offset);
+    let request = as_request(cred, key.as_ref(), rng, now, nonce)?;
+    st.pending_as = Some(pending);
+    Ok(request)
+}
+
+fn as_request<R: TryCryptoRng>(
+    cred: &LogonCredential,
+    key: Option<&Key>,
+    rng: &mut R,
+    now: i64,
+    nonce: u32,
+) -> Result<KerberosAsReply, KerberosError> {
+    let client = messages::Client {
+        user: &cred.user,
+        realm: &cred.realm,
+    };
+    let bytes = match key {
+        Some(k) => messages::as_req(&client, Some((k, confounder(rng)?)), now, nonce, cred.allow_rc4)?,
+        None => messages::as_req(&client, None, now, nonce, cred.allow_rc4)?,
+    };
+    Ok(KerberosAsReply {
+        kdc_request: bytes,
+        ..Default::default()
+    })
+}
+
+/// The next AS-REQ after a KRB-ERROR the exchange can recover from: PREAUTH_REQUIRED (once)
+/// with the ETYPE-INFO2's parameters, or clock skew (once) at the KDC's time.
+fn as_retry<R: TryCryptoRng>(
+    cred: &LogonCredential,
+    st: &mut SessionState,
+    rng: &mut R,
+    now_unix: i64,
+    pending: PendingAs,
+    e: &messages::KrbErr,
+) -> Result<KerberosAsReply, KerberosError> {
+    let next = match e.code {
+        messages::KDC_ERR_PREAUTH_REQUIRED if !pending.preauth => {
+            let info = messages::etype_info2(e)?;
+            let chosen = choose_etype(&info, cred.allow_rc4)?;
+            let candidate = match pick_key(&cred.keys, chosen.etype)? {
+                Some(_) => None,
+                None => Some(derive_candidate(cred, &chosen)?),
+            };
+            PendingAs {
+                preauth: true,
+                candidate,
+                ..pending
+            }
+        }
+        messages::KRB_AP_ERR_SKEW if !pending.skew_retried => {
+            st.clock_offset = e.stime.saturating_sub(now_unix);
+            PendingAs {
+                skew_retried: true,
+                ..pending
+            }
+        }
+        _ => return Err(kdc_error(e, "AS")),
+    };
+    let key = match (&next.candidate, next.preauth) {
+        (Some(k), _) => Some(k.duplicate()),
+        (None, true) => usable_key(&cred.keys, cred.allow_rc4),
+        (None, false) => None,
+    };
+    let now = now_unix.saturating_add(st.clock_offset);
+    let request = as_request(cred, key.as_ref(), rng, now, next.nonce)?;
+    st.pending_as = Some(next);
+    Ok(request)
+}
+
+/// A key derived from the session's password with the KDC's announced parameters, after the
+/// parameters passed [`check_s2k_params`]. The password stays.
+fn derive_candidate(cred: &LogonCredential, chosen: &messages::EtypeInfo) -> Result<Key, KerberosError> {
+    let Some(password) = cred.password.as_ref() else {
+        return Err(KerberosError::FailedPrecondition(format!(
+            "the KDC wants enctype {} and the session has no key of it (no password kept)",
+            chosen.etype
+        )));
+    };
+    check_s2k_params(chosen.etype, chosen.s2kparams.as_deref())?;
+    let client = messages::Client {
+        user: &cred.user,
+        realm: &cred.realm,
+    };
+    let salt = match &chosen.salt {
+        Some(s) => s.clone(),
+        None => messages::default_salt(&client),
+    };
+    Ok(crypto::string_to_key(
+        chosen.etype,
+        password.as_bytes(),
+        &salt,
+        chosen.s2kparams.as_deref(),
+    )?)
+}
+
+/// Refuses string-to-key parameters weaker than the RFC defaults (or absurdly costly): a forged
+/// ETYPE-INFO2 must not make the enclave publish a PA-ENC-TIMESTAMP under a cheap key.
+pub fn check_s2k_params(etype: i32, s2kparams: Option<&[u8]>) -> Result<(), KerberosError> {
+    let floor = match etype {
+        crypto::AES128_SHA1 | crypto::AES256_SHA1 => 4_096,
+        crypto::AES128_SHA256 | crypto::AES256_SHA384 => 32_768,
+        // rc4-hmac's key is the NT hash: no parameters.
+        _ => return Ok(()),
+    };
+    let Some(p) = s2kparams else {
+        return Ok(());
+    };
+    let Ok(bytes) = <[u8; 4]>::try_from(p) else {
+        return Err(KerberosError::FailedPrecondition(format!(
+            "the KDC's string-to-key parameters for enctype {etype} are not a 4-byte iteration count"
+        )));
+    };
+    let iterations = u32::from_be_bytes(bytes);
+    if iterations < floor || iterations > MAX_S2K_ITERATIONS {
+        return Err(KerberosError::FailedPrecondition(format!(
+            "the KDC asks for {iterations} string-to-key iterations for enctype {etype}: refused (at least {floor}, \
+             at most {MAX_S2K_ITERATIONS}); a genuine KDC never asks for fewer than the RFC default"
+        )));
+    }
+    Ok(())
+}
+
+/// Decrypts the AS-REP with the key it is encrypted in; keeps that key if it came from the
+/// password (whose job is then done); returns the reply and the TGT.
+fn as_finish(
+    cred: &mut LogonCredential,
+    pending: PendingAs,
+    rep: messages::RepParts,
+) -> Result<(KerberosAsReply, Tgt), KerberosError> {
+    if rep.tgs {
+        return Err(KerberosError::InvalidArgument(
+            "the KDC answered an AS-REQ with a TGS-REP".into(),
+        ));
+    }
+    crypto::check_enctype(rep.enc_etype, cred.allow_rc4)?;
+    if !messages::is_tgs_principal(&rep.ticket_sname) {
+        return Err(KerberosError::InvalidArgument(
+            "the KDC answered an AS-REQ for krbtgt with a ticket for another service".into(),
+        ));
+    }
+    let (key, derived) = as_reply_key(cred, pending.candidate, &rep)?;
+    // Key usage 3: AS-REP encrypted part.
+    let plain = crypto::decrypt(&key, 3, &rep.enc_cipher)?;
+    let (session_key, mut info) = messages::enc_kdc_rep_part(&plain, pending.nonce)?;
+    crypto::check_enctype(session_key.enctype, cred.allow_rc4)?;
+    if derived {
+        // The key is confirmed: the password is not needed any more.
+        cred.keys.push(KerberosKey {
+            enctype: key.enctype,
+            value: key.value.clone(),
+        });
+        cred.password = None;
+    }
+    info.client = rep.cname_pn.clone();
+    let reply = KerberosAsReply {
+        kdc_request: Vec::new(),
+        client_principal: format!("{}@{}", rep.cname, rep.crealm),
+        realm: rep.crealm.clone(),
+        enctype: session_key.enctype,
+        auth_time: info.auth_time,
+        start_time: info.start_time,
+        end_time: info.end_time,
+        renew_till: info.renew_till,
+    };
+    let tgt = Tgt {
+        ticket: zeroize::Zeroizing::new(rep.ticket),
+        key: session_key,
+        info,
+    };
+    Ok((reply, tgt))
+}
+
+/// The key an AS-REP is encrypted in: one the session holds, this exchange's candidate, or (a
+/// KDC that did not require preauthentication) one derived now with the reply's ETYPE-INFO2.
+/// Also says whether it came from the password.
+fn as_reply_key(
+    cred: &LogonCredential,
+    candidate: Option<Key>,
+    rep: &messages::RepParts,
+) -> Result<(Key, bool), KerberosError> {
+    if let Some(k) = pick_key(&cred.keys, rep.enc_etype)? {
+        return Ok((k, false));
+    }
+    if let Some(k) = candidate.filter(|k| k.enctype == rep.enc_etype) {
+        return Ok((k, true));
+    }
+    if cred.password.is_some() {
+        let entry = rep.etype_info.iter().find(|e| e.etype == rep.enc_etype);
+        let chosen = messages::EtypeInfo {
+            etype: rep.enc_etype,
+            salt: entry.and_then(|e| e.salt.clone()),
+            s2kparams: entry.and_then(|e| e.s2kparams.clone()),
+        };
+        return Ok((derive_candidate(cred, &chosen)?, true));
+    }
+    Err(KerberosError::FailedPrecondition(format!(
+        "the KDC encrypted the AS-REP in enctype {} and the session has no key of it",
+        rep.enc_etype
+    )))
 }
 
 /// The strongest usable key the session holds.
@@ -387,7 +572,7 @@ pub fn choose_etype(entries: &[messages::EtypeInfo], allow_rc4: bool) -> Result<
         if allow_rc4 {
             ", 23"
         } else {
-            "; 23 only with kerberos.allow_rc4"
+            "; 23 only where the image's signed policy and the logon allow rc4-hmac (kerberos.allow_rc4)"
         }
     )))
 }
@@ -403,7 +588,6 @@ fn kdc_error(e: &messages::KrbErr, exchange: &str) -> KerberosError {
         messages::KRB_AP_ERR_SKEW => {
             KerberosError::Unavailable(format!("{m}, again after one retry at the KDC's time"))
         }
-        14 | 16 | 25 => KerberosError::FailedPrecondition(m),
         _ => KerberosError::FailedPrecondition(m),
     }
 }
@@ -422,12 +606,13 @@ pub fn tgs_step<R: TryCryptoRng>(
             "unconstrained delegation is never allowed: credguard never forwards a TGT".into(),
         ));
     }
-    let handle = SessionHandle::try_from(req.session_handle.as_slice())
-        .map_err(|_| KerberosError::NotFound("no such session in this enclave".into()))?;
-    let cred = creds
-        .get(&handle)
-        .ok_or_else(|| KerberosError::NotFound("no such session in this enclave".into()))?;
-    let spn = messages::parse_spn(&req.spn)?;
+    check_reply_len(&req.kdc_reply)?;
+    let handle = SessionHandle::try_from(req.session_handle.as_slice()).map_err(|_| no_session())?;
+    let cred = creds.get(&handle).ok_or_else(no_session)?;
+    let sname = messages::parse_spn(&req.spn)?;
+    if messages::is_tgs_principal(&sname) {
+        return Err(tgt_refused(&req.spn));
+    }
     let st = state.sessions.entry(handle).or_default();
     let now = req.now_unix.saturating_add(st.clock_offset);
     let tgt = match &st.tgt {
@@ -438,42 +623,24 @@ pub fn tgs_step<R: TryCryptoRng>(
             )));
         }
     };
-    crypto::check_enctype(tgt.key.enctype, req.allow_rc4)?;
+    crypto::check_enctype(tgt.key.enctype, cred.allow_rc4)?;
     if req.kdc_reply.is_empty() {
         let nonce = random_u32(rng)?;
-        let bytes = messages::tgs_req(
-            &cred.realm,
-            &tgt.info.client,
-            &tgt.ticket,
-            &tgt.key,
-            &spn,
-            tgt.info.end_time,
-            now,
+        let request = tgs_request(cred, tgt, &sname, now, nonce, rng)?;
+        st.pending_tgs = Some(PendingTgs {
             nonce,
-            req.allow_rc4,
-            confounder(rng)?,
-        )?;
-        st.pending_tgs = Some((
-            Pending {
-                nonce,
-                preauth: false,
-                skew_retried: false,
-            },
-            req.spn.clone(),
-            req.mutual,
-        ));
-        return Ok(KerberosTgsReply {
-            kdc_request: bytes,
-            ..Default::default()
-        }
-        .encode_to_vec());
+            skew_retried: false,
+            spn: req.spn.clone(),
+            sname,
+        });
+        return Ok(request.encode_to_vec());
     }
-    let Some((pending, pending_spn, _)) = st.pending_tgs.take() else {
+    let Some(pending) = st.pending_tgs.take() else {
         return Err(KerberosError::FailedPrecondition(
             "no TGS exchange is in progress for this session".into(),
         ));
     };
-    if pending_spn != req.spn {
+    if pending.spn != req.spn {
         return Err(KerberosError::InvalidArgument(
             "the SPN differs from the exchange's first step".into(),
         ));
@@ -482,73 +649,121 @@ pub fn tgs_step<R: TryCryptoRng>(
         KdcReply::Error(e) if e.code == messages::KRB_AP_ERR_SKEW && !pending.skew_retried => {
             st.clock_offset = e.stime.saturating_sub(req.now_unix);
             let now = req.now_unix.saturating_add(st.clock_offset);
-            let bytes = messages::tgs_req(
-                &cred.realm,
-                &tgt.info.client,
-                &tgt.ticket,
-                &tgt.key,
-                &spn,
-                tgt.info.end_time,
-                now,
-                pending.nonce,
-                req.allow_rc4,
-                confounder(rng)?,
-            )?;
-            st.pending_tgs = Some((
-                Pending {
-                    skew_retried: true,
-                    ..pending
-                },
-                req.spn.clone(),
-                req.mutual,
-            ));
-            Ok(KerberosTgsReply {
-                kdc_request: bytes,
-                ..Default::default()
-            }
-            .encode_to_vec())
+            let request = tgs_request(cred, tgt, &pending.sname, now, pending.nonce, rng)?;
+            st.pending_tgs = Some(PendingTgs {
+                skew_retried: true,
+                ..pending
+            });
+            Ok(request.encode_to_vec())
         }
         KdcReply::Error(e) => Err(kdc_error(&e, "TGS")),
-        KdcReply::Rep(rep) => {
-            if !rep.tgs {
-                return Err(KerberosError::InvalidArgument(
-                    "the KDC answered a TGS-REQ with an AS-REP".into(),
-                ));
-            }
-            // Key usage 8: TGS-REP encrypted part, under the TGT session key (no subkey sent).
-            let plain = crypto::decrypt(&tgt.key, 8, &rep.enc_cipher)?;
-            let (session_key, info) = messages::enc_kdc_rep_part(&plain, pending.nonce)?;
-            crypto::check_enctype(session_key.enctype, req.allow_rc4)?;
-            let seq = random_u32(rng)?;
-            let ap_req = messages::ap_req(
-                &rep.crealm,
-                &tgt.info.client,
-                &rep.ticket,
-                &session_key,
-                now,
-                seq,
-                req.mutual,
-                confounder(rng)?,
-            )?;
-            let gss_token = messages::gss_initial_token(&ap_req);
-            let reply = KerberosTgsReply {
-                kdc_request: Vec::new(),
-                gss_token,
-                ap_req,
-                ticket: rep.ticket,
-                session_key: session_key.value.to_vec(),
-                enctype: session_key.enctype,
-                auth_time: info.auth_time,
-                start_time: info.start_time,
-                end_time: info.end_time,
-                renew_till: info.renew_till,
-                flags: info.flags,
-                client_principal: format!("{}@{}", rep.cname, rep.crealm),
-                server_principal: format!("{}@{}", info.server, info.server_realm),
-            };
-            Ok(reply.encode_to_vec())
-        }
+        KdcReply::Rep(rep) => Ok(tgs_finish(cred, tgt, &pending, rep, now, req.mutual, rng)?.encode_to_vec()),
     }
+}
+
+fn tgt_refused(spn: &str) -> KerberosError {
+    KerberosError::FailedPrecondition(format!(
+        "{spn:?} names a ticket-granting service (krbtgt): a TGT never leaves the enclave; ask for the \
+         service's own name"
+    ))
+}
+
+fn tgs_request<R: TryCryptoRng>(
+    cred: &LogonCredential,
+    tgt: &Tgt,
+    sname: &rasn_kerberos::PrincipalName,
+    now: i64,
+    nonce: u32,
+    rng: &mut R,
+) -> Result<KerberosTgsReply, KerberosError> {
+    let bytes = messages::tgs_req(
+        &cred.realm,
+        &tgt.info.client,
+        &tgt.ticket,
+        &tgt.key,
+        sname,
+        tgt.info.end_time,
+        now,
+        nonce,
+        cred.allow_rc4,
+        confounder(rng)?,
+    )?;
+    Ok(KerberosTgsReply {
+        kdc_request: bytes,
+        ..Default::default()
+    })
+}
+
+/// Checks the TGS-REP names the service asked for (a TGT under any name stays here: its key is
+/// dropped with the error), then builds the AP-REQ and the GSS token.
+fn tgs_finish<R: TryCryptoRng>(
+    cred: &LogonCredential,
+    tgt: &Tgt,
+    pending: &PendingTgs,
+    rep: messages::RepParts,
+    now: i64,
+    mutual: bool,
+    rng: &mut R,
+) -> Result<KerberosTgsReply, KerberosError> {
+    if !rep.tgs {
+        return Err(KerberosError::InvalidArgument(
+            "the KDC answered a TGS-REQ with an AS-REP".into(),
+        ));
+    }
+    if messages::is_tgs_principal(&rep.ticket_sname) {
+        return Err(referral_refused(&rep.ticket_sname));
+    }
+    // Key usage 8: TGS-REP encrypted part, under the TGT session key (no subkey sent).
+    let plain = crypto::decrypt(&tgt.key, 8, &rep.enc_cipher)?;
+    let (session_key, info) = messages::enc_kdc_rep_part(&plain, pending.nonce)?;
+    if messages::is_tgs_principal(&info.server_pn) {
+        return Err(referral_refused(&info.server_pn));
+    }
+    if !messages::same_principal(&info.server_pn, &pending.sname)
+        || !messages::same_principal(&rep.ticket_sname, &pending.sname)
+    {
+        return Err(KerberosError::InvalidArgument(format!(
+            "the KDC's reply names {:?}, not the service asked for ({:?})",
+            messages::principal_text(&info.server_pn),
+            pending.spn
+        )));
+    }
+    crypto::check_enctype(session_key.enctype, cred.allow_rc4)?;
+    let seq = random_u32(rng)?;
+    let ap_req = messages::ap_req(
+        &rep.crealm,
+        &tgt.info.client,
+        &rep.ticket,
+        &session_key,
+        now,
+        seq,
+        mutual,
+        confounder(rng)?,
+    )?;
+    let gss_token = messages::gss_initial_token(&ap_req);
+    Ok(KerberosTgsReply {
+        kdc_request: Vec::new(),
+        gss_token,
+        ap_req,
+        ticket: rep.ticket,
+        session_key: session_key.value.to_vec(),
+        enctype: session_key.enctype,
+        auth_time: info.auth_time,
+        start_time: info.start_time,
+        end_time: info.end_time,
+        renew_till: info.renew_till,
+        flags: info.flags,
+        client_principal: format!("{}@{}", rep.cname, rep.crealm),
+        server_principal: format!("{}@{}", info.server, info.server_realm),
+    })
+}
+
+fn referral_refused(name: &rasn_kerberos::PrincipalName) -> KerberosError {
+    KerberosError::FailedPrecondition(format!(
+        "the KDC answered with a ticket-granting ticket ({:?}: a referral or cross-realm TGT); it stays in the \
+         enclave and is not used: following referrals is not supported",
+        messages::principal_text(name)
+    ))
 }
 
 #[cfg(test)]

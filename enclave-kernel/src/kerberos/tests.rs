@@ -59,7 +59,7 @@ fn malformed_kdc_replies_are_errors_not_panics() {
 mod exchanges {
     //! AS steps against KDC replies built here: clock skew, DES-only offers, garbage.
     use super::super::*;
-    use crate::credentials::{LogonCredential, SESSION_HANDLE_LEN};
+    use crate::credentials::SESSION_HANDLE_LEN;
     use rasn::types::{GeneralString, Integer, OctetString};
     use rasn_kerberos::{EtypeInfo2Entry, KerberosTime, KrbError, PaData, PrincipalName};
 
@@ -89,6 +89,9 @@ mod exchanges {
     fn setup() -> (CredentialStore, KerberosSessions, Counter) {
         let mut creds = CredentialStore::new();
         let cred = LogonCredential {
+            owner: credguard_proto::attest::Owner::uid(1000),
+            allow_rc4: false,
+            id: [0; 16],
             user: "alice".into(),
             domain: String::new(),
             realm: "R.TEST".into(),
@@ -154,7 +157,6 @@ mod exchanges {
         let req = KerberosAsRequest {
             session_handle: H.to_vec(),
             now_unix: now,
-            allow_rc4: false,
             kdc_reply: reply,
         };
         as_step(creds, st, rng, &req.encode_to_vec()).map(|b| KerberosAsReply::decode(b.as_slice()).unwrap())
@@ -184,18 +186,268 @@ mod exchanges {
         assert!(creds.get(&H).unwrap().keys.is_empty(), "no key derived for DES");
     }
 
+    use super::super::fake_kdc::{self, Issue};
+
+    const REALM: &str = "R.TEST";
+    const SALT: &str = "R.TESTalice";
+
+    fn user_key(salt: &str) -> Key {
+        crypto::string_to_key(18, b"pw", salt.as_bytes(), None).unwrap()
+    }
+
+    fn nonce_of(r: &KerberosAsReply) -> u32 {
+        fake_kdc::parse_request(&r.kdc_request).unwrap().nonce
+    }
+
+    fn issue<'a>(sname: &'a [&'a str], nonce: u32, session_key: &'a Key, cipher_len: usize) -> Issue<'a> {
+        Issue {
+            realm: REALM,
+            cname: &["alice"],
+            sname,
+            nonce,
+            session_key,
+            now: 1_000,
+            ticket_cipher_len: cipher_len,
+        }
+    }
+
+    /// Runs a whole AS exchange with the right salt; returns the TGT session key.
+    fn get_tgt(creds: &mut CredentialStore, st: &mut KerberosSessions, rng: &mut Counter) -> Key {
+        step(creds, st, rng, 1_000, Vec::new()).unwrap();
+        let r = step(
+            creds,
+            st,
+            rng,
+            1_000,
+            fake_kdc::preauth_required(REALM, 1_000, &[(18, SALT, None)]),
+        )
+        .unwrap();
+        let tgt_key = Key::new(18, &[0x77; 32]).unwrap();
+        let rep = fake_kdc::as_rep(&issue(&["krbtgt", REALM], nonce_of(&r), &tgt_key, 300), &user_key(SALT));
+        let done = step(creds, st, rng, 1_000, rep).unwrap();
+        assert!(done.kdc_request.is_empty(), "the TGT is held");
+        tgt_key
+    }
+
     #[test]
-    fn preauth_derives_the_key_and_wipes_the_password() {
+    fn preauth_keeps_the_password_until_the_as_rep_decrypts() {
         let (mut creds, mut st, mut rng) = setup();
         step(&mut creds, &mut st, &mut rng, 1_000, Vec::new()).unwrap();
         let r = step(&mut creds, &mut st, &mut rng, 1_000, preauth_required(&[1, 18])).unwrap();
-        assert!(!r.kdc_request.is_empty());
+        let sent = fake_kdc::parse_request(&r.kdc_request).unwrap();
+        assert_eq!(sent.enc_timestamp_etype, Some(18));
         let c = creds.get(&H).unwrap();
-        assert!(c.password.is_none(), "the password is wiped once the key is derived");
-        assert_eq!(c.keys.iter().map(|k| k.enctype).collect::<Vec<_>>(), alloc::vec![18]);
+        assert!(c.password.is_some(), "kept until an AS-REP decrypts");
+        assert!(c.keys.is_empty(), "the derived key is not trusted yet");
         // A second PREAUTH_REQUIRED is the KDC refusing the preauthentication, not a loop.
         let e = step(&mut creds, &mut st, &mut rng, 1_000, preauth_required(&[18])).unwrap_err();
         assert!(matches!(e.code(), CODE_FAILED_PRECONDITION | CODE_UNAUTHENTICATED));
+        assert!(creds.get(&H).unwrap().password.is_some());
+        // The genuine exchange: now the key is kept and the password wiped.
+        get_tgt(&mut creds, &mut st, &mut rng);
+        let c = creds.get(&H).unwrap();
+        assert!(c.password.is_none(), "the password is wiped once its key is confirmed");
+        assert_eq!(c.keys.iter().map(|k| k.enctype).collect::<Vec<_>>(), alloc::vec![18]);
+    }
+
+    #[test]
+    fn a_forged_etype_info2_does_not_burn_the_password() {
+        let (mut creds, mut st, mut rng) = setup();
+        step(&mut creds, &mut st, &mut rng, 1_000, Vec::new()).unwrap();
+        let forged = fake_kdc::preauth_required(REALM, 1_000, &[(18, "attacker-salt", None)]);
+        step(&mut creds, &mut st, &mut rng, 1_000, forged).unwrap();
+        // The real KDC (or the forger) refuses the timestamp under the wrong key.
+        let e = step(&mut creds, &mut st, &mut rng, 1_000, krb_error(24, 1_000, None)).unwrap_err();
+        assert_eq!(e.code(), CODE_UNAUTHENTICATED);
+        // A forged AS-REP under a key of the attacker's does not decrypt either.
+        step(&mut creds, &mut st, &mut rng, 1_000, Vec::new()).unwrap();
+        let r = step(
+            &mut creds,
+            &mut st,
+            &mut rng,
+            1_000,
+            fake_kdc::preauth_required(REALM, 1_000, &[(18, "x", None)]),
+        )
+        .unwrap();
+        let junk_key = Key::new(18, &[0x11; 32]).unwrap();
+        let tgt_key = Key::new(18, &[0x77; 32]).unwrap();
+        let rep = fake_kdc::as_rep(&issue(&["krbtgt", REALM], nonce_of(&r), &tgt_key, 100), &junk_key);
+        let e = step(&mut creds, &mut st, &mut rng, 1_000, rep).unwrap_err();
+        assert_eq!(e.code(), CODE_UNAUTHENTICATED);
+        let c = creds.get(&H).unwrap();
+        assert!(c.password.is_some() && c.keys.is_empty(), "the session is not burnt");
+        // The next genuine exchange still works.
+        get_tgt(&mut creds, &mut st, &mut rng);
+    }
+
+    #[test]
+    fn weak_or_absurd_string_to_key_parameters_are_refused() {
+        for (etype, iterations, ok) in [
+            (18, 1, false),
+            (18, 4_095, false),
+            (18, 4_096, true),
+            (17, 100, false),
+            (20, 4_096, false),
+            (20, 32_767, false),
+            (20, 32_768, true),
+            (19, 1 << 21, false),
+        ] {
+            let (mut creds, mut st, mut rng) = setup();
+            step(&mut creds, &mut st, &mut rng, 1_000, Vec::new()).unwrap();
+            let offer = fake_kdc::preauth_required(REALM, 1_000, &[(etype, SALT, Some(iterations))]);
+            let r = step(&mut creds, &mut st, &mut rng, 1_000, offer);
+            match (ok, r) {
+                (true, Ok(r)) => assert_eq!(
+                    fake_kdc::parse_request(&r.kdc_request).unwrap().enc_timestamp_etype,
+                    Some(etype)
+                ),
+                (false, Err(e)) => {
+                    assert_eq!(e.code(), CODE_FAILED_PRECONDITION);
+                    assert!(e.message().contains("iterations"));
+                }
+                (ok, r) => panic!("{etype} x {iterations}: expected ok={ok}, got {:?}", r.map(|_| ())),
+            }
+        }
+        assert!(check_s2k_params(18, Some(&[0, 0])).is_err(), "not a 4-byte count");
+        assert!(check_s2k_params(18, None).is_ok(), "absent: the RFC default");
+    }
+
+    fn tgs(
+        creds: &CredentialStore,
+        st: &mut KerberosSessions,
+        rng: &mut Counter,
+        spn: &str,
+        reply: Vec<u8>,
+    ) -> Result<KerberosTgsReply, KerberosError> {
+        let req = KerberosTgsRequest {
+            session_handle: H.to_vec(),
+            now_unix: 1_000,
+            spn: spn.into(),
+            mutual: false,
+            delegate: false,
+            kdc_reply: reply,
+        };
+        tgs_step(creds, st, rng, &req.encode_to_vec()).map(|b| KerberosTgsReply::decode(b.as_slice()).unwrap())
+    }
+
+    #[test]
+    fn no_tgt_leaves_under_any_name() {
+        let (mut creds, mut st, mut rng) = setup();
+        get_tgt(&mut creds, &mut st, &mut rng);
+        for spn in [
+            "krbtgt/R.TEST",
+            "krbtgt/R.TEST@R.TEST",
+            "krbtgt@R.TEST",
+            "KRBTGT/r.test",
+            "KrbTgt/OTHER.TEST",
+        ] {
+            let e = tgs(&creds, &mut st, &mut rng, spn, Vec::new()).unwrap_err();
+            assert_eq!(e.code(), CODE_FAILED_PRECONDITION, "{spn}");
+            assert!(e.message().contains("krbtgt"), "{spn}");
+        }
+    }
+
+    #[test]
+    fn a_tgs_rep_must_name_the_service_asked_for_and_never_a_tgs() {
+        let (mut creds, mut st, mut rng) = setup();
+        let tgt_key = get_tgt(&mut creds, &mut st, &mut rng);
+        let svc_key = Key::new(18, &[0x99; 32]).unwrap();
+        let mut exchange = |sname: &[&str]| {
+            let first = tgs(&creds, &mut st, &mut rng, "HTTP/web.r.test", Vec::new()).unwrap();
+            let nonce = fake_kdc::parse_request(&first.kdc_request).unwrap().nonce;
+            let rep = fake_kdc::tgs_rep(&issue(sname, nonce, &svc_key, 200), &tgt_key);
+            tgs(&creds, &mut st, &mut rng, "HTTP/web.r.test", rep)
+        };
+        // A referral or cross-realm TGT under the service's request: refused, no key out.
+        let e = exchange(&["krbtgt", "OTHER.TEST"]).unwrap_err();
+        assert_eq!(e.code(), CODE_FAILED_PRECONDITION);
+        assert!(e.clone().message().contains("ticket-granting"), "{e:?}");
+        // Another service's ticket: refused.
+        let e = exchange(&["HTTP", "evil.r.test"]).unwrap_err();
+        assert_eq!(e.code(), CODE_INVALID_ARGUMENT);
+        // The one asked for (the host's case may differ): the ticket and its session key.
+        let ok = exchange(&["HTTP", "WEB.r.test"]).unwrap();
+        assert_eq!(ok.session_key, alloc::vec![0x99; 32]);
+        assert!(!ok.ap_req.is_empty());
+    }
+
+    #[test]
+    fn oversized_replies_and_one_owners_tickets_are_bounded() {
+        let (mut creds, mut st, mut rng) = setup();
+        step(&mut creds, &mut st, &mut rng, 1_000, Vec::new()).unwrap();
+        let e = step(
+            &mut creds,
+            &mut st,
+            &mut rng,
+            1_000,
+            alloc::vec![0x6b; MAX_KDC_REPLY_LEN + 1],
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), CODE_RESOURCE_EXHAUSTED);
+        // Many sessions of one owner with big TGTs: the owner's budget ends it, not the heap.
+        let big = 60 << 10;
+        let mut refused = None;
+        for i in 0..(MAX_TICKET_BYTES_PER_OWNER / big + 2) {
+            let h = [i as u8 + 100; SESSION_HANDLE_LEN];
+            creds.insert(h, session_of(1000)).unwrap();
+            let r = as_with_ticket(&mut creds, &mut st, &mut rng, h, big);
+            if let Err(e) = r {
+                refused = Some(e);
+                break;
+            }
+        }
+        let e = refused.expect("the budget ends it");
+        assert_eq!(e.code(), CODE_RESOURCE_EXHAUSTED);
+        assert!(st.held_by(Owner::uid(1000)) <= MAX_TICKET_BYTES_PER_OWNER);
+        // Another owner is not affected.
+        creds.insert([1; SESSION_HANDLE_LEN], session_of(2000)).unwrap();
+        as_with_ticket(&mut creds, &mut st, &mut rng, [1; SESSION_HANDLE_LEN], big).unwrap();
+        // Logging off gives the budget back.
+        st.forget_session(&[100; SESSION_HANDLE_LEN], Owner::uid(1000));
+        creds.insert([250; SESSION_HANDLE_LEN], session_of(1000)).unwrap();
+        as_with_ticket(&mut creds, &mut st, &mut rng, [250; SESSION_HANDLE_LEN], big).unwrap();
+    }
+
+    fn session_of(uid: u32) -> LogonCredential {
+        LogonCredential {
+            owner: Owner::uid(uid),
+            allow_rc4: false,
+            id: [0; 16],
+            user: "alice".into(),
+            domain: String::new(),
+            realm: REALM.into(),
+            kind: "key",
+            nt_hash: None,
+            password: None,
+            keys: alloc::vec![crate::credentials::KerberosKey {
+                enctype: 18,
+                value: zeroize::Zeroizing::new(user_key(SALT).value.to_vec()),
+            }],
+        }
+    }
+
+    fn as_with_ticket(
+        creds: &mut CredentialStore,
+        st: &mut KerberosSessions,
+        rng: &mut Counter,
+        h: [u8; SESSION_HANDLE_LEN],
+        ticket_len: usize,
+    ) -> Result<(), KerberosError> {
+        let go = |creds: &mut CredentialStore, st: &mut KerberosSessions, rng: &mut Counter, reply| {
+            let req = KerberosAsRequest {
+                session_handle: h.to_vec(),
+                now_unix: 1_000,
+                kdc_reply: reply,
+            };
+            as_step(creds, st, rng, &req.encode_to_vec()).map(|b| KerberosAsReply::decode(b.as_slice()).unwrap())
+        };
+        let first = go(creds, st, rng, Vec::new())?;
+        let tgt_key = Key::new(18, &[0x77; 32]).unwrap();
+        let rep = fake_kdc::as_rep(
+            &issue(&["krbtgt", REALM], nonce_of(&first), &tgt_key, ticket_len),
+            &user_key(SALT),
+        );
+        go(creds, st, rng, rep).map(|_| ())
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! The NT hash and the NTLMv2 hash (NTOWFv2) are computed and used only here; replies carry the
 //! NEGOTIATE and AUTHENTICATE messages and the per-context exported session key, nothing else.
 //! A context (the NEGOTIATE sent, the session it belongs to) lives here between `NtlmNegotiate`
-//! and `NtlmAuthenticate`, under a random id, for one use; the oldest are evicted beyond
-//! [`MAX_CONTEXTS`].
+//! and `NtlmAuthenticate`, under a random id, for one use. Each owner (uid) holds at most
+//! [`MAX_CONTEXTS_PER_OWNER`]: a new one evicts that owner's oldest, never another owner's; when
+//! the enclave holds [`MAX_CONTEXTS`] in all, a new one is refused (RESOURCE_EXHAUSTED).
 //!
 //! The rules are enforced here, whatever the host asks (Credential Guard's lesson from
 //! Pass-the-Challenge and DumpGuard, which used the isolated LSA as an NTLMv1 oracle):
@@ -27,13 +28,19 @@ use prost::Message;
 use rand_core::TryCryptoRng;
 use zeroize::{Zeroize, Zeroizing};
 
+use credguard_proto::attest::Owner;
+
 use crate::credentials::{CredentialStore, SESSION_HANDLE_LEN, SessionHandle};
-use crate::service::{CODE_FAILED_PRECONDITION, CODE_INTERNAL, CODE_INVALID_ARGUMENT, CODE_NOT_FOUND};
+use crate::service::{
+    CODE_FAILED_PRECONDITION, CODE_INTERNAL, CODE_INVALID_ARGUMENT, CODE_NOT_FOUND, CODE_RESOURCE_EXHAUSTED,
+};
 
 /// Bytes of a context id.
 pub const CONTEXT_ID_LEN: usize = 16;
-/// Contexts held at most; beyond it the oldest is forgotten.
-pub const MAX_CONTEXTS: usize = 1024;
+/// Contexts held at most, in all.
+pub const MAX_CONTEXTS: usize = 4096;
+/// Contexts one owner holds at most; beyond it that owner's oldest is forgotten.
+pub const MAX_CONTEXTS_PER_OWNER: usize = 64;
 /// Longest legacy challenge accepted (they are 8 to a few hundred bytes).
 pub const MAX_LEGACY_CHALLENGE_LEN: usize = 4096;
 
@@ -46,6 +53,8 @@ pub enum NtlmError {
     Refused(String),
     /// No such session or context (NOT_FOUND).
     NotFound(String),
+    /// The enclave holds as many contexts as it can (RESOURCE_EXHAUSTED).
+    Exhausted(String),
     /// The enclave's random source failed (INTERNAL).
     Random,
 }
@@ -57,6 +66,7 @@ impl NtlmError {
             NtlmError::Invalid(_) => CODE_INVALID_ARGUMENT,
             NtlmError::Refused(_) => CODE_FAILED_PRECONDITION,
             NtlmError::NotFound(_) => CODE_NOT_FOUND,
+            NtlmError::Exhausted(_) => CODE_RESOURCE_EXHAUSTED,
             NtlmError::Random => CODE_INTERNAL,
         }
     }
@@ -64,7 +74,7 @@ impl NtlmError {
     /// The message of this error.
     pub fn message(self) -> String {
         match self {
-            NtlmError::Invalid(m) | NtlmError::Refused(m) | NtlmError::NotFound(m) => m,
+            NtlmError::Invalid(m) | NtlmError::Refused(m) | NtlmError::NotFound(m) | NtlmError::Exhausted(m) => m,
             NtlmError::Random => String::from("the enclave's random source failed"),
         }
     }
@@ -73,6 +83,7 @@ impl NtlmError {
 /// One NTLM client context between NEGOTIATE and AUTHENTICATE.
 struct Context {
     session: SessionHandle,
+    owner: Owner,
     negotiate: Vec<u8>,
     seq: u64,
 }
@@ -81,7 +92,8 @@ struct Context {
 #[derive(Default)]
 pub struct NtlmContexts {
     by_id: BTreeMap<[u8; CONTEXT_ID_LEN], Context>,
-    by_age: BTreeMap<u64, [u8; CONTEXT_ID_LEN]>,
+    /// Each owner's contexts, oldest first.
+    by_owner: BTreeMap<(Owner, u64), [u8; CONTEXT_ID_LEN]>,
     next_seq: u64,
 }
 
@@ -90,7 +102,7 @@ impl NtlmContexts {
     pub const fn new() -> Self {
         Self {
             by_id: BTreeMap::new(),
-            by_age: BTreeMap::new(),
+            by_owner: BTreeMap::new(),
             next_seq: 0,
         }
     }
@@ -105,29 +117,45 @@ impl NtlmContexts {
         self.by_id.is_empty()
     }
 
+    /// Contexts `owner` holds.
+    pub fn count_of(&self, owner: Owner) -> usize {
+        self.by_owner.range((owner, 0)..=(owner, u64::MAX)).count()
+    }
+
     fn insert(
         &mut self,
         id: [u8; CONTEXT_ID_LEN],
         session: SessionHandle,
+        owner: Owner,
         negotiate: Vec<u8>,
     ) -> Result<(), NtlmError> {
         if self.by_id.contains_key(&id) {
             // 128 random bits never collide unless the random source is broken.
             return Err(NtlmError::Random);
         }
-        while self.by_id.len() >= MAX_CONTEXTS {
-            let Some((_, oldest)) = self.by_age.pop_first() else {
-                break;
-            };
-            self.by_id.remove(&oldest);
+        if self.count_of(owner) >= MAX_CONTEXTS_PER_OWNER {
+            let oldest = self
+                .by_owner
+                .range((owner, 0)..=(owner, u64::MAX))
+                .next()
+                .map(|(_, id)| *id);
+            if let Some(oldest) = oldest {
+                self.take(&oldest);
+            }
+        } else if self.by_id.len() >= MAX_CONTEXTS {
+            return Err(NtlmError::Exhausted(format!(
+                "the enclave holds {MAX_CONTEXTS} open NTLM contexts: finish or abandon some (each user may hold \
+                 {MAX_CONTEXTS_PER_OWNER})"
+            )));
         }
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
-        self.by_age.insert(seq, id);
+        self.by_owner.insert((owner, seq), id);
         self.by_id.insert(
             id,
             Context {
                 session,
+                owner,
                 negotiate,
                 seq,
             },
@@ -139,7 +167,7 @@ impl NtlmContexts {
     fn take(&mut self, id: &[u8]) -> Option<Context> {
         let id: [u8; CONTEXT_ID_LEN] = id.try_into().ok()?;
         let ctx = self.by_id.remove(&id)?;
-        self.by_age.remove(&ctx.seq);
+        self.by_owner.remove(&(ctx.owner, ctx.seq));
         Some(ctx)
     }
 
@@ -158,9 +186,8 @@ impl NtlmContexts {
             .filter(|(_, c)| c.session.as_slice() == handle)
             .map(|(id, c)| (*id, c.seq))
             .collect();
-        for (id, seq) in gone {
-            self.by_id.remove(&id);
-            self.by_age.remove(&seq);
+        for (id, _) in gone {
+            self.take(&id);
         }
     }
 }
@@ -195,7 +222,7 @@ pub fn negotiate<R: TryCryptoRng>(
     let mut id = [0u8; CONTEXT_ID_LEN];
     rng.try_fill_bytes(&mut id).map_err(|_| NtlmError::Random)?;
     let negotiate = message::negotiate_message();
-    contexts.insert(id, handle, negotiate.clone())?;
+    contexts.insert(id, handle, cred.owner, negotiate.clone())?;
     Ok(NtlmNegotiateReply {
         context_id: id.to_vec(),
         negotiate_message: negotiate,

@@ -392,9 +392,17 @@ impl rand_core::TryCryptoRng for Counter {}
 
 fn store_with(handle: [u8; 16], hash: Option<[u8; 16]>) -> CredentialStore {
     let mut s = CredentialStore::new();
+    add_session(&mut s, handle, hash, 1000);
+    s
+}
+
+fn add_session(s: &mut CredentialStore, handle: [u8; 16], hash: Option<[u8; 16]>, uid: u32) {
     s.insert(
         handle,
         LogonCredential {
+            owner: credguard_proto::attest::Owner::uid(uid),
+            allow_rc4: false,
+            id: [0; 16],
             user: "User".into(),
             domain: "Domain".into(),
             realm: String::new(),
@@ -405,7 +413,6 @@ fn store_with(handle: [u8; 16], hash: Option<[u8; 16]>) -> CredentialStore {
         },
     )
     .unwrap();
-    s
 }
 
 fn neg_req(h: &[u8]) -> Vec<u8> {
@@ -490,15 +497,15 @@ fn context_rules() {
         negotiate(&keyonly, &mut ctxs, &mut rng, &neg_req(&[9; 16])),
         Err(NtlmError::Refused(_))
     ));
-    // Bounded: the oldest context is evicted.
+    // Bounded per owner: that owner's oldest context is evicted.
     let mut first = Vec::new();
-    for i in 0..MAX_CONTEXTS + 5 {
+    for i in 0..MAX_CONTEXTS_PER_OWNER + 5 {
         let r = negotiate(&store, &mut ctxs, &mut rng, &neg_req(&[9; 16])).unwrap();
         if i == 0 {
             first = NtlmNegotiateReply::decode(r.as_slice()).unwrap().context_id;
         }
     }
-    assert_eq!(ctxs.len(), MAX_CONTEXTS);
+    assert_eq!(ctxs.len(), MAX_CONTEXTS_PER_OWNER);
     let chal = challenge_msg(GOOD_FLAGS, &ti(&[(2, &utf16("D"))]));
     assert!(matches!(
         authenticate(&store, &mut ctxs, &mut rng, &auth_req(&first, &chal)),
@@ -513,6 +520,44 @@ fn context_rules() {
     let e = authenticate(&store, &mut ctxs, &mut rng, &auth_req(&id, &v1)).unwrap_err();
     assert_eq!(e.code(), CODE_FAILED_PRECONDITION);
     assert!(ctxs.is_empty());
+}
+
+#[test]
+fn one_owner_never_evicts_another_owners_context() {
+    let mut store = store_with([9; 16], Some([1; 16]));
+    let mut ctxs = NtlmContexts::new();
+    let mut rng = Counter(7);
+    // Alice opens one context; mallory opens many, in many sessions.
+    let r = negotiate(&store, &mut ctxs, &mut rng, &neg_req(&[9; 16])).unwrap();
+    let alices = NtlmNegotiateReply::decode(r.as_slice()).unwrap().context_id;
+    let mallory_sessions = MAX_CONTEXTS / MAX_CONTEXTS_PER_OWNER;
+    for s in 0..mallory_sessions {
+        add_session(&mut store, [s as u8 + 100; 16], Some([2; 16]), 666);
+    }
+    for i in 0..2 * MAX_CONTEXTS {
+        let h = [(i % mallory_sessions) as u8 + 100; 16];
+        negotiate(&store, &mut ctxs, &mut rng, &neg_req(&h)).unwrap();
+    }
+    assert_eq!(
+        ctxs.count_of(credguard_proto::attest::Owner::uid(666)),
+        MAX_CONTEXTS_PER_OWNER
+    );
+    let chal = challenge_msg(GOOD_FLAGS, &ti(&[(2, &utf16("D"))]));
+    assert!(authenticate(&store, &mut ctxs, &mut rng, &auth_req(&alices, &chal)).is_ok());
+    // With the enclave full of other owners' contexts, a new one is refused, not evicted.
+    let mut uid = 0u32;
+    while ctxs.len() < MAX_CONTEXTS {
+        let h = [uid as u8 + 10; 16];
+        add_session(&mut store, h, Some([3; 16]), 2000 + uid);
+        while ctxs.count_of(credguard_proto::attest::Owner::uid(2000 + uid)) < MAX_CONTEXTS_PER_OWNER
+            && ctxs.len() < MAX_CONTEXTS
+        {
+            negotiate(&store, &mut ctxs, &mut rng, &neg_req(&h)).unwrap();
+        }
+        uid += 1;
+    }
+    let e = negotiate(&store, &mut ctxs, &mut rng, &neg_req(&[9; 16])).unwrap_err();
+    assert_eq!(e.code(), crate::service::CODE_RESOURCE_EXHAUSTED, "{e:?}");
 }
 
 #[test]

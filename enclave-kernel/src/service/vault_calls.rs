@@ -9,25 +9,17 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use credguard_proto::attest::{Owner, SealPurpose, SealedNames};
 use credguard_proto::enclave::{
-    Frame, LogonRequest, VaultLogonReply, VaultLogonRequest, VaultSealReply, VaultSealRequest, logon_request,
-    sealed_logon_secret, vault_seal_request,
+    Frame, LogonRequest, VaultLogonReply, VaultLogonRequest, VaultSealReply, VaultSealRequest, sealed_logon_secret,
+    vault_seal_request,
 };
 use prost::Message;
 use rand_core::TryCryptoRng;
 
 use super::{CODE_INVALID_ARGUMENT, Service, error, ok, refused};
 use crate::credentials::credential_from;
-use crate::vault::{self, Binding, NONCE_LEN, VaultError};
-
-/// A vault secret as the credential path takes it.
-fn to_logon_secret(s: sealed_logon_secret::Secret) -> logon_request::Secret {
-    match s {
-        sealed_logon_secret::Secret::Password(p) => logon_request::Secret::Password(p),
-        sealed_logon_secret::Secret::NtHash(h) => logon_request::Secret::NtHash(h),
-        sealed_logon_secret::Secret::Key(k) => logon_request::Secret::Key(k),
-    }
-}
+use crate::vault::{self, Binding, NONCE_LEN, VaultError, to_logon_secret};
 
 fn vault_error(call_id: u64, e: VaultError) -> Frame {
     error(call_id, e.code(), alloc::format!("{e}"))
@@ -64,7 +56,8 @@ impl<R: TryCryptoRng> Service<R> {
         if self.vault.is_none() {
             return vault_error(call_id, VaultError::NoVault);
         }
-        let secret = match req.secret.take() {
+        let refuse_unsealed_rc4 = !req.allow_rc4;
+        let (secret, refuse_rc4) = match req.secret.take() {
             None => {
                 return error(
                     call_id,
@@ -72,15 +65,17 @@ impl<R: TryCryptoRng> Service<R> {
                     String::from("one secret is required: password, nt_hash, key or sealed"),
                 );
             }
-            Some(vault_seal_request::Secret::Password(p)) => sealed_logon_secret::Secret::Password(p),
-            Some(vault_seal_request::Secret::NtHash(h)) => sealed_logon_secret::Secret::NtHash(h),
-            Some(vault_seal_request::Secret::Key(k)) => sealed_logon_secret::Secret::Key(k),
-            Some(vault_seal_request::Secret::Sealed(sealed)) => {
-                match self.open_sealed_for_vault(&sealed, &req.user, &req.domain, &req.realm) {
-                    Ok(s) => s,
-                    Err(reply) => return reply.with_call_id(call_id),
-                }
+            Some(vault_seal_request::Secret::Password(p)) => {
+                (sealed_logon_secret::Secret::Password(p), refuse_unsealed_rc4)
             }
+            Some(vault_seal_request::Secret::NtHash(h)) => {
+                (sealed_logon_secret::Secret::NtHash(h), refuse_unsealed_rc4)
+            }
+            Some(vault_seal_request::Secret::Key(k)) => (sealed_logon_secret::Secret::Key(k), refuse_unsealed_rc4),
+            Some(vault_seal_request::Secret::Sealed(sealed)) => match self.open_sealed_for_vault(&sealed, req) {
+                Ok(opened) => (opened.secret, opened.refuse_rc4),
+                Err(reply) => return reply.with_call_id(call_id),
+            },
         };
         let binding = Binding {
             uid: req.uid,
@@ -102,8 +97,10 @@ impl<R: TryCryptoRng> Service<R> {
             realm: req.realm.clone(),
             secret: Some(to_logon_secret(secret.clone())),
             operations_per_second: 0,
+            owner: u64::from(req.uid),
+            allow_rc4: !refuse_rc4,
         };
-        if let Err(e) = credential_from(&mut probe) {
+        if let Err(e) = credential_from(&mut probe, self.boot_facts.allows_rc4()) {
             vault::wipe_secret(secret);
             return refused(call_id, e);
         }
@@ -117,7 +114,7 @@ impl<R: TryCryptoRng> Service<R> {
             vault::wipe_secret(secret);
             return vault_error(call_id, VaultError::NoVault);
         };
-        match v.seal(&binding, secret, nonce) {
+        match v.seal(&binding, secret, refuse_rc4, nonce) {
             Ok(sealed_blob) => ok(
                 call_id,
                 VaultSealReply {
@@ -130,27 +127,21 @@ impl<R: TryCryptoRng> Service<R> {
         }
     }
 
-    /// A secret the client sealed to this boot's sealing key (so that the proxy never saw it),
-    /// opened for the vault with the sealed-logon path's opener.
+    /// A secret the client sealed to this boot's sealing key for a vault save by `req.uid` of
+    /// exactly this target and these names (so that the proxy never saw it).
     fn open_sealed_for_vault(
         &mut self,
         sealed: &credguard_proto::enclave::SealedSecret,
-        user: &str,
-        domain: &str,
-        realm: &str,
-    ) -> Result<sealed_logon_secret::Secret, Frame> {
-        match self.open_sealed_secret(sealed, user, domain, realm) {
-            Ok(logon_request::Secret::Password(p)) => Ok(sealed_logon_secret::Secret::Password(p)),
-            Ok(logon_request::Secret::NtHash(h)) => Ok(sealed_logon_secret::Secret::NtHash(h)),
-            Ok(logon_request::Secret::Key(k)) => Ok(sealed_logon_secret::Secret::Key(k)),
-            // A `SealedLogonSecret` cannot hold another sealed secret.
-            Ok(logon_request::Secret::Sealed(_)) => Err(error(
-                0,
-                CODE_INVALID_ARGUMENT,
-                String::from("a sealed secret must not hold another sealed secret"),
-            )),
-            Err(e) => Err(refused(0, e)),
-        }
+        req: &VaultSealRequest,
+    ) -> Result<crate::sealing::Opened, Frame> {
+        let names = SealedNames {
+            user: &req.user,
+            domain: &req.domain,
+            realm: &req.realm,
+            target: &req.target,
+        };
+        self.open_sealed_secret(sealed, SealPurpose::VaultSave, Owner::uid(req.uid), &names)
+            .map_err(|e| refused(0, e))
     }
 
     /// `VaultLogon`: opens a blob and makes a logon session of it, exactly as `Logon` does. A
@@ -185,7 +176,7 @@ impl<R: TryCryptoRng> Service<R> {
                 vault::wipe_secret(opened.secret);
                 return vault_error(call_id, VaultError::Random);
             }
-            match v.seal(&binding, opened.secret.clone(), nonce) {
+            match v.seal(&binding, opened.secret.clone(), opened.refuse_rc4, nonce) {
                 Ok(b) => resealed_blob = b,
                 Err(e) => {
                     vault::wipe_secret(opened.secret);
@@ -199,6 +190,8 @@ impl<R: TryCryptoRng> Service<R> {
             realm: req.realm.clone(),
             secret: Some(to_logon_secret(opened.secret)),
             operations_per_second: req.operations_per_second,
+            owner: u64::from(req.uid),
+            allow_rc4: !opened.refuse_rc4,
         };
         // From here on as `Logon`: the credential path takes (and wipes) the secret.
         match self.open_session(call_id, &mut logon, req.operations_per_second, now_tsc) {
@@ -280,6 +273,7 @@ mod tests {
             realm: String::new(),
             created_unix_ms: 42,
             secret: Some(vault_seal_request::Secret::Password(password.into())),
+            allow_rc4: false,
         };
         svc.dispatch(&frame(METHOD_VAULT_SEAL, req.encode_to_vec()), 0)
     }
