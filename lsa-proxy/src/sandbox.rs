@@ -378,12 +378,7 @@ const ALLOWED: &[libc::c_long] = &[
 
 /// `ioctl` requests: non-blocking mode, bytes readable (glibc's resolver), close-on-exec, and
 /// the terminal check of the logger.
-const IOCTLS: &[u64] = &[
-    libc::FIONBIO,
-    libc::FIONREAD,
-    libc::FIOCLEX,
-    libc::TCGETS,
-];
+const IOCTLS: &[u64] = &[libc::FIONBIO, libc::FIONREAD, libc::FIOCLEX, libc::TCGETS];
 
 /// Socket families.
 const FAMILIES: &[libc::c_int] = &[libc::AF_UNIX, libc::AF_INET, libc::AF_INET6, libc::AF_VSOCK];
