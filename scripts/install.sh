@@ -11,7 +11,9 @@
 # /etc/systemd/system, and creates the system users credguard-vmm and credguard-proxy and the
 # group credguard (which lets the proxy open the VMM's socket), and the vault's host sealing secret
 # /var/lib/credguard/sealing.secret (32 random bytes, root-only; kept if it exists, since saved
-# credentials cannot be opened without it).
+# credentials cannot be opened without it). The proxy's unit allows IP traffic to loopback only:
+# the drop-in credguard-lsa-proxy.service.d/ip-allow.conf (rewritten at each install) adds the KDCs
+# named in the configuration and the nameservers of /etc/resolv.conf.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 key="" dev=0 enable=0
@@ -20,7 +22,7 @@ while [ $# -gt 0 ]; do
     --key) key="${2:?--key needs a path}"; shift 2 ;;
     --dev-key) dev=1; shift ;;
     --enable) enable=1; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -51,6 +53,29 @@ install -m 0644 "$pub" "$dest/etc/credguard/signing.pub"
 install -m 0644 scripts/systemd/credguard-vmm.service scripts/systemd/credguard-lsa-proxy.service \
   "$dest/etc/systemd/system/"
 install -m 0644 README.md "$dest/usr/local/share/doc/credguard/"
+
+# IPAddressAllow= for the proxy: every address of the KDCs the configuration names (the quoted
+# "host:port" values of its keys with "kdc" in the name, the realm table's included) and the DNS
+# servers it resolves them with. Any other KDC must be added to the drop-in by hand.
+ip_allow_dropin() {
+  local conf="$1" addrs found hp host
+  addrs="$(awk '$1 == "nameserver" { print $2 }' /etc/resolv.conf 2>/dev/null || true)"
+  for hp in $(grep -E '^[[:space:]]*[A-Za-z_]*kdc[A-Za-z_]*[[:space:]]*=' "$conf" 2>/dev/null | grep -oE '"[^"]+"' | tr -d '"'); do
+    host="${hp%:*}"; host="${host#[}"; host="${host%]}"
+    found="$(getent ahosts "$host" | awk '{ print $1 }' || true)"
+    [ -n "$found" ] || echo "install.sh: KDC $host does not resolve: the proxy's IP filter does not allow it" >&2
+    addrs="$addrs $found"
+  done
+  echo "# Written by scripts/install.sh: the IP addresses the LSA proxy may reach besides loopback"
+  echo "# (its unit says IPAddressDeny=any): KDCs named in /etc/credguard/credguard.toml and DNS servers."
+  echo "# Add any other KDC, then: systemctl daemon-reload && systemctl restart credguard-lsa-proxy"
+  echo "[Service]"
+  addrs="$(echo $addrs | tr ' ' '\n' | sort -u | paste -sd ' ')"
+  [ -z "$addrs" ] || echo "IPAddressAllow=$addrs"
+}
+install -d "$dest/etc/systemd/system/credguard-lsa-proxy.service.d"
+ip_allow_dropin "$dest/etc/credguard/credguard.toml" > "$dest/etc/systemd/system/credguard-lsa-proxy.service.d/ip-allow.conf"
+chmod 0644 "$dest/etc/systemd/system/credguard-lsa-proxy.service.d/ip-allow.conf"
 
 if [ -n "$dest" ]; then
   echo "staged under $dest (no users created, systemd untouched)"

@@ -786,3 +786,177 @@ fn sealed_logon_is_attested_single_use_and_bound_to_its_names() {
         assert!(e.message().contains("another boot"), "{e:?}");
     });
 }
+
+/// Whether Python grpcio (and its protoc) can run; a loud skip otherwise, or a failure with
+/// CREDGUARD_REQUIRE_TOOLS=1.
+fn have_python_grpcio(test: &str) -> bool {
+    let have = Command::new("python3").args(["-c", "import grpc, grpc_tools"]).status();
+    if matches!(have, Ok(s) if s.success()) {
+        return true;
+    }
+    assert!(
+        std::env::var("CREDGUARD_REQUIRE_TOOLS").as_deref() != Ok("1"),
+        "python3 grpcio/grpcio-tools are missing and CREDGUARD_REQUIRE_TOOLS=1"
+    );
+    eprintln!("!!! SKIPPED {test}: pip install grpcio grpcio-tools");
+    false
+}
+
+#[test]
+fn plaintext_logon_over_a_long_lived_connection_leaves_nothing_in_the_proxy() {
+    use std::io::{BufRead, BufReader, Write};
+    let test = "plaintext_logon_over_a_long_lived_connection_leaves_nothing_in_the_proxy";
+    if !kvm_or_skip(test) || !have_python_grpcio(test) {
+        return;
+    }
+    let stack = Stack::start("long-lived", "");
+    stack.wait_ready();
+    let root = env!("CARGO_MANIFEST_DIR");
+    // A client library's way: one channel, kept open, plaintext logons (password, NT hash).
+    let mut client = Command::new("python3")
+        .arg(format!("{root}/tests/python/long_lived_client.py"))
+        .arg(&stack.api)
+        .arg(format!("{root}/proto"))
+        .args(["longlived", PASSWORD, NT_HASH_HEX])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("running long_lived_client.py");
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a line from the client").unwrap();
+    assert!(first.starts_with("LOGGED-ON "), "{first}");
+
+    let needles = needles();
+    let (own, _) = scan(std::process::id(), &needles);
+    assert!(
+        own.iter().any(|h| h.starts_with("password (UTF-16LE)")) && own.iter().any(|h| h.starts_with("NT hash at")),
+        "the scanner is blind: {own:?}"
+    );
+    let proxy = stack.proxy_pid().expect("proxy running");
+    // The proxy lets go of the connection's buffers once the logon's answer is written; wait for
+    // that (while the client keeps its channel), then nothing may be left.
+    let start = std::time::Instant::now();
+    let hits = loop {
+        let (hits, read) = scan(proxy, &needles);
+        assert!(read > 1 << 20, "read only {read} bytes of the proxy");
+        if hits.is_empty() || start.elapsed() > Duration::from_secs(10) {
+            break hits;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        hits.is_empty(),
+        "secrets in the proxy's memory with the client still connected:\n{}",
+        hits.join("\n")
+    );
+
+    // The client's next calls on the same channel work.
+    writeln!(client.stdin.as_mut().unwrap(), "go").unwrap();
+    let last = lines.next().expect("a second line from the client").unwrap();
+    assert!(last.starts_with("OK "), "{last}");
+    assert!(client.wait().unwrap().success());
+}
+
+/// `/proc/PID/status` of `pid`, as (key, value) lines.
+fn proc_status(pid: u32) -> Vec<(String, String)> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("reading /proc/PID/status")
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.to_owned(), v.trim().to_owned())))
+        .collect()
+}
+
+/// A proxy alone (no VMM: it serves, reporting the enclave unreachable) with the debug-only seccomp
+/// self-test `selftest`, its stderr in `log`.
+fn proxy_with_selftest(dir: &Path, selftest: &str, log: &Path) -> std::process::Child {
+    Command::new(credguard_bin())
+        .args(["lsa-proxy", "--socket"])
+        .arg(dir.join("lsa.sock"))
+        .arg("--vmm-socket")
+        .arg(dir.join("no-vmm.sock"))
+        .arg("--vault-dir")
+        .arg(dir.join("vault"))
+        .env("CREDGUARD_LOG", "info")
+        .env("CREDGUARD_PROXY_SECCOMP_SELFTEST", selftest)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("starting the proxy")
+}
+
+#[test]
+fn the_proxy_process_is_hardened_and_its_seccomp_filter_kills_exec() {
+    if !kvm_or_skip("the_proxy_process_is_hardened_and_its_seccomp_filter_kills_exec") {
+        return;
+    }
+    let stack = Stack::start("hardened", "");
+    let status = stack.wait_ready();
+    // Status says what the proxy runs with; the kernel agrees.
+    let protection = status["proxy_protection"].as_str().unwrap_or_default();
+    for part in [
+        "dumpable off",
+        "no core dump",
+        "memory locked",
+        "no new privileges",
+        "seccomp on",
+    ] {
+        assert!(protection.contains(part), "{part:?} missing from {status}");
+    }
+    let proxy = stack.proxy_pid().expect("proxy running");
+    let kernel = proc_status(proxy);
+    let field = |k: &str| kernel.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    assert_eq!(field("Seccomp"), Some("2"), "{kernel:?}");
+    assert_eq!(field("Seccomp_filters"), Some("3"), "{kernel:?}");
+    assert_eq!(field("NoNewPrivs"), Some("1"), "{kernel:?}");
+    let locked_kb: u64 = field("VmLck")
+        .and_then(|v| v.trim_end_matches(" kB").parse().ok())
+        .expect("VmLck");
+    assert!(locked_kb > 0, "no memory locked: {kernel:?}");
+    let limits = std::fs::read_to_string(format!("/proc/{proxy}/limits")).unwrap();
+    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+    assert_eq!(core.split_whitespace().nth(4), Some("0"), "{core}");
+    // And it still does its work (every other end-to-end test runs under the filter too).
+    let (code, out, err) = stack.ctl(None, &["--seal", "never", "logon", "hardy", "--domain", "CORP"], "pw\n");
+    assert_eq!(code, 0, "{out} {err}");
+
+    // A proxy that tries to execute a program once filtered dies of SIGSYS...
+    let dir = temp_dir("proxy-selftest");
+    let mut exec = proxy_with_selftest(&dir.join("exec"), "execve", &dir.join("exec.log"));
+    let status = retry(Duration::from_secs(20), || match exec.try_wait() {
+        Ok(Some(status)) => Ok(status),
+        Ok(None) => Err("still running"),
+        Err(_) => Err("wait failed"),
+    });
+    let log = std::fs::read_to_string(dir.join("exec.log")).unwrap_or_default();
+    assert!(log.contains("seccomp self-test"), "the self-test did not run: {log}");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGSYS),
+        "exec did not kill the proxy: {status}\n{log}"
+    );
+
+    // ...while a call outside the list only fails (EPERM), and the proxy keeps serving.
+    std::fs::create_dir_all(dir.join("unlisted")).unwrap();
+    let mut unlisted = proxy_with_selftest(&dir.join("unlisted"), "unlisted", &dir.join("unlisted.log"));
+    let log = retry(Duration::from_secs(20), || {
+        let log = std::fs::read_to_string(dir.join("unlisted.log")).unwrap_or_default();
+        if log.contains("still serving") {
+            Ok(log)
+        } else {
+            Err(log)
+        }
+    });
+    assert!(log.contains("chroot returned -1 (Operation not permitted"), "{log}");
+    let api = dir.join("unlisted").join("lsa.sock");
+    let served = support::runtime().block_on(async {
+        let mut c = credguard_lsa_proxy::client::connect(&api).await.expect("connecting");
+        c.status(credguard_proto::lsa::StatusRequest {})
+            .await
+            .map(|r| r.into_inner())
+    });
+    let served = served.expect("Status after the refused call");
+    assert!(served.proxy_protection.contains("seccomp on"), "{served:?}");
+    let _ = unlisted.kill();
+    let _ = unlisted.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -154,6 +154,22 @@ fn tgt_service_ticket_and_mit_acceptor_for_every_enctype_and_the_refusals() {
     assert_eq!(code, 1);
     assert!(err.contains("NotFound"), "{err}");
 
+    // A KDC given by host name: resolved by glibc on tokio's blocking pool, under the proxy's
+    // seccomp filter (a thread and getaddrinfo's calls).
+    let port = kdc.get("KDC").rsplit_once(':').unwrap().1;
+    let by_name = format!("localhost:{port}");
+    let resolves_to_kdc = std::net::ToSocketAddrs::to_socket_addrs(&by_name)
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| a.ip().is_loopback() && a.is_ipv4());
+    if resolves_to_kdc {
+        let id = logon(&stack, &kdc, "alice", &password, Some(&by_name));
+        let (code, out, err) = stack.ctl(None, &["kerberos-tgt", &id], "");
+        assert_eq!(code, 0, "KDC {by_name}: {out} {err}");
+    } else {
+        eprintln!("!!! not checked here: localhost does not resolve to 127.0.0.1 first");
+    }
+
     // A KDC nobody listens on: UNAVAILABLE.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_addr = dead.local_addr().unwrap().to_string();
@@ -172,52 +188,157 @@ fn tgt_service_ticket_and_mit_acceptor_for_every_enctype_and_the_refusals() {
     assert!(err.contains("FailedPrecondition"), "{err}");
 }
 
+/// `klist -c CCACHE` and `kvno -c CCACHE SPN` against `kdc`'s realm: both must succeed; returns
+/// klist's listing.
+fn mit_tools_read(kdc: &TestKdc, ccache: &std::path::Path, as_uid: Option<u32>) -> String {
+    let run = |args: &[&std::ffi::OsStr]| {
+        let mut cmd = match as_uid {
+            Some(uid) => {
+                let mut c = Command::new("setpriv");
+                c.args([
+                    format!("--reuid={uid}"),
+                    format!("--regid={uid}"),
+                    "--clear-groups".into(),
+                ]);
+                c.args(args);
+                c
+            }
+            None => {
+                let mut c = Command::new(args[0]);
+                c.args(&args[1..]);
+                c
+            }
+        };
+        let out = cmd
+            .env("KRB5_CONFIG", kdc.get("KRB5_CONFIG"))
+            .output()
+            .expect("running an MIT tool");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{args:?}: {text}");
+        text
+    };
+    let text = run(&["klist".as_ref(), "-c".as_ref(), ccache.as_os_str()]);
+    assert!(text.contains("host/svc.credguard.test@CREDGUARD.TEST"), "{text}");
+    assert!(text.contains("Default principal: alice@CREDGUARD.TEST"), "{text}");
+    assert!(!text.contains("krbtgt"), "never a TGT in the ccache: {text}");
+    // kvno finds the ticket in the cache (no TGT there, so it cannot have asked the KDC).
+    run(&[
+        "kvno".as_ref(),
+        "-c".as_ref(),
+        ccache.as_os_str(),
+        kdc.get("SPN").as_ref(),
+    ]);
+    text
+}
+
 #[test]
 fn ccache_holds_the_service_ticket_only_and_mit_tools_read_it() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let Some((kdc, stack)) = kerberos_stack("kerberos_ccache", false, false) else {
         return;
     };
     let id = logon(&stack, &kdc, "alice", kdc.get("PASSWORD"), None);
     let ccache = stack.dir.join("svc.ccache");
+    let ticket = |uid: Option<u32>, id: &str, path: &std::path::Path| {
+        let (code, _, err) = stack.ctl(
+            uid,
+            &[
+                "kerberos-ticket",
+                id,
+                kdc.get("SPN"),
+                "--ccache",
+                path.to_str().unwrap(),
+            ],
+            "",
+        );
+        assert_eq!(code, 0, "{err}");
+    };
+    ticket(None, &id, &ccache);
+    mit_tools_read(&kdc, &ccache, None);
+    let mode = std::fs::metadata(&ccache).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // credguardctl writes the file itself, as its user: another uid gets a file it owns in a
+    // directory of its own, and its own MIT tools read it.
+    let uid = 64131;
+    let own = stack.dir.join("uid-64131");
+    std::fs::create_dir(&own).unwrap();
+    std::os::unix::fs::chown(&own, Some(uid), Some(uid)).unwrap();
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (code, out, err) = stack.ctl(
+        Some(uid),
+        &["logon", "alice", "--realm", kdc.get("REALM"), "--kdc", kdc.get("KDC")],
+        &format!("{}\n", kdc.get("PASSWORD")),
+    );
+    assert_eq!(code, 0, "{err}");
+    let uid_session = json(&out)["session_id"].as_str().unwrap().to_string();
+    let theirs = own.join("krb5cc");
+    ticket(Some(uid), &uid_session, &theirs);
+    let meta = std::fs::metadata(&theirs).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (uid, 0o600));
+    mit_tools_read(&kdc, &theirs, Some(uid));
+    // Where that uid may not write, nothing is written, whatever the proxy could do.
     let (code, _, err) = stack.ctl(
-        None,
+        Some(uid),
         &[
             "kerberos-ticket",
-            &id,
+            &uid_session,
             kdc.get("SPN"),
             "--ccache",
-            ccache.to_str().unwrap(),
+            "/root/credguard-stolen.ccache",
         ],
         "",
     );
-    assert_eq!(code, 0, "{err}");
-    let out = Command::new("klist")
-        .arg("-c")
-        .arg(&ccache)
-        .env("KRB5_CONFIG", kdc.get("KRB5_CONFIG"))
-        .output()
-        .expect("klist");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("host/svc.credguard.test@CREDGUARD.TEST"), "{text}");
-    assert!(text.contains("Default principal: alice@CREDGUARD.TEST"), "{text}");
-    assert!(!text.contains("krbtgt"), "never a TGT in the ccache: {text}");
-    // kvno finds the ticket in the cache (no TGT there, so it cannot have asked the KDC).
-    let out = Command::new("kvno")
-        .arg("-c")
-        .arg(&ccache)
-        .arg(kdc.get("SPN"))
-        .env("KRB5_CONFIG", kdc.get("KRB5_CONFIG"))
-        .output()
-        .expect("kvno");
+    assert_eq!(code, 1, "{err}");
     assert!(
-        out.status.success(),
-        "kvno: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        err.contains("cannot write the ccache") && err.contains("Permission denied"),
+        "{err}"
     );
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&ccache).unwrap().permissions());
-    assert_eq!(mode & 0o777, 0o600);
+    assert!(!std::path::Path::new("/root/credguard-stolen.ccache").exists());
+
+    // A link planted at the target is replaced, not followed.
+    let victim = stack.dir.join("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+    let linked = stack.dir.join("linked.ccache");
+    std::os::unix::fs::symlink(&victim, &linked).unwrap();
+    ticket(None, &id, &linked);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    assert!(std::fs::symlink_metadata(&linked).unwrap().file_type().is_file());
+    mit_tools_read(&kdc, &linked, None);
+
+    // The proxy itself opens no path a caller names: the old request field is refused, naming
+    // the new one, and nothing appears there.
+    let asked = stack.dir.join("written-by-the-proxy.ccache");
+    support::runtime().block_on(async {
+        let mut c = credguard_lsa_proxy::client::connect(&stack.api).await.unwrap();
+        let e = c
+            .kerberos_get_service_ticket(credguard_proto::lsa::KerberosGetServiceTicketRequest {
+                session_id: id.clone(),
+                spn: kdc.get("SPN").into(),
+                ccache_path: asked.to_str().unwrap().into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("`ccache`"), "{e:?}");
+        // Without it: the bytes come back in the reply, an MIT ccache v4 (0x0504).
+        let r = c
+            .kerberos_get_service_ticket(credguard_proto::lsa::KerberosGetServiceTicketRequest {
+                session_id: id.clone(),
+                spn: kdc.get("SPN").into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(&r.ccache[..2], &[5, 4]);
+    });
+    assert!(!asked.exists());
 }
 
 #[test]

@@ -257,3 +257,66 @@ fn grpcurl_works_through_reflection_and_health() {
     let described = grpcurl(&["describe", "credguard.v1.LogonRequest"]);
     assert!(described.contains("nt_hash"), "{described}");
 }
+
+#[test]
+fn the_installed_config_refuses_secrets_in_the_clear_and_says_how_to_seal() {
+    if !kvm_or_skip("the_installed_config_refuses_secrets_in_the_clear_and_says_how_to_seal") {
+        return;
+    }
+    // The example configuration that scripts/install.sh installs, as it is, and no dev flag.
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/credguard.toml")).unwrap();
+    let stack = Stack::start_as_installed("installed", &example);
+    stack.wait_ready();
+    let says_how_to_seal = |e: &tonic::Status| {
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        let m = e.message();
+        assert!(
+            m.contains("allow_plaintext_secrets")
+                && m.contains("/etc/credguard/attestation.pub")
+                && m.contains("credguard_proto::attest"),
+            "{m}"
+        );
+    };
+    runtime().block_on(async {
+        let mut c = client::connect(&stack.api).await.unwrap();
+        let secrets = [
+            lsa::logon_request::Secret::Password("Installed-Pw-1".into()),
+            lsa::logon_request::Secret::NtHash(vec![7; 16]),
+            lsa::logon_request::Secret::Key(lsa::Key {
+                enctype: 18,
+                value: vec![7; 32],
+            }),
+        ];
+        for secret in secrets {
+            let req = lsa::LogonRequest {
+                user: "u".into(),
+                realm: "R.TEST".into(),
+                secret: Some(secret),
+                ..Default::default()
+            };
+            says_how_to_seal(&c.logon(req).await.unwrap_err());
+        }
+        let save = lsa::SaveCredentialRequest {
+            target: "t".into(),
+            user: "u".into(),
+            secret: Some(lsa::save_credential_request::Secret::Password("Installed-Pw-2".into())),
+            ..Default::default()
+        };
+        says_how_to_seal(&c.save_credential(save).await.unwrap_err());
+        let sessions = c.list_sessions(lsa::ListSessionsRequest {}).await.unwrap().into_inner();
+        assert!(sessions.sessions.is_empty(), "{sessions:?}");
+    });
+    // credguardctl seals by itself when the attestation key is installed, and then it works...
+    let (code, out, err) = stack.ctl(None, &["logon", "alice", "--domain", "CORP"], "Installed-Pw-3\n");
+    assert_eq!(code, 0, "{err}");
+    let (_, listed, _) = stack.ctl(None, &["sessions"], "");
+    let id = json(&out)["session_id"].as_str().unwrap().to_string();
+    assert!(listed.contains(&id) && listed.contains("\"sealed\":true"), "{listed}");
+    // ...but not when told to send the secret in the clear.
+    let (code, _, err) = stack.ctl(None, &["--seal", "never", "logon", "bob"], "Installed-Pw-4\n");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("FailedPrecondition") && err.contains("attestation.pub"),
+        "{err}"
+    );
+}

@@ -469,6 +469,8 @@ fn main() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_credguard-lsa-proxy"));
     cmd.arg("--config").arg(&cfg);
     cmd.arg("--socket").arg(&api).arg("--vmm-socket").arg(&vsock);
+    // The benchmark logs on in the clear, as in dev mode.
+    cmd.arg("--allow-plaintext-secrets");
     let mut proxy = spawn_logged(cmd);
     let encl = measure(&api, n, secs);
     let _ = proxy.kill();

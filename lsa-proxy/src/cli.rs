@@ -26,6 +26,9 @@ struct Cli {
     /// Directory of saved credentials (overrides vault.dir).
     #[arg(long)]
     vault_dir: Option<PathBuf>,
+    /// Development only: accept secrets in the clear (sets api.allow_plaintext_secrets).
+    #[arg(long)]
+    allow_plaintext_secrets: bool,
 }
 
 /// Runs `credguard-lsa-proxy` with `args` (the first is the program name).
@@ -51,6 +54,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
         .with_writer(std::io::stderr)
         .try_init()
         .ok();
+    // First, before the runtime starts: no dump, no swap, no privilege, for all it will hold.
+    crate::sandbox::harden_process();
     let mut config = match &cli.config {
         Some(p) => match Config::load(p) {
             Ok(c) => c,
@@ -70,6 +75,9 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
     if let Some(d) = cli.vault_dir {
         config.vault.dir = d;
     }
+    if cli.allow_plaintext_secrets {
+        config.api.allow_plaintext_secrets = true;
+    }
     // One thread: the proxy does no heavy computation (that is the enclave's), and every wake-up
     // of another thread costs tens of microseconds on the target machines, which a
     // multi-threaded runtime adds to most calls (the reply arrives on another worker).
@@ -81,6 +89,9 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
         }
     };
     let result = rt.block_on(server::serve(config, shutdown_signal(), || {
+        // The sockets are bound: from here on, only the system calls of serving. A failure is
+        // logged and reported by Status ("seccomp OFF").
+        let _ = crate::sandbox::install_seccomp();
         // Tell systemd (Type=notify) we are ready; a no-op outside systemd.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     }));

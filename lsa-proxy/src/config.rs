@@ -80,6 +80,12 @@ pub struct ApiConfig {
     pub socket: PathBuf,
     /// Also listen on this AF_VSOCK port, for clients in other VMs (off when absent).
     pub vsock_port: Option<u32>,
+    /// Accept secrets in the clear (a password, an NT hash or a key in `Logon` and
+    /// `SaveCredential`). Off by default: clients seal secrets to the attested enclave, so the
+    /// proxy only relays ciphertext. On for development (`credguard-lsa-proxy
+    /// --allow-plaintext-secrets`, which the dev launcher passes); the proxy then wipes what it
+    /// relayed and closes the connection after such a call, so that no buffer keeps it.
+    pub allow_plaintext_secrets: bool,
 }
 
 /// The link to the enclave.
@@ -165,6 +171,7 @@ impl Default for ApiConfig {
         ApiConfig {
             socket: DEFAULT_API_SOCKET.into(),
             vsock_port: None,
+            allow_plaintext_secrets: false,
         }
     }
 }
@@ -291,6 +298,13 @@ mod tests {
         let c = Config::parse("[vmm]\nrequire_hidden_memory = true\ntrusted_key = \"/etc/credguard/signing.pub\"\n")
             .unwrap();
         assert_eq!(Config { vmm: None, ..c }, Config::default());
+    }
+
+    #[test]
+    fn plaintext_secrets_are_refused_unless_allowed() {
+        assert!(!Config::default().api.allow_plaintext_secrets);
+        let c = Config::parse("[api]\nallow_plaintext_secrets = true").unwrap();
+        assert!(c.api.allow_plaintext_secrets);
     }
 
     #[test]

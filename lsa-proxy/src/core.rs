@@ -20,6 +20,12 @@ use crate::sessions::{Caller, LogonSession, SessionTable, now_unix_ms};
 pub const MAX_NAME_LEN: usize = 256;
 /// Longest password accepted, in bytes.
 pub const MAX_PASSWORD_LEN: usize = 1024;
+/// The answer to a secret sent in the clear to a proxy that accepts only sealed ones.
+pub const PLAINTEXT_REFUSED: &str = "this proxy accepts only sealed secrets (api.allow_plaintext_secrets = false): \
+     seal the secret to the enclave and send it in the `sealed` field. credguardctl seals by itself \
+     when the VMM's attestation public key is installed (/etc/credguard/attestation.pub, or \
+     --attestation-pub PATH); other clients: the SealedSecret construction in credguard_proto::attest \
+     (lsa-proxy/src/sealed.rs is a reference client)";
 
 /// The LSA service's core.
 pub struct LsaCore {
@@ -59,6 +65,14 @@ impl LsaCore {
         Ok(())
     }
 
+    /// Refuses a secret in the clear (`sealed` false) unless `api.allow_plaintext_secrets`.
+    pub(crate) fn check_plaintext(&self, sealed: bool) -> Result<(), LsaError> {
+        if sealed || self.config.api.allow_plaintext_secrets {
+            return Ok(());
+        }
+        Err(LsaError::FailedPrecondition(PLAINTEXT_REFUSED.into()))
+    }
+
     /// The current boot of the enclave, or UNAVAILABLE.
     fn boot_id(&self) -> Result<Vec<u8>, LsaError> {
         match self.link.state() {
@@ -79,6 +93,7 @@ impl LsaCore {
             version: env!("CARGO_PKG_VERSION").into(),
             state: state.name().into(),
             sessions,
+            proxy_protection: crate::sandbox::protections(),
             ..Default::default()
         };
         if let LinkState::Ready(_) = state {
@@ -123,6 +138,8 @@ impl LsaCore {
     }
 
     async fn logon_inner(&self, caller: Caller, req: &mut lsa::LogonRequest) -> Result<lsa::LogonReply, LsaError> {
+        let sealed = matches!(req.secret, None | Some(lsa::logon_request::Secret::Sealed(_)));
+        self.check_plaintext(sealed)?;
         check_name("user", &req.user, false)?;
         check_name("domain", &req.domain, true)?;
         check_name("realm", &req.realm, true)?;

@@ -256,7 +256,8 @@ enum Cmd {
         /// Ask for delegation (always refused: shown for completeness).
         #[arg(long)]
         delegate: bool,
-        /// Also write the service ticket into this MIT ccache file.
+        /// Also write the service ticket (only it, never a TGT) into this MIT ccache file
+        /// (`FILE:` prefix optional), as you, mode 0600, replacing it atomically.
         #[arg(long, default_value = "")]
         ccache: String,
     },
@@ -460,7 +461,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                            "enclave_restarts": s.enclave_restarts,
                            "enclave_restart_reasons": s.enclave_restart_reasons,
                            "vault_ready": s.vault_ready, "rc4_allowed": s.rc4_allowed,
-                           "test_image": s.test_image, "memory_hidden": s.memory_hidden})
+                           "test_image": s.test_image, "memory_hidden": s.memory_hidden,
+                           "proxy_protection": s.proxy_protection})
                 );
             } else {
                 println!("state:       {}", s.state);
@@ -500,6 +502,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     }
                 }
                 println!("sessions:    {}", s.sessions);
+                println!("proxy:       {}", s.proxy_protection);
             }
         }
         Cmd::Logon { user, saved, cred } => {
@@ -579,25 +582,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             delegate,
             ccache,
         } => {
-            let ccache_path = if ccache.is_empty() {
-                String::new()
-            } else {
-                // The proxy needs an absolute path; it writes the file as the caller.
-                std::path::absolute(&ccache)
-                    .map_err(|e| Failure::Usage(format!("bad --ccache path: {e}")))?
-                    .to_string_lossy()
-                    .into_owned()
-            };
             let r = c
                 .kerberos_get_service_ticket(lsa::KerberosGetServiceTicketRequest {
                     session_id,
                     spn,
                     delegate,
                     mutual,
-                    ccache_path,
+                    ccache_path: String::new(),
                 })
                 .await?
                 .into_inner();
+            if !ccache.is_empty() {
+                // Written here, with this process's rights: the proxy opens no file for a caller.
+                crate::ccache_file::write_ccache(crate::ccache_file::ccache_path(&ccache), &r.ccache)
+                    .map_err(|e| Failure::Call(e.to_string()))?;
+            }
             if cli.json {
                 println!(
                     "{}",

@@ -5,19 +5,12 @@ use std::sync::Arc;
 use credguard_proto::lsa;
 use credguard_proto::lsa::lsa_server::Lsa;
 use prost::Message;
-use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
+use crate::connection::ConnectionInfo;
 use crate::core::LsaCore;
 use crate::error::LsaError;
 use crate::sessions::Caller;
-
-/// Connection info of a client that came over AF_VSOCK.
-#[derive(Debug, Clone, Copy)]
-pub struct VsockConnectInfo {
-    /// The peer's context id.
-    pub cid: u32,
-}
 
 /// The gRPC service.
 pub struct LsaService {
@@ -37,16 +30,25 @@ impl LsaService {
 
 /// Who made `req`: the uid of a Unix-socket peer (SO_PEERCRED), or the CID of a vsock peer.
 pub fn caller_of<T>(req: &Request<T>) -> Result<Caller, LsaError> {
-    if let Some(info) = req.extensions().get::<UdsConnectInfo>() {
-        return info
-            .peer_cred
-            .map(|c| Caller::Uid(c.uid()))
-            .ok_or_else(|| LsaError::PermissionDenied("the caller's credentials are unavailable".into()));
+    let info = req
+        .extensions()
+        .get::<ConnectionInfo>()
+        .ok_or_else(|| LsaError::PermissionDenied("the caller cannot be identified".into()))?;
+    info.caller
+        .ok_or_else(|| LsaError::PermissionDenied("the caller's credentials are unavailable".into()))
+}
+
+/// Ends the connection of `req` once it is quiet, when `req` carries a secret in the clear (not
+/// `sealed`): its HTTP/2 read buffer would keep the bytes for as long as the client keeps the
+/// connection (see [`crate::connection`]).
+fn end_connection_if_plaintext<T>(req: &Request<T>, sealed: bool) {
+    if sealed {
+        return;
     }
-    if let Some(info) = req.extensions().get::<VsockConnectInfo>() {
-        return Ok(Caller::VsockCid(info.cid));
+    if let Some(info) = req.extensions().get::<ConnectionInfo>() {
+        tracing::debug!("a secret came in the clear: the connection ends once quiet");
+        info.end_when_quiet();
     }
-    Err(LsaError::PermissionDenied("the caller cannot be identified".into()))
 }
 
 fn begin<T: Message>(core: &LsaCore, req: &Request<T>) -> Result<Caller, Status> {
@@ -63,6 +65,8 @@ impl Lsa for LsaService {
     }
 
     async fn logon(&self, req: Request<lsa::LogonRequest>) -> Result<Response<lsa::LogonReply>, Status> {
+        use lsa::logon_request::Secret;
+        end_connection_if_plaintext(&req, matches!(req.get_ref().secret, None | Some(Secret::Sealed(_))));
         let caller = match begin(&self.core, &req) {
             Ok(c) => c,
             Err(e) => {
@@ -142,6 +146,8 @@ impl Lsa for LsaService {
         &self,
         req: Request<lsa::SaveCredentialRequest>,
     ) -> Result<Response<lsa::SaveCredentialReply>, Status> {
+        use lsa::save_credential_request::Secret;
+        end_connection_if_plaintext(&req, matches!(req.get_ref().secret, None | Some(Secret::Sealed(_))));
         let caller = match begin(&self.core, &req) {
             Ok(c) => c,
             Err(e) => {

@@ -3,7 +3,8 @@
 //! The enclave builds and reads every Kerberos message; the proxy carries them to and from the KDC
 //! (UDP first, TCP when the reply does not fit or UDP fails), gives the enclave the time, reacts
 //! to "no valid TGT" by running the AS exchange first (which also renews a TGT near its end), and
-//! writes a service ticket into an MIT credential cache when asked, as the caller.
+//! returns each service ticket also as an MIT credential cache, which the caller writes itself:
+//! the proxy never opens a path a caller names.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -30,6 +31,10 @@ const MAX_STEPS: usize = 5;
 const NO_TGT: &str = "no valid TGT in this session";
 /// The rule a delegation request breaks.
 pub const DELEGATION_REFUSED: &str = "unconstrained delegation is never allowed: credguard never forwards a TGT";
+/// The answer to a request that still names a ccache file for the proxy to write.
+pub const CCACHE_PATH_REFUSED: &str = "ccache_path is no longer supported: the proxy writes no file for a caller; \
+     write the reply's `ccache` field (an MIT ccache of this service ticket) yourself, mode 0600 \
+     (credguardctl kerberos-ticket --ccache FILE does)";
 
 /// Why a KDC exchange failed at the transport level.
 #[derive(Debug, thiserror::Error)]
@@ -259,20 +264,9 @@ pub async fn get_service_ticket(
             "spn must be service/host or service@host".into(),
         ));
     }
-    let ccache = if req.ccache_path.is_empty() {
-        None
-    } else {
-        let Caller::Uid(uid) = caller else {
-            return Err(LsaError::PermissionDenied(
-                "ccache_path is for local callers only".into(),
-            ));
-        };
-        let p = std::path::PathBuf::from(&req.ccache_path);
-        if !p.is_absolute() {
-            return Err(LsaError::InvalidArgument("ccache_path must be an absolute path".into()));
-        }
-        Some((p, uid))
-    };
+    if !req.ccache_path.is_empty() {
+        return Err(LsaError::FailedPrecondition(CCACHE_PATH_REFUSED.into()));
+    }
     let s = core.session(caller, &req.session_id)?;
     let kdcs = kdcs_of(core, &s)?;
     let mut got_tgt = false;
@@ -286,10 +280,7 @@ pub async fn get_service_ticket(
             other => break other?,
         }
     };
-    if let Some((path, uid)) = ccache {
-        let bytes = ccache_v4(&r)?;
-        write_as(path, uid, bytes).await?;
-    }
+    let ccache = ccache_v4(&r)?;
     info!(%caller, session = %s.session_id, spn = %req.spn, enctype = r.enctype, "kerberos service ticket");
     Ok(lsa::KerberosGetServiceTicketReply {
         ap_req: r.ap_req,
@@ -298,6 +289,7 @@ pub async fn get_service_ticket(
         session_key: r.session_key,
         enctype: r.enctype,
         end_time: r.end_time,
+        ccache,
     })
 }
 
@@ -388,33 +380,6 @@ pub fn ccache_v4(r: &wire::KerberosTgsReply) -> Result<Vec<u8>, LsaError> {
     put_data(&mut out, &r.ticket)?;
     put_data(&mut out, &[])?; // second ticket
     Ok(out)
-}
-
-/// Writes `bytes` to `path` with the caller's filesystem identity, so that a caller can only
-/// write where it could itself; mode 0600, no symlink followed.
-async fn write_as(path: std::path::PathBuf, uid: u32, bytes: Vec<u8>) -> Result<(), LsaError> {
-    tokio::task::spawn_blocking(move || write_as_blocking(&path, uid, &bytes))
-        .await
-        .map_err(|_| LsaError::Internal("the ccache writer failed".into()))?
-}
-
-fn write_as_blocking(path: &std::path::Path, uid: u32, bytes: &[u8]) -> Result<(), LsaError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    // setfsuid acts on this thread only; it is set back before the thread returns to the pool.
-    // SAFETY: setfsuid has no memory-safety preconditions.
-    let previous = unsafe { libc::setfsuid(uid) };
-    let result = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .and_then(|mut f| f.write_all(bytes));
-    // SAFETY: as above.
-    unsafe { libc::setfsuid(previous as libc::uid_t) };
-    result.map_err(|e| LsaError::PermissionDenied(format!("cannot write the ccache {}: {e}", path.display())))
 }
 
 #[cfg(test)]

@@ -3,23 +3,20 @@
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use credguard_proto::lsa;
 use credguard_proto::lsa::lsa_server::LsaServer;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixListener;
-use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
-use tonic::transport::server::Connected;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::connection::{self, ClientConn};
 use crate::core::LsaCore;
 use crate::enclave_link::{EnclaveLink, LinkState};
-use crate::grpc::{LsaService, VsockConnectInfo};
+use crate::grpc::LsaService;
+use crate::sessions::Caller;
 
 /// Hard cap on a request's size at the gRPC layer; the configured (smaller) limit is checked per
 /// call and answered with RESOURCE_EXHAUSTED.
@@ -41,9 +38,6 @@ pub enum ServeError {
     /// Another proxy already serves the socket.
     #[error("{0}: another credguard-lsa-proxy is already listening there")]
     InUse(PathBuf),
-    /// The gRPC server failed.
-    #[error("gRPC server: {0}")]
-    Grpc(#[from] tonic::transport::Error),
 }
 
 /// Binds the API socket: removes a stale socket left by a killed proxy (but never a live one),
@@ -70,46 +64,17 @@ pub fn bind_api_socket(path: &Path) -> Result<UnixListener, ServeError> {
     Ok(listener)
 }
 
-/// A vsock stream with the peer's CID as its connect info.
-struct VsockConn {
-    stream: tokio_vsock::VsockStream,
-    cid: u32,
-}
-
-impl Connected for VsockConn {
-    type ConnectInfo = VsockConnectInfo;
-    fn connect_info(&self) -> VsockConnectInfo {
-        VsockConnectInfo { cid: self.cid }
-    }
-}
-
-impl AsyncRead for VsockConn {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for VsockConn {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
 fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(lsa::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }
 
-/// The server's layers: see [`crate::bad_request`].
-type Layers =
-    tower::layer::util::Stack<tower::util::MapResponseLayer<crate::bad_request::Rewrite>, tower::layer::util::Identity>;
+/// The server's layers: see [`crate::bad_request`] and [`connection::CallTrackingLayer`].
+pub type Layers = tower::layer::util::Stack<
+    tower::util::MapResponseLayer<crate::bad_request::Rewrite>,
+    tower::layer::util::Stack<connection::CallTrackingLayer, tower::layer::util::Identity>,
+>;
 
 fn router(core: Arc<LsaCore>) -> Result<tonic::transport::server::Router<Layers>, ServeError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -140,6 +105,7 @@ fn router(core: Arc<LsaCore>) -> Result<tonic::transport::server::Router<Layers>
         .max_decoding_message_size(GRPC_MAX_MESSAGE)
         .max_encoding_message_size(GRPC_MAX_MESSAGE);
     Ok(tonic::transport::Server::builder()
+        .layer(connection::CallTrackingLayer)
         .layer(crate::bad_request::layer())
         .add_service(health_service)
         .add_service(reflection)
@@ -181,37 +147,32 @@ pub async fn serve(
         match tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(tokio_vsock::VMADDR_CID_ANY, port)) {
             Ok(l) => {
                 info!(port, "also listening on AF_VSOCK");
-                let incoming = l.incoming().filter_map(|r| match r {
-                    Ok(stream) => {
-                        let cid = stream.peer_addr().map(|a| a.cid()).unwrap_or(u32::MAX);
-                        Some(Ok::<_, io::Error>(VsockConn { stream, cid }))
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "vsock accept failed");
-                        None
-                    }
+                let incoming = connection::accepted(l.incoming(), "vsock", |stream: tokio_vsock::VsockStream| {
+                    let cid = stream.peer_addr().ok().map(|a| Caller::VsockCid(a.cid()));
+                    ClientConn::new(stream, cid)
                 });
                 let r = router(core.clone())?;
                 let mut stop = stop_tx.subscribe();
-                tokio::spawn(async move {
-                    let stopped = async move {
-                        let _ = stop.recv().await;
-                    };
-                    if let Err(e) = r.serve_with_incoming_shutdown(incoming, stopped).await {
-                        error!(error = %e, "vsock listener stopped");
-                    }
-                });
+                tokio::spawn(connection::serve(r, incoming, async move {
+                    let _ = stop.recv().await;
+                }));
             }
             Err(e) => warn!(port, error = %e, "AF_VSOCK is not available here; serving the Unix socket only"),
         }
     }
 
     on_ready();
-    let result = router(core)?
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await;
+    let incoming = connection::accepted(
+        UnixListenerStream::new(listener),
+        "API socket",
+        |stream: tokio::net::UnixStream| {
+            let uid = stream.peer_cred().ok().map(|c| Caller::Uid(c.uid()));
+            ClientConn::new(stream, uid)
+        },
+    );
+    connection::serve(router(core)?, incoming, shutdown).await;
     let _ = stop_tx.send(());
     let _ = std::fs::remove_file(&socket);
     info!("credguard-lsa-proxy stopped");
-    Ok(result?)
+    Ok(())
 }

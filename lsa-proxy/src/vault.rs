@@ -364,6 +364,8 @@ async fn save_inner(
     caller: Caller,
     req: &mut lsa::SaveCredentialRequest,
 ) -> Result<lsa::SaveCredentialReply, LsaError> {
+    let sealed = matches!(req.secret, None | Some(lsa::save_credential_request::Secret::Sealed(_)));
+    core.check_plaintext(sealed)?;
     let uid = uid_of(caller)?;
     check_target(&req.target)?;
     check_name("user", &req.user, false)?;

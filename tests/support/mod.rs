@@ -94,6 +94,9 @@ pub struct Stack {
     /// Extra arguments of `credguard vmm run` (watchdog timings, fault injection), used by every
     /// [`Stack::start_vmm`].
     pub vmm_args: Vec<String>,
+    /// Whether the proxy accepts secrets in the clear, as in dev mode (`--allow-plaintext-secrets`;
+    /// every stack but [`Stack::start_as_installed`]'s).
+    pub plaintext_secrets: bool,
     /// Whether the VMM boots the test image (fault injection compiled in) instead of the
     /// production one; `ctl` is then told to accept it.
     pub test_image: bool,
@@ -112,6 +115,16 @@ impl Stack {
     /// Starts the VMM and the proxy with `config_toml` (the socket keys are filled in).
     pub fn start(name: &str, config_toml: &str) -> Stack {
         Self::start_with(name, config_toml, false, &[])
+    }
+
+    /// Like [`Stack::start`], but the proxy runs as installed, not in dev mode: it refuses secrets
+    /// in the clear unless `config_toml` allows them.
+    pub fn start_as_installed(name: &str, config_toml: &str) -> Stack {
+        let mut s = Self::prepare(name, config_toml, false, &[]);
+        s.plaintext_secrets = false;
+        s.start_vmm();
+        s.start_proxy();
+        s
     }
 
     /// Like [`Stack::start`], with extra arguments for `credguard vmm run` (see [`Stack::vmm_args`]).
@@ -169,6 +182,7 @@ impl Stack {
             config,
             proxy_log,
             vmm_args: vmm_args.iter().map(|a| a.to_string()).collect(),
+            plaintext_secrets: true,
             test_image: false,
             manifest: None,
             vmm: None,
@@ -233,6 +247,9 @@ impl Stack {
             .arg("--vmm-socket")
             .arg(&self.vsock)
             .env("CREDGUARD_LOG", "warn");
+        if self.plaintext_secrets {
+            cmd.arg("--allow-plaintext-secrets");
+        }
         if let Some(log) = &self.proxy_log {
             let file = std::fs::OpenOptions::new()
                 .create(true)
