@@ -7,6 +7,9 @@
 //! replies), and a hostile proxy (code execution as the proxy: it talks to the VMM's vsock
 //! socket directly, with any payload, claiming any uid).
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::time::Duration;

@@ -1,6 +1,9 @@
 //! The foundation end to end: the real enclave boots under KVM from a verified image and answers
 //! `Status` over virtio-vsock; a panicking guest is reported, not hung.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::time::Duration;

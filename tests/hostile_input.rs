@@ -4,6 +4,9 @@
 //! documented) and the service keeps working. The requests go through a real gRPC client (tonic)
 //! with a pass-through codec, so the server sees exactly the bytes written here.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use credguard_lsa_proxy::client;

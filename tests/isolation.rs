@@ -17,6 +17,9 @@
 //!   can fail).
 //! - The seccomp filter of each VMM thread kills the process on a call outside its allow-list.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::io::Read;

@@ -2,6 +2,9 @@
 //! VMM and the proxy as processes, `credguardctl` as the client, and MIT's GSS-API (python-gssapi)
 //! with the service's keytab as the independent acceptor of the tokens credguard makes.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::process::Command;

@@ -2,6 +2,9 @@
 //! processes, clients over the real Unix socket (tonic in-process, `credguardctl` as other uids,
 //! Python grpcio).
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::time::Duration;

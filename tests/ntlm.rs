@@ -3,6 +3,9 @@
 //! NTLMv2 proof, the MIC, the channel bindings and the session key. Plus the refusals (NTLMv1-only
 //! CHALLENGEs, legacy protocols), malformed CHALLENGEs, and another uid trying a context.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::io::{BufRead, BufReader, Write};

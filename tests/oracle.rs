@@ -3,6 +3,9 @@
 //! another user is not slowed down), and the proxy writes the enclave's audit record of every use
 //! of a secret to its log, with the caller's uid and never the secret.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -3,6 +3,9 @@
 //! panics mid-request or hangs, a VMM worker or supervisor killed with SIGKILL, each followed by a
 //! restart that the proxy rides out.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::path::Path;

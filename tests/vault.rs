@@ -6,6 +6,9 @@
 //! image with another measurement cannot open the vault unless its signed manifest allows the old
 //! one (and then the blob is re-sealed); the vault directory holds no plaintext secret.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::io::{BufRead, BufReader, Write};

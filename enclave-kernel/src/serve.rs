@@ -401,11 +401,14 @@ fn attest<R: rand_core::TryCryptoRng>(svc: &mut Service<R>) {
     }
 }
 
+/// An earlier image's measurement and its vault key.
+type UpgradeKey = ([u8; abi::MEASUREMENT_LEN], VaultKey);
+
 /// Copies the vault keys out of the exchange page into the (hidden) heap and zeroes the page's
 /// copies, which the VMM keeps mapped: this image's key, and those of the earlier images in
 /// `boot.upgrade_from()` (same order). `None` if the VMM handed over none (no sealing secret).
 /// Runs before the service answers anything, so no request can observe the page's copies.
-fn take_vault_keys(boot: &BootInfo) -> Option<(VaultKey, Vec<([u8; abi::MEASUREMENT_LEN], VaultKey)>)> {
+fn take_vault_keys(boot: &BootInfo) -> Option<(VaultKey, Vec<UpgradeKey>)> {
     use credguard_proto::abi::exchange;
     let page = abi::EXCHANGE_GPA as usize;
     let take = |offset: usize| {

@@ -1,6 +1,9 @@
 //! `credguard-image sign --upgrade-from`: the allowance is written into the manifest, covered by
 //! the signature, shown by `verify`, and taken from a measurement or from an old manifest.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Command;
 

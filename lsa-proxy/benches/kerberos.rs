@@ -9,6 +9,9 @@
 //! Run: `cargo bench -p credguard-lsa-proxy --bench kerberos` (add `-- --quick` for fewer rounds).
 //! Needs /dev/kvm and the MIT KDC packages. Prints figures; asserts no time.
 
+// Benchmark code: a failed unwrap ends the run with its message, as a failed test does.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::HashMap;

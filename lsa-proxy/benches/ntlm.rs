@@ -14,6 +14,9 @@
 //! Run: `cargo bench -p credguard-lsa-proxy --bench ntlm` (add `-- --quick` for fewer calls).
 //! Needs /dev/kvm. Prints figures; asserts nothing about time.
 
+// Benchmark code: a failed unwrap ends the run with its message, as a failed test does.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;

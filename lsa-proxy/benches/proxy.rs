@@ -4,6 +4,9 @@
 //! Run: `cargo bench -p credguard-lsa-proxy --bench proxy` (add `-- --quick` for fewer calls).
 //! Needs /dev/kvm. The proxy runs as its own process (`credguard-lsa-proxy`), as in production.
 
+// Benchmark code: a failed unwrap ends the run with its message, as a failed test does.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;

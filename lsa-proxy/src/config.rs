@@ -37,7 +37,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where the API listens.
@@ -193,19 +193,6 @@ impl Default for Limits {
             sessions_per_uid: 64,
             max_request_bytes: 64 * 1024,
             operations_per_second_per_session: DEFAULT_OPERATIONS_PER_SECOND_PER_SESSION,
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            api: ApiConfig::default(),
-            enclave: EnclaveConfig::default(),
-            limits: Limits::default(),
-            kerberos: KerberosConfig::default(),
-            vault: VaultConfig::default(),
-            vmm: None,
         }
     }
 }

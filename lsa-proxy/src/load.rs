@@ -157,7 +157,7 @@ async fn one_client(socket: PathBuf, id: usize, deadline: Instant) -> LoadReport
         let t = Instant::now();
         let r = c.status(lsa::StatusRequest {}).await.map(|r| r.into_inner());
         record(&mut report, "status", t, r);
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             let req = lsa::LogonRequest {
                 user: format!("load{id}"),
                 domain: "LOAD".into(),

@@ -4,6 +4,9 @@
 //! Run: `cargo bench -p credguard-vmm --bench enclave` (add `-- --quick` for fewer iterations).
 //! Needs /dev/kvm. Prints a table and one JSON line with every figure.
 
+// Benchmark code: a failed unwrap ends the run with its message, as a failed test does.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

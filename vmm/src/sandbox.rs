@@ -381,10 +381,8 @@ mod tests {
     fn socket_pair() -> [i32; 2] {
         let mut fds = [-1; 2];
         // SAFETY: socketpair writes two fds into the array.
-        assert_eq!(
-            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) },
-            0
-        );
+        let r = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) };
+        assert_eq!(r, 0);
         fds
     }
 

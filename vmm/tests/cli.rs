@@ -2,6 +2,9 @@
 //!
 //! These tests need no KVM: every refusal happens before the VMM opens /dev/kvm.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
