@@ -1,7 +1,15 @@
 //! The hardware-independent parts of the credguard enclave, kept here so that `cargo test` runs
-//! them on the host: boot-info checks, the enclave service (framed bytes in, framed bytes out),
-//! the DMA-window page allocator, the hardware RNG wrapper, benchmark statistics and a
-//! fixed-buffer formatter.
+//! them on the host:
+//! - [`boot`]: checks of the boot info the VMM hands over;
+//! - [`service`]: the enclave service, framed bytes in, framed bytes out, with its rate limits
+//!   ([`ratelimit`]), audit records and memory headroom;
+//! - [`credentials`]: the logon sessions and their secrets;
+//! - [`ntlm`], [`kerberos`]: the protocols computed with those secrets;
+//! - [`sealing`]: secrets clients seal to this boot; [`vault`]: credentials sealed for the host's
+//!   disk;
+//! - [`dma`]: the DMA-window page allocator; [`rng`]: the hardware RNG wrapper; [`stats`]:
+//!   benchmark statistics; [`fmtbuf`]: a fixed-buffer formatter;
+//! - `fuzz` (feature `fuzz`): the fuzz targets' entry points, for `fuzz/` only.
 //!
 //! The bare-metal binary (`src/main.rs`) adds the ring-0 assembly and the ring-3 hardware glue
 //! (system calls, heap, virtio-vsock) on top of this library.

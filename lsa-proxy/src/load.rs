@@ -1,7 +1,7 @@
 //! A load generator for the API: many concurrent clients, mixed operations, a bounded time.
 //!
-//! Used by the load benchmark (`cargo bench -p credguard-lsa-proxy --bench load`) and by the
-//! reliability tests. Each client has its own connection and loops over a mix of calls until the
+//! Run as `credguard load [--socket PATH] [--clients N] [--seconds S] [--json]` (the dev
+//! launcher) and by the reliability tests (`tests/reliability.rs`). Each client has its own connection and loops over a mix of calls until the
 //! deadline; the report gives throughput, p50 and p99 per operation and errors by gRPC code.
 
 use std::collections::BTreeMap;
