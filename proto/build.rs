@@ -1,6 +1,11 @@
-//! Compiles the `.proto` files with `protox` (pure Rust), so no `protoc` is needed on the build machine.
+//! Compiles the `.proto` files with `protox` (pure Rust), so no `protoc` is needed on the build machine,
+//! and generates the enclave service's RPC code (see `build/micro_rpc.rs`).
+
+#[path = "build/micro_rpc.rs"]
+mod micro_rpc;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=build/micro_rpc.rs");
     const ENCLAVE: &str = "credguard/enclave/v1/enclave.proto";
     println!("cargo:rerun-if-changed={ENCLAVE}");
     let fds = protox::compile([ENCLAVE], ["."])?;
@@ -14,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "credguard.enclave.v1.SealedLogonSecret",
         "credguard.enclave.v1.VaultSealRequest",
     ]);
+    config.service_generator(Box::new(micro_rpc::MicroRpc));
     config.compile_fds(fds)?;
 
     #[cfg(feature = "grpc")]

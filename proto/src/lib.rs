@@ -13,6 +13,9 @@ extern crate alloc;
 
 pub mod abi;
 pub mod attest;
+pub mod rpc;
+#[cfg(feature = "std")]
+pub mod unix_transport;
 pub mod wire;
 
 /// The public gRPC API, `credguard.v1.Lsa`, with tonic client and server.
@@ -70,29 +73,6 @@ pub mod lsa {
 #[allow(missing_docs)]
 pub mod enclave {
     include!(concat!(env!("OUT_DIR"), "/credguard.enclave.v1.rs"));
-
-    /// Full gRPC path of `Enclave.Status`.
-    pub const METHOD_STATUS: &str = "/credguard.enclave.v1.Enclave/Status";
-    /// Full gRPC path of `Enclave.Logon`.
-    pub const METHOD_LOGON: &str = "/credguard.enclave.v1.Enclave/Logon";
-    /// Full gRPC path of `Enclave.Logoff`.
-    pub const METHOD_LOGOFF: &str = "/credguard.enclave.v1.Enclave/Logoff";
-    /// Full gRPC path of `Enclave.KerberosAs`.
-    pub const METHOD_KERBEROS_AS: &str = "/credguard.enclave.v1.Enclave/KerberosAs";
-    /// Full gRPC path of `Enclave.KerberosTgs`.
-    pub const METHOD_KERBEROS_TGS: &str = "/credguard.enclave.v1.Enclave/KerberosTgs";
-    /// Full gRPC path of `Enclave.NtlmNegotiate`.
-    pub const METHOD_NTLM_NEGOTIATE: &str = "/credguard.enclave.v1.Enclave/NtlmNegotiate";
-    /// Full gRPC path of `Enclave.NtlmAuthenticate`.
-    pub const METHOD_NTLM_AUTHENTICATE: &str = "/credguard.enclave.v1.Enclave/NtlmAuthenticate";
-    /// Full gRPC path of `Enclave.LegacyAuthenticate`.
-    pub const METHOD_LEGACY_AUTHENTICATE: &str = "/credguard.enclave.v1.Enclave/LegacyAuthenticate";
-    /// Full gRPC path of `Enclave.VaultSeal`.
-    pub const METHOD_VAULT_SEAL: &str = "/credguard.enclave.v1.Enclave/VaultSeal";
-    /// Full gRPC path of `Enclave.VaultLogon`.
-    pub const METHOD_VAULT_LOGON: &str = "/credguard.enclave.v1.Enclave/VaultLogon";
-    /// Full gRPC path of `Enclave.IssueSealingNonce`.
-    pub const METHOD_ISSUE_SEALING_NONCE: &str = "/credguard.enclave.v1.Enclave/IssueSealingNonce";
 
     impl core::fmt::Debug for LogonRequest {
         fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

@@ -106,17 +106,14 @@ impl FrameDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::string::ToString;
     use alloc::vec;
 
     fn sample(call_id: u64) -> Frame {
         Frame {
             call_id,
-            method: crate::enclave::METHOD_STATUS.to_string(),
+            method_id: crate::enclave::EnclaveMethod::Status.id(),
             payload: vec![1, 2, 3],
-            code: 0,
-            message: Default::default(),
-            audit: Vec::new(),
+            ..Default::default()
         }
     }
 
