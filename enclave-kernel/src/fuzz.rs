@@ -7,10 +7,8 @@ use alloc::vec::Vec;
 
 use credguard_proto::abi::MEASUREMENT_LEN;
 use credguard_proto::enclave::{
-    Frame, LogonReply, LogonRequest, METHOD_ISSUE_SEALING_NONCE, METHOD_KERBEROS_AS, METHOD_KERBEROS_TGS,
-    METHOD_LEGACY_AUTHENTICATE, METHOD_LOGOFF, METHOD_LOGON, METHOD_NTLM_AUTHENTICATE, METHOD_NTLM_NEGOTIATE,
-    METHOD_STATUS, METHOD_VAULT_LOGON, METHOD_VAULT_SEAL, NtlmAuthenticateRequest, NtlmNegotiateReply,
-    NtlmNegotiateRequest, logon_request,
+    EnclaveMethod, Frame, LogonReply, LogonRequest, NtlmAuthenticateRequest, NtlmNegotiateReply, NtlmNegotiateRequest,
+    logon_request,
 };
 use credguard_proto::wire::encode_frame;
 use prost::Message;
@@ -19,25 +17,17 @@ use crate::kerberos::messages::{self, KdcReply};
 use crate::ntlm::message::parse_challenge;
 // Deterministic, so that a crash found once replays the same way.
 use crate::rng::CounterRng;
-use crate::service::{Connection, Identity, Service};
+use crate::service::{Identity, RequestStream, Service};
 
 const TSC_KHZ: u64 = 2_000_000;
 
-/// The methods a fuzzed frame may name (and one that does not exist).
-const METHODS: &[&str] = &[
-    METHOD_STATUS,
-    METHOD_LOGON,
-    METHOD_LOGOFF,
-    METHOD_KERBEROS_AS,
-    METHOD_KERBEROS_TGS,
-    METHOD_NTLM_NEGOTIATE,
-    METHOD_NTLM_AUTHENTICATE,
-    METHOD_LEGACY_AUTHENTICATE,
-    METHOD_VAULT_SEAL,
-    METHOD_VAULT_LOGON,
-    "/credguard.enclave.v1.Enclave/NoSuchMethod",
-    METHOD_ISSUE_SEALING_NONCE,
-];
+/// The method ids a fuzzed frame may name: every method, in `enclave.proto`'s order (the corpus'
+/// selectors count on it), and one id past the last, which names none.
+fn method_ids() -> Vec<u32> {
+    let mut ids: Vec<u32> = EnclaveMethod::ALL.iter().map(|m| m.id()).collect();
+    ids.push(EnclaveMethod::ALL.len() as u32 + 1);
+    ids
+}
 
 fn service() -> Option<Service<CounterRng>> {
     let identity = Identity {
@@ -47,10 +37,10 @@ fn service() -> Option<Service<CounterRng>> {
     Service::new(identity, TSC_KHZ, 1_000, CounterRng::default()).ok()
 }
 
-fn call(svc: &mut Service<CounterRng>, call_id: u64, method: &str, payload: Vec<u8>) -> Frame {
+fn call(svc: &mut Service<CounterRng>, call_id: u64, method: EnclaveMethod, payload: Vec<u8>) -> Frame {
     let request = Frame {
         call_id,
-        method: method.into(),
+        method_id: method.id(),
         payload,
         ..Default::default()
     };
@@ -71,7 +61,7 @@ pub fn service_bytes(data: &[u8]) {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
-    let mut conn = Connection::new();
+    let mut conn = RequestStream::new();
     let mut out = Vec::new();
     if selector & 1 == 0 {
         let Some((&chunk, stream)) = rest.split_first() else {
@@ -86,10 +76,11 @@ pub fn service_bytes(data: &[u8]) {
         }
     } else {
         let (session, context) = open_session(&mut svc);
-        let method = METHODS[usize::from(selector >> 2) % METHODS.len()];
+        let ids = method_ids();
+        let method_id = ids[usize::from(selector >> 2) % ids.len()];
         let mut payload = Vec::new();
         if selector & 2 != 0 {
-            let id = if method == METHOD_NTLM_AUTHENTICATE {
+            let id = if method_id == EnclaveMethod::NtlmAuthenticate.id() {
                 context
             } else {
                 session
@@ -102,7 +93,7 @@ pub fn service_bytes(data: &[u8]) {
         payload.extend_from_slice(rest);
         let frame = Frame {
             call_id: 3,
-            method: method.into(),
+            method_id,
             payload,
             ..Default::default()
         };
@@ -121,14 +112,14 @@ fn open_session(svc: &mut Service<CounterRng>) -> (Vec<u8>, Vec<u8>) {
         secret: Some(logon_request::Secret::Password("pw".into())),
         ..Default::default()
     };
-    let reply = call(svc, 1, METHOD_LOGON, logon.encode_to_vec());
+    let reply = call(svc, 1, EnclaveMethod::Logon, logon.encode_to_vec());
     let session = LogonReply::decode(reply.payload.as_slice())
         .map(|r| r.session_handle)
         .unwrap_or_default();
     let negotiate = NtlmNegotiateRequest {
         session_handle: session.clone(),
     };
-    let reply = call(svc, 2, METHOD_NTLM_NEGOTIATE, negotiate.encode_to_vec());
+    let reply = call(svc, 2, EnclaveMethod::NtlmNegotiate, negotiate.encode_to_vec());
     let context = NtlmNegotiateReply::decode(reply.payload.as_slice())
         .map(|r| r.context_id)
         .unwrap_or_default();
@@ -146,14 +137,14 @@ pub fn ntlm_challenge(data: &[u8]) {
         secret: Some(logon_request::Secret::NtHash(alloc::vec![7; 16])),
         ..Default::default()
     };
-    let reply = call(&mut svc, 1, METHOD_LOGON, logon.encode_to_vec());
+    let reply = call(&mut svc, 1, EnclaveMethod::Logon, logon.encode_to_vec());
     let Ok(session) = LogonReply::decode(reply.payload.as_slice()) else {
         return;
     };
     let negotiate = NtlmNegotiateRequest {
         session_handle: session.session_handle,
     };
-    let reply = call(&mut svc, 2, METHOD_NTLM_NEGOTIATE, negotiate.encode_to_vec());
+    let reply = call(&mut svc, 2, EnclaveMethod::NtlmNegotiate, negotiate.encode_to_vec());
     let Ok(context) = NtlmNegotiateReply::decode(reply.payload.as_slice()) else {
         return;
     };
@@ -163,7 +154,12 @@ pub fn ntlm_challenge(data: &[u8]) {
         target_spn: "HTTP/fuzz.test".into(),
         ..Default::default()
     };
-    let _ = call(&mut svc, 3, METHOD_NTLM_AUTHENTICATE, authenticate.encode_to_vec());
+    let _ = call(
+        &mut svc,
+        3,
+        EnclaveMethod::NtlmAuthenticate,
+        authenticate.encode_to_vec(),
+    );
 }
 
 /// Kerberos: a KDC's reply (KRB-ERROR, AS-REP, TGS-REP) and what is decoded from it (the

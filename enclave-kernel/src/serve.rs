@@ -21,7 +21,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
 use credguard_enclave::rng::HwRng;
-use credguard_enclave::service::{BootFacts, Connection, Identity, Service};
+use credguard_enclave::service::{BootFacts, Identity, RequestStream, Service};
 use credguard_enclave::vault::VaultKey;
 use credguard_proto::abi::{self, BootInfo};
 use virtio_drivers::Error as VirtioError;
@@ -58,7 +58,7 @@ type Manager = VsockConnectionManager<EnclaveHal, MmioTransport<'static>, RX_BUF
 struct Stream {
     peer: VsockAddr,
     port: u32,
-    conn: Connection,
+    conn: RequestStream,
     /// Framed replies not yet accepted by the device.
     out: Vec<u8>,
     /// Bytes of `out` already sent.
@@ -257,7 +257,7 @@ impl Server {
         self.streams.push(Stream {
             peer,
             port,
-            conn: Connection::new(),
+            conn: RequestStream::new(),
             out: Vec::new(),
             sent: 0,
             unreported: 0,

@@ -91,7 +91,10 @@ pub enum VaultError {
 impl VaultError {
     /// The gRPC status code of this error.
     pub fn code(&self) -> i32 {
-        use crate::service::{CODE_FAILED_PRECONDITION, CODE_INTERNAL, CODE_INVALID_ARGUMENT};
+        use credguard_proto::rpc::code::{
+            FAILED_PRECONDITION as CODE_FAILED_PRECONDITION, INTERNAL as CODE_INTERNAL,
+            INVALID_ARGUMENT as CODE_INVALID_ARGUMENT,
+        };
         match self {
             VaultError::NoVault | VaultError::OtherImage(_) => CODE_FAILED_PRECONDITION,
             VaultError::Malformed(_) | VaultError::Invalid(_) => CODE_INVALID_ARGUMENT,
@@ -456,7 +459,7 @@ mod tests {
         let e = new.open(&b, &blob).err().unwrap();
         assert_eq!(e, VaultError::OtherImage(OLD));
         assert!(e.to_string().contains("0101010101010101..."), "{e}");
-        assert_eq!(e.code(), crate::service::CODE_FAILED_PRECONDITION);
+        assert_eq!(e.code(), credguard_proto::rpc::code::FAILED_PRECONDITION);
         let upgraded = vault(SECRET, NEW, &[OLD]);
         let o = upgraded.open(&b, &blob).unwrap();
         assert!(o.from_earlier_image);
@@ -504,7 +507,7 @@ mod tests {
         let v = vault(SECRET, OLD, &[]);
         for t in ["", "a\nb", &"x".repeat(257)] {
             let e = v.seal(&binding(1, t), pw("pw"), false, [0; 12]).err().unwrap();
-            assert_eq!(e.code(), crate::service::CODE_INVALID_ARGUMENT, "{t:?}");
+            assert_eq!(e.code(), credguard_proto::rpc::code::INVALID_ARGUMENT, "{t:?}");
         }
         assert!(v.seal(&binding(1, &"x".repeat(256)), pw("pw"), false, [0; 12]).is_ok());
     }

@@ -32,7 +32,6 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use credguard_proto::enclave::{KerberosAsReply, KerberosAsRequest, KerberosTgsReply, KerberosTgsRequest};
-use prost::Message;
 use rand_core::TryCryptoRng;
 
 use credguard_proto::attest::Owner;
@@ -41,24 +40,12 @@ use crate::credentials::{CredentialStore, KerberosKey, LogonCredential, SessionH
 use crypto::{CryptoError, Key};
 use messages::{KdcReply, TicketInfo};
 
-/// gRPC code INVALID_ARGUMENT.
-const CODE_INVALID_ARGUMENT: i32 = 3;
-/// gRPC code NOT_FOUND.
-const CODE_NOT_FOUND: i32 = 5;
-/// gRPC code RESOURCE_EXHAUSTED.
-const CODE_RESOURCE_EXHAUSTED: i32 = 8;
-/// gRPC code FAILED_PRECONDITION.
-const CODE_FAILED_PRECONDITION: i32 = 9;
-/// gRPC code INTERNAL.
-const CODE_INTERNAL: i32 = 13;
-/// gRPC code UNAVAILABLE.
-const CODE_UNAVAILABLE: i32 = 14;
-/// gRPC code UNAUTHENTICATED.
-const CODE_UNAUTHENTICATED: i32 = 16;
-
-/// The message prefix of the refusal to use a session without a valid TGT; the proxy reacts to
-/// it by running an AS exchange first.
-pub const NO_TGT_MESSAGE: &str = "no valid TGT in this session";
+use credguard_proto::rpc::code::{
+    FAILED_PRECONDITION as CODE_FAILED_PRECONDITION, INTERNAL as CODE_INTERNAL,
+    INVALID_ARGUMENT as CODE_INVALID_ARGUMENT, NOT_FOUND as CODE_NOT_FOUND,
+    RESOURCE_EXHAUSTED as CODE_RESOURCE_EXHAUSTED, UNAUTHENTICATED as CODE_UNAUTHENTICATED,
+    UNAVAILABLE as CODE_UNAVAILABLE,
+};
 
 /// Largest KDC reply the enclave reads (real ones, PAC included, are a few KiB).
 pub const MAX_KDC_REPLY_LEN: usize = 64 << 10;
@@ -79,6 +66,9 @@ pub enum KerberosError {
     Unauthenticated(String),
     /// Refused by rule, or the session is in the wrong state.
     FailedPrecondition(String),
+    /// The session holds no valid TGT (none yet, or one near its end): the caller runs the AS
+    /// exchange first (`ErrorReason::NoTgt` on the wire; FAILED_PRECONDITION).
+    NoTgt(String),
     /// A size or memory limit of the enclave.
     ResourceExhausted(String),
     /// The KDC is not answering usefully (e.g. repeated clock skew); retrying later may help.
@@ -94,7 +84,7 @@ impl KerberosError {
             KerberosError::InvalidArgument(_) => CODE_INVALID_ARGUMENT,
             KerberosError::NotFound(_) => CODE_NOT_FOUND,
             KerberosError::Unauthenticated(_) => CODE_UNAUTHENTICATED,
-            KerberosError::FailedPrecondition(_) => CODE_FAILED_PRECONDITION,
+            KerberosError::FailedPrecondition(_) | KerberosError::NoTgt(_) => CODE_FAILED_PRECONDITION,
             KerberosError::ResourceExhausted(_) => CODE_RESOURCE_EXHAUSTED,
             KerberosError::Unavailable(_) => CODE_UNAVAILABLE,
             KerberosError::Internal(_) => CODE_INTERNAL,
@@ -108,6 +98,7 @@ impl KerberosError {
             | KerberosError::NotFound(m)
             | KerberosError::Unauthenticated(m)
             | KerberosError::FailedPrecondition(m)
+            | KerberosError::NoTgt(m)
             | KerberosError::ResourceExhausted(m)
             | KerberosError::Unavailable(m)
             | KerberosError::Internal(m) => m,
@@ -274,15 +265,13 @@ fn check_reply_len(reply: &[u8]) -> Result<(), KerberosError> {
     Ok(())
 }
 
-/// `KerberosAs`: one step of the AS exchange; `payload` is a `KerberosAsRequest`.
+/// `KerberosAs`: one step of the AS exchange.
 pub fn as_step<R: TryCryptoRng>(
     creds: &mut CredentialStore,
     state: &mut KerberosSessions,
     rng: &mut R,
-    payload: &[u8],
-) -> Result<Vec<u8>, KerberosError> {
-    let req = KerberosAsRequest::decode(payload)
-        .map_err(|_| KerberosError::InvalidArgument("payload is not a KerberosAsRequest".into()))?;
+    req: KerberosAsRequest,
+) -> Result<KerberosAsReply, KerberosError> {
     check_reply_len(&req.kdc_reply)?;
     let handle = SessionHandle::try_from(req.session_handle.as_slice()).map_err(|_| no_session())?;
     let cred = creds.get_mut(&handle).ok_or_else(no_session)?;
@@ -293,8 +282,7 @@ pub fn as_step<R: TryCryptoRng>(
     }
     if req.kdc_reply.is_empty() {
         let st = state.sessions.entry(handle).or_default();
-        let next = as_start(cred, st, rng, req.now_unix)?;
-        return Ok(next.encode_to_vec());
+        return as_start(cred, st, rng, req.now_unix);
     }
     let owner = cred.owner;
     let st = state.sessions.entry(handle).or_default();
@@ -304,14 +292,11 @@ pub fn as_step<R: TryCryptoRng>(
         ));
     };
     match messages::parse_kdc_reply(&req.kdc_reply)? {
-        KdcReply::Error(e) => {
-            let next = as_retry(cred, st, rng, req.now_unix, pending, &e)?;
-            Ok(next.encode_to_vec())
-        }
+        KdcReply::Error(e) => as_retry(cred, st, rng, req.now_unix, pending, &e),
         KdcReply::Rep(rep) => {
             let (reply, tgt) = as_finish(cred, pending, rep)?;
             state.keep_tgt(handle, owner, tgt)?;
-            Ok(reply.encode_to_vec())
+            Ok(reply)
         }
     }
 }
@@ -592,15 +577,13 @@ fn kdc_error(e: &messages::KrbErr, exchange: &str) -> KerberosError {
     }
 }
 
-/// `KerberosTgs`: one step of the TGS exchange; `payload` is a `KerberosTgsRequest`.
+/// `KerberosTgs`: one step of the TGS exchange.
 pub fn tgs_step<R: TryCryptoRng>(
     creds: &CredentialStore,
     state: &mut KerberosSessions,
     rng: &mut R,
-    payload: &[u8],
-) -> Result<Vec<u8>, KerberosError> {
-    let req = KerberosTgsRequest::decode(payload)
-        .map_err(|_| KerberosError::InvalidArgument("payload is not a KerberosTgsRequest".into()))?;
+    req: KerberosTgsRequest,
+) -> Result<KerberosTgsReply, KerberosError> {
     if req.delegate {
         return Err(KerberosError::FailedPrecondition(
             "unconstrained delegation is never allowed: credguard never forwards a TGT".into(),
@@ -618,9 +601,9 @@ pub fn tgs_step<R: TryCryptoRng>(
     let tgt = match &st.tgt {
         Some(t) if fresh(&t.info, now) => t,
         _ => {
-            return Err(KerberosError::FailedPrecondition(format!(
-                "{NO_TGT_MESSAGE}: get one with KerberosGetTgt"
-            )));
+            return Err(KerberosError::NoTgt(
+                "no valid TGT in this session: get one with KerberosGetTgt".into(),
+            ));
         }
     };
     crypto::check_enctype(tgt.key.enctype, cred.allow_rc4)?;
@@ -633,7 +616,7 @@ pub fn tgs_step<R: TryCryptoRng>(
             spn: req.spn.clone(),
             sname,
         });
-        return Ok(request.encode_to_vec());
+        return Ok(request);
     }
     let Some(pending) = st.pending_tgs.take() else {
         return Err(KerberosError::FailedPrecondition(
@@ -654,10 +637,10 @@ pub fn tgs_step<R: TryCryptoRng>(
                 skew_retried: true,
                 ..pending
             });
-            Ok(request.encode_to_vec())
+            Ok(request)
         }
         KdcReply::Error(e) => Err(kdc_error(&e, "TGS")),
-        KdcReply::Rep(rep) => Ok(tgs_finish(cred, tgt, &pending, rep, now, req.mutual, rng)?.encode_to_vec()),
+        KdcReply::Rep(rep) => tgs_finish(cred, tgt, &pending, rep, now, req.mutual, rng),
     }
 }
 

@@ -24,15 +24,16 @@ use credguard_proto::enclave::{
     LegacyAuthenticateRequest, LegacyProtocol, NtlmAuthenticateReply, NtlmAuthenticateRequest, NtlmNegotiateReply,
     NtlmNegotiateRequest,
 };
-use prost::Message;
 use rand_core::TryCryptoRng;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use credguard_proto::attest::Owner;
 
 use crate::credentials::{CredentialStore, SESSION_HANDLE_LEN, SessionHandle};
-use crate::service::{
-    CODE_FAILED_PRECONDITION, CODE_INTERNAL, CODE_INVALID_ARGUMENT, CODE_NOT_FOUND, CODE_RESOURCE_EXHAUSTED,
+use credguard_proto::rpc::code::{
+    FAILED_PRECONDITION as CODE_FAILED_PRECONDITION, INTERNAL as CODE_INTERNAL,
+    INVALID_ARGUMENT as CODE_INVALID_ARGUMENT, NOT_FOUND as CODE_NOT_FOUND,
+    RESOURCE_EXHAUSTED as CODE_RESOURCE_EXHAUSTED,
 };
 
 /// Bytes of a context id.
@@ -202,16 +203,13 @@ fn no_session() -> NtlmError {
     NtlmError::NotFound(String::from("no such session in this enclave"))
 }
 
-/// `NtlmNegotiate`: opens a context for a session that holds an NT hash; returns the encoded
-/// `NtlmNegotiateReply`.
+/// `NtlmNegotiate`: opens a context for a session that holds an NT hash.
 pub fn negotiate<R: TryCryptoRng>(
     store: &CredentialStore,
     contexts: &mut NtlmContexts,
     rng: &mut R,
-    payload: &[u8],
-) -> Result<Vec<u8>, NtlmError> {
-    let req = NtlmNegotiateRequest::decode(payload)
-        .map_err(|_| NtlmError::Invalid(String::from("payload is not an NtlmNegotiateRequest")))?;
+    req: NtlmNegotiateRequest,
+) -> Result<NtlmNegotiateReply, NtlmError> {
     let handle = session_handle(&req.session_handle)?;
     let cred = store.get(&handle).ok_or_else(no_session)?;
     if cred.nt_hash.is_none() {
@@ -226,21 +224,17 @@ pub fn negotiate<R: TryCryptoRng>(
     Ok(NtlmNegotiateReply {
         context_id: id.to_vec(),
         negotiate_message: negotiate,
-    }
-    .encode_to_vec())
+    })
 }
 
 /// `NtlmAuthenticate`: takes the context out (whatever the outcome: one use only), checks the
-/// CHALLENGE and answers it with an NTLMv2 AUTHENTICATE; returns the encoded
-/// `NtlmAuthenticateReply`.
+/// CHALLENGE and answers it with an NTLMv2 AUTHENTICATE.
 pub fn authenticate<R: TryCryptoRng>(
     store: &CredentialStore,
     contexts: &mut NtlmContexts,
     rng: &mut R,
-    payload: &[u8],
-) -> Result<Vec<u8>, NtlmError> {
-    let req = NtlmAuthenticateRequest::decode(payload)
-        .map_err(|_| NtlmError::Invalid(String::from("payload is not an NtlmAuthenticateRequest")))?;
+    req: NtlmAuthenticateRequest,
+) -> Result<NtlmAuthenticateReply, NtlmError> {
     let ctx = contexts
         .take(&req.context_id)
         .ok_or_else(|| NtlmError::NotFound(String::from("no such NTLM context (unknown, used or evicted)")))?;
@@ -269,13 +263,10 @@ pub fn authenticate<R: TryCryptoRng>(
         channel_bindings: Some(req.channel_bindings.as_slice()).filter(|c| !c.is_empty()),
         target_spn: Some(req.target_spn.as_str()).filter(|s| !s.is_empty()),
     });
-    let mut reply = NtlmAuthenticateReply {
+    Ok(NtlmAuthenticateReply {
         authenticate_message: out.message,
         exported_session_key: out.exported_session_key.to_vec(),
-    };
-    let encoded = reply.encode_to_vec();
-    reply.exported_session_key.zeroize();
-    Ok(encoded)
+    })
 }
 
 /// Longest server name taken from a CHALLENGE into an audit record, in characters.
@@ -306,10 +297,7 @@ pub fn challenge_server_name(challenge_message: &[u8]) -> String {
 
 /// `LegacyAuthenticate`: always an error. Every credential in the enclave is protected, and no
 /// legacy protocol's response is ever computed from one.
-pub fn legacy_authenticate(store: &CredentialStore, payload: &[u8]) -> NtlmError {
-    let Ok(req) = LegacyAuthenticateRequest::decode(payload) else {
-        return NtlmError::Invalid(String::from("payload is not a LegacyAuthenticateRequest"));
-    };
+pub fn legacy_authenticate(store: &CredentialStore, req: &LegacyAuthenticateRequest) -> NtlmError {
     let name = match LegacyProtocol::try_from(req.protocol) {
         Ok(LegacyProtocol::Ntlmv1) => "NTLMv1",
         Ok(LegacyProtocol::Mschapv2) => "MS-CHAPv2",

@@ -415,14 +415,13 @@ fn add_session(s: &mut CredentialStore, handle: [u8; 16], hash: Option<[u8; 16]>
     .unwrap();
 }
 
-fn neg_req(h: &[u8]) -> Vec<u8> {
+fn neg_req(h: &[u8]) -> NtlmNegotiateRequest {
     NtlmNegotiateRequest {
         session_handle: h.to_vec(),
     }
-    .encode_to_vec()
 }
 
-fn auth_req(ctx: &[u8], challenge: &[u8]) -> Vec<u8> {
+fn auth_req(ctx: &[u8], challenge: &[u8]) -> NtlmAuthenticateRequest {
     NtlmAuthenticateRequest {
         context_id: ctx.to_vec(),
         challenge_message: challenge.to_vec(),
@@ -430,7 +429,6 @@ fn auth_req(ctx: &[u8], challenge: &[u8]) -> Vec<u8> {
         target_spn: String::new(),
         now_filetime: 1,
     }
-    .encode_to_vec()
 }
 
 #[test]
@@ -439,21 +437,11 @@ fn negotiate_then_authenticate_once() {
     let store = store_with([9; 16], Some(nt));
     let mut ctxs = NtlmContexts::new();
     let mut rng = Counter(0x9e37_79b9_7f4a_7c15);
-    let r = NtlmNegotiateReply::decode(
-        negotiate(&store, &mut ctxs, &mut rng, &neg_req(&[9; 16]))
-            .unwrap()
-            .as_slice(),
-    )
-    .unwrap();
+    let r = negotiate(&store, &mut ctxs, &mut rng, neg_req(&[9; 16])).unwrap();
     assert_eq!(r.context_id.len(), 16);
     assert_eq!(r.negotiate_message, negotiate_message());
     let chal = challenge_msg(GOOD_FLAGS, &ti(&[(2, &utf16("Domain")), (7, &[3; 8])]));
-    let a = NtlmAuthenticateReply::decode(
-        authenticate(&store, &mut ctxs, &mut rng, &auth_req(&r.context_id, &chal))
-            .unwrap()
-            .as_slice(),
-    )
-    .unwrap();
+    let a = authenticate(&store, &mut ctxs, &mut rng, auth_req(&r.context_id, &chal)).unwrap();
     let exported = verify(
         &a.authenticate_message,
         &r.negotiate_message,
@@ -470,7 +458,7 @@ fn negotiate_then_authenticate_once() {
         assert_ne!(a.exported_session_key, secret);
     }
     // One use only.
-    let again = authenticate(&store, &mut ctxs, &mut rng, &auth_req(&r.context_id, &chal));
+    let again = authenticate(&store, &mut ctxs, &mut rng, auth_req(&r.context_id, &chal));
     assert!(matches!(again, Err(NtlmError::NotFound(_))));
     assert!(ctxs.is_empty());
 }
@@ -481,43 +469,39 @@ fn context_rules() {
     let mut ctxs = NtlmContexts::new();
     let mut rng = Counter(0x9e37_79b9_7f4a_7c15);
     assert!(matches!(
-        negotiate(&store, &mut ctxs, &mut rng, &neg_req(&[8; 16])),
+        negotiate(&store, &mut ctxs, &mut rng, neg_req(&[8; 16])),
         Err(NtlmError::NotFound(_))
     ));
     assert!(matches!(
-        negotiate(&store, &mut ctxs, &mut rng, &neg_req(&[8; 3])),
-        Err(NtlmError::Invalid(_))
-    ));
-    assert!(matches!(
-        negotiate(&store, &mut ctxs, &mut rng, &[0xff]),
+        negotiate(&store, &mut ctxs, &mut rng, neg_req(&[8; 3])),
         Err(NtlmError::Invalid(_))
     ));
     let keyonly = store_with([9; 16], None);
     assert!(matches!(
-        negotiate(&keyonly, &mut ctxs, &mut rng, &neg_req(&[9; 16])),
+        negotiate(&keyonly, &mut ctxs, &mut rng, neg_req(&[9; 16])),
         Err(NtlmError::Refused(_))
     ));
     // Bounded per owner: that owner's oldest context is evicted.
     let mut first = Vec::new();
     for i in 0..MAX_CONTEXTS_PER_OWNER + 5 {
-        let r = negotiate(&store, &mut ctxs, &mut rng, &neg_req(&[9; 16])).unwrap();
+        let r = negotiate(&store, &mut ctxs, &mut rng, neg_req(&[9; 16])).unwrap();
         if i == 0 {
-            first = NtlmNegotiateReply::decode(r.as_slice()).unwrap().context_id;
+            first = r.context_id;
         }
     }
     assert_eq!(ctxs.len(), MAX_CONTEXTS_PER_OWNER);
     let chal = challenge_msg(GOOD_FLAGS, &ti(&[(2, &utf16("D"))]));
     assert!(matches!(
-        authenticate(&store, &mut ctxs, &mut rng, &auth_req(&first, &chal)),
+        authenticate(&store, &mut ctxs, &mut rng, auth_req(&first, &chal)),
         Err(NtlmError::NotFound(_))
     ));
     ctxs.forget_session(&[9; 16]);
     assert!(ctxs.is_empty());
     // A refused CHALLENGE consumes its context too.
-    let r = negotiate(&store, &mut ctxs, &mut rng, &neg_req(&[9; 16])).unwrap();
-    let id = NtlmNegotiateReply::decode(r.as_slice()).unwrap().context_id;
+    let r = negotiate(&store, &mut ctxs, &mut rng, neg_req(&[9; 16])).unwrap();
+    let id = r.context_id;
     let v1 = challenge_msg(GOOD_FLAGS & !flags::EXTENDED_SESSIONSECURITY, &ti(&[(2, &utf16("D"))]));
-    let e = authenticate(&store, &mut ctxs, &mut rng, &auth_req(&id, &v1)).unwrap_err();
+    let e = authenticate(&store, &mut ctxs, &mut rng, auth_req(&id, &v1)).unwrap_err();
     assert_eq!(e.code(), CODE_FAILED_PRECONDITION);
     assert!(ctxs.is_empty());
 }
@@ -528,22 +512,22 @@ fn one_owner_never_evicts_another_owners_context() {
     let mut ctxs = NtlmContexts::new();
     let mut rng = Counter(7);
     // Alice opens one context; mallory opens many, in many sessions.
-    let r = negotiate(&store, &mut ctxs, &mut rng, &neg_req(&[9; 16])).unwrap();
-    let alices = NtlmNegotiateReply::decode(r.as_slice()).unwrap().context_id;
+    let r = negotiate(&store, &mut ctxs, &mut rng, neg_req(&[9; 16])).unwrap();
+    let alices = r.context_id;
     let mallory_sessions = MAX_CONTEXTS / MAX_CONTEXTS_PER_OWNER;
     for s in 0..mallory_sessions {
         add_session(&mut store, [s as u8 + 100; 16], Some([2; 16]), 666);
     }
     for i in 0..2 * MAX_CONTEXTS {
         let h = [(i % mallory_sessions) as u8 + 100; 16];
-        negotiate(&store, &mut ctxs, &mut rng, &neg_req(&h)).unwrap();
+        negotiate(&store, &mut ctxs, &mut rng, neg_req(&h)).unwrap();
     }
     assert_eq!(
         ctxs.count_of(credguard_proto::attest::Owner::uid(666)),
         MAX_CONTEXTS_PER_OWNER
     );
     let chal = challenge_msg(GOOD_FLAGS, &ti(&[(2, &utf16("D"))]));
-    assert!(authenticate(&store, &mut ctxs, &mut rng, &auth_req(&alices, &chal)).is_ok());
+    assert!(authenticate(&store, &mut ctxs, &mut rng, auth_req(&alices, &chal)).is_ok());
     // With the enclave full of other owners' contexts, a new one is refused, not evicted.
     let mut uid = 0u32;
     while ctxs.len() < MAX_CONTEXTS {
@@ -552,12 +536,12 @@ fn one_owner_never_evicts_another_owners_context() {
         while ctxs.count_of(credguard_proto::attest::Owner::uid(2000 + uid)) < MAX_CONTEXTS_PER_OWNER
             && ctxs.len() < MAX_CONTEXTS
         {
-            negotiate(&store, &mut ctxs, &mut rng, &neg_req(&h)).unwrap();
+            negotiate(&store, &mut ctxs, &mut rng, neg_req(&h)).unwrap();
         }
         uid += 1;
     }
-    let e = negotiate(&store, &mut ctxs, &mut rng, &neg_req(&[9; 16])).unwrap_err();
-    assert_eq!(e.code(), crate::service::CODE_RESOURCE_EXHAUSTED, "{e:?}");
+    let e = negotiate(&store, &mut ctxs, &mut rng, neg_req(&[9; 16])).unwrap_err();
+    assert_eq!(e.code(), credguard_proto::rpc::code::RESOURCE_EXHAUSTED, "{e:?}");
 }
 
 #[test]
@@ -569,7 +553,7 @@ fn legacy_protocols_are_refused_for_every_credential() {
             protocol: p,
             challenge: vec![0x11; 8],
         };
-        match legacy_authenticate(&store, &req.encode_to_vec()) {
+        match legacy_authenticate(&store, &req) {
             NtlmError::Refused(m) => {
                 assert!(m.contains(name) && m.contains("secondary credential"), "{m}");
             }
@@ -581,17 +565,14 @@ fn legacy_protocols_are_refused_for_every_credential() {
         protocol: 0,
         challenge: vec![],
     };
-    assert!(matches!(
-        legacy_authenticate(&store, &unknown.encode_to_vec()),
-        NtlmError::Invalid(_)
-    ));
+    assert!(matches!(legacy_authenticate(&store, &unknown), NtlmError::Invalid(_)));
     let nosession = LegacyAuthenticateRequest {
         session_handle: vec![1; 16],
         protocol: 1,
         challenge: vec![],
     };
     assert!(matches!(
-        legacy_authenticate(&store, &nosession.encode_to_vec()),
+        legacy_authenticate(&store, &nosession),
         NtlmError::NotFound(_)
     ));
 }

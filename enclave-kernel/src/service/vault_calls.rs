@@ -11,19 +11,15 @@ use alloc::vec::Vec;
 
 use credguard_proto::attest::{Owner, SealPurpose, SealedNames};
 use credguard_proto::enclave::{
-    Frame, LogonRequest, VaultLogonReply, VaultLogonRequest, VaultSealReply, VaultSealRequest, sealed_logon_secret,
+    LogonRequest, VaultLogonReply, VaultLogonRequest, VaultSealReply, VaultSealRequest, sealed_logon_secret,
     vault_seal_request,
 };
-use prost::Message;
+use credguard_proto::rpc::{RpcError, code};
 use rand_core::TryCryptoRng;
 
-use super::{CODE_INVALID_ARGUMENT, Service, error, ok, refused};
+use super::Service;
 use crate::credentials::credential_from;
 use crate::vault::{self, Binding, NONCE_LEN, VaultError, to_logon_secret};
-
-fn vault_error(call_id: u64, e: VaultError) -> Frame {
-    error(call_id, e.code(), alloc::format!("{e}"))
-}
 
 fn wipe_seal_request(req: &mut VaultSealRequest) {
     use zeroize::Zeroize;
@@ -36,58 +32,49 @@ fn wipe_seal_request(req: &mut VaultSealRequest) {
     }
 }
 
+fn binding<'a>(
+    req_uid: u32,
+    target: &'a str,
+    user: &'a str,
+    domain: &'a str,
+    realm: &'a str,
+    created_unix_ms: u64,
+) -> Binding<'a> {
+    Binding {
+        uid: req_uid,
+        target,
+        user,
+        domain,
+        realm,
+        created_unix_ms,
+    }
+}
+
 impl<R: TryCryptoRng> Service<R> {
     /// `VaultSeal`: checks the credential as `Logon` would, then seals it under the vault key.
     /// Opens no session. The secret is wiped whatever the outcome.
-    pub(super) fn vault_seal(&mut self, call_id: u64, payload: &[u8]) -> Frame {
-        let Ok(mut req) = VaultSealRequest::decode(payload) else {
-            return error(
-                call_id,
-                CODE_INVALID_ARGUMENT,
-                String::from("payload is not a VaultSealRequest"),
-            );
-        };
-        let reply = self.vault_seal_inner(call_id, &mut req);
+    pub(super) fn vault_seal_call(&mut self, mut req: VaultSealRequest) -> Result<VaultSealReply, RpcError> {
+        let reply = self.vault_seal_inner(&mut req);
         wipe_seal_request(&mut req);
         reply
     }
 
-    fn vault_seal_inner(&mut self, call_id: u64, req: &mut VaultSealRequest) -> Frame {
+    fn vault_seal_inner(&mut self, req: &mut VaultSealRequest) -> Result<VaultSealReply, RpcError> {
         if self.vault.is_none() {
-            return vault_error(call_id, VaultError::NoVault);
+            return Err(VaultError::NoVault.into());
         }
-        let refuse_unsealed_rc4 = !req.allow_rc4;
-        let (secret, refuse_rc4) = match req.secret.take() {
-            None => {
-                return error(
-                    call_id,
-                    CODE_INVALID_ARGUMENT,
-                    String::from("one secret is required: password, nt_hash, key or sealed"),
-                );
-            }
-            Some(vault_seal_request::Secret::Password(p)) => {
-                (sealed_logon_secret::Secret::Password(p), refuse_unsealed_rc4)
-            }
-            Some(vault_seal_request::Secret::NtHash(h)) => {
-                (sealed_logon_secret::Secret::NtHash(h), refuse_unsealed_rc4)
-            }
-            Some(vault_seal_request::Secret::Key(k)) => (sealed_logon_secret::Secret::Key(k), refuse_unsealed_rc4),
-            Some(vault_seal_request::Secret::Sealed(sealed)) => match self.open_sealed_for_vault(&sealed, req) {
-                Ok(opened) => (opened.secret, opened.refuse_rc4),
-                Err(reply) => return reply.with_call_id(call_id),
-            },
-        };
-        let binding = Binding {
-            uid: req.uid,
-            target: &req.target,
-            user: &req.user,
-            domain: &req.domain,
-            realm: &req.realm,
-            created_unix_ms: req.created_unix_ms,
-        };
+        let (secret, refuse_rc4) = self.vault_secret(req)?;
+        let binding = binding(
+            req.uid,
+            &req.target,
+            &req.user,
+            &req.domain,
+            &req.realm,
+            req.created_unix_ms,
+        );
         if let Err(e) = binding.check_target() {
             vault::wipe_secret(secret);
-            return vault_error(call_id, e);
+            return Err(e.into());
         }
         // The same checks as a logon (names, lengths, no DES, a realm for a key), so that the
         // vault holds only credentials that will log on. The copy is wiped with the credential.
@@ -102,85 +89,87 @@ impl<R: TryCryptoRng> Service<R> {
         };
         if let Err(e) = credential_from(&mut probe, self.boot_facts.allows_rc4()) {
             vault::wipe_secret(secret);
-            return refused(call_id, e);
+            return Err(e.into());
         }
         let kind = vault::kind_of(&secret);
         let mut nonce = [0u8; NONCE_LEN];
         if self.rng.try_fill_bytes(&mut nonce).is_err() {
             vault::wipe_secret(secret);
-            return vault_error(call_id, VaultError::Random);
+            return Err(VaultError::Random.into());
         }
         let Some(v) = self.vault.as_ref() else {
             vault::wipe_secret(secret);
-            return vault_error(call_id, VaultError::NoVault);
+            return Err(VaultError::NoVault.into());
         };
-        match v.seal(&binding, secret, refuse_rc4, nonce) {
-            Ok(sealed_blob) => ok(
-                call_id,
-                VaultSealReply {
-                    sealed_blob,
-                    secret_kind: String::from(kind),
-                }
-                .encode_to_vec(),
-            ),
-            Err(e) => vault_error(call_id, e),
-        }
+        let sealed_blob = v.seal(&binding, secret, refuse_rc4, nonce)?;
+        Ok(VaultSealReply {
+            sealed_blob,
+            secret_kind: String::from(kind),
+        })
     }
 
-    /// A secret the client sealed to this boot's sealing key for a vault save by `req.uid` of
-    /// exactly this target and these names (so that the proxy never saw it).
-    fn open_sealed_for_vault(
-        &mut self,
-        sealed: &credguard_proto::enclave::SealedSecret,
-        req: &VaultSealRequest,
-    ) -> Result<crate::sealing::Opened, Frame> {
-        let names = SealedNames {
-            user: &req.user,
-            domain: &req.domain,
-            realm: &req.realm,
-            target: &req.target,
-        };
-        self.open_sealed_secret(sealed, SealPurpose::VaultSave, Owner::uid(req.uid), &names)
-            .map_err(|e| refused(0, e))
+    /// The secret of a `VaultSeal` (opened, if the client sealed it to this boot for a vault save
+    /// of exactly this uid, target and names) and whether rc4-hmac is refused for it.
+    fn vault_secret(&mut self, req: &mut VaultSealRequest) -> Result<(sealed_logon_secret::Secret, bool), RpcError> {
+        let refuse_unsealed_rc4 = !req.allow_rc4;
+        Ok(match req.secret.take() {
+            None => {
+                return Err(RpcError::new(
+                    code::INVALID_ARGUMENT,
+                    "one secret is required: password, nt_hash, key or sealed",
+                ));
+            }
+            Some(vault_seal_request::Secret::Password(p)) => {
+                (sealed_logon_secret::Secret::Password(p), refuse_unsealed_rc4)
+            }
+            Some(vault_seal_request::Secret::NtHash(h)) => {
+                (sealed_logon_secret::Secret::NtHash(h), refuse_unsealed_rc4)
+            }
+            Some(vault_seal_request::Secret::Key(k)) => (sealed_logon_secret::Secret::Key(k), refuse_unsealed_rc4),
+            Some(vault_seal_request::Secret::Sealed(sealed)) => {
+                let names = SealedNames {
+                    user: &req.user,
+                    domain: &req.domain,
+                    realm: &req.realm,
+                    target: &req.target,
+                };
+                let opened = self.open_sealed_secret(&sealed, SealPurpose::VaultSave, Owner::uid(req.uid), &names)?;
+                (opened.secret, opened.refuse_rc4)
+            }
+        })
     }
 
     /// `VaultLogon`: opens a blob and makes a logon session of it, exactly as `Logon` does. A
     /// blob of an allowed earlier image comes back re-sealed under this image's key.
-    pub(super) fn vault_logon(&mut self, call_id: u64, payload: &[u8], now_tsc: u64) -> Frame {
-        let Ok(req) = VaultLogonRequest::decode(payload) else {
-            return error(
-                call_id,
-                CODE_INVALID_ARGUMENT,
-                String::from("payload is not a VaultLogonRequest"),
-            );
-        };
+    pub(super) fn vault_logon_call(
+        &mut self,
+        req: VaultLogonRequest,
+        now_tsc: u64,
+    ) -> Result<VaultLogonReply, RpcError> {
         let Some(v) = self.vault.as_ref() else {
-            return vault_error(call_id, VaultError::NoVault);
+            return Err(VaultError::NoVault.into());
         };
-        let binding = Binding {
-            uid: req.uid,
-            target: &req.target,
-            user: &req.user,
-            domain: &req.domain,
-            realm: &req.realm,
-            created_unix_ms: req.created_unix_ms,
-        };
-        let opened = match v.open(&binding, &req.sealed_blob) {
-            Ok(o) => o,
-            Err(e) => return vault_error(call_id, e),
-        };
+        let binding = binding(
+            req.uid,
+            &req.target,
+            &req.user,
+            &req.domain,
+            &req.realm,
+            req.created_unix_ms,
+        );
+        let opened = v.open(&binding, &req.sealed_blob)?;
         let mut resealed_blob = Vec::new();
         if opened.from_earlier_image {
             let mut nonce = [0u8; NONCE_LEN];
             if self.rng.try_fill_bytes(&mut nonce).is_err() {
                 vault::wipe_secret(opened.secret);
-                return vault_error(call_id, VaultError::Random);
+                return Err(VaultError::Random.into());
             }
             match v.seal(&binding, opened.secret.clone(), opened.refuse_rc4, nonce) {
                 Ok(b) => resealed_blob = b,
                 Err(e) => {
                     vault::wipe_secret(opened.secret);
-                    return vault_error(call_id, e);
+                    return Err(e.into());
                 }
             }
         }
@@ -194,41 +183,26 @@ impl<R: TryCryptoRng> Service<R> {
             allow_rc4: !opened.refuse_rc4,
         };
         // From here on as `Logon`: the credential path takes (and wipes) the secret.
-        match self.open_session(call_id, &mut logon, req.operations_per_second, now_tsc) {
-            Ok((handle, _)) => ok(
-                call_id,
-                VaultLogonReply {
-                    session_handle: handle.to_vec(),
-                    resealed_blob,
-                }
-                .encode_to_vec(),
-            ),
-            Err(reply) => reply,
-        }
-    }
-}
-
-/// Sets the call id of an error frame made before it was known.
-trait WithCallId {
-    fn with_call_id(self, call_id: u64) -> Self;
-}
-
-impl WithCallId for Frame {
-    fn with_call_id(mut self, call_id: u64) -> Self {
-        self.call_id = call_id;
-        self
+        let (handle, _) = self.open_session(&mut logon, req.operations_per_second, now_tsc)?;
+        Ok(VaultLogonReply {
+            session_handle: handle.to_vec(),
+            resealed_blob,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::{CODE_FAILED_PRECONDITION, CODE_OK, Identity, operation};
+    use super::super::{Identity, operation};
     use super::*;
     use crate::rng::CounterRng;
     use crate::vault::{CODE_PERMISSION_DENIED, Vault};
-    use alloc::string::ToString;
     use credguard_proto::abi::MEASUREMENT_LEN;
-    use credguard_proto::enclave::{LogonReply, METHOD_VAULT_LOGON, METHOD_VAULT_SEAL, StatusReply};
+    use credguard_proto::enclave::{EnclaveMethod, Frame, LogonReply, StatusReply};
+    use credguard_proto::rpc::code::{
+        FAILED_PRECONDITION as CODE_FAILED_PRECONDITION, INVALID_ARGUMENT as CODE_INVALID_ARGUMENT, OK as CODE_OK,
+    };
+    use prost::Message;
     use zeroize::Zeroizing;
 
     /// The vault key the VMM would hand an image whose measurement is all `m` (any fixed function
@@ -253,14 +227,12 @@ mod tests {
         svc
     }
 
-    fn frame(method: &str, payload: Vec<u8>) -> Frame {
+    fn frame(method: EnclaveMethod, payload: Vec<u8>) -> Frame {
         Frame {
             call_id: 1,
-            method: method.to_string(),
+            method_id: method.id(),
             payload,
-            code: 0,
-            message: String::new(),
-            audit: Vec::new(),
+            ..Default::default()
         }
     }
 
@@ -275,7 +247,7 @@ mod tests {
             secret: Some(vault_seal_request::Secret::Password(password.into())),
             allow_rc4: false,
         };
-        svc.dispatch(&frame(METHOD_VAULT_SEAL, req.encode_to_vec()), 0)
+        svc.dispatch(&frame(EnclaveMethod::VaultSeal, req.encode_to_vec()), 0)
     }
 
     fn logon(svc: &mut Service<CounterRng>, uid: u32, target: &str, blob: &[u8]) -> Frame {
@@ -289,13 +261,13 @@ mod tests {
             sealed_blob: blob.to_vec(),
             operations_per_second: 0,
         };
-        svc.dispatch(&frame(METHOD_VAULT_LOGON, req.encode_to_vec()), 0)
+        svc.dispatch(&frame(EnclaveMethod::VaultLogon, req.encode_to_vec()), 0)
     }
 
     #[test]
     fn seal_then_logon_makes_a_session_and_both_are_audited() {
         let mut svc = service(1, &[], true);
-        let st = svc.dispatch(&frame(super::super::METHOD_STATUS, Vec::new()), 0);
+        let st = svc.dispatch(&frame(EnclaveMethod::Status, Vec::new()), 0);
         assert!(StatusReply::decode(st.payload.as_slice()).unwrap().vault_ready);
         let r = seal(&mut svc, 1000, "fs", "S3cret!");
         assert_eq!(r.code, CODE_OK, "{}", r.message);
@@ -347,7 +319,7 @@ mod tests {
         assert_eq!(seal(&mut svc, 1000, "fs", "").code, CODE_INVALID_ARGUMENT);
         assert_eq!(seal(&mut svc, 1000, "", "pw").code, CODE_INVALID_ARGUMENT);
         assert_eq!(seal(&mut svc, 1000, "a\u{7}b", "pw").code, CODE_INVALID_ARGUMENT);
-        let r = svc.dispatch(&frame(METHOD_VAULT_SEAL, alloc::vec![0xff]), 0);
+        let r = svc.dispatch(&frame(EnclaveMethod::VaultSeal, alloc::vec![0xff]), 0);
         assert_eq!(r.code, CODE_INVALID_ARGUMENT);
     }
 
@@ -387,9 +359,9 @@ mod tests {
             let len = (next() % 200) as usize;
             let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
             let method = if round % 2 == 0 {
-                METHOD_VAULT_SEAL
+                EnclaveMethod::VaultSeal
             } else {
-                METHOD_VAULT_LOGON
+                EnclaveMethod::VaultLogon
             };
             let r = svc.dispatch(&frame(method, bytes.clone()), 0);
             assert_ne!(r.code, CODE_OK, "random bytes sealed or opened something");

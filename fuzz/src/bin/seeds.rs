@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use credguard_enclave::ntlm::sample::windows_challenge;
 use credguard_proto::enclave::{
-    Frame, LogonRequest, METHOD_LOGON, METHOD_STATUS, NtlmAuthenticateRequest, StatusRequest, logon_request,
+    EnclaveMethod, Frame, LogonRequest, NtlmAuthenticateRequest, StatusRequest, logon_request,
 };
 use credguard_proto::wire::encode_frame;
 use credguard_vmm::devices::virtio::vsock::fuzz::{CLIENT_PORT, GUEST_CID, QUEUE_SIZE, queue_base};
@@ -23,12 +23,12 @@ fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
     std::fs::write(d.join(name), bytes).expect("writing a seed");
 }
 
-fn framed(method: &str, payload: Vec<u8>) -> Vec<u8> {
+fn framed(method: EnclaveMethod, payload: Vec<u8>) -> Vec<u8> {
     let mut out = Vec::new();
     encode_frame(
         &Frame {
             call_id: 1,
-            method: method.into(),
+            method_id: method.id(),
             payload,
             ..Default::default()
         },
@@ -165,7 +165,7 @@ fn main() {
     // The enclave's request stream: a raw stream (even first byte, then the piece size) and
     // payloads for a method (odd first byte = 4 * method index + 1, + 2 to fill in the live
     // session handle or NTLM context id as field 1).
-    let status = framed(METHOD_STATUS, StatusRequest {}.encode_to_vec());
+    let status = framed(EnclaveMethod::Status, StatusRequest {}.encode_to_vec());
     let logon = LogonRequest {
         user: "alice".into(),
         domain: "CORP".into(),
@@ -175,7 +175,7 @@ fn main() {
     .encode_to_vec();
     let mut raw = vec![0u8, 7];
     raw.extend_from_slice(&status);
-    raw.extend_from_slice(&framed(METHOD_LOGON, logon.clone()));
+    raw.extend_from_slice(&framed(EnclaveMethod::Logon, logon.clone()));
     write(&dir, "enclave_request", "stream", &raw);
     let mut m = vec![5u8]; // method 1: Logon
     m.extend_from_slice(&logon);

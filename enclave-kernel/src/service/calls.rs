@@ -1,0 +1,397 @@
+//! The methods of the enclave service (`EnclaveServer`, generated from `enclave.proto`): each gets
+//! its request decoded once by the generated dispatcher. The ones that put a secret to work go
+//! through [`Service::secret_call`]: the rate limit first, then the call, then its audit record.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use credguard_proto::abi;
+use credguard_proto::attest::{Owner, SealPurpose, SealedNames};
+use credguard_proto::enclave::{
+    AuditRecord, EnclaveServer, IssueSealingNonceReply, IssueSealingNonceRequest, KerberosAsReply, KerberosAsRequest,
+    KerberosTgsReply, KerberosTgsRequest, LegacyAuthenticateReply, LegacyAuthenticateRequest, LegacyProtocol,
+    LogoffReply, LogoffRequest, LogonReply, LogonRequest, NtlmAuthenticateReply, NtlmAuthenticateRequest,
+    NtlmNegotiateReply, NtlmNegotiateRequest, StatusReply, StatusRequest, VaultLogonReply, VaultLogonRequest,
+    VaultSealReply, VaultSealRequest, logon_request,
+};
+use credguard_proto::rpc::{RpcError, code};
+use rand_core::TryCryptoRng;
+
+use super::{CallContext, ENCLAVE_FLAGS, Service};
+use crate::credentials::{LogonCredential, SESSION_HANDLE_LEN, SessionHandle, credential_from};
+use crate::ratelimit::CredentialId;
+
+/// Longest prefix of an SPN (or other target) copied into an audit record.
+const MAX_AUDITED_TARGET: usize = 256;
+
+/// Audit record operation names (`AuditRecord.operation`).
+pub mod operation {
+    /// A credential taken in (`Logon`).
+    pub const LOGON: &str = "logon";
+    /// An NTLMv2 response computed (`NtlmAuthenticate`).
+    pub const NTLM_AUTHENTICATE: &str = "ntlm_authenticate";
+    /// A step of an AS exchange with the long-term key (`KerberosAs`).
+    pub const KERBEROS_AS: &str = "kerberos_as";
+    /// A step of a TGS exchange with the TGT (`KerberosTgs`).
+    pub const KERBEROS_TGS: &str = "kerberos_tgs";
+    /// A legacy protocol's response asked for, and refused (`LegacyAuthenticate`).
+    pub const LEGACY_REFUSED: &str = "legacy_refused";
+    /// A credential sealed for the vault (`VaultSeal`).
+    pub const VAULT_SEAL: &str = "vault_seal";
+    /// A vault credential opened into a session (`VaultLogon`).
+    pub const VAULT_LOGON: &str = "vault_logon";
+}
+
+/// A call that uses (or tries to use) a session's secret, as known before it runs.
+pub(super) struct SecretUse {
+    pub(super) operation: &'static str,
+    pub(super) session: Vec<u8>,
+    pub(super) target: String,
+    /// Whether it costs one token of the rate limits: the calls that put the secret to work on
+    /// input the caller chose (one per NTLM authenticate, per AS or TGS exchange, per legacy
+    /// attempt), not the later steps of an exchange already paid for.
+    pub(super) charged: bool,
+}
+
+impl<R: TryCryptoRng> Service<R> {
+    /// Runs `call` as the use `u` of a secret: takes a token from the rate limits of the session's
+    /// owner and credential if it costs one (refusing the call without one), and records one audit
+    /// record of the outcome in `ctx`.
+    pub(super) fn secret_call<T>(
+        &mut self,
+        ctx: &mut CallContext,
+        u: SecretUse,
+        call: impl FnOnce(&mut Self) -> Result<T, RpcError>,
+    ) -> Result<T, RpcError> {
+        let result = match self.charge(&u, ctx.now_tsc) {
+            Ok(()) => call(self),
+            Err(e) => Err(e),
+        };
+        ctx.audit.push(AuditRecord {
+            operation: String::from(u.operation),
+            session_handle: u.session,
+            target: u.target,
+            code: result.as_ref().map_or_else(|e| e.code, |_| code::OK),
+            enclave_time_ms: self.enclave_time_ms(ctx.now_tsc),
+        });
+        result
+    }
+
+    /// Takes a token from the rate limits of the session's owner and credential if the call costs
+    /// one. Unknown sessions cost nothing: the call itself will fail with NOT_FOUND.
+    fn charge(&mut self, u: &SecretUse, now_tsc: u64) -> Result<(), RpcError> {
+        if !u.charged {
+            return Ok(());
+        }
+        match self.credentials.get(&u.session) {
+            Some(c) => self
+                .limits
+                .try_acquire(c.owner, &c.id, now_tsc)
+                .map_err(|e| RpcError::new(code::RESOURCE_EXHAUSTED, e.message())),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes a session of `req`'s plain secret (taking it out of `req`, wiped on every path) on
+    /// the rate limits of its owner and credential (new ones at `asked_rate`); returns its handle
+    /// and the kind of secret. What `Logon` and `VaultLogon` share.
+    pub(super) fn open_session(
+        &mut self,
+        req: &mut LogonRequest,
+        asked_rate: u32,
+        now_tsc: u64,
+    ) -> Result<(SessionHandle, &'static str), RpcError> {
+        let mut cred = credential_from(req, self.boot_facts.allows_rc4())?;
+        cred.id = self.fingerprint(&cred);
+        let mut handle = [0u8; SESSION_HANDLE_LEN];
+        self.rng
+            .try_fill_bytes(&mut handle)
+            .map_err(|_| RpcError::new(code::INTERNAL, "the enclave's random source failed"))?;
+        self.limits
+            .open(cred.owner, cred.id, asked_rate, self.tsc_khz, now_tsc)
+            .map_err(|_| {
+                RpcError::new(
+                    code::RESOURCE_EXHAUSTED,
+                    "the enclave tracks as many rate limits in use as it can: retry in a second",
+                )
+            })?;
+        let kind = cred.kind;
+        self.credentials.insert(handle, cred)?;
+        Ok((handle, kind))
+    }
+
+    /// The credential's fingerprint: HMAC-SHA256 under this boot's key of its names and secret,
+    /// so that sessions of one credential share a rate limit whoever opens them, and nobody
+    /// without the secret can spend that budget.
+    fn fingerprint(&self, cred: &LogonCredential) -> CredentialId {
+        use hmac::{KeyInit, Mac};
+        let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.fingerprint_key[..]) else {
+            return [0; 16];
+        };
+        let mut part = |bytes: &[u8]| {
+            mac.update(&(bytes.len() as u32).to_le_bytes());
+            mac.update(bytes);
+        };
+        part(b"credguard credential");
+        part(cred.user.to_lowercase().as_bytes());
+        part(cred.domain.to_lowercase().as_bytes());
+        part(cred.realm.to_uppercase().as_bytes());
+        if let Some(h) = &cred.nt_hash {
+            part(&h[..]);
+        }
+        for k in &cred.keys {
+            part(&k.enctype.to_le_bytes());
+            part(&k.value);
+        }
+        let tag = mac.finalize().into_bytes();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&tag[..16]);
+        id
+    }
+
+    fn status_reply(&self, now_tsc: u64) -> StatusReply {
+        let facts = self.boot_facts;
+        StatusReply {
+            version: String::from(crate::VERSION),
+            measurement: self.identity.measurement.to_vec(),
+            uptime_ms: self.enclave_time_ms(now_tsc),
+            requests_served: self.requests_served,
+            boot_id: self.boot_id.to_vec(),
+            signer: hex(&self.identity.signer),
+            sessions: self.credentials.len() as u64,
+            protection: abi::describe_protection(facts.protection_bits, facts.host_mapped_bytes, facts.ram_size),
+            sealing_public_key: self.sealing.public_key().to_vec(),
+            attestation_signature: self.sealing.attestation().to_vec(),
+            restarts: self.restarts,
+            restart_reasons: self.restart_reasons.clone(),
+            vault_ready: self.vault.is_some(),
+            protection_bits: facts.protection_bits,
+            host_mapped_bytes: facts.host_mapped_bytes,
+            ram_size: facts.ram_size,
+            policy_bits: facts.policy_bits,
+            enclave_flags: ENCLAVE_FLAGS,
+        }
+    }
+
+    /// `Logon` after its audit record is set up: opens a sealed secret (the client's rc4-hmac
+    /// choice then counts, not the proxy's), then makes the session.
+    fn logon_inner(&mut self, mut req: LogonRequest, now_tsc: u64) -> Result<LogonReply, RpcError> {
+        let asked_rate = req.operations_per_second;
+        if let Some(logon_request::Secret::Sealed(sealed)) = &req.secret {
+            let names = SealedNames {
+                user: &req.user,
+                domain: &req.domain,
+                realm: &req.realm,
+                target: "",
+            };
+            let opened = self.open_sealed_secret(sealed, SealPurpose::Logon, Owner(req.owner), &names)?;
+            req.allow_rc4 = !opened.refuse_rc4;
+            req.secret = Some(crate::vault::to_logon_secret(opened.secret));
+        }
+        let (handle, secret_kind) = self.open_session(&mut req, asked_rate, now_tsc)?;
+        Ok(LogonReply {
+            session_handle: handle.to_vec(),
+            secret_kind: String::from(secret_kind),
+        })
+    }
+
+    /// The audit target of a Kerberos AS exchange: the realm's krbtgt.
+    fn krbtgt_of(&self, session: &[u8]) -> String {
+        self.credentials
+            .get(session)
+            .filter(|c| !c.realm.is_empty())
+            .map(|c| alloc::format!("krbtgt/{}", c.realm))
+            .unwrap_or_default()
+    }
+}
+
+impl<R: TryCryptoRng> EnclaveServer for Service<R> {
+    type Context = CallContext;
+
+    fn status(&mut self, ctx: &mut CallContext, _: StatusRequest) -> Result<StatusReply, RpcError> {
+        Ok(self.status_reply(ctx.now_tsc))
+    }
+
+    fn logon(&mut self, ctx: &mut CallContext, req: LogonRequest) -> Result<LogonReply, RpcError> {
+        // The session is born in this call: its handle goes into the record afterwards.
+        let u = SecretUse {
+            operation: operation::LOGON,
+            session: Vec::new(),
+            target: String::new(),
+            charged: false,
+        };
+        let now_tsc = ctx.now_tsc;
+        let reply = self.secret_call(ctx, u, |svc| svc.logon_inner(req, now_tsc));
+        if let (Ok(r), Some(record)) = (&reply, ctx.audit.last_mut()) {
+            record.session_handle = r.session_handle.clone();
+        }
+        reply
+    }
+
+    fn logoff(&mut self, _: &mut CallContext, req: LogoffRequest) -> Result<LogoffReply, RpcError> {
+        let Some(owner) = self.credentials.get(&req.session_handle).map(|c| c.owner) else {
+            return Err(RpcError::new(code::NOT_FOUND, "no such session in this enclave"));
+        };
+        // The rate-limit buckets stay: logging on again must not reset them.
+        self.credentials.remove(&req.session_handle);
+        self.ntlm.forget_session(&req.session_handle);
+        self.kerberos.forget_session(&req.session_handle, owner);
+        Ok(LogoffReply {})
+    }
+
+    fn kerberos_as(&mut self, ctx: &mut CallContext, req: KerberosAsRequest) -> Result<KerberosAsReply, RpcError> {
+        let u = SecretUse {
+            operation: operation::KERBEROS_AS,
+            session: req.session_handle.clone(),
+            target: self.krbtgt_of(&req.session_handle),
+            charged: req.kdc_reply.is_empty(),
+        };
+        self.secret_call(ctx, u, |svc| {
+            Ok(crate::kerberos::as_step(
+                &mut svc.credentials,
+                &mut svc.kerberos,
+                &mut svc.rng,
+                req,
+            )?)
+        })
+    }
+
+    fn kerberos_tgs(&mut self, ctx: &mut CallContext, req: KerberosTgsRequest) -> Result<KerberosTgsReply, RpcError> {
+        let u = SecretUse {
+            operation: operation::KERBEROS_TGS,
+            session: req.session_handle.clone(),
+            target: String::from(truncate_chars(&req.spn, MAX_AUDITED_TARGET)),
+            charged: req.kdc_reply.is_empty(),
+        };
+        self.secret_call(ctx, u, |svc| {
+            Ok(crate::kerberos::tgs_step(
+                &svc.credentials,
+                &mut svc.kerberos,
+                &mut svc.rng,
+                req,
+            )?)
+        })
+    }
+
+    fn ntlm_negotiate(
+        &mut self,
+        _: &mut CallContext,
+        req: NtlmNegotiateRequest,
+    ) -> Result<NtlmNegotiateReply, RpcError> {
+        Ok(crate::ntlm::negotiate(
+            &self.credentials,
+            &mut self.ntlm,
+            &mut self.rng,
+            req,
+        )?)
+    }
+
+    fn ntlm_authenticate(
+        &mut self,
+        ctx: &mut CallContext,
+        req: NtlmAuthenticateRequest,
+    ) -> Result<NtlmAuthenticateReply, RpcError> {
+        let session = self
+            .ntlm
+            .session_of(&req.context_id)
+            .map(|h| h.to_vec())
+            .unwrap_or_default();
+        let target = if req.target_spn.is_empty() {
+            crate::ntlm::challenge_server_name(&req.challenge_message)
+        } else {
+            String::from(truncate_chars(&req.target_spn, MAX_AUDITED_TARGET))
+        };
+        let u = SecretUse {
+            operation: operation::NTLM_AUTHENTICATE,
+            session,
+            target,
+            charged: true,
+        };
+        self.secret_call(ctx, u, |svc| {
+            Ok(crate::ntlm::authenticate(
+                &svc.credentials,
+                &mut svc.ntlm,
+                &mut svc.rng,
+                req,
+            )?)
+        })
+    }
+
+    fn legacy_authenticate(
+        &mut self,
+        ctx: &mut CallContext,
+        req: LegacyAuthenticateRequest,
+    ) -> Result<LegacyAuthenticateReply, RpcError> {
+        let u = SecretUse {
+            operation: operation::LEGACY_REFUSED,
+            session: req.session_handle.clone(),
+            target: LegacyProtocol::try_from(req.protocol)
+                .map(|p| String::from(p.as_str_name()))
+                .unwrap_or_default(),
+            charged: true,
+        };
+        self.secret_call(ctx, u, |svc| {
+            Err(crate::ntlm::legacy_authenticate(&svc.credentials, &req).into())
+        })
+    }
+
+    fn vault_seal(&mut self, ctx: &mut CallContext, req: VaultSealRequest) -> Result<VaultSealReply, RpcError> {
+        let u = vault_use(operation::VAULT_SEAL, req.uid, &req.target);
+        self.secret_call(ctx, u, |svc| svc.vault_seal_call(req))
+    }
+
+    fn vault_logon(&mut self, ctx: &mut CallContext, req: VaultLogonRequest) -> Result<VaultLogonReply, RpcError> {
+        let u = vault_use(operation::VAULT_LOGON, req.uid, &req.target);
+        let now_tsc = ctx.now_tsc;
+        let reply = self.secret_call(ctx, u, |svc| svc.vault_logon_call(req, now_tsc));
+        if let (Ok(r), Some(record)) = (&reply, ctx.audit.last_mut()) {
+            record.session_handle = r.session_handle.clone();
+        }
+        reply
+    }
+
+    fn issue_sealing_nonce(
+        &mut self,
+        _: &mut CallContext,
+        req: IssueSealingNonceRequest,
+    ) -> Result<IssueSealingNonceReply, RpcError> {
+        let nonce = self
+            .sealing
+            .issue_nonce(Owner(req.owner), &mut self.rng)
+            .map_err(|e| RpcError::new(code::INTERNAL, e.message()))?;
+        Ok(IssueSealingNonceReply { nonce: nonce.to_vec() })
+    }
+}
+
+/// The audit of a vault call: who and which target (neither costs a token: a session's budget
+/// starts with the session).
+fn vault_use(operation: &'static str, uid: u32, target: &str) -> SecretUse {
+    SecretUse {
+        operation,
+        session: Vec::new(),
+        target: alloc::format!("uid {uid}: {}", truncate_chars(target, MAX_AUDITED_TARGET)),
+        charged: false,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn truncate_chars(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
