@@ -17,8 +17,9 @@ use std::time::Duration;
 use credguard_lsa_proxy::client;
 use credguard_proto::attest::{Owner, SealPurpose, SealedNames};
 use credguard_proto::enclave as wire;
+use credguard_proto::enclave::EnclaveMethod;
 use credguard_proto::lsa;
-use credguard_vmm::enclave_client::{ClientError, EnclaveClient};
+use credguard_proto::unix_transport::{TransportError, UnixClient, UnixTransport};
 use prost::Message;
 use support::fake_kdc::{self, Behaviour, FakeKdc};
 use support::kdc::TestKdc;
@@ -475,9 +476,9 @@ fn sealed_secrets_cannot_be_replayed_relabelled_or_moved() {
 
 // ----- the hostile proxy: straight to the enclave, any payload, any uid -----
 
-fn raw_client(stack: &Stack) -> EnclaveClient {
+fn raw_client(stack: &Stack) -> UnixClient {
     support::retry(Duration::from_secs(10), || {
-        EnclaveClient::connect(
+        UnixTransport::client(
             &stack.vsock,
             credguard_proto::abi::ENCLAVE_VSOCK_PORT,
             Duration::from_secs(10),
@@ -486,11 +487,11 @@ fn raw_client(stack: &Stack) -> EnclaveClient {
 }
 
 fn raw_logon(
-    c: &mut EnclaveClient,
+    c: &mut UnixClient,
     owner: u64,
     user: &str,
     secret: wire::logon_request::Secret,
-) -> Result<Vec<u8>, ClientError> {
+) -> Result<Vec<u8>, TransportError> {
     let req = wire::LogonRequest {
         user: user.into(),
         domain: "CORP".into(),
@@ -500,15 +501,11 @@ fn raw_logon(
         owner,
         allow_rc4: true,
     };
-    c.call::<_, wire::LogonReply>(wire::METHOD_LOGON, &req)
-        .map(|r| r.session_handle)
+    c.logon(&req).map(|r| r.session_handle)
 }
 
-fn status_code(e: &ClientError) -> i32 {
-    match e {
-        ClientError::Status { code, .. } => *code,
-        other => panic!("not a status: {other}"),
-    }
+fn status_code(e: &TransportError) -> i32 {
+    e.code().unwrap_or_else(|| panic!("not the enclave's answer: {e}"))
 }
 
 #[test]
@@ -538,7 +535,10 @@ fn a_hostile_proxy_cannot_relax_the_enclaves_rules() {
     }
     .encode_to_vec();
     payload.extend_from_slice(&[0x18, 0x01]);
-    let r = c.call_raw(wire::METHOD_KERBEROS_TGS, payload).unwrap();
+    let r = c
+        .transport_mut()
+        .call_frame(EnclaveMethod::KerberosTgs.id(), payload)
+        .unwrap();
     assert_eq!(r.code, 9, "{}", r.message);
     assert!(r.message.contains("krbtgt"), "{}", r.message);
     // A rate far above the ceiling is clamped to it: 1000 per second, per owner and credential.
@@ -550,7 +550,7 @@ fn a_hostile_proxy_cannot_relax_the_enclaves_rules() {
         owner: 77,
         ..Default::default()
     };
-    let g: wire::LogonReply = c.call(wire::METHOD_LOGON, &greedy).unwrap();
+    let g = c.logon(&greedy).unwrap();
     let legacy = wire::LegacyAuthenticateRequest {
         session_handle: g.session_handle,
         protocol: wire::LegacyProtocol::Ntlmv1 as i32,
@@ -562,16 +562,16 @@ fn a_hostile_proxy_cannot_relax_the_enclaves_rules() {
     for call_id in 0..3000u64 {
         let frame = wire::Frame {
             call_id: 1_000_000 + call_id,
-            method: wire::METHOD_LEGACY_AUTHENTICATE.into(),
+            method_id: EnclaveMethod::LegacyAuthenticate.id(),
             payload: legacy.clone(),
             ..Default::default()
         };
         credguard_proto::wire::encode_frame(&frame, &mut burst);
     }
     let start = std::time::Instant::now();
-    c.send_bytes(&burst).unwrap();
+    c.transport_mut().send_bytes(&burst).unwrap();
     let passed = (0..3000)
-        .filter(|_| c.read_frame().unwrap().expect("a reply").code != 8)
+        .filter(|_| c.transport_mut().read_frame().unwrap().expect("a reply").code != 8)
         .count();
     let ceiling = 1000 + (start.elapsed().as_secs_f64() * 1000.0).ceil() as usize;
     assert!(
@@ -580,13 +580,10 @@ fn a_hostile_proxy_cannot_relax_the_enclaves_rules() {
     );
     assert!(passed >= 1000, "{passed} passed: the burst is the ceiling, not less");
     // A secret sealed for one owner does not open for another the proxy names.
-    let nonce: wire::IssueSealingNonceReply = c
-        .call(
-            wire::METHOD_ISSUE_SEALING_NONCE,
-            &wire::IssueSealingNonceRequest { owner: 1 },
-        )
+    let nonce = c
+        .issue_sealing_nonce(&wire::IssueSealingNonceRequest { owner: 1 })
         .unwrap();
-    let status: wire::StatusReply = c.call(wire::METHOD_STATUS, &wire::StatusRequest {}).unwrap();
+    let status = c.status(&wire::StatusRequest {}).unwrap();
     let pk: [u8; 32] = status.sealing_public_key.as_slice().try_into().unwrap();
     let seal_for = credguard_lsa_proxy::sealed::SealFor {
         purpose: SealPurpose::Logon,
@@ -647,7 +644,7 @@ fn filling_the_enclave_is_refused_not_a_crash() {
             owner,
             ..Default::default()
         };
-        match c.call::<_, wire::LogonReply>(wire::METHOD_LOGON, &req) {
+        match c.logon(&req) {
             Ok(r) => made.push(r.session_handle),
             Err(e) => break e,
         }
@@ -656,12 +653,10 @@ fn filling_the_enclave_is_refused_not_a_crash() {
     assert_eq!(status_code(&refusal), 8, "{refusal}");
     assert!(refusal.to_string().contains("memory"), "{refusal}");
     // Still alive, never restarted; logging off frees room again.
-    let st: wire::StatusReply = c.call(wire::METHOD_STATUS, &wire::StatusRequest {}).unwrap();
+    let st = c.status(&wire::StatusRequest {}).unwrap();
     assert_eq!(st.restarts, 0);
     for h in made.drain(..made.len() / 2) {
-        let _: wire::LogoffReply = c
-            .call(wire::METHOD_LOGOFF, &wire::LogoffRequest { session_handle: h })
-            .unwrap();
+        c.logoff(&wire::LogoffRequest { session_handle: h }).unwrap();
     }
     raw_logon(&mut c, 1, "after", wire::logon_request::Secret::Password("pw".into())).expect("room again");
     let (code, _, err) = stack.ctl(None, &["ntlm", "negotiate", &bystander], "");

@@ -9,8 +9,8 @@ mod support;
 use std::time::Duration;
 
 use credguard_proto::abi;
-use credguard_proto::enclave::{METHOD_STATUS, StatusReply, StatusRequest};
-use credguard_vmm::enclave_client::{ClientError, EnclaveClient};
+use credguard_proto::enclave::{EnclaveMethod, StatusRequest};
+use credguard_proto::unix_transport::UnixTransport;
 use credguard_vmm::{BootMode, Enclave, EnclaveConfig, EnclaveImage, ExitOutcome};
 use support::{dev_image, kvm_or_skip, retry, temp_dir};
 
@@ -26,9 +26,9 @@ fn enclave_boots_and_answers_status_over_vsock() {
     let enclave = Enclave::launch(config).expect("launching the enclave");
 
     let mut client = retry(Duration::from_secs(20), || {
-        EnclaveClient::connect(&sock, abi::ENCLAVE_VSOCK_PORT, Duration::from_secs(5))
+        UnixTransport::client(&sock, abi::ENCLAVE_VSOCK_PORT, Duration::from_secs(5))
     });
-    let first: StatusReply = client.call(METHOD_STATUS, &StatusRequest {}).expect("Status");
+    let first = client.status(&StatusRequest {}).expect("Status");
     assert_eq!(first.version, "0.1.0");
     assert_eq!(
         first.measurement,
@@ -36,7 +36,7 @@ fn enclave_boots_and_answers_status_over_vsock() {
         "the measurement the VMM verified"
     );
     std::thread::sleep(Duration::from_millis(30));
-    let second: StatusReply = client.call(METHOD_STATUS, &StatusRequest {}).expect("Status again");
+    let second = client.status(&StatusRequest {}).expect("Status again");
     assert!(
         second.uptime_ms > first.uptime_ms,
         "uptime advances: {} then {}",
@@ -46,29 +46,28 @@ fn enclave_boots_and_answers_status_over_vsock() {
     assert_eq!(second.requests_served, first.requests_served + 1);
 
     // An unknown method is an error reply, and the connection stays usable.
-    let err = client
-        .call::<_, StatusReply>("/credguard.enclave.v1.Enclave/Nope", &StatusRequest {})
-        .unwrap_err();
-    assert!(matches!(err, ClientError::Status { code: 12, .. }), "{err}");
-    let _: StatusReply = client
-        .call(METHOD_STATUS, &StatusRequest {})
-        .expect("Status after an error");
+    let unknown = EnclaveMethod::ALL.len() as u32 + 1;
+    let reply = client
+        .transport_mut()
+        .call_frame(unknown, Vec::new())
+        .expect("an answer");
+    assert_eq!(reply.code, 12, "{}", reply.message);
+    client.status(&StatusRequest {}).expect("Status after an error");
 
     // A second connection at the same time is served too.
-    let mut other = EnclaveClient::connect(&sock, abi::ENCLAVE_VSOCK_PORT, Duration::from_secs(5)).expect("connect");
-    let _: StatusReply = other
-        .call(METHOD_STATUS, &StatusRequest {})
-        .expect("Status on a second connection");
+    let mut other = UnixTransport::client(&sock, abi::ENCLAVE_VSOCK_PORT, Duration::from_secs(5)).expect("connect");
+    other.status(&StatusRequest {}).expect("Status on a second connection");
 
     // Garbage on one connection closes that connection only.
-    other.send_bytes(&[7, 0, 0, 0, 1, 0]).expect("send garbage");
+    other
+        .transport_mut()
+        .send_bytes(&[7, 0, 0, 0, 1, 0])
+        .expect("send garbage");
     assert!(
-        other.read_frame().is_err(),
+        other.transport_mut().read_frame().is_err(),
         "the enclave closes a stream it cannot decode"
     );
-    let _: StatusReply = client
-        .call(METHOD_STATUS, &StatusRequest {})
-        .expect("first connection unaffected");
+    client.status(&StatusRequest {}).expect("first connection unaffected");
 
     let outcome = enclave.stop_and_wait();
     assert_eq!(outcome, ExitOutcome::Stopped, "{outcome}");
@@ -87,9 +86,9 @@ fn a_connection_to_a_port_nobody_listens_on_is_refused() {
     let enclave = Enclave::launch(config).expect("launching the enclave");
     // Wait until the service is up, then knock on another port.
     let _ = retry(Duration::from_secs(20), || {
-        EnclaveClient::connect(&sock, abi::ENCLAVE_VSOCK_PORT, Duration::from_secs(5))
+        UnixTransport::client(&sock, abi::ENCLAVE_VSOCK_PORT, Duration::from_secs(5))
     });
-    let r = EnclaveClient::connect(&sock, abi::ENCLAVE_VSOCK_PORT + 1, Duration::from_secs(5));
+    let r = UnixTransport::client(&sock, abi::ENCLAVE_VSOCK_PORT + 1, Duration::from_secs(5));
     assert!(r.is_err(), "no listener on that port");
     let _ = enclave.stop_and_wait();
 }

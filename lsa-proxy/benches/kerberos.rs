@@ -24,7 +24,7 @@ use credguard_lsa_proxy::{client, kerberos};
 use credguard_proto::abi;
 use credguard_proto::enclave as wire;
 use credguard_proto::lsa;
-use credguard_vmm::enclave_client::EnclaveClient;
+use credguard_proto::unix_transport::UnixTransport;
 use credguard_vmm::{Enclave, EnclaveConfig, EnclaveImage};
 
 fn median_p99(mut v: Vec<f64>) -> (f64, f64) {
@@ -101,40 +101,34 @@ fn main() {
     let bare = {
         let start = Instant::now();
         let mut raw = loop {
-            match EnclaveClient::connect(&vsock, abi::ENCLAVE_VSOCK_PORT, Duration::from_secs(5)) {
+            match UnixTransport::client(&vsock, abi::ENCLAVE_VSOCK_PORT, Duration::from_secs(5)) {
                 Ok(c) => break c,
                 Err(e) if start.elapsed() > Duration::from_secs(30) => panic!("enclave not reachable: {e}"),
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
         };
-        let logon: wire::LogonReply = raw
-            .call(
-                wire::METHOD_LOGON,
-                &wire::LogonRequest {
-                    user: user.into(),
-                    domain: String::new(),
-                    realm: realm.clone(),
-                    secret: Some(wire::logon_request::Secret::Password(password.clone())),
-                    // The ceiling: the cached-TGT loop runs one TGS exchange after another on this
-                    // session, and must measure the exchange, not the enclave's rate limit.
-                    operations_per_second: credguard_enclave::ratelimit::MAX_OPERATIONS_PER_SECOND,
-                    owner: 0,
-                    allow_rc4: false,
-                },
-            )
+        let logon = raw
+            .logon(&wire::LogonRequest {
+                user: user.into(),
+                domain: String::new(),
+                realm: realm.clone(),
+                secret: Some(wire::logon_request::Secret::Password(password.clone())),
+                // The ceiling: the cached-TGT loop runs one TGS exchange after another on this
+                // session, and must measure the exchange, not the enclave's rate limit.
+                operations_per_second: credguard_enclave::ratelimit::MAX_OPERATIONS_PER_SECOND,
+                owner: 0,
+                allow_rc4: false,
+            })
             .unwrap();
         let handle = logon.session_handle;
         let mut reply = Vec::new();
         loop {
-            let r: wire::KerberosAsReply = raw
-                .call(
-                    wire::METHOD_KERBEROS_AS,
-                    &wire::KerberosAsRequest {
-                        session_handle: handle.clone(),
-                        now_unix: now_unix(),
-                        kdc_reply: std::mem::take(&mut reply),
-                    },
-                )
+            let r = raw
+                .kerberos_as(&wire::KerberosAsRequest {
+                    session_handle: handle.clone(),
+                    now_unix: now_unix(),
+                    kdc_reply: std::mem::take(&mut reply),
+                })
                 .unwrap();
             if r.kdc_request.is_empty() {
                 break;
@@ -147,18 +141,15 @@ fn main() {
             let started = Instant::now();
             let mut reply = Vec::new();
             loop {
-                let r: wire::KerberosTgsReply = raw
-                    .call(
-                        wire::METHOD_KERBEROS_TGS,
-                        &wire::KerberosTgsRequest {
-                            session_handle: handle.clone(),
-                            now_unix: now_unix(),
-                            spn: spn.clone(),
-                            mutual: false,
-                            delegate: false,
-                            kdc_reply: std::mem::take(&mut reply),
-                        },
-                    )
+                let r = raw
+                    .kerberos_tgs(&wire::KerberosTgsRequest {
+                        session_handle: handle.clone(),
+                        now_unix: now_unix(),
+                        spn: spn.clone(),
+                        mutual: false,
+                        delegate: false,
+                        kdc_reply: std::mem::take(&mut reply),
+                    })
                     .unwrap();
                 if r.kdc_request.is_empty() {
                     break;

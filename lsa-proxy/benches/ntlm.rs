@@ -24,13 +24,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use credguard_enclave::rng::HwRng;
-use credguard_enclave::service::{CODE_OK, Identity, Service};
+use credguard_enclave::service::{Identity, Service};
 use credguard_lsa_proxy::client;
 use credguard_proto::enclave as wire;
+use credguard_proto::enclave::EnclaveClient;
 use credguard_proto::lsa;
 use credguard_proto::lsa::lsa_server::{Lsa, LsaServer};
+use credguard_proto::rpc::{RpcError, Transport};
+use credguard_proto::unix_transport::UnixTransport;
 use credguard_vmm::{Enclave, EnclaveConfig, EnclaveImage};
-use prost::Message;
 use tonic::{Request, Response, Status};
 
 /// Set in the environment of the baseline server process: its socket path.
@@ -77,24 +79,38 @@ struct Baseline {
     start: Instant,
 }
 
-impl Baseline {
-    fn call<R: Message + Default>(&self, method: &str, payload: Vec<u8>) -> Result<R, Status> {
-        let id = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+/// The in-process service as the generated client's transport: the same frames the enclave
+/// would get, dispatched directly.
+struct InProcess<'a>(&'a Baseline);
+
+impl Transport for InProcess<'_> {
+    type Error = RpcError;
+
+    fn call(&mut self, method_id: u32, payload: Vec<u8>) -> Result<Vec<u8>, RpcError> {
+        let b = self.0;
         let frame = wire::Frame {
-            call_id: id,
-            method: method.into(),
+            call_id: b.calls.fetch_add(1, Ordering::Relaxed) + 1,
+            method_id,
             payload,
-            code: 0,
-            message: String::new(),
-            audit: Vec::new(),
+            ..Default::default()
         };
-        let now = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let reply = self.svc.lock().unwrap().dispatch(&frame, now);
-        if reply.code != CODE_OK {
-            return Err(Status::new(tonic::Code::from_i32(reply.code), reply.message));
+        let now = u64::try_from(b.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let reply = b.svc.lock().unwrap().dispatch(&frame, now);
+        match RpcError::from_frame(&reply) {
+            Some(e) => Err(e),
+            None => Ok(reply.payload),
         }
-        R::decode(reply.payload.as_slice()).map_err(|_| Status::internal("bad reply"))
     }
+}
+
+impl Baseline {
+    fn client(&self) -> EnclaveClient<InProcess<'_>> {
+        EnclaveClient::new(InProcess(self))
+    }
+}
+
+fn status(e: RpcError) -> Status {
+    Status::new(tonic::Code::from_i32(e.code), e.message)
 }
 
 fn unimplemented<T>() -> Result<Response<T>, Status> {
@@ -136,7 +152,7 @@ impl Lsa for Baseline {
             owner: self.calls.fetch_add(1, Ordering::Relaxed),
             allow_rc4: false,
         };
-        let reply: wire::LogonReply = self.call(wire::METHOD_LOGON, w.encode_to_vec())?;
+        let reply = self.client().logon(&w).map_err(status)?;
         Ok(Response::new(lsa::LogonReply {
             session_id: hex(&reply.session_handle),
         }))
@@ -157,7 +173,7 @@ impl Lsa for Baseline {
         let w = wire::NtlmNegotiateRequest {
             session_handle: unhex(&req.get_ref().session_id),
         };
-        let r: wire::NtlmNegotiateReply = self.call(wire::METHOD_NTLM_NEGOTIATE, w.encode_to_vec())?;
+        let r = self.client().ntlm_negotiate(&w).map_err(status)?;
         Ok(Response::new(lsa::NtlmNegotiateReply {
             context_id: hex(&r.context_id),
             negotiate_message: r.negotiate_message,
@@ -175,7 +191,7 @@ impl Lsa for Baseline {
             target_spn: r.target_spn,
             now_filetime: credguard_lsa_proxy::ntlm::now_filetime(),
         };
-        let a: wire::NtlmAuthenticateReply = self.call(wire::METHOD_NTLM_AUTHENTICATE, w.encode_to_vec())?;
+        let a = self.client().ntlm_authenticate(&w).map_err(status)?;
         Ok(Response::new(lsa::NtlmAuthenticateReply {
             authenticate_message: a.authenticate_message,
             exported_session_key: a.exported_session_key,
@@ -268,10 +284,9 @@ fn serve_baseline(path: &Path) {
 /// The enclave's own round trips over vsock (no gRPC, no proxy): (median, p99) of `Status` and
 /// of `NtlmAuthenticate`, for the breakdown of the gRPC figures.
 fn raw_vsock(vsock: &Path, n: usize) -> ((f64, f64), (f64, f64)) {
-    use credguard_vmm::enclave_client::EnclaveClient;
     let start = Instant::now();
     let mut c = loop {
-        match EnclaveClient::connect(vsock, credguard_proto::abi::ENCLAVE_VSOCK_PORT, Duration::from_secs(5)) {
+        match UnixTransport::client(vsock, credguard_proto::abi::ENCLAVE_VSOCK_PORT, Duration::from_secs(5)) {
             Ok(c) => break c,
             Err(e) if start.elapsed() > Duration::from_secs(30) => panic!("enclave not reachable: {e}"),
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
@@ -293,22 +308,19 @@ fn raw_vsock(vsock: &Path, n: usize) -> ((f64, f64), (f64, f64)) {
                 owner: 5000 + i as u64,
                 ..logon.clone()
             };
-            c.call(wire::METHOD_LOGON, &logon).unwrap()
+            c.logon(&logon).unwrap()
         })
         .collect();
     let challenge = challenge();
     let (mut status, mut auth) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for i in 0..n + 100 {
         let t = Instant::now();
-        let _: wire::StatusReply = c.call(wire::METHOD_STATUS, &wire::StatusRequest {}).unwrap();
+        c.status(&wire::StatusRequest {}).unwrap();
         let st = t.elapsed().as_secs_f64() * 1e6;
-        let neg: wire::NtlmNegotiateReply = c
-            .call(
-                wire::METHOD_NTLM_NEGOTIATE,
-                &wire::NtlmNegotiateRequest {
-                    session_handle: sessions[i % SESSIONS].session_handle.clone(),
-                },
-            )
+        let neg = c
+            .ntlm_negotiate(&wire::NtlmNegotiateRequest {
+                session_handle: sessions[i % SESSIONS].session_handle.clone(),
+            })
             .unwrap();
         let req = wire::NtlmAuthenticateRequest {
             context_id: neg.context_id,
@@ -318,7 +330,7 @@ fn raw_vsock(vsock: &Path, n: usize) -> ((f64, f64), (f64, f64)) {
             now_filetime: credguard_lsa_proxy::ntlm::now_filetime(),
         };
         let t = Instant::now();
-        let _: wire::NtlmAuthenticateReply = c.call(wire::METHOD_NTLM_AUTHENTICATE, &req).unwrap();
+        c.ntlm_authenticate(&req).unwrap();
         if i >= 100 {
             status.push(st);
             auth.push(t.elapsed().as_secs_f64() * 1e6);

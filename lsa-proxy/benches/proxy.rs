@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use credguard_lsa_proxy::client;
 use credguard_proto::abi;
-use credguard_proto::enclave::{self as wire, METHOD_STATUS, StatusReply, StatusRequest};
+use credguard_proto::enclave::{self as wire, StatusRequest};
 use credguard_proto::lsa;
-use credguard_vmm::enclave_client::EnclaveClient;
+use credguard_proto::unix_transport::{UnixClient, UnixTransport};
 use credguard_vmm::{Enclave, EnclaveConfig, EnclaveImage};
 
 fn median_p99(mut v: Vec<f64>) -> (f64, f64) {
@@ -34,10 +34,10 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn connect_vsock(sock: &Path) -> EnclaveClient {
+fn connect_vsock(sock: &Path) -> UnixClient {
     let start = Instant::now();
     loop {
-        match EnclaveClient::connect(sock, abi::ENCLAVE_VSOCK_PORT, Duration::from_secs(5)) {
+        match UnixTransport::client(sock, abi::ENCLAVE_VSOCK_PORT, Duration::from_secs(5)) {
             Ok(c) => return c,
             Err(e) if start.elapsed() > Duration::from_secs(30) => panic!("enclave not reachable: {e}"),
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
@@ -79,7 +79,7 @@ fn main() {
     let mut vs_logon = Vec::with_capacity(n);
     for i in 0..n + 100 {
         let t = Instant::now();
-        let _: StatusReply = raw.call(METHOD_STATUS, &StatusRequest {}).unwrap();
+        raw.status(&StatusRequest {}).unwrap();
         if i >= 100 {
             vs_status.push(t.elapsed().as_secs_f64() * 1e6);
         }
@@ -95,16 +95,12 @@ fn main() {
             allow_rc4: false,
         };
         let t = Instant::now();
-        let r: wire::LogonReply = raw.call(wire::METHOD_LOGON, &req).unwrap();
+        let r = raw.logon(&req).unwrap();
         vs_logon.push(t.elapsed().as_secs_f64() * 1e6);
-        let _: wire::LogoffReply = raw
-            .call(
-                wire::METHOD_LOGOFF,
-                &wire::LogoffRequest {
-                    session_handle: r.session_handle,
-                },
-            )
-            .unwrap();
+        raw.logoff(&wire::LogoffRequest {
+            session_handle: r.session_handle,
+        })
+        .unwrap();
     }
     drop(raw);
 

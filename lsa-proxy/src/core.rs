@@ -7,7 +7,6 @@ use std::sync::Arc;
 use credguard_proto::abi;
 use credguard_proto::enclave as wire;
 use credguard_proto::lsa;
-use prost::Message;
 use tracing::info;
 use zeroize::Zeroize;
 
@@ -97,11 +96,7 @@ impl LsaCore {
             ..Default::default()
         };
         if let LinkState::Ready(_) = state {
-            match self
-                .link
-                .call::<wire::StatusReply>(wire::METHOD_STATUS, wire::StatusRequest {}.encode_to_vec())
-                .await
-            {
+            match self.link.service_client().status(&wire::StatusRequest {}).await {
                 Ok(s) => {
                     reply.measurement = hex::encode(&s.measurement);
                     reply.signer = s.signer;
@@ -157,21 +152,22 @@ impl LsaCore {
             owner: caller.owner().0,
             allow_rc4: self.config.kerberos.allow_rc4,
         };
-        let limit_check = self.sessions.check_limit(caller, self.config.limits.sessions_per_uid);
-        let boot_id = self.boot_id();
-        let (boot_id, payload) = match (limit_check, boot_id) {
-            (Ok(()), Ok(b)) => {
-                let payload = wire_req.encode_to_vec();
-                wipe_wire_logon(wire_req);
-                (b, payload)
-            }
-            (Err(e), _) | (_, Err(e)) => {
+        let ready = self
+            .sessions
+            .check_limit(caller, self.config.limits.sessions_per_uid)
+            .and_then(|()| self.boot_id());
+        let boot_id = match ready {
+            Ok(b) => b,
+            Err(e) => {
                 wipe_wire_logon(wire_req);
                 return Err(e);
             }
         };
-        // `call` wipes the encoded payload once it is written to the enclave.
-        let reply: wire::LogonReply = self.link.call_as(caller, wire::METHOD_LOGON, payload).await?;
+        // The transport wipes the encoded request once written to the enclave; this wipes the
+        // decoded one.
+        let result = self.link.client(caller).logon(&wire_req).await;
+        wipe_wire_logon(wire_req);
+        let reply = result?;
         if reply.session_handle.len() != 16 {
             return Err(LsaError::Internal(
                 "the enclave returned a malformed session handle".into(),
@@ -207,10 +203,7 @@ impl LsaCore {
         let req = wire::IssueSealingNonceRequest {
             owner: caller.owner().0,
         };
-        let r: wire::IssueSealingNonceReply = self
-            .link
-            .call(wire::METHOD_ISSUE_SEALING_NONCE, req.encode_to_vec())
-            .await?;
+        let r = self.link.client(caller).issue_sealing_nonce(&req).await?;
         Ok(lsa::GetSealingNonceReply {
             nonce: r.nonce,
             boot_id,
@@ -228,11 +221,7 @@ impl LsaCore {
             let req = wire::LogoffRequest {
                 session_handle: s.handle,
             };
-            match self
-                .link
-                .call::<wire::LogoffReply>(wire::METHOD_LOGOFF, req.encode_to_vec())
-                .await
-            {
+            match self.link.service_client().logoff(&req).await {
                 Ok(_) | Err(LsaError::NotFound(_)) => {}
                 Err(e) => return Err(e),
             }

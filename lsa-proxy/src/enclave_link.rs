@@ -16,9 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use credguard_proto::enclave::{AuditRecord, Frame, METHOD_STATUS, StatusReply, StatusRequest};
+use credguard_proto::enclave::{AsyncEnclaveClient, AuditRecord, Frame, StatusRequest};
+use credguard_proto::rpc::{AsyncTransport, RpcError};
 use credguard_proto::wire::{FrameDecoder, encode_frame};
-use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -146,9 +146,28 @@ impl EnclaveLink {
         }
     }
 
-    /// Calls `method` with an encoded request. The payload is wiped once written. Returns the
-    /// reply frame, whatever its status; see [`EnclaveLink::call`] for decoded calls.
-    pub async fn call_raw(&self, method: &str, payload: Vec<u8>) -> Result<Frame, LsaError> {
+    /// A client of the enclave service (generated from `enclave.proto`) on behalf of `caller`:
+    /// the audit records of its calls are logged with the caller's identity. Every call that may
+    /// use a session's secret goes through one.
+    pub fn client(&self, caller: Caller) -> AsyncEnclaveClient<CallerLink> {
+        AsyncEnclaveClient::new(CallerLink {
+            link: self.clone(),
+            caller: Some(caller),
+        })
+    }
+
+    /// A client for calls made on no client's behalf (`Status`, `Logoff`); audit records in
+    /// their replies are still logged, with no caller.
+    pub fn service_client(&self) -> AsyncEnclaveClient<CallerLink> {
+        AsyncEnclaveClient::new(CallerLink {
+            link: self.clone(),
+            caller: None,
+        })
+    }
+
+    /// Calls method `method_id` with an encoded request. The payload is wiped once written.
+    /// Returns the reply frame, whatever its status.
+    pub async fn call_frame(&self, method_id: u32, payload: Vec<u8>) -> Result<Frame, LsaError> {
         let mut payload = payload;
         let Some(conn) = lock(&self.shared.conn).clone() else {
             payload.zeroize();
@@ -165,11 +184,9 @@ impl EnclaveLink {
         lock(&conn.pending).insert(call_id, reply_tx);
         let mut frame = Frame {
             call_id,
-            method: method.into(),
+            method_id,
             payload,
-            code: 0,
-            message: String::new(),
-            audit: Vec::new(),
+            ..Default::default()
         };
         let mut buf = Vec::with_capacity(frame.payload.len() + 64);
         encode_frame(&frame, &mut buf);
@@ -204,39 +221,6 @@ impl EnclaveLink {
                 )))
             }
         }
-    }
-
-    /// Calls `method` and decodes a successful reply as `R`; an error reply becomes an
-    /// [`LsaError`] of the same code. For calls made on no client's behalf (e.g. `Status`); audit
-    /// records in the reply are still logged, with no caller.
-    pub async fn call<R: Message + Default>(&self, method: &str, payload: Vec<u8>) -> Result<R, LsaError> {
-        self.call_inner(None, method, payload).await
-    }
-
-    /// Like [`EnclaveLink::call`], on behalf of `caller`: the reply's audit records are logged
-    /// with the caller's identity. Every call that may use a session's secret goes through here.
-    pub async fn call_as<R: Message + Default>(
-        &self,
-        caller: Caller,
-        method: &str,
-        payload: Vec<u8>,
-    ) -> Result<R, LsaError> {
-        self.call_inner(Some(caller), method, payload).await
-    }
-
-    async fn call_inner<R: Message + Default>(
-        &self,
-        caller: Option<Caller>,
-        method: &str,
-        payload: Vec<u8>,
-    ) -> Result<R, LsaError> {
-        let reply = self.call_raw(method, payload).await?;
-        log_audit(caller, &reply.audit);
-        if reply.code != 0 {
-            return Err(LsaError::from_enclave(reply.code, reply.message));
-        }
-        R::decode(reply.payload.as_slice())
-            .map_err(|_| LsaError::Internal(format!("the enclave's reply to {method} is not a valid message")))
     }
 
     async fn supervise(self) {
@@ -292,7 +276,7 @@ impl EnclaveLink {
 
         // Learn who we are talking to before declaring the link ready.
         let status = tokio::select! {
-            s = self.call::<StatusReply>(METHOD_STATUS, StatusRequest {}.encode_to_vec()) => s,
+            s = async { self.service_client().status(&StatusRequest {}).await } => s,
             r = &mut reader => Err(LsaError::Unavailable(r.unwrap_or_else(|e| e.to_string()))),
         };
         let reason = match status {
@@ -375,6 +359,26 @@ async fn read_loop(mut r: OwnedReadHalf, pending: Arc<Mutex<Pending>>) -> String
                 Ok(None) => break,
                 Err(e) => return format!("the enclave sent an invalid frame: {e}"),
             }
+        }
+    }
+}
+
+/// The link on behalf of one caller (or of none): the transport of the generated client.
+#[derive(Clone)]
+pub struct CallerLink {
+    link: EnclaveLink,
+    caller: Option<Caller>,
+}
+
+impl AsyncTransport for CallerLink {
+    type Error = LsaError;
+
+    async fn call(&self, method_id: u32, payload: Vec<u8>) -> Result<Vec<u8>, LsaError> {
+        let reply = self.link.call_frame(method_id, payload).await?;
+        log_audit(self.caller, &reply.audit);
+        match RpcError::from_frame(&reply) {
+            Some(e) => Err(e.into()),
+            None => Ok(reply.payload),
         }
     }
 }

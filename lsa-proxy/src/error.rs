@@ -22,6 +22,10 @@ pub enum LsaError {
     /// A protocol or option credguard refuses by rule.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The session holds no valid TGT: the proxy runs the AS exchange first (FAILED_PRECONDITION
+    /// if it reaches a client).
+    #[error("{0}")]
+    NoTgt(String),
     /// The enclave is not reachable right now; retrying later may work.
     #[error("{0}")]
     Unavailable(String),
@@ -44,7 +48,7 @@ impl LsaError {
             LsaError::NotFound(_) => Code::NotFound,
             LsaError::PermissionDenied(_) => Code::PermissionDenied,
             LsaError::Unauthenticated(_) => Code::Unauthenticated,
-            LsaError::FailedPrecondition(_) => Code::FailedPrecondition,
+            LsaError::FailedPrecondition(_) | LsaError::NoTgt(_) => Code::FailedPrecondition,
             LsaError::Unavailable(_) => Code::Unavailable,
             LsaError::ResourceExhausted(_) => Code::ResourceExhausted,
             LsaError::Unimplemented(_) => Code::Unimplemented,
@@ -65,6 +69,15 @@ impl LsaError {
             Code::Unimplemented => LsaError::Unimplemented(message),
             _ => LsaError::Internal(format!("enclave error: {message}")),
         }
+    }
+}
+
+impl From<credguard_proto::rpc::RpcError> for LsaError {
+    fn from(e: credguard_proto::rpc::RpcError) -> Self {
+        if e.reason == credguard_proto::enclave::ErrorReason::NoTgt {
+            return LsaError::NoTgt(e.message);
+        }
+        LsaError::from_enclave(e.code, e.message)
     }
 }
 

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use credguard_proto::enclave as wire;
 use credguard_proto::lsa;
-use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket, lookup_host};
 use tracing::info;
@@ -27,8 +26,6 @@ const KDC_TIMEOUT: Duration = Duration::from_secs(3);
 pub const MAX_KDC_REPLY: usize = 64 << 10;
 /// Steps of one exchange at most (no preauth, preauth, one skew retry, and a spare).
 const MAX_STEPS: usize = 5;
-/// The enclave's refusal to use a session without a valid TGT starts with this.
-const NO_TGT: &str = "no valid TGT in this session";
 /// The rule a delegation request breaks.
 pub const DELEGATION_REFUSED: &str = "unconstrained delegation is never allowed: credguard never forwards a TGT";
 /// The answer to a request that still names a ccache file for the proxy to write.
@@ -235,10 +232,7 @@ async fn as_exchange(core: &LsaCore, s: &LogonSession, kdcs: &[String]) -> Resul
             now_unix: now_unix(),
             kdc_reply: std::mem::take(&mut kdc_reply),
         };
-        let r: wire::KerberosAsReply = core
-            .link()
-            .call_as(s.owner, wire::METHOD_KERBEROS_AS, step.encode_to_vec())
-            .await?;
+        let r = core.link().client(s.owner).kerberos_as(&step).await?;
         if r.kdc_request.is_empty() {
             return Ok(r);
         }
@@ -272,7 +266,7 @@ pub async fn get_service_ticket(
     let mut got_tgt = false;
     let r = loop {
         match tgs_exchange(core, &s, &kdcs, &req).await {
-            Err(LsaError::FailedPrecondition(m)) if m.starts_with(NO_TGT) && !got_tgt => {
+            Err(LsaError::NoTgt(_)) if !got_tgt => {
                 // No TGT yet, or one near its end: get a fresh one (renewal), then retry once.
                 as_exchange(core, &s, &kdcs).await?;
                 got_tgt = true;
@@ -310,10 +304,7 @@ async fn tgs_exchange(
             delegate: req.delegate,
             kdc_reply: std::mem::take(&mut kdc_reply),
         };
-        let r: wire::KerberosTgsReply = core
-            .link()
-            .call_as(s.owner, wire::METHOD_KERBEROS_TGS, step.encode_to_vec())
-            .await?;
+        let r = core.link().client(s.owner).kerberos_tgs(&step).await?;
         if r.kdc_request.is_empty() {
             return Ok(r);
         }

@@ -11,7 +11,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use credguard_proto::enclave as wire;
 use credguard_proto::lsa;
-use prost::Message;
 use tracing::info;
 use zeroize::Zeroize;
 
@@ -149,10 +148,7 @@ impl Ntlm {
         let wire_req = wire::NtlmNegotiateRequest {
             session_handle: session.handle.clone(),
         };
-        let reply: wire::NtlmNegotiateReply = core
-            .link()
-            .call_as(caller, wire::METHOD_NTLM_NEGOTIATE, wire_req.encode_to_vec())
-            .await?;
+        let reply = core.link().client(caller).ntlm_negotiate(&wire_req).await?;
         if reply.context_id.len() != 16 || reply.negotiate_message.is_empty() {
             return Err(LsaError::Internal(
                 "the enclave returned a malformed NTLM context".into(),
@@ -236,10 +232,7 @@ impl Ntlm {
             target_spn: req.target_spn,
             now_filetime: now_filetime(),
         };
-        let mut reply: wire::NtlmAuthenticateReply = core
-            .link()
-            .call_as(caller, wire::METHOD_NTLM_AUTHENTICATE, wire_req.encode_to_vec())
-            .await?;
+        let mut reply = core.link().client(caller).ntlm_authenticate(&wire_req).await?;
         if reply.exported_session_key.len() != 16 || reply.authenticate_message.is_empty() {
             reply.exported_session_key.zeroize();
             return Err(LsaError::Internal(
@@ -284,10 +277,7 @@ impl Ntlm {
             protocol: protocol as i32,
             challenge: req.challenge,
         };
-        let result: Result<wire::LegacyAuthenticateReply, LsaError> = core
-            .link()
-            .call_as(caller, wire::METHOD_LEGACY_AUTHENTICATE, wire_req.encode_to_vec())
-            .await;
+        let result = core.link().client(caller).legacy_authenticate(&wire_req).await;
         info!(%caller, session = %req.session_id, protocol = protocol.as_str_name(), refused = result.is_err(), "legacy authenticate");
         let reply = result?;
         Ok(lsa::LegacyAuthenticateReply {

@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use credguard_proto::enclave as wire;
 use credguard_proto::lsa;
-use prost::Message;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use zeroize::Zeroize;
@@ -404,10 +403,11 @@ async fn save_inner(
         secret: Some(secret),
         allow_rc4: core.config().kerberos.allow_rc4,
     };
-    let payload = wire_req.encode_to_vec();
+    // The transport wipes the encoded request once written to the enclave; this wipes the
+    // decoded one.
+    let result = core.link().client(caller).vault_seal(&wire_req).await;
     wipe_seal(wire_req);
-    // `call_as` wipes the encoded payload once it is written to the enclave.
-    let reply: wire::VaultSealReply = core.link().call_as(caller, wire::METHOD_VAULT_SEAL, payload).await?;
+    let reply = result?;
     if reply.sealed_blob.is_empty() || reply.sealed_blob.len() > MAX_BLOB_LEN {
         return Err(LsaError::Internal(
             "the enclave returned a malformed sealed blob".into(),
@@ -513,10 +513,7 @@ pub async fn logon_saved(
         sealed_blob: blob,
         operations_per_second: core.config().limits.operations_per_second_per_session,
     };
-    let reply: wire::VaultLogonReply = core
-        .link()
-        .call_as(caller, wire::METHOD_VAULT_LOGON, wire_req.encode_to_vec())
-        .await?;
+    let reply = core.link().client(caller).vault_logon(&wire_req).await?;
     if reply.session_handle.len() != 16 {
         return Err(LsaError::Internal(
             "the enclave returned a malformed session handle".into(),

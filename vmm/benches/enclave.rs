@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use credguard_image::SignedImage;
 use credguard_proto::abi;
-use credguard_proto::enclave::{METHOD_STATUS, StatusReply, StatusRequest};
-use credguard_vmm::enclave_client::EnclaveClient;
+use credguard_proto::enclave::{StatusReply, StatusRequest};
+use credguard_proto::unix_transport::{UnixClient, UnixTransport};
 use credguard_vmm::{BootMode, Enclave, EnclaveConfig, EnclaveImage, ExitOutcome};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -40,10 +40,10 @@ fn stats(mut v: Vec<f64>) -> Stats {
     }
 }
 
-fn connect_retry(sock: &Path) -> EnclaveClient {
+fn connect_retry(sock: &Path) -> UnixClient {
     let start = Instant::now();
     loop {
-        match EnclaveClient::connect(sock, abi::ENCLAVE_VSOCK_PORT, Duration::from_secs(5)) {
+        match UnixTransport::client(sock, abi::ENCLAVE_VSOCK_PORT, Duration::from_secs(5)) {
             Ok(c) => return c,
             Err(e) if start.elapsed() > Duration::from_secs(30) => panic!("enclave not reachable: {e}"),
             Err(_) => std::thread::yield_now(),
@@ -61,7 +61,7 @@ fn cold_start(dev: &credguard_image::dev::DevImage, sock: &Path) -> (f64, f64, f
     let enclave = Enclave::launch(config).expect("launch");
     let t_launched = t0.elapsed();
     let mut c = connect_retry(sock);
-    let _: StatusReply = c.call(METHOD_STATUS, &StatusRequest {}).expect("status");
+    let _: StatusReply = c.status(&StatusRequest {}).expect("status");
     let total = t0.elapsed();
     drop(c);
     let _ = enclave.stop_and_wait();
@@ -144,12 +144,12 @@ fn main() {
     let enclave = Enclave::launch(config).expect("launch");
     let mut c = connect_retry(&sock);
     for _ in 0..100 {
-        let _: StatusReply = c.call(METHOD_STATUS, &StatusRequest {}).expect("status");
+        let _: StatusReply = c.status(&StatusRequest {}).expect("status");
     }
     let mut rtt = Vec::with_capacity(status_calls);
     for _ in 0..status_calls {
         let t = Instant::now();
-        let _: StatusReply = c.call(METHOD_STATUS, &StatusRequest {}).expect("status");
+        let _: StatusReply = c.status(&StatusRequest {}).expect("status");
         rtt.push(t.elapsed().as_secs_f64() * 1e6);
     }
     let status = stats(rtt);
@@ -187,7 +187,7 @@ fn main() {
         .expect("spawn credguard-vmm");
     let mut c = connect_retry(&sock);
     for _ in 0..1000 {
-        let _: StatusReply = c.call(METHOD_STATUS, &StatusRequest {}).expect("status");
+        let _: StatusReply = c.status(&StatusRequest {}).expect("status");
     }
     let pid = child.id();
     let rss = proc_kib(pid, "status", "VmRSS:");

@@ -475,7 +475,7 @@ fn enclave_code_is_not_writable() {
 
 #[test]
 fn the_enclave_serves_and_panics_cleanly_under_smep_and_smap() {
-    use credguard_proto::enclave::{METHOD_STATUS, StatusReply, StatusRequest};
+    use credguard_proto::enclave::{StatusReply, StatusRequest};
     if !kvm_available() {
         return;
     }
@@ -492,14 +492,14 @@ fn the_enclave_serves_and_panics_cleanly_under_smep_and_smap() {
     assert!(protection.ends_with("W^X, SMEP on, SMAP on"), "{protection}");
     let start = std::time::Instant::now();
     let mut client = loop {
-        match crate::enclave_client::EnclaveClient::connect(&socket, abi::ENCLAVE_VSOCK_PORT, TIMEOUT) {
+        match credguard_proto::unix_transport::UnixTransport::client(&socket, abi::ENCLAVE_VSOCK_PORT, TIMEOUT) {
             Ok(c) => break c,
             Err(e) if start.elapsed() > TIMEOUT => panic!("enclave not reachable: {e}"),
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     };
     for _ in 0..20 {
-        let status: StatusReply = client.call(METHOD_STATUS, &StatusRequest {}).expect("Status");
+        let status: StatusReply = client.status(&StatusRequest {}).expect("Status");
         assert!(status.protection.ends_with("SMEP on, SMAP on"), "{}", status.protection);
     }
     drop(client);

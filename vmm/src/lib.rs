@@ -4,8 +4,8 @@
 //! console (logged) and a virtio-mmio vsock device whose host end is a Unix socket. The boot
 //! contract with the enclave is [`credguard_proto::abi`].
 //!
-//! Launch and stop an enclave with [`Enclave::launch`] and [`RunningEnclave`]; talk to it with
-//! [`enclave_client::EnclaveClient`].
+//! Launch and stop an enclave with [`Enclave::launch`] and [`RunningEnclave`]; talk to it with the
+//! enclave service's generated client over `credguard_proto::unix_transport::UnixTransport`.
 #![deny(missing_docs)]
 
 pub mod attestation;
@@ -14,7 +14,6 @@ pub mod cli;
 pub mod config;
 pub mod devices;
 pub mod doorbell;
-pub mod enclave_client;
 pub mod interrupts;
 pub mod keyfile;
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! let mut config = EnclaveConfig::new(EnclaveImage::from_signed(signed));
 //! config.vsock_socket = Some("/run/credguard/enclave.sock".into());
 //! let enclave = Enclave::launch(config)?;
-//! // ... connect to the vsock socket (see `credguard_vmm::enclave_client`) ...
+//! // ... connect to the vsock socket (see `credguard_proto::unix_transport`) ...
 //! let outcome = enclave.stop_and_wait();
 //! assert!(outcome.is_success());
 //! # Ok(()) }

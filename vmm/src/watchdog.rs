@@ -16,9 +16,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use credguard_proto::abi::ENCLAVE_VSOCK_PORT;
-use credguard_proto::enclave::{METHOD_STATUS, StatusReply, StatusRequest};
+use credguard_proto::enclave::StatusRequest;
 
-use crate::enclave_client::{ClientError, EnclaveClient};
+use credguard_proto::unix_transport::{TransportError, UnixClient, UnixTransport};
 
 /// Errors of the watchdog.
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +120,7 @@ impl Drop for Watchdog {
 /// Pings until stopped (`None`) or until the enclave has been silent for the timeout (the reason).
 fn watch(socket: &std::path::Path, config: WatchdogConfig, stop: &mpsc::Receiver<()>) -> Option<String> {
     let mut last_answer = Instant::now();
-    let mut client: Option<EnclaveClient> = None;
+    let mut client: Option<UnixClient> = None;
     loop {
         match stop.recv_timeout(config.interval) {
             Err(RecvTimeoutError::Timeout) => {}
@@ -150,18 +150,18 @@ fn watch(socket: &std::path::Path, config: WatchdogConfig, stop: &mpsc::Receiver
 }
 
 /// One `Status` round trip on the kept connection (opened first if needed).
-fn ping(client: &mut Option<EnclaveClient>, socket: &std::path::Path, timeout: Duration) -> Result<(), ClientError> {
+fn ping(client: &mut Option<UnixClient>, socket: &std::path::Path, timeout: Duration) -> Result<(), TransportError> {
     let c = match client {
         Some(c) => {
-            c.set_timeout(timeout)?;
+            c.transport_mut().set_timeout(timeout)?;
             c
         }
-        None => client.insert(EnclaveClient::connect(socket, ENCLAVE_VSOCK_PORT, timeout)?),
+        None => client.insert(UnixTransport::client(socket, ENCLAVE_VSOCK_PORT, timeout)?),
     };
-    match c.call::<StatusRequest, StatusReply>(METHOD_STATUS, &StatusRequest {}) {
+    match c.status(&StatusRequest {}) {
         Ok(_) => Ok(()),
         // An error reply is still an answer: the enclave is alive.
-        Err(ClientError::Status { .. }) => Ok(()),
+        Err(TransportError::Rpc(_)) => Ok(()),
         Err(e) => Err(e),
     }
 }
