@@ -438,7 +438,8 @@ impl Worker {
             fwd_cnt: pkt.fwd_cnt(),
         };
         if h.src_cid != self.guest_cid || h.dst_cid != HOST_CID {
-            tracing::debug!("vsock: dropping a packet from cid {} to cid {}", h.src_cid, h.dst_cid);
+            let (src, dst) = (h.src_cid, h.dst_cid);
+            tracing::debug!("vsock: dropping a packet from cid {src} to cid {dst}");
             return TxVerdict::Done;
         }
         if h.type_ != TYPE_STREAM {
