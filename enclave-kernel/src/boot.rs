@@ -1,19 +1,21 @@
 //! Checks of the [`BootInfo`] the VMM hands over before anything relies on it.
 
-use core::fmt;
-
 use credguard_proto::abi::{self, BootInfo, BootMode};
 
 /// Why the enclave refuses a boot info.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BootError {
     /// `magic` is not [`abi::BOOT_MAGIC`].
+    #[error("boot info magic {0:#018x} is not {magic:#018x} (\"CGBOOT01\")", magic = abi::BOOT_MAGIC)]
     BadMagic(u64),
     /// `abi_version` is not [`abi::ABI_VERSION`].
+    #[error("boot ABI version {0} is not the version {ours} this enclave was built for", ours = abi::ABI_VERSION)]
     BadVersion(u64),
     /// `boot_mode` is no [`BootMode`].
+    #[error("unknown boot mode {0}")]
     BadMode(u64),
     /// The heap overlaps the image, the DMA window or the stack, or lies outside RAM.
+    #[error("heap {start:#x}+{size:#x} does not fit the guest layout")]
     BadHeap {
         /// `heap_start`.
         start: u64,
@@ -21,29 +23,8 @@ pub enum BootError {
         size: u64,
     },
     /// The user stack top is outside RAM or not 16-byte aligned.
+    #[error("user stack top {0:#x} is not usable")]
     BadStack(u64),
-}
-
-impl fmt::Display for BootError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            BootError::BadMagic(m) => write!(
-                f,
-                "boot info magic {m:#018x} is not {:#018x} (\"CGBOOT01\")",
-                abi::BOOT_MAGIC
-            ),
-            BootError::BadVersion(v) => write!(
-                f,
-                "boot ABI version {v} is not the version {} this enclave was built for",
-                abi::ABI_VERSION
-            ),
-            BootError::BadMode(m) => write!(f, "unknown boot mode {m}"),
-            BootError::BadHeap { start, size } => {
-                write!(f, "heap {start:#x}+{size:#x} does not fit the guest layout")
-            }
-            BootError::BadStack(top) => write!(f, "user stack top {top:#x} is not usable"),
-        }
-    }
 }
 
 /// Smallest heap the enclave accepts.

@@ -22,7 +22,7 @@ use core::arch::global_asm;
 use core::mem::offset_of;
 use core::sync::atomic::AtomicU8;
 
-use credguard_proto::abi::{self, BootInfo, ExitCode, report_offset};
+use credguard_proto::abi::{self, BootInfo, ExitCode, Report};
 
 /// Set by the interrupt handler, cleared by `SYS_WAIT`: an interrupt arrived since the last wait.
 /// Closes the race between ring 3 finding nothing to do and halting.
@@ -224,13 +224,13 @@ cg_fault_entry_\sfx:
     serial = const abi::SERIAL_PORT,
     exit_port = const abi::EXIT_PORT,
     report = const abi::REPORT_GPA,
-    off_vector = const report_offset::FAULT_VECTOR,
-    off_error = const report_offset::FAULT_ERROR_CODE,
-    off_rip = const report_offset::FAULT_RIP,
-    off_cs = const report_offset::FAULT_CS,
-    off_rflags = const report_offset::FAULT_RFLAGS,
-    off_rsp = const report_offset::FAULT_RSP,
-    off_cr2 = const report_offset::FAULT_CR2,
+    off_vector = const offset_of!(Report, fault_vector),
+    off_error = const offset_of!(Report, fault_error_code),
+    off_rip = const offset_of!(Report, fault_rip),
+    off_cs = const offset_of!(Report, fault_cs),
+    off_rflags = const offset_of!(Report, fault_rflags),
+    off_rsp = const offset_of!(Report, fault_rsp),
+    off_cr2 = const offset_of!(Report, fault_cr2),
     fault = const ExitCode::Fault as u32,
     options(att_syntax),
 );

@@ -5,7 +5,6 @@
 //! spinning forever or returning a weak value.
 
 use core::arch::asm;
-use core::fmt;
 
 use rand_core::{TryCryptoRng, TryRng};
 
@@ -83,16 +82,9 @@ impl RdSeed {
 }
 
 /// The hardware failed to deliver a random word within the retry budget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the CPU's random number generator failed repeatedly")]
 pub struct RngError;
-
-impl fmt::Display for RngError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the CPU's random number generator failed repeatedly")
-    }
-}
-
-impl core::error::Error for RngError {}
 
 /// A `rand_core` generator over a [`RawSource`] (RDRAND by default).
 #[derive(Debug)]

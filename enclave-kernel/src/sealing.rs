@@ -39,39 +39,36 @@ pub const NONCES_PER_OWNER: usize = 8;
 pub const MAX_NONCE_OWNERS: usize = 4096;
 
 /// Why a sealed secret was not opened. No variant says anything about the secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SealError {
     /// A part has the wrong length or the plaintext is not a `SealedLogonSecret` (INVALID_ARGUMENT).
+    #[error("malformed sealed secret: {0}")]
     Malformed(&'static str),
     /// Sealed to another boot's key: the enclave restarted since the client read `Status`.
+    #[error("the secret was sealed to another boot of the enclave (it restarted): read Status again and reseal")]
     OtherBoot,
     /// The nonce was not issued to this owner in this boot, or was used, or was forgotten.
+    #[error(
+        "the sealed secret's nonce is not one the enclave issued to this caller and did not use yet \
+         (replayed, forgotten, or from another boot): get a fresh nonce with GetSealingNonce and seal again"
+    )]
     StaleNonce,
     /// Does not decrypt: tampered, or sealed for another purpose, caller or names than the
     /// request's.
+    #[error(
+        "the sealed secret does not open: it was tampered with, or sealed for another purpose, caller, \
+         user, domain, realm or target"
+    )]
     DoesNotOpen,
     /// The random source failed while issuing a nonce (INTERNAL).
+    #[error("the enclave's random source failed")]
     Random,
 }
 
 impl SealError {
-    /// A message for the caller.
+    /// A message for the caller (its `Display`).
     pub fn message(&self) -> String {
-        match self {
-            SealError::Malformed(what) => alloc::format!("malformed sealed secret: {what}"),
-            SealError::OtherBoot => String::from(
-                "the secret was sealed to another boot of the enclave (it restarted): read Status again and reseal",
-            ),
-            SealError::StaleNonce => String::from(
-                "the sealed secret's nonce is not one the enclave issued to this caller and did not use yet \
-                 (replayed, forgotten, or from another boot): get a fresh nonce with GetSealingNonce and seal again",
-            ),
-            SealError::DoesNotOpen => String::from(
-                "the sealed secret does not open: it was tampered with, or sealed for another purpose, caller, \
-                 user, domain, realm or target",
-            ),
-            SealError::Random => String::from("the enclave's random source failed"),
-        }
+        alloc::string::ToString::to_string(self)
     }
 }
 

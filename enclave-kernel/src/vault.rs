@@ -29,7 +29,6 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::fmt;
 
 use aes_gcm::AeadInOut;
 use aes_gcm::{Aes256Gcm, KeyInit};
@@ -71,21 +70,39 @@ pub struct AuditView {
 }
 
 /// Why a vault call failed. Messages never hold a secret; each maps to a gRPC code.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VaultError {
     /// The VMM gave no sealing secret (FAILED_PRECONDITION).
+    #[error("no vault: the VMM was started without a sealing secret")]
     NoVault,
     /// The blob is not a vault blob of a known format (INVALID_ARGUMENT).
+    #[error("the sealed credential is malformed: {0}")]
     Malformed(&'static str),
     /// Sealed by an image whose key this image may not derive (FAILED_PRECONDITION).
+    #[error(
+        "the sealed credential was sealed by another enclave image (measurement {hex}...), which this image's \
+         signed manifest does not allow (upgrade_from)",
+        hex = short_hex(.0)
+    )]
     OtherImage([u8; MEASUREMENT_LEN]),
     /// The blob does not open under this owner, target and names, or was altered, or was sealed
     /// under another host sealing secret (PERMISSION_DENIED).
+    #[error(
+        "the sealed credential does not open: it was saved by another uid or for another target, \
+         was altered, or was sealed under another host sealing secret"
+    )]
     DoesNotOpen,
     /// The request itself is invalid (INVALID_ARGUMENT).
+    #[error("{0}")]
     Invalid(String),
     /// The random source failed (INTERNAL).
+    #[error("the enclave's random source failed")]
     Random,
+}
+
+/// The first 8 bytes of a measurement in hex, as messages name an image.
+fn short_hex(measurement: &[u8]) -> String {
+    measurement.iter().take(8).map(|b| alloc::format!("{b:02x}")).collect()
 }
 
 impl VaultError {
@@ -100,28 +117,6 @@ impl VaultError {
             VaultError::Malformed(_) | VaultError::Invalid(_) => CODE_INVALID_ARGUMENT,
             VaultError::DoesNotOpen => CODE_PERMISSION_DENIED,
             VaultError::Random => CODE_INTERNAL,
-        }
-    }
-}
-
-impl fmt::Display for VaultError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            VaultError::NoVault => f.write_str("no vault: the VMM was started without a sealing secret"),
-            VaultError::Malformed(why) => write!(f, "the sealed credential is malformed: {why}"),
-            VaultError::OtherImage(m) => {
-                f.write_str("the sealed credential was sealed by another enclave image (measurement ")?;
-                for b in &m[..8] {
-                    write!(f, "{b:02x}")?;
-                }
-                f.write_str("...), which this image's signed manifest does not allow (upgrade_from)")
-            }
-            VaultError::DoesNotOpen => f.write_str(
-                "the sealed credential does not open: it was saved by another uid or for another target, \
-                 was altered, or was sealed under another host sealing secret",
-            ),
-            VaultError::Invalid(m) => f.write_str(m),
-            VaultError::Random => f.write_str("the enclave's random source failed"),
         }
     }
 }

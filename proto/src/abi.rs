@@ -35,6 +35,8 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
 /// Size of a small page.
 pub const PAGE_SIZE: u64 = 0x1000;
 /// Size of a large (2 MiB) page.
@@ -277,8 +279,10 @@ impl BootMode {
     }
 }
 
-/// Handed to the enclave at [`BOOT_INFO_GPA`]; RDI points here at entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Handed to the enclave at [`BOOT_INFO_GPA`]; RDI points here at entry. The VMM writes its
+/// `repr(C)` bytes ([`IntoBytes::as_bytes`]; x86-64, so little-endian) and the enclave reads them
+/// as this struct: every field is an integer or a byte array, with no padding (zerocopy checks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, IntoBytes, FromBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct BootInfo {
     /// [`BOOT_MAGIC`].
@@ -606,49 +610,11 @@ impl BootInfo {
         self.signer = signer;
         self
     }
-
-    /// The little-endian bytes of the `repr(C)` layout, as the guest reads them.
-    pub fn to_bytes(&self) -> [u8; BOOT_INFO_SIZE] {
-        let mut out = [0u8; BOOT_INFO_SIZE];
-        let words = [
-            self.magic,
-            self.abi_version,
-            self.ram_size,
-            self.tsc_khz,
-            self.boot_mode,
-            self.mode_arg,
-            self.heap_start,
-            self.heap_size,
-            self.user_stack_top,
-            self.image_size,
-        ];
-        for (i, w) in words.iter().enumerate() {
-            out[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
-        }
-        let m = words.len() * 8;
-        out[m..m + MEASUREMENT_LEN].copy_from_slice(&self.measurement);
-        let s = m + MEASUREMENT_LEN;
-        out[s..s + SIGNER_LEN].copy_from_slice(&self.signer);
-        let p = s + SIGNER_LEN;
-        out[p..p + 8].copy_from_slice(&self.protection.to_le_bytes());
-        out[p + 8..p + 16].copy_from_slice(&self.host_mapped_bytes.to_le_bytes());
-        out[p + 16..p + 24].copy_from_slice(&self.restart_count.to_le_bytes());
-        let r = p + 24;
-        out[r..r + RESTART_LOG_LEN].copy_from_slice(&self.restart_log);
-        let u = r + RESTART_LOG_LEN;
-        out[u..u + 8].copy_from_slice(&self.upgrade_from_count.to_le_bytes());
-        for (i, m) in self.upgrade_from.iter().enumerate() {
-            let at = u + 8 + i * MEASUREMENT_LEN;
-            out[at..at + MEASUREMENT_LEN].copy_from_slice(m);
-        }
-        let q = u + 8 + MAX_UPGRADE_FROM * MEASUREMENT_LEN;
-        out[q..q + 8].copy_from_slice(&self.policy.to_le_bytes());
-        out
-    }
 }
 
-/// Where the guest reports to the VMM, at [`REPORT_GPA`]. All fields are little-endian `u64`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Where the guest reports to the VMM, at [`REPORT_GPA`]: `u64` fields (little-endian: x86-64),
+/// the fault fields written by the ring-0 assembly at their `offset_of!`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, IntoBytes, FromBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct Report {
     /// Vector of the CPU exception that stopped the guest.
@@ -673,51 +639,6 @@ pub struct Report {
     pub bench_p99_cycles: u64,
     /// Smallest doorbell round trip, in TSC cycles.
     pub bench_min_cycles: u64,
-}
-
-/// Size of [`Report`] in bytes.
-pub const REPORT_SIZE: usize = core::mem::size_of::<Report>();
-
-/// Byte offsets of the fault fields in [`Report`], for the ring-0 assembly.
-pub mod report_offset {
-    /// [`super::Report::fault_vector`].
-    pub const FAULT_VECTOR: u64 = 0;
-    /// [`super::Report::fault_error_code`].
-    pub const FAULT_ERROR_CODE: u64 = 8;
-    /// [`super::Report::fault_rip`].
-    pub const FAULT_RIP: u64 = 16;
-    /// [`super::Report::fault_cs`].
-    pub const FAULT_CS: u64 = 24;
-    /// [`super::Report::fault_rflags`].
-    pub const FAULT_RFLAGS: u64 = 32;
-    /// [`super::Report::fault_rsp`].
-    pub const FAULT_RSP: u64 = 40;
-    /// [`super::Report::fault_cr2`].
-    pub const FAULT_CR2: u64 = 48;
-}
-
-impl Report {
-    /// Reads a report from its little-endian bytes.
-    pub fn from_bytes(bytes: &[u8; REPORT_SIZE]) -> Self {
-        let w = |i: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
-            u64::from_le_bytes(b)
-        };
-        Report {
-            fault_vector: w(0),
-            fault_error_code: w(1),
-            fault_rip: w(2),
-            fault_cs: w(3),
-            fault_rflags: w(4),
-            fault_rsp: w(5),
-            fault_cr2: w(6),
-            bench_iterations: w(7),
-            bench_median_cycles: w(8),
-            bench_p99_cycles: w(9),
-            bench_min_cycles: w(10),
-        }
-    }
 }
 
 /// The largest index `<= i` that is a char boundary of `s` (`str::floor_char_boundary` is unstable).
@@ -1016,24 +937,21 @@ mod tests {
     fn boot_info_bytes_match_repr_c() {
         let info = BootInfo::new(DEFAULT_RAM_SIZE, 2_000_000, BootMode::Service, 0, 1234, [7; 48])
             .with_signer([9; 16])
-            .with_protection(protection::GUEST_MEMFD | protection::SECCOMP, 0x22_0000);
-        let bytes = info.to_bytes();
-        // SAFETY: BootInfo is repr(C), all fields are integers, and the array is exactly its size.
-        let back: BootInfo = unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast()) };
-        assert_eq!(back, info);
+            .with_protection(protection::GUEST_MEMFD | protection::SECCOMP, 0x22_0000)
+            .with_restarts(3, &["panic: boom", "watchdog: no answer in 5 s"])
+            .with_upgrade_from(&[[1; 48], [2; 48]])
+            .with_policy(policy::ALLOW_RC4 | (1 << 40));
+        assert_eq!(info.policy, policy::ALLOW_RC4, "unknown policy bits are dropped");
         assert_eq!(
             BOOT_INFO_SIZE,
             10 * 8 + 48 + 16 + 3 * 8 + RESTART_LOG_LEN + 8 + MAX_UPGRADE_FROM * 48 + 8
         );
         assert!(BOOT_INFO_SIZE <= PAGE_SIZE as usize);
-        let info = info
-            .with_restarts(3, &["panic: boom", "watchdog: no answer in 5 s"])
-            .with_upgrade_from(&[[1; 48], [2; 48]])
-            .with_policy(policy::ALLOW_RC4 | (1 << 40));
-        assert_eq!(info.policy, policy::ALLOW_RC4, "unknown policy bits are dropped");
-        let bytes = info.to_bytes();
-        // SAFETY: as above.
-        let back: BootInfo = unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        // The bytes the VMM writes are the enclave's struct, little-endian.
+        let bytes = info.as_bytes();
+        assert_eq!(&bytes[..8], b"CGBOOT01");
+        assert_eq!(bytes[BOOT_INFO_SIZE - 8], policy::ALLOW_RC4 as u8);
+        let back = BootInfo::read_from_bytes(bytes).unwrap();
         assert_eq!(back, info);
         assert_eq!(back.restart_count, 3);
         let reasons: Vec<&str> = back.restart_reasons().collect();
@@ -1116,19 +1034,14 @@ mod tests {
     }
 
     #[test]
-    fn report_offsets_match_struct() {
+    fn report_is_eleven_little_endian_words() {
+        let words: Vec<u8> = (0..11u64).flat_map(u64::to_le_bytes).collect();
+        let report = Report::read_from_bytes(&words).unwrap();
         assert_eq!(
-            core::mem::offset_of!(Report, fault_vector) as u64,
-            report_offset::FAULT_VECTOR
+            (report.fault_vector, report.fault_cr2, report.bench_min_cycles),
+            (0, 6, 10)
         );
-        assert_eq!(
-            core::mem::offset_of!(Report, fault_cr2) as u64,
-            report_offset::FAULT_CR2
-        );
-        assert_eq!(
-            core::mem::offset_of!(Report, fault_rip) as u64,
-            report_offset::FAULT_RIP
-        );
+        assert_eq!(report.as_bytes(), words);
     }
 
     #[test]

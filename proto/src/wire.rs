@@ -5,7 +5,6 @@
 //! is familiar to read and to capture, without HTTP/2 inside the enclave.
 
 use alloc::vec::Vec;
-use core::fmt;
 
 use prost::Message;
 use zeroize::Zeroize;
@@ -23,28 +22,18 @@ pub const MAX_FRAME_LEN: usize = 256 << 10;
 
 /// Why a stream could not be decoded. After any of these the stream is out of sync and must be
 /// closed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
     /// The flag byte announced compression, which this protocol never uses.
+    #[error("compressed frames are not supported")]
     Compressed,
     /// The announced length is above [`MAX_FRAME_LEN`].
+    #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME_LEN}")]
     TooLong(usize),
     /// The bytes are not a valid `Frame`.
+    #[error("frame is not a valid protobuf Frame")]
     Decode,
 }
-
-impl fmt::Display for WireError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            WireError::Compressed => f.write_str("compressed frames are not supported"),
-            WireError::TooLong(n) => write!(f, "frame of {n} bytes exceeds the limit of {MAX_FRAME_LEN}"),
-            WireError::Decode => f.write_str("frame is not a valid protobuf Frame"),
-        }
-    }
-}
-
-#[cfg(feature = "std")]
-impl std::error::Error for WireError {}
 
 /// Appends `frame`, framed, to `out`.
 pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {

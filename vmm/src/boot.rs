@@ -12,6 +12,7 @@ use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, kvm_fpu, kvm_regs, kvm_segment}
 use kvm_ioctls::{Kvm, VcpuFd};
 use linux_loader::loader::{Elf, KernelLoader};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use zerocopy::{FromZeros, IntoBytes};
 
 /// Errors while preparing the boot state.
 #[derive(Debug, thiserror::Error)]
@@ -310,19 +311,12 @@ pub fn write_boot_tables(
     }
 
     for (gpa, entry) in abi::page_table_entries(info.ram_size, segments) {
-        write_bytes(mem, gpa, &entry.to_le_bytes())?;
+        write_bytes(mem, gpa, entry.as_bytes())?;
     }
-    for (i, descriptor) in abi::gdt().iter().enumerate() {
-        write_bytes(mem, abi::GDT_GPA + i as u64 * 8, &descriptor.to_le_bytes())?;
-    }
+    write_bytes(mem, abi::GDT_GPA, abi::gdt().as_bytes())?;
     write_bytes(mem, abi::TSS_GPA, &abi::tss())?;
-    for (v, gate) in abi::idt(cpu.smap).iter().enumerate() {
-        let at = abi::IDT_GPA + v as u64 * 16;
-        write_bytes(mem, at, &gate[0].to_le_bytes())?;
-        write_bytes(mem, at + 8, &gate[1].to_le_bytes())?;
-    }
-    write_bytes(mem, abi::BOOT_INFO_GPA, &info.to_bytes())?;
-    Ok(())
+    write_bytes(mem, abi::IDT_GPA, abi::idt(cpu.smap).as_bytes())?;
+    write_bytes(mem, abi::BOOT_INFO_GPA, info.as_bytes())
 }
 
 /// Puts 32 secret bytes at the exchange page's sealing-secret field for the enclave, which
@@ -359,13 +353,13 @@ pub fn hand_over_vault_keys(
 
 /// Reads the [`Report`] page the guest fills before a fault or benchmark exit.
 pub fn read_report(mem: &GuestMemoryMmap) -> Result<Report, BootError> {
-    let mut bytes = [0u8; abi::REPORT_SIZE];
-    mem.read_slice(&mut bytes, GuestAddress(abi::REPORT_GPA))
+    let mut report = Report::new_zeroed();
+    mem.read_slice(report.as_mut_bytes(), GuestAddress(abi::REPORT_GPA))
         .map_err(|source| BootError::GuestMemory {
             addr: abi::REPORT_GPA,
             source,
         })?;
-    Ok(Report::from_bytes(&bytes))
+    Ok(report)
 }
 
 /// The ring-0 64-bit code segment of [`abi::gdt`] at [`abi::KERNEL_CS`], as KVM loads it.
@@ -778,7 +772,7 @@ mod tests {
         assert_eq!(cs, abi::gdt()[2]);
         let mut bi = [0u8; abi::BOOT_INFO_SIZE];
         mem.read_slice(&mut bi, GuestAddress(abi::BOOT_INFO_GPA)).unwrap();
-        assert_eq!(bi, info.to_bytes());
+        assert_eq!(bi, info.as_bytes());
         assert_eq!(read_report(&mem).unwrap(), Report::default());
     }
 }

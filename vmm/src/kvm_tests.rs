@@ -9,10 +9,11 @@
 //! Without /dev/kvm they print "SKIPPED: no /dev/kvm", unless CREDGUARD_REQUIRE_KVM=1, which makes
 //! them fail instead.
 
+use std::mem::offset_of;
 use std::path::Path;
 use std::time::Duration;
 
-use credguard_proto::abi::{self, BootMode};
+use credguard_proto::abi::{self, BootMode, Report};
 
 use crate::boot::test_elf;
 use crate::{Enclave, EnclaveConfig, EnclaveImage, ExitOutcome};
@@ -27,6 +28,11 @@ const USER_CODE_GPA: u64 = abi::IMAGE_BASE_GPA + 0x8000;
 /// Ring-3 data (read and write, not executable), on the next page.
 const USER_DATA_GPA: u64 = USER_CODE_GPA + 0x1000;
 const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Guest-physical address of the [`Report`] field at `offset`.
+fn report_field(offset: usize) -> u64 {
+    abi::REPORT_GPA + offset as u64
+}
 
 fn kvm_available() -> bool {
     if Path::new("/dev/kvm").exists() {
@@ -75,7 +81,7 @@ fn guest_with_user(program: &[u8], data: &[u8], user_code: &[u8]) -> EnclaveImag
     for v in 0..abi::IDT_ENTRIES {
         let at = v * STUB_LEN;
         let mut stub = vec![0xc7, 0x04, 0x25]; // mov dword [REPORT + FAULT_VECTOR], v
-        stub.extend_from_slice(&disp32(abi::REPORT_GPA + abi::report_offset::FAULT_VECTOR));
+        stub.extend_from_slice(&disp32(report_field(offset_of!(Report, fault_vector))));
         stub.extend_from_slice(&(v as u32).to_le_bytes());
         let rel = COMMON as i64 - (at + stub.len() + 5) as i64;
         stub.push(0xe9); // jmp common
@@ -92,13 +98,13 @@ fn guest_with_user(program: &[u8], data: &[u8], user_code: &[u8]) -> EnclaveImag
 
     // The common handler assumes an error code on the stack, as #PF has.
     let mut common = vec![0x0f, 0x20, 0xd0]; // mov rax, cr2
-    store_rax(&mut common, abi::REPORT_GPA + abi::report_offset::FAULT_CR2);
+    store_rax(&mut common, report_field(offset_of!(Report, fault_cr2)));
     common.extend_from_slice(&[0x48, 0x8b, 0x04, 0x24]); // mov rax, [rsp]
-    store_rax(&mut common, abi::REPORT_GPA + abi::report_offset::FAULT_ERROR_CODE);
+    store_rax(&mut common, report_field(offset_of!(Report, fault_error_code)));
     common.extend_from_slice(&[0x48, 0x8b, 0x44, 0x24, 0x08]); // mov rax, [rsp + 8]
-    store_rax(&mut common, abi::REPORT_GPA + abi::report_offset::FAULT_RIP);
+    store_rax(&mut common, report_field(offset_of!(Report, fault_rip)));
     common.extend_from_slice(&[0x48, 0x8b, 0x44, 0x24, 0x10]); // mov rax, [rsp + 16]
-    store_rax(&mut common, abi::REPORT_GPA + abi::report_offset::FAULT_CS);
+    store_rax(&mut common, report_field(offset_of!(Report, fault_cs)));
     exit_with(&mut common, abi::ExitCode::Fault as u32);
     image[COMMON..COMMON + common.len()].copy_from_slice(&common);
 

@@ -25,12 +25,12 @@ use std::time::{Duration, Instant};
 
 use credguard_proto::abi::{self, BootInfo, BootMode, MEASUREMENT_LEN};
 use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
+use virtio_bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY;
 use vm_memory::GuestMemoryMmap;
 
 use crate::attestation::AttestationKey;
 use crate::boot::{self, BootError, CpuProtection};
 use crate::devices::MmioDevice;
-use crate::devices::virtio::mmio::regs::QUEUE_NOTIFY;
 use crate::devices::virtio::{VirtioMmioVsock, VsockConfig, VsockError, create_vsock_device};
 use crate::doorbell::{Doorbell, DoorbellError};
 use crate::interrupts::{self, InterruptError};
@@ -455,7 +455,7 @@ fn attach_vsock(
             filter,
         },
     )?;
-    let notify = IoEventAddress::Mmio(abi::VSOCK_MMIO_GPA + QUEUE_NOTIFY);
+    let notify = IoEventAddress::Mmio(abi::VSOCK_MMIO_GPA + u64::from(VIRTIO_MMIO_QUEUE_NOTIFY));
     for (queue, evt) in &device.queue_notify_evts {
         // The u32 datamatch makes this a 4-byte match on the queue index written to QueueNotify.
         vm.register_ioevent(evt, &notify, *queue)

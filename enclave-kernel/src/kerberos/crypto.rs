@@ -30,35 +30,26 @@ pub const AES256_SHA384: i32 = 20;
 pub const RC4_HMAC: i32 = 23;
 
 /// Why a cryptographic operation failed. Never carries key material.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CryptoError {
     /// A DES enctype: refused by rule.
+    #[error("enctype {0} is DES: credguard never uses DES (single DES is broken)")]
     Des(i32),
     /// An enctype this enclave does not implement.
+    #[error("enctype {0} is not supported")]
     Unsupported(i32),
     /// rc4-hmac while the configuration does not allow it.
+    #[error("rc4-hmac is refused by configuration (kerberos.allow_rc4 = false)")]
     Rc4NotAllowed,
     /// A key of the wrong length for its enctype.
+    #[error("a key has the wrong length for its enctype")]
     KeyLength,
     /// Ciphertext too short or its integrity check failed (wrong key or tampered).
+    #[error("decryption integrity check failed")]
     Integrity,
     /// Bad string-to-key parameters (e.g. an absurd iteration count).
+    #[error("bad string-to-key parameters")]
     Params,
-}
-
-impl core::fmt::Display for CryptoError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            CryptoError::Des(e) => write!(f, "enctype {e} is DES: credguard never uses DES (single DES is broken)"),
-            CryptoError::Unsupported(e) => write!(f, "enctype {e} is not supported"),
-            CryptoError::Rc4NotAllowed => {
-                f.write_str("rc4-hmac is refused by configuration (kerberos.allow_rc4 = false)")
-            }
-            CryptoError::KeyLength => f.write_str("a key has the wrong length for its enctype"),
-            CryptoError::Integrity => f.write_str("decryption integrity check failed"),
-            CryptoError::Params => f.write_str("bad string-to-key parameters"),
-        }
-    }
 }
 
 /// Checks that `enctype` may be used at all (`allow_rc4` from the proxy's configuration).

@@ -9,12 +9,17 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use virtio_bindings::virtio_config::{
+    VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FAILED, VIRTIO_CONFIG_S_FEATURES_OK,
+    VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_F_VERSION_1,
+};
+use virtio_bindings::virtio_mmio::*;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestAddress;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{IrqTrigger, VIRTIO_F_VERSION_1, VirtioDevice, status};
+use super::{IrqTrigger, VirtioDevice};
 
 /// A device on the MMIO bus. `offset` is relative to the start of the device's register block.
 pub trait MmioDevice: Send {
@@ -30,58 +35,9 @@ pub const MMIO_MAGIC: u32 = 0x7472_6976;
 pub const MMIO_VERSION: u32 = 2;
 /// `VendorID` we report ("CGRD").
 pub const MMIO_VENDOR_ID: u32 = u32::from_le_bytes(*b"CGRD");
-/// Offset of the device configuration space.
-pub const MMIO_CONFIG_OFFSET: u64 = 0x100;
-
-/// Register offsets of the virtio-mmio transport.
-pub mod regs {
-    /// Magic value (R).
-    pub const MAGIC_VALUE: u64 = 0x000;
-    /// Version (R).
-    pub const VERSION: u64 = 0x004;
-    /// Device ID (R).
-    pub const DEVICE_ID: u64 = 0x008;
-    /// Vendor ID (R).
-    pub const VENDOR_ID: u64 = 0x00c;
-    /// Device features, 32 bits selected by `DEVICE_FEATURES_SEL` (R).
-    pub const DEVICE_FEATURES: u64 = 0x010;
-    /// Device features word selector (W).
-    pub const DEVICE_FEATURES_SEL: u64 = 0x014;
-    /// Driver features, 32 bits selected by `DRIVER_FEATURES_SEL` (W).
-    pub const DRIVER_FEATURES: u64 = 0x020;
-    /// Driver features word selector (W).
-    pub const DRIVER_FEATURES_SEL: u64 = 0x024;
-    /// Queue selector (W).
-    pub const QUEUE_SEL: u64 = 0x030;
-    /// Largest size of the selected queue (R).
-    pub const QUEUE_NUM_MAX: u64 = 0x034;
-    /// Size of the selected queue (W).
-    pub const QUEUE_NUM: u64 = 0x038;
-    /// Ready bit of the selected queue (RW).
-    pub const QUEUE_READY: u64 = 0x044;
-    /// Queue notifier (W).
-    pub const QUEUE_NOTIFY: u64 = 0x050;
-    /// Interrupt status (R).
-    pub const INTERRUPT_STATUS: u64 = 0x060;
-    /// Interrupt acknowledge (W).
-    pub const INTERRUPT_ACK: u64 = 0x064;
-    /// Device status (RW).
-    pub const STATUS: u64 = 0x070;
-    /// Descriptor table address, low 32 bits (W).
-    pub const QUEUE_DESC_LOW: u64 = 0x080;
-    /// Descriptor table address, high 32 bits (W).
-    pub const QUEUE_DESC_HIGH: u64 = 0x084;
-    /// Driver (available) ring address, low 32 bits (W).
-    pub const QUEUE_DRIVER_LOW: u64 = 0x090;
-    /// Driver (available) ring address, high 32 bits (W).
-    pub const QUEUE_DRIVER_HIGH: u64 = 0x094;
-    /// Device (used) ring address, low 32 bits (W).
-    pub const QUEUE_DEVICE_LOW: u64 = 0x0a0;
-    /// Device (used) ring address, high 32 bits (W).
-    pub const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
-    /// Configuration atomicity value (R).
-    pub const CONFIG_GENERATION: u64 = 0x0fc;
-}
+/// `VIRTIO_F_VERSION_1` as a feature mask: the device complies with virtio 1.x (the only mode we
+/// offer).
+const F_VERSION_1: u64 = 1 << VIRTIO_F_VERSION_1;
 
 /// What the driver wrote for one queue; turned into a [`Queue`] at `DRIVER_OK`.
 #[derive(Debug, Clone, Default)]
@@ -209,7 +165,7 @@ impl MmioTransport {
 
     /// The device features offered: the device's own plus `VIRTIO_F_VERSION_1`.
     fn offered_features(&self) -> u64 {
-        self.device.device_features() | VIRTIO_F_VERSION_1
+        self.device.device_features() | F_VERSION_1
     }
 
     fn selected_queue(&mut self) -> Option<&mut QueueConfig> {
@@ -219,42 +175,40 @@ impl MmioTransport {
     /// Queue registers may be written only while the driver is setting up (after `DRIVER`
     /// and `FEATURES_OK`, before `DRIVER_OK`) and the selected queue is not ready.
     fn queue_config_allowed(&self) -> bool {
-        self.status & status::FEATURES_OK != 0
-            && self.status & (status::DRIVER_OK | status::FAILED) == 0
+        self.status & VIRTIO_CONFIG_S_FEATURES_OK != 0
+            && self.status & (VIRTIO_CONFIG_S_DRIVER_OK | VIRTIO_CONFIG_S_FAILED) == 0
             && self.queues.get(self.queue_sel as usize).is_some_and(|q| !q.ready)
     }
 
-    fn read_reg(&mut self, offset: u64) -> Option<u32> {
-        use regs::*;
+    fn read_reg(&mut self, offset: u32) -> Option<u32> {
         Some(match offset {
-            MAGIC_VALUE => MMIO_MAGIC,
-            VERSION => MMIO_VERSION,
-            DEVICE_ID => self.device.device_type(),
-            VENDOR_ID => MMIO_VENDOR_ID,
-            DEVICE_FEATURES => match self.device_features_sel {
+            VIRTIO_MMIO_MAGIC_VALUE => MMIO_MAGIC,
+            VIRTIO_MMIO_VERSION => MMIO_VERSION,
+            VIRTIO_MMIO_DEVICE_ID => self.device.device_type(),
+            VIRTIO_MMIO_VENDOR_ID => MMIO_VENDOR_ID,
+            VIRTIO_MMIO_DEVICE_FEATURES => match self.device_features_sel {
                 0 => self.offered_features() as u32,
                 1 => (self.offered_features() >> 32) as u32,
                 _ => 0,
             },
-            QUEUE_NUM_MAX => self
+            VIRTIO_MMIO_QUEUE_NUM_MAX => self
                 .queues
                 .get(self.queue_sel as usize)
                 .map_or(0, |q| q.max_size as u32),
-            QUEUE_READY => self.queues.get(self.queue_sel as usize).map_or(0, |q| q.ready as u32),
-            INTERRUPT_STATUS => self.interrupt_status.load(Ordering::SeqCst),
-            STATUS => self.status,
-            CONFIG_GENERATION => self.config_generation,
+            VIRTIO_MMIO_QUEUE_READY => self.queues.get(self.queue_sel as usize).map_or(0, |q| q.ready as u32),
+            VIRTIO_MMIO_INTERRUPT_STATUS => self.interrupt_status.load(Ordering::SeqCst),
+            VIRTIO_MMIO_STATUS => self.status,
+            VIRTIO_MMIO_CONFIG_GENERATION => self.config_generation,
             _ => return None,
         })
     }
 
-    fn write_reg(&mut self, offset: u64, v: u32) {
-        use regs::*;
+    fn write_reg(&mut self, offset: u32, v: u32) {
         match offset {
-            DEVICE_FEATURES_SEL => self.device_features_sel = v,
-            DRIVER_FEATURES_SEL => self.driver_features_sel = v,
-            DRIVER_FEATURES => {
-                if self.status & status::DRIVER == 0 || self.status & status::FEATURES_OK != 0 {
+            VIRTIO_MMIO_DEVICE_FEATURES_SEL => self.device_features_sel = v,
+            VIRTIO_MMIO_DRIVER_FEATURES_SEL => self.driver_features_sel = v,
+            VIRTIO_MMIO_DRIVER_FEATURES => {
+                if self.status & VIRTIO_CONFIG_S_DRIVER == 0 || self.status & VIRTIO_CONFIG_S_FEATURES_OK != 0 {
                     tracing::debug!("virtio-mmio: driver features written in status {:#x}", self.status);
                     return;
                 }
@@ -264,8 +218,8 @@ impl MmioTransport {
                     sel => tracing::debug!("virtio-mmio: driver features word {sel} ignored"),
                 }
             }
-            QUEUE_SEL => self.queue_sel = v,
-            QUEUE_NUM => {
+            VIRTIO_MMIO_QUEUE_SEL => self.queue_sel = v,
+            VIRTIO_MMIO_QUEUE_NUM => {
                 if !self.queue_config_allowed() {
                     tracing::debug!("virtio-mmio: QueueNum write ignored (status {:#x})", self.status);
                     return;
@@ -275,12 +229,12 @@ impl MmioTransport {
                     q.size = v;
                 }
             }
-            QUEUE_READY => {
+            VIRTIO_MMIO_QUEUE_READY => {
                 if !self.queue_config_allowed() && v != 0 {
                     tracing::debug!("virtio-mmio: QueueReady write ignored (status {:#x})", self.status);
                     return;
                 }
-                if self.status & status::DRIVER_OK != 0 {
+                if self.status & VIRTIO_CONFIG_S_DRIVER_OK != 0 {
                     tracing::debug!("virtio-mmio: QueueReady write after DRIVER_OK ignored");
                     return;
                 }
@@ -288,23 +242,27 @@ impl MmioTransport {
                     q.ready = v == 1;
                 }
             }
-            QUEUE_DESC_LOW | QUEUE_DESC_HIGH | QUEUE_DRIVER_LOW | QUEUE_DRIVER_HIGH | QUEUE_DEVICE_LOW
-            | QUEUE_DEVICE_HIGH => {
+            VIRTIO_MMIO_QUEUE_DESC_LOW
+            | VIRTIO_MMIO_QUEUE_DESC_HIGH
+            | VIRTIO_MMIO_QUEUE_AVAIL_LOW
+            | VIRTIO_MMIO_QUEUE_AVAIL_HIGH
+            | VIRTIO_MMIO_QUEUE_USED_LOW
+            | VIRTIO_MMIO_QUEUE_USED_HIGH => {
                 if !self.queue_config_allowed() {
                     tracing::debug!("virtio-mmio: queue address write ignored (status {:#x})", self.status);
                     return;
                 }
                 let Some(q) = self.selected_queue() else { return };
                 match offset {
-                    QUEUE_DESC_LOW => set_low(&mut q.desc, v),
-                    QUEUE_DESC_HIGH => set_high(&mut q.desc, v),
-                    QUEUE_DRIVER_LOW => set_low(&mut q.driver, v),
-                    QUEUE_DRIVER_HIGH => set_high(&mut q.driver, v),
-                    QUEUE_DEVICE_LOW => set_low(&mut q.device, v),
+                    VIRTIO_MMIO_QUEUE_DESC_LOW => set_low(&mut q.desc, v),
+                    VIRTIO_MMIO_QUEUE_DESC_HIGH => set_high(&mut q.desc, v),
+                    VIRTIO_MMIO_QUEUE_AVAIL_LOW => set_low(&mut q.driver, v),
+                    VIRTIO_MMIO_QUEUE_AVAIL_HIGH => set_high(&mut q.driver, v),
+                    VIRTIO_MMIO_QUEUE_USED_LOW => set_low(&mut q.device, v),
                     _ => set_high(&mut q.device, v),
                 }
             }
-            QUEUE_NOTIFY => {
+            VIRTIO_MMIO_QUEUE_NOTIFY => {
                 if !self.activated {
                     tracing::debug!("virtio-mmio: notify of queue {v} before activation");
                 }
@@ -317,10 +275,10 @@ impl MmioTransport {
                     None => tracing::debug!("virtio-mmio: notify of unknown queue {v}"),
                 }
             }
-            INTERRUPT_ACK => {
+            VIRTIO_MMIO_INTERRUPT_ACK => {
                 self.interrupt_status.fetch_and(!v, Ordering::SeqCst);
             }
-            STATUS => self.write_status(v),
+            VIRTIO_MMIO_STATUS => self.write_status(v),
             _ => tracing::debug!("virtio-mmio: write to unknown register {offset:#x}"),
         }
     }
@@ -337,22 +295,22 @@ impl MmioTransport {
             return;
         }
         let added = v & !old;
-        if added & status::FEATURES_OK != 0 {
+        if added & VIRTIO_CONFIG_S_FEATURES_OK != 0 {
             let offered = self.offered_features();
-            if self.driver_features & !offered != 0 || self.driver_features & VIRTIO_F_VERSION_1 == 0 {
+            if self.driver_features & !offered != 0 || self.driver_features & F_VERSION_1 == 0 {
                 tracing::debug!(
                     "virtio-mmio: driver features {:#x} not acceptable (offered {offered:#x}); FEATURES_OK refused",
                     self.driver_features
                 );
-                self.status = v & !status::FEATURES_OK & !status::DRIVER_OK;
+                self.status = v & !VIRTIO_CONFIG_S_FEATURES_OK & !VIRTIO_CONFIG_S_DRIVER_OK;
                 return;
             }
             self.device.ack_features(self.driver_features);
         }
-        if added & status::DRIVER_OK != 0 && !self.activated {
-            if v & status::FEATURES_OK == 0 {
+        if added & VIRTIO_CONFIG_S_DRIVER_OK != 0 && !self.activated {
+            if v & VIRTIO_CONFIG_S_FEATURES_OK == 0 {
                 tracing::debug!("virtio-mmio: DRIVER_OK without FEATURES_OK; ignored");
-                self.status = v & !status::DRIVER_OK;
+                self.status = v & !VIRTIO_CONFIG_S_DRIVER_OK;
                 return;
             }
             self.status = v;
@@ -369,7 +327,7 @@ impl MmioTransport {
                 Ok(q) => queues.push(q),
                 Err(e) => {
                     tracing::warn!("virtio-mmio: DRIVER_OK with a bad queue {i}: {e}");
-                    self.status |= status::DEVICE_NEEDS_RESET;
+                    self.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
                     return;
                 }
             }
@@ -378,7 +336,7 @@ impl MmioTransport {
             Ok(()) => self.activated = true,
             Err(e) => {
                 tracing::warn!("virtio-mmio: activation failed: {e}");
-                self.status |= status::DEVICE_NEEDS_RESET;
+                self.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
             }
         }
     }
@@ -386,7 +344,7 @@ impl MmioTransport {
     fn reset(&mut self) {
         if self.activated && !self.device.reset() {
             tracing::warn!("virtio-mmio: device cannot be reset");
-            self.status |= status::DEVICE_NEEDS_RESET;
+            self.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
             return;
         }
         self.activated = false;
@@ -400,12 +358,17 @@ impl MmioTransport {
     }
 }
 
+/// The register at `offset`, or `None` past the registers (in the device configuration space).
+fn register(offset: u64) -> Option<u32> {
+    u32::try_from(offset).ok().filter(|&o| o < VIRTIO_MMIO_CONFIG)
+}
+
 impl MmioDevice for MmioTransport {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        if offset >= MMIO_CONFIG_OFFSET {
-            self.device.read_config(offset - MMIO_CONFIG_OFFSET, data);
+        let Some(offset) = register(offset) else {
+            self.device.read_config(offset - u64::from(VIRTIO_MMIO_CONFIG), data);
             return;
-        }
+        };
         data.fill(0);
         if data.len() != 4 || !offset.is_multiple_of(4) {
             tracing::debug!("virtio-mmio: read of {} bytes at {offset:#x} ignored", data.len());
@@ -418,10 +381,10 @@ impl MmioDevice for MmioTransport {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        if offset >= MMIO_CONFIG_OFFSET {
-            self.device.write_config(offset - MMIO_CONFIG_OFFSET, data);
+        let Some(offset) = register(offset) else {
+            self.device.write_config(offset - u64::from(VIRTIO_MMIO_CONFIG), data);
             return;
-        }
+        };
         let Ok(bytes) = <[u8; 4]>::try_from(data) else {
             tracing::debug!("virtio-mmio: write of {} bytes at {offset:#x} ignored", data.len());
             return;

@@ -5,6 +5,9 @@
 //! [`VirtioDevice`] when the driver sets `DRIVER_OK`. The device then works on its own thread,
 //! woken by the queue-notify [`EventFd`]s (KVM ioeventfds) and answering by an [`IrqTrigger`]
 //! (a KVM irqfd).
+//!
+//! The virtio constants (device ids, feature and status bits, MMIO registers, ring flags) are
+//! the Linux headers' names, from `virtio-bindings`.
 
 pub mod mmio;
 pub mod vsock;
@@ -12,39 +15,13 @@ pub mod vsock;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_VRING;
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 pub use mmio::{MmioDevice, MmioTransport};
 pub use vsock::{VirtioMmioVsock, VsockConfig, VsockError, create_vsock_device};
-
-/// Device type of a virtio socket device (virtio spec §5.10).
-pub const TYPE_VSOCK: u32 = 19;
-
-/// `VIRTIO_F_VERSION_1`: the device complies with virtio 1.x (the only mode we offer).
-pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
-
-/// Bits of the device status register (virtio spec §2.1).
-pub mod status {
-    /// The guest found the device.
-    pub const ACKNOWLEDGE: u32 = 1;
-    /// The guest has a driver for it.
-    pub const DRIVER: u32 = 2;
-    /// The driver is ready: the device may use its queues.
-    pub const DRIVER_OK: u32 = 4;
-    /// The driver accepted the features.
-    pub const FEATURES_OK: u32 = 8;
-    /// The device hit an error it cannot recover from without a reset.
-    pub const DEVICE_NEEDS_RESET: u32 = 0x40;
-    /// The driver gave up on the device.
-    pub const FAILED: u32 = 0x80;
-}
-
-/// `InterruptStatus` bit: the device used a buffer of some queue.
-pub const INT_USED_RING: u32 = 1;
-/// `InterruptStatus` bit: the device configuration changed.
-pub const INT_CONFIG: u32 = 2;
 
 /// Raises the device's interrupt: sets a bit of the transport's `InterruptStatus` register and
 /// signals the irq [`EventFd`] (a KVM irqfd, edge-triggered).
@@ -60,9 +37,9 @@ impl IrqTrigger {
         IrqTrigger { status, evt }
     }
 
-    /// Signals used buffers: sets [`INT_USED_RING`] and writes the irq eventfd.
+    /// Signals used buffers: sets `VIRTIO_MMIO_INT_VRING` and writes the irq eventfd.
     pub fn trigger_used(&self) {
-        self.trigger(INT_USED_RING);
+        self.trigger(VIRTIO_MMIO_INT_VRING);
     }
 
     /// Sets `bits` in `InterruptStatus` and writes the irq eventfd.
@@ -95,7 +72,7 @@ pub enum ActivateError {
 
 /// The device side of a virtio device, independent of the transport.
 pub trait VirtioDevice: Send {
-    /// The virtio device type (e.g. [`TYPE_VSOCK`]).
+    /// The virtio device type (e.g. `VIRTIO_ID_VSOCK`).
     fn device_type(&self) -> u32;
 
     /// The largest size of each queue; its length is the number of queues.

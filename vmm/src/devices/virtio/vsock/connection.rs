@@ -13,6 +13,9 @@ use std::num::Wrapping;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use virtio_vsock::packet::PKT_HEADER_SIZE;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
 use super::HOST_CID;
 use super::proto::*;
 use super::unix::{self, ConnectLine, LineStatus};
@@ -33,8 +36,11 @@ pub const CONNECT_LINE_TIMEOUT: Duration = Duration::from_secs(10);
 #[cfg(test)]
 pub const CONNECT_LINE_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// A vsock packet header (virtio spec §5.10.6), in host order.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// A vsock packet header (virtio spec §5.10.6), laid out as on the wire: 44 bytes, no padding
+/// (`packed(4)` keeps the CIDs 4-byte aligned, as the spec's packed struct has them), little-endian
+/// (the VMM is x86-64 only). A field reference `&h.src_cid` does not compile (unaligned); copy it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, IntoBytes, FromBytes, Immutable, KnownLayout)]
+#[repr(C, packed(4))]
 pub struct Header {
     /// Source CID.
     pub src_cid: u64,
@@ -59,53 +65,19 @@ pub struct Header {
 }
 
 /// Size of the packet header on the wire.
-pub const HEADER_SIZE: usize = 44;
+pub const HEADER_SIZE: usize = size_of::<Header>();
+
+const _: () = assert!(HEADER_SIZE == PKT_HEADER_SIZE && cfg!(target_endian = "little"));
 
 impl Header {
-    /// The little-endian wire form.
+    /// The wire form.
     pub fn to_bytes(&self) -> [u8; HEADER_SIZE] {
-        let mut b = [0u8; HEADER_SIZE];
-        b[0..8].copy_from_slice(&self.src_cid.to_le_bytes());
-        b[8..16].copy_from_slice(&self.dst_cid.to_le_bytes());
-        b[16..20].copy_from_slice(&self.src_port.to_le_bytes());
-        b[20..24].copy_from_slice(&self.dst_port.to_le_bytes());
-        b[24..28].copy_from_slice(&self.len.to_le_bytes());
-        b[28..30].copy_from_slice(&self.type_.to_le_bytes());
-        b[30..32].copy_from_slice(&self.op.to_le_bytes());
-        b[32..36].copy_from_slice(&self.flags.to_le_bytes());
-        b[36..40].copy_from_slice(&self.buf_alloc.to_le_bytes());
-        b[40..44].copy_from_slice(&self.fwd_cnt.to_le_bytes());
-        b
+        zerocopy::transmute!(*self)
     }
 
-    /// Parses the little-endian wire form.
+    /// Parses the wire form.
     pub fn from_bytes(b: &[u8; HEADER_SIZE]) -> Self {
-        let u64_at = |i: usize| {
-            u64::from_le_bytes([
-                b[i],
-                b[i + 1],
-                b[i + 2],
-                b[i + 3],
-                b[i + 4],
-                b[i + 5],
-                b[i + 6],
-                b[i + 7],
-            ])
-        };
-        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
-        Header {
-            src_cid: u64_at(0),
-            dst_cid: u64_at(8),
-            src_port: u32_at(16),
-            dst_port: u32_at(20),
-            len: u32_at(24),
-            type_: u16_at(28),
-            op: u16_at(30),
-            flags: u32_at(32),
-            buf_alloc: u32_at(36),
-            fwd_cnt: u32_at(40),
-        }
+        zerocopy::transmute!(*b)
     }
 
     /// An `OP_RST` answering `h` (ports and CIDs swapped, no credit).
@@ -502,6 +474,9 @@ mod tests {
             fwd_cnt: 7,
         };
         assert_eq!(Header::from_bytes(&h.to_bytes()), h);
+        // The spec's offsets, little-endian.
+        let b = h.to_bytes();
+        assert_eq!((b[0], b[8], b[20], b[21], b[30], b[40]), (2, 3, 0x58, 0x1b, 5, 7));
     }
 
     #[test]

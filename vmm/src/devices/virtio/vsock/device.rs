@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, TryRecvError};
 use std::time::Instant;
 
+use virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT;
 use virtio_queue::{Queue, QueueT};
 use virtio_vsock::packet::VsockPacket;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -41,9 +42,6 @@ pub const MAX_PKT_DATA: u32 = 64 * 1024;
 pub const MAX_CTRL_BACKLOG: usize = 1024;
 /// First host-side port given to a client.
 pub const FIRST_LOCAL_PORT: u32 = 1 << 30;
-
-/// Avail ring flag: the driver does not want interrupts for this queue.
-const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
 
 const TOKEN_STOP: u64 = 0;
 const TOKEN_COMMANDS: u64 = 1;
@@ -391,7 +389,7 @@ impl Worker {
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         self.mem
             .read_obj::<u16>(GuestAddress(q.avail_ring()))
-            .is_ok_and(|flags| flags & VRING_AVAIL_F_NO_INTERRUPT != 0)
+            .is_ok_and(|flags| u32::from(flags) & VRING_AVAIL_F_NO_INTERRUPT != 0)
     }
 
     fn process_tx(&mut self, txq: &mut Queue) -> bool {
@@ -440,7 +438,8 @@ impl Worker {
             fwd_cnt: pkt.fwd_cnt(),
         };
         if h.src_cid != self.guest_cid || h.dst_cid != HOST_CID {
-            tracing::debug!("vsock: dropping a packet from cid {} to cid {}", h.src_cid, h.dst_cid);
+            let (src, dst) = (h.src_cid, h.dst_cid);
+            tracing::debug!("vsock: dropping a packet from cid {src} to cid {dst}");
             return TxVerdict::Done;
         }
         if h.type_ != TYPE_STREAM {

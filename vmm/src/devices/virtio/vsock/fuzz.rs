@@ -13,13 +13,17 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 
+use virtio_bindings::virtio_config::{
+    VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK,
+};
+use virtio_bindings::virtio_mmio::*;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use super::device::{Worker, WorkerFds};
 use super::{NUM_QUEUES, VsockDevice};
-use crate::devices::virtio::mmio::{MmioDevice, MmioTransport, regs};
-use crate::devices::virtio::{IrqTrigger, status};
+use crate::devices::virtio::IrqTrigger;
+use crate::devices::virtio::mmio::{MmioDevice, MmioTransport};
 
 /// Guest memory of the harness: rings at the start, buffers after them.
 pub const MEM_SIZE: usize = 0x1_0000;
@@ -95,28 +99,31 @@ impl Harness {
         })
     }
 
-    fn w(&mut self, offset: u64, value: u32) {
-        self.transport.write(offset, &value.to_le_bytes());
+    fn w(&mut self, offset: u32, value: u32) {
+        self.transport.write(offset.into(), &value.to_le_bytes());
     }
 
     /// What a well-behaved driver does: features, three queues, DRIVER_OK.
     fn setup_driver(&mut self) {
-        use status::{ACKNOWLEDGE, DRIVER, DRIVER_OK, FEATURES_OK};
-        self.w(regs::STATUS, 0);
-        self.w(regs::STATUS, ACKNOWLEDGE | DRIVER);
-        self.w(regs::DRIVER_FEATURES_SEL, 1);
-        self.w(regs::DRIVER_FEATURES, 1); // VIRTIO_F_VERSION_1
-        self.w(regs::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
+        use VIRTIO_CONFIG_S_ACKNOWLEDGE as ACKNOWLEDGE;
+        use VIRTIO_CONFIG_S_DRIVER as DRIVER;
+        use VIRTIO_CONFIG_S_DRIVER_OK as DRIVER_OK;
+        use VIRTIO_CONFIG_S_FEATURES_OK as FEATURES_OK;
+        self.w(VIRTIO_MMIO_STATUS, 0);
+        self.w(VIRTIO_MMIO_STATUS, ACKNOWLEDGE | DRIVER);
+        self.w(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+        self.w(VIRTIO_MMIO_DRIVER_FEATURES, 1); // VIRTIO_F_VERSION_1
+        self.w(VIRTIO_MMIO_STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
         for q in 0..NUM_QUEUES as u64 {
             let base = queue_base(q);
-            self.w(regs::QUEUE_SEL, q as u32);
-            self.w(regs::QUEUE_NUM, u32::from(QUEUE_SIZE));
-            self.w(regs::QUEUE_DESC_LOW, base as u32);
-            self.w(regs::QUEUE_DRIVER_LOW, (base + 0x100) as u32);
-            self.w(regs::QUEUE_DEVICE_LOW, (base + 0x200) as u32);
-            self.w(regs::QUEUE_READY, 1);
+            self.w(VIRTIO_MMIO_QUEUE_SEL, q as u32);
+            self.w(VIRTIO_MMIO_QUEUE_NUM, u32::from(QUEUE_SIZE));
+            self.w(VIRTIO_MMIO_QUEUE_DESC_LOW, base as u32);
+            self.w(VIRTIO_MMIO_QUEUE_AVAIL_LOW, (base + 0x100) as u32);
+            self.w(VIRTIO_MMIO_QUEUE_USED_LOW, (base + 0x200) as u32);
+            self.w(VIRTIO_MMIO_QUEUE_READY, 1);
         }
-        self.w(regs::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
+        self.w(VIRTIO_MMIO_STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
     }
 
     /// One round of the worker's loop, with the host client's side kept moving.
@@ -156,13 +163,13 @@ pub fn guest_rings(data: &[u8]) {
         }
     } else {
         for op in rest.chunks_exact(5) {
-            let offset = u64::from(op[0] & !1) * 2;
+            let offset = u32::from(op[0] & !1) * 2;
             let value = u32::from_le_bytes([op[1], op[2], op[3], op[4]]);
             if op[0] & 1 == 0 {
                 h.w(offset, value);
             } else {
                 let mut b = [0u8; 4];
-                h.transport.read(offset, &mut b);
+                h.transport.read(offset.into(), &mut b);
             }
             h.round();
         }

@@ -29,12 +29,13 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use super::mmio::MmioTransport;
-use super::{ActivateError, IrqTrigger, TYPE_VSOCK, VirtioDevice};
+use super::{ActivateError, IrqTrigger, VirtioDevice};
 
 /// Number of queues: rx, tx, event.
 pub const NUM_QUEUES: usize = 3;
@@ -149,7 +150,7 @@ impl VsockDevice {
 
 impl VirtioDevice for VsockDevice {
     fn device_type(&self) -> u32 {
-        TYPE_VSOCK
+        VIRTIO_ID_VSOCK
     }
 
     fn queue_max_sizes(&self) -> &[u16] {

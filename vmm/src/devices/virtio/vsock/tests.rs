@@ -7,13 +7,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering, fence};
 use std::time::{Duration, Instant};
 
+use virtio_bindings::virtio_config::*;
+use virtio_bindings::virtio_mmio::*;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::connection::{CONN_BUF_SIZE, HEADER_SIZE, Header};
 use super::proto::*;
 use super::*;
-use crate::devices::virtio::mmio::{MmioDevice, regs};
-use crate::devices::virtio::status;
+use crate::devices::virtio::mmio::MmioDevice;
 
 const QSIZE: u16 = 16;
 const MEM_SIZE: usize = 0x10_0000;
@@ -130,51 +131,57 @@ impl Guest {
         g
     }
 
-    fn r(&self, off: u64) -> u32 {
+    fn r(&self, off: u32) -> u32 {
         let mut b = [0u8; 4];
-        self.dev.transport.lock().unwrap().read(off, &mut b);
+        self.dev.transport.lock().unwrap().read(off.into(), &mut b);
         u32::from_le_bytes(b)
     }
 
-    fn w(&self, off: u64, v: u32) {
-        self.dev.transport.lock().unwrap().write(off, &v.to_le_bytes());
+    fn w(&self, off: u32, v: u32) {
+        self.dev.transport.lock().unwrap().write(off.into(), &v.to_le_bytes());
     }
 
     fn negotiate(&self) {
-        assert_eq!(self.r(regs::MAGIC_VALUE), 0x7472_6976);
-        assert_eq!(self.r(regs::VERSION), 2);
-        assert_eq!(self.r(regs::DEVICE_ID), 19);
-        self.w(regs::STATUS, 0);
-        self.w(regs::STATUS, status::ACKNOWLEDGE);
-        self.w(regs::STATUS, status::ACKNOWLEDGE | status::DRIVER);
-        self.w(regs::DEVICE_FEATURES_SEL, 1);
-        let high = self.r(regs::DEVICE_FEATURES);
-        self.w(regs::DRIVER_FEATURES_SEL, 1);
-        self.w(regs::DRIVER_FEATURES, high);
-        self.w(regs::DRIVER_FEATURES_SEL, 0);
-        self.w(regs::DRIVER_FEATURES, 0);
-        self.w(regs::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
-        assert_ne!(self.r(regs::STATUS) & status::FEATURES_OK, 0);
+        assert_eq!(self.r(VIRTIO_MMIO_MAGIC_VALUE), 0x7472_6976);
+        assert_eq!(self.r(VIRTIO_MMIO_VERSION), 2);
+        assert_eq!(self.r(VIRTIO_MMIO_DEVICE_ID), 19);
+        self.w(VIRTIO_MMIO_STATUS, 0);
+        self.w(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
+        self.w(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+        self.w(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
+        let high = self.r(VIRTIO_MMIO_DEVICE_FEATURES);
+        self.w(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+        self.w(VIRTIO_MMIO_DRIVER_FEATURES, high);
+        self.w(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
+        self.w(VIRTIO_MMIO_DRIVER_FEATURES, 0);
+        self.w(
+            VIRTIO_MMIO_STATUS,
+            VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK,
+        );
+        assert_ne!(self.r(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_FEATURES_OK, 0);
     }
 
     fn setup_queue(&self, q: u32, desc: u64) {
-        self.w(regs::QUEUE_SEL, q);
-        assert_eq!(self.r(regs::QUEUE_NUM_MAX), QUEUE_MAX_SIZE as u32);
-        self.w(regs::QUEUE_NUM, QSIZE as u32);
-        self.w(regs::QUEUE_DESC_LOW, desc as u32);
-        self.w(regs::QUEUE_DESC_HIGH, (desc >> 32) as u32);
-        self.w(regs::QUEUE_DRIVER_LOW, avail_addr(q) as u32);
-        self.w(regs::QUEUE_DRIVER_HIGH, 0);
-        self.w(regs::QUEUE_DEVICE_LOW, used_addr(q) as u32);
-        self.w(regs::QUEUE_DEVICE_HIGH, 0);
-        self.w(regs::QUEUE_READY, 1);
-        assert_eq!(self.r(regs::QUEUE_READY), 1);
+        self.w(VIRTIO_MMIO_QUEUE_SEL, q);
+        assert_eq!(self.r(VIRTIO_MMIO_QUEUE_NUM_MAX), QUEUE_MAX_SIZE as u32);
+        self.w(VIRTIO_MMIO_QUEUE_NUM, QSIZE as u32);
+        self.w(VIRTIO_MMIO_QUEUE_DESC_LOW, desc as u32);
+        self.w(VIRTIO_MMIO_QUEUE_DESC_HIGH, (desc >> 32) as u32);
+        self.w(VIRTIO_MMIO_QUEUE_AVAIL_LOW, avail_addr(q) as u32);
+        self.w(VIRTIO_MMIO_QUEUE_AVAIL_HIGH, 0);
+        self.w(VIRTIO_MMIO_QUEUE_USED_LOW, used_addr(q) as u32);
+        self.w(VIRTIO_MMIO_QUEUE_USED_HIGH, 0);
+        self.w(VIRTIO_MMIO_QUEUE_READY, 1);
+        assert_eq!(self.r(VIRTIO_MMIO_QUEUE_READY), 1);
     }
 
     fn driver_ok(&self) {
         self.w(
-            regs::STATUS,
-            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
+            VIRTIO_MMIO_STATUS,
+            VIRTIO_CONFIG_S_ACKNOWLEDGE
+                | VIRTIO_CONFIG_S_DRIVER
+                | VIRTIO_CONFIG_S_FEATURES_OK
+                | VIRTIO_CONFIG_S_DRIVER_OK,
         );
     }
 
@@ -371,16 +378,16 @@ fn assert_eof(c: &mut UnixStream) {
 #[test]
 fn transport_identity_features_and_config() {
     let g = Guest::new();
-    assert_eq!(g.r(regs::MAGIC_VALUE), 0x7472_6976);
-    assert_eq!(g.r(regs::VERSION), 2);
-    assert_eq!(g.r(regs::DEVICE_ID), 19);
-    assert_ne!(g.r(regs::VENDOR_ID), 0);
-    g.w(regs::DEVICE_FEATURES_SEL, 0);
-    assert_eq!(g.r(regs::DEVICE_FEATURES), 0);
-    g.w(regs::DEVICE_FEATURES_SEL, 1);
-    assert_eq!(g.r(regs::DEVICE_FEATURES), 1, "VIRTIO_F_VERSION_1 only");
-    g.w(regs::DEVICE_FEATURES_SEL, 2);
-    assert_eq!(g.r(regs::DEVICE_FEATURES), 0);
+    assert_eq!(g.r(VIRTIO_MMIO_MAGIC_VALUE), 0x7472_6976);
+    assert_eq!(g.r(VIRTIO_MMIO_VERSION), 2);
+    assert_eq!(g.r(VIRTIO_MMIO_DEVICE_ID), 19);
+    assert_ne!(g.r(VIRTIO_MMIO_VENDOR_ID), 0);
+    g.w(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
+    assert_eq!(g.r(VIRTIO_MMIO_DEVICE_FEATURES), 0);
+    g.w(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
+    assert_eq!(g.r(VIRTIO_MMIO_DEVICE_FEATURES), 1, "VIRTIO_F_VERSION_1 only");
+    g.w(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 2);
+    assert_eq!(g.r(VIRTIO_MMIO_DEVICE_FEATURES), 0);
 
     // Config space: guest_cid, u64 LE, in any access size.
     let mut t = g.dev.transport.lock().unwrap();
@@ -394,12 +401,12 @@ fn transport_identity_features_and_config() {
     assert_eq!(b4, [0; 4]);
     // Bad accesses are ignored: wrong size, unaligned, unknown register.
     let mut b2 = [0xffu8; 2];
-    t.read(regs::MAGIC_VALUE, &mut b2);
+    t.read(VIRTIO_MMIO_MAGIC_VALUE.into(), &mut b2);
     assert_eq!(b2, [0; 2]);
     t.read(0x02, &mut b4);
     t.read(0xf0, &mut b4);
     assert_eq!(b4, [0; 4]);
-    t.write(regs::STATUS, &[1, 2]);
+    t.write(VIRTIO_MMIO_STATUS.into(), &[1, 2]);
     t.write(0x0f0, &[1, 2, 3, 4]);
     t.write(0x100, &[1, 2, 3, 4]);
     t.read(0x100, &mut b8);
@@ -411,67 +418,73 @@ fn transport_identity_features_and_config() {
 fn transport_refuses_bad_setups() {
     let g = Guest::new();
     // Queue setup before FEATURES_OK is ignored.
-    g.w(regs::QUEUE_SEL, 0);
-    g.w(regs::QUEUE_READY, 1);
-    assert_eq!(g.r(regs::QUEUE_READY), 0);
+    g.w(VIRTIO_MMIO_QUEUE_SEL, 0);
+    g.w(VIRTIO_MMIO_QUEUE_READY, 1);
+    assert_eq!(g.r(VIRTIO_MMIO_QUEUE_READY), 0);
     // Features without VERSION_1: FEATURES_OK refused.
-    g.w(regs::STATUS, status::ACKNOWLEDGE | status::DRIVER);
-    g.w(regs::DRIVER_FEATURES_SEL, 0);
-    g.w(regs::DRIVER_FEATURES, 0);
-    g.w(regs::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
-    assert_eq!(g.r(regs::STATUS) & status::FEATURES_OK, 0);
+    g.w(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+    g.w(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
+    g.w(VIRTIO_MMIO_DRIVER_FEATURES, 0);
+    g.w(
+        VIRTIO_MMIO_STATUS,
+        VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK,
+    );
+    assert_eq!(g.r(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_FEATURES_OK, 0);
     // Unknown features: refused too.
-    g.w(regs::STATUS, 0);
-    g.w(regs::STATUS, status::ACKNOWLEDGE | status::DRIVER);
-    g.w(regs::DRIVER_FEATURES_SEL, 1);
-    g.w(regs::DRIVER_FEATURES, 1 | 2);
-    g.w(regs::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
-    assert_eq!(g.r(regs::STATUS) & status::FEATURES_OK, 0);
+    g.w(VIRTIO_MMIO_STATUS, 0);
+    g.w(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+    g.w(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+    g.w(VIRTIO_MMIO_DRIVER_FEATURES, 1 | 2);
+    g.w(
+        VIRTIO_MMIO_STATUS,
+        VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK,
+    );
+    assert_eq!(g.r(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_FEATURES_OK, 0);
 
     // A queue outside guest memory: DRIVER_OK does not activate, DEVICE_NEEDS_RESET is set.
     g.negotiate();
     g.setup_queue(0, desc_addr(0));
     g.setup_queue(1, 0x10_0000_0000);
     g.setup_queue(2, desc_addr(2));
-    g.w(regs::QUEUE_SEL, 7);
-    assert_eq!(g.r(regs::QUEUE_NUM_MAX), 0);
-    g.w(regs::QUEUE_NUM, 4);
+    g.w(VIRTIO_MMIO_QUEUE_SEL, 7);
+    assert_eq!(g.r(VIRTIO_MMIO_QUEUE_NUM_MAX), 0);
+    g.w(VIRTIO_MMIO_QUEUE_NUM, 4);
     g.driver_ok();
     assert!(!g.dev.transport.lock().unwrap().is_activated());
-    assert_ne!(g.r(regs::STATUS) & status::DEVICE_NEEDS_RESET, 0);
+    assert_ne!(g.r(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET, 0);
 
     // A bad queue size: the same.
     g.negotiate();
     g.setup_queue(0, desc_addr(0));
     g.setup_queue(1, desc_addr(1));
     g.setup_queue(2, desc_addr(2));
-    g.w(regs::QUEUE_SEL, 2);
-    assert_eq!(g.r(regs::QUEUE_READY), 1);
+    g.w(VIRTIO_MMIO_QUEUE_SEL, 2);
+    assert_eq!(g.r(VIRTIO_MMIO_QUEUE_READY), 1);
     g.driver_ok();
     assert!(g.dev.transport.lock().unwrap().is_activated());
     // Reset, then a size that is not a power of two.
-    g.w(regs::STATUS, 0);
-    assert_eq!(g.r(regs::STATUS), 0);
+    g.w(VIRTIO_MMIO_STATUS, 0);
+    assert_eq!(g.r(VIRTIO_MMIO_STATUS), 0);
     assert!(!g.dev.transport.lock().unwrap().is_activated());
     g.negotiate();
     g.setup_queue(0, desc_addr(0));
     g.setup_queue(1, desc_addr(1));
     g.setup_queue(2, desc_addr(2));
     g.w(
-        regs::STATUS,
-        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
+        VIRTIO_MMIO_STATUS,
+        VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK,
     );
     assert!(g.dev.transport.lock().unwrap().is_activated());
-    g.w(regs::STATUS, 0);
+    g.w(VIRTIO_MMIO_STATUS, 0);
     g.negotiate();
     g.setup_queue(0, desc_addr(0));
-    g.w(regs::QUEUE_SEL, 0);
+    g.w(VIRTIO_MMIO_QUEUE_SEL, 0);
     // Ready queues cannot be reconfigured; the size written before READY counts.
-    g.w(regs::QUEUE_NUM, 3);
+    g.w(VIRTIO_MMIO_QUEUE_NUM, 3);
     g.setup_queue(1, desc_addr(1));
-    g.w(regs::QUEUE_SEL, 2);
-    g.w(regs::QUEUE_NUM, 3);
-    g.w(regs::QUEUE_READY, 1);
+    g.w(VIRTIO_MMIO_QUEUE_SEL, 2);
+    g.w(VIRTIO_MMIO_QUEUE_NUM, 3);
+    g.w(VIRTIO_MMIO_QUEUE_READY, 1);
     g.driver_ok();
     assert!(!g.dev.transport.lock().unwrap().is_activated());
 }
@@ -483,7 +496,7 @@ fn host_connect_and_data_both_ways() {
     assert!(host_port >= device::FIRST_LOCAL_PORT);
 
     // The interrupt was raised for used buffers (the rest is in the interrupt test).
-    assert_ne!(g.r(regs::INTERRUPT_STATUS) & 1, 0);
+    assert_ne!(g.r(VIRTIO_MMIO_INTERRUPT_STATUS) & 1, 0);
 
     // Host to guest.
     c.write_all(b"hello").unwrap();
@@ -801,10 +814,10 @@ fn notify_through_the_mmio_path_and_reset() {
     g.tx_slot += 1;
     g.write_desc(TX_QUEUE, first, b, 44, 0, 0);
     g.push_avail(TX_QUEUE, first);
-    g.w(regs::QUEUE_NOTIFY, TX_QUEUE);
+    g.w(VIRTIO_MMIO_QUEUE_NOTIFY, TX_QUEUE);
     assert_eq!(read_line(&mut c), "OK 7000\n");
     // A driver reset closes the guest's streams.
-    g.w(regs::STATUS, 0);
+    g.w(VIRTIO_MMIO_STATUS, 0);
     assert_eof(&mut c);
 }
 
@@ -924,7 +937,7 @@ impl Rng {
 impl Guest {
     /// Resets the device and sets it up again on clean rings.
     fn reinit(&mut self) {
-        self.w(regs::STATUS, 0);
+        self.w(VIRTIO_MMIO_STATUS, 0);
         self.mem
             .write_slice(&vec![0u8; 0x3000], GuestAddress(desc_addr(0)))
             .unwrap();
@@ -1121,9 +1134,9 @@ fn interrupts_follow_used_buffers_unless_suppressed() {
     // An RST for an unknown stream uses a tx buffer and answers nothing.
     g.send(ghdr(OP_RST, 1, 2), &[]);
     assert!(wait_irq(&g));
-    assert_eq!(g.r(regs::INTERRUPT_STATUS), 1);
-    g.w(regs::INTERRUPT_ACK, 1);
-    assert_eq!(g.r(regs::INTERRUPT_STATUS), 0);
+    assert_eq!(g.r(VIRTIO_MMIO_INTERRUPT_STATUS), 1);
+    g.w(VIRTIO_MMIO_INTERRUPT_ACK, 1);
+    assert_eq!(g.r(VIRTIO_MMIO_INTERRUPT_STATUS), 0);
     // The guest does not ack: the next used buffer still signals.
     g.send(ghdr(OP_RST, 1, 2), &[]);
     assert!(wait_irq(&g));
