@@ -52,7 +52,7 @@ fn main() -> ExitCode {
                 // SAFETY: as above.
                 unsafe { std::env::set_var("CREDGUARD_SIGNER_PUB", credguard_image::dev::default_trusted_key_path()) };
             }
-            credguard_lsa_proxy::ctl::main_with_args(args)
+            credguard_client::ctl::main_with_args(args)
         }
         Some("load") => load(&args[2..]),
         None | Some("run") => dev_run(),
@@ -101,12 +101,12 @@ fn load(args: &[OsString]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let config = credguard_lsa_proxy::load::LoadConfig {
+    let config = credguard_bench::load::LoadConfig {
         socket,
         clients,
         duration: Duration::from_secs(seconds),
     };
-    let report = rt.block_on(credguard_lsa_proxy::load::run(config));
+    let report = rt.block_on(credguard_bench::load::run(config));
     if json {
         println!("{}", report.to_json());
     } else {

@@ -710,7 +710,7 @@ fn nt_hash(password: &str) -> Vec<u8> {
 
 #[test]
 fn sealed_logon_is_attested_single_use_and_bound_to_its_names() {
-    use credguard_lsa_proxy::{client, sealed};
+    use credguard_client::{self as client, sealed};
     use credguard_proto::{enclave, lsa};
     use tonic::Code;
     if !kvm_or_skip("sealed_logon_is_attested_single_use_and_bound_to_its_names") {
@@ -952,7 +952,7 @@ fn the_proxy_process_is_hardened_and_its_seccomp_filter_kills_exec() {
     assert!(log.contains("chroot returned -1 (Operation not permitted"), "{log}");
     let api = dir.join("unlisted").join("lsa.sock");
     let served = support::runtime().block_on(async {
-        let mut c = credguard_lsa_proxy::client::connect(&api).await.expect("connecting");
+        let mut c = credguard_client::connect(&api).await.expect("connecting");
         c.status(credguard_proto::lsa::StatusRequest {})
             .await
             .map(|r| r.into_inner())

@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use credguard_lsa_proxy::client;
+use credguard_client as client;
 use credguard_proto::lsa;
 use support::{Stack, json, kvm_or_skip, retry, runtime};
 use tonic::Code;

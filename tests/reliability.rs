@@ -11,8 +11,8 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use credguard_lsa_proxy::client;
-use credguard_lsa_proxy::load::{LoadConfig, run};
+use credguard_bench::load::{LoadConfig, run};
+use credguard_client as client;
 use credguard_proto::lsa;
 use support::{Stack, credguard_bin, json, kvm_or_skip, retry, runtime};
 use tonic::Code;

@@ -367,8 +367,8 @@ impl Stack {
 
 /// What a client of `stack` requires of its enclave before sealing (the dev signer pinned).
 impl Stack {
-    pub fn expectations(&self) -> credguard_lsa_proxy::sealed::Expectations {
-        use credguard_lsa_proxy::sealed;
+    pub fn expectations(&self) -> credguard_client::sealed::Expectations {
+        use credguard_client::sealed;
         let signer = sealed::read_public_key(&dev_image().trusted_key).expect("the dev signer key");
         sealed::Expectations {
             attestation_pub: sealed::read_attestation_public_key(&self.attestation_pub()).expect("the attestation key"),
@@ -388,8 +388,8 @@ pub fn seal_for_me<'a>(
     user: &'a str,
     domain: &'a str,
     realm: &'a str,
-) -> credguard_lsa_proxy::sealed::SealFor<'a> {
-    credguard_lsa_proxy::sealed::SealFor {
+) -> credguard_client::sealed::SealFor<'a> {
+    credguard_client::sealed::SealFor {
         purpose: credguard_proto::attest::SealPurpose::Logon,
         // SAFETY: getuid has no preconditions.
         owner: credguard_proto::attest::Owner::uid(unsafe { libc::getuid() }),
