@@ -112,6 +112,9 @@ pub fn ensure_host_binaries_built(progress: Progress) -> Result<HostBinaries, Bi
         Path::new(&cargo).display(),
         args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
     );
+    if progress == Progress::Shown {
+        eprintln!("building the shipped binaries: {command}");
+    }
     let out = cmd
         .output()
         .map_err(io_err(format!("cannot run {}", Path::new(&cargo).display())))?;
