@@ -1,122 +1,74 @@
 //! `cargo run --release`: credguard in dev mode.
 //!
-//! Builds and dev-signs the enclave if needed, then runs the VMM and the LSA proxy as two child
-//! processes (this same binary, re-executed as `credguard vmm ...` and `credguard lsa-proxy ...`),
-//! with their sockets under `run/` in the repository, and restarts either if it dies, as systemd
-//! does in production. `credguard ctl ...` is `credguardctl` pointed at `run/lsa.sock`.
+//! The launcher links neither the VMM nor the proxy: it builds the shipped binaries
+//! (`credguard-vmm`, `credguard-lsa-proxy`, `credguardctl`, `credguard-load`) in its own build
+//! profile, builds and dev-signs the enclave if needed, then runs the VMM and the LSA proxy as two
+//! child processes, with their sockets under `run/` in the repository, and restarts either if it
+//! dies, as systemd does in production. `credguard ctl ...` runs `credguardctl` pointed at
+//! `run/lsa.sock` and the dev keys; `credguard load ...` runs `credguard-load` the same way.
 
 use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use credguard_image::dev::{self, HostBinaries, Progress};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
-/// Freed memory keeps no secret: this binary runs the LSA proxy and the VMM (see
-/// `credguard_lsa_proxy::wiping_alloc`).
-#[global_allocator]
-static ALLOC: credguard_lsa_proxy::wiping_alloc::WipingAllocator = credguard_lsa_proxy::wiping_alloc::WipingAllocator;
-
 fn main() -> ExitCode {
-    let mut args: Vec<OsString> = std::env::args_os().collect();
-    let sub = args.get(1).and_then(|a| a.to_str()).map(str::to_owned);
-    match sub.as_deref() {
-        Some("vmm") => {
-            args.remove(0);
-            args[0] = "credguard-vmm".into();
-            credguard_vmm::cli::main_with_args(args)
-        }
-        Some("lsa-proxy") => {
-            args.remove(0);
-            args[0] = "credguard-lsa-proxy".into();
-            credguard_lsa_proxy::cli::main_with_args(args)
-        }
-        Some("ctl") => {
-            args.remove(0);
-            args[0] = "credguardctl".into();
-            if std::env::var_os("CREDGUARD_SOCKET").is_none() {
-                // SAFETY: nothing else runs yet: no other thread reads the environment.
-                unsafe { std::env::set_var("CREDGUARD_SOCKET", run_dir().join("lsa.sock")) };
-            }
-            if std::env::var_os("CREDGUARD_ATTESTATION_PUB").is_none() {
-                // The dev VMM's attestation key lives in run/ (see dev_run); its public half is
-                // what a client checks the enclave's sealing key against.
-                // SAFETY: as above.
-                unsafe { std::env::set_var("CREDGUARD_ATTESTATION_PUB", run_dir().join("attestation.key.pub")) };
-            }
-            if std::env::var_os("CREDGUARD_SIGNER_PUB").is_none() {
-                // The dev image's signer, which the client pins.
-                // SAFETY: as above.
-                unsafe { std::env::set_var("CREDGUARD_SIGNER_PUB", credguard_image::dev::default_trusted_key_path()) };
-            }
-            credguard_lsa_proxy::ctl::main_with_args(args)
-        }
-        Some("load") => load(&args[2..]),
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    match args.first().and_then(|a| a.to_str()) {
+        Some("ctl") => exec_client(|b| &b.ctl, &args[1..]),
+        Some("load") => exec_client(|b| &b.load, &args[1..]),
         None | Some("run") => dev_run(),
         Some(other) => {
-            eprintln!("credguard: unknown subcommand {other:?}; use run (default), vmm, lsa-proxy, ctl or load");
+            eprintln!("credguard: unknown subcommand {other:?}; use run (default), ctl or load");
             ExitCode::from(2)
         }
     }
 }
 
-/// `credguard load [--socket PATH] [--clients N] [--seconds S] [--json]`: drives the API with N
-/// concurrent clients (mixed Status, Logon, ListSessions, Logoff) for S seconds and reports
-/// throughput, p50/p99 per operation and errors by code.
-fn load(args: &[OsString]) -> ExitCode {
-    let mut socket = run_dir().join("lsa.sock");
-    let (mut clients, mut seconds, mut json) = (16usize, 10u64, false);
-    let mut it = args.iter().map(|a| a.to_string_lossy().into_owned());
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
-        let r =
-            match a.as_str() {
-                "--socket" => value("--socket").map(|v| socket = PathBuf::from(v)),
-                "--clients" => value("--clients")
-                    .and_then(|v| v.parse().map(|n| clients = n).map_err(|e| format!("--clients: {e}"))),
-                "--seconds" => value("--seconds")
-                    .and_then(|v| v.parse().map(|n| seconds = n).map_err(|e| format!("--seconds: {e}"))),
-                "--json" => {
-                    json = true;
-                    Ok(())
-                }
-                other => Err(format!("unknown argument {other:?}")),
-            };
-        if let Err(e) = r {
-            eprintln!("credguard load: {e}");
-            return ExitCode::from(2);
-        }
-    }
-    if clients == 0 || clients > 1024 || seconds == 0 || seconds > 3600 {
-        eprintln!("credguard load: --clients must be 1..=1024 and --seconds 1..=3600");
-        return ExitCode::from(2);
-    }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
+/// Runs the client binary that `which` picks out of the shipped binaries (built first, quietly)
+/// in place of this process, with `args`, pointed at the dev stack unless the environment says
+/// otherwise: the API socket `run/lsa.sock`, the dev VMM's attestation key and the dev image's
+/// signer.
+fn exec_client(which: fn(&HostBinaries) -> &PathBuf, args: &[OsString]) -> ExitCode {
+    let binaries = match dev::ensure_host_binaries_built(Progress::Quiet) {
+        Ok(b) => b,
         Err(e) => {
-            eprintln!("credguard load: {e}");
+            eprintln!("credguard: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let config = credguard_lsa_proxy::load::LoadConfig {
-        socket,
-        clients,
-        duration: Duration::from_secs(seconds),
-    };
-    let report = rt.block_on(credguard_lsa_proxy::load::run(config));
-    if json {
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.summary());
+    let program = which(&binaries);
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
+    let run = run_dir();
+    let defaults = [
+        ("CREDGUARD_SOCKET", run.join("lsa.sock")),
+        // The dev VMM's attestation key lives in run/ (see supervise); its public half is what a
+        // client checks the enclave's sealing key against.
+        ("CREDGUARD_ATTESTATION_PUB", run.join("attestation.key.pub")),
+        // The dev image's signer, which the client pins.
+        ("CREDGUARD_SIGNER_PUB", dev::default_trusted_key_path()),
+    ];
+    for (key, value) in defaults {
+        if std::env::var_os(key).is_none() {
+            cmd.env(key, value);
+        }
     }
-    ExitCode::SUCCESS
+    // Only returns if the program could not be run.
+    let e = cmd.exec();
+    eprintln!("credguard: cannot run {}: {e}", program.display());
+    ExitCode::FAILURE
 }
 
 fn run_dir() -> PathBuf {
-    credguard_image::dev::repo_root().join("run")
+    dev::repo_root().join("run")
 }
 
 fn dev_run() -> ExitCode {
@@ -147,6 +99,7 @@ fn dev_run() -> ExitCode {
 /// A child process the launcher keeps running.
 struct Supervised {
     name: &'static str,
+    program: PathBuf,
     args: Vec<OsString>,
     child: Option<Child>,
     restarts: u32,
@@ -154,13 +107,23 @@ struct Supervised {
 }
 
 impl Supervised {
+    fn new(name: &'static str, program: PathBuf, args: Vec<OsString>) -> Self {
+        Supervised {
+            name,
+            program,
+            args,
+            child: None,
+            restarts: 0,
+            started: Instant::now(),
+        }
+    }
+
     fn spawn(&mut self) -> Result<()> {
-        let exe = std::env::current_exe().context("cannot find this program")?;
-        let child = Command::new(exe)
+        let child = Command::new(&self.program)
             .args(&self.args)
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("cannot start {}", self.name))?;
+            .with_context(|| format!("cannot start {} ({})", self.name, self.program.display()))?;
         self.child = Some(child);
         self.started = Instant::now();
         Ok(())
@@ -187,7 +150,11 @@ async fn wait_child(c: &mut Option<Child>) -> std::io::Result<std::process::Exit
 }
 
 async fn supervise() -> Result<()> {
-    let dev = tokio::task::spawn_blocking(credguard_image::dev::ensure_enclave_built)
+    let binaries = tokio::task::spawn_blocking(|| dev::ensure_host_binaries_built(Progress::Shown))
+        .await
+        .context("the build of the shipped binaries panicked")?
+        .context("cannot build the shipped binaries")?;
+    let dev = tokio::task::spawn_blocking(dev::ensure_enclave_built)
         .await
         .context("the enclave build panicked")?
         .context("cannot build the enclave")?;
@@ -204,7 +171,6 @@ async fn supervise() -> Result<()> {
         info!(config = %config.display(), "using the configuration file");
     }
     let mut vmm_args: Vec<OsString> = vec![
-        "vmm".into(),
         "run".into(),
         "--image".into(),
         os(&dev.image),
@@ -226,15 +192,8 @@ async fn supervise() -> Result<()> {
         vmm_args.push("--config".into());
         vmm_args.push(os(config));
     }
-    let mut vmm = Supervised {
-        name: "credguard-vmm",
-        args: vmm_args,
-        child: None,
-        restarts: 0,
-        started: Instant::now(),
-    };
+    let mut vmm = Supervised::new("credguard-vmm", binaries.vmm, vmm_args);
     let mut proxy_args: Vec<OsString> = vec![
-        "lsa-proxy".into(),
         "--socket".into(),
         os(&api),
         "--vmm-socket".into(),
@@ -248,13 +207,7 @@ async fn supervise() -> Result<()> {
         proxy_args.push("--config".into());
         proxy_args.push(os(config));
     }
-    let mut proxy = Supervised {
-        name: "credguard-lsa-proxy",
-        args: proxy_args,
-        child: None,
-        restarts: 0,
-        started: Instant::now(),
-    };
+    let mut proxy = Supervised::new("credguard-lsa-proxy", binaries.lsa_proxy, proxy_args);
     vmm.spawn()?;
     proxy.spawn()?;
     info!(api = %api.display(), "credguard is starting; try: cargo run --release -- ctl status");

@@ -14,7 +14,7 @@ mod support;
 
 use std::time::Duration;
 
-use credguard_lsa_proxy::client;
+use credguard_client as client;
 use credguard_proto::attest::{Owner, SealPurpose, SealedNames};
 use credguard_proto::enclave as wire;
 use credguard_proto::enclave::EnclaveMethod;
@@ -388,7 +388,7 @@ async fn sealing_nonce(c: &mut Client) -> Vec<u8> {
 
 #[test]
 fn sealed_secrets_cannot_be_replayed_relabelled_or_moved() {
-    use credguard_lsa_proxy::sealed;
+    use credguard_client::sealed;
     if !kvm_or_skip("sealed_secrets_cannot_be_replayed_relabelled_or_moved") {
         return;
     }
@@ -585,7 +585,7 @@ fn a_hostile_proxy_cannot_relax_the_enclaves_rules() {
         .unwrap();
     let status = c.status(&wire::StatusRequest {}).unwrap();
     let pk: [u8; 32] = status.sealing_public_key.as_slice().try_into().unwrap();
-    let seal_for = credguard_lsa_proxy::sealed::SealFor {
+    let seal_for = credguard_client::sealed::SealFor {
         purpose: SealPurpose::Logon,
         owner: Owner::uid(1),
         sealing_nonce: &nonce.nonce,
@@ -596,7 +596,7 @@ fn a_hostile_proxy_cannot_relax_the_enclaves_rules() {
             target: "",
         },
     };
-    let s = credguard_lsa_proxy::sealed::seal(
+    let s = credguard_client::sealed::seal(
         &pk,
         wire::sealed_logon_secret::Secret::Password("pw".into()),
         false,

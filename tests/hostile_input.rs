@@ -9,7 +9,7 @@
 
 mod support;
 
-use credguard_lsa_proxy::client;
+use credguard_client as client;
 use credguard_proto::lsa;
 use prost::Message;
 use prost::bytes::{Buf, BufMut};

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use credguard_proto::abi;
 use support::kdc::TestKdc;
-use support::{Stack, credguard_bin, dev_image, json, kvm_or_skip, retry, temp_dir};
+use support::{Stack, dev_image, json, kvm_or_skip, retry, temp_dir};
 
 /// The password of the scan; distinctive enough never to occur by chance.
 const PASSWORD: &str = "Qx7-IsolationCanary-Passw0rd-9f3b";
@@ -427,13 +427,13 @@ fn vmm_core_dump_holds_no_guest_memory() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Runs `credguard vmm run` with the debug-only self-test that makes the `role` thread do a
+/// Runs `credguard-vmm run` with the debug-only self-test that makes the `role` thread do a
 /// forbidden system call; returns how it ended.
 fn vmm_with_forbidden_call(role: &str, boot_mode: &str) -> std::process::ExitStatus {
     let dev = dev_image();
     let dir = temp_dir(&format!("seccomp-{role}"));
-    let mut child = Command::new(credguard_bin())
-        .args(["vmm", "run", "--image"])
+    let mut child = Command::new(support::vmm_bin())
+        .args(["run", "--image"])
         .arg(&dev.image)
         .arg("--manifest")
         .arg(&dev.manifest)
@@ -710,7 +710,7 @@ fn nt_hash(password: &str) -> Vec<u8> {
 
 #[test]
 fn sealed_logon_is_attested_single_use_and_bound_to_its_names() {
-    use credguard_lsa_proxy::{client, sealed};
+    use credguard_client::{self as client, sealed};
     use credguard_proto::{enclave, lsa};
     use tonic::Code;
     if !kvm_or_skip("sealed_logon_is_attested_single_use_and_bound_to_its_names") {
@@ -872,8 +872,8 @@ fn proc_status(pid: u32) -> Vec<(String, String)> {
 /// A proxy alone (no VMM: it serves, reporting the enclave unreachable) with the debug-only seccomp
 /// self-test `selftest`, its stderr in `log`.
 fn proxy_with_selftest(dir: &Path, selftest: &str, log: &Path) -> std::process::Child {
-    Command::new(credguard_bin())
-        .args(["lsa-proxy", "--socket"])
+    Command::new(support::proxy_bin())
+        .arg("--socket")
         .arg(dir.join("lsa.sock"))
         .arg("--vmm-socket")
         .arg(dir.join("no-vmm.sock"))
@@ -952,7 +952,7 @@ fn the_proxy_process_is_hardened_and_its_seccomp_filter_kills_exec() {
     assert!(log.contains("chroot returned -1 (Operation not permitted"), "{log}");
     let api = dir.join("unlisted").join("lsa.sock");
     let served = support::runtime().block_on(async {
-        let mut c = credguard_lsa_proxy::client::connect(&api).await.expect("connecting");
+        let mut c = credguard_client::connect(&api).await.expect("connecting");
         c.status(credguard_proto::lsa::StatusRequest {})
             .await
             .map(|r| r.into_inner())

@@ -317,7 +317,7 @@ fn ccache_holds_the_service_ticket_only_and_mit_tools_read_it() {
     // the new one, and nothing appears there.
     let asked = stack.dir.join("written-by-the-proxy.ccache");
     support::runtime().block_on(async {
-        let mut c = credguard_lsa_proxy::client::connect(&stack.api).await.unwrap();
+        let mut c = credguard_client::connect(&stack.api).await.unwrap();
         let e = c
             .kerberos_get_service_ticket(credguard_proto::lsa::KerberosGetServiceTicketRequest {
                 session_id: id.clone(),

@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use credguard_lsa_proxy::client;
+use credguard_client as client;
 use credguard_proto::lsa;
 use support::{Stack, json, kvm_or_skip, retry, runtime};
 use tonic::Code;
@@ -321,5 +321,15 @@ fn the_installed_config_refuses_secrets_in_the_clear_and_says_how_to_seal() {
     assert!(
         err.contains("FailedPrecondition") && err.contains("attestation.pub"),
         "{err}"
+    );
+}
+
+/// The client crate keeps its own copy of the installed API socket's path (it depends on no server
+/// code): a client given no socket looks where the proxy serves by default.
+#[test]
+fn the_client_looks_for_the_api_where_the_proxy_serves_it() {
+    assert_eq!(
+        client::DEFAULT_API_SOCKET,
+        credguard_lsa_proxy::config::DEFAULT_API_SOCKET
     );
 }

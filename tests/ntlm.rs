@@ -11,7 +11,7 @@ mod support;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use credguard_lsa_proxy::client;
+use credguard_client as client;
 use credguard_proto::lsa;
 use support::{Stack, json, kvm_or_skip, runtime};
 use tonic::Code;

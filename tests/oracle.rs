@@ -10,7 +10,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use credguard_lsa_proxy::client;
+use credguard_client as client;
 use credguard_proto::lsa;
 use support::{Stack, kvm_or_skip, runtime};
 use tonic::Code;

@@ -11,10 +11,10 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use credguard_lsa_proxy::client;
-use credguard_lsa_proxy::load::{LoadConfig, run};
+use credguard_bench::load::{LoadConfig, run};
+use credguard_client as client;
 use credguard_proto::lsa;
-use support::{Stack, credguard_bin, json, kvm_or_skip, retry, runtime};
+use support::{Stack, json, kvm_or_skip, retry, runtime};
 use tonic::Code;
 
 #[test]
@@ -36,8 +36,8 @@ fn sixty_four_clients_for_ten_seconds_and_a_hammering_uid_disturbs_nobody() {
             format!("--regid={hammer}"),
             "--clear-groups".into(),
         ])
-        .arg(credguard_bin())
-        .args(["load", "--clients", "32", "--seconds", "10", "--json", "--socket"])
+        .arg(support::load_bin())
+        .args(["--clients", "32", "--seconds", "10", "--json", "--socket"])
         .arg(&stack.api)
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -56,8 +56,8 @@ fn sixty_four_clients_for_ten_seconds_and_a_hammering_uid_disturbs_nobody() {
                         format!("--regid={alice}"),
                         "--clear-groups".into(),
                     ])
-                    .arg(credguard_bin())
-                    .args(["ctl", "--json", "--socket"])
+                    .arg(support::ctl_bin())
+                    .args(["--json", "--socket"])
                     .arg(&api)
                     .arg("sessions")
                     .output()

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use credguard_lsa_proxy::vault::VaultStore;
 use support::kdc::{TestKdc, tools_missing};
-use support::{Stack, credguard_bin, dev_image, json, kvm_or_skip, retry, temp_dir};
+use support::{Stack, dev_image, json, kvm_or_skip, retry, temp_dir};
 
 /// The NT hash of `password` (the enclave's own MD4 of UTF-16LE, as MS-NLMP defines it).
 fn nt_hash_of(password: &str) -> Vec<u8> {
@@ -337,8 +337,8 @@ struct OwnVmm(Child);
 
 impl OwnVmm {
     fn start(stack: &Stack, image: &Path, manifest: &Path, sealing: &Path) -> OwnVmm {
-        let child = Command::new(credguard_bin())
-            .args(["vmm", "run", "--image"])
+        let child = Command::new(support::vmm_bin())
+            .args(["run", "--image"])
             .arg(image)
             .arg("--manifest")
             .arg(manifest)

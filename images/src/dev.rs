@@ -1,4 +1,5 @@
-//! Development mode: a signing key made on first use and an enclave built and signed on demand.
+//! Development mode: a signing key made on first use and an enclave built and signed on demand,
+//! and the shipped host binaries built on demand ([`binaries`]).
 //!
 //! Used by the dev launcher (`cargo run --release` at the repository root), the tests and the
 //! benchmarks, so that all of them boot the same, freshly built, properly signed image. The dev key
@@ -11,6 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::{ImageError, SignedImage, SigningKey, default_manifest_path};
+
+pub mod binaries;
+
+pub use binaries::{BinariesError, HostBinaries, Progress, ensure_host_binaries_built};
 
 /// The repository this crate was built from.
 pub fn repo_root() -> PathBuf {

@@ -9,27 +9,21 @@
 //! - [`grpc`]: the tonic adapter; [`server`]: sockets, health, reflection; [`connection`]: each
 //!   client connection, ended after a call that carried a secret in the clear;
 //! - [`enclave_link`]: the connection to the enclave; [`sessions`]: who owns what;
-//! - [`client`]: connecting to the API, for `credguardctl` and tests;
-//! - [`cli`] and [`ctl`]: the command lines of `credguard-lsa-proxy` and `credguardctl`;
+//! - [`cli`]: the command line of `credguard-lsa-proxy`;
 //! - [`sandbox`]: what the proxy process gives up (dumps, swap, privileges, system calls).
 #![deny(missing_docs)]
 
 pub mod bad_request;
-pub mod ccache_file;
 pub mod cli;
-pub mod client;
 pub mod config;
 pub mod connection;
 pub mod core;
-pub mod ctl;
 pub mod enclave_link;
 pub mod error;
 pub mod grpc;
 pub mod kerberos;
-pub mod load;
 pub mod ntlm;
 pub mod sandbox;
-pub mod sealed;
 pub mod server;
 pub mod sessions;
 pub mod vault;

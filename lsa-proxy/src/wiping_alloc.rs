@@ -7,8 +7,7 @@
 //! allocator nothing that was freed keeps its bytes: `dealloc` zeroes the block, and `realloc`
 //! moves through a fresh block so the old one is zeroed too. The cost is a `memset` per free.
 //!
-//! Install it with `#[global_allocator]` in each binary that runs the proxy (`credguard-lsa-proxy`,
-//! and the `credguard` launcher, which runs the proxy and the VMM in-process when re-executed).
+//! Install it with `#[global_allocator]` in each binary that runs the proxy: `credguard-lsa-proxy`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 

@@ -1,11 +1,11 @@
 //! Shared helpers of the end-to-end tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use credguard_image::dev::{self, DevImage};
+use credguard_image::dev::{self, DevImage, HostBinaries, Progress};
 
 pub mod fake_kdc;
 pub mod kdc;
@@ -81,8 +81,8 @@ pub fn retry<T, E: std::fmt::Debug>(timeout: Duration, mut f: impl FnMut() -> Re
     }
 }
 
-/// The whole stack as separate processes, as in production: `credguard vmm run` and
-/// `credguard lsa-proxy`, with sockets in a temporary run directory any uid can reach.
+/// The whole stack as separate processes, as in production: `credguard-vmm run` and
+/// `credguard-lsa-proxy`, with sockets in a temporary run directory any uid can reach.
 pub struct Stack {
     pub dir: PathBuf,
     pub api: PathBuf,
@@ -91,7 +91,7 @@ pub struct Stack {
     /// Where the proxy's stderr goes (appended across restarts), with the audit log on; `None`:
     /// inherited, warnings only.
     pub proxy_log: Option<PathBuf>,
-    /// Extra arguments of `credguard vmm run` (watchdog timings, fault injection), used by every
+    /// Extra arguments of `credguard-vmm run` (watchdog timings, fault injection), used by every
     /// [`Stack::start_vmm`].
     pub vmm_args: Vec<String>,
     /// Whether the proxy accepts secrets in the clear, as in dev mode (`--allow-plaintext-secrets`;
@@ -106,9 +106,32 @@ pub struct Stack {
     proxy: Option<std::process::Child>,
 }
 
-/// The launcher binary, which runs every part (`vmm`, `lsa-proxy`, `ctl`).
-pub fn credguard_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_credguard")
+/// The shipped binaries, built in this test's profile (cargo is incremental: a no-op when they are
+/// fresh) once per test process: cargo gives a package's tests the paths of that package's own
+/// binaries only, and these are other packages'.
+pub fn binaries() -> &'static HostBinaries {
+    static BINARIES: OnceLock<HostBinaries> = OnceLock::new();
+    BINARIES.get_or_init(|| dev::ensure_host_binaries_built(Progress::Quiet).expect("building the shipped binaries"))
+}
+
+/// `credguard-vmm`.
+pub fn vmm_bin() -> &'static Path {
+    &binaries().vmm
+}
+
+/// `credguard-lsa-proxy`.
+pub fn proxy_bin() -> &'static Path {
+    &binaries().lsa_proxy
+}
+
+/// `credguardctl`.
+pub fn ctl_bin() -> &'static Path {
+    &binaries().ctl
+}
+
+/// `credguard-load`.
+pub fn load_bin() -> &'static Path {
+    &binaries().load
 }
 
 impl Stack {
@@ -127,7 +150,7 @@ impl Stack {
         s
     }
 
-    /// Like [`Stack::start`], with extra arguments for `credguard vmm run` (see [`Stack::vmm_args`]).
+    /// Like [`Stack::start`], with extra arguments for `credguard-vmm run` (see [`Stack::vmm_args`]).
     pub fn start_with_vmm_args(name: &str, config_toml: &str, vmm_args: &[&str]) -> Stack {
         Self::start_with(name, config_toml, false, vmm_args)
     }
@@ -206,8 +229,8 @@ impl Stack {
     pub fn start_vmm(&mut self) {
         let dev = if self.test_image { test_image() } else { dev_image() };
         let manifest = self.manifest.clone().unwrap_or_else(|| dev.manifest.clone());
-        let mut cmd = std::process::Command::new(credguard_bin());
-        cmd.args(["vmm", "run", "--image"])
+        let mut cmd = std::process::Command::new(vmm_bin());
+        cmd.args(["run", "--image"])
             .arg(&dev.image)
             .arg("--manifest")
             .arg(&manifest)
@@ -239,8 +262,8 @@ impl Stack {
 
     /// (Re)starts the proxy.
     pub fn start_proxy(&mut self) {
-        let mut cmd = std::process::Command::new(credguard_bin());
-        cmd.args(["lsa-proxy", "--config"])
+        let mut cmd = std::process::Command::new(proxy_bin());
+        cmd.arg("--config")
             .arg(&self.config)
             .arg("--socket")
             .arg(&self.api)
@@ -290,7 +313,7 @@ impl Stack {
         }
     }
 
-    /// Process id of `credguard vmm run` itself, the supervisor of the VMM worker.
+    /// Process id of `credguard-vmm run` itself, the supervisor of the VMM worker.
     pub fn supervisor_pid(&self) -> Option<u32> {
         self.vmm.as_ref().map(std::process::Child::id)
     }
@@ -308,7 +331,7 @@ impl Stack {
         }
     }
 
-    /// Stops the VMM as systemd does (SIGTERM to `credguard vmm run`) and waits for it.
+    /// Stops the VMM as systemd does (SIGTERM to `credguard-vmm run`) and waits for it.
     pub fn terminate_vmm(&mut self) -> Option<std::process::ExitStatus> {
         let mut c = self.vmm.take()?;
         // SAFETY: kill(2) on our own child, not yet reaped.
@@ -324,7 +347,7 @@ impl Stack {
         }
     }
 
-    /// Runs `credguard ctl --socket API --json ARGS` as `uid` (via setpriv) or as ourselves,
+    /// Runs `credguardctl --socket API --json ARGS` as `uid` (via setpriv) or as ourselves,
     /// with `stdin` as its standard input. Returns (exit code, stdout, stderr).
     pub fn ctl(&self, uid: Option<u32>, args: &[&str], stdin: &str) -> (i32, String, String) {
         use std::io::Write;
@@ -336,13 +359,12 @@ impl Stack {
                     format!("--regid={uid}"),
                     "--clear-groups".into(),
                 ])
-                .arg(credguard_bin());
+                .arg(ctl_bin());
                 c
             }
-            None => std::process::Command::new(credguard_bin()),
+            None => std::process::Command::new(ctl_bin()),
         };
-        cmd.arg("ctl")
-            .arg("--socket")
+        cmd.arg("--socket")
             .arg(&self.api)
             .arg("--json")
             .args(args)
@@ -354,7 +376,7 @@ impl Stack {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .expect("running credguard ctl");
+            .expect("running credguardctl");
         child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
         (
@@ -367,8 +389,8 @@ impl Stack {
 
 /// What a client of `stack` requires of its enclave before sealing (the dev signer pinned).
 impl Stack {
-    pub fn expectations(&self) -> credguard_lsa_proxy::sealed::Expectations {
-        use credguard_lsa_proxy::sealed;
+    pub fn expectations(&self) -> credguard_client::sealed::Expectations {
+        use credguard_client::sealed;
         let signer = sealed::read_public_key(&dev_image().trusted_key).expect("the dev signer key");
         sealed::Expectations {
             attestation_pub: sealed::read_attestation_public_key(&self.attestation_pub()).expect("the attestation key"),
@@ -388,8 +410,8 @@ pub fn seal_for_me<'a>(
     user: &'a str,
     domain: &'a str,
     realm: &'a str,
-) -> credguard_lsa_proxy::sealed::SealFor<'a> {
-    credguard_lsa_proxy::sealed::SealFor {
+) -> credguard_client::sealed::SealFor<'a> {
+    credguard_client::sealed::SealFor {
         purpose: credguard_proto::attest::SealPurpose::Logon,
         // SAFETY: getuid has no preconditions.
         owner: credguard_proto::attest::Owner::uid(unsafe { libc::getuid() }),

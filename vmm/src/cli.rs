@@ -1,7 +1,6 @@
 //! The `credguard-vmm` command line: `verify` and `run`.
 //!
-//! In the library so that both the `credguard-vmm` binary and the `credguard` dev launcher (which
-//! re-executes itself as `credguard vmm ...`) run exactly the same code.
+//! In the library, so that the `credguard-vmm` binary is a one-line `main`.
 //!
 //! `run` in service mode is a [`supervisor`](crate::supervisor): it re-executes this program as a
 //! worker (`run ... --worker`) that verifies, boots and sandboxes the enclave, and starts a new
@@ -326,8 +325,7 @@ unsafe fn take_report_fd(fd: RawFd) -> Option<std::fs::File> {
 }
 
 /// The part of this process's own command line that leads to `run` (`["run"]` for
-/// `credguard-vmm`, `["vmm", "run"]` for the `credguard` launcher), so the worker is started the
-/// same way this process was.
+/// `credguard-vmm run`), so the worker is started the same way this process was.
 fn run_prefix() -> Vec<OsString> {
     let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
     match argv.iter().position(|a| a == "run") {

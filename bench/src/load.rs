@@ -1,7 +1,8 @@
 //! A load generator for the API: many concurrent clients, mixed operations, a bounded time.
 //!
-//! Run as `credguard load [--socket PATH] [--clients N] [--seconds S] [--json]` (the dev
-//! launcher) and by the reliability tests (`tests/reliability.rs`). Each client has its own connection and loops over a mix of calls until the
+//! Run as `credguard-load [--socket PATH] [--clients N] [--seconds S] [--json]` (in dev mode
+//! `cargo run --release -- load ...`, pointed at `run/lsa.sock`) and by the reliability tests
+//! (`tests/reliability.rs`). Each client has its own connection and loops over a mix of calls until the
 //! deadline; the report gives throughput, p50 and p99 per operation and errors by gRPC code.
 
 use std::collections::BTreeMap;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use credguard_proto::lsa;
 
-use crate::client;
+use credguard_client as client;
 
 /// What to run.
 #[derive(Debug, Clone)]

@@ -1,11 +1,13 @@
 //! Foundation benchmark: cold start, `Status` over vsock vs. the bare doorbell round trip, VMM
 //! RSS and guest memory touched. All in one run, so the ratios compare like with like.
 //!
-//! Run: `cargo bench -p credguard-vmm --bench enclave` (add `-- --quick` for fewer iterations).
+//! Run: `cargo bench -p credguard-bench --bench enclave` (add `-- --quick` for fewer iterations).
 //! Needs /dev/kvm. Prints a table and one JSON line with every figure.
 
 // Benchmark code: a failed unwrap ends the run with its message, as a failed test does.
 #![allow(clippy::unwrap_used)]
+
+mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -170,7 +172,7 @@ fn main() {
     let door_p99 = db.cycles_to_us(db.report.bench_p99_cycles).unwrap_or(f64::NAN);
 
     // 4. VMM RSS and guest memory touched, of a real `credguard-vmm run` process after 1,000 calls.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_credguard-vmm"))
+    let mut child = Command::new(&common::binaries().vmm)
         .args(["run", "--image"])
         .arg(&dev.image)
         .arg("--manifest")

@@ -6,7 +6,7 @@
 //!   of a TGS exchange (the same TGS-REQs, timed around the UDP exchange alone) and vs. `kvno
 //!   --no-store` with a cached TGT.
 //!
-//! Run: `cargo bench -p credguard-lsa-proxy --bench kerberos` (add `-- --quick` for fewer rounds).
+//! Run: `cargo bench -p credguard-bench --bench kerberos` (add `-- --quick` for fewer rounds).
 //! Needs /dev/kvm and the MIT KDC packages. Prints figures; asserts no time.
 
 // Benchmark code: a failed unwrap ends the run with its message, as a failed test does.
@@ -20,7 +20,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use credguard_lsa_proxy::{client, kerberos};
+use credguard_client as client;
+use credguard_lsa_proxy::kerberos;
 use credguard_proto::abi;
 use credguard_proto::enclave as wire;
 use credguard_proto::lsa;

@@ -1,12 +1,24 @@
-//! What the proxy benchmarks share.
+//! What the benchmarks share.
+// Each benchmark uses some of it.
+#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use credguard_image::dev::{self, HostBinaries, Progress};
+
+/// The shipped binaries (`credguard-lsa-proxy`, `credguard-vmm`), built in this benchmark's
+/// profile on first use: another package's binaries, which cargo does not build for a benchmark.
+pub fn binaries() -> &'static HostBinaries {
+    static BINARIES: OnceLock<HostBinaries> = OnceLock::new();
+    BINARIES.get_or_init(|| dev::ensure_host_binaries_built(Progress::Shown).expect("building the shipped binaries"))
+}
 
 /// Starts `credguard-lsa-proxy` with the config file `cfg`, serving `api`, linked to the VMM's
 /// vsock socket `vsock`; its log (warnings only) is dropped so that it cannot disturb the figures.
 pub fn spawn_proxy(cfg: &Path, api: &Path, vsock: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_credguard-lsa-proxy"))
+    Command::new(&binaries().lsa_proxy)
         .arg("--config")
         .arg(cfg)
         .arg("--socket")

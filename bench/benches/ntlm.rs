@@ -11,11 +11,13 @@
 //! throughput figures with one client process per connection. Run as another user, every client
 //! shares one uid and the figures are capped by its budget (said in the output).
 //!
-//! Run: `cargo bench -p credguard-lsa-proxy --bench ntlm` (add `-- --quick` for fewer calls).
+//! Run: `cargo bench -p credguard-bench --bench ntlm` (add `-- --quick` for fewer calls).
 //! Needs /dev/kvm. Prints figures; asserts nothing about time.
 
 // Benchmark code: a failed unwrap ends the run with its message, as a failed test does.
 #![allow(clippy::unwrap_used)]
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,9 +25,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use credguard_client as client;
 use credguard_enclave::rng::HwRng;
 use credguard_enclave::service::{Identity, Service};
-use credguard_lsa_proxy::client;
 use credguard_proto::enclave as wire;
 use credguard_proto::enclave::EnclaveClient;
 use credguard_proto::lsa;
@@ -597,7 +599,7 @@ fn main() {
     // The proxy asks the enclave for the ceiling rate, as the baseline does.
     let cfg = dir.join("bench.toml");
     std::fs::write(&cfg, format!("[limits]\noperations_per_second_per_session = {RATE}\n")).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_credguard-lsa-proxy"));
+    let mut cmd = Command::new(&common::binaries().lsa_proxy);
     cmd.arg("--config").arg(&cfg);
     cmd.arg("--socket").arg(&api).arg("--vmm-socket").arg(&vsock);
     // The benchmark logs on in the clear, as in dev mode.

@@ -4,7 +4,6 @@ use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::client;
 use clap::{Parser, Subcommand};
 use credguard_proto::lsa::lsa_client::LsaClient;
 use credguard_proto::{enclave, lsa};
@@ -427,8 +426,8 @@ fn read_logon_secret(
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let policy = SealPolicy::of(&cli);
-    let path = client::socket_path(cli.socket.as_deref());
-    let mut c = client::connect(&path)
+    let path = crate::socket_path(cli.socket.as_deref());
+    let mut c = crate::connect(&path)
         .await
         .map_err(|e| Failure::Call(format!("cannot connect to {}: {e}", path.display())))?;
     match cli.command {

@@ -1,7 +1,7 @@
 //! LSA proxy benchmark: `Status` and `Logon` through gRPC over the Unix socket vs. the enclave's
 //! own vsock round trip, in the same run; and the proxy's RSS with 1,000 sessions.
 //!
-//! Run: `cargo bench -p credguard-lsa-proxy --bench proxy` (add `-- --quick` for fewer calls).
+//! Run: `cargo bench -p credguard-bench --bench proxy` (add `-- --quick` for fewer calls).
 //! Needs /dev/kvm. The proxy runs as its own process (`credguard-lsa-proxy`), as in production.
 
 // Benchmark code: a failed unwrap ends the run with its message, as a failed test does.
@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use credguard_lsa_proxy::client;
+use credguard_client as client;
 use credguard_proto::abi;
 use credguard_proto::enclave::{self as wire, StatusRequest};
 use credguard_proto::lsa;

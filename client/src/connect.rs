@@ -6,6 +6,10 @@ use credguard_proto::lsa::lsa_client::LsaClient;
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint};
 
+/// Where the installed proxy serves the API (its `[api] socket` by default: the proxy's
+/// `config::DEFAULT_API_SOCKET`, which the end-to-end tests check this against).
+pub const DEFAULT_API_SOCKET: &str = "/run/credguard/lsa.sock";
+
 /// Where the API socket is: `explicit`, else `$CREDGUARD_SOCKET`, else the default path.
 pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
     if let Some(p) = explicit {
@@ -13,7 +17,7 @@ pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
     }
     match std::env::var_os("CREDGUARD_SOCKET") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => PathBuf::from(crate::config::DEFAULT_API_SOCKET),
+        _ => PathBuf::from(DEFAULT_API_SOCKET),
     }
 }
 

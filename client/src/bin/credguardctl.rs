@@ -1,5 +1,5 @@
 //! `credguardctl`: the command line for credguard's API.
 
 fn main() -> std::process::ExitCode {
-    credguard_lsa_proxy::ctl::main_with_args(std::env::args_os())
+    credguard_client::ctl::main_with_args(std::env::args_os())
 }
