@@ -22,8 +22,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.service_generator(Box::new(micro_rpc::MicroRpc));
     config.compile_fds(fds)?;
 
+    #[cfg(feature = "std")]
+    vmm_status()?;
+
     #[cfg(feature = "grpc")]
     grpc()?;
+    Ok(())
+}
+
+/// The VMM's own status message: host side only (the VMM and its clients), never in the enclave.
+#[cfg(feature = "std")]
+fn vmm_status() -> Result<(), Box<dyn std::error::Error>> {
+    const VMM: &str = "credguard/vmm/v1/vmm.proto";
+    println!("cargo:rerun-if-changed={VMM}");
+    prost_build::Config::new().compile_fds(protox::compile([VMM], ["."])?)?;
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use credguard_proto::abi::{self, MEASUREMENT_LEN, SIGNER_LEN};
 use credguard_proto::attest::{
     self, BOOT_ID_LEN, NONCE_LEN, Owner, PUBLIC_KEY_LEN, SEALING_NONCE_LEN, SealPurpose, SealedNames,
 };
+use credguard_proto::vmm_status::{self, Attested, protection};
 use credguard_proto::{enclave, lsa};
 use prost::Message;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
@@ -145,7 +146,7 @@ pub struct AttestedEnclave {
     /// Hex boot id.
     pub boot_id: String,
     /// Everything the signature covers.
-    pub facts: attest::Attested,
+    pub facts: Attested,
 }
 
 fn fixed<const N: usize>(bytes: &[u8], what: &'static str) -> Result<[u8; N], SealError> {
@@ -153,9 +154,9 @@ fn fixed<const N: usize>(bytes: &[u8], what: &'static str) -> Result<[u8; N], Se
 }
 
 /// The attested facts `status` states (not yet verified).
-fn facts_of(status: &lsa::StatusReply) -> Result<attest::Attested, SealError> {
+fn facts_of(status: &lsa::StatusReply) -> Result<Attested, SealError> {
     let hex_field = |s: &str, what| hex::decode(s).map_err(|_| SealError::Malformed(what));
-    Ok(attest::Attested {
+    Ok(Attested {
         measurement: fixed::<MEASUREMENT_LEN>(
             &hex_field(&status.measurement, "measurement is not hex")?,
             "measurement is not 48 bytes",
@@ -171,11 +172,13 @@ fn facts_of(status: &lsa::StatusReply) -> Result<attest::Attested, SealError> {
         ram_size: status.ram_size,
         policy_bits: status.policy_bits,
         enclave_flags: status.enclave_flags,
+        restarts: status.enclave_restarts,
+        restart_reasons: status.enclave_restart_reasons.clone(),
     })
 }
 
 /// Checks that `status` carries a sealing key signed by the attestation key for everything it
-/// states (measurement, signer, boot, protections, policy, build), then that the enclave is what
+/// states (measurement, signer, boot, protections, policy, build, restarts), then that the enclave is what
 /// `expect` requires: the pinned signer (or measurement), hidden memory if asked, no test build
 /// unless allowed.
 pub fn verify(status: &lsa::StatusReply, expect: &Expectations) -> Result<AttestedEnclave, SealError> {
@@ -186,7 +189,7 @@ pub fn verify(status: &lsa::StatusReply, expect: &Expectations) -> Result<Attest
         return Err(SealError::NotOffered("the VMM runs without an attestation key"));
     }
     let facts = facts_of(status)?;
-    let message = attest::attestation_message(&facts);
+    let message = vmm_status::attestation_message(&facts);
     SigKey::new(&ED25519, expect.attestation_pub)
         .verify(&message, &status.attestation_signature)
         .map_err(|_| SealError::BadAttestation(expect.attestation_pub_path.clone()))?;
@@ -199,11 +202,7 @@ pub fn verify(status: &lsa::StatusReply, expect: &Expectations) -> Result<Attest
     })
 }
 
-fn check_expectations(
-    status: &lsa::StatusReply,
-    facts: &attest::Attested,
-    expect: &Expectations,
-) -> Result<(), SealError> {
+fn check_expectations(status: &lsa::StatusReply, facts: &Attested, expect: &Expectations) -> Result<(), SealError> {
     match (&expect.signer, &expect.measurement) {
         (None, None) => return Err(SealError::NoPin(expect.signer_path.clone())),
         (Some(signer), _) if !signer.eq_ignore_ascii_case(&status.signer) => {
@@ -222,7 +221,7 @@ fn check_expectations(
             expected: expected.trim().to_owned(),
         });
     }
-    if expect.require_hidden_memory && facts.protection_bits & abi::protection::HIDDEN == 0 {
+    if expect.require_hidden_memory && facts.protection_bits & protection::HIDDEN == 0 {
         return Err(SealError::MemoryNotHidden(status.protection.clone()));
     }
     if !expect.allow_test_image && facts.enclave_flags & abi::enclave_flags::TEST_BUILD != 0 {
@@ -299,22 +298,24 @@ mod tests {
     use super::*;
     use ring::signature::{Ed25519KeyPair, KeyPair};
 
-    fn facts(pk: [u8; 32]) -> attest::Attested {
-        attest::Attested {
+    fn facts(pk: [u8; 32]) -> Attested {
+        Attested {
             measurement: [1; 48],
             signer: [2; 16],
             boot_id: [3; 16],
             public_key: pk,
-            protection_bits: abi::protection::KNOWN | abi::protection::SECCOMP,
+            protection_bits: protection::KNOWN | protection::SECCOMP,
             host_mapped_bytes: 16 << 20,
             ram_size: 16 << 20,
             policy_bits: 0,
             enclave_flags: 0,
+            restarts: 1,
+            restart_reasons: vec!["watchdog: no answer in 5 s".into()],
         }
     }
 
-    fn signed_status(pair: &Ed25519KeyPair, f: &attest::Attested) -> lsa::StatusReply {
-        let msg = attest::attestation_message(f);
+    fn signed_status(pair: &Ed25519KeyPair, f: &Attested) -> lsa::StatusReply {
+        let msg = vmm_status::attestation_message(f);
         lsa::StatusReply {
             measurement: hex::encode(f.measurement),
             signer: hex::encode(f.signer),
@@ -326,6 +327,8 @@ mod tests {
             ram_size: f.ram_size,
             policy_bits: f.policy_bits,
             enclave_flags: f.enclave_flags,
+            enclave_restarts: f.restarts,
+            enclave_restart_reasons: f.restart_reasons.clone(),
             ..Default::default()
         }
     }
@@ -366,17 +369,19 @@ mod tests {
         ));
         // A proxy that swaps in its own key, or claims other protections, a test build or
         // another policy, cannot make the signature fit.
-        let tamper: [fn(&mut lsa::StatusReply); 6] = [
+        let tamper: [fn(&mut lsa::StatusReply); 8] = [
             |s| s.enclave_public_key = vec![5; 32],
             |s| s.boot_id = vec![9; 16],
-            |s| s.protection_bits |= abi::protection::HIDDEN,
+            |s| s.protection_bits |= protection::HIDDEN,
             |s| s.enclave_flags = 0,
             |s| s.policy_bits = abi::policy::ALLOW_RC4,
             |s| s.host_mapped_bytes = 1,
+            |s| s.enclave_restarts = 0,
+            |s| s.enclave_restart_reasons.clear(),
         ];
         let test_build = signed_status(
             &pair,
-            &attest::Attested {
+            &Attested {
                 enclave_flags: abi::enclave_flags::TEST_BUILD,
                 ..facts([4; 32])
             },
@@ -410,15 +415,15 @@ mod tests {
         assert!(matches!(verify(&status, &e), Err(SealError::MemoryNotHidden(_))));
         let hidden = signed_status(
             &pair,
-            &attest::Attested {
-                protection_bits: abi::protection::KNOWN | abi::protection::HIDDEN | abi::protection::GUEST_MEMFD,
+            &Attested {
+                protection_bits: protection::KNOWN | protection::HIDDEN | protection::GUEST_MEMFD,
                 ..facts([4; 32])
             },
         );
         assert!(verify(&hidden, &e).is_ok());
         let test_build = signed_status(
             &pair,
-            &attest::Attested {
+            &Attested {
                 enclave_flags: abi::enclave_flags::TEST_BUILD,
                 ..facts([4; 32])
             },

@@ -2,9 +2,10 @@
 //! relays them never sees them.
 //!
 //! At boot the enclave makes an X25519 key pair; the VMM signs its public half with the boot's
-//! measurement (see `credguard_proto::attest`), and `Status` hands both out. A client checks the
-//! signature, asks for a single-use nonce, seals its secret to the public key with the nonce, its
-//! own identity (the [`Owner`]) and the secret's purpose bound in, and the enclave opens it here.
+//! measurement (see `credguard_proto::vmm_status`) and serves the signature; `Status` hands out
+//! the key. A client checks the signature, asks for a single-use nonce, seals its secret to the
+//! public key with the nonce, its own identity (the [`Owner`]) and the secret's purpose bound in,
+//! and the enclave opens it here.
 //!
 //! Freshness is the enclave's own: a sealed secret opens only with a nonce this boot issued to
 //! that owner and that has not been used. The nonces are kept per owner, a few at a time
@@ -30,7 +31,7 @@ use prost::Message;
 use rand_core::TryCryptoRng;
 use sha2::Sha256;
 use x25519_dalek::{PublicKey, StaticSecret};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 /// Unused nonces an owner holds at most; asking for one more forgets that owner's oldest.
 pub const NONCES_PER_OWNER: usize = 8;
@@ -87,11 +88,10 @@ struct OwnerNonces {
     last_issued: u64,
 }
 
-/// This boot's sealing key pair, its attestation, and the issued nonces.
+/// This boot's sealing key pair and the issued nonces.
 pub struct SealingKey {
     secret: StaticSecret,
     public: [u8; PUBLIC_KEY_LEN],
-    attestation: Vec<u8>,
     nonces: BTreeMap<Owner, OwnerNonces>,
     issued: u64,
 }
@@ -106,7 +106,6 @@ impl SealingKey {
         Some(SealingKey {
             secret,
             public,
-            attestation: Vec::new(),
             nonces: BTreeMap::new(),
             issued: 0,
         })
@@ -115,16 +114,6 @@ impl SealingKey {
     /// The public key clients seal to.
     pub fn public_key(&self) -> [u8; PUBLIC_KEY_LEN] {
         self.public
-    }
-
-    /// Records the VMM's signature over this boot's attestation message.
-    pub fn set_attestation(&mut self, signature: Vec<u8>) {
-        self.attestation = signature;
-    }
-
-    /// The VMM's signature (empty if the VMM has no attestation key).
-    pub fn attestation(&self) -> &[u8] {
-        &self.attestation
     }
 
     /// A fresh nonce for one sealed secret of `owner`.
@@ -258,9 +247,7 @@ fn check_parts(sealed: &SealedSecret) -> Result<Parts, SealError> {
 }
 
 impl Drop for SealingKey {
-    fn drop(&mut self) {
-        self.attestation.zeroize();
-    }
+    fn drop(&mut self) {}
 }
 
 #[cfg(test)]

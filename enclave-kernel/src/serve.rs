@@ -15,7 +15,6 @@
 //! the interrupt must be edge-triggered. The event queue is never serviced. Every address the
 //! driver gives the device lies in the DMA window (see `hal`).
 
-use alloc::string::String;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
@@ -104,11 +103,7 @@ fn service(boot: &BootInfo, start_tsc: u64) -> Service<HwRng> {
         Ok(s) => s,
         Err(_) => panic!("the hardware random source failed at start-up"),
     };
-    // Before the attestation: the VMM signs these facts with the boot's key.
     svc.set_boot_facts(BootFacts {
-        protection_bits: boot.protection,
-        host_mapped_bytes: boot.host_mapped_bytes,
-        ram_size: boot.ram_size,
         policy_bits: boot.policy,
     });
     svc.set_free_heap(sys::free_heap);
@@ -116,7 +111,6 @@ fn service(boot: &BootInfo, start_tsc: u64) -> Service<HwRng> {
     if let Some((own, upgrade)) = take_vault_keys(boot) {
         svc.set_vault(credguard_enclave::vault::Vault::new(own, boot.measurement, upgrade));
     }
-    svc.set_restarts(boot.restart_count, boot.restart_reasons().map(String::from).collect());
     svc
 }
 
@@ -365,7 +359,7 @@ impl Server {
 }
 
 /// Has the VMM sign this boot's sealing public key (with the measurement it verified) through the
-/// exchange page, and keeps the signature for `Status`. Nothing here is secret.
+/// exchange page; the VMM serves the signature to clients itself. Nothing here is secret.
 fn attest<R: rand_core::TryCryptoRng>(svc: &mut Service<R>) {
     use credguard_proto::abi::{AttestState, exchange};
     let page = abi::EXCHANGE_GPA as usize;
@@ -386,16 +380,7 @@ fn attest<R: rand_core::TryCryptoRng>(svc: &mut Service<R>) {
     // SAFETY: as above; ATTEST_STATE is an aligned u64 of the page.
     let state = unsafe { core::ptr::read_volatile((page + exchange::ATTEST_STATE) as *const u64) };
     match AttestState::from_raw(state) {
-        AttestState::Signed => {
-            let mut signature = Vec::with_capacity(64);
-            for i in 0..64 {
-                // SAFETY: as above.
-                signature
-                    .push(unsafe { core::ptr::read_volatile((page + exchange::ATTEST_SIGNATURE + i) as *const u8) });
-            }
-            svc.set_attestation(signature);
-            kprintln!("sealing key attested by the VMM");
-        }
+        AttestState::Signed => kprintln!("sealing key attested by the VMM"),
         AttestState::NoKey => kprintln!("the VMM has no attestation key: sealed logon cannot be verified by clients"),
         AttestState::None | AttestState::Refused => kprintln!("the VMM did not attest this boot"),
     }

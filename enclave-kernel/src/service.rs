@@ -78,15 +78,10 @@ pub struct Identity {
     pub signer: [u8; 16],
 }
 
-/// What the VMM told the enclave at boot, reported by `Status` and covered by the attestation.
+/// What the VMM told the enclave at boot that steers it, reported by `Status` and covered by the
+/// attestation. (The VMM's own facts, protection and restarts, the VMM reports itself.)
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BootFacts {
-    /// `abi::protection` bits.
-    pub protection_bits: u64,
-    /// Bytes of guest RAM the VMM keeps mapped.
-    pub host_mapped_bytes: u64,
-    /// Guest RAM in bytes.
-    pub ram_size: u64,
     /// The image's signed `abi::policy` bits.
     pub policy_bits: u64,
 }
@@ -120,15 +115,12 @@ pub struct Service<R> {
     limits: RateLimits,
     /// Key of the credential fingerprints (`ratelimit::CredentialId`), random per boot.
     fingerprint_key: zeroize::Zeroizing<[u8; 32]>,
-    /// What the VMM said at boot: protection bits, mapped bytes, RAM size, the image's policy.
+    /// What the VMM said at boot: the image's policy.
     boot_facts: BootFacts,
     /// Free heap bytes, if the enclave can tell (the bare-metal binary's allocator).
     free_heap: Option<fn() -> usize>,
-    /// This boot's key for sealed secrets, its attestation, and the nonces it issued.
+    /// This boot's key for sealed secrets and the nonces it issued.
     sealing: crate::sealing::SealingKey,
-    /// Restarts of the enclave before this boot, and why (from the boot info).
-    restarts: u64,
-    restart_reasons: Vec<String>,
     /// The vault's keys, when the VMM handed over a sealing secret.
     vault: Option<crate::vault::Vault>,
 }
@@ -171,8 +163,6 @@ impl<R: TryCryptoRng> Service<R> {
             fingerprint_key,
             boot_facts: BootFacts::default(),
             free_heap: None,
-            restarts: 0,
-            restart_reasons: Vec::new(),
             vault: None,
         })
     }
@@ -206,18 +196,6 @@ impl<R: TryCryptoRng> Service<R> {
     /// This boot's X25519 public key for sealed secrets.
     pub fn sealing_public_key(&self) -> [u8; 32] {
         self.sealing.public_key()
-    }
-
-    /// Records the VMM's signature over this boot's attestation, for `Status`.
-    pub fn set_attestation(&mut self, signature: Vec<u8>) {
-        self.sealing.set_attestation(signature);
-    }
-
-    /// Sets how many times the VMM restarted the enclave before this boot, and why (oldest
-    /// first), for `Status`.
-    pub fn set_restarts(&mut self, count: u64, reasons: Vec<String>) {
-        self.restarts = count;
-        self.restart_reasons = reasons;
     }
 
     /// Enables the vault with the keys of `vault` (from the host sealing secret; see

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use credguard_proto::abi;
 use credguard_proto::enclave as wire;
 use credguard_proto::lsa;
-use tracing::info;
+use credguard_proto::vmm_status::{self, VmmStatus};
+use tracing::{info, warn};
 use zeroize::Zeroize;
 
 use crate::config::Config;
@@ -96,33 +97,37 @@ impl LsaCore {
             ..Default::default()
         };
         if let LinkState::Ready(_) = state {
-            match self.link.service_client().status(&wire::StatusRequest {}).await {
-                Ok(s) => {
-                    reply.measurement = hex::encode(&s.measurement);
-                    reply.signer = s.signer;
-                    reply.uptime_ms = s.uptime_ms;
-                    reply.enclave_version = s.version;
-                    reply.protection = s.protection;
-                    reply.enclave_public_key = s.sealing_public_key;
-                    reply.attestation_signature = s.attestation_signature;
-                    reply.boot_id = s.boot_id;
-                    reply.enclave_restarts = s.restarts;
-                    reply.enclave_restart_reasons = s.restart_reasons;
-                    reply.vault_ready = s.vault_ready;
-                    reply.protection_bits = s.protection_bits;
-                    reply.host_mapped_bytes = s.host_mapped_bytes;
-                    reply.ram_size = s.ram_size;
-                    reply.policy_bits = s.policy_bits;
-                    reply.enclave_flags = s.enclave_flags;
-                    reply.rc4_allowed = s.policy_bits & abi::policy::ALLOW_RC4 != 0;
-                    reply.test_image = s.enclave_flags & abi::enclave_flags::TEST_BUILD != 0;
-                    reply.memory_hidden = s.protection_bits & abi::protection::HIDDEN != 0;
+            match self.enclave_and_vmm_status().await {
+                Ok((enclave, vmm)) => {
+                    fill_from_enclave(&mut reply, enclave);
+                    match vmm {
+                        Ok(vmm) => fill_from_vmm(&mut reply, vmm),
+                        Err(e) => {
+                            warn!(error = %e, "the VMM did not report its status");
+                            reply.protection = vmm_status::describe_protection(0, 0, 0);
+                        }
+                    }
                 }
                 // Status reports a down enclave as a state, not as an error.
                 Err(_) => reply.state = self.link.state().name().into(),
             }
         }
         Ok(reply)
+    }
+
+    /// The enclave's status and the VMM's about the same boot: if the enclave restarted between
+    /// the two questions, both are asked once more.
+    async fn enclave_and_vmm_status(&self) -> Result<(wire::StatusReply, Result<VmmStatus, String>), LsaError> {
+        let mut attempt = 0;
+        loop {
+            let enclave = self.link.service_client().status(&wire::StatusRequest {}).await?;
+            let vmm = self.link.vmm_status().await;
+            let same_boot = vmm.as_ref().map_or(true, |v| v.boot_id == enclave.boot_id);
+            attempt += 1;
+            if same_boot || attempt == 2 {
+                return Ok((enclave, vmm));
+            }
+        }
     }
 
     /// `Logon`. The secret in `req` is wiped before this returns, whatever the outcome.
@@ -466,6 +471,33 @@ fn check_key(k: &lsa::Key, allow_rc4: bool, realm: &str) -> Result<(), LsaError>
         return Err(LsaError::InvalidArgument("a Kerberos key needs a realm".into()));
     }
     Ok(())
+}
+
+/// What the enclave says of itself: its image, boot, sealing key, policy and build.
+fn fill_from_enclave(reply: &mut lsa::StatusReply, s: wire::StatusReply) {
+    reply.measurement = hex::encode(&s.measurement);
+    reply.signer = s.signer;
+    reply.uptime_ms = s.uptime_ms;
+    reply.enclave_version = s.version;
+    reply.enclave_public_key = s.sealing_public_key;
+    reply.boot_id = s.boot_id;
+    reply.vault_ready = s.vault_ready;
+    reply.policy_bits = s.policy_bits;
+    reply.enclave_flags = s.enclave_flags;
+    reply.rc4_allowed = s.policy_bits & abi::policy::ALLOW_RC4 != 0;
+    reply.test_image = s.enclave_flags & abi::enclave_flags::TEST_BUILD != 0;
+}
+
+/// What only the VMM knows: protection, restarts, and its attestation signature.
+fn fill_from_vmm(reply: &mut lsa::StatusReply, v: VmmStatus) {
+    reply.protection = vmm_status::describe_protection(v.protection_bits, v.host_mapped_bytes, v.ram_size);
+    reply.attestation_signature = v.attestation_signature;
+    reply.enclave_restarts = v.restarts;
+    reply.enclave_restart_reasons = v.restart_reasons;
+    reply.protection_bits = v.protection_bits;
+    reply.host_mapped_bytes = v.host_mapped_bytes;
+    reply.ram_size = v.ram_size;
+    reply.memory_hidden = v.protection_bits & vmm_status::protection::HIDDEN != 0;
 }
 
 #[cfg(test)]

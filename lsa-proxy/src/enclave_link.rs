@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use credguard_proto::enclave::{AsyncEnclaveClient, AuditRecord, Frame, StatusRequest};
 use credguard_proto::rpc::{AsyncTransport, RpcError};
+use credguard_proto::vmm_status::{MAX_VMM_STATUS_LEN, VMM_STATUS_PORT, VmmStatus};
 use credguard_proto::wire::{FrameDecoder, encode_frame};
+use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -307,6 +309,33 @@ impl EnclaveLink {
         lock(&self.shared.conn).take();
         lock(&pending).clear();
         Ok(reason)
+    }
+}
+
+/// How long the VMM may take to answer its status port.
+const VMM_STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl EnclaveLink {
+    /// What the VMM itself says about the enclave boot it runs (protection, restarts, the
+    /// attestation signature), asked on its status port over the same socket; the enclave never
+    /// relays these.
+    pub async fn vmm_status(&self) -> Result<VmmStatus, String> {
+        let ask = async {
+            let stream = handshake(&self.shared.cfg.vmm_socket, VMM_STATUS_PORT).await?;
+            let mut bytes = Vec::new();
+            stream
+                .take(MAX_VMM_STATUS_LEN as u64 + 1)
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(|e| format!("VMM status: {e}"))?;
+            if bytes.len() > MAX_VMM_STATUS_LEN {
+                return Err("the VMM status is too long".to_string());
+            }
+            VmmStatus::decode(bytes.as_slice()).map_err(|_| "the VMM status does not decode".to_string())
+        };
+        tokio::time::timeout(VMM_STATUS_TIMEOUT, ask)
+            .await
+            .unwrap_or_else(|_| Err("the VMM did not answer its status port in time".into()))
     }
 }
 

@@ -212,7 +212,10 @@ pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"CGBOOT01");
 /// enclave's build flags in the exchange page (issue 13). An image of version 2 under a VMM of
 /// version 1 would take its first interrupt through an unmapped alias; it refuses to start
 /// instead.
-pub const ABI_VERSION: u64 = 2;
+///
+/// 3: the VMM's own facts (protection, restarts) and its attestation signature leave the boot
+/// info and the exchange page: the VMM serves them to host clients itself (issue 14).
+pub const ABI_VERSION: u64 = 3;
 /// Length of a SHA-384 measurement.
 pub const MEASUREMENT_LEN: usize = 48;
 
@@ -310,15 +313,6 @@ pub struct BootInfo {
     /// Fingerprint of the key whose signature over the image the VMM verified (first 16 bytes of
     /// the SHA-256 of the Ed25519 public key).
     pub signer: [u8; SIGNER_LEN],
-    /// Which protections of guest memory and of the VMM process are in force: [`protection`]
-    /// bits (0: the VMM did not say).
-    pub protection: u64,
-    /// Bytes of guest RAM the VMM keeps mapped in its own address space after boot.
-    pub host_mapped_bytes: u64,
-    /// How many times the VMM restarted the enclave before this boot.
-    pub restart_count: u64,
-    /// Why, most recent last: UTF-8 lines separated by `\n`, NUL-padded (the last few that fit).
-    pub restart_log: [u8; RESTART_LOG_LEN],
     /// How many entries of [`BootInfo::upgrade_from`] are valid.
     pub upgrade_from_count: u64,
     /// Measurements of earlier images whose vault this image may open (a controlled upgrade the
@@ -346,8 +340,6 @@ pub mod enclave_flags {
     pub const TEST_BUILD: u64 = 1 << 0;
 }
 
-/// Length of [`BootInfo::restart_log`].
-pub const RESTART_LOG_LEN: usize = 512;
 /// Most entries of [`BootInfo::upgrade_from`].
 pub const MAX_UPGRADE_FROM: usize = 4;
 
@@ -356,7 +348,8 @@ pub const MAX_UPGRADE_FROM: usize = 4;
 /// The VMM writes the image's vault keys (derived from the host sealing secret, which itself
 /// never enters the guest) before boot; the enclave copies them into its hidden memory and zeroes
 /// them here at once. For the attestation the enclave writes its boot id and X25519
-/// public key, makes [`SYS_ATTEST`], and reads back the VMM's signature and state.
+/// public key and build flags, makes [`SYS_ATTEST`], and reads back the VMM's answer
+/// ([`AttestState`]); the signature itself the VMM serves to host clients (`vmm_status`).
 pub mod exchange {
     /// 32 bytes (VMM → enclave, wiped by the enclave after copying): this image's vault key,
     /// which the VMM derives from the host sealing secret and the measurement it verified (see
@@ -373,8 +366,7 @@ pub mod exchange {
     pub const ATTEST_BOOT_ID: usize = 64;
     /// 32-byte X25519 public key (enclave → VMM).
     pub const ATTEST_PUBLIC_KEY: usize = 80;
-    /// 64-byte Ed25519 signature (VMM → enclave).
-    pub const ATTEST_SIGNATURE: usize = 128;
+    // 128..192: unused (the VMM's signature until ABI 3; the VMM now serves it itself).
     /// `u64` [`super::AttestState`] (VMM → enclave).
     pub const ATTEST_STATE: usize = 192;
     /// `u64` [`super::enclave_flags`] bits (enclave → VMM), covered by the attestation.
@@ -394,7 +386,7 @@ pub const VAULT_KEY_SALT: &[u8] = b"credguard vault key v1";
 pub enum AttestState {
     /// No answer yet.
     None = 0,
-    /// The signature is in the exchange page.
+    /// Signed (the VMM serves the signature on its status port).
     Signed = 1,
     /// The VMM has no attestation key: no signature.
     NoKey = 2,
@@ -412,92 +404,6 @@ impl AttestState {
             _ => AttestState::None,
         }
     }
-}
-
-/// Bits of [`BootInfo::protection`].
-pub mod protection {
-    /// Guest RAM is a `guest_memfd` (otherwise anonymous memory of the VMM).
-    pub const GUEST_MEMFD: u64 = 1 << 0;
-    /// Guest RAM outside the boot tables, the image and the DMA window is not mapped in the VMM.
-    pub const HIDDEN: u64 = 1 << 1;
-    /// The guest RAM the VMM maps is `mlock`ed (never swapped).
-    pub const MLOCKED: u64 = 1 << 2;
-    /// The guest RAM the VMM maps is excluded from core dumps (`MADV_DONTDUMP`).
-    pub const DONTDUMP: u64 = 1 << 3;
-    /// Every VMM thread runs under a seccomp allow-list.
-    pub const SECCOMP: u64 = 1 << 4;
-    /// The VMM process is not dumpable (`PR_SET_DUMPABLE` 0: no core, no ptrace by non-root).
-    pub const NOT_DUMPABLE: u64 = 1 << 5;
-    /// The VMM process cannot gain privileges (`PR_SET_NO_NEW_PRIVS`).
-    pub const NO_NEW_PRIVS: u64 = 1 << 6;
-    /// The guest RAM the VMM maps is locked page by page as it is first touched
-    /// (`mlock2(MLOCK_ONFAULT)`, the anonymous fallback) rather than all up front ([`MLOCKED`]).
-    pub const MLOCKED_ON_FAULT: u64 = 1 << 7;
-    /// The guest's page tables are W^X: the image's code read-only and executable, everything
-    /// else not executable (built from the image's ELF program headers).
-    pub const W_XOR_X: u64 = 1 << 8;
-    /// CR4.SMEP: ring 0 cannot execute ring-3 pages (set only where KVM offers it).
-    pub const SMEP: u64 = 1 << 9;
-    /// CR4.SMAP: ring 0 touches ring-3 pages only inside explicit RFLAGS.AC brackets (set only
-    /// where KVM offers it).
-    pub const SMAP: u64 = 1 << 10;
-    /// Set whenever the VMM filled [`super::BootInfo::protection`].
-    pub const KNOWN: u64 = 1 << 63;
-}
-
-/// A one-line description of `protection` bits, e.g. "guest_memfd, 2.16 of 16 MiB mapped in the
-/// VMM, mlocked, no core dump of guest memory, seccomp on, dumpable off, no new privileges, W^X,
-/// SMEP off, SMAP off".
-pub fn describe_protection(bits: u64, host_mapped_bytes: u64, ram_size: u64) -> alloc::string::String {
-    use alloc::string::String;
-    use core::fmt::Write;
-    use protection::*;
-    let mut s = String::new();
-    if bits & KNOWN == 0 {
-        s.push_str("unknown (the VMM did not report it)");
-        return s;
-    }
-    s.push_str(if bits & GUEST_MEMFD != 0 {
-        "guest_memfd"
-    } else {
-        "anonymous memory"
-    });
-    let mib = |b: u64| {
-        let hundredths = b * 100 / (1 << 20);
-        (hundredths / 100, hundredths % 100)
-    };
-    let (mi, mf) = mib(host_mapped_bytes);
-    let (ri, rf) = mib(ram_size);
-    let _ = write!(s, ", {mi}.{mf:02} of {ri}.{rf:02} MiB mapped in the VMM");
-    let flag = |s: &mut String, on: bool, yes: &str, no: &str| {
-        s.push_str(", ");
-        s.push_str(if on { yes } else { no });
-    };
-    s.push_str(if bits & MLOCKED != 0 {
-        ", mlocked"
-    } else if bits & MLOCKED_ON_FAULT != 0 {
-        ", mlocked on fault"
-    } else {
-        ", not mlocked"
-    });
-    flag(
-        &mut s,
-        bits & DONTDUMP != 0,
-        "no core dump of guest memory",
-        "guest memory in core dumps",
-    );
-    flag(&mut s, bits & SECCOMP != 0, "seccomp on", "seccomp off");
-    flag(&mut s, bits & NOT_DUMPABLE != 0, "dumpable off", "dumpable on");
-    flag(
-        &mut s,
-        bits & NO_NEW_PRIVS != 0,
-        "no new privileges",
-        "new privileges allowed",
-    );
-    flag(&mut s, bits & W_XOR_X != 0, "W^X", "no W^X");
-    flag(&mut s, bits & SMEP != 0, "SMEP on", "SMEP off");
-    flag(&mut s, bits & SMAP != 0, "SMAP on", "SMAP off");
-    s
 }
 
 /// Length of [`BootInfo::signer`].
@@ -530,10 +436,6 @@ impl BootInfo {
             image_size,
             measurement,
             signer: [0; SIGNER_LEN],
-            protection: 0,
-            host_mapped_bytes: 0,
-            restart_count: 0,
-            restart_log: [0; RESTART_LOG_LEN],
             upgrade_from_count: 0,
             upgrade_from: [[0; MEASUREMENT_LEN]; MAX_UPGRADE_FROM],
             policy: 0,
@@ -544,41 +446,6 @@ impl BootInfo {
     pub fn with_policy(mut self, bits: u64) -> Self {
         self.policy = bits & policy::ALL;
         self
-    }
-
-    /// The same boot info, saying how often the enclave was restarted before and why (most
-    /// recent last; only the last reasons that fit are kept, each cut to one line).
-    pub fn with_restarts(mut self, count: u64, reasons: &[&str]) -> Self {
-        self.restart_count = count;
-        self.restart_log = [0; RESTART_LOG_LEN];
-        let mut lines: Vec<&[u8]> = Vec::new();
-        let mut used = 0;
-        for reason in reasons.iter().rev() {
-            let line = reason.lines().next().unwrap_or("").as_bytes();
-            let line = &line[..floor_char_boundary(reason, line.len().min(120))];
-            if used + line.len() + 1 > RESTART_LOG_LEN {
-                break;
-            }
-            used += line.len() + 1;
-            lines.push(line);
-        }
-        let mut at = 0;
-        for line in lines.iter().rev() {
-            self.restart_log[at..at + line.len()].copy_from_slice(line);
-            at += line.len();
-            self.restart_log[at] = b'\n';
-            at += 1;
-        }
-        self
-    }
-
-    /// The restart reasons of [`BootInfo::restart_log`], oldest first.
-    pub fn restart_reasons(&self) -> impl Iterator<Item = &str> {
-        let end = self.restart_log.iter().position(|&b| b == 0).unwrap_or(RESTART_LOG_LEN);
-        self.restart_log[..end]
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| core::str::from_utf8(l).unwrap_or("(not UTF-8)"))
     }
 
     /// The same boot info, allowing the vaults of these earlier measurements to be opened (at
@@ -595,14 +462,6 @@ impl BootInfo {
     pub fn upgrade_from(&self) -> &[[u8; MEASUREMENT_LEN]] {
         let n = (self.upgrade_from_count as usize).min(MAX_UPGRADE_FROM);
         &self.upgrade_from[..n]
-    }
-
-    /// The same boot info, saying which [`protection`] bits are in force and how much guest RAM
-    /// the VMM keeps mapped.
-    pub fn with_protection(mut self, bits: u64, host_mapped_bytes: u64) -> Self {
-        self.protection = bits | protection::KNOWN;
-        self.host_mapped_bytes = host_mapped_bytes;
-        self
     }
 
     /// The same boot info, naming the key that signed the image.
@@ -639,14 +498,6 @@ pub struct Report {
     pub bench_p99_cycles: u64,
     /// Smallest doorbell round trip, in TSC cycles.
     pub bench_min_cycles: u64,
-}
-
-/// The largest index `<= i` that is a char boundary of `s` (`str::floor_char_boundary` is unstable).
-fn floor_char_boundary(s: &str, mut i: usize) -> usize {
-    while i > 0 && !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
 }
 
 /// Why a RAM size does not fit the layout.
@@ -937,15 +788,10 @@ mod tests {
     fn boot_info_bytes_match_repr_c() {
         let info = BootInfo::new(DEFAULT_RAM_SIZE, 2_000_000, BootMode::Service, 0, 1234, [7; 48])
             .with_signer([9; 16])
-            .with_protection(protection::GUEST_MEMFD | protection::SECCOMP, 0x22_0000)
-            .with_restarts(3, &["panic: boom", "watchdog: no answer in 5 s"])
             .with_upgrade_from(&[[1; 48], [2; 48]])
             .with_policy(policy::ALLOW_RC4 | (1 << 40));
         assert_eq!(info.policy, policy::ALLOW_RC4, "unknown policy bits are dropped");
-        assert_eq!(
-            BOOT_INFO_SIZE,
-            10 * 8 + 48 + 16 + 3 * 8 + RESTART_LOG_LEN + 8 + MAX_UPGRADE_FROM * 48 + 8
-        );
+        assert_eq!(BOOT_INFO_SIZE, 10 * 8 + 48 + 16 + 8 + MAX_UPGRADE_FROM * 48 + 8);
         assert!(BOOT_INFO_SIZE <= PAGE_SIZE as usize);
         // The bytes the VMM writes are the enclave's struct, little-endian.
         let bytes = info.as_bytes();
@@ -953,27 +799,7 @@ mod tests {
         assert_eq!(bytes[BOOT_INFO_SIZE - 8], policy::ALLOW_RC4 as u8);
         let back = BootInfo::read_from_bytes(bytes).unwrap();
         assert_eq!(back, info);
-        assert_eq!(back.restart_count, 3);
-        let reasons: Vec<&str> = back.restart_reasons().collect();
-        assert_eq!(reasons, ["panic: boom", "watchdog: no answer in 5 s"]);
         assert_eq!(back.upgrade_from(), &[[1; 48], [2; 48]]);
-    }
-
-    #[test]
-    fn restart_log_keeps_the_most_recent_reasons() {
-        let long = "x".repeat(200);
-        let reasons: Vec<&str> = (0..20).map(|_| long.as_str()).chain(["last one"]).collect();
-        let info = BootInfo::new(DEFAULT_RAM_SIZE, 1, BootMode::Service, 0, 1, [0; 48]).with_restarts(21, &reasons);
-        let kept: Vec<&str> = info.restart_reasons().collect();
-        assert_eq!(kept.last(), Some(&"last one"));
-        assert!(kept.len() < 21 && kept.iter().all(|r| r.len() <= 120));
-        let info = BootInfo::new(DEFAULT_RAM_SIZE, 1, BootMode::Service, 0, 1, [0; 48])
-            .with_restarts(1, &["é".repeat(100).as_str()]);
-        assert!(
-            info.restart_reasons()
-                .next()
-                .is_some_and(|r| r.len() <= 120 && !r.contains('('))
-        );
     }
 
     #[test]
@@ -983,54 +809,12 @@ mod tests {
             assert!(SEALING_SECRET + SEALING_SECRET_LEN <= SEALING_SECRET_PRESENT);
             assert!(SEALING_SECRET_PRESENT + 8 <= ATTEST_BOOT_ID);
             assert!(ATTEST_BOOT_ID + 16 <= ATTEST_PUBLIC_KEY);
-            assert!(ATTEST_PUBLIC_KEY + 32 <= ATTEST_SIGNATURE);
-            assert!(ATTEST_SIGNATURE + 64 <= ATTEST_STATE);
+            assert!(ATTEST_PUBLIC_KEY + 32 <= ATTEST_STATE);
             assert!(ATTEST_STATE + 8 <= ATTEST_ENCLAVE_FLAGS);
             assert!(ATTEST_ENCLAVE_FLAGS + 8 <= UPGRADE_VAULT_KEYS);
             assert!(ATTEST_STATE + 8 <= USED && USED <= PAGE_SIZE as usize);
             assert!(EXCHANGE_GPA + PAGE_SIZE <= PT_IMAGE_GPA);
         }
-    }
-
-    #[test]
-    fn protection_is_described() {
-        let all = protection::GUEST_MEMFD
-            | protection::HIDDEN
-            | protection::MLOCKED
-            | protection::DONTDUMP
-            | protection::SECCOMP
-            | protection::NOT_DUMPABLE
-            | protection::NO_NEW_PRIVS
-            | protection::W_XOR_X
-            | protection::SMEP
-            | protection::SMAP
-            | protection::KNOWN;
-        let d = describe_protection(all, 0x22_8000, DEFAULT_RAM_SIZE);
-        assert!(
-            d.starts_with("guest_memfd, 2.15 of 16.00 MiB mapped in the VMM, mlocked,"),
-            "{d}"
-        );
-        assert!(d.contains("seccomp on") && d.contains("dumpable off"), "{d}");
-        assert!(d.ends_with("W^X, SMEP on, SMAP on"), "{d}");
-        let d = describe_protection(protection::KNOWN, DEFAULT_RAM_SIZE, DEFAULT_RAM_SIZE);
-        assert!(
-            d.starts_with("anonymous memory, 16.00 of 16.00 MiB") && d.contains("seccomp off"),
-            "{d}"
-        );
-        assert!(
-            d.contains("not mlocked") && d.ends_with("no W^X, SMEP off, SMAP off"),
-            "{d}"
-        );
-        let d = describe_protection(
-            protection::KNOWN | protection::MLOCKED_ON_FAULT | protection::DONTDUMP,
-            DEFAULT_RAM_SIZE,
-            DEFAULT_RAM_SIZE,
-        );
-        assert!(
-            d.starts_with("anonymous memory, 16.00 of 16.00 MiB mapped in the VMM, mlocked on fault, no core dump"),
-            "{d}"
-        );
-        assert!(describe_protection(0, 0, 0).starts_with("unknown"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! What the VMM signs about a boot of the enclave, and how a client seals a secret to it.
+//! How a client seals a secret to a boot of the enclave (what the VMM signs about that boot is
+//! host-side only, in `vmm_status`).
 //!
-//! Both the signer (the VMM) and the verifier (`credguardctl`, any client) build the signed message
-//! here, and both ends of a sealed secret (the client with ring, the enclave with RustCrypto) use
+//! Both ends of a sealed secret (the client with ring, the enclave with RustCrypto) use
 //! the labels here, so that neither can drift from the other.
 //!
 //! Sealing: the client asks the enclave for a single-use nonce (`GetSealingNonce`), makes an
@@ -15,10 +15,6 @@
 
 use alloc::vec::Vec;
 
-use crate::abi::{MEASUREMENT_LEN, SIGNER_LEN};
-
-/// Domain separation of the attestation message (never a valid prefix of anything else signed).
-pub const ATTESTATION_DOMAIN: &[u8] = b"credguard enclave attestation v2\0";
 /// Length of a boot id.
 pub const BOOT_ID_LEN: usize = 16;
 /// Length of an X25519 public key.
@@ -29,53 +25,6 @@ pub const SIGNATURE_LEN: usize = 64;
 pub const NONCE_LEN: usize = 12;
 /// Length of the enclave's single-use sealing nonce.
 pub const SEALING_NONCE_LEN: usize = 16;
-
-/// Everything the VMM's attestation signature covers for one boot: the image it measured and
-/// whose signer it verified, the boot and public key the enclave made, how the enclave's memory
-/// and the VMM are protected, the image's signed policy, and what the enclave says of its build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Attested {
-    /// SHA-384 of the signed image.
-    pub measurement: [u8; MEASUREMENT_LEN],
-    /// Fingerprint of the key that signed the image.
-    pub signer: [u8; SIGNER_LEN],
-    /// This boot's random id.
-    pub boot_id: [u8; BOOT_ID_LEN],
-    /// This boot's X25519 sealing public key.
-    pub public_key: [u8; PUBLIC_KEY_LEN],
-    /// [`crate::abi::protection`] bits in force.
-    pub protection_bits: u64,
-    /// Bytes of guest RAM the VMM keeps mapped.
-    pub host_mapped_bytes: u64,
-    /// Guest RAM in bytes.
-    pub ram_size: u64,
-    /// The image's signed [`crate::abi::policy`] bits.
-    pub policy_bits: u64,
-    /// [`crate::abi::enclave_flags`] bits the enclave reported.
-    pub enclave_flags: u64,
-}
-
-/// The message the VMM's attestation key signs for one boot.
-pub fn attestation_message(a: &Attested) -> Vec<u8> {
-    let mut m = Vec::with_capacity(
-        ATTESTATION_DOMAIN.len() + MEASUREMENT_LEN + SIGNER_LEN + BOOT_ID_LEN + PUBLIC_KEY_LEN + 5 * 8,
-    );
-    m.extend_from_slice(ATTESTATION_DOMAIN);
-    m.extend_from_slice(&a.measurement);
-    m.extend_from_slice(&a.signer);
-    m.extend_from_slice(&a.boot_id);
-    m.extend_from_slice(&a.public_key);
-    for word in [
-        a.protection_bits,
-        a.host_mapped_bytes,
-        a.ram_size,
-        a.policy_bits,
-        a.enclave_flags,
-    ] {
-        m.extend_from_slice(&word.to_le_bytes());
-    }
-    m
-}
 
 /// HKDF salt of a sealed secret.
 pub const SEALED_SECRET_SALT: &[u8] = b"credguard sealed secret v2";
@@ -177,42 +126,6 @@ pub fn sealed_secret_aad(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn attested() -> Attested {
-        Attested {
-            measurement: [1; 48],
-            signer: [2; 16],
-            boot_id: [3; 16],
-            public_key: [4; 32],
-            protection_bits: 5,
-            host_mapped_bytes: 6,
-            ram_size: 7,
-            policy_bits: 8,
-            enclave_flags: 9,
-        }
-    }
-
-    #[test]
-    fn attestation_message_binds_every_field() {
-        let base = attestation_message(&attested());
-        assert!(base.starts_with(ATTESTATION_DOMAIN));
-        let changes: [fn(&mut Attested); 9] = [
-            |a| a.measurement[0] ^= 1,
-            |a| a.signer[0] ^= 1,
-            |a| a.boot_id[0] ^= 1,
-            |a| a.public_key[0] ^= 1,
-            |a| a.protection_bits ^= 1,
-            |a| a.host_mapped_bytes ^= 1,
-            |a| a.ram_size ^= 1,
-            |a| a.policy_bits ^= 1,
-            |a| a.enclave_flags ^= 1,
-        ];
-        for change in changes {
-            let mut a = attested();
-            change(&mut a);
-            assert_ne!(attestation_message(&a), base);
-        }
-    }
 
     #[test]
     fn aad_is_unambiguous_and_binds_purpose_owner_and_nonce() {

@@ -4,6 +4,8 @@
 //!   the system calls of the enclave's ring-0 part, and its exit codes.
 //! - [`enclave`]: the protobuf messages of the enclave's own service (`credguard.enclave.v1`).
 //! - [`wire`]: how those messages are framed on the vsock stream.
+//! - `vmm_status` (host only): what the VMM itself says about a boot of the enclave (its
+//!   protection and restarts, and the attestation it signs), served on its own vsock port.
 //!
 //! The crate is `no_std` (with `alloc`) so that the enclave links it; host code enables `std`.
 #![cfg_attr(not(feature = "std"), no_std)]
@@ -16,6 +18,8 @@ pub mod attest;
 pub mod rpc;
 #[cfg(feature = "std")]
 pub mod unix_transport;
+#[cfg(feature = "std")]
+pub mod vmm_status;
 pub mod wire;
 
 /// The public gRPC API, `credguard.v1.Lsa`, with tonic client and server.

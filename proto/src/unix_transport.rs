@@ -105,6 +105,23 @@ impl UnixTransport {
         })
     }
 
+    /// Asks the VMM at `uds_path` for its own status ([`crate::vmm_status`]): the VMM answers
+    /// the status port itself, with the encoded message and end of stream.
+    pub fn vmm_status(uds_path: &Path, timeout: Duration) -> Result<crate::vmm_status::VmmStatus, TransportError> {
+        use crate::vmm_status::{MAX_VMM_STATUS_LEN, VMM_STATUS_PORT, VmmStatus};
+        use prost::Message;
+        let mut stream = Self::connect(uds_path, VMM_STATUS_PORT, timeout)?.stream;
+        let mut bytes = Vec::new();
+        (&mut stream)
+            .take(MAX_VMM_STATUS_LEN as u64 + 1)
+            .read_to_end(&mut bytes)?;
+        if bytes.len() > MAX_VMM_STATUS_LEN {
+            return Err(TransportError::Handshake("the VMM status is too long".into()));
+        }
+        VmmStatus::decode(bytes.as_slice())
+            .map_err(|_| TransportError::Handshake("the VMM status does not decode".into()))
+    }
+
     /// A client of the enclave service over a new connection (see [`UnixTransport::connect`]).
     pub fn client(uds_path: &Path, port: u32, timeout: Duration) -> Result<UnixClient, TransportError> {
         Ok(EnclaveClient::new(Self::connect(uds_path, port, timeout)?))

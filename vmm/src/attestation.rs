@@ -9,7 +9,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use credguard_proto::attest::{self, SIGNATURE_LEN};
+use credguard_proto::attest::SIGNATURE_LEN;
+use credguard_proto::vmm_status::{self, Attested};
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use zeroize::Zeroizing;
@@ -105,9 +106,9 @@ impl AttestationKey {
         out
     }
 
-    /// Signs [`attest::attestation_message`] of `facts`.
-    pub fn sign(&self, facts: &attest::Attested) -> [u8; SIGNATURE_LEN] {
-        let message = attest::attestation_message(facts);
+    /// Signs [`vmm_status::attestation_message`] of `facts`.
+    pub fn sign(&self, facts: &Attested) -> [u8; SIGNATURE_LEN] {
+        let message = vmm_status::attestation_message(facts);
         let mut out = [0u8; SIGNATURE_LEN];
         out.copy_from_slice(self.pair.sign(&message).as_ref());
         out
@@ -132,7 +133,7 @@ mod tests {
         let pub_hex = std::fs::read_to_string(public_key_path(&path)).unwrap();
         assert_eq!(pub_hex.trim(), hex::encode(made.public_key()));
 
-        let facts = attest::Attested {
+        let facts = Attested {
             measurement: [1; 48],
             signer: [2; 16],
             boot_id: [3; 16],
@@ -142,26 +143,32 @@ mod tests {
             ram_size: 7,
             policy_bits: 0,
             enclave_flags: 0,
+            restarts: 0,
+            restart_reasons: Vec::new(),
         };
         let sig = loaded.sign(&facts);
         let verifier = UnparsedPublicKey::new(&ED25519, made.public_key());
-        assert!(verifier.verify(&attest::attestation_message(&facts), &sig).is_ok());
+        assert!(verifier.verify(&vmm_status::attestation_message(&facts), &sig).is_ok());
         // A test build, or another policy, under the same signature: does not verify.
         for other in [
-            attest::Attested {
+            Attested {
                 enclave_flags: 1,
-                ..facts
+                ..facts.clone()
             },
-            attest::Attested {
+            Attested {
                 policy_bits: 1,
-                ..facts
+                ..facts.clone()
             },
-            attest::Attested {
+            Attested {
                 protection_bits: 7,
-                ..facts
+                ..facts.clone()
+            },
+            Attested {
+                restarts: 1,
+                ..facts.clone()
             },
         ] {
-            assert!(verifier.verify(&attest::attestation_message(&other), &sig).is_err());
+            assert!(verifier.verify(&vmm_status::attestation_message(&other), &sig).is_err());
         }
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();

@@ -23,6 +23,7 @@ pub mod outcome;
 pub mod sandbox;
 pub mod sealing;
 pub mod signals;
+pub mod status_board;
 pub mod supervisor;
 pub mod vcpu;
 pub mod vm;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use credguard_proto::abi::{self, AttestState, ExitCode, exchange};
 use credguard_proto::attest;
+use credguard_proto::vmm_status::Attested;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -17,6 +18,7 @@ use crate::boot;
 use crate::devices::MmioDevice;
 use crate::devices::serial::SerialConsole;
 use crate::outcome::{BenchResult, ExitOutcome, FaultInfo};
+use crate::status_board::StatusBoard;
 
 /// Errors of vCPU thread control.
 #[derive(Debug, thiserror::Error)]
@@ -119,73 +121,82 @@ enum Step {
 }
 
 /// Handles exits that are not the vCPU's own business: devices, the exit port, guest memory.
-/// Answers the enclave's one attestation request per boot (see [`crate::attestation`]).
+/// Answers the enclave's one attestation request per boot (see [`crate::attestation`]), and
+/// records the boot and the signature on the [`StatusBoard`] that serves them to host clients.
 #[derive(Debug)]
 pub struct Attestor {
     key: Option<Arc<AttestationKey>>,
-    /// What this VMM verified and set up, as it told the enclave in the boot info.
-    facts: attest::Attested,
+    /// What this VMM verified and set up: the boot info's and the status board's facts.
+    facts: Attested,
+    board: Arc<StatusBoard>,
     answered: bool,
 }
 
 impl Attestor {
     /// Signs with `key` (none: the enclave is told there is no key) what this VMM verified and
-    /// handed over in `info`: measurement, signer, protections, RAM size and the image's policy.
-    pub fn new(key: Option<Arc<AttestationKey>>, info: &abi::BootInfo) -> Self {
+    /// handed over in `info` (measurement, signer, RAM size, the image's policy) and what only it
+    /// knows, from `board` (protections, restarts).
+    pub fn new(key: Option<Arc<AttestationKey>>, info: &abi::BootInfo, board: Arc<StatusBoard>) -> Self {
+        let vmm = board.status();
         Attestor {
             key,
-            facts: attest::Attested {
+            facts: Attested {
                 measurement: info.measurement,
                 signer: info.signer,
                 boot_id: [0; attest::BOOT_ID_LEN],
                 public_key: [0; attest::PUBLIC_KEY_LEN],
-                protection_bits: info.protection,
-                host_mapped_bytes: info.host_mapped_bytes,
+                protection_bits: vmm.protection_bits,
+                host_mapped_bytes: vmm.host_mapped_bytes,
                 ram_size: info.ram_size,
                 policy_bits: info.policy,
                 enclave_flags: 0,
+                restarts: vmm.restarts,
+                restart_reasons: vmm.restart_reasons,
             },
+            board,
             answered: false,
         }
     }
 
-    /// Reads the boot id, public key and build flags from the exchange page and writes the answer
-    /// there.
+    /// Reads the boot id, public key and build flags from the exchange page, signs them with the
+    /// VMM's facts, and writes the answer's state there.
     fn answer(&mut self, mem: &GuestMemoryMmap) -> Result<AttestState, vm_memory::GuestMemoryError> {
-        let page = abi::EXCHANGE_GPA;
-        let state = if self.answered {
+        if self.answered {
             // One per boot: a second request would let a compromised guest have other keys
             // signed as this boot's.
-            AttestState::Refused
-        } else if let Some(key) = &self.key {
-            let mut facts = self.facts;
-            mem.read_slice(&mut facts.boot_id, GuestAddress(page + exchange::ATTEST_BOOT_ID as u64))?;
-            mem.read_slice(
-                &mut facts.public_key,
-                GuestAddress(page + exchange::ATTEST_PUBLIC_KEY as u64),
-            )?;
-            facts.enclave_flags = mem.read_obj(GuestAddress(page + exchange::ATTEST_ENCLAVE_FLAGS as u64))?;
-            let signature = key.sign(&facts);
-            mem.write_slice(&signature, GuestAddress(page + exchange::ATTEST_SIGNATURE as u64))?;
+            mem.write_obj(AttestState::Refused as u64, exchange_field(exchange::ATTEST_STATE))?;
+            return Ok(AttestState::Refused);
+        }
+        self.answered = true;
+        let facts = &mut self.facts;
+        mem.read_slice(&mut facts.boot_id, exchange_field(exchange::ATTEST_BOOT_ID))?;
+        mem.read_slice(&mut facts.public_key, exchange_field(exchange::ATTEST_PUBLIC_KEY))?;
+        facts.enclave_flags = mem.read_obj(exchange_field(exchange::ATTEST_ENCLAVE_FLAGS))?;
+        let signature = self.key.as_ref().map(|key| key.sign(facts));
+        self.board.record_attestation(&facts.boot_id, signature.as_ref());
+        let state = if signature.is_some() {
             tracing::info!(
                 "attested enclave boot {}: sealing key {}",
                 hex::encode(facts.boot_id),
                 hex::encode(facts.public_key)
             );
-            if facts.enclave_flags & abi::enclave_flags::TEST_BUILD != 0 {
-                tracing::warn!(
-                    "the enclave is a TEST build (fault injection and benchmark modes compiled in); its attestation \
-                     says so, and clients refuse to seal secrets to it unless told otherwise"
-                );
-            }
             AttestState::Signed
         } else {
             AttestState::NoKey
         };
-        self.answered = true;
-        mem.write_obj(state as u64, GuestAddress(page + exchange::ATTEST_STATE as u64))?;
+        if facts.enclave_flags & abi::enclave_flags::TEST_BUILD != 0 {
+            tracing::warn!(
+                "the enclave is a TEST build (fault injection and benchmark modes compiled in); its attestation \
+                 says so, and clients refuse to seal secrets to it unless told otherwise"
+            );
+        }
+        mem.write_obj(state as u64, exchange_field(exchange::ATTEST_STATE))?;
         Ok(state)
     }
+}
+
+fn exchange_field(offset: usize) -> GuestAddress {
+    GuestAddress(abi::EXCHANGE_GPA + offset as u64)
 }
 
 struct ExitHandler {

@@ -24,6 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use credguard_proto::abi::{self, BootInfo, BootMode, MEASUREMENT_LEN};
+use credguard_proto::vmm_status;
 use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
 use virtio_bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY;
 use vm_memory::GuestMemoryMmap;
@@ -31,13 +32,14 @@ use vm_memory::GuestMemoryMmap;
 use crate::attestation::AttestationKey;
 use crate::boot::{self, BootError, CpuProtection};
 use crate::devices::MmioDevice;
-use crate::devices::virtio::{VirtioMmioVsock, VsockConfig, VsockError, create_vsock_device};
+use crate::devices::virtio::{HostAnsweredPort, VirtioMmioVsock, VsockConfig, VsockError, create_vsock_device};
 use crate::doorbell::{Doorbell, DoorbellError};
 use crate::interrupts::{self, InterruptError};
 use crate::memory::{self, Backing, GuestRam, Locking, MemoryError};
 use crate::outcome::ExitOutcome;
 use crate::sandbox::{self, SandboxError, ThreadFilter, ThreadRole};
 use crate::sealing::SealingSecret;
+use crate::status_board::StatusBoard;
 use crate::vcpu::{self, Attestor, Vcpu, VcpuControl, VcpuError};
 
 /// How often a waiter re-sends a lost stop kick (see [`VcpuControl::request_stop`]).
@@ -300,11 +302,6 @@ impl Enclave {
             *image.measurement(),
         )
         .with_signer(image.signer)
-        .with_protection(protection.bits, protection.host_mapped_bytes)
-        .with_restarts(
-            config.restart_count,
-            &config.restart_reasons.iter().map(String::as_str).collect::<Vec<_>>(),
-        )
         .with_upgrade_from(&config.upgrade_from)
         .with_policy(image.policy);
         boot::write_boot_tables(&mem, &info, &layout.segments, cpu)?;
@@ -325,8 +322,19 @@ impl Enclave {
         boot::setup_registers(&vcpu_fd, entry, cpu)?;
         interrupts::enable_lapic(&vcpu_fd)?;
 
+        let status_board = Arc::new(StatusBoard::new(
+            &protection,
+            config.restart_count,
+            &config.restart_reasons,
+        ));
         let vsock = match &config.vsock_socket {
-            Some(path) => Some(attach_vsock(&vm, ram.window_view()?, path, vsock_filter)?),
+            Some(path) => Some(attach_vsock(
+                &vm,
+                ram.window_view()?,
+                path,
+                vsock_filter,
+                status_board.clone(),
+            )?),
             None => None,
         };
         let doorbell = match config.boot_mode {
@@ -342,7 +350,7 @@ impl Enclave {
         let vsock_mmio = vsock
             .as_ref()
             .map(|v| v.transport.clone() as Arc<Mutex<dyn MmioDevice>>);
-        let attestor = Attestor::new(config.attestation_key.clone(), &info);
+        let attestor = Attestor::new(config.attestation_key.clone(), &info, status_board.clone());
         let vcpu = Vcpu::new(vcpu_fd, mem.clone(), vsock_mmio, tsc_khz, control.clone(), attestor);
         let (outcome_tx, outcome_rx) = mpsc::channel();
         let vcpu_thread = std::thread::Builder::new()
@@ -374,6 +382,7 @@ impl Enclave {
             tsc_khz,
             vsock_socket: config.vsock_socket.clone(),
             protection,
+            status_board,
             sandbox: config.sandbox,
             _mem: mem,
             _vm: vm,
@@ -382,10 +391,10 @@ impl Enclave {
     }
 }
 
-/// Which protections are in force for an enclave, as handed to it in its boot info.
+/// Which protections are in force for an enclave, as the VMM reports them (its status port).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Protection {
-    /// [`abi::protection`] bits.
+    /// [`vmm_status::protection`] bits.
     pub bits: u64,
     /// Bytes of guest RAM mapped in the VMM.
     pub host_mapped_bytes: u64,
@@ -395,7 +404,7 @@ pub struct Protection {
 
 impl Protection {
     fn of(ram: &GuestRam, sandbox: bool, cpu: CpuProtection) -> Self {
-        use abi::protection::*;
+        use vmm_status::protection::*;
         // The page tables are always built W^X from the image's segments (boot::image_layout).
         let mut bits = KNOWN | W_XOR_X;
         if cpu.smep {
@@ -435,17 +444,19 @@ impl Protection {
 
     /// One line, e.g. "guest_memfd, 2.16 of 16.00 MiB mapped in the VMM, mlocked, ...".
     pub fn describe(&self) -> String {
-        abi::describe_protection(self.bits, self.host_mapped_bytes, self.ram_size)
+        vmm_status::describe_protection(self.bits, self.host_mapped_bytes, self.ram_size)
     }
 }
 
 /// Creates the vsock device and wires its queue notifications and interrupt into KVM.
-/// The device sees only the DMA window (`mem`): descriptors pointing elsewhere are refused.
+/// The device sees only the DMA window (`mem`): descriptors pointing elsewhere are refused. The
+/// VMM's status port answers from `status_board`.
 fn attach_vsock(
     vm: &VmFd,
     mem: GuestMemoryMmap,
     path: &Path,
     filter: Option<ThreadFilter>,
+    status_board: Arc<StatusBoard>,
 ) -> Result<VirtioMmioVsock, VmError> {
     let device = create_vsock_device(
         mem,
@@ -453,6 +464,10 @@ fn attach_vsock(
             guest_cid: abi::GUEST_CID,
             uds_path: path.into(),
             filter,
+            host_answered: Some(HostAnsweredPort {
+                port: vmm_status::VMM_STATUS_PORT,
+                answer: Arc::new(move || status_board.encoded()),
+            }),
         },
     )?;
     let notify = IoEventAddress::Mmio(abi::VSOCK_MMIO_GPA + u64::from(VIRTIO_MMIO_QUEUE_NOTIFY));
@@ -493,6 +508,7 @@ pub struct RunningEnclave {
     tsc_khz: u64,
     vsock_socket: Option<PathBuf>,
     protection: Protection,
+    status_board: Arc<StatusBoard>,
     sandbox: bool,
     // Kept for as long as the VM exists: the memory slot points into it, and the ioeventfd and
     // irqfd registrations live as long as the VM fd.
@@ -535,9 +551,14 @@ impl RunningEnclave {
         self.vsock_socket.as_deref()
     }
 
-    /// Which protections are in force (also in the start-up log and the enclave's `Status`).
+    /// Which protections are in force (also in the start-up log and the VMM's status).
     pub fn protection(&self) -> &Protection {
         &self.protection
+    }
+
+    /// What the VMM reports on its status port about this launch, as it is now.
+    pub fn vmm_status(&self) -> credguard_proto::vmm_status::VmmStatus {
+        self.status_board.status()
     }
 
     /// The seccomp filter for one of the caller's threads (the signal watcher, the main

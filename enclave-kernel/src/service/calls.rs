@@ -5,7 +5,6 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use credguard_proto::abi;
 use credguard_proto::attest::{Owner, SealPurpose, SealedNames};
 use credguard_proto::enclave::{
     AuditRecord, EnclaveServer, IssueSealingNonceReply, IssueSealingNonceRequest, KerberosAsReply, KerberosAsRequest,
@@ -159,15 +158,8 @@ impl<R: TryCryptoRng> Service<R> {
             boot_id: self.boot_id.to_vec(),
             signer: hex(&self.identity.signer),
             sessions: self.credentials.len() as u64,
-            protection: abi::describe_protection(facts.protection_bits, facts.host_mapped_bytes, facts.ram_size),
             sealing_public_key: self.sealing.public_key().to_vec(),
-            attestation_signature: self.sealing.attestation().to_vec(),
-            restarts: self.restarts,
-            restart_reasons: self.restart_reasons.clone(),
             vault_ready: self.vault.is_some(),
-            protection_bits: facts.protection_bits,
-            host_mapped_bytes: facts.host_mapped_bytes,
-            ram_size: facts.ram_size,
             policy_bits: facts.policy_bits,
             enclave_flags: ENCLAVE_FLAGS,
         }

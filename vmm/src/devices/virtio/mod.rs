@@ -21,7 +21,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 pub use mmio::{MmioDevice, MmioTransport};
-pub use vsock::{VirtioMmioVsock, VsockConfig, VsockError, create_vsock_device};
+pub use vsock::{HostAnsweredPort, VirtioMmioVsock, VsockConfig, VsockError, create_vsock_device};
 
 /// Raises the device's interrupt: sets a bit of the transport's `InterruptStatus` register and
 /// signals the irq [`EventFd`] (a KVM irqfd, edge-triggered).

@@ -33,7 +33,7 @@ use super::connection::{
     CONN_BUF_SIZE, Connection, HEADER_SIZE, Header, ReadOutcome, State, append_wiping, clear_wiping, wipe,
 };
 use super::proto::*;
-use super::{Command, EVENT_QUEUE, HOST_CID, MAX_CONNECTIONS, RX_QUEUE, TX_QUEUE, VsockError, unix};
+use super::{Command, EVENT_QUEUE, HOST_CID, HostAnsweredPort, MAX_CONNECTIONS, RX_QUEUE, TX_QUEUE, VsockError, unix};
 use crate::devices::virtio::IrqTrigger;
 
 /// Largest packet payload accepted from the guest, and largest data buffer we fill.
@@ -89,6 +89,7 @@ pub(crate) struct Worker {
     tx_stalled: Option<u32>,
     rr_last: u32,
     scratch: Vec<u8>,
+    host_answered: Option<HostAnsweredPort>,
 }
 
 impl Worker {
@@ -99,6 +100,7 @@ impl Worker {
         listener: UnixListener,
         fds: WorkerFds,
         commands: mpsc::Receiver<Command>,
+        host_answered: Option<HostAnsweredPort>,
     ) -> Result<Self, VsockError> {
         let sys = |what, source| VsockError::Sys { what, source };
         let epoll = Epoll::new().map_err(|e| sys("epoll", e))?;
@@ -127,6 +129,7 @@ impl Worker {
             tx_stalled: None,
             rr_last: 0,
             scratch: vec![0; MAX_PKT_DATA as usize],
+            host_answered,
         })
     }
 
@@ -299,11 +302,38 @@ impl Worker {
         }
         if events & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
             match conn.read_client(&mut self.scratch) {
-                ReadOutcome::Nothing | ReadOutcome::Progress => {}
+                ReadOutcome::Nothing | ReadOutcome::Progress => {
+                    if self.answer_host_port(port) {
+                        return;
+                    }
+                }
                 ReadOutcome::Gone | ReadOutcome::BadLine => self.drop_conn(port, true),
             }
         }
         self.after_flush(port);
+    }
+
+    /// Answers a client whose `CONNECT` line named the port the VMM answers itself, and closes
+    /// it; true if it did. The guest never hears of the connection.
+    fn answer_host_port(&mut self, port: u32) -> bool {
+        let Some(answered) = &self.host_answered else {
+            return false;
+        };
+        let Some(conn) = self.conns.get(&port) else {
+            return false;
+        };
+        if !matches!(conn.state, State::Connecting) || conn.guest_port != answered.port {
+            return false;
+        }
+        let mut reply = unix::ok_line(answered.port);
+        reply.extend((answered.answer)());
+        // A fresh socket's send buffer takes the small reply whole; a client that does not read
+        // it loses only its own answer.
+        if let Err(e) = std::io::Write::write_all(&mut &conn.stream, &reply) {
+            tracing::debug!("vsock: client {port}: cannot answer port {}: {e}", answered.port);
+        }
+        self.drop_conn(port, false);
+        true
     }
 
     /// Drops a connection; if the guest knows it and `rst`, tells the guest with an `OP_RST`.

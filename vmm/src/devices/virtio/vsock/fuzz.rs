@@ -79,6 +79,7 @@ impl Harness {
                 ],
             },
             rx,
+            None,
         )
         .ok()?;
         let device = VsockDevice {

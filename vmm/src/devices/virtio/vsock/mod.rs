@@ -86,6 +86,29 @@ pub struct VsockConfig {
     pub uds_path: PathBuf,
     /// The worker thread's seccomp allow-list, installed before its event loop (`None`: none).
     pub filter: Option<crate::sandbox::ThreadFilter>,
+    /// A port the VMM answers itself (its status port), if any.
+    pub host_answered: Option<HostAnsweredPort>,
+}
+
+/// A port the VMM answers itself on the host side of the socket, never forwarded to the guest (so
+/// the guest cannot answer in its place): a client that sends `CONNECT <port>` reads `OK <port>`,
+/// the bytes `answer` returns, and end of stream. Nothing the client sends is read beyond the
+/// line. Used for the VMM's status (`credguard_proto::vmm_status::VMM_STATUS_PORT`).
+#[derive(Clone)]
+pub struct HostAnsweredPort {
+    /// The port.
+    pub port: u32,
+    /// What a client reads after the `OK` line: small (it is written at once, without waiting
+    /// for the client to read).
+    pub answer: Arc<dyn Fn() -> Vec<u8> + Send + Sync>,
+}
+
+impl std::fmt::Debug for HostAnsweredPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostAnsweredPort")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Errors of the vsock device.
@@ -269,7 +292,7 @@ pub fn create_vsock_device(mem: GuestMemoryMmap, config: VsockConfig) -> Result<
         path: path.clone(),
         source,
     })?;
-    match start(mem, cid, listener, path.clone(), config.filter) {
+    match start(mem, cid, listener, path.clone(), config.filter, config.host_answered) {
         Ok(dev) => Ok(dev),
         Err(e) => {
             let _ = std::fs::remove_file(&path);
@@ -285,6 +308,7 @@ fn start(
     listener: UnixListener,
     path: PathBuf,
     filter: Option<crate::sandbox::ThreadFilter>,
+    host_answered: Option<HostAnsweredPort>,
 ) -> Result<VirtioMmioVsock, VsockError> {
     sys("listener", listener.set_nonblocking(true))?;
     let irq_evt = sys("irq eventfd", EventFd::new(EFD_NONBLOCK))?;
@@ -309,6 +333,7 @@ fn start(
             notify: [dup(&notify[0])?, dup(&notify[1])?, dup(&notify[2])?],
         },
         rx,
+        host_answered,
     )?;
     let mmio_evts = notify.iter().map(dup).collect::<Result<Vec<_>, _>>()?;
     let thread = std::thread::Builder::new()

@@ -82,6 +82,15 @@ impl Guest {
     /// A device that sees only guest memory below `limit` (as the VMM's device sees only the DMA
     /// window), while the test's driver writes anywhere.
     fn with_device_view(limit: usize) -> Self {
+        Self::build(limit, None)
+    }
+
+    /// A device whose host side answers `answered` itself.
+    fn with_host_answered(answered: HostAnsweredPort) -> Self {
+        Self::build(MEM_SIZE, Some(answered))
+    }
+
+    fn build(limit: usize, host_answered: Option<HostAnsweredPort>) -> Self {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
         let view = if limit == MEM_SIZE {
             mem.clone()
@@ -110,6 +119,7 @@ impl Guest {
                 guest_cid: GUEST_CID,
                 filter: None,
                 uds_path: socket_path(),
+                host_answered,
             },
         )
         .unwrap();
@@ -532,6 +542,28 @@ fn host_connect_and_data_both_ways() {
 }
 
 const ENCLAVE_PORT: u32 = 7000;
+
+#[test]
+fn the_vmm_answers_its_own_port_and_the_guest_never_hears_of_it() {
+    let mut g = Guest::with_host_answered(HostAnsweredPort {
+        port: 4242,
+        answer: Arc::new(|| b"vmm facts".to_vec()),
+    });
+    g.setup();
+    g.post_rx_buffers();
+    let mut c = g.client();
+    c.write_all(b"CONNECT 4242\nanything after the line is ignored")
+        .unwrap();
+    assert_eq!(read_line(&mut c), "OK 4242\n");
+    assert_eq!(read_exact_from(&mut c, 9), b"vmm facts");
+    assert_eof(&mut c);
+    g.expect_no_rx(200);
+    // Every other port still reaches the guest.
+    let (mut c, host_port) = g.connect(ENCLAVE_PORT, 4096);
+    c.write_all(b"x").unwrap();
+    let (h, data) = g.recv();
+    assert_eq!((h.op, h.src_port, data.as_slice()), (OP_RW, host_port, &b"x"[..]));
+}
 
 #[test]
 fn client_connecting_before_the_driver_is_served_after_driver_ok() {
