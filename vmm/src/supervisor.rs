@@ -166,8 +166,7 @@ pub fn run(config: SupervisorConfig) -> Result<u8, SupervisorError> {
     spawn_signal_thread(tx.clone())?;
     let mut reasons: VecDeque<String> = VecDeque::new();
     let mut restarts: u64 = 0;
-    let mut recent: VecDeque<Instant> = VecDeque::new();
-    let mut quick_failures: u32 = 0;
+    let mut budget = RestartBudget::new(config.policy);
     for boot in 0u64.. {
         let worker = spawn_worker(&config, boot, restarts, &reasons, tx.clone())?;
         tracing::info!(pid = worker.pid, boot, restarts, "enclave worker started");
@@ -180,79 +179,26 @@ pub fn run(config: SupervisorConfig) -> Result<u8, SupervisorError> {
             }
             None => None,
         };
-        let mut hang: Option<String> = None;
-        let (status, reported) = loop {
-            match rx.recv() {
-                Ok(Event::Signal(name)) => {
-                    tracing::info!("{name} received, stopping the enclave worker");
-                    drop(watchdog);
-                    stop_worker(&worker, &rx);
-                    return Ok(0);
-                }
-                Ok(Event::Hung { boot: b, reason }) if b == boot && hang.is_none() => {
-                    tracing::error!(pid = worker.pid, "{reason}; killing the enclave worker");
-                    worker.signal(libc::SIGKILL);
-                    hang = Some(reason);
-                }
-                Ok(Event::Exited {
-                    boot: b,
-                    status,
-                    reason,
-                }) if b == boot => break (status, reason),
-                // Late news about an earlier worker.
-                Ok(_) => {}
-                Err(_) => {
-                    return Err(SupervisorError::Sys {
-                        what: "the supervisor's event channel",
-                        source: io::Error::other("closed"),
-                    });
-                }
-            }
-        };
+        let end = wait_for_worker(&worker, boot, &rx);
         drop(watchdog);
-        let reason = match (hang, &status) {
-            (Some(reason), _) => reason,
-            (None, Ok(s)) if s.code() == Some(0) => {
-                tracing::info!("the enclave stopped cleanly; not restarting");
+        let reason = match end? {
+            WorkerEnd::Signalled => {
+                stop_worker(&worker, &rx);
                 return Ok(0);
             }
-            (None, Ok(s)) if s.code() == Some(i32::from(EXIT_REFUSED)) => {
-                tracing::error!("the enclave worker refused the image or the configuration; not restarting");
-                return Ok(EXIT_REFUSED);
-            }
-            (None, Ok(s)) if s.signal() == Some(libc::SIGSYS) => {
-                tracing::error!(
-                    "the enclave worker was killed by seccomp (SIGSYS): a VMM bug or an attack; not restarting"
-                );
-                die_like_worker(libc::SIGSYS);
-            }
-            (None, Ok(s)) => reported.unwrap_or_else(|| describe_exit(*s)),
-            (None, Err(e)) => format!("lost the enclave worker: {e}"),
+            WorkerEnd::Ended { hang, status, reported } => match restart_reason(hang, &status, reported) {
+                Ok(reason) => reason,
+                Err(exit_code) => return Ok(exit_code),
+            },
         };
-
-        // Storm control: at most `max_restarts` in any `window`, then let systemd decide.
-        let now = Instant::now();
-        while recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > config.policy.window)
-        {
-            recent.pop_front();
-        }
-        if recent.len() >= config.policy.max_restarts as usize {
+        let Some(delay) = budget.admit(worker.started) else {
             tracing::error!(
                 "{reason}; {} restarts within {} s already: giving up (exit 1) so that the service manager takes over",
-                recent.len(),
+                config.policy.max_restarts,
                 config.policy.window.as_secs()
             );
             return Ok(EXIT_ENCLAVE_FAILED);
-        }
-        recent.push_back(now);
-        quick_failures = if worker.started.elapsed() < HEALTHY_UPTIME {
-            quick_failures.saturating_add(1)
-        } else {
-            1
         };
-        let delay = backoff(quick_failures);
         restarts += 1;
         tracing::error!(
             restart = restarts,
@@ -263,21 +209,145 @@ pub fn run(config: SupervisorConfig) -> Result<u8, SupervisorError> {
         while reasons.len() > KEPT_REASONS {
             reasons.pop_front();
         }
-        // Wait out the backoff, still answering SIGTERM/SIGINT.
-        let until = Instant::now() + delay;
-        loop {
-            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                Ok(Event::Signal(name)) => {
-                    tracing::info!("{name} received while restarting; exiting");
-                    return Ok(0);
-                }
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
+        if !wait_out_backoff(&rx, delay) {
+            return Ok(0);
         }
     }
     Ok(EXIT_ENCLAVE_FAILED)
+}
+
+/// How a worker's boot ended, as the supervisor saw it.
+enum WorkerEnd {
+    /// SIGTERM/SIGINT reached the supervisor: stop, do not restart.
+    Signalled,
+    /// The worker exited (or was killed for hanging, `hang` saying why).
+    Ended {
+        hang: Option<String>,
+        status: io::Result<ExitStatus>,
+        reported: Option<String>,
+    },
+}
+
+/// Waits for the end of `worker` (boot `boot`), killing it if the watchdog says it hangs.
+fn wait_for_worker(worker: &Worker, boot: u64, rx: &mpsc::Receiver<Event>) -> Result<WorkerEnd, SupervisorError> {
+    let mut hang: Option<String> = None;
+    loop {
+        match rx.recv() {
+            Ok(Event::Signal(name)) => {
+                tracing::info!("{name} received, stopping the enclave worker");
+                return Ok(WorkerEnd::Signalled);
+            }
+            Ok(Event::Hung { boot: b, reason }) if b == boot && hang.is_none() => {
+                tracing::error!(pid = worker.pid, "{reason}; killing the enclave worker");
+                worker.signal(libc::SIGKILL);
+                hang = Some(reason);
+            }
+            Ok(Event::Exited {
+                boot: b,
+                status,
+                reason,
+            }) if b == boot => {
+                return Ok(WorkerEnd::Ended {
+                    hang,
+                    status,
+                    reported: reason,
+                });
+            }
+            // Late news about an earlier worker.
+            Ok(_) => {}
+            Err(_) => {
+                return Err(SupervisorError::Sys {
+                    what: "the supervisor's event channel",
+                    source: io::Error::other("closed"),
+                });
+            }
+        }
+    }
+}
+
+/// Why the enclave is restarted, or the supervisor's exit code when it must not be: a clean
+/// stop, a refused image or configuration. A worker killed by seccomp takes the supervisor down
+/// the same way (a VMM bug or an attack is no reason to try again).
+fn restart_reason(
+    hang: Option<String>,
+    status: &io::Result<ExitStatus>,
+    reported: Option<String>,
+) -> Result<String, u8> {
+    match (hang, status) {
+        (Some(reason), _) => Ok(reason),
+        (None, Ok(s)) if s.code() == Some(0) => {
+            tracing::info!("the enclave stopped cleanly; not restarting");
+            Err(0)
+        }
+        (None, Ok(s)) if s.code() == Some(i32::from(EXIT_REFUSED)) => {
+            tracing::error!("the enclave worker refused the image or the configuration; not restarting");
+            Err(EXIT_REFUSED)
+        }
+        (None, Ok(s)) if s.signal() == Some(libc::SIGSYS) => {
+            tracing::error!(
+                "the enclave worker was killed by seccomp (SIGSYS): a VMM bug or an attack; not restarting"
+            );
+            die_like_worker(libc::SIGSYS);
+        }
+        (None, Ok(s)) => Ok(reported.unwrap_or_else(|| describe_exit(*s))),
+        (None, Err(e)) => Ok(format!("lost the enclave worker: {e}")),
+    }
+}
+
+/// Storm control: at most `max_restarts` in any `window`, then the service manager decides; a
+/// worker that failed soon after starting waits longer each time ([`backoff`]).
+struct RestartBudget {
+    policy: RestartPolicy,
+    recent: VecDeque<Instant>,
+    quick_failures: u32,
+}
+
+impl RestartBudget {
+    fn new(policy: RestartPolicy) -> Self {
+        RestartBudget {
+            policy,
+            recent: VecDeque::new(),
+            quick_failures: 0,
+        }
+    }
+
+    /// The delay before the next restart of a worker started at `started`, or `None` when the
+    /// budget is spent.
+    fn admit(&mut self, started: Instant) -> Option<Duration> {
+        let now = Instant::now();
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.policy.window)
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.len() >= self.policy.max_restarts as usize {
+            return None;
+        }
+        self.recent.push_back(now);
+        self.quick_failures = if started.elapsed() < HEALTHY_UPTIME {
+            self.quick_failures.saturating_add(1)
+        } else {
+            1
+        };
+        Some(backoff(self.quick_failures))
+    }
+}
+
+/// Waits `delay`, still answering SIGTERM/SIGINT; false if one came (exit instead).
+fn wait_out_backoff(rx: &mpsc::Receiver<Event>, delay: Duration) -> bool {
+    let until = Instant::now() + delay;
+    loop {
+        match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            Ok(Event::Signal(name)) => {
+                tracing::info!("{name} received while restarting; exiting");
+                return false;
+            }
+            Ok(_) => {}
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => return true,
+        }
+    }
 }
 
 /// The delay before restart number `quick_failures` of a worker that keeps failing at once: none

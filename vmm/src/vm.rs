@@ -243,38 +243,16 @@ impl Enclave {
     /// at once; the enclave's service accepts the connection once it has booted.
     pub fn launch(config: EnclaveConfig) -> Result<RunningEnclave, VmError> {
         let started = Instant::now();
-        let ram_size = config.ram_size;
-        abi::check_ram_size(ram_size).map_err(|_| VmError::RamSize(ram_size))?;
+        abi::check_ram_size(config.ram_size).map_err(|_| VmError::RamSize(config.ram_size))?;
         vcpu::install_kick_handler()?;
-
-        let image = &config.image;
-        let layout = boot::image_layout(image.bytes())?;
-        let image_end = layout.end;
+        let layout = boot::image_layout(config.image.bytes())?;
 
         let kvm = Kvm::new().map_err(kvm_err("opening /dev/kvm"))?;
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
-        if config.require_hidden_memory && !memory::guest_memfd_supported(&vm) {
-            return Err(VmError::HiddenMemoryUnavailable);
-        }
         // Declared before every view of it, so it is dropped after them on an early return.
-        let ram = GuestRam::new(&vm, ram_size, image_end)?;
-        if config.require_hidden_memory && ram.mapped_bytes() >= ram.size() {
-            // KVM offered guest_memfd but refused to make one (logged by GuestRam::new).
-            return Err(VmError::HiddenMemoryUnavailable);
-        }
+        let ram = guest_ram(&vm, &config, layout.end)?;
         let mem = ram.vmm_view()?;
-        let filter = |role| -> Result<Option<ThreadFilter>, VmError> {
-            Ok(if config.sandbox {
-                Some(ThreadFilter::new(role, ram.host_range())?)
-            } else {
-                None
-            })
-        };
-        let (vcpu_filter, vsock_filter, doorbell_filter) = (
-            filter(ThreadRole::Vcpu)?,
-            filter(ThreadRole::Vsock)?,
-            filter(ThreadRole::Doorbell)?,
-        );
+        let filters = ThreadFilters::new(&config, &ram)?;
         if config.sandbox {
             sandbox::harden_process()?;
         }
@@ -284,41 +262,10 @@ impl Enclave {
         let vcpu_fd = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
         let cpu = boot::setup_cpuid(&kvm, &vcpu_fd, config.force_smep_smap)?;
         let protection = Protection::of(&ram, config.sandbox, cpu);
-        let tsc_khz = match vcpu_fd.get_tsc_khz() {
-            Ok(khz) => u64::from(khz),
-            Err(e) => {
-                tracing::warn!("KVM does not know the TSC frequency ({e}); the enclave gets 0");
-                0
-            }
-        };
-
-        let entry = boot::load_image(&mem, image.bytes())?;
-        let info = BootInfo::new(
-            ram_size,
-            tsc_khz,
-            config.boot_mode,
-            config.mode_arg,
-            image.bytes().len() as u64,
-            *image.measurement(),
-        )
-        .with_signer(image.signer)
-        .with_upgrade_from(&config.upgrade_from)
-        .with_policy(image.policy);
-        boot::write_boot_tables(&mem, &info, &layout.segments, cpu)?;
-        if let Some(secret) = &config.sealing_secret {
-            // Keys for exactly the image just verified and the earlier images its signed manifest
-            // allows (the same list, in the same order, as the boot info's upgrade_from).
-            let own = secret.vault_key(image.measurement());
-            let upgrade: Vec<_> = info.upgrade_from().iter().map(|m| secret.vault_key(m)).collect();
-            boot::hand_over_vault_keys(&mem, &own, &upgrade)?;
-        }
-        // An upgrade allowance is a decision of the signing key's holder: say it at every boot.
-        for m in config.upgrade_from.iter().take(abi::MAX_UPGRADE_FROM) {
-            tracing::info!(
-                earlier_measurement = %hex::encode(m),
-                "this image's signed manifest lets it open and re-seal the vault of an earlier image"
-            );
-        }
+        let tsc_khz = tsc_khz(&vcpu_fd);
+        let entry = boot::load_image(&mem, config.image.bytes())?;
+        let info = boot_info(&config, tsc_khz);
+        write_boot_state(&mem, &config, &info, &layout.segments, cpu)?;
         boot::setup_registers(&vcpu_fd, entry, cpu)?;
         interrupts::enable_lapic(&vcpu_fd)?;
 
@@ -332,13 +279,13 @@ impl Enclave {
                 &vm,
                 ram.window_view()?,
                 path,
-                vsock_filter,
+                filters.vsock,
                 status_board.clone(),
             )?),
             None => None,
         };
         let doorbell = match config.boot_mode {
-            BootMode::DoorbellBench => Some(Doorbell::start(&vm, doorbell_filter)?),
+            BootMode::DoorbellBench => Some(Doorbell::start(&vm, filters.doorbell)?),
             BootMode::Service
             | BootMode::PanicSelfTest
             | BootMode::ServicePanicAfter
@@ -352,21 +299,7 @@ impl Enclave {
             .map(|v| v.transport.clone() as Arc<Mutex<dyn MmioDevice>>);
         let attestor = Attestor::new(config.attestation_key.clone(), &info, status_board.clone());
         let vcpu = Vcpu::new(vcpu_fd, mem.clone(), vsock_mmio, tsc_khz, control.clone(), attestor);
-        let (outcome_tx, outcome_rx) = mpsc::channel();
-        let vcpu_thread = std::thread::Builder::new()
-            .name("vcpu0".into())
-            .spawn(move || {
-                if let Some(filter) = vcpu_filter
-                    && let Err(e) = filter.apply()
-                {
-                    let _ = outcome_tx.send(ExitOutcome::Unexpected(e.to_string()));
-                    return;
-                }
-                let outcome = vcpu.run();
-                // The receiver is gone only if the RunningEnclave was leaked; nobody to tell.
-                let _ = outcome_tx.send(outcome);
-            })
-            .map_err(VmError::Spawn)?;
+        let (vcpu_thread, outcome_rx) = spawn_vcpu(vcpu, filters.vcpu)?;
         tracing::debug!("enclave launched in {:?}", started.elapsed());
         tracing::debug!("guest memory protection: {}", protection.describe());
 
@@ -377,8 +310,8 @@ impl Enclave {
             vsock,
             doorbell,
             outcome: None,
-            measurement: *image.measurement(),
-            ram_size,
+            measurement: *config.image.measurement(),
+            ram_size: config.ram_size,
             tsc_khz,
             vsock_socket: config.vsock_socket.clone(),
             protection,
@@ -389,6 +322,123 @@ impl Enclave {
             ram,
         })
     }
+}
+
+/// Guest RAM for `config`, mapped by the VMM up to `image_end` only where guest_memfd allows;
+/// refused if hidden memory is required and KVM cannot give it.
+fn guest_ram(vm: &VmFd, config: &EnclaveConfig, image_end: u64) -> Result<GuestRam, VmError> {
+    if config.require_hidden_memory && !memory::guest_memfd_supported(vm) {
+        return Err(VmError::HiddenMemoryUnavailable);
+    }
+    let ram = GuestRam::new(vm, config.ram_size, image_end)?;
+    if config.require_hidden_memory && ram.mapped_bytes() >= ram.size() {
+        // KVM offered guest_memfd but refused to make one (logged by GuestRam::new).
+        return Err(VmError::HiddenMemoryUnavailable);
+    }
+    Ok(ram)
+}
+
+/// The seccomp allow-lists of the launch's threads (none without the sandbox), made before the
+/// process is hardened: each thread installs its own before it runs guest-facing code.
+struct ThreadFilters {
+    vcpu: Option<ThreadFilter>,
+    vsock: Option<ThreadFilter>,
+    doorbell: Option<ThreadFilter>,
+}
+
+impl ThreadFilters {
+    fn new(config: &EnclaveConfig, ram: &GuestRam) -> Result<Self, VmError> {
+        let filter = |role| -> Result<Option<ThreadFilter>, VmError> {
+            Ok(if config.sandbox {
+                Some(ThreadFilter::new(role, ram.host_range())?)
+            } else {
+                None
+            })
+        };
+        Ok(ThreadFilters {
+            vcpu: filter(ThreadRole::Vcpu)?,
+            vsock: filter(ThreadRole::Vsock)?,
+            doorbell: filter(ThreadRole::Doorbell)?,
+        })
+    }
+}
+
+/// The TSC frequency KVM gives the vCPU, for the enclave's clock (0 if KVM does not know it).
+fn tsc_khz(vcpu_fd: &kvm_ioctls::VcpuFd) -> u64 {
+    match vcpu_fd.get_tsc_khz() {
+        Ok(khz) => u64::from(khz),
+        Err(e) => {
+            tracing::warn!("KVM does not know the TSC frequency ({e}); the enclave gets 0");
+            0
+        }
+    }
+}
+
+/// What the enclave is told at boot: its memory, mode, the image it was verified as, and the
+/// image's signed manifest (earlier images whose vault it may open, policy).
+fn boot_info(config: &EnclaveConfig, tsc_khz: u64) -> BootInfo {
+    let image = &config.image;
+    BootInfo::new(
+        config.ram_size,
+        tsc_khz,
+        config.boot_mode,
+        config.mode_arg,
+        image.bytes().len() as u64,
+        *image.measurement(),
+    )
+    .with_signer(image.signer)
+    .with_upgrade_from(&config.upgrade_from)
+    .with_policy(image.policy)
+}
+
+/// Writes the boot tables and boot info, and hands over the vault keys (if the VMM has a sealing
+/// secret).
+fn write_boot_state(
+    mem: &GuestMemoryMmap,
+    config: &EnclaveConfig,
+    info: &BootInfo,
+    segments: &[abi::ImageSegment],
+    cpu: CpuProtection,
+) -> Result<(), VmError> {
+    boot::write_boot_tables(mem, info, segments, cpu)?;
+    if let Some(secret) = &config.sealing_secret {
+        // Keys for exactly the image just verified and the earlier images its signed manifest
+        // allows (the same list, in the same order, as the boot info's upgrade_from).
+        let own = secret.vault_key(config.image.measurement());
+        let upgrade: Vec<_> = info.upgrade_from().iter().map(|m| secret.vault_key(m)).collect();
+        boot::hand_over_vault_keys(mem, &own, &upgrade)?;
+    }
+    // An upgrade allowance is a decision of the signing key's holder: say it at every boot.
+    for m in config.upgrade_from.iter().take(abi::MAX_UPGRADE_FROM) {
+        tracing::info!(
+            earlier_measurement = %hex::encode(m),
+            "this image's signed manifest lets it open and re-seal the vault of an earlier image"
+        );
+    }
+    Ok(())
+}
+
+/// Runs `vcpu` on its own thread under `filter`; the receiver gets how it ended.
+fn spawn_vcpu(
+    vcpu: Vcpu,
+    filter: Option<ThreadFilter>,
+) -> Result<(JoinHandle<()>, mpsc::Receiver<ExitOutcome>), VmError> {
+    let (outcome_tx, outcome_rx) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("vcpu0".into())
+        .spawn(move || {
+            if let Some(filter) = filter
+                && let Err(e) = filter.apply()
+            {
+                let _ = outcome_tx.send(ExitOutcome::Unexpected(e.to_string()));
+                return;
+            }
+            let outcome = vcpu.run();
+            // The receiver is gone only if the RunningEnclave was leaked; nobody to tell.
+            let _ = outcome_tx.send(outcome);
+        })
+        .map_err(VmError::Spawn)?;
+    Ok((thread, outcome_rx))
 }
 
 /// Which protections are in force for an enclave, as the VMM reports them (its status port).
