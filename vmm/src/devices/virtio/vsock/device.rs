@@ -30,7 +30,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::connection::{
-    CONN_BUF_SIZE, Connection, HEADER_SIZE, Header, ReadOutcome, State, append_wiping, clear_wiping, wipe,
+    CONN_BUF_SIZE, HEADER_SIZE, Header, ReadOutcome, State, VsockConnection, append_wiping, clear_wiping, wipe,
 };
 use super::proto::*;
 use super::{Command, EVENT_QUEUE, HOST_CID, MAX_CONNECTIONS, RX_QUEUE, TX_QUEUE, VsockError, unix};
@@ -83,7 +83,7 @@ pub(crate) struct Worker {
     commands: mpsc::Receiver<Command>,
     epoll: Epoll,
     active: Option<Active>,
-    conns: BTreeMap<u32, Connection>,
+    conns: BTreeMap<u32, VsockConnection>,
     next_port: u32,
     ctrl: VecDeque<Header>,
     tx_stalled: Option<u32>,
@@ -268,7 +268,7 @@ impl Worker {
                 continue;
             };
             tracing::debug!("vsock: client connected, host port {port}");
-            self.conns.insert(port, Connection::new(stream, port));
+            self.conns.insert(port, VsockConnection::new(stream, port));
         }
     }
 
@@ -562,7 +562,7 @@ impl Worker {
 
     /// An `OP_SHUTDOWN`: records which directions the guest closed; a guest that will receive
     /// no more loses what still waits for it. The client's write side is shut once the guest's
-    /// data is delivered (see [`Connection::flush`]).
+    /// data is delivered (see [`VsockConnection::flush`]).
     fn receive_guest_shutdown(&mut self, port: u32, h: &Header) {
         let Some(conn) = self.conns.get_mut(&port) else { return };
         conn.update_peer_credit(h);
@@ -589,7 +589,7 @@ impl Worker {
     }
 
     fn has_rx_work(&self) -> bool {
-        !self.ctrl.is_empty() || self.conns.values().any(Connection::has_rx_work)
+        !self.ctrl.is_empty() || self.conns.values().any(VsockConnection::has_rx_work)
     }
 
     fn process_rx(&mut self, rxq: &mut Queue) -> bool {
