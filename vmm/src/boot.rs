@@ -319,15 +319,15 @@ pub fn write_boot_tables(
     write_bytes(mem, abi::BOOT_INFO_GPA, info.as_bytes())
 }
 
-/// Puts 32 secret bytes at the exchange page's sealing-secret field for the enclave, which
-/// copies them into its hidden memory and zeroes the page's copy before it serves anything. The
-/// VMM puts the image's vault key there (see [`hand_over_vault_keys`]), never the host secret.
-pub fn hand_over_sealing_secret(
+/// Puts the image's own vault key `key` in the exchange page (its `SEALING_SECRET` field, the
+/// ABI's name) for the enclave, which copies it into its hidden memory and zeroes the page's copy
+/// before it serves anything. Never the vault's root secret (see [`hand_over_vault_keys`]).
+pub fn hand_over_own_vault_key(
     mem: &GuestMemoryMmap,
-    secret: &[u8; abi::exchange::SEALING_SECRET_LEN],
+    key: &[u8; abi::exchange::SEALING_SECRET_LEN],
 ) -> Result<(), BootError> {
     use abi::exchange;
-    write_bytes(mem, abi::EXCHANGE_GPA + exchange::SEALING_SECRET as u64, secret)?;
+    write_bytes(mem, abi::EXCHANGE_GPA + exchange::SEALING_SECRET as u64, key)?;
     write_bytes(
         mem,
         abi::EXCHANGE_GPA + exchange::SEALING_SECRET_PRESENT as u64,
@@ -348,7 +348,7 @@ pub fn hand_over_vault_keys(
         let at = exchange::UPGRADE_VAULT_KEYS + i * exchange::SEALING_SECRET_LEN;
         write_bytes(mem, abi::EXCHANGE_GPA + at as u64, &key[..])?;
     }
-    hand_over_sealing_secret(mem, own)
+    hand_over_own_vault_key(mem, own)
 }
 
 /// Reads the [`Report`] page the guest fills before a fault or benchmark exit.

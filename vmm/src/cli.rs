@@ -21,8 +21,8 @@ use crate::attestation::AttestationKey;
 use crate::config::VmmConfig;
 use crate::memory::host_has_guest_memfd;
 use crate::sandbox::ThreadRole;
-use crate::sealing::SealingSecret;
 use crate::supervisor::{InjectedFault, RestartPolicy, SupervisorConfig};
+use crate::vault_key::VaultRootSecret;
 use crate::watchdog::WatchdogConfig;
 use crate::{
     BootMode, Enclave, EnclaveConfig, EnclaveImage, ExitOutcome, RunningEnclave, VmError, signals, supervisor,
@@ -527,7 +527,7 @@ fn checked_enclave_config(
         .map_err(|e| format!("attestation key: {e}"))?;
     let sealing_secret = sealing_secret
         .as_deref()
-        .map(SealingSecret::load_or_create)
+        .map(VaultRootSecret::load_or_create)
         .transpose()
         .map_err(|e| format!("sealing secret: {e}"))?;
     let signed = load_bootable(&image, &sig, settings)?;

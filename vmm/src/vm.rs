@@ -37,7 +37,7 @@ use crate::interrupts::{self, InterruptError};
 use crate::memory::{self, Backing, GuestRam, Locking, MemoryError};
 use crate::outcome::ExitOutcome;
 use crate::sandbox::{self, SandboxError, ThreadFilter, ThreadRole};
-use crate::sealing::SealingSecret;
+use crate::vault_key::VaultRootSecret;
 use crate::vcpu::{self, Attestor, Vcpu, VcpuControl, VcpuError};
 
 /// How often a waiter re-sends a lost stop kick (see [`VcpuControl::request_stop`]).
@@ -183,10 +183,10 @@ pub struct EnclaveConfig {
     /// Signs the enclave's sealing public key once per boot; `None`: the enclave's `Status`
     /// carries no attestation signature (clients cannot seal secrets to it).
     pub attestation_key: Option<Arc<AttestationKey>>,
-    /// The host sealing secret of the vault: the VMM derives the image's vault keys from it and
-    /// hands only those to the enclave in the exchange page (which the enclave wipes after
+    /// The vault's root secret (`--sealing-secret`): the VMM derives the image's vault keys from
+    /// it and hands only those to the enclave in the exchange page (which the enclave wipes after
     /// copying); `None`: no vault.
-    pub sealing_secret: Option<SealingSecret>,
+    pub sealing_secret: Option<VaultRootSecret>,
     /// How many times this enclave was restarted before this launch, and why (oldest first);
     /// handed to the enclave for its `Status`.
     pub restart_count: u64,
