@@ -341,7 +341,7 @@ mod tests {
     const OLD: [u8; MEASUREMENT_LEN] = [1; MEASUREMENT_LEN];
     const NEW: [u8; MEASUREMENT_LEN] = [2; MEASUREMENT_LEN];
 
-    /// The key the VMM derives (`credguard_vmm::sealing::SealingSecret::vault_key`), here with
+    /// The key the VMM derives (`credguard_vmm::vault_key::VaultRootSecret::vault_key`), here with
     /// RustCrypto's HKDF.
     fn derive_key(secret: &[u8; 32], measurement: &[u8; MEASUREMENT_LEN]) -> VaultKey {
         let mut key = Zeroizing::new([0u8; 32]);

@@ -71,12 +71,14 @@ struct Shared {
     cfg: EnclaveConfig,
     state: watch::Sender<LinkState>,
     /// The current connection's writer queue and its pending calls, replaced on reconnection.
-    conn: Mutex<Option<Connection>>,
+    conn: Mutex<Option<EnclaveConnection>>,
     next_call_id: AtomicU64,
 }
 
+/// One connection to the enclave's vsock port: where callers write their frames and the calls
+/// waiting for a reply on it.
 #[derive(Clone)]
-struct Connection {
+struct EnclaveConnection {
     /// Callers write their own frames: no writer task, so no extra thread wake-up per call
     /// (each one costs tens of microseconds on the target machines).
     writer: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
@@ -269,7 +271,7 @@ impl EnclaveLink {
             .map_err(|_| "the vsock handshake timed out".to_string())??;
         let (read_half, write_half) = stream.into_split();
         let pending = Arc::new(Mutex::new(Pending::new()));
-        *lock(&self.shared.conn) = Some(Connection {
+        *lock(&self.shared.conn) = Some(EnclaveConnection {
             writer: Arc::new(tokio::sync::Mutex::new(write_half)),
             slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_queued_calls)),
             pending: pending.clone(),

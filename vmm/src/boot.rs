@@ -10,8 +10,11 @@ use std::io::Cursor;
 use credguard_proto::abi::{self, BootInfo, ImageSegment, Report};
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, kvm_fpu, kvm_regs, kvm_segment};
 use kvm_ioctls::{Kvm, VcpuFd};
+use linux_loader::elf::{
+    EI_CLASS, EI_DATA, ELFCLASS64, ELFDATA2LSB, ELFMAG, EM_X86_64, Elf64_Ehdr, Elf64_Phdr, PF_W, PF_X, PT_LOAD,
+};
 use linux_loader::loader::{Elf, KernelLoader};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
 use zerocopy::{FromZeros, IntoBytes};
 
 /// Errors while preparing the boot state.
@@ -86,10 +89,6 @@ fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> BootError {
     move |source| BootError::Kvm { what, source }
 }
 
-const ELF_HEADER_LEN: usize = 64;
-const PHDR_LEN: usize = 56;
-const PT_LOAD: u32 = 1;
-const EM_X86_64: u16 = 62;
 /// More program headers than any real enclave has; bounds the parsing work on hostile input.
 const MAX_PHDRS: usize = 64;
 
@@ -120,103 +119,113 @@ pub struct ImageLayout {
     pub segments: Vec<ImageSegment>,
 }
 
-const PF_X: u32 = 1;
-const PF_W: u32 = 2;
-
 /// The entry point, the end and the segments of `image`, checked: every segment inside the image
 /// window and identity mapped; none both writable and executable; no two overlapping or sharing
 /// a page with different permissions; the segment at [`abi::RING0_CODE_GPA`] (the ring-0 code,
 /// mapped supervisor-only) executable and holding both vector-stub tables and the entry point.
+///
+/// The ELF structures are linux-loader's own (the ones [`Elf::load`] reads), so this check and
+/// the loader agree on the layout.
 pub fn image_layout(image: &[u8]) -> Result<ImageLayout, BootError> {
-    let window = abi::IMAGE_BASE_GPA..abi::IMAGE_LIMIT_GPA;
-    let header = image
-        .get(..ELF_HEADER_LEN)
-        .ok_or(BootError::NotElf("shorter than an ELF header"))?;
-    if header[..4] != *b"\x7fELF" {
-        return Err(BootError::NotElf("bad magic"));
-    }
-    if header[4] != 2 || header[5] != 1 {
-        return Err(BootError::NotElf("not ELF64 little-endian"));
-    }
-    if le16(header, 18) != EM_X86_64 {
-        return Err(BootError::NotElf("not x86-64"));
-    }
-    let entry = le64(header, 24);
-    let phoff = le64(header, 32);
-    if usize::from(le16(header, 54)) != PHDR_LEN {
-        return Err(BootError::NotElf("unexpected program header size"));
-    }
-    let phnum = usize::from(le16(header, 56));
-    if phnum > MAX_PHDRS {
-        return Err(BootError::NotElf("too many program headers"));
-    }
-
+    let ehdr = elf_header(image)?;
     let mut segments = Vec::new();
     let mut indices = Vec::new();
-    let mut image_end = window.start;
-    for index in 0..phnum {
-        let phdr = usize::try_from(phoff)
-            .ok()
-            .and_then(|off| off.checked_add(index * PHDR_LEN))
-            .and_then(|start| image.get(start..start.checked_add(PHDR_LEN)?))
-            .ok_or(BootError::NotElf("program headers outside the file"))?;
-        if le32(phdr, 0) != PT_LOAD {
+    for index in 0..usize::from(ehdr.e_phnum) {
+        let phdr = program_header(image, &ehdr, index)?;
+        if phdr.p_type != PT_LOAD {
             continue;
         }
-        let (flags, offset, vaddr, paddr, filesz, memsz) = (
-            le32(phdr, 4),
-            le64(phdr, 8),
-            le64(phdr, 16),
-            le64(phdr, 24),
-            le64(phdr, 32),
-            le64(phdr, 40),
-        );
-        let bad = |reason| BootError::BadSegment { index, reason };
-        if memsz < filesz {
-            return Err(bad("memory size smaller than file size"));
-        }
-        if vaddr != paddr {
-            // The guest runs identity mapped: code linked elsewhere than it is loaded breaks.
-            return Err(bad("virtual address differs from physical address"));
-        }
-        let file_end = offset.checked_add(filesz).ok_or(bad("file range overflows"))?;
-        if file_end > image.len() as u64 {
-            return Err(bad("file range outside the file"));
-        }
-        let end = paddr.checked_add(memsz).ok_or(bad("memory range overflows"))?;
-        if paddr < window.start || end > window.end {
-            return Err(BootError::SegmentOutOfBounds {
-                index,
-                start: paddr,
-                end,
-            });
-        }
-        let (writable, executable) = (flags & PF_W != 0, flags & PF_X != 0);
-        if writable && executable {
-            return Err(BootError::WritableCode(index));
-        }
-        image_end = image_end.max(end);
-        segments.push(ImageSegment {
-            start: paddr,
-            end,
-            writable,
-            executable,
-            ring0: paddr == abi::RING0_CODE_GPA,
-        });
+        segments.push(checked_segment(index, &phdr, image.len())?);
         indices.push(index);
     }
     if segments.is_empty() {
         return Err(BootError::NoSegments);
     }
-    if !window.contains(&entry) {
+    let entry = ehdr.e_entry;
+    if !(abi::IMAGE_BASE_GPA..abi::IMAGE_LIMIT_GPA).contains(&entry) {
         return Err(BootError::EntryOutOfBounds(entry));
     }
     check_pages(&segments, &indices)?;
     check_ring0(&segments, entry)?;
-    Ok(ImageLayout {
-        entry,
-        end: image_end,
-        segments,
+    let end = segments.iter().map(|s| s.end).fold(abi::IMAGE_BASE_GPA, u64::max);
+    Ok(ImageLayout { entry, end, segments })
+}
+
+/// Copies the `T` at `offset` out of `image`, or `None` where it would reach past the end. Every
+/// ELF structure is read through here: a hostile offset or count cannot read out of bounds.
+fn read_at<T: ByteValued>(image: &[u8], offset: u64) -> Option<T> {
+    let start = usize::try_from(offset).ok()?;
+    let bytes = image.get(start..start.checked_add(size_of::<T>())?)?;
+    let mut value = T::zeroed();
+    value.as_mut_slice().copy_from_slice(bytes);
+    Some(value)
+}
+
+/// The ELF header of `image`, checked: a little-endian x86-64 ELF64 file (so its fields read
+/// right on this little-endian host) with program headers of the size we read, not too many.
+fn elf_header(image: &[u8]) -> Result<Elf64_Ehdr, BootError> {
+    let ehdr: Elf64_Ehdr = read_at(image, 0).ok_or(BootError::NotElf("shorter than an ELF header"))?;
+    if ehdr.e_ident[..ELFMAG.len()] != ELFMAG[..] {
+        return Err(BootError::NotElf("bad magic"));
+    }
+    if ehdr.e_ident[EI_CLASS] != ELFCLASS64 || ehdr.e_ident[EI_DATA] != ELFDATA2LSB {
+        return Err(BootError::NotElf("not ELF64 little-endian"));
+    }
+    if ehdr.e_machine != EM_X86_64 {
+        return Err(BootError::NotElf("not x86-64"));
+    }
+    if usize::from(ehdr.e_phentsize) != size_of::<Elf64_Phdr>() {
+        return Err(BootError::NotElf("unexpected program header size"));
+    }
+    if usize::from(ehdr.e_phnum) > MAX_PHDRS {
+        return Err(BootError::NotElf("too many program headers"));
+    }
+    Ok(ehdr)
+}
+
+/// Program header `index` of `image`.
+fn program_header(image: &[u8], ehdr: &Elf64_Ehdr, index: usize) -> Result<Elf64_Phdr, BootError> {
+    (index as u64)
+        .checked_mul(size_of::<Elf64_Phdr>() as u64)
+        .and_then(|at| ehdr.e_phoff.checked_add(at))
+        .and_then(|at| read_at(image, at))
+        .ok_or(BootError::NotElf("program headers outside the file"))
+}
+
+/// The loadable segment of program header `index`, checked on its own: its file range inside
+/// the `file_len` bytes of the image, identity mapped, inside the image window, not both
+/// writable and executable.
+fn checked_segment(index: usize, phdr: &Elf64_Phdr, file_len: usize) -> Result<ImageSegment, BootError> {
+    let bad = |reason| BootError::BadSegment { index, reason };
+    if phdr.p_memsz < phdr.p_filesz {
+        return Err(bad("memory size smaller than file size"));
+    }
+    if phdr.p_vaddr != phdr.p_paddr {
+        // The guest runs identity mapped: code linked elsewhere than it is loaded breaks.
+        return Err(bad("virtual address differs from physical address"));
+    }
+    let file_end = phdr
+        .p_offset
+        .checked_add(phdr.p_filesz)
+        .ok_or(bad("file range overflows"))?;
+    if file_end > file_len as u64 {
+        return Err(bad("file range outside the file"));
+    }
+    let start = phdr.p_paddr;
+    let end = start.checked_add(phdr.p_memsz).ok_or(bad("memory range overflows"))?;
+    if start < abi::IMAGE_BASE_GPA || end > abi::IMAGE_LIMIT_GPA {
+        return Err(BootError::SegmentOutOfBounds { index, start, end });
+    }
+    let (writable, executable) = (phdr.p_flags & PF_W != 0, phdr.p_flags & PF_X != 0);
+    if writable && executable {
+        return Err(BootError::WritableCode(index));
+    }
+    Ok(ImageSegment {
+        start,
+        end,
+        writable,
+        executable,
+        ring0: start == abi::RING0_CODE_GPA,
     })
 }
 
@@ -254,22 +263,6 @@ fn check_ring0(segments: &[ImageSegment], entry: u64) -> Result<(), BootError> {
         return Err(BootError::BadRing0Segment("the entry point is not in it"));
     }
     Ok(())
-}
-
-fn le16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    let mut w = [0u8; 4];
-    w.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(w)
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(w)
 }
 
 /// Checks and loads the ELF `image` into `mem`; returns its entry point.
@@ -319,15 +312,15 @@ pub fn write_boot_tables(
     write_bytes(mem, abi::BOOT_INFO_GPA, info.as_bytes())
 }
 
-/// Puts 32 secret bytes at the exchange page's sealing-secret field for the enclave, which
-/// copies them into its hidden memory and zeroes the page's copy before it serves anything. The
-/// VMM puts the image's vault key there (see [`hand_over_vault_keys`]), never the host secret.
-pub fn hand_over_sealing_secret(
+/// Puts the image's own vault key `key` in the exchange page (its `SEALING_SECRET` field, the
+/// ABI's name) for the enclave, which copies it into its hidden memory and zeroes the page's copy
+/// before it serves anything. Never the vault's root secret (see [`hand_over_vault_keys`]).
+pub fn hand_over_own_vault_key(
     mem: &GuestMemoryMmap,
-    secret: &[u8; abi::exchange::SEALING_SECRET_LEN],
+    key: &[u8; abi::exchange::SEALING_SECRET_LEN],
 ) -> Result<(), BootError> {
     use abi::exchange;
-    write_bytes(mem, abi::EXCHANGE_GPA + exchange::SEALING_SECRET as u64, secret)?;
+    write_bytes(mem, abi::EXCHANGE_GPA + exchange::SEALING_SECRET as u64, key)?;
     write_bytes(
         mem,
         abi::EXCHANGE_GPA + exchange::SEALING_SECRET_PRESENT as u64,
@@ -348,7 +341,7 @@ pub fn hand_over_vault_keys(
         let at = exchange::UPGRADE_VAULT_KEYS + i * exchange::SEALING_SECRET_LEN;
         write_bytes(mem, abi::EXCHANGE_GPA + at as u64, &key[..])?;
     }
-    hand_over_sealing_secret(mem, own)
+    hand_over_own_vault_key(mem, own)
 }
 
 /// Reads the [`Report`] page the guest fills before a fault or benchmark exit.
@@ -515,46 +508,74 @@ pub(crate) mod test_elf {
 
     use super::*;
 
+    use linux_loader::elf::{EI_NIDENT, EI_VERSION, ET_EXEC, EV_CURRENT, PF_R};
+
     /// File offset of the first segment's contents.
     pub const SEGMENT_OFFSET: usize = 0x1000;
     /// `p_flags` of code: read and execute.
-    pub const RX: u32 = 5;
+    pub const RX: u32 = PF_R | PF_X;
     /// `p_flags` of read-only data.
-    pub const R: u32 = 4;
+    pub const R: u32 = PF_R;
     /// `p_flags` of writable data.
-    pub const RW: u32 = 6;
+    pub const RW: u32 = PF_R | PF_W;
+    /// `p_flags` of writable code (refused).
+    pub const RWX: u32 = PF_R | PF_W | PF_X;
 
     /// An ELF64 x86-64 executable with one segment per `(load address, flags, contents)`, each
     /// at its own page-aligned file offset.
     pub fn build_segments(segments: &[(u64, u32, &[u8])], entry: u64) -> Vec<u8> {
+        let mut e_ident = [0u8; EI_NIDENT];
+        e_ident[..ELFMAG.len()].copy_from_slice(ELFMAG);
+        e_ident[EI_CLASS] = ELFCLASS64;
+        e_ident[EI_DATA] = ELFDATA2LSB;
+        e_ident[EI_VERSION] = EV_CURRENT;
+        let ehdr = Elf64_Ehdr {
+            e_ident,
+            e_type: ET_EXEC,
+            e_machine: EM_X86_64,
+            e_version: EV_CURRENT.into(),
+            e_entry: entry,
+            e_phoff: size_of::<Elf64_Ehdr>() as u64,
+            e_ehsize: size_of::<Elf64_Ehdr>() as u16,
+            e_phentsize: size_of::<Elf64_Phdr>() as u16,
+            e_phnum: segments.len() as u16,
+            ..Default::default()
+        };
         let mut elf = vec![0u8; SEGMENT_OFFSET];
-        elf[..4].copy_from_slice(b"\x7fELF");
-        elf[4] = 2; // ELFCLASS64
-        elf[5] = 1; // little-endian
-        elf[6] = 1; // EV_CURRENT
-        elf[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-        elf[18..20].copy_from_slice(&EM_X86_64.to_le_bytes());
-        elf[20..24].copy_from_slice(&1u32.to_le_bytes());
-        elf[24..32].copy_from_slice(&entry.to_le_bytes());
-        elf[32..40].copy_from_slice(&(ELF_HEADER_LEN as u64).to_le_bytes()); // e_phoff
-        elf[52..54].copy_from_slice(&(ELF_HEADER_LEN as u16).to_le_bytes()); // e_ehsize
-        elf[54..56].copy_from_slice(&(PHDR_LEN as u16).to_le_bytes());
-        elf[56..58].copy_from_slice(&(segments.len() as u16).to_le_bytes()); // e_phnum
+        elf[..size_of::<Elf64_Ehdr>()].copy_from_slice(ehdr.as_slice());
         for (i, &(load_addr, flags, contents)) in segments.iter().enumerate() {
-            let offset = elf.len();
-            let at = ELF_HEADER_LEN + i * PHDR_LEN;
-            let ph = &mut elf[at..at + PHDR_LEN];
-            ph[0..4].copy_from_slice(&PT_LOAD.to_le_bytes());
-            ph[4..8].copy_from_slice(&flags.to_le_bytes());
-            ph[8..16].copy_from_slice(&(offset as u64).to_le_bytes());
-            ph[16..24].copy_from_slice(&load_addr.to_le_bytes());
-            ph[24..32].copy_from_slice(&load_addr.to_le_bytes());
-            ph[32..40].copy_from_slice(&(contents.len() as u64).to_le_bytes());
-            ph[40..48].copy_from_slice(&(contents.len() as u64).to_le_bytes());
-            ph[48..56].copy_from_slice(&0x1000u64.to_le_bytes());
+            let phdr = Elf64_Phdr {
+                p_type: PT_LOAD,
+                p_flags: flags,
+                p_offset: elf.len() as u64,
+                p_vaddr: load_addr,
+                p_paddr: load_addr,
+                p_filesz: contents.len() as u64,
+                p_memsz: contents.len() as u64,
+                p_align: 0x1000,
+            };
+            let at = size_of::<Elf64_Ehdr>() + i * size_of::<Elf64_Phdr>();
+            elf[at..at + size_of::<Elf64_Phdr>()].copy_from_slice(phdr.as_slice());
             elf.extend_from_slice(contents);
             elf.resize(elf.len().next_multiple_of(SEGMENT_OFFSET), 0);
         }
+        elf
+    }
+
+    /// `elf` with its ELF header changed by `edit`.
+    pub fn edit_header(mut elf: Vec<u8>, edit: impl FnOnce(&mut Elf64_Ehdr)) -> Vec<u8> {
+        let mut ehdr: Elf64_Ehdr = read_at(&elf, 0).expect("an ELF header");
+        edit(&mut ehdr);
+        elf[..size_of::<Elf64_Ehdr>()].copy_from_slice(ehdr.as_slice());
+        elf
+    }
+
+    /// `elf` with program header `index` (of a [`build_segments`] image) changed by `edit`.
+    pub fn edit_program_header(mut elf: Vec<u8>, index: usize, edit: impl FnOnce(&mut Elf64_Phdr)) -> Vec<u8> {
+        let at = size_of::<Elf64_Ehdr>() + index * size_of::<Elf64_Phdr>();
+        let mut phdr: Elf64_Phdr = read_at(&elf, at as u64).expect("a program header");
+        edit(&mut phdr);
+        elf[at..at + size_of::<Elf64_Phdr>()].copy_from_slice(phdr.as_slice());
         elf
     }
 
@@ -646,11 +667,69 @@ mod tests {
     }
 
     #[test]
+    fn refuses_malformed_elf_structures_with_their_reason() {
+        // Each field the check reads, broken on its own in an otherwise valid image: this pins
+        // every check to the field of linux-loader's structures it is meant to read.
+        let valid = image_with(&[0x90], &[(abi::RING0_CODE_GPA + 0x5000, test_elf::R, &[0; 16])]);
+        assert!(check_image(&valid).is_ok());
+        let len = valid.len() as u64;
+        let header = |edit: &dyn Fn(&mut Elf64_Ehdr)| check_image(&test_elf::edit_header(valid.clone(), edit));
+        let segment =
+            |edit: &dyn Fn(&mut Elf64_Phdr)| check_image(&test_elf::edit_program_header(valid.clone(), 1, edit));
+        // BootError holds I/O errors, so it has no PartialEq: compare the debug forms.
+        let refused = |got: Result<u64, BootError>, want: BootError| {
+            assert_eq!(format!("{got:?}"), format!("{:?}", Err::<u64, _>(want)));
+        };
+        let not_elf = BootError::NotElf;
+        let bad = |reason| BootError::BadSegment { index: 1, reason };
+
+        refused(check_image(&valid[..63]), not_elf("shorter than an ELF header"));
+        refused(header(&|h| h.e_ident[3] = b'G'), not_elf("bad magic"));
+        refused(header(&|h| h.e_ident[EI_CLASS] = 1), not_elf("not ELF64 little-endian"));
+        refused(header(&|h| h.e_ident[EI_DATA] = 2), not_elf("not ELF64 little-endian"));
+        refused(header(&|h| h.e_machine = 3), not_elf("not x86-64"));
+        refused(
+            header(&|h| h.e_phentsize = 32),
+            not_elf("unexpected program header size"),
+        );
+        refused(
+            header(&|h| h.e_phnum = MAX_PHDRS as u16 + 1),
+            not_elf("too many program headers"),
+        );
+        refused(
+            header(&|h| h.e_phoff = len - 8),
+            not_elf("program headers outside the file"),
+        );
+        refused(
+            header(&|h| h.e_phoff = u64::MAX - 8),
+            not_elf("program headers outside the file"),
+        );
+        refused(header(&|h| h.e_phnum = 0), BootError::NoSegments);
+
+        refused(segment(&|p| p.p_memsz = 8), bad("memory size smaller than file size"));
+        refused(
+            segment(&|p| p.p_vaddr += 0x1000),
+            bad("virtual address differs from physical address"),
+        );
+        refused(segment(&|p| p.p_offset = u64::MAX - 8), bad("file range overflows"));
+        refused(segment(&|p| p.p_offset = len - 8), bad("file range outside the file"));
+        let wrap = |p: &mut Elf64_Phdr| (p.p_paddr, p.p_vaddr) = (u64::MAX - 8, u64::MAX - 8);
+        refused(segment(&wrap), bad("memory range overflows"));
+        // Only PT_LOAD headers are segments: the same header as a note, over the page tables, is
+        // skipped.
+        let note = test_elf::edit_program_header(valid.clone(), 1, |p| {
+            p.p_type = linux_loader::elf::PT_NOTE;
+            (p.p_paddr, p.p_vaddr) = (abi::PML4_GPA, abi::PML4_GPA);
+        });
+        assert_eq!(image_layout(&note).unwrap().segments.len(), 1);
+    }
+
+    #[test]
     fn refuses_images_that_cannot_be_mapped_w_xor_x() {
         let (ring0, entry) = test_elf::ring0(&[0x90]);
         let page = abi::RING0_CODE_GPA + 0x5000;
         // A writable and executable segment.
-        let elf = image_with(&[0x90], &[(page, 7, &[0; 16])]);
+        let elf = image_with(&[0x90], &[(page, test_elf::RWX, &[0; 16])]);
         assert!(
             matches!(check_image(&elf), Err(BootError::WritableCode(1))),
             "{:?}",
@@ -689,11 +768,7 @@ mod tests {
         let elf = test_elf::build(abi::RING0_CODE_GPA, &[0x90; 64], abi::RING0_CODE_GPA);
         assert!(matches!(check_image(&elf), Err(BootError::BadRing0Segment(_))));
         let elf = image_with(&[0x90], &[(page, test_elf::RX, &[0x90; 16])]);
-        let moved = {
-            let mut e = elf.clone();
-            e[24..32].copy_from_slice(&page.to_le_bytes());
-            e
-        };
+        let moved = test_elf::edit_header(elf, |h| h.e_entry = page);
         assert!(matches!(check_image(&moved), Err(BootError::BadRing0Segment(_))));
     }
 

@@ -21,10 +21,12 @@ use crate::attestation::AttestationKey;
 use crate::config::VmmConfig;
 use crate::memory::host_has_guest_memfd;
 use crate::sandbox::ThreadRole;
-use crate::sealing::SealingSecret;
 use crate::supervisor::{InjectedFault, RestartPolicy, SupervisorConfig};
+use crate::vault_key::VaultRootSecret;
 use crate::watchdog::WatchdogConfig;
-use crate::{BootMode, Enclave, EnclaveConfig, EnclaveImage, ExitOutcome, VmError, signals, supervisor};
+use crate::{
+    BootMode, Enclave, EnclaveConfig, EnclaveImage, ExitOutcome, RunningEnclave, VmError, signals, supervisor,
+};
 use clap::{Parser, Subcommand, ValueEnum};
 use credguard_image::SignedImage;
 use credguard_proto::abi;
@@ -468,8 +470,44 @@ fn verify(image: &Path, sig: &ImageArgs, settings: &Settings) -> ExitCode {
 /// Runs the enclave in this process. Returns the exit status and, when the enclave ended badly,
 /// a one-line reason (for the supervisor, which restarts on it).
 fn run(args: RunArgs, settings: &Settings, s: &SuperviseArgs) -> (u8, Option<String>) {
-    let refused = (EXIT_REFUSED, None);
     let failed = |reason: String| (EXIT_ENCLAVE_FAILED, Some(reason));
+    // Everything that can refuse is checked before any guest memory exists: a refusal is a
+    // configuration error (exit 2, no restart), not a failed boot.
+    let (config, summary) = match checked_enclave_config(args, settings, s) {
+        Ok(checked) => checked,
+        Err(e) => {
+            eprintln!("credguard-vmm: {e}");
+            return (EXIT_REFUSED, None);
+        }
+    };
+    let enclave = match Enclave::launch(config) {
+        Ok(enclave) => enclave,
+        Err(e @ VmError::HiddenMemoryUnavailable) => {
+            eprintln!("credguard-vmm: {e}");
+            return (EXIT_REFUSED, None);
+        }
+        Err(e) => {
+            eprintln!("credguard-vmm: cannot start the enclave: {e}");
+            return failed(format!("cannot start the enclave: {e}"));
+        }
+    };
+    tracing::info!("enclave started: {summary}");
+    if let Err(e) = sandbox_this_process(&enclave) {
+        eprintln!("credguard-vmm: {e}");
+        let _ = enclave.stop_and_wait();
+        return failed(e);
+    }
+    tracing::info!("protection in force: {}", enclave.protection().describe());
+    exit_status(enclave.wait())
+}
+
+/// The enclave's configuration from `args`, every part checked (keys, signature, bootability,
+/// RAM size), and the start-up log line's summary of it. `Err` is the message of a refusal.
+fn checked_enclave_config(
+    args: RunArgs,
+    settings: &Settings,
+    s: &SuperviseArgs,
+) -> Result<(EnclaveConfig, String), String> {
     let RunArgs {
         image,
         sig,
@@ -481,56 +519,21 @@ fn run(args: RunArgs, settings: &Settings, s: &SuperviseArgs) -> (u8, Option<Str
         attestation_key,
         sealing_secret,
     } = args;
-    let (image, sig) = (image.as_path(), &sig);
     // Keys first: a missing or unreadable key is a configuration error, found before any boot.
-    let attestation_key = match attestation_key
+    let attestation_key = attestation_key
         .as_deref()
         .map(AttestationKey::load_or_create)
         .transpose()
-    {
-        Ok(key) => key.map(Arc::new),
-        Err(e) => {
-            eprintln!("credguard-vmm: attestation key: {e}");
-            return refused;
-        }
-    };
-    let sealing_secret = match sealing_secret.as_deref().map(SealingSecret::load_or_create).transpose() {
-        Ok(secret) => secret,
-        Err(e) => {
-            eprintln!("credguard-vmm: sealing secret: {e}");
-            return refused;
-        }
-    };
-    // The signature is checked before any guest memory exists.
-    let signed = match load(image, sig, settings) {
-        Ok(signed) => signed,
-        Err(e) => {
-            eprintln!("credguard-vmm: refusing to boot {}: {e}", image.display());
-            return refused;
-        }
-    };
-    // A signed image can still be unbootable (segments outside the image window): refuse it here
-    // too, before any guest memory exists. `Enclave::launch` checks again.
-    if let Err(e) = crate::boot::check_image(signed.bytes()) {
-        eprintln!("credguard-vmm: refusing to boot {}: {e}", image.display());
-        return refused;
-    }
-    let ram_size = memory_mib.saturating_mul(1 << 20);
-    if abi::check_ram_size(ram_size).is_err() {
-        eprintln!(
-            "credguard-vmm: --memory-mib {memory_mib}: must be even and within {}..={}",
-            abi::MIN_RAM_SIZE >> 20,
-            abi::MAX_RAM_SIZE >> 20
-        );
-        return refused;
-    }
+        .map_err(|e| format!("attestation key: {e}"))?;
+    let sealing_secret = sealing_secret
+        .as_deref()
+        .map(VaultRootSecret::load_or_create)
+        .transpose()
+        .map_err(|e| format!("sealing secret: {e}"))?;
+    let signed = load_bootable(&image, &sig, settings)?;
+    let ram_size = guest_ram_size(memory_mib)?;
+    let (boot_mode, mode_arg) = enclave_boot_mode(boot_mode, bench_iterations, s);
 
-    let (boot_mode, mode_arg) = match (boot_mode, s.inject_fault) {
-        (Mode::Service, Some(FaultKind::Panic)) => (BootMode::ServicePanicAfter, s.inject_fault_after),
-        (Mode::Service, Some(FaultKind::Hang)) => (BootMode::ServiceHangAfter, s.inject_fault_after),
-        (Mode::DoorbellBench, _) => (BootMode::DoorbellBench, bench_iterations),
-        (mode, _) => (BootMode::from(mode), 0),
-    };
     let mut config = EnclaveConfig::new(EnclaveImage::from_signed(&signed));
     config.ram_size = ram_size;
     config.boot_mode = boot_mode;
@@ -538,53 +541,72 @@ fn run(args: RunArgs, settings: &Settings, s: &SuperviseArgs) -> (u8, Option<Str
     config.restart_count = s.restart_count;
     config.restart_reasons = s.restart_reason.clone();
     config.vsock_socket = Some(vsock_socket.clone());
-    config.attestation_key = attestation_key;
-    config.sealing_secret = sealing_secret;
+    config.attestation_key = attestation_key.map(Arc::new);
+    config.vault_root_secret = sealing_secret;
     config.require_hidden_memory = settings.require_hidden_memory;
-
-    let enclave = match Enclave::launch(config) {
-        Ok(enclave) => enclave,
-        Err(e @ VmError::HiddenMemoryUnavailable) => {
-            eprintln!("credguard-vmm: {e}");
-            return refused;
-        }
-        Err(e) => {
-            eprintln!("credguard-vmm: cannot start the enclave: {e}");
-            return failed(format!("cannot start the enclave: {e}"));
-        }
-    };
-    tracing::info!(
-        "enclave started: measurement {}, signer {}, {} MiB, mode {boot_mode:?}, vsock {}",
+    let summary = format!(
+        "measurement {}, signer {}, {} MiB, mode {boot_mode:?}, vsock {}",
         signed.measurement(),
         signed.signer_fingerprint(),
         memory_mib,
         vsock_socket.display()
     );
-    let filters = enclave
-        .thread_filter(ThreadRole::Signals)
-        .and_then(|s| Ok((s, enclave.thread_filter(ThreadRole::Main)?)));
-    let (signals_filter, main_filter) = match filters {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("credguard-vmm: {e}");
-            let _ = enclave.stop_and_wait();
-            return failed(e.to_string());
-        }
-    };
+    Ok((config, summary))
+}
+
+/// The image at `image`, its signature verified and its segments checked bootable.
+fn load_bootable(image: &Path, sig: &ImageArgs, settings: &Settings) -> Result<SignedImage, String> {
+    // The signature is checked before any guest memory exists.
+    let signed = load(image, sig, settings).map_err(|e| format!("refusing to boot {}: {e}", image.display()))?;
+    // A signed image can still be unbootable (segments outside the image window): refuse it here
+    // too, before any guest memory exists. `Enclave::launch` checks again.
+    crate::boot::check_image(signed.bytes()).map_err(|e| format!("refusing to boot {}: {e}", image.display()))?;
+    Ok(signed)
+}
+
+/// `--memory-mib` in bytes, if the boot ABI allows it.
+fn guest_ram_size(memory_mib: u64) -> Result<u64, String> {
+    let ram_size = memory_mib.saturating_mul(1 << 20);
+    abi::check_ram_size(ram_size).map_err(|_| {
+        format!(
+            "--memory-mib {memory_mib}: must be even and within {}..={}",
+            abi::MIN_RAM_SIZE >> 20,
+            abi::MAX_RAM_SIZE >> 20
+        )
+    })?;
+    Ok(ram_size)
+}
+
+/// The boot mode the enclave gets and its argument: an injected fault turns the service into its
+/// failing variant (tests only); the benchmark gets its iteration count.
+fn enclave_boot_mode(mode: Mode, bench_iterations: u64, s: &SuperviseArgs) -> (BootMode, u64) {
+    match (mode, s.inject_fault) {
+        (Mode::Service, Some(FaultKind::Panic)) => (BootMode::ServicePanicAfter, s.inject_fault_after),
+        (Mode::Service, Some(FaultKind::Hang)) => (BootMode::ServiceHangAfter, s.inject_fault_after),
+        (Mode::DoorbellBench, _) => (BootMode::DoorbellBench, bench_iterations),
+        (mode, _) => (BootMode::from(mode), 0),
+    }
+}
+
+/// Starts the SIGTERM/SIGINT watcher under its filter, then puts this (the main) thread under
+/// its own. `Err` is the message of a filter that cannot be built or installed.
+fn sandbox_this_process(enclave: &RunningEnclave) -> Result<(), String> {
+    let signals_filter = enclave.thread_filter(ThreadRole::Signals).map_err(|e| e.to_string())?;
+    let main_filter = enclave.thread_filter(ThreadRole::Main).map_err(|e| e.to_string())?;
     if let Err(e) = signals::spawn_termination_watcher(enclave.stop_handle(), signals_filter) {
         tracing::warn!("no clean shutdown on SIGTERM/SIGINT: {e}");
     }
     // Last: every other thread has started (filters are inherited by threads started later).
-    if let Some(filter) = main_filter
-        && let Err(e) = filter.apply()
-    {
-        eprintln!("credguard-vmm: {e}");
-        let _ = enclave.stop_and_wait();
-        return failed(e.to_string());
+    if let Some(filter) = main_filter {
+        filter.apply().map_err(|e| e.to_string())?;
     }
-    tracing::info!("protection in force: {}", enclave.protection().describe());
+    Ok(())
+}
 
-    match enclave.wait() {
+/// The exit status of a run that ended with `outcome`, and the reason to report when it ended
+/// badly.
+fn exit_status(outcome: ExitOutcome) -> (u8, Option<String>) {
+    match outcome {
         ExitOutcome::BenchDone(bench) => {
             println!("{}", bench.to_json());
             (0, None)
@@ -595,7 +617,7 @@ fn run(args: RunArgs, settings: &Settings, s: &SuperviseArgs) -> (u8, Option<Str
         }
         outcome => {
             eprintln!("credguard-vmm: {outcome}");
-            failed(restart_reason(&outcome))
+            (EXIT_ENCLAVE_FAILED, Some(restart_reason(&outcome)))
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The VMM's root-only key files (the attestation key, the vault's sealing secret): read only if
+//! The VMM's root-only key files (the attestation key, the vault's root secret): read only if
 //! no one but the owner can read them, made with mode 0600 when missing, wiped from memory after
 //! use.
 

@@ -38,8 +38,8 @@ use crate::interrupts::{self, InterruptError};
 use crate::memory::{self, Backing, GuestRam, Locking, MemoryError};
 use crate::outcome::ExitOutcome;
 use crate::sandbox::{self, SandboxError, ThreadFilter, ThreadRole};
-use crate::sealing::SealingSecret;
 use crate::status_board::StatusBoard;
+use crate::vault_key::VaultRootSecret;
 use crate::vcpu::{self, Attestor, Vcpu, VcpuControl, VcpuError};
 
 /// How often a waiter re-sends a lost stop kick (see [`VcpuControl::request_stop`]).
@@ -185,10 +185,10 @@ pub struct EnclaveConfig {
     /// Signs the enclave's sealing public key once per boot; `None`: the enclave's `Status`
     /// carries no attestation signature (clients cannot seal secrets to it).
     pub attestation_key: Option<Arc<AttestationKey>>,
-    /// The host sealing secret of the vault: the VMM derives the image's vault keys from it and
-    /// hands only those to the enclave in the exchange page (which the enclave wipes after
+    /// The vault's root secret (`--sealing-secret`): the VMM derives the image's vault keys from
+    /// it and hands only those to the enclave in the exchange page (which the enclave wipes after
     /// copying); `None`: no vault.
-    pub sealing_secret: Option<SealingSecret>,
+    pub vault_root_secret: Option<VaultRootSecret>,
     /// How many times this enclave was restarted before this launch, and why (oldest first);
     /// handed to the enclave for its `Status`.
     pub restart_count: u64,
@@ -222,7 +222,7 @@ impl EnclaveConfig {
             vsock_socket: None,
             sandbox: true,
             attestation_key: None,
-            sealing_secret: None,
+            vault_root_secret: None,
             restart_count: 0,
             restart_reasons: Vec::new(),
             upgrade_from,
@@ -401,7 +401,7 @@ fn write_boot_state(
     cpu: CpuProtection,
 ) -> Result<(), VmError> {
     boot::write_boot_tables(mem, info, segments, cpu)?;
-    if let Some(secret) = &config.sealing_secret {
+    if let Some(secret) = &config.vault_root_secret {
         // Keys for exactly the image just verified and the earlier images its signed manifest
         // allows (the same list, in the same order, as the boot info's upgrade_from).
         let own = secret.vault_key(config.image.measurement());

@@ -1,4 +1,6 @@
-//! The virtio-mmio transport, modern layout (version 2, virtio spec 1.x §4.2.2).
+//! The virtio-mmio transport, modern layout (version 2, virtio spec 1.x §4.2.2), device side:
+//! [`VirtioMmioRegisters`] is the register block the VMM emulates for one device (the guest's
+//! driver side is virtio-drivers' `MmioTransport`, in the enclave).
 //!
 //! The guest may write anything: a bad access (wrong size, unknown offset, a write in the wrong
 //! state) is ignored with a debug log. Queue notifications normally never get here (KVM
@@ -89,8 +91,9 @@ fn set_high(v: &mut u64, high: u32) {
     *v = (*v & 0xffff_ffff) | ((high as u64) << 32);
 }
 
-/// The virtio-mmio register block of one device.
-pub struct MmioTransport {
+/// The virtio-mmio register block of one device, as the VMM emulates it on the MMIO bus: the
+/// driver's feature and queue configuration, handed to the device at `DRIVER_OK`.
+pub struct VirtioMmioRegisters {
     device: Box<dyn VirtioDevice>,
     mem: GuestMemoryMmap,
     irq: Arc<IrqTrigger>,
@@ -106,9 +109,9 @@ pub struct MmioTransport {
     activated: bool,
 }
 
-impl std::fmt::Debug for MmioTransport {
+impl std::fmt::Debug for VirtioMmioRegisters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MmioTransport")
+        f.debug_struct("VirtioMmioRegisters")
             .field("device_type", &self.device.device_type())
             .field("status", &self.status)
             .field("activated", &self.activated)
@@ -116,8 +119,8 @@ impl std::fmt::Debug for MmioTransport {
     }
 }
 
-impl MmioTransport {
-    /// A transport for `device`. `interrupt_status` is the `InterruptStatus` register shared
+impl VirtioMmioRegisters {
+    /// The register block of `device`. `interrupt_status` is the `InterruptStatus` register shared
     /// with `irq`; `queue_evts[i]` is signalled when the driver notifies queue `i` through an MMIO
     /// write (must have one per queue of the device, else such notifications are dropped).
     pub fn new(
@@ -128,7 +131,7 @@ impl MmioTransport {
         queue_evts: Vec<EventFd>,
     ) -> Self {
         let queues = Self::fresh_queues(device.as_ref());
-        MmioTransport {
+        VirtioMmioRegisters {
             device,
             mem,
             irq,
@@ -363,7 +366,7 @@ fn register(offset: u64) -> Option<u32> {
     u32::try_from(offset).ok().filter(|&o| o < VIRTIO_MMIO_CONFIG)
 }
 
-impl MmioDevice for MmioTransport {
+impl MmioDevice for VirtioMmioRegisters {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         let Some(offset) = register(offset) else {
             self.device.read_config(offset - u64::from(VIRTIO_MMIO_CONFIG), data);

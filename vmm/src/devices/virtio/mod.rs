@@ -20,7 +20,7 @@ use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-pub use mmio::{MmioDevice, MmioTransport};
+pub use mmio::{MmioDevice, VirtioMmioRegisters};
 pub use vsock::{HostAnsweredPort, VirtioMmioVsock, VsockConfig, VsockError, create_vsock_device};
 
 /// Raises the device's interrupt: sets a bit of the transport's `InterruptStatus` register and

@@ -121,9 +121,10 @@ pub enum ReadOutcome {
     BadLine,
 }
 
-/// One host client and its stream to the guest.
+/// One host client and the vsock stream it is bridged to in the guest (the host side of a
+/// hybrid vsock connection).
 #[derive(Debug)]
-pub struct Connection {
+pub struct VsockConnection {
     /// The client's socket (non-blocking).
     pub stream: UnixStream,
     /// Our (host-side) port.
@@ -165,10 +166,10 @@ pub struct Connection {
     pub line_deadline: Option<Instant>,
 }
 
-impl Connection {
+impl VsockConnection {
     /// A fresh client on `local_port`, about to send its `CONNECT` line.
     pub fn new(stream: UnixStream, local_port: u32) -> Self {
-        Connection {
+        VsockConnection {
             stream,
             local_port,
             guest_port: 0,
@@ -412,7 +413,7 @@ impl Connection {
     }
 }
 
-impl Drop for Connection {
+impl Drop for VsockConnection {
     fn drop(&mut self) {
         wipe(&mut self.to_guest);
         wipe(&mut self.host_out);
@@ -482,7 +483,7 @@ mod tests {
     #[test]
     fn peer_credit_accounts_in_flight_bytes() {
         let (a, _b) = UnixStream::pair().unwrap();
-        let mut c = Connection::new(a, 1);
+        let mut c = VsockConnection::new(a, 1);
         c.state = State::Established;
         c.update_peer_credit(&Header {
             buf_alloc: 10,

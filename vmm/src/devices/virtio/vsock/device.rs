@@ -30,7 +30,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::connection::{
-    CONN_BUF_SIZE, Connection, HEADER_SIZE, Header, ReadOutcome, State, append_wiping, clear_wiping, wipe,
+    CONN_BUF_SIZE, HEADER_SIZE, Header, ReadOutcome, State, VsockConnection, append_wiping, clear_wiping, wipe,
 };
 use super::proto::*;
 use super::{Command, EVENT_QUEUE, HOST_CID, HostAnsweredPort, MAX_CONNECTIONS, RX_QUEUE, TX_QUEUE, VsockError, unix};
@@ -83,7 +83,7 @@ pub(crate) struct Worker {
     commands: mpsc::Receiver<Command>,
     epoll: Epoll,
     active: Option<Active>,
-    conns: BTreeMap<u32, Connection>,
+    conns: BTreeMap<u32, VsockConnection>,
     next_port: u32,
     ctrl: VecDeque<Header>,
     tx_stalled: Option<u32>,
@@ -271,7 +271,7 @@ impl Worker {
                 continue;
             };
             tracing::debug!("vsock: client connected, host port {port}");
-            self.conns.insert(port, Connection::new(stream, port));
+            self.conns.insert(port, VsockConnection::new(stream, port));
         }
     }
 
@@ -454,19 +454,10 @@ impl Worker {
         used
     }
 
+    /// Handles one packet from the guest: drops or refuses what is not addressed to a stream
+    /// the host opened, then steps that stream's state.
     fn handle_tx_packet(&mut self, pkt: &VsockPacket<'_, ()>) -> TxVerdict {
-        let h = Header {
-            src_cid: pkt.src_cid(),
-            dst_cid: pkt.dst_cid(),
-            src_port: pkt.src_port(),
-            dst_port: pkt.dst_port(),
-            len: pkt.len(),
-            type_: pkt.type_(),
-            op: pkt.op(),
-            flags: pkt.flags(),
-            buf_alloc: pkt.buf_alloc(),
-            fwd_cnt: pkt.fwd_cnt(),
-        };
+        let h = packet_header(pkt);
         if h.src_cid != self.guest_cid || h.dst_cid != HOST_CID {
             let (src, dst) = (h.src_cid, h.dst_cid);
             tracing::debug!("vsock: dropping a packet from cid {src} to cid {dst}");
@@ -479,117 +470,156 @@ impl Worker {
             }
             return TxVerdict::Done;
         }
-        let known = self
-            .conns
-            .get(&h.dst_port)
-            .is_some_and(|c| c.guest_knows() && c.guest_port == h.src_port);
-        if !known {
-            match h.op {
-                OP_RST => {}
-                OP_REQUEST => {
-                    tracing::debug!("vsock: guest connect to host port {} refused", h.dst_port);
-                    self.push_ctrl(Header::rst_reply(&h));
-                }
-                op @ (OP_RESPONSE | OP_SHUTDOWN | OP_RW | OP_CREDIT_UPDATE | OP_CREDIT_REQUEST) => {
-                    tracing::debug!("vsock: op {op} for unknown stream {}->{}", h.src_port, h.dst_port);
-                    self.push_ctrl(Header::rst_reply(&h));
-                }
-                op => tracing::debug!("vsock: unknown op {op} dropped"),
+        let port = h.dst_port;
+        // A stream is the guest's only once we sent its `OP_REQUEST`, and only from the guest
+        // port the client asked for.
+        let connecting = match self.conns.get(&port) {
+            Some(c) if c.guest_knows() && c.guest_port == h.src_port => matches!(c.state, State::RequestSent),
+            _ => {
+                self.refuse_unknown_stream(&h);
+                return TxVerdict::Done;
             }
+        };
+        if connecting {
+            self.handle_connect_reply(port, &h);
             return TxVerdict::Done;
         }
-        let port = h.dst_port;
+        self.handle_established(port, &h, pkt)
+    }
+
+    /// A packet for no stream the guest knows: the guest opening one (only the host connects),
+    /// or a stale or forged stream; either way answered with an `OP_RST` (an `OP_RST` itself is
+    /// not answered, so two sides cannot bounce resets forever).
+    fn refuse_unknown_stream(&mut self, h: &Header) {
+        match h.op {
+            OP_RST => {}
+            OP_REQUEST => {
+                tracing::debug!("vsock: guest connect to host port {} refused", h.dst_port);
+                self.push_ctrl(Header::rst_reply(h));
+            }
+            op @ (OP_RESPONSE | OP_SHUTDOWN | OP_RW | OP_CREDIT_UPDATE | OP_CREDIT_REQUEST) => {
+                tracing::debug!("vsock: op {op} for unknown stream {}->{}", h.src_port, h.dst_port);
+                self.push_ctrl(Header::rst_reply(h));
+            }
+            op => tracing::debug!("vsock: unknown op {op} dropped"),
+        }
+    }
+
+    /// The guest's answer to our `OP_REQUEST` on host port `port`: `OP_RESPONSE` establishes the
+    /// stream and tells the client `OK <port>`; `OP_RST` refuses it (the client is closed); any
+    /// other op is a protocol error that resets the stream.
+    fn handle_connect_reply(&mut self, port: u32, h: &Header) {
+        let Some(conn) = self.conns.get_mut(&port) else { return };
+        match h.op {
+            OP_RESPONSE => {
+                conn.update_peer_credit(h);
+                conn.state = State::Established;
+                let ok = unix::ok_line(conn.guest_port);
+                // The `OK` line is ours, not guest data: it does not count in `fwd_cnt`.
+                conn.uncounted = ok.len();
+                clear_wiping(&mut conn.host_out);
+                append_wiping(&mut conn.host_out, &ok);
+                tracing::debug!("vsock: host port {port} connected to guest port {}", conn.guest_port);
+                self.flush_to_client(port);
+            }
+            OP_RST => {
+                tracing::debug!("vsock: guest refused host port {port} (guest port {})", conn.guest_port);
+                self.drop_conn(port, false);
+            }
+            op => {
+                tracing::debug!("vsock: op {op} while connecting host port {port}; resetting");
+                self.drop_conn(port, true);
+            }
+        }
+    }
+
+    /// A packet on the established stream of host port `port`.
+    fn handle_established(&mut self, port: u32, h: &Header, pkt: &VsockPacket<'_, ()>) -> TxVerdict {
         let Some(conn) = self.conns.get_mut(&port) else {
             return TxVerdict::Done;
         };
-        if matches!(conn.state, State::RequestSent) {
-            match h.op {
-                OP_RESPONSE => {
-                    conn.update_peer_credit(&h);
-                    conn.state = State::Established;
-                    let ok = unix::ok_line(conn.guest_port);
-                    conn.uncounted = ok.len();
-                    clear_wiping(&mut conn.host_out);
-                    append_wiping(&mut conn.host_out, &ok);
-                    tracing::debug!("vsock: host port {port} connected to guest port {}", conn.guest_port);
-                    if conn.flush().is_err() {
-                        self.drop_conn(port, true);
-                    }
-                }
-                OP_RST => {
-                    tracing::debug!("vsock: guest refused host port {port} (guest port {})", conn.guest_port);
-                    self.drop_conn(port, false);
-                }
-                op => {
-                    tracing::debug!("vsock: op {op} while connecting host port {port}; resetting");
-                    self.drop_conn(port, true);
-                }
-            }
-            return TxVerdict::Done;
-        }
-        // Established.
         match h.op {
-            OP_RW => {
-                if conn.guest_shutdown & SHUTDOWN_SEND != 0 {
-                    tracing::debug!("vsock: data after the guest's shutdown on host port {port}; dropped");
-                    return TxVerdict::Done;
-                }
-                let len = h.len as usize;
-                if len > 0
-                    && conn.buffered_from_guest() + len > CONN_BUF_SIZE as usize
-                    && conn.buffered_from_guest() > 0
-                {
-                    // Over our credit: wait for the client to drain rather than grow.
-                    return TxVerdict::Stall(port);
-                }
-                conn.update_peer_credit(&h);
-                if let Some(data) = pkt.data_slice() {
-                    let len = data.len().min(self.scratch.len());
-                    let copied = data.copy_to(&mut self.scratch[..len]);
-                    append_wiping(&mut conn.host_out, &self.scratch[..copied]);
-                    wipe(&mut self.scratch[..copied]);
-                }
-                if conn.flush().is_err() {
-                    self.drop_conn(port, true);
-                    return TxVerdict::Done;
-                }
+            OP_RW => return self.receive_guest_data(port, h, pkt),
+            OP_SHUTDOWN => self.receive_guest_shutdown(port, h),
+            OP_CREDIT_UPDATE => {
+                conn.update_peer_credit(h);
+                self.after_flush(port);
             }
-            OP_CREDIT_UPDATE => conn.update_peer_credit(&h),
             OP_CREDIT_REQUEST => {
-                conn.update_peer_credit(&h);
+                conn.update_peer_credit(h);
                 conn.need_credit_update = true;
+                self.after_flush(port);
             }
-            OP_SHUTDOWN => {
-                conn.update_peer_credit(&h);
-                conn.guest_shutdown |= h.flags & (SHUTDOWN_RCV | SHUTDOWN_SEND);
-                if conn.guest_shutdown & SHUTDOWN_RCV != 0 {
-                    clear_wiping(&mut conn.to_guest);
-                }
-                if conn.flush().is_err() {
-                    self.drop_conn(port, true);
-                    return TxVerdict::Done;
-                }
-            }
-            OP_RST => {
-                self.drop_conn(port, false);
-                return TxVerdict::Done;
-            }
+            OP_RST => self.drop_conn(port, false),
             op @ (OP_REQUEST | OP_RESPONSE) => {
                 tracing::debug!("vsock: op {op} on established host port {port}; resetting");
                 self.drop_conn(port, true);
-                return TxVerdict::Done;
             }
-            op => {
-                tracing::debug!("vsock: unknown op {op} on host port {port} dropped");
-                return TxVerdict::Done;
-            }
+            op => tracing::debug!("vsock: unknown op {op} on host port {port} dropped"),
         }
-        self.after_flush(port);
         TxVerdict::Done
     }
 
+    /// An `OP_RW`: queues its payload for the client and writes what the client takes now. A
+    /// guest sending beyond our credit stalls the tx queue until the client drains, so that a
+    /// client that does not read cannot make the VMM buffer without bound.
+    fn receive_guest_data(&mut self, port: u32, h: &Header, pkt: &VsockPacket<'_, ()>) -> TxVerdict {
+        let Some(conn) = self.conns.get_mut(&port) else {
+            return TxVerdict::Done;
+        };
+        if conn.guest_shutdown & SHUTDOWN_SEND != 0 {
+            tracing::debug!("vsock: data after the guest's shutdown on host port {port}; dropped");
+            return TxVerdict::Done;
+        }
+        let len = h.len as usize;
+        if len > 0 && conn.buffered_from_guest() + len > CONN_BUF_SIZE as usize && conn.buffered_from_guest() > 0 {
+            // Over our credit: wait for the client to drain rather than grow.
+            return TxVerdict::Stall(port);
+        }
+        conn.update_peer_credit(h);
+        if let Some(data) = pkt.data_slice() {
+            // Copied through the scratch buffer, which is wiped: the payload may be a secret.
+            let len = data.len().min(self.scratch.len());
+            let copied = data.copy_to(&mut self.scratch[..len]);
+            append_wiping(&mut conn.host_out, &self.scratch[..copied]);
+            wipe(&mut self.scratch[..copied]);
+        }
+        if self.flush_to_client(port) {
+            self.after_flush(port);
+        }
+        TxVerdict::Done
+    }
+
+    /// An `OP_SHUTDOWN`: records which directions the guest closed; a guest that will receive
+    /// no more loses what still waits for it. The client's write side is shut once the guest's
+    /// data is delivered (see [`VsockConnection::flush`]).
+    fn receive_guest_shutdown(&mut self, port: u32, h: &Header) {
+        let Some(conn) = self.conns.get_mut(&port) else { return };
+        conn.update_peer_credit(h);
+        conn.guest_shutdown |= h.flags & (SHUTDOWN_RCV | SHUTDOWN_SEND);
+        if conn.guest_shutdown & SHUTDOWN_RCV != 0 {
+            clear_wiping(&mut conn.to_guest);
+        }
+        if self.flush_to_client(port) {
+            self.after_flush(port);
+        }
+    }
+
+    /// Writes what the client of host port `port` takes now; a client that is gone is dropped
+    /// (and the guest told with an `OP_RST`). Whether the connection is still there.
+    fn flush_to_client(&mut self, port: u32) -> bool {
+        let Some(conn) = self.conns.get_mut(&port) else {
+            return false;
+        };
+        if conn.flush().is_ok() {
+            return true;
+        }
+        self.drop_conn(port, true);
+        false
+    }
+
     fn has_rx_work(&self) -> bool {
-        !self.ctrl.is_empty() || self.conns.values().any(Connection::has_rx_work)
+        !self.ctrl.is_empty() || self.conns.values().any(VsockConnection::has_rx_work)
     }
 
     fn process_rx(&mut self, rxq: &mut Queue) -> bool {
@@ -658,6 +688,22 @@ impl Worker {
             return write_header(pkt, &h).then_some(h.len);
         }
         None
+    }
+}
+
+/// The header of a packet from the guest, as our [`Header`].
+fn packet_header(pkt: &VsockPacket<'_, ()>) -> Header {
+    Header {
+        src_cid: pkt.src_cid(),
+        dst_cid: pkt.dst_cid(),
+        src_port: pkt.src_port(),
+        dst_port: pkt.dst_port(),
+        len: pkt.len(),
+        type_: pkt.type_(),
+        op: pkt.op(),
+        flags: pkt.flags(),
+        buf_alloc: pkt.buf_alloc(),
+        fwd_cnt: pkt.fwd_cnt(),
     }
 }
 

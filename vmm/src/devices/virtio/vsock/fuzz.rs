@@ -23,7 +23,7 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use super::device::{Worker, WorkerFds};
 use super::{NUM_QUEUES, VsockDevice};
 use crate::devices::virtio::IrqTrigger;
-use crate::devices::virtio::mmio::{MmioDevice, MmioTransport};
+use crate::devices::virtio::mmio::{MmioDevice, VirtioMmioRegisters};
 
 /// Guest memory of the harness: rings at the start, buffers after them.
 pub const MEM_SIZE: usize = 0x1_0000;
@@ -42,7 +42,7 @@ pub const CLIENT_PORT: u32 = 1234;
 struct Harness {
     mem: GuestMemoryMmap,
     worker: Worker,
-    transport: MmioTransport,
+    transport: VirtioMmioRegisters,
     client: UnixStream,
     path: PathBuf,
 }
@@ -88,7 +88,7 @@ impl Harness {
             commands: tx,
             wake,
         };
-        let transport = MmioTransport::new(Box::new(device), mem.clone(), irq, interrupt_status, notify.into());
+        let transport = VirtioMmioRegisters::new(Box::new(device), mem.clone(), irq, interrupt_status, notify.into());
         let client = UnixStream::connect(&path).ok()?;
         client.set_nonblocking(true).ok()?;
         Some(Harness {

@@ -34,7 +34,7 @@ use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
-use super::mmio::MmioTransport;
+use super::mmio::VirtioMmioRegisters;
 use super::{ActivateError, IrqTrigger, VirtioDevice};
 
 /// Number of queues: rx, tx, event.
@@ -231,7 +231,7 @@ impl VirtioDevice for VsockDevice {
 #[derive(Debug)]
 pub struct VirtioMmioVsock {
     /// The register block, for the MMIO bus.
-    pub transport: Arc<Mutex<MmioTransport>>,
+    pub transport: Arc<Mutex<VirtioMmioRegisters>>,
     /// `(queue index, eventfd)` for KVM ioeventfds on `QueueNotify` (rx 0, tx 1, event 2).
     pub queue_notify_evts: Vec<(u32, EventFd)>,
     /// The interrupt eventfd, for a KVM irqfd on `VSOCK_GSI`.
@@ -356,7 +356,7 @@ fn start(
         commands: tx,
         wake,
     };
-    let transport = MmioTransport::new(Box::new(device), mem, irq, interrupt_status, mmio_evts);
+    let transport = VirtioMmioRegisters::new(Box::new(device), mem, irq, interrupt_status, mmio_evts);
     Ok(VirtioMmioVsock {
         transport: Arc::new(Mutex::new(transport)),
         queue_notify_evts: notify.into_iter().enumerate().map(|(i, e)| (i as u32, e)).collect(),

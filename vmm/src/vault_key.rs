@@ -1,8 +1,14 @@
-//! The host sealing secret of the vault: 32 random bytes in a root-only file, made on first start.
-//! It never enters the guest: at each boot the VMM derives from it the vault key of the image it
-//! verified ([`SealingSecret::vault_key`], bound to the measurement), and those of the earlier
-//! images the image's signed manifest allows, and hands only those keys to the enclave (see
-//! [`crate::boot::hand_over_vault_keys`]).
+//! The vault's keys, host side: the root secret they derive from, and the derivation.
+//!
+//! The root secret (the "host sealing secret" of `--sealing-secret`: the vault seals saved
+//! credentials under keys derived from it) is 32 random bytes in a root-only file, made on first
+//! start. It never enters the guest: at each boot the VMM derives from it the vault key of the
+//! image it verified ([`VaultRootSecret::vault_key`], bound to the measurement), and those of the
+//! earlier images the image's signed manifest allows, and hands only those keys to the enclave
+//! (see [`crate::boot::hand_over_vault_keys`]).
+//!
+//! Not to be confused with the enclave's `sealing.rs`, which opens secrets that clients seal to
+//! the attested enclave (sealed logon).
 
 use std::path::{Path, PathBuf};
 
@@ -12,9 +18,9 @@ use zeroize::Zeroizing;
 
 use crate::keyfile::{self, KeyFileError};
 
-/// Why the sealing secret could not be loaded or made.
+/// Why the vault's root secret could not be loaded or made.
 #[derive(Debug, thiserror::Error)]
-pub enum SealingError {
+pub enum VaultRootSecretError {
     /// The file cannot be read or made, or others may read it.
     #[error(transparent)]
     File(#[from] KeyFileError),
@@ -26,20 +32,20 @@ pub enum SealingError {
     Generate,
 }
 
-/// The host sealing secret: wiped on drop, never printed.
+/// The vault's root secret (the `--sealing-secret` file): wiped on drop, never printed.
 #[derive(Clone)]
-pub struct SealingSecret(Zeroizing<[u8; SEALING_SECRET_LEN]>);
+pub struct VaultRootSecret(Zeroizing<[u8; SEALING_SECRET_LEN]>);
 
-impl std::fmt::Debug for SealingSecret {
+impl std::fmt::Debug for VaultRootSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SealingSecret(<redacted>)")
+        f.write_str("VaultRootSecret(<redacted>)")
     }
 }
 
-impl SealingSecret {
+impl VaultRootSecret {
     /// A secret of these bytes.
     pub fn from_bytes(bytes: [u8; SEALING_SECRET_LEN]) -> Self {
-        SealingSecret(Zeroizing::new(bytes))
+        VaultRootSecret(Zeroizing::new(bytes))
     }
 
     /// The bytes.
@@ -67,21 +73,21 @@ impl SealingSecret {
     }
 
     /// Loads the secret at `path`, or makes one there (mode 0600) if there is no file.
-    pub fn load_or_create(path: &Path) -> Result<Self, SealingError> {
+    pub fn load_or_create(path: &Path) -> Result<Self, VaultRootSecretError> {
         let mut secret = Zeroizing::new([0u8; SEALING_SECRET_LEN]);
         if let Some(bytes) = keyfile::read_private(path)? {
             if bytes.len() != SEALING_SECRET_LEN {
-                return Err(SealingError::BadLength(path.to_owned()));
+                return Err(VaultRootSecretError::BadLength(path.to_owned()));
             }
             secret.copy_from_slice(&bytes);
-            return Ok(SealingSecret(secret));
+            return Ok(VaultRootSecret(secret));
         }
         SystemRandom::new()
             .fill(&mut secret[..])
-            .map_err(|_| SealingError::Generate)?;
+            .map_err(|_| VaultRootSecretError::Generate)?;
         keyfile::create_private(path, &secret[..])?;
         tracing::info!("made a new vault sealing secret {}", path.display());
-        Ok(SealingSecret(secret))
+        Ok(VaultRootSecret(secret))
     }
 }
 
@@ -92,12 +98,12 @@ mod tests {
 
     #[test]
     fn vault_keys_are_hkdf_sha256_of_secret_and_measurement() {
-        let s = SealingSecret::from_bytes([7; 32]);
+        let s = VaultRootSecret::from_bytes([7; 32]);
         let a = s.vault_key(&[1; 48]);
         assert_ne!(*a, [0; 32]);
         assert_eq!(*a, *s.vault_key(&[1; 48]));
         assert_ne!(*a, *s.vault_key(&[2; 48]));
-        assert_ne!(*a, *SealingSecret::from_bytes([8; 32]).vault_key(&[1; 48]));
+        assert_ne!(*a, *VaultRootSecret::from_bytes([8; 32]).vault_key(&[1; 48]));
         // The same vector as the enclave's test (RustCrypto's hkdf): both sides derive alike.
         let hex: String = a.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, "29b9798375dfd87fb0f6f983725fc5d3b64d4770e806ba2ff317bdaa50833615");
@@ -125,26 +131,26 @@ mod tests {
 
     #[test]
     fn creates_loads_and_refuses_bad_files() {
-        let dir = std::env::temp_dir().join(format!("cg-sealing-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("cg-vault-key-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("sealing.secret");
-        let made = SealingSecret::load_or_create(&path).unwrap();
+        let made = VaultRootSecret::load_or_create(&path).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        let loaded = SealingSecret::load_or_create(&path).unwrap();
+        let loaded = VaultRootSecret::load_or_create(&path).unwrap();
         assert_eq!(made.bytes(), loaded.bytes());
         assert_ne!(made.bytes(), &[0; 32]);
-        assert_eq!(format!("{made:?}"), "SealingSecret(<redacted>)");
+        assert_eq!(format!("{made:?}"), "VaultRootSecret(<redacted>)");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert!(matches!(
-            SealingSecret::load_or_create(&path),
-            Err(SealingError::File(KeyFileError::TooOpen(..)))
+            VaultRootSecret::load_or_create(&path),
+            Err(VaultRootSecretError::File(KeyFileError::TooOpen(..)))
         ));
         std::fs::write(&path, b"short").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(matches!(
-            SealingSecret::load_or_create(&path),
-            Err(SealingError::BadLength(_))
+            VaultRootSecret::load_or_create(&path),
+            Err(VaultRootSecretError::BadLength(_))
         ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
