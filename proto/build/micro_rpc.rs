@@ -161,9 +161,12 @@ fn client(s: &Service, out: &mut String, asynchronous: bool) -> std::fmt::Result
     } else {
         ("", "crate::rpc::Transport", "&mut self", "", "a blocking")
     };
+    // Host side only: the enclave serves, it never calls itself.
     writeln!(out, "/// A client of `{name}` over {kind} transport.")?;
+    writeln!(out, "#[cfg(feature = \"std\")]")?;
     writeln!(out, "#[derive(Debug, Clone)]")?;
     writeln!(out, "pub struct {ty}{name}Client<T> {{\n    transport: T,\n}}\n")?;
+    writeln!(out, "#[cfg(feature = \"std\")]")?;
     writeln!(out, "impl<T: {bound}> {ty}{name}Client<T> {{")?;
     writeln!(out, "    /// A client over `transport`.")?;
     writeln!(

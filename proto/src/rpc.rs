@@ -101,6 +101,7 @@ impl std::error::Error for RpcError {}
 
 /// A blocking way to the enclave: sends one call (the request's payload, encoded) and returns the
 /// reply's payload, or the error the enclave answered (or a transport error of its own).
+#[cfg(feature = "std")]
 pub trait Transport {
     /// The transport's error; a failed reply becomes one through `From<RpcError>`.
     type Error: From<RpcError>;
@@ -111,6 +112,7 @@ pub trait Transport {
 }
 
 /// An asynchronous way to the enclave (the proxy's link, many calls in flight).
+#[cfg(feature = "std")]
 pub trait AsyncTransport {
     /// As [`Transport::Error`].
     type Error: From<RpcError>;
