@@ -28,12 +28,6 @@ use credguard_proto::lsa;
 use credguard_proto::unix_transport::UnixTransport;
 use credguard_vmm::{Enclave, EnclaveConfig, EnclaveImage};
 
-fn median_p99(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(f64::total_cmp);
-    let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-    (at(0.5), at(0.99))
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -285,15 +279,15 @@ fn main() {
         .status();
     let _ = std::fs::remove_dir_all(&dir);
 
-    let (s_m, s_p) = median_p99(svc);
-    let (b_m, b_p) = median_p99(bare);
-    let (r_m, r_p) = median_p99(raw_whole);
-    let (k_m, k_p) = median_p99(kvno);
+    let (s_m, s_p) = common::median_p99(svc);
+    let (b_m, b_p) = common::median_p99(bare);
+    let (r_m, r_p) = common::median_p99(raw_whole);
+    let (k_m, k_p) = common::median_p99(kvno);
     println!("credguard Kerberos benchmark ({rounds} rounds; {cached} cached-TGT service tickets)");
     let mut json = String::new();
     for ((u, f), m) in users.iter().zip(full).zip(mit) {
-        let (f_m, f_p) = median_p99(f);
-        let (m_m, m_p) = median_p99(m);
+        let (f_m, f_p) = common::median_p99(f);
+        let (m_m, m_p) = common::median_p99(m);
         println!(
             "  logon + TGT + service ticket, {u}: credguard median {f_m:.2} ms, p99 {f_p:.2} ms; MIT kinit + kvno median {m_m:.2} ms, p99 {m_p:.2} ms; ratio {:.2}x (target <= 0.5x)",
             f_m / m_m

@@ -62,12 +62,6 @@ const SESSIONS: usize = 32;
 /// The rate each session asks for: the enclave's ceiling.
 const RATE: u32 = credguard_enclave::ratelimit::MAX_OPERATIONS_PER_SECOND;
 
-fn median_p99(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(f64::total_cmp);
-    let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-    (at(0.5), at(0.99))
-}
-
 fn challenge() -> Vec<u8> {
     credguard_enclave::ntlm::sample::windows_challenge()
 }
@@ -338,7 +332,7 @@ fn raw_vsock(vsock: &Path, n: usize) -> ((f64, f64), (f64, f64)) {
             auth.push(t.elapsed().as_secs_f64() * 1e6);
         }
     }
-    (median_p99(status), median_p99(auth))
+    (common::median_p99(status), common::median_p99(auth))
 }
 
 async fn ready_client(api: &Path) -> Client {
@@ -422,7 +416,7 @@ fn measure(api: &Path, n: usize, secs: f64) -> Figures {
         refused += words.next().and_then(|r| r.parse::<u64>().ok()).unwrap_or(0);
         lat.extend(words.filter_map(|v| v.parse::<f64>().ok()));
     }
-    let (median, p99) = median_p99(lat);
+    let (median, p99) = common::median_p99(lat);
     let mut throughput = Vec::new();
     for clients in [8usize, 16] {
         let start_at = unix_ms() + 1500;

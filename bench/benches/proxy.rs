@@ -19,12 +19,6 @@ use credguard_proto::lsa;
 use credguard_proto::unix_transport::{UnixClient, UnixTransport};
 use credguard_vmm::{Enclave, EnclaveConfig, EnclaveImage};
 
-fn median_p99(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(f64::total_cmp);
-    let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-    (at(0.5), at(0.99))
-}
-
 fn rss_kib(pid: u32) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     text.lines()
@@ -157,10 +151,10 @@ fn main() {
     let _ = enclave.stop_and_wait();
     let _ = std::fs::remove_dir_all(&dir);
 
-    let (vs_m, vs_p) = median_p99(vs_status);
-    let (vl_m, vl_p) = median_p99(vs_logon);
-    let (gs_m, gs_p) = median_p99(g_status);
-    let (gl_m, gl_p) = median_p99(g_logon);
+    let (vs_m, vs_p) = common::median_p99(vs_status);
+    let (vl_m, vl_p) = common::median_p99(vs_logon);
+    let (gs_m, gs_p) = common::median_p99(g_status);
+    let (gl_m, gl_p) = common::median_p99(g_logon);
     println!("credguard LSA proxy benchmark ({n} calls each)");
     println!(
         "  Status  over vsock: median {vs_m:.1} us, p99 {vs_p:.1} us; through gRPC: median {gs_m:.1} us, p99 {gs_p:.1} us; added {:.1} us (target <= 100)",

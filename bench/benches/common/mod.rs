@@ -32,3 +32,10 @@ pub fn spawn_proxy(cfg: &Path, api: &Path, vsock: &Path) -> Child {
         .spawn()
         .expect("spawn the proxy")
 }
+
+/// The median and the 99th percentile of `v` (not empty).
+pub fn median_p99(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    (at(0.5), at(0.99))
+}
