@@ -159,22 +159,13 @@ impl SealPolicy {
         domain: &str,
         realm: &str,
     ) -> Result<lsa::logon_request::Secret, Failure> {
-        use enclave::sealed_logon_secret::Secret as S;
-        let plain = |secret: S| match secret {
-            S::Password(p) => lsa::logon_request::Secret::Password(p),
-            S::NtHash(h) => lsa::logon_request::Secret::NtHash(h),
-            S::Key(k) => lsa::logon_request::Secret::Key(lsa::Key {
-                enctype: k.enctype,
-                value: k.value,
-            }),
-        };
         let seal = match self.mode {
             SealMode::Never => false,
             SealMode::Require => true,
             SealMode::Auto => self.pub_path.exists(),
         };
         if !seal {
-            return Ok(plain(secret));
+            return Ok(secret.into());
         }
         let expect = self.expectations().map_err(|e| Failure::Call(e.to_string()))?;
         let status = c.status(lsa::StatusRequest {}).await?.into_inner();
@@ -717,24 +708,16 @@ async fn vault(c: &mut LsaClient<Channel>, policy: &SealPolicy, cmd: VaultCmd, a
             } = cred;
             let secret = read_logon_secret(&user, nt_hash, key_enctype)?;
             // Sealed to the attested enclave when the policy says so, as for `logon`.
-            use lsa::logon_request::Secret as L;
-            use lsa::save_credential_request::Secret as S;
             let purpose = Purpose::VaultSave { target: &target };
-            let sealed = policy
+            let secret = policy
                 .protect(c, secret, refuse_rc4, purpose, &user, &domain, &realm)
                 .await?;
-            let secret = match sealed {
-                L::Password(p) => S::Password(p),
-                L::NtHash(h) => S::NtHash(h),
-                L::Key(k) => S::Key(k),
-                L::Sealed(s) => S::Sealed(s),
-            };
             let req = lsa::SaveCredentialRequest {
                 target,
                 user,
                 domain,
                 realm,
-                secret: Some(secret),
+                secret: Some(secret.into()),
                 kdc,
             };
             // tonic encodes the request and drops it; the proxy and the enclave wipe their copies.

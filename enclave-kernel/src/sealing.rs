@@ -21,9 +21,10 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
-use credguard_proto::attest::{self, NONCE_LEN, Owner, PUBLIC_KEY_LEN, SEALING_NONCE_LEN, SealPurpose, SealedNames};
+use credguard_proto::attest::{self, Owner, PUBLIC_KEY_LEN, SEALING_NONCE_LEN, SealPurpose, SealedNames};
+use credguard_proto::checks::{self, SealedParts};
 use credguard_proto::enclave::{SealedLogonSecret, SealedSecret, sealed_logon_secret};
 use hkdf::Hkdf;
 use prost::Message;
@@ -168,19 +169,19 @@ impl SealingKey {
         owner: Owner,
         names: &SealedNames<'_>,
     ) -> Result<Opened, SealError> {
-        let parts = check_parts(sealed)?;
-        if parts.recipient != self.public {
+        let parts = checks::sealed_parts(sealed).map_err(SealError::Malformed)?;
+        if parts.enclave_public_key != self.public {
             return Err(SealError::OtherBoot);
         }
         let Some(slot) = self
             .nonces
             .get(&owner)
-            .and_then(|n| n.nonces.iter().position(|x| *x == parts.nonce))
+            .and_then(|n| n.nonces.iter().position(|x| *x == parts.sealing_nonce))
         else {
             return Err(SealError::StaleNonce);
         };
-        let aad = attest::sealed_secret_aad(purpose, owner, &parts.nonce, names);
-        let plain = self.decrypt(&parts.epk, sealed, &aad)?;
+        let aad = attest::sealed_secret_aad(purpose, owner, &parts.sealing_nonce, names);
+        let plain = self.decrypt(&parts, &sealed.ciphertext, &aad)?;
         if let Some(n) = self.nonces.get_mut(&owner) {
             n.nonces.remove(slot);
             if n.nonces.is_empty() {
@@ -197,12 +198,8 @@ impl SealingKey {
     }
 
     /// X25519 with the client's ephemeral key, HKDF-SHA256, AES-256-GCM with `aad`.
-    fn decrypt(
-        &self,
-        epk: &[u8; PUBLIC_KEY_LEN],
-        sealed: &SealedSecret,
-        aad: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, SealError> {
+    fn decrypt(&self, parts: &SealedParts, ciphertext: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        let epk = &parts.ephemeral_public_key;
         let shared = self.secret.diffie_hellman(&PublicKey::from(*epk));
         if !shared.was_contributory() {
             return Err(SealError::DoesNotOpen);
@@ -213,48 +210,11 @@ impl SealingKey {
             .expand(&info, &mut key[..])
             .map_err(|_| SealError::DoesNotOpen)?;
         let cipher = Aes256Gcm::new_from_slice(&key[..]).map_err(|_| SealError::DoesNotOpen)?;
-        let nonce =
-            Nonce::try_from(sealed.nonce.as_slice()).map_err(|_| SealError::Malformed("nonce must be 12 bytes"))?;
         let plain = cipher
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: &sealed.ciphertext,
-                    aad,
-                },
-            )
+            .decrypt(&parts.nonce.into(), Payload { msg: ciphertext, aad })
             .map_err(|_| SealError::DoesNotOpen)?;
         Ok(Zeroizing::new(plain))
     }
-}
-
-/// The fixed-length parts of a sealed secret.
-struct Parts {
-    epk: [u8; PUBLIC_KEY_LEN],
-    recipient: [u8; PUBLIC_KEY_LEN],
-    nonce: [u8; SEALING_NONCE_LEN],
-}
-
-fn check_parts(sealed: &SealedSecret) -> Result<Parts, SealError> {
-    let epk = sealed
-        .ephemeral_public_key
-        .as_slice()
-        .try_into()
-        .map_err(|_| SealError::Malformed("ephemeral_public_key must be 32 bytes"))?;
-    let recipient = sealed
-        .enclave_public_key
-        .as_slice()
-        .try_into()
-        .map_err(|_| SealError::Malformed("enclave_public_key must be 32 bytes"))?;
-    if sealed.nonce.len() != NONCE_LEN {
-        return Err(SealError::Malformed("nonce must be 12 bytes"));
-    }
-    let nonce = sealed
-        .sealing_nonce
-        .as_slice()
-        .try_into()
-        .map_err(|_| SealError::Malformed("sealing_nonce must be the 16 bytes GetSealingNonce returned"))?;
-    Ok(Parts { epk, recipient, nonce })
 }
 
 impl Drop for SealingKey {
@@ -267,6 +227,7 @@ impl Drop for SealingKey {
 pub(crate) mod tests {
     use super::*;
     use crate::rng::CounterRng;
+    use aes_gcm::Nonce;
     use credguard_proto::enclave::sealed_logon_secret::Secret as Inner;
 
     /// Seals `secret` to `enclave_public` as a client does (here with the same crates; the

@@ -4,6 +4,10 @@
 //!   the system calls of the enclave's ring-0 part, and its exit codes.
 //! - [`enclave`]: the protobuf messages of the enclave's own service (`credguard.enclave.v1`).
 //! - [`wire`]: how those messages are framed on the vsock stream.
+//! - [`checks`], [`enctype`], [`secret`]: the checks of a request both sides make (the enclave
+//!   enforces them; the proxy runs the same ones first for early, clear errors), the Kerberos
+//!   enctypes credguard uses, and the secrets the messages carry.
+//! - `convert` (feature `grpc`): the public API's messages as the enclave's.
 //!
 //! The crate is `no_std` (with `alloc`) so that the enclave links it; host code enables `std`.
 #![cfg_attr(not(feature = "std"), no_std)]
@@ -13,7 +17,12 @@ extern crate alloc;
 
 pub mod abi;
 pub mod attest;
+pub mod checks;
+#[cfg(feature = "grpc")]
+pub mod convert;
+pub mod enctype;
 pub mod rpc;
+pub mod secret;
 #[cfg(feature = "std")]
 pub mod unix_transport;
 pub mod wire;

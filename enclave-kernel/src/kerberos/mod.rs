@@ -35,6 +35,8 @@ use credguard_proto::enclave::{KerberosAsReply, KerberosAsRequest, KerberosTgsRe
 use rand_core::TryCryptoRng;
 
 use credguard_proto::attest::Owner;
+use credguard_proto::checks::{self, CheckError};
+use credguard_proto::enctype;
 
 use crate::credentials::{CredentialStore, KerberosKey, LogonCredential, SessionHandle};
 use crypto::{CryptoError, Key};
@@ -47,8 +49,7 @@ use credguard_proto::rpc::code::{
     UNAVAILABLE as CODE_UNAVAILABLE,
 };
 
-/// Largest KDC reply the enclave reads (real ones, PAC included, are a few KiB).
-pub const MAX_KDC_REPLY_LEN: usize = 64 << 10;
+pub use credguard_proto::checks::MAX_KDC_REPLY_LEN;
 /// Bytes of TGTs all sessions of one owner may hold together.
 pub const MAX_TICKET_BYTES_PER_OWNER: usize = 1 << 20;
 /// Largest PBKDF2 iteration count accepted from a KDC: more would keep the enclave (which serves
@@ -106,14 +107,20 @@ impl KerberosError {
     }
 }
 
+impl From<CheckError> for KerberosError {
+    fn from(e: CheckError) -> Self {
+        if e.is_rule() {
+            KerberosError::FailedPrecondition(format!("{e}"))
+        } else {
+            KerberosError::InvalidArgument(format!("{e}"))
+        }
+    }
+}
+
 impl From<CryptoError> for KerberosError {
     fn from(e: CryptoError) -> Self {
         match e {
-            CryptoError::Rc4NotAllowed => KerberosError::FailedPrecondition(String::from(
-                "rc4-hmac is not allowed for this session: the image's signed policy and the logon must both allow \
-                 it (kerberos.allow_rc4 alone cannot)",
-            )),
-            CryptoError::Des(_) | CryptoError::Unsupported(_) => KerberosError::FailedPrecondition(format!("{e}")),
+            CryptoError::Enctype(_) => KerberosError::FailedPrecondition(format!("{e}")),
             CryptoError::Integrity => {
                 KerberosError::Unauthenticated("a KDC reply did not decrypt: wrong password or key".into())
             }
@@ -523,8 +530,7 @@ fn as_reply_key(
 
 /// The strongest usable key the session holds.
 fn usable_key(keys: &[KerberosKey], allow_rc4: bool) -> Option<Key> {
-    crypto::preferred_enctypes(allow_rc4)
-        .into_iter()
+    enctype::preferred(allow_rc4)
         .find_map(|e| keys.iter().find(|k| k.enctype == e))
         .and_then(|k| Key::new(k.enctype, &k.value).ok())
 }
@@ -545,7 +551,7 @@ pub fn choose_etype(entries: &[messages::EtypeInfo], allow_rc4: bool) -> Result<
     {
         return Ok(e.clone());
     }
-    if !entries.is_empty() && entries.iter().all(|e| (1..=3).contains(&e.etype)) {
+    if !entries.is_empty() && entries.iter().all(|e| enctype::is_des(e.etype)) {
         return Err(KerberosError::FailedPrecondition(
             "the KDC offers only DES enctypes: credguard never uses DES (single DES is broken)".into(),
         ));
@@ -584,11 +590,7 @@ pub fn tgs_step<R: TryCryptoRng>(
     rng: &mut R,
     req: KerberosTgsRequest,
 ) -> Result<KerberosTgsReply, KerberosError> {
-    if req.delegate {
-        return Err(KerberosError::FailedPrecondition(
-            "unconstrained delegation is never allowed: credguard never forwards a TGT".into(),
-        ));
-    }
+    checks::no_delegation(req.delegate)?;
     check_reply_len(&req.kdc_reply)?;
     let handle = SessionHandle::try_from(req.session_handle.as_slice()).map_err(|_| no_session())?;
     let cred = creds.get(&handle).ok_or_else(no_session)?;
