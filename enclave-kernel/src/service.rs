@@ -1,7 +1,7 @@
 //! The enclave service: framed request bytes in, framed reply bytes out.
 //!
 //! Nothing here trusts its input: any byte sequence from the host either yields replies or a
-//! [`WireError`] after which the caller closes that stream. Nothing here panics on input.
+//! [`FrameError`] after which the caller closes that stream. Nothing here panics on input.
 //!
 //! A request travels: [`Service::on_bytes`] cuts the stream into frames; [`Service::dispatch`]
 //! looks the method up by its id and hands the payload to the dispatcher generated from
@@ -26,8 +26,8 @@ use alloc::vec::Vec;
 use credguard_proto::abi::{self, MEASUREMENT_LEN};
 use credguard_proto::attest::{Owner, SealPurpose, SealedNames};
 use credguard_proto::enclave::{AuditRecord, EnclaveMethod, Frame, dispatch_enclave};
+use credguard_proto::framing::{FrameDecoder, FrameError, encode_frame};
 use credguard_proto::rpc::{RpcError, code};
-use credguard_proto::wire::{FrameDecoder, WireError, encode_frame};
 use rand_core::TryCryptoRng;
 use zeroize::Zeroize;
 
@@ -45,7 +45,7 @@ pub use calls::operation;
 
 /// Free heap below which calls that can grow the enclave's state are refused. It covers what is
 /// allocated outside any call's control, the partly received frames of every open stream (at most
-/// `serve::MAX_CONNECTIONS` of `wire::MAX_FRAME_LEN` each), plus what the largest request needs
+/// `serve::MAX_CONNECTIONS` of `framing::MAX_FRAME_LEN` each), plus what the largest request needs
 /// while it runs (its frame decoded a few times over), with room for fragmentation.
 pub const MEMORY_HEADROOM: usize = 2 << 20;
 
@@ -235,7 +235,7 @@ impl<R: TryCryptoRng> Service<R> {
         bytes: &[u8],
         now_tsc: u64,
         out: &mut Vec<u8>,
-    ) -> Result<usize, WireError> {
+    ) -> Result<usize, FrameError> {
         stream.decoder.push(bytes);
         let mut answered = 0;
         while let Some(mut request) = stream.decoder.next_frame()? {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use credguard_proto::abi;
 use credguard_proto::checks::{self, CheckError};
-use credguard_proto::enclave as wire;
+use credguard_proto::enclave;
 use credguard_proto::enctype::EnctypeRefused;
 use credguard_proto::lsa;
 use credguard_proto::secret::SecretRef;
@@ -95,7 +95,7 @@ impl LsaCore {
             ..Default::default()
         };
         if let LinkState::Ready(_) = state {
-            match self.link.service_client().status(&wire::StatusRequest {}).await {
+            match self.link.service_client().status(&enclave::StatusRequest {}).await {
                 Ok(s) => {
                     reply.measurement = hex::encode(&s.measurement);
                     reply.signer = s.signer;
@@ -130,19 +130,19 @@ impl LsaCore {
         // message (no copy is left behind), which is wiped whatever the outcome. The transport
         // wipes the encoded request once written to the enclave.
         let kdc = std::mem::take(&mut req.kdc);
-        let mut wire_req = wire::LogonRequest::from(req);
-        let result = self.logon_inner(caller, &mut wire_req, kdc).await;
-        wire_req.secret.zeroize();
+        let mut enclave_req = enclave::LogonRequest::from(req);
+        let result = self.logon_inner(caller, &mut enclave_req, kdc).await;
+        enclave_req.secret.zeroize();
         result
     }
 
     async fn logon_inner(
         &self,
         caller: Caller,
-        req: &mut wire::LogonRequest,
+        req: &mut enclave::LogonRequest,
         kdc: String,
     ) -> Result<lsa::LogonReply, LsaError> {
-        let sealed = matches!(req.secret, None | Some(wire::logon_request::Secret::Sealed(_)));
+        let sealed = matches!(req.secret, None | Some(enclave::logon_request::Secret::Sealed(_)));
         self.check_plaintext(sealed)?;
         checks::credential_names(&req.user, &req.domain, &req.realm)?;
         if !kdc.is_empty() {
@@ -192,7 +192,7 @@ impl LsaCore {
     /// `GetSealingNonce`: a single-use nonce the enclave issues for the caller's next sealed secret.
     pub async fn sealing_nonce(&self, caller: Caller) -> Result<lsa::GetSealingNonceReply, LsaError> {
         let boot_id = self.boot_id()?;
-        let req = wire::IssueSealingNonceRequest {
+        let req = enclave::IssueSealingNonceRequest {
             owner: caller.owner().0,
         };
         let r = self.link.client(caller).issue_sealing_nonce(&req).await?;
@@ -210,7 +210,7 @@ impl LsaCore {
         // The session is gone from the table either way; if the enclave is down or restarted, its
         // secrets are gone with it already.
         if self.boot_id().ok().as_deref() == Some(s.boot_id.as_slice()) {
-            let req = wire::LogoffRequest {
+            let req = enclave::LogoffRequest {
                 session_handle: s.handle,
             };
             match self.link.service_client().logoff(&req).await {
@@ -318,7 +318,7 @@ mod tests {
     }
 
     /// The proxy's check of a key, through the shared check of a logon's secret.
-    fn check_key(k: &wire::Key, allow_rc4: bool, realm: &str) -> Result<&'static str, LsaError> {
+    fn check_key(k: &enclave::Key, allow_rc4: bool, realm: &str) -> Result<&'static str, LsaError> {
         check_secret(Some(SecretRef::Key(k)), realm, allow_rc4)
     }
 
@@ -338,7 +338,7 @@ mod tests {
 
     #[test]
     fn keys_are_checked() {
-        let k = |enctype, n| wire::Key {
+        let k = |enctype, n| enclave::Key {
             enctype,
             value: vec![0; n],
         };

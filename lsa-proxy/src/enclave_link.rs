@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use credguard_proto::enclave::{AsyncEnclaveClient, AuditRecord, Frame, StatusRequest};
+use credguard_proto::framing::{FrameDecoder, encode_frame};
 use credguard_proto::rpc::{AsyncTransport, RpcError};
-use credguard_proto::wire::{FrameDecoder, encode_frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use credguard_proto::checks::{self, MAX_KDC_REPLY_LEN};
-use credguard_proto::enclave as wire;
+use credguard_proto::enclave;
 use credguard_proto::lsa;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket, lookup_host};
@@ -219,11 +219,11 @@ pub async fn get_tgt(
     })
 }
 
-async fn as_exchange(core: &LsaCore, s: &LogonSession, kdcs: &[String]) -> Result<wire::KerberosAsReply, LsaError> {
+async fn as_exchange(core: &LsaCore, s: &LogonSession, kdcs: &[String]) -> Result<enclave::KerberosAsReply, LsaError> {
     let mut kdc_reply = Vec::new();
     let mut kdc = 0;
     for _ in 0..MAX_STEPS {
-        let step = wire::KerberosAsRequest {
+        let step = enclave::KerberosAsRequest {
             session_handle: s.handle.clone(),
             now_unix: now_unix(),
             kdc_reply: std::mem::take(&mut kdc_reply),
@@ -282,11 +282,11 @@ async fn tgs_exchange(
     s: &LogonSession,
     kdcs: &[String],
     req: &lsa::KerberosGetServiceTicketRequest,
-) -> Result<wire::KerberosTgsReply, LsaError> {
+) -> Result<enclave::KerberosTgsReply, LsaError> {
     let mut kdc_reply = Vec::new();
     let mut kdc = 0;
     for _ in 0..MAX_STEPS {
-        let step = wire::KerberosTgsRequest {
+        let step = enclave::KerberosTgsRequest {
             session_handle: s.handle.clone(),
             now_unix: now_unix(),
             spn: req.spn.clone(),
@@ -340,7 +340,7 @@ fn time32(t: i64) -> u32 {
 }
 
 /// An MIT credential cache (file format version 4) holding the service ticket only — never a TGT.
-pub fn ccache_v4(r: &wire::KerberosTgsReply) -> Result<Vec<u8>, LsaError> {
+pub fn ccache_v4(r: &enclave::KerberosTgsReply) -> Result<Vec<u8>, LsaError> {
     let mut out = Vec::with_capacity(256 + r.ticket.len());
     put_u16(&mut out, 0x0504);
     // No header tags (no KDC time offset is recorded).
@@ -375,7 +375,7 @@ mod tests {
 
     #[test]
     fn ccache_layout() {
-        let r = wire::KerberosTgsReply {
+        let r = enclave::KerberosTgsReply {
             ticket: vec![0x61, 0x00],
             session_key: vec![1; 32],
             enctype: 18,
@@ -386,7 +386,7 @@ mod tests {
         };
         let c = ccache_v4(&r).unwrap();
         assert_eq!(&c[..4], &[5, 4, 0, 0]);
-        assert!(ccache_v4(&wire::KerberosTgsReply::default()).is_err());
+        assert!(ccache_v4(&enclave::KerberosTgsReply::default()).is_err());
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use credguard_proto::checks::{self, MAX_NTLM_CHALLENGE_LEN, MAX_NTLM_CONTEXTS, MAX_NTLM_CONTEXTS_PER_OWNER};
 use credguard_proto::convert::legacy_protocol;
-use credguard_proto::enclave as wire;
+use credguard_proto::enclave;
 use credguard_proto::lsa;
 use tracing::info;
 use zeroize::Zeroize;
@@ -132,10 +132,10 @@ impl Ntlm {
         req: lsa::NtlmNegotiateRequest,
     ) -> Result<lsa::NtlmNegotiateReply, LsaError> {
         let session = core.session(caller, &req.session_id)?;
-        let wire_req = wire::NtlmNegotiateRequest {
+        let enclave_req = enclave::NtlmNegotiateRequest {
             session_handle: session.handle.clone(),
         };
-        let reply = core.link().client(caller).ntlm_negotiate(&wire_req).await?;
+        let reply = core.link().client(caller).ntlm_negotiate(&enclave_req).await?;
         if reply.context_id.len() != checks::CONTEXT_ID_LEN || reply.negotiate_message.is_empty() {
             return Err(LsaError::Internal(
                 "the enclave returned a malformed NTLM context".into(),
@@ -203,14 +203,14 @@ impl Ntlm {
                 ));
             }
         }
-        let wire_req = wire::NtlmAuthenticateRequest {
+        let enclave_req = enclave::NtlmAuthenticateRequest {
             context_id: entry.enclave_id,
             challenge_message: req.challenge_message,
             channel_bindings: req.channel_bindings,
             target_spn: req.target_spn,
             now_filetime: now_filetime(),
         };
-        let mut reply = core.link().client(caller).ntlm_authenticate(&wire_req).await?;
+        let mut reply = core.link().client(caller).ntlm_authenticate(&enclave_req).await?;
         if reply.exported_session_key.len() != 16 || reply.authenticate_message.is_empty() {
             reply.exported_session_key.zeroize();
             return Err(LsaError::Internal(
@@ -235,12 +235,12 @@ impl Ntlm {
         let session = core.session(caller, &req.session_id)?;
         let protocol = legacy_protocol(req.protocol).ok_or(checks::CheckError::LegacyProtocol(req.protocol))?;
         checks::legacy_request(protocol as i32, &req.challenge)?;
-        let wire_req = wire::LegacyAuthenticateRequest {
+        let enclave_req = enclave::LegacyAuthenticateRequest {
             session_handle: session.handle,
             protocol: protocol as i32,
             challenge: req.challenge,
         };
-        let result = core.link().client(caller).legacy_authenticate(&wire_req).await;
+        let result = core.link().client(caller).legacy_authenticate(&enclave_req).await;
         info!(%caller, session = %req.session_id, protocol = protocol.as_str_name(), refused = result.is_err(), "legacy authenticate");
         let reply = result?;
         Ok(lsa::LegacyAuthenticateReply {

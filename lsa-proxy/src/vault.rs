@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use credguard_proto::checks::{self, MAX_NAME_LEN};
-use credguard_proto::enclave as wire;
+use credguard_proto::enclave;
 use credguard_proto::lsa;
 use credguard_proto::secret::SecretRef;
 use serde::{Deserialize, Serialize};
@@ -321,19 +321,19 @@ pub async fn save(
 ) -> Result<lsa::SaveCredentialReply, LsaError> {
     // As for `Logon`: the KDC stays here, the rest moves into the enclave's message, wiped after.
     let kdc = std::mem::take(&mut req.kdc);
-    let mut wire_req = wire::VaultSealRequest::from(req);
-    let result = save_inner(core, caller, &mut wire_req, kdc).await;
-    wire_req.secret.zeroize();
+    let mut enclave_req = enclave::VaultSealRequest::from(req);
+    let result = save_inner(core, caller, &mut enclave_req, kdc).await;
+    enclave_req.secret.zeroize();
     result
 }
 
 async fn save_inner(
     core: &LsaCore,
     caller: Caller,
-    req: &mut wire::VaultSealRequest,
+    req: &mut enclave::VaultSealRequest,
     kdc: String,
 ) -> Result<lsa::SaveCredentialReply, LsaError> {
-    let sealed = matches!(req.secret, None | Some(wire::vault_seal_request::Secret::Sealed(_)));
+    let sealed = matches!(req.secret, None | Some(enclave::vault_seal_request::Secret::Sealed(_)));
     core.check_plaintext(sealed)?;
     let uid = uid_of(caller)?;
     checks::target(&req.target)?;
@@ -444,7 +444,7 @@ pub async fn logon_saved(
     let boot_id = core.current_boot_id()?;
     // The caller's uid and the asked target, not the file's: a blob moved to another uid's
     // directory or another target's file does not open (they are bound into the seal).
-    let wire_req = wire::VaultLogonRequest {
+    let enclave_req = enclave::VaultLogonRequest {
         uid,
         target: req.target.clone(),
         user: record.user.clone(),
@@ -454,7 +454,7 @@ pub async fn logon_saved(
         sealed_blob: blob,
         operations_per_second: core.config().limits.operations_per_second_per_session,
     };
-    let reply = core.link().client(caller).vault_logon(&wire_req).await?;
+    let reply = core.link().client(caller).vault_logon(&enclave_req).await?;
     if reply.session_handle.len() != checks::SESSION_HANDLE_LEN {
         return Err(LsaError::Internal(
             "the enclave returned a malformed session handle".into(),

@@ -3,7 +3,7 @@
 //! - [`abi`]: the guest memory layout, the boot state the VMM prepares and the enclave relies on,
 //!   the system calls of the enclave's ring-0 part, and its exit codes.
 //! - [`enclave`]: the protobuf messages of the enclave's own service (`credguard.enclave.v1`).
-//! - [`wire`]: how those messages are framed on the vsock stream.
+//! - [`framing`]: how those messages are framed on the vsock stream.
 //! - [`checks`], [`enctype`], [`secret`]: the checks of a request both sides make (the enclave
 //!   enforces them; the proxy runs the same ones first for early, clear errors), the Kerberos
 //!   enctypes credguard uses, and the secrets the messages carry.
@@ -21,11 +21,11 @@ pub mod checks;
 #[cfg(feature = "grpc")]
 pub mod convert;
 pub mod enctype;
+pub mod framing;
 pub mod rpc;
 pub mod secret;
 #[cfg(feature = "std")]
 pub mod unix_transport;
-pub mod wire;
 
 /// The public gRPC API, `credguard.v1.Lsa`, with tonic client and server.
 #[cfg(feature = "grpc")]
