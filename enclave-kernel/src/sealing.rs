@@ -41,7 +41,7 @@ pub const MAX_NONCE_OWNERS: usize = 4096;
 
 /// Why a sealed secret was not opened. No variant says anything about the secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SealError {
+pub enum UnsealError {
     /// A part has the wrong length or the plaintext is not a `SealedLogonSecret` (INVALID_ARGUMENT).
     #[error("malformed sealed secret: {0}")]
     Malformed(&'static str),
@@ -66,7 +66,7 @@ pub enum SealError {
     Random,
 }
 
-impl SealError {
+impl UnsealError {
     /// A message for the caller (its `Display`).
     pub fn message(&self) -> String {
         alloc::string::ToString::to_string(self)
@@ -133,9 +133,9 @@ impl SealingKey {
         &mut self,
         owner: Owner,
         rng: &mut R,
-    ) -> Result<[u8; SEALING_NONCE_LEN], SealError> {
+    ) -> Result<[u8; SEALING_NONCE_LEN], UnsealError> {
         let mut nonce = [0u8; SEALING_NONCE_LEN];
-        rng.try_fill_bytes(&mut nonce).map_err(|_| SealError::Random)?;
+        rng.try_fill_bytes(&mut nonce).map_err(|_| UnsealError::Random)?;
         if !self.nonces.contains_key(&owner) && self.nonces.len() >= MAX_NONCE_OWNERS {
             let least_recent = self.nonces.iter().min_by_key(|(_, n)| n.last_issued).map(|(o, _)| *o);
             if let Some(o) = least_recent {
@@ -168,17 +168,17 @@ impl SealingKey {
         purpose: SealPurpose,
         owner: Owner,
         names: &SealedNames<'_>,
-    ) -> Result<Opened, SealError> {
-        let parts = checks::sealed_parts(sealed).map_err(SealError::Malformed)?;
+    ) -> Result<Opened, UnsealError> {
+        let parts = checks::sealed_parts(sealed).map_err(UnsealError::Malformed)?;
         if parts.enclave_public_key != self.public {
-            return Err(SealError::OtherBoot);
+            return Err(UnsealError::OtherBoot);
         }
         let Some(slot) = self
             .nonces
             .get(&owner)
             .and_then(|n| n.nonces.iter().position(|x| *x == parts.sealing_nonce))
         else {
-            return Err(SealError::StaleNonce);
+            return Err(UnsealError::StaleNonce);
         };
         let aad = attest::sealed_secret_aad(purpose, owner, &parts.sealing_nonce, names);
         let plain = self.decrypt(&parts, &sealed.ciphertext, &aad)?;
@@ -188,31 +188,31 @@ impl SealingKey {
                 self.nonces.remove(&owner);
             }
         }
-        let mut inner =
-            SealedLogonSecret::decode(plain.as_slice()).map_err(|_| SealError::Malformed("not a SealedLogonSecret"))?;
+        let mut inner = SealedLogonSecret::decode(plain.as_slice())
+            .map_err(|_| UnsealError::Malformed("not a SealedLogonSecret"))?;
         let refuse_rc4 = inner.refuse_rc4;
         match inner.secret.take() {
             Some(secret) => Ok(Opened { secret, refuse_rc4 }),
-            None => Err(SealError::Malformed("it holds no secret")),
+            None => Err(UnsealError::Malformed("it holds no secret")),
         }
     }
 
     /// X25519 with the client's ephemeral key, HKDF-SHA256, AES-256-GCM with `aad`.
-    fn decrypt(&self, parts: &SealedParts, ciphertext: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
+    fn decrypt(&self, parts: &SealedParts, ciphertext: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, UnsealError> {
         let epk = &parts.ephemeral_public_key;
         let shared = self.secret.diffie_hellman(&PublicKey::from(*epk));
         if !shared.was_contributory() {
-            return Err(SealError::DoesNotOpen);
+            return Err(UnsealError::DoesNotOpen);
         }
         let mut key = Zeroizing::new([0u8; 32]);
         let info = attest::sealed_logon_info(epk, &self.public);
         Hkdf::<Sha256>::new(Some(attest::SEALED_SECRET_SALT), shared.as_bytes())
             .expand(&info, &mut key[..])
-            .map_err(|_| SealError::DoesNotOpen)?;
-        let cipher = Aes256Gcm::new_from_slice(&key[..]).map_err(|_| SealError::DoesNotOpen)?;
+            .map_err(|_| UnsealError::DoesNotOpen)?;
+        let cipher = Aes256Gcm::new_from_slice(&key[..]).map_err(|_| UnsealError::DoesNotOpen)?;
         let plain = cipher
             .decrypt(&parts.nonce.into(), Payload { msg: ciphertext, aad })
-            .map_err(|_| SealError::DoesNotOpen)?;
+            .map_err(|_| UnsealError::DoesNotOpen)?;
         Ok(Zeroizing::new(plain))
     }
 }
@@ -308,16 +308,16 @@ pub(crate) mod tests {
             key.open(&sealed, SealPurpose::Logon, ALICE, &names(user, "CORP", ""))
                 .map(|o| o.secret)
         };
-        assert_eq!(open(&mut key, "mallory").err(), Some(SealError::DoesNotOpen));
+        assert_eq!(open(&mut key, "mallory").err(), Some(UnsealError::DoesNotOpen));
         match open(&mut key, "alice") {
             Ok(Inner::Password(p)) => assert_eq!(p, "pw"),
             Ok(_) => panic!("not the password"),
             Err(e) => panic!("{e:?}"),
         }
-        assert_eq!(open(&mut key, "alice").err(), Some(SealError::StaleNonce), "replay");
+        assert_eq!(open(&mut key, "alice").err(), Some(UnsealError::StaleNonce), "replay");
 
         let (mut other_boot, _) = key_and_rng(2);
-        assert_eq!(open(&mut other_boot, "alice").err(), Some(SealError::OtherBoot));
+        assert_eq!(open(&mut other_boot, "alice").err(), Some(UnsealError::OtherBoot));
 
         let n = key.issue_nonce(ALICE, &mut rng).unwrap();
         let mut tampered = seal(
@@ -331,12 +331,12 @@ pub(crate) mod tests {
         );
         tampered.ciphertext[0] ^= 1;
         let r = key.open(&tampered, SealPurpose::Logon, ALICE, &names("a", "", ""));
-        assert_eq!(r.err(), Some(SealError::DoesNotOpen));
+        assert_eq!(r.err(), Some(UnsealError::DoesNotOpen));
         assert_eq!(key.nonces_of(ALICE), 1, "a message that does not open leaves the nonce");
         let mut short = tampered.clone();
         short.nonce.truncate(5);
         let r = key.open(&short, SealPurpose::Logon, ALICE, &names("a", "", ""));
-        assert!(matches!(r, Err(SealError::Malformed(_))));
+        assert!(matches!(r, Err(UnsealError::Malformed(_))));
     }
 
     #[test]
@@ -355,15 +355,15 @@ pub(crate) mod tests {
         let who = names("alice", "", "R");
         // Re-labelled as a vault save: the associated data differs.
         let r = key.open(&sealed, SealPurpose::VaultSave, ALICE, &who);
-        assert_eq!(r.err(), Some(SealError::DoesNotOpen));
+        assert_eq!(r.err(), Some(UnsealError::DoesNotOpen));
         // Moved to another uid: that uid was never issued this nonce.
         let bob = Owner::uid(1001);
         let r = key.open(&sealed, SealPurpose::Logon, bob, &who);
-        assert_eq!(r.err(), Some(SealError::StaleNonce));
+        assert_eq!(r.err(), Some(UnsealError::StaleNonce));
         // Even if bob holds nonces of his own, alice's does not open for him.
         let _ = key.issue_nonce(bob, &mut rng).unwrap();
         let r = key.open(&sealed, SealPurpose::Logon, bob, &who);
-        assert_eq!(r.err(), Some(SealError::StaleNonce));
+        assert_eq!(r.err(), Some(UnsealError::StaleNonce));
         assert!(key.open(&sealed, SealPurpose::Logon, ALICE, &who).is_ok());
     }
 
@@ -404,7 +404,7 @@ pub(crate) mod tests {
             key.issue_nonce(ALICE, &mut rng).unwrap();
         }
         let r = key.open(&old, SealPurpose::Logon, ALICE, &names("alice", "", ""));
-        assert_eq!(r.err(), Some(SealError::StaleNonce));
+        assert_eq!(r.err(), Some(UnsealError::StaleNonce));
     }
 
     #[test]
@@ -431,6 +431,6 @@ pub(crate) mod tests {
             sealing_nonce: n.to_vec(),
         };
         let r = key.open(&sealed, SealPurpose::Logon, ALICE, &names("a", "", ""));
-        assert_eq!(r.err(), Some(SealError::DoesNotOpen));
+        assert_eq!(r.err(), Some(UnsealError::DoesNotOpen));
     }
 }

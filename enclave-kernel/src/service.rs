@@ -291,10 +291,12 @@ impl<R: TryCryptoRng> Service<R> {
         owner: Owner,
         names: &SealedNames<'_>,
     ) -> Result<crate::sealing::Opened, LogonRefused> {
-        use crate::sealing::SealError;
+        use crate::sealing::UnsealError;
         self.sealing.open(sealed, purpose, owner, names).map_err(|e| match e {
-            SealError::Malformed(_) | SealError::DoesNotOpen | SealError::Random => LogonRefused::Invalid(e.message()),
-            SealError::OtherBoot | SealError::StaleNonce => LogonRefused::Rule(e.message()),
+            UnsealError::Malformed(_) | UnsealError::DoesNotOpen | UnsealError::Random => {
+                LogonRefused::Invalid(e.message())
+            }
+            UnsealError::OtherBoot | UnsealError::StaleNonce => LogonRefused::Rule(e.message()),
         })
     }
 
