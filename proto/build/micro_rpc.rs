@@ -1,8 +1,8 @@
 //! Generates the enclave service's RPC code from its `.proto` service (a `prost_build`
 //! `ServiceGenerator`): method ids, the server trait and its dispatcher, and a blocking and an
-//! asynchronous client. Hand-written because no maintained crate generates a `no_std` server
-//! trait with numeric method ids for prost (tonic's needs std and HTTP/2; Project Oak's
-//! `micro_rpc`, the model for this shape, is not published for reuse).
+//! asynchronous client (host only: feature `std`). Hand-written because no maintained crate
+//! generates a `no_std` server trait with numeric method ids for prost (tonic's needs std and
+//! HTTP/2; Project Oak's `micro_rpc`, the model for this shape, is not published for reuse).
 
 use std::fmt::Write;
 
@@ -161,9 +161,12 @@ fn client(s: &Service, out: &mut String, asynchronous: bool) -> std::fmt::Result
     } else {
         ("", "crate::rpc::Transport", "&mut self", "", "a blocking")
     };
+    // Clients are for the host: the enclave, which only serves, is built without them.
     writeln!(out, "/// A client of `{name}` over {kind} transport.")?;
+    writeln!(out, "#[cfg(feature = \"std\")]")?;
     writeln!(out, "#[derive(Debug, Clone)]")?;
     writeln!(out, "pub struct {ty}{name}Client<T> {{\n    transport: T,\n}}\n")?;
+    writeln!(out, "#[cfg(feature = \"std\")]")?;
     writeln!(out, "impl<T: {bound}> {ty}{name}Client<T> {{")?;
     writeln!(out, "    /// A client over `transport`.")?;
     writeln!(

@@ -104,8 +104,9 @@ impl Key {
     }
 }
 
-/// Default iteration counts when the KDC announces no s2kparams.
-fn default_iterations(enctype: i32) -> u32 {
+/// The RFC default iteration count of an AES enctype (RFC 3962 4, RFC 8009 4): what string-to-key
+/// uses when the KDC announces no s2kparams, and the fewest the enclave accepts from a KDC.
+pub fn default_iterations(enctype: i32) -> u32 {
     match enctype {
         AES128_SHA256 | AES256_SHA384 => 32_768,
         _ => 4_096,

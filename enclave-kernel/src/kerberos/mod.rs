@@ -430,12 +430,11 @@ fn derive_candidate(cred: &LogonCredential, chosen: &messages::EtypeInfo) -> Res
 /// Refuses string-to-key parameters weaker than the RFC defaults (or absurdly costly): a forged
 /// ETYPE-INFO2 must not make the enclave publish a PA-ENC-TIMESTAMP under a cheap key.
 pub fn check_s2k_params(etype: i32, s2kparams: Option<&[u8]>) -> Result<(), KerberosError> {
-    let floor = match etype {
-        crypto::AES128_SHA1 | crypto::AES256_SHA1 => 4_096,
-        crypto::AES128_SHA256 | crypto::AES256_SHA384 => 32_768,
-        // rc4-hmac's key is the NT hash: no parameters.
-        _ => return Ok(()),
-    };
+    // rc4-hmac's key is the NT hash: no parameters.
+    if etype == crypto::RC4_HMAC {
+        return Ok(());
+    }
+    let floor = crypto::default_iterations(etype);
     let Some(p) = s2kparams else {
         return Ok(());
     };
