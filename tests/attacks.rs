@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use credguard_client as client;
 use credguard_proto::attest::{Owner, SealPurpose, SealedNames};
-use credguard_proto::enclave as wire;
+use credguard_proto::enclave;
 use credguard_proto::enclave::EnclaveMethod;
 use credguard_proto::lsa;
 use credguard_proto::unix_transport::{TransportError, UnixClient, UnixTransport};
@@ -400,7 +400,7 @@ fn sealed_secrets_cannot_be_replayed_relabelled_or_moved() {
     stack.vmm_args = vec!["--sealing-secret".into(), sealing.display().to_string()];
     stack.start_vmm();
     assert_eq!(stack.wait_ready()["vault_ready"], true);
-    let secret = || wire::sealed_logon_secret::Secret::Password("Sealed-Pw-2".into());
+    let secret = || enclave::sealed_logon_secret::Secret::Password("Sealed-Pw-2".into());
     runtime().block_on(async {
         let mut c = client::connect(&stack.api).await.unwrap();
         let status = c.status(lsa::StatusRequest {}).await.unwrap().into_inner();
@@ -490,9 +490,9 @@ fn raw_logon(
     c: &mut UnixClient,
     owner: u64,
     user: &str,
-    secret: wire::logon_request::Secret,
+    secret: enclave::logon_request::Secret,
 ) -> Result<Vec<u8>, TransportError> {
-    let req = wire::LogonRequest {
+    let req = enclave::LogonRequest {
         user: user.into(),
         domain: "CORP".into(),
         realm: "CORP.TEST".into(),
@@ -517,7 +517,7 @@ fn a_hostile_proxy_cannot_relax_the_enclaves_rules() {
     stack.wait_ready();
     let mut c = raw_client(&stack);
     // rc4-hmac asked for by the proxy, which the image's signed policy refuses.
-    let rc4 = wire::logon_request::Secret::Key(wire::Key {
+    let rc4 = enclave::logon_request::Secret::Key(enclave::Key {
         enctype: 23,
         value: vec![7; 16],
     });
@@ -526,8 +526,8 @@ fn a_hostile_proxy_cannot_relax_the_enclaves_rules() {
     assert!(e.to_string().contains("signed policy"), "{e}");
     // The old per-request rc4 switch (field 3 of KerberosTgsRequest) is gone: set by hand, it is
     // an unknown field, and the TGT service is still refused.
-    let h = raw_logon(&mut c, 0, "eve", wire::logon_request::Secret::Password("pw".into())).unwrap();
-    let mut payload = wire::KerberosTgsRequest {
+    let h = raw_logon(&mut c, 0, "eve", enclave::logon_request::Secret::Password("pw".into())).unwrap();
+    let mut payload = enclave::KerberosTgsRequest {
         session_handle: h.clone(),
         now_unix: 1,
         spn: "krbtgt/CORP.TEST".into(),
@@ -542,31 +542,31 @@ fn a_hostile_proxy_cannot_relax_the_enclaves_rules() {
     assert_eq!(r.code, 9, "{}", r.message);
     assert!(r.message.contains("krbtgt"), "{}", r.message);
     // A rate far above the ceiling is clamped to it: 1000 per second, per owner and credential.
-    let greedy = wire::LogonRequest {
+    let greedy = enclave::LogonRequest {
         user: "greedy".into(),
         domain: "CORP".into(),
-        secret: Some(wire::logon_request::Secret::Password("pw".into())),
+        secret: Some(enclave::logon_request::Secret::Password("pw".into())),
         operations_per_second: u32::MAX,
         owner: 77,
         ..Default::default()
     };
     let g = c.logon(&greedy).unwrap();
-    let legacy = wire::LegacyAuthenticateRequest {
+    let legacy = enclave::LegacyAuthenticateRequest {
         session_handle: g.session_handle,
-        protocol: wire::LegacyProtocol::Ntlmv1 as i32,
+        protocol: enclave::LegacyProtocol::Ntlmv1 as i32,
         challenge: vec![1; 8],
     }
     .encode_to_vec();
     // Pipelined, so that the enclave's clock, not the round trips, sets the pace.
     let mut burst = Vec::new();
     for call_id in 0..3000u64 {
-        let frame = wire::Frame {
+        let frame = enclave::Frame {
             call_id: 1_000_000 + call_id,
             method_id: EnclaveMethod::LegacyAuthenticate.id(),
             payload: legacy.clone(),
             ..Default::default()
         };
-        credguard_proto::wire::encode_frame(&frame, &mut burst);
+        credguard_proto::framing::encode_frame(&frame, &mut burst);
     }
     let start = std::time::Instant::now();
     c.transport_mut().send_bytes(&burst).unwrap();
@@ -581,9 +581,9 @@ fn a_hostile_proxy_cannot_relax_the_enclaves_rules() {
     assert!(passed >= 1000, "{passed} passed: the burst is the ceiling, not less");
     // A secret sealed for one owner does not open for another the proxy names.
     let nonce = c
-        .issue_sealing_nonce(&wire::IssueSealingNonceRequest { owner: 1 })
+        .issue_sealing_nonce(&enclave::IssueSealingNonceRequest { owner: 1 })
         .unwrap();
-    let status = c.status(&wire::StatusRequest {}).unwrap();
+    let status = c.status(&enclave::StatusRequest {}).unwrap();
     let pk: [u8; 32] = status.sealing_public_key.as_slice().try_into().unwrap();
     let seal_for = credguard_client::sealed::SealFor {
         purpose: SealPurpose::Logon,
@@ -598,22 +598,34 @@ fn a_hostile_proxy_cannot_relax_the_enclaves_rules() {
     };
     let s = credguard_client::sealed::seal(
         &pk,
-        wire::sealed_logon_secret::Secret::Password("pw".into()),
+        enclave::sealed_logon_secret::Secret::Password("pw".into()),
         false,
         &seal_for,
     )
     .unwrap();
-    let as_wire = wire::SealedSecret {
+    let as_wire = enclave::SealedSecret {
         ephemeral_public_key: s.ephemeral_public_key,
         nonce: s.nonce,
         ciphertext: s.ciphertext,
         enclave_public_key: s.enclave_public_key,
         sealing_nonce: s.sealing_nonce,
     };
-    let e = raw_logon(&mut c, 2, "sam", wire::logon_request::Secret::Sealed(as_wire.clone())).unwrap_err();
+    let e = raw_logon(
+        &mut c,
+        2,
+        "sam",
+        enclave::logon_request::Secret::Sealed(as_wire.clone()),
+    )
+    .unwrap_err();
     assert_eq!(status_code(&e), 9, "{e}");
-    raw_logon(&mut c, 1, "sam", wire::logon_request::Secret::Sealed(as_wire.clone())).expect("the owner's");
-    let e = raw_logon(&mut c, 1, "sam", wire::logon_request::Secret::Sealed(as_wire)).unwrap_err();
+    raw_logon(
+        &mut c,
+        1,
+        "sam",
+        enclave::logon_request::Secret::Sealed(as_wire.clone()),
+    )
+    .expect("the owner's");
+    let e = raw_logon(&mut c, 1, "sam", enclave::logon_request::Secret::Sealed(as_wire)).unwrap_err();
     assert_eq!(status_code(&e), 9, "replayed: {e}");
     // The genuine proxy's users are unaffected by all of it.
     let (code, out, err) = stack.ctl(None, &["logon", "bystander", "--domain", "CORP"], "By-Pw-1\n");
@@ -636,11 +648,11 @@ fn filling_the_enclave_is_refused_not_a_crash() {
     let mut made = Vec::new();
     let refusal = loop {
         let owner = 10_000 + (made.len() / 200) as u64;
-        let req = wire::LogonRequest {
+        let req = enclave::LogonRequest {
             user: format!("{}{}", &long[..250], made.len()),
             domain: long.clone(),
             realm: long.clone(),
-            secret: Some(wire::logon_request::Secret::Password("p".repeat(1000))),
+            secret: Some(enclave::logon_request::Secret::Password("p".repeat(1000))),
             owner,
             ..Default::default()
         };
@@ -654,13 +666,19 @@ fn filling_the_enclave_is_refused_not_a_crash() {
     assert!(refusal.to_string().contains("memory"), "{refusal}");
     // Still alive, never restarted (the VMM says so, for the same boot); logging off frees room
     // again.
-    let st = c.status(&wire::StatusRequest {}).unwrap();
+    let st = c.status(&enclave::StatusRequest {}).unwrap();
     let vmm = UnixTransport::vmm_status(&stack.vsock, Duration::from_secs(10)).unwrap();
     assert_eq!((vmm.restarts, &vmm.boot_id), (0, &st.boot_id));
     for h in made.drain(..made.len() / 2) {
-        c.logoff(&wire::LogoffRequest { session_handle: h }).unwrap();
+        c.logoff(&enclave::LogoffRequest { session_handle: h }).unwrap();
     }
-    raw_logon(&mut c, 1, "after", wire::logon_request::Secret::Password("pw".into())).expect("room again");
+    raw_logon(
+        &mut c,
+        1,
+        "after",
+        enclave::logon_request::Secret::Password("pw".into()),
+    )
+    .expect("room again");
     let (code, _, err) = stack.ctl(None, &["ntlm", "negotiate", &bystander], "");
     assert_eq!(code, 0, "the bystander's session was lost: {err}");
 }

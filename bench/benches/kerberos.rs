@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use credguard_client as client;
 use credguard_lsa_proxy::kerberos;
 use credguard_proto::abi;
-use credguard_proto::enclave as wire;
+use credguard_proto::enclave;
 use credguard_proto::lsa;
 use credguard_proto::unix_transport::UnixTransport;
 use credguard_vmm::{Enclave, EnclaveConfig, EnclaveImage};
@@ -103,11 +103,11 @@ fn main() {
             }
         };
         let logon = raw
-            .logon(&wire::LogonRequest {
+            .logon(&enclave::LogonRequest {
                 user: user.into(),
                 domain: String::new(),
                 realm: realm.clone(),
-                secret: Some(wire::logon_request::Secret::Password(password.clone())),
+                secret: Some(enclave::logon_request::Secret::Password(password.clone())),
                 // The ceiling: the cached-TGT loop runs one TGS exchange after another on this
                 // session, and must measure the exchange, not the enclave's rate limit.
                 operations_per_second: credguard_enclave::ratelimit::MAX_OPERATIONS_PER_SECOND,
@@ -119,7 +119,7 @@ fn main() {
         let mut reply = Vec::new();
         loop {
             let r = raw
-                .kerberos_as(&wire::KerberosAsRequest {
+                .kerberos_as(&enclave::KerberosAsRequest {
                     session_handle: handle.clone(),
                     now_unix: now_unix(),
                     kdc_reply: std::mem::take(&mut reply),
@@ -137,7 +137,7 @@ fn main() {
             let mut reply = Vec::new();
             loop {
                 let r = raw
-                    .kerberos_tgs(&wire::KerberosTgsRequest {
+                    .kerberos_tgs(&enclave::KerberosTgsRequest {
                         session_handle: handle.clone(),
                         now_unix: now_unix(),
                         spn: spn.clone(),

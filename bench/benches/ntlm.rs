@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use credguard_client as client;
 use credguard_enclave::rng::HwRng;
 use credguard_enclave::service::{Identity, Service};
-use credguard_proto::enclave as wire;
+use credguard_proto::enclave;
 use credguard_proto::enclave::EnclaveClient;
 use credguard_proto::lsa;
 use credguard_proto::lsa::lsa_server::{Lsa, LsaServer};
@@ -84,7 +84,7 @@ impl Transport for InProcess<'_> {
 
     fn call(&mut self, method_id: u32, payload: Vec<u8>) -> Result<Vec<u8>, RpcError> {
         let b = self.0;
-        let frame = wire::Frame {
+        let frame = enclave::Frame {
             call_id: b.calls.fetch_add(1, Ordering::Relaxed) + 1,
             method_id,
             payload,
@@ -137,11 +137,11 @@ impl Lsa for Baseline {
         let Some(lsa::logon_request::Secret::Password(p)) = r.secret else {
             return Err(Status::invalid_argument("password only"));
         };
-        let w = wire::LogonRequest {
+        let w = enclave::LogonRequest {
             user: r.user,
             domain: r.domain,
             realm: String::new(),
-            secret: Some(wire::logon_request::Secret::Password(p)),
+            secret: Some(enclave::logon_request::Secret::Password(p)),
             operations_per_second: RATE,
             // One owner per session: the enclave budgets secret use per owner, and this
             // in-process stand-in for the proxy measures throughput, not that limit.
@@ -166,7 +166,7 @@ impl Lsa for Baseline {
         &self,
         req: Request<lsa::NtlmNegotiateRequest>,
     ) -> Result<Response<lsa::NtlmNegotiateReply>, Status> {
-        let w = wire::NtlmNegotiateRequest {
+        let w = enclave::NtlmNegotiateRequest {
             session_handle: unhex(&req.get_ref().session_id),
         };
         let r = self.client().ntlm_negotiate(&w).map_err(status)?;
@@ -180,7 +180,7 @@ impl Lsa for Baseline {
         req: Request<lsa::NtlmAuthenticateRequest>,
     ) -> Result<Response<lsa::NtlmAuthenticateReply>, Status> {
         let r = req.into_inner();
-        let w = wire::NtlmAuthenticateRequest {
+        let w = enclave::NtlmAuthenticateRequest {
             context_id: unhex(&r.context_id),
             challenge_message: r.challenge_message,
             channel_bindings: r.channel_bindings,
@@ -288,19 +288,19 @@ fn raw_vsock(vsock: &Path, n: usize) -> ((f64, f64), (f64, f64)) {
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
     };
-    let logon = wire::LogonRequest {
+    let logon = enclave::LogonRequest {
         user: "raw".into(),
         domain: "CORP".into(),
         realm: String::new(),
-        secret: Some(wire::logon_request::Secret::Password("Raw-Passw0rd".into())),
+        secret: Some(enclave::logon_request::Secret::Password("Raw-Passw0rd".into())),
         operations_per_second: RATE,
         owner: 0,
         allow_rc4: false,
     };
     // One owner per session (see the stand-in proxy above).
-    let sessions: Vec<wire::LogonReply> = (0..SESSIONS)
+    let sessions: Vec<enclave::LogonReply> = (0..SESSIONS)
         .map(|i| {
-            let logon = wire::LogonRequest {
+            let logon = enclave::LogonRequest {
                 owner: 5000 + i as u64,
                 ..logon.clone()
             };
@@ -311,14 +311,14 @@ fn raw_vsock(vsock: &Path, n: usize) -> ((f64, f64), (f64, f64)) {
     let (mut status, mut auth) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for i in 0..n + 100 {
         let t = Instant::now();
-        c.status(&wire::StatusRequest {}).unwrap();
+        c.status(&enclave::StatusRequest {}).unwrap();
         let st = t.elapsed().as_secs_f64() * 1e6;
         let neg = c
-            .ntlm_negotiate(&wire::NtlmNegotiateRequest {
+            .ntlm_negotiate(&enclave::NtlmNegotiateRequest {
                 session_handle: sessions[i % SESSIONS].session_handle.clone(),
             })
             .unwrap();
-        let req = wire::NtlmAuthenticateRequest {
+        let req = enclave::NtlmAuthenticateRequest {
             context_id: neg.context_id,
             challenge_message: challenge.clone(),
             channel_bindings: Vec::new(),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use credguard_client as client;
 use credguard_proto::abi;
-use credguard_proto::enclave::{self as wire, StatusRequest};
+use credguard_proto::enclave::{self, StatusRequest};
 use credguard_proto::lsa;
 use credguard_proto::unix_transport::{UnixClient, UnixTransport};
 use credguard_vmm::{Enclave, EnclaveConfig, EnclaveImage};
@@ -79,11 +79,11 @@ fn main() {
         }
     }
     for i in 0..n {
-        let req = wire::LogonRequest {
+        let req = enclave::LogonRequest {
             user: format!("raw{i}"),
             domain: "BENCH".into(),
             realm: String::new(),
-            secret: Some(wire::logon_request::Secret::Password(format!("pw-{i}"))),
+            secret: Some(enclave::logon_request::Secret::Password(format!("pw-{i}"))),
             operations_per_second: 0,
             owner: 0,
             allow_rc4: false,
@@ -91,7 +91,7 @@ fn main() {
         let t = Instant::now();
         let r = raw.logon(&req).unwrap();
         vs_logon.push(t.elapsed().as_secs_f64() * 1e6);
-        raw.logoff(&wire::LogoffRequest {
+        raw.logoff(&enclave::LogoffRequest {
             session_handle: r.session_handle,
         })
         .unwrap();

@@ -159,22 +159,13 @@ impl SealPolicy {
         domain: &str,
         realm: &str,
     ) -> Result<lsa::logon_request::Secret, Failure> {
-        use enclave::sealed_logon_secret::Secret as S;
-        let plain = |secret: S| match secret {
-            S::Password(p) => lsa::logon_request::Secret::Password(p),
-            S::NtHash(h) => lsa::logon_request::Secret::NtHash(h),
-            S::Key(k) => lsa::logon_request::Secret::Key(lsa::Key {
-                enctype: k.enctype,
-                value: k.value,
-            }),
-        };
         let seal = match self.mode {
             SealMode::Never => false,
             SealMode::Require => true,
             SealMode::Auto => self.pub_path.exists(),
         };
         if !seal {
-            return Ok(plain(secret));
+            return Ok(secret.into());
         }
         let expect = self.expectations().map_err(|e| Failure::Call(e.to_string()))?;
         let status = c.status(lsa::StatusRequest {}).await?.into_inner();
@@ -244,36 +235,44 @@ enum Cmd {
         session_id: String,
     },
     /// Kerberos: get a service ticket; prints the AP-REQ and GSS token (hex).
-    KerberosTicket {
-        /// The session id.
-        session_id: String,
-        /// Service principal name, e.g. host/svc.example.test or HTTP@web.example.test.
-        spn: String,
-        /// Ask for mutual authentication.
-        #[arg(long)]
-        mutual: bool,
-        /// Ask for delegation (always refused: shown for completeness).
-        #[arg(long)]
-        delegate: bool,
-        /// Also write the service ticket (only it, never a TGT) into this MIT ccache file
-        /// (`FILE:` prefix optional), as you, mode 0600, replacing it atomically.
-        #[arg(long, default_value = "")]
-        ccache: String,
-    },
+    KerberosTicket(TicketArgs),
     /// NTLMv2 client contexts: the NT hash stays in the enclave, messages are hex.
     #[command(subcommand)]
     Ntlm(NtlmCmd),
     /// Ask for a legacy protocol's response: always refused for credguard's protected credentials.
-    LegacyAuthenticate {
-        /// The session id.
-        session_id: String,
-        /// The protocol.
-        #[arg(long, value_enum)]
-        protocol: LegacyArg,
-        /// The protocol's challenge, hex.
-        #[arg(long, default_value = "")]
-        challenge_hex: String,
-    },
+    LegacyAuthenticate(LegacyArgs),
+}
+
+/// `credguardctl kerberos-ticket`.
+#[derive(clap::Args)]
+struct TicketArgs {
+    /// The session id.
+    session_id: String,
+    /// Service principal name, e.g. host/svc.example.test or HTTP@web.example.test.
+    spn: String,
+    /// Ask for mutual authentication.
+    #[arg(long)]
+    mutual: bool,
+    /// Ask for delegation (always refused: shown for completeness).
+    #[arg(long)]
+    delegate: bool,
+    /// Also write the service ticket (only it, never a TGT) into this MIT ccache file
+    /// (`FILE:` prefix optional), as you, mode 0600, replacing it atomically.
+    #[arg(long, default_value = "")]
+    ccache: String,
+}
+
+/// `credguardctl legacy-authenticate`.
+#[derive(clap::Args)]
+struct LegacyArgs {
+    /// The session id.
+    session_id: String,
+    /// The protocol.
+    #[arg(long, value_enum)]
+    protocol: LegacyArg,
+    /// The protocol's challenge, hex.
+    #[arg(long, default_value = "")]
+    challenge_hex: String,
 }
 
 /// `credguardctl ntlm ...`.
@@ -430,208 +429,250 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let mut c = crate::connect(&path)
         .await
         .map_err(|e| Failure::Call(format!("cannot connect to {}: {e}", path.display())))?;
+    let c = &mut c;
+    let json = cli.json;
     match cli.command {
-        Cmd::Status => {
-            let s = c.status(lsa::StatusRequest {}).await?.into_inner();
-            // Whether this client can trust the sealing key: checked against the installed
-            // attestation public key, when there is one.
-            let attestation = if s.enclave_public_key.is_empty() {
-                "none".to_string()
-            } else if s.attestation_signature.is_empty() {
-                "unsigned (the VMM has no attestation key)".to_string()
-            } else {
-                match policy.expectations() {
-                    Err(e) => format!("not checked ({e})"),
-                    Ok(expect) => match crate::sealed::verify(&s, &expect) {
-                        Ok(_) => format!("verified with {}", policy.pub_path.display()),
-                        Err(e) => format!("FAILED: {e}"),
-                    },
-                }
-            };
-            if cli.json {
-                println!(
-                    "{}",
-                    json!({"version": s.version, "measurement": s.measurement, "signer": s.signer,
-                           "state": s.state, "uptime_ms": s.uptime_ms, "sessions": s.sessions,
-                           "enclave_version": s.enclave_version, "protection": s.protection,
-                           "boot_id": hex::encode(&s.boot_id),
-                           "enclave_public_key": hex::encode(&s.enclave_public_key),
-                           "attestation": attestation,
-                           "enclave_restarts": s.enclave_restarts,
-                           "enclave_restart_reasons": s.enclave_restart_reasons,
-                           "vault_ready": s.vault_ready, "rc4_allowed": s.rc4_allowed,
-                           "test_image": s.test_image, "memory_hidden": s.memory_hidden,
-                           "proxy_protection": s.proxy_protection})
-                );
-            } else {
-                println!("state:       {}", s.state);
-                println!("version:     {}", s.version);
-                if s.enclave_version.is_empty() {
-                    // The enclave is not answering: the proxy knows nothing about it right now.
-                    println!("enclave:     not reachable (the proxy is reconnecting)");
-                } else {
-                    println!("enclave:     {}", s.enclave_version);
-                    println!("measurement: {}", s.measurement);
-                    println!("signer:      {}", s.signer);
-                    println!("boot:        {}", hex::encode(&s.boot_id));
-                    println!("uptime:      {:.1} s", s.uptime_ms as f64 / 1000.0);
-                    println!("protection:  {}", s.protection);
-                    println!(
-                        "policy:      rc4-hmac {}{}",
-                        if s.rc4_allowed { "allowed" } else { "refused" },
-                        if s.test_image {
-                            "; TEST BUILD (never seal production secrets to it)"
-                        } else {
-                            ""
-                        }
-                    );
-                    println!("sealing key: {}", hex::encode(&s.enclave_public_key));
-                    println!("attestation: {attestation}");
-                    println!(
-                        "vault:       {}",
-                        if s.vault_ready {
-                            "ready"
-                        } else {
-                            "unavailable (no sealing secret)"
-                        }
-                    );
-                    println!("restarts:    {}", s.enclave_restarts);
-                    for reason in &s.enclave_restart_reasons {
-                        println!("  - {reason}");
-                    }
-                }
-                println!("sessions:    {}", s.sessions);
-                println!("proxy:       {}", s.proxy_protection);
-            }
-        }
-        Cmd::Logon { user, saved, cred } => {
-            let CredentialArgs {
-                domain,
-                realm,
-                kdc,
-                nt_hash,
-                key_enctype,
-                refuse_rc4,
-            } = cred;
-            if let Some(target) = saved {
-                return logon_saved(&mut c, target, cli.json).await;
-            }
-            let user = user.unwrap_or_default();
-            let secret = read_logon_secret(&user, nt_hash, key_enctype)?;
-            let secret = policy
-                .protect(&mut c, secret, refuse_rc4, Purpose::Logon, &user, &domain, &realm)
-                .await?;
-            let req = lsa::LogonRequest {
-                user,
-                domain,
-                realm,
-                kdc,
-                secret: Some(secret),
-            };
-            // tonic encodes the request and drops it; the proxy and the enclave wipe their copies.
-            let r = c.logon(req).await?.into_inner();
-            if cli.json {
-                println!("{}", json!({"session_id": r.session_id}));
-            } else {
-                println!("{}", r.session_id);
-            }
-        }
-        Cmd::Vault(cmd) => vault(&mut c, &policy, cmd, cli.json).await?,
-        Cmd::Sessions => {
-            let r = c.list_sessions(lsa::ListSessionsRequest {}).await?.into_inner();
-            if cli.json {
-                let v: Vec<_> = r
-                    .sessions
-                    .iter()
-                    .map(|s| {
-                        json!({"session_id": s.session_id, "user": s.user, "domain": s.domain, "realm": s.realm,
-                               "uid": s.uid, "created_unix_ms": s.created_unix_ms, "secret_kind": s.secret_kind,
-                               "sealed": s.sealed})
-                    })
-                    .collect();
-                println!("{}", serde_json::Value::Array(v));
-            } else {
-                println!("{:<32}  {:>6}  {:<10}  user", "session", "uid", "kind");
-                for s in r.sessions {
-                    let who = display_user(&s.user, &s.domain, &s.realm);
-                    println!("{:<32}  {:>6}  {:<10}  {who}", s.session_id, s.uid, s.secret_kind);
-                }
-            }
-        }
-        Cmd::KerberosTgt { session_id } => {
-            let r = c
-                .kerberos_get_tgt(lsa::KerberosGetTgtRequest { session_id })
-                .await?
-                .into_inner();
-            if cli.json {
-                println!(
-                    "{}",
-                    json!({"client_principal": r.client_principal, "realm": r.realm, "enctype": r.enctype,
-                           "start_time": r.start_time, "end_time": r.end_time, "renew_till": r.renew_till})
-                );
-            } else {
-                println!("principal: {} (enctype {})", r.client_principal, r.enctype);
-                println!("valid:     {} .. {}", r.start_time, r.end_time);
-            }
-        }
-        Cmd::KerberosTicket {
-            session_id,
-            spn,
-            mutual,
-            delegate,
-            ccache,
-        } => {
-            let r = c
-                .kerberos_get_service_ticket(lsa::KerberosGetServiceTicketRequest {
-                    session_id,
-                    spn,
-                    delegate,
-                    mutual,
-                    ccache_path: String::new(),
-                })
-                .await?
-                .into_inner();
-            if !ccache.is_empty() {
-                // Written here, with this process's rights: the proxy opens no file for a caller.
-                crate::ccache_file::write_ccache(crate::ccache_file::ccache_path(&ccache), &r.ccache)
-                    .map_err(|e| Failure::Call(e.to_string()))?;
-            }
-            if cli.json {
-                println!(
-                    "{}",
-                    json!({"ap_req": hex::encode(&r.ap_req), "gss_token": hex::encode(&r.gss_token),
-                           "ticket": hex::encode(&r.ticket), "session_key": hex::encode(&r.session_key),
-                           "enctype": r.enctype, "end_time": r.end_time})
-                );
-            } else {
-                println!("{}", hex::encode(&r.gss_token));
-            }
-        }
+        Cmd::Status => status(c, &policy, json).await,
+        Cmd::Logon {
+            saved: Some(target), ..
+        } => logon_saved(c, target, json).await,
+        Cmd::Logon {
+            user,
+            saved: None,
+            cred,
+        } => logon(c, &policy, user.unwrap_or_default(), cred, json).await,
+        Cmd::Vault(cmd) => vault(c, &policy, cmd, json).await,
+        Cmd::Sessions => sessions(c, json).await,
+        Cmd::KerberosTgt { session_id } => kerberos_tgt(c, session_id, json).await,
+        Cmd::KerberosTicket(args) => kerberos_ticket(c, args, json).await,
         Cmd::Logoff { session_id } => {
             c.logoff(lsa::LogoffRequest { session_id }).await?;
-            if cli.json {
+            if json {
                 println!("{}", json!({}));
             }
+            Ok(())
         }
-        Cmd::Ntlm(NtlmCmd::Negotiate { session_id }) => {
+        Cmd::Ntlm(cmd) => ntlm(c, cmd, json).await,
+        Cmd::LegacyAuthenticate(args) => legacy_authenticate(c, args, json).await,
+    }
+}
+
+/// `credguardctl status`: the proxy's and the enclave's state, and whether this client can trust
+/// the enclave's sealing key.
+async fn status(c: &mut LsaClient<Channel>, policy: &SealPolicy, as_json: bool) -> Result<(), Failure> {
+    let s = c.status(lsa::StatusRequest {}).await?.into_inner();
+    let attestation = attestation_verdict(&s, policy);
+    if as_json {
+        println!(
+            "{}",
+            json!({"version": s.version, "measurement": s.measurement, "signer": s.signer,
+                   "state": s.state, "uptime_ms": s.uptime_ms, "sessions": s.sessions,
+                   "enclave_version": s.enclave_version, "protection": s.protection,
+                   "boot_id": hex::encode(&s.boot_id),
+                   "enclave_public_key": hex::encode(&s.enclave_public_key),
+                   "attestation": attestation,
+                   "enclave_restarts": s.enclave_restarts,
+                   "enclave_restart_reasons": s.enclave_restart_reasons,
+                   "vault_ready": s.vault_ready, "rc4_allowed": s.rc4_allowed,
+                   "test_image": s.test_image, "memory_hidden": s.memory_hidden,
+                   "proxy_protection": s.proxy_protection})
+        );
+        return Ok(());
+    }
+    println!("state:       {}", s.state);
+    println!("version:     {}", s.version);
+    if s.enclave_version.is_empty() {
+        // The enclave is not answering: the proxy knows nothing about it right now.
+        println!("enclave:     not reachable (the proxy is reconnecting)");
+    } else {
+        print_enclave_status(&s, &attestation);
+    }
+    println!("sessions:    {}", s.sessions);
+    println!("proxy:       {}", s.proxy_protection);
+    Ok(())
+}
+
+/// Whether the enclave's sealing key verifies against the installed attestation public key,
+/// when there is one.
+fn attestation_verdict(s: &lsa::StatusReply, policy: &SealPolicy) -> String {
+    if s.enclave_public_key.is_empty() {
+        return "none".to_string();
+    }
+    if s.attestation_signature.is_empty() {
+        return "unsigned (the VMM has no attestation key)".to_string();
+    }
+    match policy.expectations() {
+        Err(e) => format!("not checked ({e})"),
+        Ok(expect) => match crate::sealed::verify(s, &expect) {
+            Ok(_) => format!("verified with {}", policy.pub_path.display()),
+            Err(e) => format!("FAILED: {e}"),
+        },
+    }
+}
+
+/// The enclave's part of `credguardctl status`, as text.
+fn print_enclave_status(s: &lsa::StatusReply, attestation: &str) {
+    println!("enclave:     {}", s.enclave_version);
+    println!("measurement: {}", s.measurement);
+    println!("signer:      {}", s.signer);
+    println!("boot:        {}", hex::encode(&s.boot_id));
+    println!("uptime:      {:.1} s", s.uptime_ms as f64 / 1000.0);
+    println!("protection:  {}", s.protection);
+    println!(
+        "policy:      rc4-hmac {}{}",
+        if s.rc4_allowed { "allowed" } else { "refused" },
+        if s.test_image {
+            "; TEST BUILD (never seal production secrets to it)"
+        } else {
+            ""
+        }
+    );
+    println!("sealing key: {}", hex::encode(&s.enclave_public_key));
+    println!("attestation: {attestation}");
+    println!(
+        "vault:       {}",
+        if s.vault_ready {
+            "ready"
+        } else {
+            "unavailable (no sealing secret)"
+        }
+    );
+    println!("restarts:    {}", s.enclave_restarts);
+    for reason in &s.enclave_restart_reasons {
+        println!("  - {reason}");
+    }
+}
+
+/// `credguardctl logon USER`: reads the secret, seals it when the policy says so, logs on.
+async fn logon(
+    c: &mut LsaClient<Channel>,
+    policy: &SealPolicy,
+    user: String,
+    cred: CredentialArgs,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let CredentialArgs {
+        domain,
+        realm,
+        kdc,
+        nt_hash,
+        key_enctype,
+        refuse_rc4,
+    } = cred;
+    let secret = read_logon_secret(&user, nt_hash, key_enctype)?;
+    let secret = policy
+        .protect(c, secret, refuse_rc4, Purpose::Logon, &user, &domain, &realm)
+        .await?;
+    let req = lsa::LogonRequest {
+        user,
+        domain,
+        realm,
+        kdc,
+        secret: Some(secret),
+    };
+    // tonic encodes the request and drops it; the proxy and the enclave wipe their copies.
+    let r = c.logon(req).await?.into_inner();
+    if as_json {
+        println!("{}", json!({"session_id": r.session_id}));
+    } else {
+        println!("{}", r.session_id);
+    }
+    Ok(())
+}
+
+/// `credguardctl sessions`.
+async fn sessions(c: &mut LsaClient<Channel>, as_json: bool) -> Result<(), Failure> {
+    let r = c.list_sessions(lsa::ListSessionsRequest {}).await?.into_inner();
+    if as_json {
+        let v: Vec<_> = r
+            .sessions
+            .iter()
+            .map(|s| {
+                json!({"session_id": s.session_id, "user": s.user, "domain": s.domain, "realm": s.realm,
+                       "uid": s.uid, "created_unix_ms": s.created_unix_ms, "secret_kind": s.secret_kind,
+                       "sealed": s.sealed})
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+    } else {
+        println!("{:<32}  {:>6}  {:<10}  user", "session", "uid", "kind");
+        for s in r.sessions {
+            let who = display_user(&s.user, &s.domain, &s.realm);
+            println!("{:<32}  {:>6}  {:<10}  {who}", s.session_id, s.uid, s.secret_kind);
+        }
+    }
+    Ok(())
+}
+
+/// `credguardctl kerberos-tgt`.
+async fn kerberos_tgt(c: &mut LsaClient<Channel>, session_id: String, as_json: bool) -> Result<(), Failure> {
+    let r = c
+        .kerberos_get_tgt(lsa::KerberosGetTgtRequest { session_id })
+        .await?
+        .into_inner();
+    if as_json {
+        println!(
+            "{}",
+            json!({"client_principal": r.client_principal, "realm": r.realm, "enctype": r.enctype,
+                   "start_time": r.start_time, "end_time": r.end_time, "renew_till": r.renew_till})
+        );
+    } else {
+        println!("principal: {} (enctype {})", r.client_principal, r.enctype);
+        println!("valid:     {} .. {}", r.start_time, r.end_time);
+    }
+    Ok(())
+}
+
+/// `credguardctl kerberos-ticket`; with `--ccache`, also writes the ticket's ccache there.
+async fn kerberos_ticket(c: &mut LsaClient<Channel>, args: TicketArgs, as_json: bool) -> Result<(), Failure> {
+    let req = lsa::KerberosGetServiceTicketRequest {
+        session_id: args.session_id,
+        spn: args.spn,
+        delegate: args.delegate,
+        mutual: args.mutual,
+        ccache_path: String::new(),
+    };
+    let r = c.kerberos_get_service_ticket(req).await?.into_inner();
+    if !args.ccache.is_empty() {
+        // Written here, with this process's rights: the proxy opens no file for a caller.
+        crate::ccache_file::write_ccache(crate::ccache_file::ccache_path(&args.ccache), &r.ccache)
+            .map_err(|e| Failure::Call(e.to_string()))?;
+    }
+    if as_json {
+        println!(
+            "{}",
+            json!({"ap_req": hex::encode(&r.ap_req), "gss_token": hex::encode(&r.gss_token),
+                   "ticket": hex::encode(&r.ticket), "session_key": hex::encode(&r.session_key),
+                   "enctype": r.enctype, "end_time": r.end_time})
+        );
+    } else {
+        println!("{}", hex::encode(&r.gss_token));
+    }
+    Ok(())
+}
+
+/// `credguardctl ntlm ...`.
+async fn ntlm(c: &mut LsaClient<Channel>, cmd: NtlmCmd, as_json: bool) -> Result<(), Failure> {
+    match cmd {
+        NtlmCmd::Negotiate { session_id } => {
             let r = c
                 .ntlm_negotiate(lsa::NtlmNegotiateRequest { session_id })
                 .await?
                 .into_inner();
             let msg = hex::encode(&r.negotiate_message);
-            if cli.json {
+            if as_json {
                 println!("{}", json!({"context_id": r.context_id, "negotiate_message": msg}));
             } else {
                 println!("context_id:        {}", r.context_id);
                 println!("negotiate_message: {msg}");
             }
         }
-        Cmd::Ntlm(NtlmCmd::Authenticate {
+        NtlmCmd::Authenticate {
             context_id,
             challenge_hex,
             channel_bindings_hex,
             target_spn,
-        }) => {
+        } => {
             let req = lsa::NtlmAuthenticateRequest {
                 context_id,
                 challenge_message: decode_hex(&challenge_hex, "challenge-hex")?,
@@ -644,7 +685,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 hex::encode(&r.authenticate_message),
                 Zeroizing::new(hex::encode(&r.exported_session_key)),
             );
-            if cli.json {
+            if as_json {
                 println!(
                     "{}",
                     json!({"authenticate_message": msg, "exported_session_key": key.as_str()})
@@ -654,24 +695,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 println!("exported_session_key: {}", key.as_str());
             }
         }
-        Cmd::LegacyAuthenticate {
-            session_id,
-            protocol,
-            challenge_hex,
-        } => {
-            let req = lsa::LegacyAuthenticateRequest {
-                session_id,
-                protocol: protocol.to_proto() as i32,
-                challenge: decode_hex(&challenge_hex, "challenge-hex")?,
-            };
-            let r = c.legacy_authenticate(req).await?.into_inner();
-            let resp = hex::encode(&r.response);
-            if cli.json {
-                println!("{}", json!({"response": resp}));
-            } else {
-                println!("{resp}");
-            }
-        }
+    }
+    Ok(())
+}
+
+/// `credguardctl legacy-authenticate` (always refused for a protected credential).
+async fn legacy_authenticate(c: &mut LsaClient<Channel>, args: LegacyArgs, as_json: bool) -> Result<(), Failure> {
+    let req = lsa::LegacyAuthenticateRequest {
+        session_id: args.session_id,
+        protocol: args.protocol.to_proto() as i32,
+        challenge: decode_hex(&args.challenge_hex, "challenge-hex")?,
+    };
+    let r = c.legacy_authenticate(req).await?.into_inner();
+    let resp = hex::encode(&r.response);
+    if as_json {
+        println!("{}", json!({"response": resp}));
+    } else {
+        println!("{resp}");
     }
     Ok(())
 }
@@ -706,46 +746,7 @@ fn saved_json(i: &lsa::SavedCredentialInfo) -> serde_json::Value {
 
 async fn vault(c: &mut LsaClient<Channel>, policy: &SealPolicy, cmd: VaultCmd, as_json: bool) -> Result<(), Failure> {
     match cmd {
-        VaultCmd::Save { target, user, cred } => {
-            let CredentialArgs {
-                domain,
-                realm,
-                kdc,
-                nt_hash,
-                key_enctype,
-                refuse_rc4,
-            } = cred;
-            let secret = read_logon_secret(&user, nt_hash, key_enctype)?;
-            // Sealed to the attested enclave when the policy says so, as for `logon`.
-            use lsa::logon_request::Secret as L;
-            use lsa::save_credential_request::Secret as S;
-            let purpose = Purpose::VaultSave { target: &target };
-            let sealed = policy
-                .protect(c, secret, refuse_rc4, purpose, &user, &domain, &realm)
-                .await?;
-            let secret = match sealed {
-                L::Password(p) => S::Password(p),
-                L::NtHash(h) => S::NtHash(h),
-                L::Key(k) => S::Key(k),
-                L::Sealed(s) => S::Sealed(s),
-            };
-            let req = lsa::SaveCredentialRequest {
-                target,
-                user,
-                domain,
-                realm,
-                secret: Some(secret),
-                kdc,
-            };
-            // tonic encodes the request and drops it; the proxy and the enclave wipe their copies.
-            let r = c.save_credential(req).await?.into_inner();
-            let info = r.credential.unwrap_or_default();
-            if as_json {
-                println!("{}", saved_json(&info));
-            } else {
-                println!("saved {} ({}, {})", info.target, info.user, info.secret_kind);
-            }
-        }
+        VaultCmd::Save { target, user, cred } => vault_save(c, policy, target, user, cred, as_json).await,
         VaultCmd::List => {
             let r = c
                 .list_saved_credentials(lsa::ListSavedCredentialsRequest {})
@@ -761,6 +762,7 @@ async fn vault(c: &mut LsaClient<Channel>, policy: &SealPolicy, cmd: VaultCmd, a
                     println!("{:<32}  {:>6}  {:<8}  {who}", i.target, i.uid, i.secret_kind);
                 }
             }
+            Ok(())
         }
         VaultCmd::Delete { target } => {
             c.delete_saved_credential(lsa::DeleteSavedCredentialRequest { target })
@@ -768,7 +770,49 @@ async fn vault(c: &mut LsaClient<Channel>, policy: &SealPolicy, cmd: VaultCmd, a
             if as_json {
                 println!("{}", json!({}));
             }
+            Ok(())
         }
+    }
+}
+
+/// `credguardctl vault save`: reads the secret, seals it to the attested enclave when the policy
+/// says so (as for `logon`), and has the enclave seal it for the vault.
+async fn vault_save(
+    c: &mut LsaClient<Channel>,
+    policy: &SealPolicy,
+    target: String,
+    user: String,
+    cred: CredentialArgs,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let CredentialArgs {
+        domain,
+        realm,
+        kdc,
+        nt_hash,
+        key_enctype,
+        refuse_rc4,
+    } = cred;
+    let secret = read_logon_secret(&user, nt_hash, key_enctype)?;
+    let purpose = Purpose::VaultSave { target: &target };
+    let secret = policy
+        .protect(c, secret, refuse_rc4, purpose, &user, &domain, &realm)
+        .await?;
+    let req = lsa::SaveCredentialRequest {
+        target,
+        user,
+        domain,
+        realm,
+        secret: Some(secret.into()),
+        kdc,
+    };
+    // tonic encodes the request and drops it; the proxy and the enclave wipe their copies.
+    let r = c.save_credential(req).await?.into_inner();
+    let info = r.credential.unwrap_or_default();
+    if as_json {
+        println!("{}", saved_json(&info));
+    } else {
+        println!("saved {} ({}, {})", info.target, info.user, info.secret_kind);
     }
     Ok(())
 }

@@ -3,30 +3,28 @@
 //! This is where the secrets live. They never leave: no reply carries a field of a
 //! [`LogonCredential`]'s secret, and every copy is wiped when dropped ([`Zeroizing`]).
 //!
-//! The enclave checks a logon itself rather than trusting the proxy's checks: it refuses DES keys
-//! and malformed secrets whatever its caller asks.
+//! The enclave checks a logon itself rather than trusting the proxy's: the checks of
+//! `credguard_proto::checks` (names, lengths, no DES, a realm for a key) run here again, whatever
+//! its caller asks.
 
 use alloc::collections::BTreeMap;
-use alloc::format;
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use credguard_proto::attest::Owner;
+use credguard_proto::checks::{self, CheckError};
 use credguard_proto::enclave::{LogonRequest, logon_request};
+use credguard_proto::enctype::EnctypeRefused;
+use credguard_proto::secret::SecretRef;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::ratelimit::CredentialId;
 
-/// Bytes of a session handle.
-pub const SESSION_HANDLE_LEN: usize = 16;
+pub use credguard_proto::checks::SESSION_HANDLE_LEN;
 /// Sessions the enclave holds at most (its memory is small and fixed).
 pub const MAX_SESSIONS: usize = 4096;
 /// Sessions one owner (uid) holds at most, so that no caller can take every slot.
 pub const MAX_SESSIONS_PER_OWNER: usize = 256;
-/// Longest user, domain or realm.
-pub const MAX_NAME_LEN: usize = 256;
-/// Longest password, in bytes.
-pub const MAX_PASSWORD_LEN: usize = 1024;
 
 /// Random identifier of a session.
 pub type SessionHandle = [u8; SESSION_HANDLE_LEN];
@@ -92,24 +90,13 @@ pub enum LogonRefused {
     Full(&'static str),
 }
 
-fn check_name(field: &str, v: &str, may_be_empty: bool) -> Result<(), LogonRefused> {
-    if v.is_empty() && !may_be_empty {
-        return Err(LogonRefused::Invalid(format!("{field} must not be empty")));
-    }
-    if v.len() > MAX_NAME_LEN || v.chars().any(char::is_control) {
-        return Err(LogonRefused::Invalid(format!(
-            "{field} is too long or has control characters"
-        )));
-    }
-    Ok(())
-}
-
-/// Key length of the enctypes the enclave accepts; `None` for any other.
-fn key_len(enctype: i32) -> Option<usize> {
-    match enctype {
-        17 | 19 | 23 => Some(16),
-        18 | 20 => Some(32),
-        _ => None,
+impl From<CheckError> for LogonRefused {
+    fn from(e: CheckError) -> Self {
+        if e.is_rule() {
+            LogonRefused::Rule(e.to_string())
+        } else {
+            LogonRefused::Invalid(e.to_string())
+        }
     }
 }
 
@@ -118,22 +105,25 @@ fn key_len(enctype: i32) -> Option<usize> {
 /// signed policy allows it (`policy_allows_rc4`) and the request asks for it (`req.allow_rc4`);
 /// an rc4-hmac key is refused otherwise.
 pub fn credential_from(req: &mut LogonRequest, policy_allows_rc4: bool) -> Result<LogonCredential, LogonRefused> {
-    let secret = req.secret.take();
-    let checked = check_name("user", &req.user, false)
-        .and_then(|_| check_name("domain", &req.domain, true))
-        .and_then(|_| check_name("realm", &req.realm, true));
-    let secret = match (checked, secret) {
-        (Err(e), Some(s)) => {
-            wipe(s);
-            return Err(e);
+    let allow_rc4 = policy_allows_rc4 && req.allow_rc4;
+    let checked = checks::credential_names(&req.user, &req.domain, &req.realm)
+        .and_then(|()| checks::secret(req.secret.as_ref().map(SecretRef::from), &req.realm, allow_rc4));
+    let secret = match (checked, req.secret.take()) {
+        (Ok(_), Some(s)) => s,
+        (Err(e), mut s) => {
+            s.zeroize();
+            return Err(match e {
+                CheckError::Enctype(EnctypeRefused::Rc4NotAllowed) => {
+                    LogonRefused::Rule(rc4_refused(policy_allows_rc4))
+                }
+                e => e.into(),
+            });
         }
-        (Err(e), None) => return Err(e),
-        (Ok(()), None) => return Err(LogonRefused::Invalid("one secret is required".into())),
-        (Ok(()), Some(s)) => s,
+        (Ok(_), None) => return Err(CheckError::NoSecret.into()),
     };
     let mut cred = LogonCredential {
         owner: Owner(req.owner),
-        allow_rc4: policy_allows_rc4 && req.allow_rc4,
+        allow_rc4,
         id: [0; 16],
         user: core::mem::take(&mut req.user),
         domain: core::mem::take(&mut req.domain),
@@ -143,14 +133,10 @@ pub fn credential_from(req: &mut LogonRequest, policy_allows_rc4: bool) -> Resul
         password: None,
         keys: Vec::new(),
     };
+    // The checks above passed: each kind has its length, a key its enctype and a realm.
     match secret {
         logon_request::Secret::Password(p) => {
             let p = Zeroizing::new(p);
-            if p.is_empty() || p.len() > MAX_PASSWORD_LEN {
-                return Err(LogonRefused::Invalid(format!(
-                    "a password is 1 to {MAX_PASSWORD_LEN} bytes"
-                )));
-            }
             cred.nt_hash = Some(nt_hash(&p));
             if !cred.realm.is_empty() {
                 cred.password = Some(p);
@@ -159,38 +145,16 @@ pub fn credential_from(req: &mut LogonRequest, policy_allows_rc4: bool) -> Resul
         logon_request::Secret::NtHash(h) => {
             let h = Zeroizing::new(h);
             let Ok(arr) = <[u8; 16]>::try_from(h.as_slice()) else {
-                return Err(LogonRefused::Invalid("an NT hash is 16 bytes".into()));
+                return Err(CheckError::NtHashLength.into());
             };
             cred.kind = "nt_hash";
             cred.nt_hash = Some(Zeroizing::new(arr));
         }
         logon_request::Secret::Key(k) => {
-            let value = Zeroizing::new(k.value);
-            if (1..=3).contains(&k.enctype) {
-                return Err(LogonRefused::Rule(
-                    "DES keys are never accepted: single DES is broken".into(),
-                ));
-            }
-            match key_len(k.enctype) {
-                None => return Err(LogonRefused::Invalid(format!("enctype {} is not supported", k.enctype))),
-                Some(n) if n != value.len() => {
-                    return Err(LogonRefused::Invalid(format!(
-                        "a key of enctype {} is {n} bytes",
-                        k.enctype
-                    )));
-                }
-                Some(_) => {}
-            }
-            if cred.realm.is_empty() {
-                return Err(LogonRefused::Invalid("a Kerberos key needs a realm".into()));
-            }
-            if k.enctype == 23 && !cred.allow_rc4 {
-                return Err(LogonRefused::Rule(rc4_refused(policy_allows_rc4)));
-            }
             cred.kind = "key";
             cred.keys.push(KerberosKey {
                 enctype: k.enctype,
-                value,
+                value: Zeroizing::new(k.value),
             });
         }
         // The service opens a sealed secret before it gets here (see `crate::sealing`).
@@ -211,16 +175,6 @@ pub fn rc4_refused(policy_allows_rc4: bool) -> String {
         "rc4-hmac is refused by the enclave image's signed policy (sign the image with \
          `credguard-image sign --allow-rc4` to allow it; kerberos.allow_rc4 alone cannot)"
             .into()
-    }
-}
-
-fn wipe(s: logon_request::Secret) {
-    match s {
-        logon_request::Secret::Password(mut p) => p.zeroize(),
-        logon_request::Secret::NtHash(mut h) => h.zeroize(),
-        logon_request::Secret::Key(mut k) => k.value.zeroize(),
-        // Ciphertext only; nothing to wipe.
-        logon_request::Secret::Sealed(_) => {}
     }
 }
 

@@ -10,7 +10,7 @@ use credguard_proto::enclave::{
     EnclaveMethod, Frame, LogonReply, LogonRequest, NtlmAuthenticateRequest, NtlmNegotiateReply, NtlmNegotiateRequest,
     logon_request,
 };
-use credguard_proto::wire::encode_frame;
+use credguard_proto::framing::encode_frame;
 use prost::Message;
 
 use crate::kerberos::messages::{self, KdcReply};

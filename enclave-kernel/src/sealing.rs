@@ -22,9 +22,10 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
-use credguard_proto::attest::{self, NONCE_LEN, Owner, PUBLIC_KEY_LEN, SEALING_NONCE_LEN, SealPurpose, SealedNames};
+use credguard_proto::attest::{self, Owner, PUBLIC_KEY_LEN, SEALING_NONCE_LEN, SealPurpose, SealedNames};
+use credguard_proto::checks::{self, SealedParts};
 use credguard_proto::enclave::{SealedLogonSecret, SealedSecret, sealed_logon_secret};
 use hkdf::Hkdf;
 use prost::Message;
@@ -41,7 +42,7 @@ pub const MAX_NONCE_OWNERS: usize = 4096;
 
 /// Why a sealed secret was not opened. No variant says anything about the secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SealError {
+pub enum UnsealError {
     /// A part has the wrong length or the plaintext is not a `SealedLogonSecret` (INVALID_ARGUMENT).
     #[error("malformed sealed secret: {0}")]
     Malformed(&'static str),
@@ -66,7 +67,7 @@ pub enum SealError {
     Random,
 }
 
-impl SealError {
+impl UnsealError {
     /// A message for the caller (its `Display`).
     pub fn message(&self) -> String {
         alloc::string::ToString::to_string(self)
@@ -121,9 +122,9 @@ impl SealingKey {
         &mut self,
         owner: Owner,
         rng: &mut R,
-    ) -> Result<[u8; SEALING_NONCE_LEN], SealError> {
+    ) -> Result<[u8; SEALING_NONCE_LEN], UnsealError> {
         let mut nonce = [0u8; SEALING_NONCE_LEN];
-        rng.try_fill_bytes(&mut nonce).map_err(|_| SealError::Random)?;
+        rng.try_fill_bytes(&mut nonce).map_err(|_| UnsealError::Random)?;
         if !self.nonces.contains_key(&owner) && self.nonces.len() >= MAX_NONCE_OWNERS {
             let least_recent = self.nonces.iter().min_by_key(|(_, n)| n.last_issued).map(|(o, _)| *o);
             if let Some(o) = least_recent {
@@ -156,94 +157,53 @@ impl SealingKey {
         purpose: SealPurpose,
         owner: Owner,
         names: &SealedNames<'_>,
-    ) -> Result<Opened, SealError> {
-        let parts = check_parts(sealed)?;
-        if parts.recipient != self.public {
-            return Err(SealError::OtherBoot);
+    ) -> Result<Opened, UnsealError> {
+        let parts = checks::sealed_parts(sealed).map_err(UnsealError::Malformed)?;
+        if parts.enclave_public_key != self.public {
+            return Err(UnsealError::OtherBoot);
         }
         let Some(slot) = self
             .nonces
             .get(&owner)
-            .and_then(|n| n.nonces.iter().position(|x| *x == parts.nonce))
+            .and_then(|n| n.nonces.iter().position(|x| *x == parts.sealing_nonce))
         else {
-            return Err(SealError::StaleNonce);
+            return Err(UnsealError::StaleNonce);
         };
-        let aad = attest::sealed_secret_aad(purpose, owner, &parts.nonce, names);
-        let plain = self.decrypt(&parts.epk, sealed, &aad)?;
+        let aad = attest::sealed_secret_aad(purpose, owner, &parts.sealing_nonce, names);
+        let plain = self.decrypt(&parts, &sealed.ciphertext, &aad)?;
         if let Some(n) = self.nonces.get_mut(&owner) {
             n.nonces.remove(slot);
             if n.nonces.is_empty() {
                 self.nonces.remove(&owner);
             }
         }
-        let mut inner =
-            SealedLogonSecret::decode(plain.as_slice()).map_err(|_| SealError::Malformed("not a SealedLogonSecret"))?;
+        let mut inner = SealedLogonSecret::decode(plain.as_slice())
+            .map_err(|_| UnsealError::Malformed("not a SealedLogonSecret"))?;
         let refuse_rc4 = inner.refuse_rc4;
         match inner.secret.take() {
             Some(secret) => Ok(Opened { secret, refuse_rc4 }),
-            None => Err(SealError::Malformed("it holds no secret")),
+            None => Err(UnsealError::Malformed("it holds no secret")),
         }
     }
 
     /// X25519 with the client's ephemeral key, HKDF-SHA256, AES-256-GCM with `aad`.
-    fn decrypt(
-        &self,
-        epk: &[u8; PUBLIC_KEY_LEN],
-        sealed: &SealedSecret,
-        aad: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, SealError> {
+    fn decrypt(&self, parts: &SealedParts, ciphertext: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, UnsealError> {
+        let epk = &parts.ephemeral_public_key;
         let shared = self.secret.diffie_hellman(&PublicKey::from(*epk));
         if !shared.was_contributory() {
-            return Err(SealError::DoesNotOpen);
+            return Err(UnsealError::DoesNotOpen);
         }
         let mut key = Zeroizing::new([0u8; 32]);
         let info = attest::sealed_logon_info(epk, &self.public);
         Hkdf::<Sha256>::new(Some(attest::SEALED_SECRET_SALT), shared.as_bytes())
             .expand(&info, &mut key[..])
-            .map_err(|_| SealError::DoesNotOpen)?;
-        let cipher = Aes256Gcm::new_from_slice(&key[..]).map_err(|_| SealError::DoesNotOpen)?;
-        let nonce =
-            Nonce::try_from(sealed.nonce.as_slice()).map_err(|_| SealError::Malformed("nonce must be 12 bytes"))?;
+            .map_err(|_| UnsealError::DoesNotOpen)?;
+        let cipher = Aes256Gcm::new_from_slice(&key[..]).map_err(|_| UnsealError::DoesNotOpen)?;
         let plain = cipher
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: &sealed.ciphertext,
-                    aad,
-                },
-            )
-            .map_err(|_| SealError::DoesNotOpen)?;
+            .decrypt(&parts.nonce.into(), Payload { msg: ciphertext, aad })
+            .map_err(|_| UnsealError::DoesNotOpen)?;
         Ok(Zeroizing::new(plain))
     }
-}
-
-/// The fixed-length parts of a sealed secret.
-struct Parts {
-    epk: [u8; PUBLIC_KEY_LEN],
-    recipient: [u8; PUBLIC_KEY_LEN],
-    nonce: [u8; SEALING_NONCE_LEN],
-}
-
-fn check_parts(sealed: &SealedSecret) -> Result<Parts, SealError> {
-    let epk = sealed
-        .ephemeral_public_key
-        .as_slice()
-        .try_into()
-        .map_err(|_| SealError::Malformed("ephemeral_public_key must be 32 bytes"))?;
-    let recipient = sealed
-        .enclave_public_key
-        .as_slice()
-        .try_into()
-        .map_err(|_| SealError::Malformed("enclave_public_key must be 32 bytes"))?;
-    if sealed.nonce.len() != NONCE_LEN {
-        return Err(SealError::Malformed("nonce must be 12 bytes"));
-    }
-    let nonce = sealed
-        .sealing_nonce
-        .as_slice()
-        .try_into()
-        .map_err(|_| SealError::Malformed("sealing_nonce must be the 16 bytes GetSealingNonce returned"))?;
-    Ok(Parts { epk, recipient, nonce })
 }
 
 impl Drop for SealingKey {
@@ -254,6 +214,7 @@ impl Drop for SealingKey {
 pub(crate) mod tests {
     use super::*;
     use crate::rng::CounterRng;
+    use aes_gcm::Nonce;
     use credguard_proto::enclave::sealed_logon_secret::Secret as Inner;
 
     /// Seals `secret` to `enclave_public` as a client does (here with the same crates; the
@@ -334,16 +295,16 @@ pub(crate) mod tests {
             key.open(&sealed, SealPurpose::Logon, ALICE, &names(user, "CORP", ""))
                 .map(|o| o.secret)
         };
-        assert_eq!(open(&mut key, "mallory").err(), Some(SealError::DoesNotOpen));
+        assert_eq!(open(&mut key, "mallory").err(), Some(UnsealError::DoesNotOpen));
         match open(&mut key, "alice") {
             Ok(Inner::Password(p)) => assert_eq!(p, "pw"),
             Ok(_) => panic!("not the password"),
             Err(e) => panic!("{e:?}"),
         }
-        assert_eq!(open(&mut key, "alice").err(), Some(SealError::StaleNonce), "replay");
+        assert_eq!(open(&mut key, "alice").err(), Some(UnsealError::StaleNonce), "replay");
 
         let (mut other_boot, _) = key_and_rng(2);
-        assert_eq!(open(&mut other_boot, "alice").err(), Some(SealError::OtherBoot));
+        assert_eq!(open(&mut other_boot, "alice").err(), Some(UnsealError::OtherBoot));
 
         let n = key.issue_nonce(ALICE, &mut rng).unwrap();
         let mut tampered = seal(
@@ -357,12 +318,12 @@ pub(crate) mod tests {
         );
         tampered.ciphertext[0] ^= 1;
         let r = key.open(&tampered, SealPurpose::Logon, ALICE, &names("a", "", ""));
-        assert_eq!(r.err(), Some(SealError::DoesNotOpen));
+        assert_eq!(r.err(), Some(UnsealError::DoesNotOpen));
         assert_eq!(key.nonces_of(ALICE), 1, "a message that does not open leaves the nonce");
         let mut short = tampered.clone();
         short.nonce.truncate(5);
         let r = key.open(&short, SealPurpose::Logon, ALICE, &names("a", "", ""));
-        assert!(matches!(r, Err(SealError::Malformed(_))));
+        assert!(matches!(r, Err(UnsealError::Malformed(_))));
     }
 
     #[test]
@@ -381,15 +342,15 @@ pub(crate) mod tests {
         let who = names("alice", "", "R");
         // Re-labelled as a vault save: the associated data differs.
         let r = key.open(&sealed, SealPurpose::VaultSave, ALICE, &who);
-        assert_eq!(r.err(), Some(SealError::DoesNotOpen));
+        assert_eq!(r.err(), Some(UnsealError::DoesNotOpen));
         // Moved to another uid: that uid was never issued this nonce.
         let bob = Owner::uid(1001);
         let r = key.open(&sealed, SealPurpose::Logon, bob, &who);
-        assert_eq!(r.err(), Some(SealError::StaleNonce));
+        assert_eq!(r.err(), Some(UnsealError::StaleNonce));
         // Even if bob holds nonces of his own, alice's does not open for him.
         let _ = key.issue_nonce(bob, &mut rng).unwrap();
         let r = key.open(&sealed, SealPurpose::Logon, bob, &who);
-        assert_eq!(r.err(), Some(SealError::StaleNonce));
+        assert_eq!(r.err(), Some(UnsealError::StaleNonce));
         assert!(key.open(&sealed, SealPurpose::Logon, ALICE, &who).is_ok());
     }
 
@@ -430,7 +391,7 @@ pub(crate) mod tests {
             key.issue_nonce(ALICE, &mut rng).unwrap();
         }
         let r = key.open(&old, SealPurpose::Logon, ALICE, &names("alice", "", ""));
-        assert_eq!(r.err(), Some(SealError::StaleNonce));
+        assert_eq!(r.err(), Some(UnsealError::StaleNonce));
     }
 
     #[test]
@@ -457,6 +418,6 @@ pub(crate) mod tests {
             sealing_nonce: n.to_vec(),
         };
         let r = key.open(&sealed, SealPurpose::Logon, ALICE, &names("a", "", ""));
-        assert_eq!(r.err(), Some(SealError::DoesNotOpen));
+        assert_eq!(r.err(), Some(UnsealError::DoesNotOpen));
     }
 }

@@ -1,7 +1,7 @@
 //! The enclave service: framed request bytes in, framed reply bytes out.
 //!
 //! Nothing here trusts its input: any byte sequence from the host either yields replies or a
-//! [`WireError`] after which the caller closes that stream. Nothing here panics on input.
+//! [`FrameError`] after which the caller closes that stream. Nothing here panics on input.
 //!
 //! A request travels: [`Service::on_bytes`] cuts the stream into frames; [`Service::dispatch`]
 //! looks the method up by its id and hands the payload to the dispatcher generated from
@@ -26,8 +26,8 @@ use alloc::vec::Vec;
 use credguard_proto::abi::{self, MEASUREMENT_LEN};
 use credguard_proto::attest::{Owner, SealPurpose, SealedNames};
 use credguard_proto::enclave::{AuditRecord, EnclaveMethod, Frame, dispatch_enclave};
+use credguard_proto::framing::{FrameDecoder, FrameError, encode_frame};
 use credguard_proto::rpc::{RpcError, code};
-use credguard_proto::wire::{FrameDecoder, WireError, encode_frame};
 use rand_core::TryCryptoRng;
 use zeroize::Zeroize;
 
@@ -45,7 +45,7 @@ pub use calls::operation;
 
 /// Free heap below which calls that can grow the enclave's state are refused. It covers what is
 /// allocated outside any call's control, the partly received frames of every open stream (at most
-/// `serve::MAX_CONNECTIONS` of `wire::MAX_FRAME_LEN` each), plus what the largest request needs
+/// `serve::MAX_CONNECTIONS` of `framing::MAX_FRAME_LEN` each), plus what the largest request needs
 /// while it runs (its frame decoded a few times over), with room for fragmentation.
 pub const MEMORY_HEADROOM: usize = 2 << 20;
 
@@ -213,7 +213,7 @@ impl<R: TryCryptoRng> Service<R> {
         bytes: &[u8],
         now_tsc: u64,
         out: &mut Vec<u8>,
-    ) -> Result<usize, WireError> {
+    ) -> Result<usize, FrameError> {
         stream.decoder.push(bytes);
         let mut answered = 0;
         while let Some(mut request) = stream.decoder.next_frame()? {
@@ -269,10 +269,12 @@ impl<R: TryCryptoRng> Service<R> {
         owner: Owner,
         names: &SealedNames<'_>,
     ) -> Result<crate::sealing::Opened, LogonRefused> {
-        use crate::sealing::SealError;
+        use crate::sealing::UnsealError;
         self.sealing.open(sealed, purpose, owner, names).map_err(|e| match e {
-            SealError::Malformed(_) | SealError::DoesNotOpen | SealError::Random => LogonRefused::Invalid(e.message()),
-            SealError::OtherBoot | SealError::StaleNonce => LogonRefused::Rule(e.message()),
+            UnsealError::Malformed(_) | UnsealError::DoesNotOpen | UnsealError::Random => {
+                LogonRefused::Invalid(e.message())
+            }
+            UnsealError::OtherBoot | UnsealError::StaleNonce => LogonRefused::Rule(e.message()),
         })
     }
 

@@ -27,15 +27,16 @@
 //! length-prefixed): a blob moved to another uid's directory or to another target, or whose
 //! metadata was edited, does not open.
 
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use aes_gcm::AeadInOut;
 use aes_gcm::{Aes256Gcm, KeyInit};
 use credguard_proto::abi::MEASUREMENT_LEN;
+use credguard_proto::checks;
 use credguard_proto::enclave::{SealedLogonSecret, sealed_logon_secret};
 use prost::Message;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// First bytes of every blob.
 pub const MAGIC: &[u8; 4] = b"CGVT";
@@ -49,8 +50,6 @@ pub const TAG_LEN: usize = 16;
 pub const HEADER_LEN: usize = MAGIC.len() + 1 + MEASUREMENT_LEN + NONCE_LEN;
 /// Longest blob accepted: the longest secret (a 1 KiB password) and its framing, with room.
 pub const MAX_BLOB_LEN: usize = HEADER_LEN + 2048 + TAG_LEN;
-/// Longest target name, in bytes.
-pub const MAX_TARGET_LEN: usize = 256;
 /// First bytes of the associated data.
 const AAD_DOMAIN: &[u8] = b"credguard vault v1";
 
@@ -141,15 +140,7 @@ pub struct Binding<'a> {
 impl Binding<'_> {
     /// Refuses a target that is empty, too long or has control characters.
     pub fn check_target(&self) -> Result<(), VaultError> {
-        if self.target.is_empty() || self.target.len() > MAX_TARGET_LEN {
-            return Err(VaultError::Invalid(alloc::format!(
-                "target must be 1 to {MAX_TARGET_LEN} bytes"
-            )));
-        }
-        if self.target.chars().any(char::is_control) {
-            return Err(VaultError::Invalid("target contains control characters".into()));
-        }
-        Ok(())
+        checks::target(self.target).map_err(|e| VaultError::Invalid(e.to_string()))
     }
 
     /// The associated data of a blob with `header` (magic, version, measurement, nonce).
@@ -219,12 +210,12 @@ impl Vault {
         nonce: [u8; NONCE_LEN],
     ) -> Result<Vec<u8>, VaultError> {
         binding.check_target()?;
-        let message = SealedLogonSecret {
+        let mut message = SealedLogonSecret {
             secret: Some(secret),
             refuse_rc4,
         };
         let mut plaintext = Zeroizing::new(message.encode_to_vec());
-        wipe_message(message);
+        message.secret.zeroize();
         let mut blob = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
         blob.extend_from_slice(MAGIC);
         blob.push(FORMAT_VERSION);
@@ -295,47 +286,12 @@ impl Vault {
     }
 }
 
-/// A vault or sealed secret in the form the logon path takes.
-pub fn to_logon_secret(s: sealed_logon_secret::Secret) -> credguard_proto::enclave::logon_request::Secret {
-    use credguard_proto::enclave::logon_request::Secret as L;
-    match s {
-        sealed_logon_secret::Secret::Password(p) => L::Password(p),
-        sealed_logon_secret::Secret::NtHash(h) => L::NtHash(h),
-        sealed_logon_secret::Secret::Key(k) => L::Key(k),
-    }
-}
-
-/// Wipes the secret of a decoded or built `SealedLogonSecret`.
-pub fn wipe_message(mut m: SealedLogonSecret) {
-    if let Some(s) = m.secret.take() {
-        wipe_secret(s);
-    }
-}
-
-/// Wipes a secret's bytes.
-pub fn wipe_secret(s: sealed_logon_secret::Secret) {
-    use zeroize::Zeroize;
-    match s {
-        sealed_logon_secret::Secret::Password(mut p) => p.zeroize(),
-        sealed_logon_secret::Secret::NtHash(mut h) => h.zeroize(),
-        sealed_logon_secret::Secret::Key(mut k) => k.value.zeroize(),
-    }
-}
-
-/// Which kind of secret: "password", "nt_hash" or "key".
-pub fn kind_of(s: &sealed_logon_secret::Secret) -> &'static str {
-    match s {
-        sealed_logon_secret::Secret::Password(_) => "password",
-        sealed_logon_secret::Secret::NtHash(_) => "nt_hash",
-        sealed_logon_secret::Secret::Key(_) => "key",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use alloc::vec;
     use credguard_proto::enclave::Key;
+    use credguard_proto::secret::SecretRef;
 
     const SECRET: [u8; 32] = [7; 32];
     const OLD: [u8; MEASUREMENT_LEN] = [1; MEASUREMENT_LEN];
@@ -404,7 +360,7 @@ mod tests {
         let blob = v
             .seal(&b, sealed_logon_secret::Secret::NtHash(vec![4; 16]), false, [7; 12])
             .unwrap();
-        assert_eq!(kind_of(&v.open(&b, &blob).unwrap().secret), "nt_hash");
+        assert_eq!(SecretRef::from(&v.open(&b, &blob).unwrap().secret).kind(), "nt_hash");
     }
 
     #[test]

@@ -5,8 +5,11 @@
 use std::sync::Arc;
 
 use credguard_proto::abi;
-use credguard_proto::enclave as wire;
+use credguard_proto::checks::{self, CheckError};
+use credguard_proto::enclave;
+use credguard_proto::enctype::EnctypeRefused;
 use credguard_proto::lsa;
+use credguard_proto::secret::SecretRef;
 use credguard_proto::vmm_status::{self, VmmStatus};
 use tracing::{info, warn};
 use zeroize::Zeroize;
@@ -16,10 +19,6 @@ use crate::enclave_link::{EnclaveLink, LinkState};
 use crate::error::LsaError;
 use crate::sessions::{Caller, LogonSession, SessionTable, now_unix_ms};
 
-/// Longest user, domain or realm name accepted.
-pub const MAX_NAME_LEN: usize = 256;
-/// Longest password accepted, in bytes.
-pub const MAX_PASSWORD_LEN: usize = 1024;
 /// The answer to a secret sent in the clear to a proxy that accepts only sealed ones.
 pub const PLAINTEXT_REFUSED: &str = "this proxy accepts only sealed secrets (api.allow_plaintext_secrets = false): \
      seal the secret to the enclave and send it in the `sealed` field. credguardctl seals by itself \
@@ -117,10 +116,10 @@ impl LsaCore {
 
     /// The enclave's status and the VMM's about the same boot: if the enclave restarted between
     /// the two questions, both are asked once more.
-    async fn enclave_and_vmm_status(&self) -> Result<(wire::StatusReply, Result<VmmStatus, String>), LsaError> {
+    async fn enclave_and_vmm_status(&self) -> Result<(enclave::StatusReply, Result<VmmStatus, String>), LsaError> {
         let mut attempt = 0;
         loop {
-            let enclave = self.link.service_client().status(&wire::StatusRequest {}).await?;
+            let enclave = self.link.service_client().status(&enclave::StatusRequest {}).await?;
             let vmm = self.link.vmm_status().await;
             let same_boot = vmm.as_ref().map_or(true, |v| v.boot_id == enclave.boot_id);
             attempt += 1;
@@ -132,48 +131,41 @@ impl LsaCore {
 
     /// `Logon`. The secret in `req` is wiped before this returns, whatever the outcome.
     pub async fn logon(&self, caller: Caller, mut req: lsa::LogonRequest) -> Result<lsa::LogonReply, LsaError> {
-        let result = self.logon_inner(caller, &mut req).await;
-        wipe_logon(&mut req);
+        // The KDC is the proxy's business; the rest, secret included, moves into the enclave's
+        // message (no copy is left behind), which is wiped whatever the outcome. The transport
+        // wipes the encoded request once written to the enclave.
+        let kdc = std::mem::take(&mut req.kdc);
+        let mut enclave_req = enclave::LogonRequest::from(req);
+        let result = self.logon_inner(caller, &mut enclave_req, kdc).await;
+        enclave_req.secret.zeroize();
         result
     }
 
-    async fn logon_inner(&self, caller: Caller, req: &mut lsa::LogonRequest) -> Result<lsa::LogonReply, LsaError> {
-        let sealed = matches!(req.secret, None | Some(lsa::logon_request::Secret::Sealed(_)));
+    async fn logon_inner(
+        &self,
+        caller: Caller,
+        req: &mut enclave::LogonRequest,
+        kdc: String,
+    ) -> Result<lsa::LogonReply, LsaError> {
+        let sealed = matches!(req.secret, None | Some(enclave::logon_request::Secret::Sealed(_)));
         self.check_plaintext(sealed)?;
-        check_name("user", &req.user, false)?;
-        check_name("domain", &req.domain, true)?;
-        check_name("realm", &req.realm, true)?;
-        if !req.kdc.is_empty() {
-            check_host_port(&req.kdc)?;
-            crate::kerberos::check_logon_kdc(self, caller, &req.realm, &req.kdc)?;
+        checks::credential_names(&req.user, &req.domain, &req.realm)?;
+        if !kdc.is_empty() {
+            check_host_port(&kdc)?;
+            crate::kerberos::check_logon_kdc(self, caller, &req.realm, &kdc)?;
         }
-        let (secret, kind) = wire_secret(req.secret.take(), self.config.kerberos.allow_rc4, &req.realm)?;
-        let wire_req = wire::LogonRequest {
-            user: req.user.clone(),
-            domain: req.domain.clone(),
-            realm: req.realm.clone(),
-            secret: Some(secret),
-            operations_per_second: self.config.limits.operations_per_second_per_session,
-            owner: caller.owner().0,
-            allow_rc4: self.config.kerberos.allow_rc4,
-        };
+        let allow_rc4 = self.config.kerberos.allow_rc4;
+        let kind = check_secret(req.secret.as_ref().map(SecretRef::from), &req.realm, allow_rc4)?;
+        req.operations_per_second = self.config.limits.operations_per_second_per_session;
+        req.owner = caller.owner().0;
+        req.allow_rc4 = allow_rc4;
         let ready = self
             .sessions
             .check_limit(caller, self.config.limits.sessions_per_uid)
             .and_then(|()| self.boot_id());
-        let boot_id = match ready {
-            Ok(b) => b,
-            Err(e) => {
-                wipe_wire_logon(wire_req);
-                return Err(e);
-            }
-        };
-        // The transport wipes the encoded request once written to the enclave; this wipes the
-        // decoded one.
-        let result = self.link.client(caller).logon(&wire_req).await;
-        wipe_wire_logon(wire_req);
-        let reply = result?;
-        if reply.session_handle.len() != 16 {
+        let boot_id = ready?;
+        let reply = self.link.client(caller).logon(req).await?;
+        if reply.session_handle.len() != checks::SESSION_HANDLE_LEN {
             return Err(LsaError::Internal(
                 "the enclave returned a malformed session handle".into(),
             ));
@@ -187,7 +179,7 @@ impl LsaCore {
             user: req.user.clone(),
             domain: req.domain.clone(),
             realm: req.realm.clone(),
-            kdc: req.kdc.clone(),
+            kdc,
             // For a sealed logon only the enclave knows what was inside.
             secret_kind: match (kind, reply.secret_kind.as_str()) {
                 ("sealed", "password") => "password",
@@ -205,7 +197,7 @@ impl LsaCore {
     /// `GetSealingNonce`: a single-use nonce the enclave issues for the caller's next sealed secret.
     pub async fn sealing_nonce(&self, caller: Caller) -> Result<lsa::GetSealingNonceReply, LsaError> {
         let boot_id = self.boot_id()?;
-        let req = wire::IssueSealingNonceRequest {
+        let req = enclave::IssueSealingNonceRequest {
             owner: caller.owner().0,
         };
         let r = self.link.client(caller).issue_sealing_nonce(&req).await?;
@@ -223,7 +215,7 @@ impl LsaCore {
         // The session is gone from the table either way; if the enclave is down or restarted, its
         // secrets are gone with it already.
         if self.boot_id().ok().as_deref() == Some(s.boot_id.as_slice()) {
-            let req = wire::LogoffRequest {
+            let req = enclave::LogoffRequest {
                 session_handle: s.handle,
             };
             match self.link.service_client().logoff(&req).await {
@@ -286,140 +278,28 @@ impl LsaCore {
     }
 }
 
-/// Lengths of the parts of a sealed secret.
-const SEALED_KEY_LEN: usize = 32;
-const SEALED_NONCE_LEN: usize = 12;
-/// Longest sealed ciphertext: the longest plaintext secret plus protobuf framing and the tag.
-const MAX_SEALED_LEN: usize = MAX_PASSWORD_LEN + 64;
+/// The answer to an rc4-hmac key while the configuration refuses rc4-hmac.
+const RC4_REFUSED: &str = "rc4-hmac keys are refused by configuration (kerberos.allow_rc4 = false)";
 
-/// Checks a secret of the public API and converts it to the enclave's message; returns it with
-/// the kind reported for the session ("password", "nt_hash", "key" or "sealed": the proxy cannot
-/// see what a sealed secret holds). The secret is wiped on refusal.
-pub(crate) fn wire_secret(
-    secret: Option<lsa::logon_request::Secret>,
-    allow_rc4: bool,
+/// Checks the secret of a logon or a vault save as the enclave will (see
+/// `credguard_proto::checks`), for an early, clear error; returns the kind reported for the session
+/// ("password", "nt_hash", "key" or "sealed": the proxy cannot see what a sealed secret holds).
+pub(crate) fn check_secret(
+    secret: Option<SecretRef<'_>>,
     realm: &str,
-) -> Result<(wire::logon_request::Secret, &'static str), LsaError> {
-    Ok(match secret {
-        None => {
-            return Err(LsaError::InvalidArgument(
-                "one secret is required: password, nt_hash, key or sealed".into(),
-            ));
-        }
-        Some(lsa::logon_request::Secret::Password(p)) => {
-            let bad = if p.is_empty() {
-                Some("password must not be empty".to_string())
-            } else if p.len() > MAX_PASSWORD_LEN {
-                Some(format!("password is longer than {MAX_PASSWORD_LEN} bytes"))
-            } else {
-                None
-            };
-            let s = wire::logon_request::Secret::Password(p);
-            if let Some(msg) = bad {
-                wipe_secret(s);
-                return Err(LsaError::InvalidArgument(msg));
-            }
-            (s, "password")
-        }
-        Some(lsa::logon_request::Secret::NtHash(h)) => {
-            let ok = h.len() == 16;
-            let s = wire::logon_request::Secret::NtHash(h);
-            if !ok {
-                wipe_secret(s);
-                return Err(LsaError::InvalidArgument("nt_hash must be exactly 16 bytes".into()));
-            }
-            (s, "nt_hash")
-        }
-        Some(lsa::logon_request::Secret::Key(k)) => {
-            let check = check_key(&k, allow_rc4, realm);
-            let s = wire::logon_request::Secret::Key(wire::Key {
-                enctype: k.enctype,
-                value: k.value,
-            });
-            if let Err(e) = check {
-                wipe_secret(s);
-                return Err(e);
-            }
-            (s, "key")
-        }
-        Some(lsa::logon_request::Secret::Sealed(sealed)) => {
-            let bad = if sealed.ephemeral_public_key.len() != SEALED_KEY_LEN {
-                Some("sealed.ephemeral_public_key must be 32 bytes")
-            } else if sealed.enclave_public_key.len() != SEALED_KEY_LEN {
-                Some("sealed.enclave_public_key must be 32 bytes")
-            } else if sealed.nonce.len() != SEALED_NONCE_LEN {
-                Some("sealed.nonce must be 12 bytes")
-            } else if sealed.sealing_nonce.len() != credguard_proto::attest::SEALING_NONCE_LEN {
-                Some("sealed.sealing_nonce must be the 16 bytes GetSealingNonce returned")
-            } else if sealed.ciphertext.len() < 16 || sealed.ciphertext.len() > MAX_SEALED_LEN {
-                Some("sealed.ciphertext must be 16 to 1088 bytes")
-            } else {
-                None
-            };
-            if let Some(msg) = bad {
-                return Err(LsaError::InvalidArgument(msg.into()));
-            }
-            (
-                wire::logon_request::Secret::Sealed(wire::SealedSecret {
-                    ephemeral_public_key: sealed.ephemeral_public_key,
-                    nonce: sealed.nonce,
-                    ciphertext: sealed.ciphertext,
-                    enclave_public_key: sealed.enclave_public_key,
-                    sealing_nonce: sealed.sealing_nonce,
-                }),
-                "sealed",
-            )
-        }
+    allow_rc4: bool,
+) -> Result<&'static str, LsaError> {
+    checks::secret(secret, realm, allow_rc4).map_err(|e| match e {
+        // Here the proxy's configuration refused it, not the enclave's policy.
+        CheckError::Enctype(EnctypeRefused::Rc4NotAllowed) => LsaError::FailedPrecondition(RC4_REFUSED.into()),
+        e => e.into(),
     })
-}
-
-fn wipe_secret(s: wire::logon_request::Secret) {
-    match s {
-        wire::logon_request::Secret::Password(mut p) => p.zeroize(),
-        wire::logon_request::Secret::NtHash(mut h) => h.zeroize(),
-        wire::logon_request::Secret::Key(mut k) => k.value.zeroize(),
-        // Ciphertext the proxy cannot read: nothing to wipe.
-        wire::logon_request::Secret::Sealed(_) => {}
-    }
-}
-
-fn wipe_wire_logon(mut r: wire::LogonRequest) {
-    if let Some(s) = r.secret.take() {
-        wipe_secret(s);
-    }
-}
-
-/// Wipes the secret of a logon request.
-pub(crate) fn wipe_logon(r: &mut lsa::LogonRequest) {
-    match r.secret.take() {
-        Some(lsa::logon_request::Secret::Password(mut p)) => p.zeroize(),
-        Some(lsa::logon_request::Secret::NtHash(mut h)) => h.zeroize(),
-        Some(lsa::logon_request::Secret::Key(mut k)) => k.value.zeroize(),
-        Some(lsa::logon_request::Secret::Sealed(_)) | None => {}
-    }
-}
-
-pub(crate) fn check_name(field: &str, v: &str, may_be_empty: bool) -> Result<(), LsaError> {
-    if v.is_empty() && !may_be_empty {
-        return Err(LsaError::InvalidArgument(format!("{field} must not be empty")));
-    }
-    if v.len() > MAX_NAME_LEN {
-        return Err(LsaError::InvalidArgument(format!(
-            "{field} is longer than {MAX_NAME_LEN} bytes"
-        )));
-    }
-    if v.chars().any(|c| c.is_control()) {
-        return Err(LsaError::InvalidArgument(format!(
-            "{field} contains control characters"
-        )));
-    }
-    Ok(())
 }
 
 pub(crate) fn check_host_port(v: &str) -> Result<(), LsaError> {
     let bad = || LsaError::InvalidArgument(format!("kdc {v:?} is not host:port"));
     let (host, port) = v.rsplit_once(':').ok_or_else(bad)?;
-    if host.is_empty() || host.len() > MAX_NAME_LEN || port.parse::<u16>().map_or(true, |p| p == 0) {
+    if host.is_empty() || host.len() > checks::MAX_NAME_LEN || port.parse::<u16>().map_or(true, |p| p == 0) {
         return Err(bad());
     }
     Ok(())
@@ -434,47 +314,8 @@ fn check_session_id(id: &str) -> Result<(), LsaError> {
     Ok(())
 }
 
-/// Kerberos enctypes: (number, name, key length).
-const ENCTYPES: &[(i32, &str, usize)] = &[
-    (17, "aes128-cts-hmac-sha1-96", 16),
-    (18, "aes256-cts-hmac-sha1-96", 32),
-    (19, "aes128-cts-hmac-sha256-128", 16),
-    (20, "aes256-cts-hmac-sha384-192", 32),
-    (23, "rc4-hmac", 16),
-];
-
-fn check_key(k: &lsa::Key, allow_rc4: bool, realm: &str) -> Result<(), LsaError> {
-    if matches!(k.enctype, 1..=3) {
-        return Err(LsaError::FailedPrecondition(format!(
-            "enctype {} is DES: credguard never uses DES keys (single DES is broken)",
-            k.enctype
-        )));
-    }
-    let Some(&(_, name, len)) = ENCTYPES.iter().find(|e| e.0 == k.enctype) else {
-        return Err(LsaError::InvalidArgument(format!(
-            "unknown or unsupported enctype {}",
-            k.enctype
-        )));
-    };
-    if k.enctype == 23 && !allow_rc4 {
-        return Err(LsaError::FailedPrecondition(
-            "rc4-hmac keys are refused by configuration (kerberos.allow_rc4 = false)".into(),
-        ));
-    }
-    if k.value.len() != len {
-        return Err(LsaError::InvalidArgument(format!(
-            "a {name} key is {len} bytes, not {}",
-            k.value.len()
-        )));
-    }
-    if realm.is_empty() {
-        return Err(LsaError::InvalidArgument("a Kerberos key needs a realm".into()));
-    }
-    Ok(())
-}
-
 /// What the enclave says of itself: its image, boot, sealing key, policy and build.
-fn fill_from_enclave(reply: &mut lsa::StatusReply, s: wire::StatusReply) {
+fn fill_from_enclave(reply: &mut lsa::StatusReply, s: enclave::StatusReply) {
     reply.measurement = hex::encode(&s.measurement);
     reply.signer = s.signer;
     reply.uptime_ms = s.uptime_ms;
@@ -504,6 +345,15 @@ fn fill_from_vmm(reply: &mut lsa::StatusReply, v: VmmStatus) {
 mod tests {
     use super::*;
 
+    fn check_name(field: &'static str, v: &str, may_be_empty: bool) -> Result<(), LsaError> {
+        Ok(checks::name(field, v, may_be_empty)?)
+    }
+
+    /// The proxy's check of a key, through the shared check of a logon's secret.
+    fn check_key(k: &enclave::Key, allow_rc4: bool, realm: &str) -> Result<&'static str, LsaError> {
+        check_secret(Some(SecretRef::Key(k)), realm, allow_rc4)
+    }
+
     #[test]
     fn names_and_ids_are_checked() {
         assert!(check_name("user", "", false).is_err());
@@ -520,7 +370,7 @@ mod tests {
 
     #[test]
     fn keys_are_checked() {
-        let k = |enctype, n| lsa::Key {
+        let k = |enctype, n| enclave::Key {
             enctype,
             value: vec![0; n],
         };

@@ -17,9 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use credguard_proto::enclave::{AsyncEnclaveClient, AuditRecord, Frame, StatusRequest};
+use credguard_proto::framing::{FrameDecoder, encode_frame};
 use credguard_proto::rpc::{AsyncTransport, RpcError};
 use credguard_proto::vmm_status::{MAX_VMM_STATUS_LEN, VMM_STATUS_PORT, VmmStatus};
-use credguard_proto::wire::{FrameDecoder, encode_frame};
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;

@@ -81,6 +81,17 @@ impl From<credguard_proto::rpc::RpcError> for LsaError {
     }
 }
 
+/// A request the enclave would refuse, refused early with the same words.
+impl From<credguard_proto::checks::CheckError> for LsaError {
+    fn from(e: credguard_proto::checks::CheckError) -> Self {
+        if e.is_rule() {
+            LsaError::FailedPrecondition(e.to_string())
+        } else {
+            LsaError::InvalidArgument(e.to_string())
+        }
+    }
+}
+
 impl From<LsaError> for Status {
     fn from(e: LsaError) -> Status {
         Status::new(e.code(), e.to_string())

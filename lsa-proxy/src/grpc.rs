@@ -6,6 +6,7 @@ use credguard_proto::lsa;
 use credguard_proto::lsa::lsa_server::Lsa;
 use prost::Message;
 use tonic::{Request, Response, Status};
+use zeroize::Zeroize;
 
 use crate::connection::ConnectionInfo;
 use crate::core::LsaCore;
@@ -70,7 +71,7 @@ impl Lsa for LsaService {
         let caller = match begin(&self.core, &req) {
             Ok(c) => c,
             Err(e) => {
-                crate::core::wipe_logon(&mut req.into_inner());
+                req.into_inner().secret.zeroize();
                 return Err(e);
             }
         };
@@ -151,7 +152,7 @@ impl Lsa for LsaService {
         let caller = match begin(&self.core, &req) {
             Ok(c) => c,
             Err(e) => {
-                crate::vault::wipe_save(&mut req.into_inner());
+                req.into_inner().secret.zeroize();
                 return Err(e);
             }
         };

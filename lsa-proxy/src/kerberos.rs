@@ -9,7 +9,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use credguard_proto::enclave as wire;
+use credguard_proto::checks::{self, MAX_KDC_REPLY_LEN};
+use credguard_proto::enclave;
 use credguard_proto::lsa;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket, lookup_host};
@@ -21,13 +22,8 @@ use crate::sessions::{Caller, LogonSession};
 
 /// How long one KDC round trip may take.
 const KDC_TIMEOUT: Duration = Duration::from_secs(3);
-/// Largest KDC reply accepted (real ones, PAC included, are a few KiB; the enclave refuses more
-/// too: `credguard_enclave::kerberos::MAX_KDC_REPLY_LEN`).
-pub const MAX_KDC_REPLY: usize = 64 << 10;
 /// Steps of one exchange at most (no preauth, preauth, one skew retry, and a spare).
 const MAX_STEPS: usize = 5;
-/// The rule a delegation request breaks.
-pub const DELEGATION_REFUSED: &str = "unconstrained delegation is never allowed: credguard never forwards a TGT";
 /// The answer to a request that still names a ccache file for the proxy to write.
 pub const CCACHE_PATH_REFUSED: &str = "ccache_path is no longer supported: the proxy writes no file for a caller; \
      write the reply's `ccache` field (an MIT ccache of this service ticket) yourself, mode 0600 \
@@ -47,8 +43,8 @@ pub enum KdcTransportError {
         /// What failed.
         detail: String,
     },
-    /// The KDC announced a reply larger than [`MAX_KDC_REPLY`].
-    #[error("KDC {addr} sent a reply of {len} bytes, over the limit of {MAX_KDC_REPLY} bytes")]
+    /// The KDC announced a reply larger than [`MAX_KDC_REPLY_LEN`] (which the enclave refuses too).
+    #[error("KDC {addr} sent a reply of {len} bytes, over the limit of {MAX_KDC_REPLY_LEN} bytes")]
     TooLarge {
         /// The KDC.
         addr: String,
@@ -156,7 +152,7 @@ async fn tcp_exchange(addr: SocketAddr, request: &[u8]) -> Result<Vec<u8>, TcpFa
         s.read_exact(&mut len).await.map_err(TcpFailure::Io)?;
         let len = u32::from_be_bytes(len) as usize;
         // Refused before anything is allocated for it.
-        if len > MAX_KDC_REPLY {
+        if len > MAX_KDC_REPLY_LEN {
             return Err(TcpFailure::TooLarge(len));
         }
         let mut buf = vec![0u8; len];
@@ -223,11 +219,11 @@ pub async fn get_tgt(
     })
 }
 
-async fn as_exchange(core: &LsaCore, s: &LogonSession, kdcs: &[String]) -> Result<wire::KerberosAsReply, LsaError> {
+async fn as_exchange(core: &LsaCore, s: &LogonSession, kdcs: &[String]) -> Result<enclave::KerberosAsReply, LsaError> {
     let mut kdc_reply = Vec::new();
     let mut kdc = 0;
     for _ in 0..MAX_STEPS {
-        let step = wire::KerberosAsRequest {
+        let step = enclave::KerberosAsRequest {
             session_handle: s.handle.clone(),
             now_unix: now_unix(),
             kdc_reply: std::mem::take(&mut kdc_reply),
@@ -249,15 +245,9 @@ pub async fn get_service_ticket(
     caller: Caller,
     req: lsa::KerberosGetServiceTicketRequest,
 ) -> Result<lsa::KerberosGetServiceTicketReply, LsaError> {
-    if req.delegate {
-        // The enclave refuses it too; saying so here saves a round trip.
-        return Err(LsaError::FailedPrecondition(DELEGATION_REFUSED.into()));
-    }
-    if req.spn.is_empty() || req.spn.len() > 512 || req.spn.chars().any(char::is_control) {
-        return Err(LsaError::InvalidArgument(
-            "spn must be service/host or service@host".into(),
-        ));
-    }
+    // The enclave refuses both too; saying so here saves a round trip.
+    checks::no_delegation(req.delegate)?;
+    checks::spn(&req.spn)?;
     if !req.ccache_path.is_empty() {
         return Err(LsaError::FailedPrecondition(CCACHE_PATH_REFUSED.into()));
     }
@@ -292,11 +282,11 @@ async fn tgs_exchange(
     s: &LogonSession,
     kdcs: &[String],
     req: &lsa::KerberosGetServiceTicketRequest,
-) -> Result<wire::KerberosTgsReply, LsaError> {
+) -> Result<enclave::KerberosTgsReply, LsaError> {
     let mut kdc_reply = Vec::new();
     let mut kdc = 0;
     for _ in 0..MAX_STEPS {
-        let step = wire::KerberosTgsRequest {
+        let step = enclave::KerberosTgsRequest {
             session_handle: s.handle.clone(),
             now_unix: now_unix(),
             spn: req.spn.clone(),
@@ -350,7 +340,7 @@ fn time32(t: i64) -> u32 {
 }
 
 /// An MIT credential cache (file format version 4) holding the service ticket only — never a TGT.
-pub fn ccache_v4(r: &wire::KerberosTgsReply) -> Result<Vec<u8>, LsaError> {
+pub fn ccache_v4(r: &enclave::KerberosTgsReply) -> Result<Vec<u8>, LsaError> {
     let mut out = Vec::with_capacity(256 + r.ticket.len());
     put_u16(&mut out, 0x0504);
     // No header tags (no KDC time offset is recorded).
@@ -385,7 +375,7 @@ mod tests {
 
     #[test]
     fn ccache_layout() {
-        let r = wire::KerberosTgsReply {
+        let r = enclave::KerberosTgsReply {
             ticket: vec![0x61, 0x00],
             session_key: vec![1; 32],
             enctype: 18,
@@ -396,7 +386,7 @@ mod tests {
         };
         let c = ccache_v4(&r).unwrap();
         assert_eq!(&c[..4], &[5, 4, 0, 0]);
-        assert!(ccache_v4(&wire::KerberosTgsReply::default()).is_err());
+        assert!(ccache_v4(&enclave::KerberosTgsReply::default()).is_err());
     }
 
     #[tokio::test]

@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use credguard_proto::enclave as wire;
+use credguard_proto::checks::{self, MAX_NTLM_CHALLENGE_LEN, MAX_NTLM_CONTEXTS, MAX_NTLM_CONTEXTS_PER_OWNER};
+use credguard_proto::convert::legacy_protocol;
+use credguard_proto::enclave;
 use credguard_proto::lsa;
 use tracing::info;
 use zeroize::Zeroize;
@@ -18,21 +20,6 @@ use crate::core::LsaCore;
 use crate::enclave_link::LinkState;
 use crate::error::LsaError;
 use crate::sessions::Caller;
-
-/// Largest CHALLENGE_MESSAGE forwarded (the enclave applies the same bound).
-pub const MAX_CHALLENGE_BYTES: usize = 64 * 1024;
-/// Largest `gss_channel_bindings_struct` forwarded.
-pub const MAX_CHANNEL_BINDINGS_BYTES: usize = 64 * 1024;
-/// Longest target SPN, in bytes.
-pub const MAX_SPN_LEN: usize = 1024;
-/// Longest legacy challenge, in bytes.
-pub const MAX_LEGACY_CHALLENGE_BYTES: usize = 4096;
-/// Contexts remembered at most, as in the enclave (`credguard_enclave::ntlm::MAX_CONTEXTS`),
-/// which refuses more rather than evict another caller's.
-pub const MAX_CONTEXTS: usize = 4096;
-/// Contexts one caller may hold; beyond it the caller's own oldest is forgotten, as the enclave
-/// forgets it (`credguard_enclave::ntlm::MAX_CONTEXTS_PER_OWNER`), never another caller's.
-pub const MAX_CONTEXTS_PER_CALLER: usize = 64;
 
 /// Seconds between 1601-01-01 (FILETIME's epoch) and 1970-01-01.
 const FILETIME_UNIX_OFFSET_SECS: u64 = 11_644_473_600;
@@ -70,7 +57,7 @@ impl Table {
     /// earlier enclave boots (gone anyway), never a live one of another caller.
     fn insert(&mut self, id: String, owner: Caller, enclave_id: Vec<u8>, boot_id: Vec<u8>) {
         let mine = self.by_id.values().filter(|e| e.owner == owner).count();
-        if mine >= MAX_CONTEXTS_PER_CALLER {
+        if mine >= MAX_NTLM_CONTEXTS_PER_OWNER {
             let oldest = self
                 .by_age
                 .values()
@@ -80,7 +67,7 @@ impl Table {
                 self.remove(&k);
             }
         }
-        if self.by_id.len() >= MAX_CONTEXTS {
+        if self.by_id.len() >= MAX_NTLM_CONTEXTS {
             let stale: Vec<String> = self
                 .by_id
                 .iter()
@@ -145,11 +132,11 @@ impl Ntlm {
         req: lsa::NtlmNegotiateRequest,
     ) -> Result<lsa::NtlmNegotiateReply, LsaError> {
         let session = core.session(caller, &req.session_id)?;
-        let wire_req = wire::NtlmNegotiateRequest {
+        let enclave_req = enclave::NtlmNegotiateRequest {
             session_handle: session.handle.clone(),
         };
-        let reply = core.link().client(caller).ntlm_negotiate(&wire_req).await?;
-        if reply.context_id.len() != 16 || reply.negotiate_message.is_empty() {
+        let reply = core.link().client(caller).ntlm_negotiate(&enclave_req).await?;
+        if reply.context_id.len() != checks::CONTEXT_ID_LEN || reply.negotiate_message.is_empty() {
             return Err(LsaError::Internal(
                 "the enclave returned a malformed NTLM context".into(),
             ));
@@ -195,22 +182,13 @@ impl Ntlm {
         let Some(entry) = entry else {
             return Err(LsaError::NotFound(format!("no NTLM context {}", req.context_id)));
         };
-        if req.challenge_message.is_empty() || req.challenge_message.len() > MAX_CHALLENGE_BYTES {
+        if req.challenge_message.is_empty() || req.challenge_message.len() > MAX_NTLM_CHALLENGE_LEN {
             return Err(LsaError::InvalidArgument(format!(
-                "challenge_message must be 1 to {MAX_CHALLENGE_BYTES} bytes, not {}",
+                "challenge_message must be 1 to {MAX_NTLM_CHALLENGE_LEN} bytes, not {}",
                 req.challenge_message.len()
             )));
         }
-        if req.channel_bindings.len() > MAX_CHANNEL_BINDINGS_BYTES {
-            return Err(LsaError::InvalidArgument(format!(
-                "channel_bindings exceed {MAX_CHANNEL_BINDINGS_BYTES} bytes"
-            )));
-        }
-        if req.target_spn.len() > MAX_SPN_LEN || req.target_spn.chars().any(char::is_control) {
-            return Err(LsaError::InvalidArgument(format!(
-                "target_spn is longer than {MAX_SPN_LEN} bytes or has control characters"
-            )));
-        }
+        checks::ntlm_options(&req.channel_bindings, &req.target_spn)?;
         match core.link().state() {
             LinkState::Ready(info) if info.boot_id == entry.boot_id => {}
             LinkState::Ready(_) => {
@@ -225,14 +203,14 @@ impl Ntlm {
                 ));
             }
         }
-        let wire_req = wire::NtlmAuthenticateRequest {
+        let enclave_req = enclave::NtlmAuthenticateRequest {
             context_id: entry.enclave_id,
             challenge_message: req.challenge_message,
             channel_bindings: req.channel_bindings,
             target_spn: req.target_spn,
             now_filetime: now_filetime(),
         };
-        let mut reply = core.link().client(caller).ntlm_authenticate(&wire_req).await?;
+        let mut reply = core.link().client(caller).ntlm_authenticate(&enclave_req).await?;
         if reply.exported_session_key.len() != 16 || reply.authenticate_message.is_empty() {
             reply.exported_session_key.zeroize();
             return Err(LsaError::Internal(
@@ -255,29 +233,14 @@ impl Ntlm {
         req: lsa::LegacyAuthenticateRequest,
     ) -> Result<lsa::LegacyAuthenticateReply, LsaError> {
         let session = core.session(caller, &req.session_id)?;
-        let protocol = match lsa::LegacyProtocol::try_from(req.protocol) {
-            Ok(lsa::LegacyProtocol::Ntlmv1) => wire::LegacyProtocol::Ntlmv1,
-            Ok(lsa::LegacyProtocol::Mschapv2) => wire::LegacyProtocol::Mschapv2,
-            Ok(lsa::LegacyProtocol::Digest) => wire::LegacyProtocol::Digest,
-            Ok(lsa::LegacyProtocol::Credssp) => wire::LegacyProtocol::Credssp,
-            Ok(lsa::LegacyProtocol::Unspecified) | Err(_) => {
-                return Err(LsaError::InvalidArgument(format!(
-                    "protocol {} is not one of NTLMV1, MSCHAPV2, DIGEST, CREDSSP",
-                    req.protocol
-                )));
-            }
-        };
-        if req.challenge.len() > MAX_LEGACY_CHALLENGE_BYTES {
-            return Err(LsaError::InvalidArgument(format!(
-                "challenge exceeds {MAX_LEGACY_CHALLENGE_BYTES} bytes"
-            )));
-        }
-        let wire_req = wire::LegacyAuthenticateRequest {
+        let protocol = legacy_protocol(req.protocol).ok_or(checks::CheckError::LegacyProtocol(req.protocol))?;
+        checks::legacy_request(protocol as i32, &req.challenge)?;
+        let enclave_req = enclave::LegacyAuthenticateRequest {
             session_handle: session.handle,
             protocol: protocol as i32,
             challenge: req.challenge,
         };
-        let result = core.link().client(caller).legacy_authenticate(&wire_req).await;
+        let result = core.link().client(caller).legacy_authenticate(&enclave_req).await;
         info!(%caller, session = %req.session_id, protocol = protocol.as_str_name(), refused = result.is_err(), "legacy authenticate");
         let reply = result?;
         Ok(lsa::LegacyAuthenticateReply {
@@ -307,17 +270,17 @@ mod tests {
     fn table_is_bounded_per_caller_and_never_evicts_another_callers() {
         let mut t = Table::default();
         let a = Caller::Uid(1);
-        for i in 0..MAX_CONTEXTS_PER_CALLER + 3 {
+        for i in 0..MAX_NTLM_CONTEXTS_PER_OWNER + 3 {
             t.insert(format!("a{i}"), a, vec![], vec![1]);
         }
-        assert_eq!(t.by_id.len(), MAX_CONTEXTS_PER_CALLER);
+        assert_eq!(t.by_id.len(), MAX_NTLM_CONTEXTS_PER_OWNER);
         assert!(!t.by_id.contains_key("a0"), "the caller's own oldest went");
         // Contexts of an earlier boot of the enclave, then a full table of live ones.
-        for i in 0..MAX_CONTEXTS_PER_CALLER {
+        for i in 0..MAX_NTLM_CONTEXTS_PER_OWNER {
             t.insert(format!("old{i}"), Caller::Uid(2), vec![], vec![0]);
         }
         let mut u = 3;
-        while t.by_id.len() < MAX_CONTEXTS {
+        while t.by_id.len() < MAX_NTLM_CONTEXTS {
             t.insert(format!("{u}"), Caller::Uid(u), vec![], vec![1]);
             u += 1;
         }

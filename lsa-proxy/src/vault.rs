@@ -21,20 +21,20 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use credguard_proto::enclave as wire;
+use credguard_proto::checks::{self, MAX_NAME_LEN};
+use credguard_proto::enclave;
 use credguard_proto::lsa;
+use credguard_proto::secret::SecretRef;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use zeroize::Zeroize;
 
-use crate::core::{LsaCore, MAX_NAME_LEN, check_host_port, check_name, wire_secret};
+use crate::core::{LsaCore, check_host_port, check_secret};
 use crate::error::LsaError;
 use crate::sessions::{Caller, LogonSession, now_unix_ms};
 
 /// Default vault directory.
 pub const DEFAULT_VAULT_DIR: &str = "/var/lib/credguard/vault";
-/// Longest target name, in bytes.
-pub const MAX_TARGET_LEN: usize = 256;
 /// Value of a record's `format`.
 const RECORD_FORMAT: &str = "credguard-vault-record/1";
 /// Largest record file read (a sealed 1 KiB password and its metadata take about 3 KiB).
@@ -313,101 +313,42 @@ fn uid_of(caller: Caller) -> Result<u32, LsaError> {
     }
 }
 
-/// Refuses a target that is empty, longer than 256 bytes or has control characters.
-pub fn check_target(target: &str) -> Result<(), LsaError> {
-    if target.is_empty() || target.len() > MAX_TARGET_LEN {
-        return Err(LsaError::InvalidArgument(format!(
-            "target must be 1 to {MAX_TARGET_LEN} bytes"
-        )));
-    }
-    if target.chars().any(char::is_control) {
-        return Err(LsaError::InvalidArgument("target contains control characters".into()));
-    }
-    Ok(())
-}
-
-/// Wipes the secret of a `SaveCredentialRequest`.
-pub(crate) fn wipe_save(r: &mut lsa::SaveCredentialRequest) {
-    use lsa::save_credential_request::Secret;
-    match r.secret.take() {
-        Some(Secret::Password(mut p)) => p.zeroize(),
-        Some(Secret::NtHash(mut h)) => h.zeroize(),
-        Some(Secret::Key(mut k)) => k.value.zeroize(),
-        Some(Secret::Sealed(_)) | None => {}
-    }
-}
-
-fn wipe_seal(mut r: wire::VaultSealRequest) {
-    use wire::vault_seal_request::Secret;
-    match r.secret.take() {
-        Some(Secret::Password(mut p)) => p.zeroize(),
-        Some(Secret::NtHash(mut h)) => h.zeroize(),
-        Some(Secret::Key(mut k)) => k.value.zeroize(),
-        Some(Secret::Sealed(_)) | None => {}
-    }
-}
-
 /// `SaveCredential`. The secret in `req` is wiped before this returns, whatever the outcome.
 pub async fn save(
     core: &LsaCore,
     caller: Caller,
     mut req: lsa::SaveCredentialRequest,
 ) -> Result<lsa::SaveCredentialReply, LsaError> {
-    let result = save_inner(core, caller, &mut req).await;
-    wipe_save(&mut req);
+    // As for `Logon`: the KDC stays here, the rest moves into the enclave's message, wiped after.
+    let kdc = std::mem::take(&mut req.kdc);
+    let mut enclave_req = enclave::VaultSealRequest::from(req);
+    let result = save_inner(core, caller, &mut enclave_req, kdc).await;
+    enclave_req.secret.zeroize();
     result
 }
 
 async fn save_inner(
     core: &LsaCore,
     caller: Caller,
-    req: &mut lsa::SaveCredentialRequest,
+    req: &mut enclave::VaultSealRequest,
+    kdc: String,
 ) -> Result<lsa::SaveCredentialReply, LsaError> {
-    let sealed = matches!(req.secret, None | Some(lsa::save_credential_request::Secret::Sealed(_)));
+    let sealed = matches!(req.secret, None | Some(enclave::vault_seal_request::Secret::Sealed(_)));
     core.check_plaintext(sealed)?;
     let uid = uid_of(caller)?;
-    check_target(&req.target)?;
-    check_name("user", &req.user, false)?;
-    check_name("domain", &req.domain, true)?;
-    check_name("realm", &req.realm, true)?;
-    if !req.kdc.is_empty() {
-        check_host_port(&req.kdc)?;
-        crate::kerberos::check_logon_kdc(core, caller, &req.realm, &req.kdc)?;
+    checks::target(&req.target)?;
+    checks::credential_names(&req.user, &req.domain, &req.realm)?;
+    if !kdc.is_empty() {
+        check_host_port(&kdc)?;
+        crate::kerberos::check_logon_kdc(core, caller, &req.realm, &kdc)?;
     }
-    // The same oneof as Logon's: the same checks, then the enclave's message.
-    use lsa::logon_request::Secret as L;
-    use lsa::save_credential_request::Secret as S;
-    let secret = req.secret.take().map(|s| match s {
-        S::Password(p) => L::Password(p),
-        S::NtHash(h) => L::NtHash(h),
-        S::Key(k) => L::Key(k),
-        S::Sealed(s) => L::Sealed(s),
-    });
-    let (secret, kind) = wire_secret(secret, core.config().kerberos.allow_rc4, &req.realm)?;
-    use wire::logon_request::Secret as W;
-    use wire::vault_seal_request::Secret as V;
-    let secret = match secret {
-        W::Password(p) => V::Password(p),
-        W::NtHash(h) => V::NtHash(h),
-        W::Key(k) => V::Key(k),
-        W::Sealed(s) => V::Sealed(s),
-    };
+    let allow_rc4 = core.config().kerberos.allow_rc4;
+    let kind = check_secret(req.secret.as_ref().map(SecretRef::from), &req.realm, allow_rc4)?;
     let created_unix_ms = now_unix_ms();
-    let wire_req = wire::VaultSealRequest {
-        uid,
-        target: req.target.clone(),
-        user: req.user.clone(),
-        domain: req.domain.clone(),
-        realm: req.realm.clone(),
-        created_unix_ms,
-        secret: Some(secret),
-        allow_rc4: core.config().kerberos.allow_rc4,
-    };
-    // The transport wipes the encoded request once written to the enclave; this wipes the
-    // decoded one.
-    let result = core.link().client(caller).vault_seal(&wire_req).await;
-    wipe_seal(wire_req);
-    let reply = result?;
+    req.uid = uid;
+    req.created_unix_ms = created_unix_ms;
+    req.allow_rc4 = allow_rc4;
+    let reply = core.link().client(caller).vault_seal(req).await?;
     if reply.sealed_blob.is_empty() || reply.sealed_blob.len() > MAX_BLOB_LEN {
         return Err(LsaError::Internal(
             "the enclave returned a malformed sealed blob".into(),
@@ -425,7 +366,7 @@ async fn save_inner(
         user: req.user.clone(),
         domain: req.domain.clone(),
         realm: req.realm.clone(),
-        kdc: req.kdc.clone(),
+        kdc,
         created_unix_ms,
         secret_kind,
         sealed_blob: hex::encode(&reply.sealed_blob),
@@ -457,7 +398,7 @@ pub fn delete(
     req: lsa::DeleteSavedCredentialRequest,
 ) -> Result<lsa::DeleteSavedCredentialReply, LsaError> {
     let uid = uid_of(caller)?;
-    check_target(&req.target)?;
+    checks::target(&req.target)?;
     store(core).delete(uid, &req.target)?;
     info!(%caller, target = ?req.target, "vault: credential deleted");
     Ok(lsa::DeleteSavedCredentialReply {})
@@ -472,7 +413,7 @@ pub async fn logon_saved(
     req: lsa::LogonSavedRequest,
 ) -> Result<lsa::LogonSavedReply, LsaError> {
     let uid = uid_of(caller)?;
-    check_target(&req.target)?;
+    checks::target(&req.target)?;
     let vault = store(core);
     let mut record = vault.read(uid, &req.target)?;
     let blob = hex::decode(&record.sealed_blob).map_err(|_| StoreError::Corrupt {
@@ -503,7 +444,7 @@ pub async fn logon_saved(
     let boot_id = core.current_boot_id()?;
     // The caller's uid and the asked target, not the file's: a blob moved to another uid's
     // directory or another target's file does not open (they are bound into the seal).
-    let wire_req = wire::VaultLogonRequest {
+    let enclave_req = enclave::VaultLogonRequest {
         uid,
         target: req.target.clone(),
         user: record.user.clone(),
@@ -513,8 +454,8 @@ pub async fn logon_saved(
         sealed_blob: blob,
         operations_per_second: core.config().limits.operations_per_second_per_session,
     };
-    let reply = core.link().client(caller).vault_logon(&wire_req).await?;
-    if reply.session_handle.len() != 16 {
+    let reply = core.link().client(caller).vault_logon(&enclave_req).await?;
+    if reply.session_handle.len() != checks::SESSION_HANDLE_LEN {
         return Err(LsaError::Internal(
             "the enclave returned a malformed session handle".into(),
         ));
@@ -620,6 +561,10 @@ mod tests {
         fs::remove_dir_all(&d).unwrap();
     }
 
+    fn check_target(target: &str) -> Result<(), LsaError> {
+        Ok(checks::target(target)?)
+    }
+
     #[test]
     fn targets_are_checked() {
         assert!(check_target("fileserver.corp.test").is_ok());
@@ -642,7 +587,7 @@ mod tests {
             secret: Some(lsa::save_credential_request::Secret::Password("pw".into())),
             ..Default::default()
         };
-        wipe_save(&mut r);
+        r.secret.zeroize();
         assert!(r.secret.is_none());
     }
 }

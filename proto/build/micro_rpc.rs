@@ -1,8 +1,8 @@
 //! Generates the enclave service's RPC code from its `.proto` service (a `prost_build`
 //! `ServiceGenerator`): method ids, the server trait and its dispatcher, and a blocking and an
-//! asynchronous client. Hand-written because no maintained crate generates a `no_std` server
-//! trait with numeric method ids for prost (tonic's needs std and HTTP/2; Project Oak's
-//! `micro_rpc`, the model for this shape, is not published for reuse).
+//! asynchronous client (host only: feature `std`). Hand-written because no maintained crate
+//! generates a `no_std` server trait with numeric method ids for prost (tonic's needs std and
+//! HTTP/2; Project Oak's `micro_rpc`, the model for this shape, is not published for reuse).
 
 use std::fmt::Write;
 
@@ -161,7 +161,7 @@ fn client(s: &Service, out: &mut String, asynchronous: bool) -> std::fmt::Result
     } else {
         ("", "crate::rpc::Transport", "&mut self", "", "a blocking")
     };
-    // Host side only: the enclave serves, it never calls itself.
+    // Clients are for the host: the enclave, which only serves, is built without them.
     writeln!(out, "/// A client of `{name}` over {kind} transport.")?;
     writeln!(out, "#[cfg(feature = \"std\")]")?;
     writeln!(out, "#[derive(Debug, Clone)]")?;

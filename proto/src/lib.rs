@@ -3,7 +3,11 @@
 //! - [`abi`]: the guest memory layout, the boot state the VMM prepares and the enclave relies on,
 //!   the system calls of the enclave's ring-0 part, and its exit codes.
 //! - [`enclave`]: the protobuf messages of the enclave's own service (`credguard.enclave.v1`).
-//! - [`wire`]: how those messages are framed on the vsock stream.
+//! - [`framing`]: how those messages are framed on the vsock stream.
+//! - [`checks`], [`enctype`], [`secret`]: the checks of a request both sides make (the enclave
+//!   enforces them; the proxy runs the same ones first for early, clear errors), the Kerberos
+//!   enctypes credguard uses, and the secrets the messages carry.
+//! - `convert` (feature `grpc`): the public API's messages as the enclave's.
 //! - `vmm_status` (host only): what the VMM itself says about a boot of the enclave (its
 //!   protection and restarts, and the attestation it signs), served on its own vsock port.
 //!
@@ -15,12 +19,17 @@ extern crate alloc;
 
 pub mod abi;
 pub mod attest;
+pub mod checks;
+#[cfg(feature = "grpc")]
+pub mod convert;
+pub mod enctype;
+pub mod framing;
 pub mod rpc;
+pub mod secret;
 #[cfg(feature = "std")]
 pub mod unix_transport;
 #[cfg(feature = "std")]
 pub mod vmm_status;
-pub mod wire;
 
 /// The public gRPC API, `credguard.v1.Lsa`, with tonic client and server.
 #[cfg(feature = "grpc")]

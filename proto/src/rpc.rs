@@ -1,5 +1,5 @@
-//! The enclave service's calls, as both sides use them: the error a call ends with, and the two
-//! transports a client can run over. The rest (method ids, the server trait and its dispatcher,
+//! The enclave service's calls, as both sides use them: the error a call ends with, and (host
+//! only, feature `std`) the two transports a client can run over. The rest (method ids, the server trait and its dispatcher,
 //! the clients) is generated from `enclave.proto` by `build.rs` into [`crate::enclave`], so that
 //! no method is named or decoded by hand on either side.
 //!
@@ -68,6 +68,7 @@ impl RpcError {
     }
 
     /// A reply that does not decode as `what` (the peer is not the enclave it should be).
+    #[cfg(feature = "std")]
     pub fn bad_reply(what: &str) -> Self {
         RpcError::new(
             code::INTERNAL,
@@ -76,6 +77,7 @@ impl RpcError {
     }
 
     /// The error a failed reply frame carries (`None` for a successful one).
+    #[cfg(feature = "std")]
     pub fn from_frame(frame: &crate::enclave::Frame) -> Option<Self> {
         (frame.code != code::OK).then(|| RpcError {
             code: frame.code,
@@ -99,7 +101,7 @@ impl core::fmt::Display for RpcError {
 #[cfg(feature = "std")]
 impl std::error::Error for RpcError {}
 
-/// A blocking way to the enclave: sends one call (the request's payload, encoded) and returns the
+/// A blocking way to the enclave (host only, as the clients): sends one call (the request's payload, encoded) and returns the
 /// reply's payload, or the error the enclave answered (or a transport error of its own).
 #[cfg(feature = "std")]
 pub trait Transport {

@@ -3,7 +3,7 @@
 //! `enclave::EnclaveClient`); the LSA proxy has an asynchronous one of its own.
 //!
 //! The host end of the enclave's vsock is a Unix socket: connect, write `CONNECT <port>\n`, read
-//! `OK <port>\n`, then the stream is the enclave's, in [`crate::wire`] framing.
+//! `OK <port>\n`, then the stream is the enclave's, in [`crate::framing`] framing.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -13,8 +13,8 @@ use std::time::Duration;
 use zeroize::Zeroize;
 
 use crate::enclave::{EnclaveClient, Frame};
+use crate::framing::{FrameDecoder, FrameError, encode_frame};
 use crate::rpc::{RpcError, Transport};
-use crate::wire::{FrameDecoder, WireError, encode_frame};
 
 /// Why a call over [`UnixTransport`] failed.
 #[derive(Debug)]
@@ -24,7 +24,7 @@ pub enum TransportError {
     /// The VMM refused or did not understand the handshake.
     Handshake(String),
     /// The enclave's stream could not be decoded.
-    Wire(WireError),
+    Framing(FrameError),
     /// The stream ended before the reply.
     Closed,
     /// The enclave answered with an error.
@@ -36,7 +36,7 @@ impl core::fmt::Display for TransportError {
         match self {
             TransportError::Io(e) => write!(f, "enclave socket: {e}"),
             TransportError::Handshake(line) => write!(f, "vsock handshake refused: {line:?}"),
-            TransportError::Wire(e) => write!(f, "enclave stream: {e}"),
+            TransportError::Framing(e) => write!(f, "enclave stream: {e}"),
             TransportError::Closed => f.write_str("the enclave closed the connection"),
             TransportError::Rpc(e) => write!(f, "{e}"),
         }
@@ -51,9 +51,9 @@ impl From<io::Error> for TransportError {
     }
 }
 
-impl From<WireError> for TransportError {
-    fn from(e: WireError) -> Self {
-        TransportError::Wire(e)
+impl From<FrameError> for TransportError {
+    fn from(e: FrameError) -> Self {
+        TransportError::Framing(e)
     }
 }
 

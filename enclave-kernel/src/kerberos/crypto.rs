@@ -18,29 +18,15 @@ use sha2::{Sha256, Sha384};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-/// aes128-cts-hmac-sha1-96.
-pub const AES128_SHA1: i32 = 17;
-/// aes256-cts-hmac-sha1-96.
-pub const AES256_SHA1: i32 = 18;
-/// aes128-cts-hmac-sha256-128.
-pub const AES128_SHA256: i32 = 19;
-/// aes256-cts-hmac-sha384-192.
-pub const AES256_SHA384: i32 = 20;
-/// rc4-hmac (RFC 4757).
-pub const RC4_HMAC: i32 = 23;
+use credguard_proto::enctype::{self, EnctypeRefused};
+pub use credguard_proto::enctype::{AES128_SHA1, AES128_SHA256, AES256_SHA1, AES256_SHA384, RC4_HMAC};
 
 /// Why a cryptographic operation failed. Never carries key material.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CryptoError {
-    /// A DES enctype: refused by rule.
-    #[error("enctype {0} is DES: credguard never uses DES (single DES is broken)")]
-    Des(i32),
-    /// An enctype this enclave does not implement.
-    #[error("enctype {0} is not supported")]
-    Unsupported(i32),
-    /// rc4-hmac while the configuration does not allow it.
-    #[error("rc4-hmac is refused by configuration (kerberos.allow_rc4 = false)")]
-    Rc4NotAllowed,
+    /// DES, an enctype this enclave does not implement, or rc4-hmac where it is not allowed.
+    #[error(transparent)]
+    Enctype(#[from] EnctypeRefused),
     /// A key of the wrong length for its enctype.
     #[error("a key has the wrong length for its enctype")]
     KeyLength,
@@ -52,34 +38,29 @@ pub enum CryptoError {
     Params,
 }
 
-/// Checks that `enctype` may be used at all (`allow_rc4` from the proxy's configuration).
+/// Checks that `enctype` may be used at all (rc4-hmac only with `allow_rc4`).
 pub fn check_enctype(enctype: i32, allow_rc4: bool) -> Result<(), CryptoError> {
-    match enctype {
-        1..=3 => Err(CryptoError::Des(enctype)),
-        AES128_SHA1 | AES256_SHA1 | AES128_SHA256 | AES256_SHA384 => Ok(()),
-        RC4_HMAC if allow_rc4 => Ok(()),
-        RC4_HMAC => Err(CryptoError::Rc4NotAllowed),
-        _ => Err(CryptoError::Unsupported(enctype)),
-    }
+    enctype::usable(enctype, allow_rc4)?;
+    Ok(())
 }
 
 /// The enctypes offered to a KDC, strongest first.
 pub fn preferred_enctypes(allow_rc4: bool) -> Vec<i32> {
-    let mut v = alloc::vec![AES256_SHA384, AES128_SHA256, AES256_SHA1, AES128_SHA1];
-    if allow_rc4 {
-        v.push(RC4_HMAC);
-    }
-    v
+    enctype::preferred(allow_rc4).collect()
 }
 
 /// Key length in bytes of `enctype`.
 pub fn key_len(enctype: i32) -> Result<usize, CryptoError> {
-    match enctype {
-        AES128_SHA1 | AES128_SHA256 | RC4_HMAC => Ok(16),
-        AES256_SHA1 | AES256_SHA384 => Ok(32),
-        1..=3 => Err(CryptoError::Des(enctype)),
-        e => Err(CryptoError::Unsupported(e)),
-    }
+    Ok(enctype::implemented(enctype)?.key_len)
+}
+
+/// The error for an enctype a function has no case for: DES (refused by rule) or unsupported.
+fn unsupported(enctype: i32) -> CryptoError {
+    CryptoError::Enctype(if enctype::is_des(enctype) {
+        EnctypeRefused::Des(enctype)
+    } else {
+        EnctypeRefused::Unsupported(enctype)
+    })
 }
 
 /// The keyed checksum type that goes with `enctype` (RFC 3961 8, RFC 8009 1, RFC 4757).
@@ -90,7 +71,7 @@ pub fn checksum_type(enctype: i32) -> Result<i32, CryptoError> {
         AES128_SHA256 => Ok(19),
         AES256_SHA384 => Ok(20),
         RC4_HMAC => Ok(-138),
-        e => Err(key_len(e).map_or_else(|e| e, |_| CryptoError::Unsupported(e))),
+        e => Err(unsupported(e)),
     }
 }
 
@@ -123,8 +104,9 @@ impl Key {
     }
 }
 
-/// Default iteration counts when the KDC announces no s2kparams.
-fn default_iterations(enctype: i32) -> u32 {
+/// The RFC default iteration count of an AES enctype (RFC 3962 4, RFC 8009 4): what string-to-key
+/// uses when the KDC announces no s2kparams, and the fewest the enclave accepts from a KDC.
+pub fn default_iterations(enctype: i32) -> u32 {
     match enctype {
         AES128_SHA256 | AES256_SHA384 => 32_768,
         _ => 4_096,
@@ -157,11 +139,7 @@ pub fn string_to_key(enctype: i32, password: &[u8], salt: &[u8], s2kparams: Opti
         }
         AES128_SHA256 | AES256_SHA384 => {
             // RFC 8009 4: saltp = enctype-name | 0x00 | salt.
-            let name: &[u8] = if enctype == AES128_SHA256 {
-                b"aes128-cts-hmac-sha256-128"
-            } else {
-                b"aes256-cts-hmac-sha384-192"
-            };
+            let name = enctype::implemented(enctype)?.name.as_bytes();
             let mut saltp = Vec::with_capacity(name.len() + 1 + salt.len());
             saltp.extend_from_slice(name);
             saltp.push(0);
@@ -179,7 +157,7 @@ pub fn string_to_key(enctype: i32, password: &[u8], salt: &[u8], s2kparams: Opti
             let h = crate::credentials::nt_hash(s);
             Key::new(RC4_HMAC, h.as_slice())
         }
-        e => Err(CryptoError::Unsupported(e)),
+        e => Err(unsupported(e)),
     }
 }
 
@@ -273,7 +251,7 @@ fn kdf_sha2(enctype: i32, key: &[u8], label: &[u8], out_len: usize) -> Result<Ze
     let full = match enctype {
         AES128_SHA256 => hmac_sha256(key, &parts)?,
         AES256_SHA384 => hmac_sha384(key, &parts)?,
-        e => return Err(CryptoError::Unsupported(e)),
+        e => return Err(unsupported(e)),
     };
     Ok(Zeroizing::new(full[..out_len].to_vec()))
 }
@@ -326,7 +304,7 @@ fn usage_key(key: &Key, usage: u32, kind: u8) -> Result<Zeroizing<Vec<u8>>, Cryp
             };
             kdf_sha2(key.enctype, &key.value, &constant, len)
         }
-        e => Err(CryptoError::Unsupported(e)),
+        e => Err(unsupported(e)),
     }
 }
 
@@ -433,7 +411,7 @@ pub fn encrypt(key: &Key, usage: u32, plaintext: &[u8], confounder: &[u8; 16]) -
             rc4_apply(&k3, &mut out[start..])?;
             Ok(out)
         }
-        e => Err(key_len(e).map_or_else(|e| e, |_| CryptoError::Unsupported(e))),
+        e => Err(unsupported(e)),
     }
 }
 
@@ -491,7 +469,7 @@ pub fn decrypt(key: &Key, usage: u32, ciphertext: &[u8]) -> Result<Zeroizing<Vec
             }
             Ok(Zeroizing::new(plain[8..].to_vec()))
         }
-        e => Err(key_len(e).map_or_else(|e| e, |_| CryptoError::Unsupported(e))),
+        e => Err(unsupported(e)),
     }
 }
 
@@ -519,7 +497,7 @@ pub fn checksum(key: &Key, usage: u32, msg: &[u8]) -> Result<Vec<u8>, CryptoErro
             let tmp = h.finalize();
             Ok(hmac_md5(&ksign, &[&tmp])?.to_vec())
         }
-        e => Err(key_len(e).map_or_else(|e| e, |_| CryptoError::Unsupported(e))),
+        e => Err(unsupported(e)),
     }
 }
 
@@ -690,11 +668,15 @@ mod tests {
     #[test]
     fn des_is_refused_everywhere() {
         for et in 1..=3 {
-            assert_eq!(check_enctype(et, true), Err(CryptoError::Des(et)));
-            assert!(matches!(string_to_key(et, b"p", b"s", None), Err(CryptoError::Des(_))));
-            assert!(matches!(Key::new(et, &[0; 8]), Err(CryptoError::Des(_))));
+            let des = CryptoError::Enctype(EnctypeRefused::Des(et));
+            assert_eq!(check_enctype(et, true), Err(des));
+            assert_eq!(string_to_key(et, b"p", b"s", None).err(), Some(des));
+            assert_eq!(Key::new(et, &[0; 8]).err(), Some(des));
         }
-        assert_eq!(check_enctype(RC4_HMAC, false), Err(CryptoError::Rc4NotAllowed));
+        assert_eq!(
+            check_enctype(RC4_HMAC, false),
+            Err(CryptoError::Enctype(EnctypeRefused::Rc4NotAllowed))
+        );
         assert!(check_enctype(RC4_HMAC, true).is_ok());
     }
 }

@@ -5,6 +5,8 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use credguard_proto::checks::{self, SpnForm};
+
 use rasn::types::{BitString, GeneralString, Integer, OctetString};
 use rasn_kerberos::{
     ApOptions, ApReq, AsRep, AsReq, Authenticator, Checksum, EncAsRepPart, EncTgsRepPart, EncryptedData,
@@ -197,27 +199,16 @@ pub fn default_salt(c: &Client<'_>) -> Vec<u8> {
     s
 }
 
-/// An SPN, `service/host[@REALM]` or `service@host`, as a principal name.
+/// An SPN, `service/host[@REALM]` or `service@host` (checked as the proxy checks it), as a
+/// principal name.
 pub fn parse_spn(spn: &str) -> Result<PrincipalName, KerberosError> {
-    let invalid = || KerberosError::InvalidArgument(format!("spn {spn:?} is not service/host or service@host"));
-    if spn.is_empty() || spn.len() > 512 || spn.chars().any(char::is_control) {
-        return Err(invalid());
-    }
-    let (svc, host) = if let Some((svc, rest)) = spn.split_once('/') {
-        // A realm suffix is the TGT's realm anyway: cross-realm is not supported.
-        let host = rest.split_once('@').map_or(rest, |(h, _)| h);
-        (svc, host)
-    } else if let Some((svc, host)) = spn.split_once('@') {
-        (svc, host)
-    } else {
-        return Err(invalid());
-    };
-    if svc.is_empty() || host.is_empty() || host.contains('/') {
-        return Err(invalid());
-    }
+    let spn = checks::spn(spn)?;
     Ok(PrincipalName {
-        r#type: if spn.contains('/') { NT_SRV_INST } else { NT_SRV_HST },
-        string: alloc::vec![kstring(svc)?, kstring(host)?],
+        r#type: match spn.form {
+            SpnForm::Instance => NT_SRV_INST,
+            SpnForm::Host => NT_SRV_HST,
+        },
+        string: alloc::vec![kstring(spn.service)?, kstring(spn.host)?],
     })
 }
 

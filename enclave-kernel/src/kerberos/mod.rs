@@ -35,6 +35,8 @@ use credguard_proto::enclave::{KerberosAsReply, KerberosAsRequest, KerberosTgsRe
 use rand_core::TryCryptoRng;
 
 use credguard_proto::attest::Owner;
+use credguard_proto::checks::{self, CheckError};
+use credguard_proto::enctype;
 
 use crate::credentials::{CredentialStore, KerberosKey, LogonCredential, SessionHandle};
 use crypto::{CryptoError, Key};
@@ -47,8 +49,7 @@ use credguard_proto::rpc::code::{
     UNAVAILABLE as CODE_UNAVAILABLE,
 };
 
-/// Largest KDC reply the enclave reads (real ones, PAC included, are a few KiB).
-pub const MAX_KDC_REPLY_LEN: usize = 64 << 10;
+pub use credguard_proto::checks::MAX_KDC_REPLY_LEN;
 /// Bytes of TGTs all sessions of one owner may hold together.
 pub const MAX_TICKET_BYTES_PER_OWNER: usize = 1 << 20;
 /// Largest PBKDF2 iteration count accepted from a KDC: more would keep the enclave (which serves
@@ -106,14 +107,20 @@ impl KerberosError {
     }
 }
 
+impl From<CheckError> for KerberosError {
+    fn from(e: CheckError) -> Self {
+        if e.is_rule() {
+            KerberosError::FailedPrecondition(format!("{e}"))
+        } else {
+            KerberosError::InvalidArgument(format!("{e}"))
+        }
+    }
+}
+
 impl From<CryptoError> for KerberosError {
     fn from(e: CryptoError) -> Self {
         match e {
-            CryptoError::Rc4NotAllowed => KerberosError::FailedPrecondition(String::from(
-                "rc4-hmac is not allowed for this session: the image's signed policy and the logon must both allow \
-                 it (kerberos.allow_rc4 alone cannot)",
-            )),
-            CryptoError::Des(_) | CryptoError::Unsupported(_) => KerberosError::FailedPrecondition(format!("{e}")),
+            CryptoError::Enctype(_) => KerberosError::FailedPrecondition(format!("{e}")),
             CryptoError::Integrity => {
                 KerberosError::Unauthenticated("a KDC reply did not decrypt: wrong password or key".into())
             }
@@ -255,6 +262,11 @@ fn no_session() -> KerberosError {
     KerberosError::NotFound("no such session in this enclave".into())
 }
 
+/// The handle a request names; a malformed one names no session.
+fn session_handle(bytes: &[u8]) -> Result<SessionHandle, KerberosError> {
+    SessionHandle::try_from(bytes).map_err(|_| no_session())
+}
+
 fn check_reply_len(reply: &[u8]) -> Result<(), KerberosError> {
     if reply.len() > MAX_KDC_REPLY_LEN {
         return Err(KerberosError::ResourceExhausted(format!(
@@ -273,7 +285,7 @@ pub fn as_step<R: TryCryptoRng>(
     req: KerberosAsRequest,
 ) -> Result<KerberosAsReply, KerberosError> {
     check_reply_len(&req.kdc_reply)?;
-    let handle = SessionHandle::try_from(req.session_handle.as_slice()).map_err(|_| no_session())?;
+    let handle = session_handle(&req.session_handle)?;
     let cred = creds.get_mut(&handle).ok_or_else(no_session)?;
     if cred.realm.is_empty() {
         return Err(KerberosError::FailedPrecondition(
@@ -418,12 +430,11 @@ fn derive_candidate(cred: &LogonCredential, chosen: &messages::EtypeInfo) -> Res
 /// Refuses string-to-key parameters weaker than the RFC defaults (or absurdly costly): a forged
 /// ETYPE-INFO2 must not make the enclave publish a PA-ENC-TIMESTAMP under a cheap key.
 pub fn check_s2k_params(etype: i32, s2kparams: Option<&[u8]>) -> Result<(), KerberosError> {
-    let floor = match etype {
-        crypto::AES128_SHA1 | crypto::AES256_SHA1 => 4_096,
-        crypto::AES128_SHA256 | crypto::AES256_SHA384 => 32_768,
-        // rc4-hmac's key is the NT hash: no parameters.
-        _ => return Ok(()),
-    };
+    // rc4-hmac's key is the NT hash: no parameters.
+    if etype == crypto::RC4_HMAC {
+        return Ok(());
+    }
+    let floor = crypto::default_iterations(etype);
     let Some(p) = s2kparams else {
         return Ok(());
     };
@@ -523,8 +534,7 @@ fn as_reply_key(
 
 /// The strongest usable key the session holds.
 fn usable_key(keys: &[KerberosKey], allow_rc4: bool) -> Option<Key> {
-    crypto::preferred_enctypes(allow_rc4)
-        .into_iter()
+    enctype::preferred(allow_rc4)
         .find_map(|e| keys.iter().find(|k| k.enctype == e))
         .and_then(|k| Key::new(k.enctype, &k.value).ok())
 }
@@ -545,7 +555,7 @@ pub fn choose_etype(entries: &[messages::EtypeInfo], allow_rc4: bool) -> Result<
     {
         return Ok(e.clone());
     }
-    if !entries.is_empty() && entries.iter().all(|e| (1..=3).contains(&e.etype)) {
+    if !entries.is_empty() && entries.iter().all(|e| enctype::is_des(e.etype)) {
         return Err(KerberosError::FailedPrecondition(
             "the KDC offers only DES enctypes: credguard never uses DES (single DES is broken)".into(),
         ));
@@ -584,52 +594,23 @@ pub fn tgs_step<R: TryCryptoRng>(
     rng: &mut R,
     req: KerberosTgsRequest,
 ) -> Result<KerberosTgsReply, KerberosError> {
-    if req.delegate {
-        return Err(KerberosError::FailedPrecondition(
-            "unconstrained delegation is never allowed: credguard never forwards a TGT".into(),
-        ));
-    }
+    checks::no_delegation(req.delegate)?;
     check_reply_len(&req.kdc_reply)?;
-    let handle = SessionHandle::try_from(req.session_handle.as_slice()).map_err(|_| no_session())?;
+    let handle = session_handle(&req.session_handle)?;
     let cred = creds.get(&handle).ok_or_else(no_session)?;
-    let sname = messages::parse_spn(&req.spn)?;
-    if messages::is_tgs_principal(&sname) {
-        return Err(tgt_refused(&req.spn));
-    }
+    let sname = service_name(&req.spn)?;
     let st = state.sessions.entry(handle).or_default();
     let now = req.now_unix.saturating_add(st.clock_offset);
-    let tgt = match &st.tgt {
-        Some(t) if fresh(&t.info, now) => t,
-        _ => {
-            return Err(KerberosError::NoTgt(
-                "no valid TGT in this session: get one with KerberosGetTgt".into(),
-            ));
-        }
-    };
-    crypto::check_enctype(tgt.key.enctype, cred.allow_rc4)?;
+    let tgt = usable_tgt(st.tgt.as_ref(), now, cred.allow_rc4)?;
     if req.kdc_reply.is_empty() {
-        let nonce = random_u32(rng)?;
-        let request = tgs_request(cred, tgt, &sname, now, nonce, rng)?;
-        st.pending_tgs = Some(PendingTgs {
-            nonce,
-            skew_retried: false,
-            spn: req.spn.clone(),
-            sname,
-        });
+        let (request, pending) = tgs_start(cred, tgt, sname, &req.spn, now, rng)?;
+        st.pending_tgs = Some(pending);
         return Ok(request);
     }
-    let Some(pending) = st.pending_tgs.take() else {
-        return Err(KerberosError::FailedPrecondition(
-            "no TGS exchange is in progress for this session".into(),
-        ));
-    };
-    if pending.spn != req.spn {
-        return Err(KerberosError::InvalidArgument(
-            "the SPN differs from the exchange's first step".into(),
-        ));
-    }
+    let pending = pending_tgs(&mut st.pending_tgs, &req.spn)?;
     match messages::parse_kdc_reply(&req.kdc_reply)? {
         KdcReply::Error(e) if e.code == messages::KRB_AP_ERR_SKEW && !pending.skew_retried => {
+            // Once: the same request again, at the KDC's time.
             st.clock_offset = e.stime.saturating_sub(req.now_unix);
             let now = req.now_unix.saturating_add(st.clock_offset);
             let request = tgs_request(cred, tgt, &pending.sname, now, pending.nonce, rng)?;
@@ -644,11 +625,64 @@ pub fn tgs_step<R: TryCryptoRng>(
     }
 }
 
-fn tgt_refused(spn: &str) -> KerberosError {
-    KerberosError::FailedPrecondition(format!(
-        "{spn:?} names a ticket-granting service (krbtgt): a TGT never leaves the enclave; ask for the \
-         service's own name"
-    ))
+/// The service an SPN names, as a principal; never a ticket-granting service (`krbtgt`, any
+/// spelling), whose ticket would be a TGT leaving the enclave.
+fn service_name(spn: &str) -> Result<rasn_kerberos::PrincipalName, KerberosError> {
+    let sname = messages::parse_spn(spn)?;
+    if messages::is_tgs_principal(&sname) {
+        return Err(KerberosError::FailedPrecondition(format!(
+            "{spn:?} names a ticket-granting service (krbtgt): a TGT never leaves the enclave; ask for the \
+             service's own name"
+        )));
+    }
+    Ok(sname)
+}
+
+/// The session's TGT, if it is good for use at `now` (see [`fresh`]) and of an enctype the session
+/// may use; else NoTgt, for the proxy to run the AS exchange first.
+fn usable_tgt(tgt: Option<&Tgt>, now: i64, allow_rc4: bool) -> Result<&Tgt, KerberosError> {
+    let Some(tgt) = tgt.filter(|t| fresh(&t.info, now)) else {
+        return Err(KerberosError::NoTgt(
+            "no valid TGT in this session: get one with KerberosGetTgt".into(),
+        ));
+    };
+    crypto::check_enctype(tgt.key.enctype, allow_rc4)?;
+    Ok(tgt)
+}
+
+/// The first TGS-REQ for `sname`, and the exchange waiting for its reply.
+fn tgs_start<R: TryCryptoRng>(
+    cred: &LogonCredential,
+    tgt: &Tgt,
+    sname: rasn_kerberos::PrincipalName,
+    spn: &str,
+    now: i64,
+    rng: &mut R,
+) -> Result<(KerberosTgsReply, PendingTgs), KerberosError> {
+    let nonce = random_u32(rng)?;
+    let request = tgs_request(cred, tgt, &sname, now, nonce, rng)?;
+    let pending = PendingTgs {
+        nonce,
+        skew_retried: false,
+        spn: String::from(spn),
+        sname,
+    };
+    Ok((request, pending))
+}
+
+/// Takes the TGS exchange in progress, which a later step must continue for the same SPN.
+fn pending_tgs(slot: &mut Option<PendingTgs>, spn: &str) -> Result<PendingTgs, KerberosError> {
+    let Some(pending) = slot.take() else {
+        return Err(KerberosError::FailedPrecondition(
+            "no TGS exchange is in progress for this session".into(),
+        ));
+    };
+    if pending.spn != spn {
+        return Err(KerberosError::InvalidArgument(
+            "the SPN differs from the exchange's first step".into(),
+        ));
+    }
+    Ok(pending)
 }
 
 fn tgs_request<R: TryCryptoRng>(
@@ -677,8 +711,8 @@ fn tgs_request<R: TryCryptoRng>(
     })
 }
 
-/// Checks the TGS-REP names the service asked for (a TGT under any name stays here: its key is
-/// dropped with the error), then builds the AP-REQ and the GSS token.
+/// Builds the AP-REQ and the GSS token for the service ticket of a TGS-REP, once
+/// [`service_ticket`] has checked the reply is for the service asked for.
 fn tgs_finish<R: TryCryptoRng>(
     cred: &LogonCredential,
     tgt: &Tgt,
@@ -688,29 +722,7 @@ fn tgs_finish<R: TryCryptoRng>(
     mutual: bool,
     rng: &mut R,
 ) -> Result<KerberosTgsReply, KerberosError> {
-    if !rep.tgs {
-        return Err(KerberosError::InvalidArgument(
-            "the KDC answered a TGS-REQ with an AS-REP".into(),
-        ));
-    }
-    if messages::is_tgs_principal(&rep.ticket_sname) {
-        return Err(referral_refused(&rep.ticket_sname));
-    }
-    // Key usage 8: TGS-REP encrypted part, under the TGT session key (no subkey sent).
-    let plain = crypto::decrypt(&tgt.key, 8, &rep.enc_cipher)?;
-    let (session_key, info) = messages::enc_kdc_rep_part(&plain, pending.nonce)?;
-    if messages::is_tgs_principal(&info.server_pn) {
-        return Err(referral_refused(&info.server_pn));
-    }
-    if !messages::same_principal(&info.server_pn, &pending.sname)
-        || !messages::same_principal(&rep.ticket_sname, &pending.sname)
-    {
-        return Err(KerberosError::InvalidArgument(format!(
-            "the KDC's reply names {:?}, not the service asked for ({:?})",
-            messages::principal_text(&info.server_pn),
-            pending.spn
-        )));
-    }
+    let (session_key, info) = service_ticket(tgt, pending, &rep)?;
     crypto::check_enctype(session_key.enctype, cred.allow_rc4)?;
     let seq = random_u32(rng)?;
     let ap_req = messages::ap_req(
@@ -739,6 +751,40 @@ fn tgs_finish<R: TryCryptoRng>(
         client_principal: format!("{}@{}", rep.cname, rep.crealm),
         server_principal: format!("{}@{}", info.server, info.server_realm),
     })
+}
+
+/// The session key and facts of a TGS-REP's ticket, if the reply names the service asked for,
+/// in its ticket and in its encrypted part. A TGT under any name (a referral or cross-realm TGT)
+/// stays here: its key is dropped with the error.
+fn service_ticket(
+    tgt: &Tgt,
+    pending: &PendingTgs,
+    rep: &messages::RepParts,
+) -> Result<(Key, TicketInfo), KerberosError> {
+    if !rep.tgs {
+        return Err(KerberosError::InvalidArgument(
+            "the KDC answered a TGS-REQ with an AS-REP".into(),
+        ));
+    }
+    if messages::is_tgs_principal(&rep.ticket_sname) {
+        return Err(referral_refused(&rep.ticket_sname));
+    }
+    // Key usage 8: TGS-REP encrypted part, under the TGT session key (no subkey sent).
+    let plain = crypto::decrypt(&tgt.key, 8, &rep.enc_cipher)?;
+    let (session_key, info) = messages::enc_kdc_rep_part(&plain, pending.nonce)?;
+    if messages::is_tgs_principal(&info.server_pn) {
+        return Err(referral_refused(&info.server_pn));
+    }
+    if !messages::same_principal(&info.server_pn, &pending.sname)
+        || !messages::same_principal(&rep.ticket_sname, &pending.sname)
+    {
+        return Err(KerberosError::InvalidArgument(format!(
+            "the KDC's reply names {:?}, not the service asked for ({:?})",
+            messages::principal_text(&info.server_pn),
+            pending.spn
+        )));
+    }
+    Ok((session_key, info))
 }
 
 fn referral_refused(name: &rasn_kerberos::PrincipalName) -> KerberosError {

@@ -9,6 +9,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use credguard_proto::checks::MAX_NTLM_CHALLENGE_LEN;
 use hmac::{Hmac, KeyInit, Mac};
 use md5::{Digest, Md5};
 use zeroize::Zeroizing;
@@ -17,16 +18,9 @@ use super::NtlmError;
 
 /// `NTLMSSP\0`, the first eight bytes of every NTLM message.
 pub const SIGNATURE: &[u8; 8] = b"NTLMSSP\0";
-/// Largest CHALLENGE accepted, in bytes. Real ones are a few hundred bytes; the bound keeps a
-/// hostile server from making the enclave copy and hash megabytes.
-pub const MAX_CHALLENGE_LEN: usize = 64 * 1024;
 /// Largest target info accepted, in bytes: with the pairs credguard adds, the NTLMv2 response
 /// must still fit the 16-bit length of an AUTHENTICATE field.
 pub const MAX_TARGET_INFO_LEN: usize = 60 * 1024;
-/// Longest target SPN accepted for `MsvAvTargetName`, in bytes.
-pub const MAX_SPN_LEN: usize = 1024;
-/// Largest `gss_channel_bindings_struct` accepted, in bytes.
-pub const MAX_CHANNEL_BINDINGS_LEN: usize = 64 * 1024;
 
 /// NEGOTIATE flags (MS-NLMP 2.2.2.5).
 pub mod flags {
@@ -235,9 +229,11 @@ pub fn parse_challenge(m: &[u8]) -> Result<Challenge<'_>, NtlmError> {
     const MIN_HEADER: usize = 32;
     // ... plus Reserved and TargetInfoFields, which NTLMv2 needs.
     const FULL_HEADER: usize = 48;
-    if m.len() > MAX_CHALLENGE_LEN {
+    // Real ones are a few hundred bytes; the bound keeps a hostile server from making the enclave
+    // copy and hash megabytes.
+    if m.len() > MAX_NTLM_CHALLENGE_LEN {
         return Err(NtlmError::Invalid(format!(
-            "CHALLENGE of {} bytes exceeds the limit of {MAX_CHALLENGE_LEN} bytes",
+            "CHALLENGE of {} bytes exceeds the limit of {MAX_NTLM_CHALLENGE_LEN} bytes",
             m.len()
         )));
     }
@@ -532,20 +528,4 @@ pub fn authenticate_message(input: &AuthenticateInput<'_>) -> Authenticated {
         message: m,
         exported_session_key: exported,
     }
-}
-
-/// Checks the optional inputs of an AUTHENTICATE.
-pub fn check_options(channel_bindings: &[u8], target_spn: &str) -> Result<(), NtlmError> {
-    if channel_bindings.len() > MAX_CHANNEL_BINDINGS_LEN {
-        return Err(NtlmError::Invalid(format!(
-            "channel_bindings of {} bytes exceed the limit of {MAX_CHANNEL_BINDINGS_LEN}",
-            channel_bindings.len()
-        )));
-    }
-    if target_spn.len() > MAX_SPN_LEN || target_spn.chars().any(char::is_control) {
-        return Err(NtlmError::Invalid(format!(
-            "target_spn is longer than {MAX_SPN_LEN} bytes or has control characters"
-        )));
-    }
-    Ok(())
 }

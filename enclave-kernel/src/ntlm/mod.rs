@@ -4,8 +4,8 @@
 //! NEGOTIATE and AUTHENTICATE messages and the per-context exported session key, nothing else.
 //! A context (the NEGOTIATE sent, the session it belongs to) lives here between `NtlmNegotiate`
 //! and `NtlmAuthenticate`, under a random id, for one use. Each owner (uid) holds at most
-//! [`MAX_CONTEXTS_PER_OWNER`]: a new one evicts that owner's oldest, never another owner's; when
-//! the enclave holds [`MAX_CONTEXTS`] in all, a new one is refused (RESOURCE_EXHAUSTED).
+//! [`MAX_NTLM_CONTEXTS_PER_OWNER`]: a new one evicts that owner's oldest, never another owner's;
+//! when the enclave holds [`MAX_NTLM_CONTEXTS`] in all, a new one is refused (RESOURCE_EXHAUSTED).
 //!
 //! The rules are enforced here, whatever the host asks (Credential Guard's lesson from
 //! Pass-the-Challenge and DumpGuard, which used the isolated LSA as an NTLMv1 oracle):
@@ -28,6 +28,7 @@ use rand_core::TryCryptoRng;
 use zeroize::Zeroizing;
 
 use credguard_proto::attest::Owner;
+use credguard_proto::checks::{self, CheckError};
 
 use crate::credentials::{CredentialStore, SESSION_HANDLE_LEN, SessionHandle};
 use credguard_proto::rpc::code::{
@@ -36,14 +37,7 @@ use credguard_proto::rpc::code::{
     RESOURCE_EXHAUSTED as CODE_RESOURCE_EXHAUSTED,
 };
 
-/// Bytes of a context id.
-pub const CONTEXT_ID_LEN: usize = 16;
-/// Contexts held at most, in all.
-pub const MAX_CONTEXTS: usize = 4096;
-/// Contexts one owner holds at most; beyond it that owner's oldest is forgotten.
-pub const MAX_CONTEXTS_PER_OWNER: usize = 64;
-/// Longest legacy challenge accepted (they are 8 to a few hundred bytes).
-pub const MAX_LEGACY_CHALLENGE_LEN: usize = 4096;
+pub use credguard_proto::checks::{CONTEXT_ID_LEN, MAX_NTLM_CONTEXTS, MAX_NTLM_CONTEXTS_PER_OWNER};
 
 /// Why an NTLM call failed. Messages name the rule or the malformed part, never a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +52,12 @@ pub enum NtlmError {
     Exhausted(String),
     /// The enclave's random source failed (INTERNAL).
     Random,
+}
+
+impl From<CheckError> for NtlmError {
+    fn from(e: CheckError) -> Self {
+        NtlmError::Invalid(alloc::string::ToString::to_string(&e))
+    }
 }
 
 impl NtlmError {
@@ -134,7 +134,7 @@ impl NtlmContexts {
             // 128 random bits never collide unless the random source is broken.
             return Err(NtlmError::Random);
         }
-        if self.count_of(owner) >= MAX_CONTEXTS_PER_OWNER {
+        if self.count_of(owner) >= MAX_NTLM_CONTEXTS_PER_OWNER {
             let oldest = self
                 .by_owner
                 .range((owner, 0)..=(owner, u64::MAX))
@@ -143,10 +143,10 @@ impl NtlmContexts {
             if let Some(oldest) = oldest {
                 self.take(&oldest);
             }
-        } else if self.by_id.len() >= MAX_CONTEXTS {
+        } else if self.by_id.len() >= MAX_NTLM_CONTEXTS {
             return Err(NtlmError::Exhausted(format!(
-                "the enclave holds {MAX_CONTEXTS} open NTLM contexts: finish or abandon some (each user may hold \
-                 {MAX_CONTEXTS_PER_OWNER})"
+                "the enclave holds {MAX_NTLM_CONTEXTS} open NTLM contexts: finish or abandon some (each user may hold \
+                 {MAX_NTLM_CONTEXTS_PER_OWNER})"
             )));
         }
         let seq = self.next_seq;
@@ -238,7 +238,7 @@ pub fn authenticate<R: TryCryptoRng>(
     let ctx = contexts
         .take(&req.context_id)
         .ok_or_else(|| NtlmError::NotFound(String::from("no such NTLM context (unknown, used or evicted)")))?;
-    message::check_options(&req.channel_bindings, &req.target_spn)?;
+    checks::ntlm_options(&req.channel_bindings, &req.target_spn)?;
     let challenge = message::parse_challenge(&req.challenge_message)?;
     let cred = store.get(&ctx.session).ok_or_else(no_session)?;
     let Some(nt_hash) = cred.nt_hash.as_ref() else {
@@ -298,24 +298,15 @@ pub fn challenge_server_name(challenge_message: &[u8]) -> String {
 /// `LegacyAuthenticate`: always an error. Every credential in the enclave is protected, and no
 /// legacy protocol's response is ever computed from one.
 pub fn legacy_authenticate(store: &CredentialStore, req: &LegacyAuthenticateRequest) -> NtlmError {
-    let name = match LegacyProtocol::try_from(req.protocol) {
+    let name = match checks::legacy_request(req.protocol, &req.challenge) {
         Ok(LegacyProtocol::Ntlmv1) => "NTLMv1",
         Ok(LegacyProtocol::Mschapv2) => "MS-CHAPv2",
         Ok(LegacyProtocol::Digest) => "Digest",
         Ok(LegacyProtocol::Credssp) => "CredSSP",
-        Ok(LegacyProtocol::Unspecified) | Err(_) => {
-            return NtlmError::Invalid(format!(
-                "protocol {} is not one of NTLMV1, MSCHAPV2, DIGEST, CREDSSP",
-                req.protocol
-            ));
-        }
+        // `legacy_request` never returns it.
+        Ok(LegacyProtocol::Unspecified) => return CheckError::LegacyProtocol(req.protocol).into(),
+        Err(e) => return e.into(),
     };
-    if req.challenge.len() > MAX_LEGACY_CHALLENGE_LEN {
-        return NtlmError::Invalid(format!(
-            "challenge of {} bytes exceeds the limit of {MAX_LEGACY_CHALLENGE_LEN}",
-            req.challenge.len()
-        ));
-    }
     let handle = match session_handle(&req.session_handle) {
         Ok(h) => h,
         Err(e) => return e,

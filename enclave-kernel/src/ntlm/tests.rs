@@ -5,6 +5,7 @@ use super::message::*;
 use super::*;
 use crate::credentials::{LogonCredential, nt_hash};
 use alloc::vec;
+use credguard_proto::checks::{MAX_NTLM_CHALLENGE_LEN, MAX_NTLM_TARGET_SPN_LEN};
 
 fn unhex(s: &str) -> Vec<u8> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
@@ -298,7 +299,7 @@ fn malformed_challenges_are_invalid() {
     let nt = [1u8; 16];
     let negotiate = negotiate_message();
     let mut inp = input(&negotiate, &m, &c, &nt);
-    let spn = "s".repeat(MAX_SPN_LEN);
+    let spn = "s".repeat(MAX_NTLM_TARGET_SPN_LEN);
     inp.target_spn = Some(&spn);
     let out = authenticate_message(&inp);
     let ntr = field(&out.message, 20);
@@ -309,7 +310,7 @@ fn malformed_challenges_are_invalid() {
     );
     // A whole message over the limit.
     let mut big = good.clone();
-    big.resize(MAX_CHALLENGE_LEN + 1, 0);
+    big.resize(MAX_NTLM_CHALLENGE_LEN + 1, 0);
     assert!(invalid(&big));
     // AV pairs: no EOL, a pair past the end, a bad timestamp, a duplicate, an EOL with a value.
     for bad in [
@@ -483,13 +484,13 @@ fn context_rules() {
     ));
     // Bounded per owner: that owner's oldest context is evicted.
     let mut first = Vec::new();
-    for i in 0..MAX_CONTEXTS_PER_OWNER + 5 {
+    for i in 0..MAX_NTLM_CONTEXTS_PER_OWNER + 5 {
         let r = negotiate(&store, &mut ctxs, &mut rng, neg_req(&[9; 16])).unwrap();
         if i == 0 {
             first = r.context_id;
         }
     }
-    assert_eq!(ctxs.len(), MAX_CONTEXTS_PER_OWNER);
+    assert_eq!(ctxs.len(), MAX_NTLM_CONTEXTS_PER_OWNER);
     let chal = challenge_msg(GOOD_FLAGS, &ti(&[(2, &utf16("D"))]));
     assert!(matches!(
         authenticate(&store, &mut ctxs, &mut rng, auth_req(&first, &chal)),
@@ -514,27 +515,27 @@ fn one_owner_never_evicts_another_owners_context() {
     // Alice opens one context; mallory opens many, in many sessions.
     let r = negotiate(&store, &mut ctxs, &mut rng, neg_req(&[9; 16])).unwrap();
     let alices = r.context_id;
-    let mallory_sessions = MAX_CONTEXTS / MAX_CONTEXTS_PER_OWNER;
+    let mallory_sessions = MAX_NTLM_CONTEXTS / MAX_NTLM_CONTEXTS_PER_OWNER;
     for s in 0..mallory_sessions {
         add_session(&mut store, [s as u8 + 100; 16], Some([2; 16]), 666);
     }
-    for i in 0..2 * MAX_CONTEXTS {
+    for i in 0..2 * MAX_NTLM_CONTEXTS {
         let h = [(i % mallory_sessions) as u8 + 100; 16];
         negotiate(&store, &mut ctxs, &mut rng, neg_req(&h)).unwrap();
     }
     assert_eq!(
         ctxs.count_of(credguard_proto::attest::Owner::uid(666)),
-        MAX_CONTEXTS_PER_OWNER
+        MAX_NTLM_CONTEXTS_PER_OWNER
     );
     let chal = challenge_msg(GOOD_FLAGS, &ti(&[(2, &utf16("D"))]));
     assert!(authenticate(&store, &mut ctxs, &mut rng, auth_req(&alices, &chal)).is_ok());
     // With the enclave full of other owners' contexts, a new one is refused, not evicted.
     let mut uid = 0u32;
-    while ctxs.len() < MAX_CONTEXTS {
+    while ctxs.len() < MAX_NTLM_CONTEXTS {
         let h = [uid as u8 + 10; 16];
         add_session(&mut store, h, Some([3; 16]), 2000 + uid);
-        while ctxs.count_of(credguard_proto::attest::Owner::uid(2000 + uid)) < MAX_CONTEXTS_PER_OWNER
-            && ctxs.len() < MAX_CONTEXTS
+        while ctxs.count_of(credguard_proto::attest::Owner::uid(2000 + uid)) < MAX_NTLM_CONTEXTS_PER_OWNER
+            && ctxs.len() < MAX_NTLM_CONTEXTS
         {
             negotiate(&store, &mut ctxs, &mut rng, neg_req(&h)).unwrap();
         }

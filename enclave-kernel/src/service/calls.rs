@@ -178,7 +178,7 @@ impl<R: TryCryptoRng> Service<R> {
             };
             let opened = self.open_sealed_secret(sealed, SealPurpose::Logon, Owner(req.owner), &names)?;
             req.allow_rc4 = !opened.refuse_rc4;
-            req.secret = Some(crate::vault::to_logon_secret(opened.secret));
+            req.secret = Some(opened.secret.into());
         }
         let (handle, secret_kind) = self.open_session(&mut req, asked_rate, now_tsc)?;
         Ok(LogonReply {

@@ -504,17 +504,17 @@ fn garbage_is_a_stream_error() {
     let mut conn = RequestStream::new();
     assert_eq!(
         svc.on_bytes(&mut conn, &[0, 0, 0, 0, 2, 0xff, 0xff], 0, &mut out),
-        Err(WireError::Decode)
+        Err(FrameError::Decode)
     );
     let mut conn = RequestStream::new();
     assert_eq!(
         svc.on_bytes(&mut conn, &[1, 0, 0, 0, 0], 0, &mut out),
-        Err(WireError::Compressed)
+        Err(FrameError::Compressed)
     );
     let mut conn = RequestStream::new();
     assert!(matches!(
         svc.on_bytes(&mut conn, &[0, 0xff, 0xff, 0xff, 0xff], 0, &mut out),
-        Err(WireError::TooLong(_))
+        Err(FrameError::TooLong(_))
     ));
     assert!(out.is_empty());
 
@@ -522,7 +522,10 @@ fn garbage_is_a_stream_error() {
     let mut conn = RequestStream::new();
     let mut bytes = framed(&[request(1, EnclaveMethod::Status, vec![])]);
     bytes.extend_from_slice(&[7, 7, 7, 7, 7, 7]);
-    assert_eq!(svc.on_bytes(&mut conn, &bytes, 0, &mut out), Err(WireError::Compressed));
+    assert_eq!(
+        svc.on_bytes(&mut conn, &bytes, 0, &mut out),
+        Err(FrameError::Compressed)
+    );
     assert_eq!(replies(&out).len(), 1);
 }
 

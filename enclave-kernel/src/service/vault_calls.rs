@@ -15,22 +15,13 @@ use credguard_proto::enclave::{
     vault_seal_request,
 };
 use credguard_proto::rpc::{RpcError, code};
+use credguard_proto::secret::SecretRef;
 use rand_core::TryCryptoRng;
+use zeroize::Zeroize;
 
 use super::Service;
 use crate::credentials::credential_from;
-use crate::vault::{self, Binding, NONCE_LEN, VaultError, to_logon_secret};
-
-fn wipe_seal_request(req: &mut VaultSealRequest) {
-    use zeroize::Zeroize;
-    match req.secret.take() {
-        Some(vault_seal_request::Secret::Password(mut p)) => p.zeroize(),
-        Some(vault_seal_request::Secret::NtHash(mut h)) => h.zeroize(),
-        Some(vault_seal_request::Secret::Key(mut k)) => k.value.zeroize(),
-        // Ciphertext to the enclave's sealing key: nothing readable to wipe.
-        Some(vault_seal_request::Secret::Sealed(_)) | None => {}
-    }
-}
+use crate::vault::{Binding, NONCE_LEN, VaultError};
 
 fn binding<'a>(
     req_uid: u32,
@@ -55,7 +46,7 @@ impl<R: TryCryptoRng> Service<R> {
     /// Opens no session. The secret is wiped whatever the outcome.
     pub(super) fn vault_seal_call(&mut self, mut req: VaultSealRequest) -> Result<VaultSealReply, RpcError> {
         let reply = self.vault_seal_inner(&mut req);
-        wipe_seal_request(&mut req);
+        req.secret.zeroize();
         reply
     }
 
@@ -63,7 +54,7 @@ impl<R: TryCryptoRng> Service<R> {
         if self.vault.is_none() {
             return Err(VaultError::NoVault.into());
         }
-        let (secret, refuse_rc4) = self.vault_secret(req)?;
+        let (mut secret, refuse_rc4) = self.vault_secret(req)?;
         let binding = binding(
             req.uid,
             &req.target,
@@ -73,7 +64,7 @@ impl<R: TryCryptoRng> Service<R> {
             req.created_unix_ms,
         );
         if let Err(e) = binding.check_target() {
-            vault::wipe_secret(secret);
+            secret.zeroize();
             return Err(e.into());
         }
         // The same checks as a logon (names, lengths, no DES, a realm for a key), so that the
@@ -82,23 +73,23 @@ impl<R: TryCryptoRng> Service<R> {
             user: req.user.clone(),
             domain: req.domain.clone(),
             realm: req.realm.clone(),
-            secret: Some(to_logon_secret(secret.clone())),
+            secret: Some(secret.clone().into()),
             operations_per_second: 0,
             owner: u64::from(req.uid),
             allow_rc4: !refuse_rc4,
         };
         if let Err(e) = credential_from(&mut probe, self.boot_facts.allows_rc4()) {
-            vault::wipe_secret(secret);
+            secret.zeroize();
             return Err(e.into());
         }
-        let kind = vault::kind_of(&secret);
+        let kind = SecretRef::from(&secret).kind();
         let mut nonce = [0u8; NONCE_LEN];
         if self.rng.try_fill_bytes(&mut nonce).is_err() {
-            vault::wipe_secret(secret);
+            secret.zeroize();
             return Err(VaultError::Random.into());
         }
         let Some(v) = self.vault.as_ref() else {
-            vault::wipe_secret(secret);
+            secret.zeroize();
             return Err(VaultError::NoVault.into());
         };
         let sealed_blob = v.seal(&binding, secret, refuse_rc4, nonce)?;
@@ -157,18 +148,18 @@ impl<R: TryCryptoRng> Service<R> {
             &req.realm,
             req.created_unix_ms,
         );
-        let opened = v.open(&binding, &req.sealed_blob)?;
+        let mut opened = v.open(&binding, &req.sealed_blob)?;
         let mut resealed_blob = Vec::new();
         if opened.from_earlier_image {
             let mut nonce = [0u8; NONCE_LEN];
             if self.rng.try_fill_bytes(&mut nonce).is_err() {
-                vault::wipe_secret(opened.secret);
+                opened.secret.zeroize();
                 return Err(VaultError::Random.into());
             }
             match v.seal(&binding, opened.secret.clone(), opened.refuse_rc4, nonce) {
                 Ok(b) => resealed_blob = b,
                 Err(e) => {
-                    vault::wipe_secret(opened.secret);
+                    opened.secret.zeroize();
                     return Err(e.into());
                 }
             }
@@ -177,7 +168,7 @@ impl<R: TryCryptoRng> Service<R> {
             user: req.user.clone(),
             domain: req.domain.clone(),
             realm: req.realm.clone(),
-            secret: Some(to_logon_secret(opened.secret)),
+            secret: Some(opened.secret.into()),
             operations_per_second: req.operations_per_second,
             owner: u64::from(req.uid),
             allow_rc4: !opened.refuse_rc4,

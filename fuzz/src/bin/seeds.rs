@@ -8,7 +8,7 @@ use credguard_enclave::ntlm::sample::windows_challenge;
 use credguard_proto::enclave::{
     EnclaveMethod, Frame, LogonRequest, NtlmAuthenticateRequest, StatusRequest, logon_request,
 };
-use credguard_proto::wire::encode_frame;
+use credguard_proto::framing::encode_frame;
 use credguard_vmm::devices::virtio::vsock::fuzz::{CLIENT_PORT, GUEST_CID, QUEUE_SIZE, queue_base};
 use prost::Message;
 use rasn::types::{Integer, OctetString};

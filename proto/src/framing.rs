@@ -23,7 +23,7 @@ pub const MAX_FRAME_LEN: usize = 256 << 10;
 /// Why a stream could not be decoded. After any of these the stream is out of sync and must be
 /// closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WireError {
+pub enum FrameError {
     /// The flag byte announced compression, which this protocol never uses.
     #[error("compressed frames are not supported")]
     Compressed,
@@ -69,22 +69,22 @@ impl FrameDecoder {
     }
 
     /// The next whole frame, `Ok(None)` if more bytes are needed.
-    pub fn next_frame(&mut self) -> Result<Option<Frame>, WireError> {
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         if self.buf.len() < FRAME_HEADER_LEN {
             return Ok(None);
         }
         if self.buf[0] != 0 {
-            return Err(WireError::Compressed);
+            return Err(FrameError::Compressed);
         }
         let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
         if len > MAX_FRAME_LEN {
-            return Err(WireError::TooLong(len));
+            return Err(FrameError::TooLong(len));
         }
         let end = FRAME_HEADER_LEN + len;
         if self.buf.len() < end {
             return Ok(None);
         }
-        let frame = Frame::decode(&self.buf[FRAME_HEADER_LEN..end]).map_err(|_| WireError::Decode);
+        let frame = Frame::decode(&self.buf[FRAME_HEADER_LEN..end]).map_err(|_| FrameError::Decode);
         // A frame may carry a secret (a logon's password): wipe it from the buffer, not just drop it.
         self.buf[..end].zeroize();
         self.buf.drain(..end);
@@ -127,16 +127,16 @@ mod tests {
     fn refuses_oversized_and_compressed() {
         let mut dec = FrameDecoder::new();
         dec.push(&[0, 0xff, 0xff, 0xff, 0xff]);
-        assert_eq!(dec.next_frame(), Err(WireError::TooLong(0xffff_ffff)));
+        assert_eq!(dec.next_frame(), Err(FrameError::TooLong(0xffff_ffff)));
         let mut dec = FrameDecoder::new();
         dec.push(&[1, 0, 0, 0, 0]);
-        assert_eq!(dec.next_frame(), Err(WireError::Compressed));
+        assert_eq!(dec.next_frame(), Err(FrameError::Compressed));
     }
 
     #[test]
     fn refuses_garbage() {
         let mut dec = FrameDecoder::new();
         dec.push(&[0, 0, 0, 0, 2, 0xff, 0xff]);
-        assert_eq!(dec.next_frame(), Err(WireError::Decode));
+        assert_eq!(dec.next_frame(), Err(FrameError::Decode));
     }
 }
