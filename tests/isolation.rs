@@ -29,7 +29,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use credguard_proto::abi;
+use credguard_proto::{abi, boot_tables};
 use support::kdc::TestKdc;
 use support::{Stack, dev_image, json, kvm_or_skip, retry, temp_dir};
 
@@ -304,13 +304,14 @@ fn memory_scan_finds_no_secret_in_proxy_or_vmm() {
 fn image_page_table_entries() -> [u64; 8] {
     let signed = dev_image().verify().expect("the dev image verifies");
     let layout = credguard_vmm::boot::image_layout(signed.bytes()).expect("the dev image's layout");
-    let table: std::collections::BTreeMap<u64, u64> = abi::page_table_entries(abi::DEFAULT_RAM_SIZE, &layout.segments)
-        .into_iter()
-        .collect();
+    let table: std::collections::BTreeMap<u64, u64> =
+        boot_tables::page_table_entries(abi::DEFAULT_RAM_SIZE, &layout.segments)
+            .into_iter()
+            .collect();
     std::array::from_fn(|k| {
         let at = abi::PT_LOW_GPA + (abi::IMAGE_BASE_GPA / abi::PAGE_SIZE + k as u64) * 8;
         let entry = table.get(&at).copied().unwrap_or(0);
-        assert_ne!(entry & abi::pte::PRESENT, 0, "image page {k} is mapped");
+        assert_ne!(entry & boot_tables::pte::PRESENT, 0, "image page {k} is mapped");
         entry
     })
 }

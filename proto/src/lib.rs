@@ -8,6 +8,7 @@
 //!   enforces them; the proxy runs the same ones first for early, clear errors), the Kerberos
 //!   enctypes credguard uses, and the secrets the messages carry.
 //! - `convert` (feature `grpc`): the public API's messages as the enclave's.
+//! - `boot_tables` (host only): the page tables, GDT, TSS and IDT the VMM builds from `abi`.
 //! - `vmm_status` (host only): what the VMM itself says about a boot of the enclave (its
 //!   protection and restarts, and the attestation it signs), served on its own vsock port.
 //!
@@ -19,6 +20,8 @@ extern crate alloc;
 
 pub mod abi;
 pub mod attest;
+#[cfg(feature = "std")]
+pub mod boot_tables;
 pub mod checks;
 #[cfg(feature = "grpc")]
 pub mod convert;

@@ -7,7 +7,8 @@
 
 use std::io::Cursor;
 
-use credguard_proto::abi::{self, BootInfo, ImageSegment, Report};
+use credguard_proto::abi::{self, BootInfo, Report};
+use credguard_proto::boot_tables::{self, ImageSegment};
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, kvm_fpu, kvm_regs, kvm_segment};
 use kvm_ioctls::{Kvm, VcpuFd};
 use linux_loader::elf::{
@@ -115,7 +116,7 @@ pub struct ImageLayout {
     pub entry: u64,
     /// The end of the loaded segments.
     pub end: u64,
-    /// The loadable segments with their permissions, for [`abi::page_table_entries`].
+    /// The loadable segments with their permissions, for [`boot_tables::page_table_entries`].
     pub segments: Vec<ImageSegment>,
 }
 
@@ -286,7 +287,7 @@ fn write_bytes(mem: &GuestMemoryMmap, addr: u64, bytes: &[u8]) -> Result<(), Boo
         .map_err(|source| BootError::GuestMemory { addr, source })
 }
 
-/// Writes the page tables (W^X, from `segments`: see [`abi::page_table_entries`]), GDT, TSS,
+/// Writes the page tables (W^X, from `segments`: see [`boot_tables::page_table_entries`]), GDT, TSS,
 /// IDT (pointing at the SMAP stubs if `cpu.smap`), boot info and an empty report page into `mem`.
 pub fn write_boot_tables(
     mem: &GuestMemoryMmap,
@@ -303,12 +304,12 @@ pub fn write_boot_tables(
         page += abi::PAGE_SIZE;
     }
 
-    for (gpa, entry) in abi::page_table_entries(info.ram_size, segments) {
+    for (gpa, entry) in boot_tables::page_table_entries(info.ram_size, segments) {
         write_bytes(mem, gpa, entry.as_bytes())?;
     }
-    write_bytes(mem, abi::GDT_GPA, abi::gdt().as_bytes())?;
-    write_bytes(mem, abi::TSS_GPA, &abi::tss())?;
-    write_bytes(mem, abi::IDT_GPA, abi::idt(cpu.smap).as_bytes())?;
+    write_bytes(mem, abi::GDT_GPA, boot_tables::gdt().as_bytes())?;
+    write_bytes(mem, abi::TSS_GPA, &boot_tables::tss())?;
+    write_bytes(mem, abi::IDT_GPA, boot_tables::idt(cpu.smap).as_bytes())?;
     write_bytes(mem, abi::BOOT_INFO_GPA, info.as_bytes())
 }
 
@@ -355,7 +356,7 @@ pub fn read_report(mem: &GuestMemoryMmap) -> Result<Report, BootError> {
     Ok(report)
 }
 
-/// The ring-0 64-bit code segment of [`abi::gdt`] at [`abi::KERNEL_CS`], as KVM loads it.
+/// The ring-0 64-bit code segment of [`boot_tables::gdt`] at [`abi::KERNEL_CS`], as KVM loads it.
 fn kernel_code_segment() -> kvm_segment {
     kvm_segment {
         base: 0,
@@ -372,7 +373,7 @@ fn kernel_code_segment() -> kvm_segment {
     }
 }
 
-/// The ring-0 data segment of [`abi::gdt`] at [`abi::KERNEL_DS`].
+/// The ring-0 data segment of [`boot_tables::gdt`] at [`abi::KERNEL_DS`].
 fn kernel_data_segment() -> kvm_segment {
     kvm_segment {
         base: 0,
@@ -393,7 +394,7 @@ fn kernel_data_segment() -> kvm_segment {
 fn task_segment() -> kvm_segment {
     kvm_segment {
         base: abi::TSS_GPA,
-        limit: abi::TSS_SIZE as u32 - 1,
+        limit: boot_tables::TSS_SIZE as u32 - 1,
         selector: abi::TSS_SELECTOR,
         type_: 11, // busy 64-bit TSS
         present: 1,
@@ -475,7 +476,7 @@ pub fn setup_registers(vcpu: &VcpuFd, entry: u64, cpu: CpuProtection) -> Result<
     sregs.gs = data;
     sregs.tr = task_segment();
     sregs.gdt.base = abi::GDT_GPA;
-    sregs.gdt.limit = (abi::gdt().len() * 8 - 1) as u16;
+    sregs.gdt.limit = (boot_tables::gdt().len() * 8 - 1) as u16;
     sregs.idt.base = abi::IDT_GPA;
     sregs.idt.limit = (abi::IDT_ENTRIES * 16 - 1) as u16;
     sregs.cr0 = abi::ENTRY_CR0;
@@ -791,7 +792,9 @@ mod tests {
         let entry = |gpa: u64| mem.read_obj::<u64>(GuestAddress(gpa)).unwrap();
         let mut code = 0;
         for va in (0..abi::DEFAULT_RAM_SIZE).step_by(abi::PAGE_SIZE as usize) {
-            let Some(t) = abi::translate(entry, va) else { continue };
+            let Some(t) = boot_tables::translate(entry, va) else {
+                continue;
+            };
             assert!(!(t.writable && t.executable), "{va:#x}: {t:?}");
             let seg = layout.segments.iter().find(|s| s.start <= va && va < s.end);
             if t.executable {
@@ -844,7 +847,7 @@ mod tests {
         let cs: u64 = mem
             .read_obj(GuestAddress(abi::GDT_GPA + u64::from(abi::KERNEL_CS)))
             .unwrap();
-        assert_eq!(cs, abi::gdt()[2]);
+        assert_eq!(cs, boot_tables::gdt()[2]);
         let mut bi = [0u8; abi::BOOT_INFO_SIZE];
         mem.read_slice(&mut bi, GuestAddress(abi::BOOT_INFO_GPA)).unwrap();
         assert_eq!(bi, info.as_bytes());

@@ -29,7 +29,7 @@ use crate::{
 };
 use clap::{Parser, Subcommand, ValueEnum};
 use credguard_image::SignedImage;
-use credguard_proto::abi;
+use credguard_proto::{abi, boot_tables};
 
 /// Exit status for a refused image or configuration (nothing was booted).
 const EXIT_REFUSED: u8 = supervisor::EXIT_REFUSED;
@@ -567,7 +567,7 @@ fn load_bootable(image: &Path, sig: &ImageArgs, settings: &Settings) -> Result<S
 /// `--memory-mib` in bytes, if the boot ABI allows it.
 fn guest_ram_size(memory_mib: u64) -> Result<u64, String> {
     let ram_size = memory_mib.saturating_mul(1 << 20);
-    abi::check_ram_size(ram_size).map_err(|_| {
+    boot_tables::check_ram_size(ram_size).map_err(|_| {
         format!(
             "--memory-mib {memory_mib}: must be even and within {}..={}",
             abi::MIN_RAM_SIZE >> 20,

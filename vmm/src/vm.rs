@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use credguard_proto::abi::{self, BootInfo, BootMode, MEASUREMENT_LEN};
-use credguard_proto::vmm_status;
+use credguard_proto::{boot_tables, vmm_status};
 use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
 use virtio_bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY;
 use vm_memory::GuestMemoryMmap;
@@ -169,7 +169,7 @@ impl EnclaveImage {
 pub struct EnclaveConfig {
     /// The verified image.
     pub image: EnclaveImage,
-    /// Guest RAM in bytes (see [`abi::check_ram_size`]); default [`abi::DEFAULT_RAM_SIZE`].
+    /// Guest RAM in bytes (see [`boot_tables::check_ram_size`]); default [`abi::DEFAULT_RAM_SIZE`].
     pub ram_size: u64,
     /// What the enclave does after boot; default [`BootMode::Service`].
     pub boot_mode: BootMode,
@@ -243,7 +243,7 @@ impl Enclave {
     /// at once; the enclave's service accepts the connection once it has booted.
     pub fn launch(config: EnclaveConfig) -> Result<RunningEnclave, VmError> {
         let started = Instant::now();
-        abi::check_ram_size(config.ram_size).map_err(|_| VmError::RamSize(config.ram_size))?;
+        boot_tables::check_ram_size(config.ram_size).map_err(|_| VmError::RamSize(config.ram_size))?;
         vcpu::install_kick_handler()?;
         let layout = boot::image_layout(config.image.bytes())?;
 
@@ -397,7 +397,7 @@ fn write_boot_state(
     mem: &GuestMemoryMmap,
     config: &EnclaveConfig,
     info: &BootInfo,
-    segments: &[abi::ImageSegment],
+    segments: &[boot_tables::ImageSegment],
     cpu: CpuProtection,
 ) -> Result<(), VmError> {
     boot::write_boot_tables(mem, info, segments, cpu)?;
