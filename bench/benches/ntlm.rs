@@ -243,6 +243,13 @@ impl Lsa for Baseline {
     ) -> Result<Response<lsa::GetSealingNonceReply>, Status> {
         unimplemented()
     }
+
+    async fn set_default_session(
+        &self,
+        _: Request<lsa::SetDefaultSessionRequest>,
+    ) -> Result<Response<lsa::SetDefaultSessionReply>, Status> {
+        unimplemented()
+    }
 }
 
 /// The baseline server process: as the proxy, a multi-threaded tokio runtime on a Unix socket.

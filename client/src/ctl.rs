@@ -188,8 +188,7 @@ impl SealPolicy {
         };
         let seal_for = crate::sealed::SealFor {
             purpose,
-            // SAFETY: getuid cannot fail and has no preconditions.
-            owner: credguard_proto::attest::Owner::uid(unsafe { libc::getuid() }),
+            owner: credguard_proto::attest::Owner::uid(own_uid()),
             sealing_nonce: &nonce.nonce,
             names: credguard_proto::attest::SealedNames {
                 user,
@@ -219,8 +218,14 @@ enum Cmd {
         #[command(flatten)]
         cred: CredentialArgs,
     },
-    /// List logon sessions (yours; root sees all).
+    /// List logon sessions (yours; root sees all); `*` marks each uid's default session.
     Sessions,
+    /// Show your default session (the one your KCM credential cache and PAM use; each logon
+    /// becomes it), or make SESSION_ID the default.
+    Default {
+        /// The session to make the default.
+        session_id: Option<String>,
+    },
     /// Saved credentials, sealed by the enclave: save, list, delete (use: `logon --saved`).
     #[command(subcommand)]
     Vault(VaultCmd),
@@ -443,6 +448,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => logon(c, &policy, user.unwrap_or_default(), cred, json).await,
         Cmd::Vault(cmd) => vault(c, &policy, cmd, json).await,
         Cmd::Sessions => sessions(c, json).await,
+        Cmd::Default { session_id } => default_session(c, session_id, json).await,
         Cmd::KerberosTgt { session_id } => kerberos_tgt(c, session_id, json).await,
         Cmd::KerberosTicket(args) => kerberos_ticket(c, args, json).await,
         Cmd::Logoff { session_id } => {
@@ -573,7 +579,8 @@ async fn logon(
     // tonic encodes the request and drops it; the proxy and the enclave wipe their copies.
     let r = c.logon(req).await?.into_inner();
     if as_json {
-        println!("{}", json!({"session_id": r.session_id}));
+        // Each logon becomes the caller's default session (what KCM and PAM serve).
+        println!("{}", json!({"session_id": r.session_id, "default": true}));
     } else {
         println!("{}", r.session_id);
     }
@@ -590,16 +597,52 @@ async fn sessions(c: &mut LsaClient<Channel>, as_json: bool) -> Result<(), Failu
             .map(|s| {
                 json!({"session_id": s.session_id, "user": s.user, "domain": s.domain, "realm": s.realm,
                        "uid": s.uid, "created_unix_ms": s.created_unix_ms, "secret_kind": s.secret_kind,
-                       "sealed": s.sealed})
+                       "sealed": s.sealed, "default": s.is_default})
             })
             .collect();
         println!("{}", serde_json::Value::Array(v));
     } else {
-        println!("{:<32}  {:>6}  {:<10}  user", "session", "uid", "kind");
+        println!("  {:<32}  {:>6}  {:<10}  user", "session", "uid", "kind");
         for s in r.sessions {
             let who = display_user(&s.user, &s.domain, &s.realm);
-            println!("{:<32}  {:>6}  {:<10}  {who}", s.session_id, s.uid, s.secret_kind);
+            let mark = if s.is_default { '*' } else { ' ' };
+            println!(
+                "{mark} {:<32}  {:>6}  {:<10}  {who}",
+                s.session_id, s.uid, s.secret_kind
+            );
         }
+    }
+    Ok(())
+}
+
+/// This process's real uid: who the proxy sees (SO_PEERCRED).
+fn own_uid() -> u32 {
+    // SAFETY: getuid cannot fail and has no preconditions.
+    unsafe { libc::getuid() }
+}
+
+/// `credguardctl default [SESSION_ID]`.
+async fn default_session(c: &mut LsaClient<Channel>, session_id: Option<String>, as_json: bool) -> Result<(), Failure> {
+    if let Some(session_id) = session_id {
+        c.set_default_session(lsa::SetDefaultSessionRequest { session_id })
+            .await?;
+    }
+    let sessions = c
+        .list_sessions(lsa::ListSessionsRequest {})
+        .await?
+        .into_inner()
+        .sessions;
+    // Root lists every uid's sessions; its own default is the one with its uid.
+    let me = own_uid();
+    let default = sessions.iter().find(|s| s.is_default && s.uid == me);
+    match (default, as_json) {
+        (Some(s), true) => println!(
+            "{}",
+            json!({"session_id": s.session_id, "user": s.user, "realm": s.realm})
+        ),
+        (Some(s), false) => println!("{}", s.session_id),
+        (None, true) => println!("{}", json!({"session_id": null})),
+        (None, false) => eprintln!("no default session: log on with `credguardctl logon`"),
     }
     Ok(())
 }

@@ -50,6 +50,8 @@ pub struct Config {
     pub kerberos: KerberosConfig,
     /// Saved credentials.
     pub vault: VaultConfig,
+    /// The KCM daemon's standing with the proxy.
+    pub kcm: KcmConfig,
     /// The VMM's table (`credguard-vmm run --config`, which reads it and checks its keys); the
     /// proxy accepts it, so both can share one file, and ignores it.
     pub vmm: Option<toml::Table>,
@@ -116,6 +118,16 @@ pub struct Limits {
     /// (`credguard_enclave::ratelimit::MAX_OPERATIONS_PER_SECOND`): a compromised proxy cannot
     /// lift it beyond that. 0 = the enclave's default.
     pub operations_per_second_per_session: u32,
+}
+
+/// Who may act for other uids: the KCM daemon (`credguard-kcm`) serves every uid's credential
+/// cache from one process, so it calls the API with `credguard-on-behalf-of-uid` metadata.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct KcmConfig {
+    /// uids (besides root, who can become any uid anyway) whose calls may name another uid:
+    /// the KCM daemon's user. Empty: only root.
+    pub trusted_uids: Vec<u32>,
 }
 
 /// Kerberos defaults.

@@ -233,6 +233,7 @@ impl LsaCore {
             .list(caller)
             .into_iter()
             .map(|s| lsa::SessionInfo {
+                is_default: self.sessions.default_of(s.owner).as_deref() == Some(s.session_id.as_str()),
                 session_id: s.session_id,
                 user: s.user,
                 domain: s.domain,
@@ -244,6 +245,14 @@ impl LsaCore {
             })
             .collect();
         lsa::ListSessionsReply { sessions }
+    }
+
+    /// `SetDefaultSession`.
+    pub fn set_default_session(&self, caller: Caller, id: &str) -> Result<(), LsaError> {
+        check_session_id(id)?;
+        self.sessions.set_default(caller, id)?;
+        info!(%caller, session = %id, "default session");
+        Ok(())
     }
 
     /// The session `id` of `caller`, if it is usable now.

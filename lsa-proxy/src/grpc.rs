@@ -52,10 +52,42 @@ fn end_connection_if_plaintext<T>(req: &Request<T>, sealed: bool) {
     }
 }
 
+/// The metadata a trusted service (the KCM daemon) sends to call as another uid.
+pub const ON_BEHALF_OF_UID: &str = "credguard-on-behalf-of-uid";
+
 fn begin<T: Message>(core: &LsaCore, req: &Request<T>) -> Result<Caller, Status> {
-    let caller = caller_of(req)?;
+    let caller = acting_caller(&core.config().kcm, caller_of(req)?, req.metadata())?;
     core.check_size(req.get_ref().encoded_len())?;
     Ok(caller)
+}
+
+/// Who the call is for: the peer itself, or the uid it names in [`ON_BEHALF_OF_UID`] when the
+/// peer is root or one of `[kcm] trusted_uids` (anyone else naming a uid is refused, never
+/// silently served as itself).
+fn acting_caller(
+    kcm: &crate::config::KcmConfig,
+    peer: Caller,
+    metadata: &tonic::metadata::MetadataMap,
+) -> Result<Caller, LsaError> {
+    let Some(value) = metadata.get(ON_BEHALF_OF_UID) else {
+        return Ok(peer);
+    };
+    let trusted = match peer {
+        Caller::Uid(uid) => uid == 0 || kcm.trusted_uids.contains(&uid),
+        Caller::VsockCid(_) => false,
+    };
+    if !trusted {
+        return Err(LsaError::PermissionDenied(format!(
+            "{peer} may not act for another uid ({ON_BEHALF_OF_UID} is for the KCM daemon; see [kcm] trusted_uids)"
+        )));
+    }
+    let uid = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .ok_or_else(|| LsaError::InvalidArgument(format!("{ON_BEHALF_OF_UID} must be a decimal uid")))?;
+    tracing::debug!(%peer, uid, "acting for another uid");
+    Ok(Caller::Uid(uid))
 }
 
 #[tonic::async_trait]
@@ -189,6 +221,15 @@ impl Lsa for LsaService {
         Ok(Response::new(self.core.sealing_nonce(caller).await?))
     }
 
+    async fn set_default_session(
+        &self,
+        req: Request<lsa::SetDefaultSessionRequest>,
+    ) -> Result<Response<lsa::SetDefaultSessionReply>, Status> {
+        let caller = begin(&self.core, &req)?;
+        self.core.set_default_session(caller, &req.get_ref().session_id)?;
+        Ok(Response::new(lsa::SetDefaultSessionReply {}))
+    }
+
     async fn logon_saved(
         &self,
         req: Request<lsa::LogonSavedRequest>,
@@ -197,5 +238,50 @@ impl Lsa for LsaService {
         Ok(Response::new(
             crate::vault::logon_saved(&self.core, caller, req.into_inner()).await?,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KcmConfig;
+    use tonic::metadata::MetadataMap;
+
+    fn naming(uid: &str) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        m.insert(ON_BEHALF_OF_UID, uid.parse().unwrap());
+        m
+    }
+
+    #[test]
+    fn only_root_and_trusted_uids_may_act_for_another_uid() {
+        let kcm = KcmConfig {
+            trusted_uids: vec![990],
+        };
+        let plain = MetadataMap::new();
+        assert_eq!(
+            acting_caller(&kcm, Caller::Uid(1000), &plain).unwrap(),
+            Caller::Uid(1000)
+        );
+        assert_eq!(
+            acting_caller(&kcm, Caller::Uid(990), &naming("1000")).unwrap(),
+            Caller::Uid(1000)
+        );
+        assert_eq!(
+            acting_caller(&kcm, Caller::Uid(0), &naming("1001")).unwrap(),
+            Caller::Uid(1001)
+        );
+        for peer in [Caller::Uid(1000), Caller::VsockCid(5)] {
+            assert!(matches!(
+                acting_caller(&kcm, peer, &naming("0")),
+                Err(LsaError::PermissionDenied(_))
+            ));
+        }
+        for bad in ["-1", "x", "4294967296", ""] {
+            assert!(matches!(
+                acting_caller(&kcm, Caller::Uid(990), &naming(bad)),
+                Err(LsaError::InvalidArgument(_))
+            ));
+        }
     }
 }

@@ -89,6 +89,31 @@ struct Tables {
     /// Sessions whose enclave restarted: id -> (owner, sequence number for eviction).
     lost: BTreeMap<String, (Caller, u64)>,
     lost_seq: u64,
+    /// Each owner's default session (what its KCM cache and PAM use): the newest logon unless
+    /// the owner chose another.
+    defaults: BTreeMap<Caller, String>,
+}
+
+impl Tables {
+    /// After `owner` lost its default session: its newest remaining one, if any.
+    fn pick_default(&mut self, owner: Caller) {
+        let newest = self
+            .open
+            .values()
+            .filter(|s| s.owner == owner)
+            .max_by_key(|s| s.created_unix_ms)
+            .map(|s| s.session_id.clone());
+        match newest {
+            Some(id) => self.defaults.insert(owner, id),
+            None => self.defaults.remove(&owner),
+        };
+    }
+
+    fn forget(&mut self, s: &LogonSession) {
+        if self.defaults.get(&s.owner) == Some(&s.session_id) {
+            self.pick_default(s.owner);
+        }
+    }
 }
 
 /// All open sessions.
@@ -122,9 +147,31 @@ impl SessionTable {
         Ok(())
     }
 
-    /// Adds a session.
+    /// Adds a session, which becomes its owner's default.
     pub fn insert(&self, s: LogonSession) {
-        self.tables().open.insert(s.session_id.clone(), s);
+        let mut t = self.tables();
+        t.defaults.insert(s.owner, s.session_id.clone());
+        t.open.insert(s.session_id.clone(), s);
+    }
+
+    /// Makes the open session `id` of `caller` its default.
+    pub fn set_default(&self, caller: Caller, id: &str) -> Result<(), LsaError> {
+        let mut t = self.tables();
+        match t.open.get(id) {
+            Some(s) if s.owner == caller => {
+                t.defaults.insert(caller, id.to_string());
+                Ok(())
+            }
+            Some(_) => Err(LsaError::PermissionDenied(format!(
+                "logon session {id} belongs to another user"
+            ))),
+            None => Err(LsaError::NotFound(format!("no logon session {id}"))),
+        }
+    }
+
+    /// The id of `owner`'s default session, if it has one.
+    pub fn default_of(&self, owner: Caller) -> Option<String> {
+        self.tables().defaults.get(&owner).cloned()
     }
 
     /// The session `id` if `caller` owns it and it belongs to the enclave boot `boot_id`.
@@ -173,9 +220,13 @@ impl SessionTable {
             Some(s) if s.owner != caller => Err(LsaError::PermissionDenied(format!(
                 "logon session {id} belongs to another user"
             ))),
-            Some(_) => map
-                .remove(id)
-                .ok_or_else(|| LsaError::NotFound(format!("no logon session {id}"))),
+            Some(_) => {
+                let s = map
+                    .remove(id)
+                    .ok_or_else(|| LsaError::NotFound(format!("no logon session {id}")))?;
+                t.forget(&s);
+                Ok(s)
+            }
         }
     }
 
@@ -216,6 +267,7 @@ impl SessionTable {
                 t.lost_seq += 1;
                 let seq = t.lost_seq;
                 t.lost.insert(id.clone(), (s.owner, seq));
+                t.forget(&s);
             }
         }
         while t.lost.len() > MAX_REMEMBERED_LOST {
@@ -274,6 +326,35 @@ mod tests {
         assert_eq!(t.list(Caller::Uid(0)).len(), 1);
         assert!(t.remove(Caller::Uid(1000), "a").is_ok());
         assert_eq!(t.count(Caller::Uid(0)), 0);
+    }
+
+    #[test]
+    fn the_newest_logon_is_the_default_until_another_is_chosen() {
+        let t = SessionTable::default();
+        let (alice, bob) = (Caller::Uid(1000), Caller::Uid(1001));
+        assert_eq!(t.default_of(alice), None);
+        let mut first = session("a1", alice, b"b1");
+        first.created_unix_ms = 1;
+        t.insert(first);
+        let mut second = session("a2", alice, b"b1");
+        second.created_unix_ms = 2;
+        t.insert(second);
+        t.insert(session("b1", bob, b"b1"));
+        assert_eq!(t.default_of(alice).as_deref(), Some("a2"));
+        assert_eq!(t.default_of(bob).as_deref(), Some("b1"));
+        // Only one's own session can be made the default.
+        assert!(matches!(t.set_default(alice, "b1"), Err(LsaError::PermissionDenied(_))));
+        assert!(matches!(t.set_default(alice, "zz"), Err(LsaError::NotFound(_))));
+        t.set_default(alice, "a1").unwrap();
+        assert_eq!(t.default_of(alice).as_deref(), Some("a1"));
+        // Logging off the default falls back to the newest remaining session.
+        t.remove(alice, "a1").unwrap();
+        assert_eq!(t.default_of(alice).as_deref(), Some("a2"));
+        t.remove(alice, "a2").unwrap();
+        assert_eq!(t.default_of(alice), None);
+        // A restarted enclave takes the defaults with the sessions.
+        assert_eq!(t.drop_other_boots(b"b2"), 1);
+        assert_eq!(t.default_of(bob), None);
     }
 
     #[test]
