@@ -10,6 +10,8 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
+use credguard_proto::lsa;
+
 use support::kdc::{TestKdc, tools_missing};
 use support::{Stack, json, kvm_or_skip};
 
@@ -483,4 +485,37 @@ fn a_kdc_clock_an_hour_off_is_handled_by_one_retry_with_the_kdcs_time() {
     let (code, out, err) = stack.ctl(None, &["kerberos-ticket", &id, kdc.get("SPN")], "");
     assert_eq!(code, 0, "service ticket with a skewed KDC: {err}");
     assert!(!json(&out)["ap_req"].as_str().unwrap_or_default().is_empty(), "{out}");
+}
+
+#[test]
+fn one_session_fetches_tickets_for_many_services_at_once() {
+    let Some((kdc, stack)) = kerberos_stack("kerberos_many_services_at_once", false, false) else {
+        return;
+    };
+    let password = kdc.get("PASSWORD").to_string();
+    let session = logon(&stack, &kdc, "alice", &password, None);
+    // No TGT yet: the calls take turns for the one AS exchange, then their TGS exchanges are
+    // pending in the enclave at the same time.
+    let spns: Vec<String> = (1..=20).map(|i| format!("HTTP/web{i:02}.credguard.test")).collect();
+    let results = support::runtime().block_on(async {
+        let c = credguard_client::connect(&stack.api).await.unwrap();
+        let mut calls = tokio::task::JoinSet::new();
+        for spn in spns.clone() {
+            let (mut c, session_id) = (c.clone(), session.clone());
+            calls.spawn(async move {
+                let req = lsa::KerberosGetServiceTicketRequest {
+                    session_id,
+                    spn: spn.clone(),
+                    ..Default::default()
+                };
+                (spn, c.kerberos_get_service_ticket(req).await.map(|r| r.into_inner()))
+            });
+        }
+        calls.join_all().await
+    });
+    assert_eq!(results.len(), spns.len());
+    for (spn, result) in results {
+        let reply = result.unwrap_or_else(|e| panic!("{spn}: {e}"));
+        assert!(!reply.ticket.is_empty() && !reply.ccache.is_empty(), "{spn}");
+    }
 }

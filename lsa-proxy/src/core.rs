@@ -31,6 +31,9 @@ pub struct LsaCore {
     config: Config,
     link: EnclaveLink,
     sessions: SessionTable,
+    /// One AS exchange at a time per session (the enclave keeps one pending): the programs of a
+    /// user asking for several services at once wait for the same TGT.
+    as_turns: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl LsaCore {
@@ -40,7 +43,17 @@ impl LsaCore {
             config,
             link,
             sessions: SessionTable::default(),
+            as_turns: Default::default(),
         })
+    }
+
+    /// The turn of session `id` for an AS exchange: hold it while getting the session's TGT.
+    pub fn as_turn(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.as_turns.lock().unwrap_or_else(|p| p.into_inner());
+        // Turns nobody holds or waits for are dropped, so the map stays as small as the
+        // exchanges in flight.
+        turns.retain(|_, turn| Arc::strong_count(turn) > 1);
+        turns.entry(id.to_string()).or_default().clone()
     }
 
     /// The configuration in force.

@@ -207,6 +207,8 @@ pub async fn get_tgt(
 ) -> Result<lsa::KerberosGetTgtReply, LsaError> {
     let s = core.session(caller, &req.session_id)?;
     let kdcs = kdcs_of(core, &s)?;
+    let turn = core.as_turn(&s.session_id);
+    let _turn = turn.lock().await;
     let r = as_exchange(core, &s, &kdcs).await?;
     info!(%caller, session = %s.session_id, principal = %r.client_principal, enctype = r.enctype, "kerberos tgt");
     Ok(lsa::KerberosGetTgtReply {
@@ -253,16 +255,21 @@ pub async fn get_service_ticket(
     }
     let s = core.session(caller, &req.session_id)?;
     let kdcs = kdcs_of(core, &s)?;
-    let mut got_tgt = false;
-    let r = loop {
-        match tgs_exchange(core, &s, &kdcs, &req).await {
-            Err(LsaError::NoTgt(_)) if !got_tgt => {
-                // No TGT yet, or one near its end: get a fresh one (renewal), then retry once.
-                as_exchange(core, &s, &kdcs).await?;
-                got_tgt = true;
+    let r = match tgs_exchange(core, &s, &kdcs, &req).await {
+        Err(LsaError::NoTgt(_)) => {
+            // No TGT yet, or one near its end: get a fresh one (renewal), then retry once. Calls
+            // of the same session take turns, and one that waited may find the TGT already there.
+            let turn = core.as_turn(&s.session_id);
+            let _turn = turn.lock().await;
+            match tgs_exchange(core, &s, &kdcs, &req).await {
+                Err(LsaError::NoTgt(_)) => {
+                    as_exchange(core, &s, &kdcs).await?;
+                    tgs_exchange(core, &s, &kdcs, &req).await?
+                }
+                other => other?,
             }
-            other => break other?,
         }
+        other => other?,
     };
     let ccache = ccache_v4(&r)?;
     info!(%caller, session = %s.session_id, spn = %req.spn, enctype = r.enctype, "kerberos service ticket");

@@ -150,6 +150,10 @@ struct PendingAs {
     candidate: Option<Key>,
 }
 
+/// Most TGS exchanges one session may have waiting for the KDC; a new one beyond it drops the
+/// session's oldest (never another session's).
+pub const MAX_PENDING_TGS: usize = 16;
+
 /// A TGS exchange waiting for the KDC's reply.
 struct PendingTgs {
     nonce: u32,
@@ -166,7 +170,9 @@ struct SessionState {
     /// KDC time minus host time, seconds (learnt from KRB_AP_ERR_SKEW).
     clock_offset: i64,
     pending_as: Option<PendingAs>,
-    pending_tgs: Option<PendingTgs>,
+    /// TGS exchanges waiting for the KDC, oldest first (at most [`MAX_PENDING_TGS`]): programs
+    /// of one user fetch tickets for several services at once.
+    pending_tgs: Vec<PendingTgs>,
     tgt: Option<Tgt>,
 }
 
@@ -604,24 +610,50 @@ pub fn tgs_step<R: TryCryptoRng>(
     let tgt = usable_tgt(st.tgt.as_ref(), now, cred.allow_rc4)?;
     if req.kdc_reply.is_empty() {
         let (request, pending) = tgs_start(cred, tgt, sname, &req.spn, now, rng)?;
-        st.pending_tgs = Some(pending);
+        if st.pending_tgs.len() >= MAX_PENDING_TGS {
+            st.pending_tgs.remove(0);
+        }
+        st.pending_tgs.push(pending);
         return Ok(request);
     }
-    let pending = pending_tgs(&mut st.pending_tgs, &req.spn)?;
+    let waiting = pending_for(&st.pending_tgs, &req.spn)?;
     match messages::parse_kdc_reply(&req.kdc_reply)? {
-        KdcReply::Error(e) if e.code == messages::KRB_AP_ERR_SKEW && !pending.skew_retried => {
+        KdcReply::Error(e) => {
+            // A KRB-ERROR names no nonce: it ends the oldest exchange for this SPN.
+            let pending = st.pending_tgs.remove(waiting[0]);
+            if e.code != messages::KRB_AP_ERR_SKEW || pending.skew_retried {
+                return Err(kdc_error(&e, "TGS"));
+            }
             // Once: the same request again, at the KDC's time.
             st.clock_offset = e.stime.saturating_sub(req.now_unix);
             let now = req.now_unix.saturating_add(st.clock_offset);
             let request = tgs_request(cred, tgt, &pending.sname, now, pending.nonce, rng)?;
-            st.pending_tgs = Some(PendingTgs {
+            st.pending_tgs.push(PendingTgs {
                 skew_retried: true,
                 ..pending
             });
             Ok(request)
         }
-        KdcReply::Error(e) => Err(kdc_error(&e, "TGS")),
-        KdcReply::Rep(rep) => tgs_finish(cred, tgt, &pending, rep, now, req.mutual, rng),
+        KdcReply::Rep(rep) => {
+            // The reply's nonce says which exchange it answers.
+            let mut first_error = None;
+            for &i in &waiting {
+                match service_ticket(tgt, &st.pending_tgs[i], &rep) {
+                    Ok(parts) => {
+                        st.pending_tgs.remove(i);
+                        return tgs_finish(cred, tgt, parts, rep, now, req.mutual, rng);
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            // It answers none of them: the oldest is spent, as with a single exchange.
+            st.pending_tgs.remove(waiting[0]);
+            Err(first_error.unwrap_or_else(|| {
+                KerberosError::FailedPrecondition("no TGS exchange is in progress for this session".into())
+            }))
+        }
     }
 }
 
@@ -670,19 +702,18 @@ fn tgs_start<R: TryCryptoRng>(
     Ok((request, pending))
 }
 
-/// Takes the TGS exchange in progress, which a later step must continue for the same SPN.
-fn pending_tgs(slot: &mut Option<PendingTgs>, spn: &str) -> Result<PendingTgs, KerberosError> {
-    let Some(pending) = slot.take() else {
-        return Err(KerberosError::FailedPrecondition(
-            "no TGS exchange is in progress for this session".into(),
-        ));
-    };
-    if pending.spn != spn {
-        return Err(KerberosError::InvalidArgument(
-            "the SPN differs from the exchange's first step".into(),
-        ));
+/// Where in `pending` the exchanges for `spn` are, oldest first: a later step continues one of
+/// them, for the same SPN.
+fn pending_for(pending: &[PendingTgs], spn: &str) -> Result<Vec<usize>, KerberosError> {
+    let waiting: Vec<usize> = (0..pending.len()).filter(|&i| pending[i].spn == spn).collect();
+    if waiting.is_empty() {
+        return Err(KerberosError::FailedPrecondition(if pending.is_empty() {
+            "no TGS exchange is in progress for this session".into()
+        } else {
+            format!("no TGS exchange for {spn:?} is in progress in this session")
+        }));
     }
-    Ok(pending)
+    Ok(waiting)
 }
 
 fn tgs_request<R: TryCryptoRng>(
@@ -712,17 +743,16 @@ fn tgs_request<R: TryCryptoRng>(
 }
 
 /// Builds the AP-REQ and the GSS token for the service ticket of a TGS-REP, once
-/// [`service_ticket`] has checked the reply is for the service asked for.
+/// [`service_ticket`] has checked the reply is for the service asked for (and given its key).
 fn tgs_finish<R: TryCryptoRng>(
     cred: &LogonCredential,
     tgt: &Tgt,
-    pending: &PendingTgs,
+    (session_key, info): (Key, TicketInfo),
     rep: messages::RepParts,
     now: i64,
     mutual: bool,
     rng: &mut R,
 ) -> Result<KerberosTgsReply, KerberosError> {
-    let (session_key, info) = service_ticket(tgt, pending, &rep)?;
     crypto::check_enctype(session_key.enctype, cred.allow_rc4)?;
     let seq = random_u32(rng)?;
     let ap_req = messages::ap_req(

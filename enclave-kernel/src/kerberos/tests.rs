@@ -372,6 +372,48 @@ mod exchanges {
     }
 
     #[test]
+    fn several_tgs_exchanges_of_one_session_are_pending_at_once() {
+        let (mut creds, mut st, mut rng) = setup();
+        let tgt_key = get_tgt(&mut creds, &mut st, &mut rng);
+        let svc_key = Key::new(18, &[0x55; 32]).unwrap();
+        // Three services asked at once (one of them twice), answered out of order.
+        let spns = ["HTTP/a.r.test", "HTTP/b.r.test", "cifs/c.r.test", "HTTP/a.r.test"];
+        let nonces: Vec<u32> = spns
+            .iter()
+            .map(|spn| {
+                let first = tgs(&creds, &mut st, &mut rng, spn, Vec::new()).unwrap();
+                fake_kdc::parse_request(&first.kdc_request).unwrap().nonce
+            })
+            .collect();
+        for i in [2, 3, 0, 1] {
+            let (service, host) = spns[i].split_once('/').unwrap();
+            let rep = fake_kdc::tgs_rep(&issue(&[service, host], nonces[i], &svc_key, 200), &tgt_key);
+            let ok = tgs(&creds, &mut st, &mut rng, spns[i], rep).unwrap();
+            assert!(ok.server_principal.starts_with(spns[i]), "{}", ok.server_principal);
+        }
+        // Every exchange is done: a reply now answers nothing.
+        let rep = fake_kdc::tgs_rep(&issue(&["HTTP", "a.r.test"], nonces[0], &svc_key, 200), &tgt_key);
+        let e = tgs(&creds, &mut st, &mut rng, "HTTP/a.r.test", rep).unwrap_err();
+        assert_eq!(e.code(), CODE_FAILED_PRECONDITION);
+        // A session's waiting exchanges are bounded: the oldest gives way.
+        let first = tgs(&creds, &mut st, &mut rng, "HTTP/old.r.test", Vec::new()).unwrap();
+        let old_nonce = fake_kdc::parse_request(&first.kdc_request).unwrap().nonce;
+        for i in 0..MAX_PENDING_TGS {
+            tgs(
+                &creds,
+                &mut st,
+                &mut rng,
+                &alloc::format!("HTTP/h{i}.r.test"),
+                Vec::new(),
+            )
+            .unwrap();
+        }
+        let rep = fake_kdc::tgs_rep(&issue(&["HTTP", "old.r.test"], old_nonce, &svc_key, 200), &tgt_key);
+        let e = tgs(&creds, &mut st, &mut rng, "HTTP/old.r.test", rep).unwrap_err();
+        assert_eq!(e.code(), CODE_FAILED_PRECONDITION);
+    }
+
+    #[test]
     fn oversized_replies_and_one_owners_tickets_are_bounded() {
         let (mut creds, mut st, mut rng) = setup();
         step(&mut creds, &mut st, &mut rng, 1_000, Vec::new()).unwrap();
