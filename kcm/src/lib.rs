@@ -19,3 +19,4 @@
 
 pub mod ccache;
 pub mod protocol;
+pub mod store;
