@@ -17,6 +17,7 @@
 //! - [`server`]: the Unix-socket server and the answer to every request.
 #![deny(missing_docs)]
 
+pub mod backend;
 pub mod ccache;
 pub mod protocol;
 pub mod store;
