@@ -20,4 +20,5 @@
 pub mod backend;
 pub mod ccache;
 pub mod protocol;
+pub mod server;
 pub mod store;
