@@ -28,7 +28,12 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if cli.verbose { "debug" } else { "info" };
+    // Verbose is this daemon's own debug lines (requests and refusals), not its libraries'.
+    let default_level = if cli.verbose {
+        "info,credguard_kcm=debug"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CREDGUARD_LOG")
