@@ -2,6 +2,9 @@
 //! that every call names the uid it is made for, that a TGT's times are asked once, and how the
 //! proxy's errors reach MIT.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use credguard_kcm::backend::{Backend, GrpcBackend};

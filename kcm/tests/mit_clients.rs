@@ -11,6 +11,9 @@
 //!   `kvno` and a TGT in a file only this test reads — the stand-in for the enclave — so that MIT's
 //!   GSS initiator makes a context a real acceptor accepts, with nothing but the KCM cache.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::path::{Path, PathBuf};
