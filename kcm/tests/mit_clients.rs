@@ -128,6 +128,22 @@ async fn daemon_binary_serves_klist_kvno_kdestroy() {
     assert!(run(kvno).await.status.success());
     assert_eq!(lsa.count("KerberosGetServiceTicket"), 1);
 
+    // The collection as klist -l and -A walk it (GET_CACHE_UUID_LIST, GET_CACHE_BY_UUID).
+    let mut klist = mit("klist", &conf);
+    klist.arg("-l");
+    let out = run(klist).await;
+    let caches = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        caches.contains("alice@EXAMPLE.TEST") && caches.contains(&format!("KCM:{uid}")),
+        "{caches}"
+    );
+    let mut klist = mit("klist", &conf);
+    klist.arg("-A");
+    let out = run(klist).await;
+    let all = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(all.contains("HTTP/web.example.test@EXAMPLE.TEST"), "{all}");
+
     // kvno krbtgt/REALM: refused.
     let mut kvno = mit("kvno", &conf);
     kvno.arg("krbtgt/EXAMPLE.TEST");
