@@ -383,6 +383,13 @@ impl Lsa for FakeLsa {
     ) -> Result<Response<lsa::GetSealingNonceReply>, Status> {
         unimplemented()
     }
+
+    async fn set_default_session(
+        &self,
+        _: Request<lsa::SetDefaultSessionRequest>,
+    ) -> Result<Response<lsa::SetDefaultSessionReply>, Status> {
+        unimplemented()
+    }
 }
 
 /// A krb5.conf for MIT's programs: `kcm_socket` at `socket`, the default realm, and `extra`
