@@ -202,15 +202,24 @@ async fn supervise() -> Result<()> {
         os(&run.join("vault")),
         // Dev mode: clients without the attestation key may log on in the clear.
         "--allow-plaintext-secrets".into(),
+        // The dev KCM daemon runs as this user and serves every uid's cache: it may act for
+        // them. (So may any program of this user, at this dev stack only; installed, only the
+        // credguard-kcm system user may.)
+        "--kcm-trusted-uid".into(),
+        own_uid().to_string().into(),
     ];
     if let Some(config) = &config {
         proxy_args.push("--config".into());
         proxy_args.push(os(config));
     }
     let mut proxy = Supervised::new("credguard-lsa-proxy", binaries.lsa_proxy, proxy_args);
+    let kcm_socket = run.join("kcm.sock");
+    let kcm_args: Vec<OsString> = vec!["--socket".into(), os(&kcm_socket), "--api-socket".into(), os(&api)];
+    let mut kcm = Supervised::new("credguard-kcm", binaries.kcm, kcm_args);
     vmm.spawn()?;
     proxy.spawn()?;
-    info!(api = %api.display(), "credguard is starting; try: cargo run --release -- ctl status");
+    kcm.spawn()?;
+    info!(api = %api.display(), kcm = %kcm_socket.display(), "credguard is starting; try: cargo run --release -- ctl status");
 
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
@@ -220,9 +229,11 @@ async fn supervise() -> Result<()> {
             _ = int.recv() => break,
             s = wait_child(&mut vmm.child) => restart(&mut vmm, s).await?,
             s = wait_child(&mut proxy.child) => restart(&mut proxy, s).await?,
+            s = wait_child(&mut kcm.child) => restart(&mut kcm, s).await?,
         }
     }
     info!("stopping");
+    kcm.terminate().await;
     proxy.terminate().await;
     vmm.terminate().await;
     Ok(())
@@ -251,4 +262,10 @@ async fn restart(p: &mut Supervised, status: std::io::Result<std::process::ExitS
     }
     tokio::time::sleep(delay).await;
     p.spawn()
+}
+
+/// This process's real uid.
+fn own_uid() -> u32 {
+    // SAFETY: getuid cannot fail and has no preconditions.
+    unsafe { libc::getuid() }
 }

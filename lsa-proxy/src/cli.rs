@@ -29,6 +29,10 @@ struct Cli {
     /// Development only: accept secrets in the clear (sets api.allow_plaintext_secrets).
     #[arg(long)]
     allow_plaintext_secrets: bool,
+    /// A uid that may act for other uids, the KCM daemon's (adds to kcm.trusted_uids; repeat
+    /// for more).
+    #[arg(long = "kcm-trusted-uid", value_name = "UID")]
+    kcm_trusted_uids: Vec<u32>,
 }
 
 /// Runs `credguard-lsa-proxy` with `args` (the first is the program name).
@@ -75,6 +79,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
     if let Some(d) = cli.vault_dir {
         config.vault.dir = d;
     }
+    config.kcm.trusted_uids.extend(cli.kcm_trusted_uids);
     if cli.allow_plaintext_secrets {
         config.api.allow_plaintext_secrets = true;
     }

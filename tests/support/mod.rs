@@ -104,6 +104,7 @@ pub struct Stack {
     pub manifest: Option<PathBuf>,
     vmm: Option<std::process::Child>,
     proxy: Option<std::process::Child>,
+    kcm: Option<std::process::Child>,
 }
 
 /// The shipped binaries, built in this test's profile (cargo is incremental: a no-op when they are
@@ -122,6 +123,12 @@ pub fn vmm_bin() -> &'static Path {
 /// `credguard-lsa-proxy`.
 pub fn proxy_bin() -> &'static Path {
     &binaries().lsa_proxy
+}
+
+/// `credguardctl`.
+/// `credguard-kcm`.
+pub fn kcm_bin() -> &'static Path {
+    &binaries().kcm
 }
 
 /// `credguardctl`.
@@ -210,6 +217,7 @@ impl Stack {
             manifest: None,
             vmm: None,
             proxy: None,
+            kcm: None,
         }
     }
 
@@ -282,6 +290,24 @@ impl Stack {
             cmd.env("CREDGUARD_LOG", "warn,audit=info").stderr(file);
         }
         self.proxy = Some(cmd.spawn().expect("starting the proxy"));
+    }
+
+    /// Starts `credguard-kcm` on `kcm.sock` in the stack's directory (reachable by every uid), as
+    /// a client of this stack's proxy; returns the socket once it is listening. The test process
+    /// runs as root, whom the proxy lets act for other uids.
+    pub fn start_kcm(&mut self) -> PathBuf {
+        let socket = self.dir.join("kcm.sock");
+        let mut cmd = std::process::Command::new(kcm_bin());
+        cmd.arg("--socket")
+            .arg(&socket)
+            .arg("--api-socket")
+            .arg(&self.api)
+            .env("CREDGUARD_LOG", "warn");
+        self.kcm = Some(cmd.spawn().expect("starting credguard-kcm"));
+        retry(Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(&socket).map(drop)
+        });
+        socket
     }
 
     /// Where a logged stack's VMM writes its log (info level, the enclave's console included).
@@ -449,6 +475,10 @@ pub fn children_of(pid: u32) -> Vec<u32> {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        if let Some(mut c) = self.kcm.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         self.kill_proxy();
         self.kill_vmm();
         let _ = std::fs::remove_dir_all(&self.dir);

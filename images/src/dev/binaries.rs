@@ -19,9 +19,10 @@ use std::process::{Command, Stdio};
 use super::repo_root;
 
 /// The packages of the shipped host binaries.
-pub const HOST_PACKAGES: [&str; 4] = [
+pub const HOST_PACKAGES: [&str; 5] = [
     "credguard-vmm",
     "credguard-lsa-proxy",
+    "credguard-kcm",
     "credguard-client",
     "credguard-bench",
 ];
@@ -58,6 +59,8 @@ pub struct HostBinaries {
     pub vmm: PathBuf,
     /// `credguard-lsa-proxy`.
     pub lsa_proxy: PathBuf,
+    /// `credguard-kcm`.
+    pub kcm: PathBuf,
     /// `credguardctl`.
     pub ctl: PathBuf,
     /// `credguard-load`.
@@ -129,6 +132,7 @@ pub fn ensure_host_binaries_built(progress: Progress) -> Result<HostBinaries, Bi
     Ok(HostBinaries {
         vmm: path("credguard-vmm")?,
         lsa_proxy: path("credguard-lsa-proxy")?,
+        kcm: path("credguard-kcm")?,
         ctl: path("credguardctl")?,
         load: path("credguard-load")?,
     })

@@ -1,0 +1,188 @@
+//! credguard-kcm end to end: MIT's own programs (`kvno`, `klist`, `kdestroy`, `kinit`) with
+//! `KRB5CCNAME=KCM:` get service tickets from the enclave through the KCM daemon and the proxy,
+//! against the test MIT KDC, while no TGT ever exists outside the enclave.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use support::kdc::TestKdc;
+use support::{Stack, json, kvm_or_skip};
+
+/// A krb5.conf for MIT's programs: the test KDC's, with the cache in the stack's KCM daemon.
+fn kcm_krb5_conf(kdc: &TestKdc, stack: &Stack, socket: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let base = std::fs::read_to_string(kdc.get("KRB5_CONFIG")).unwrap();
+    let conf = base.replacen(
+        "[libdefaults]\n",
+        &format!(
+            "[libdefaults]\n kcm_socket = {}\n default_ccache_name = KCM:\n",
+            socket.display()
+        ),
+        1,
+    );
+    let path = stack.dir.join("krb5-kcm.conf");
+    std::fs::write(&path, conf).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    path
+}
+
+/// Runs an MIT program (as `uid`, or as this process) with `conf`, `KRB5CCNAME=KCM:` and `stdin`.
+fn mit(conf: &Path, uid: Option<u32>, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut cmd = match uid {
+        Some(uid) => {
+            let mut c = Command::new("setpriv");
+            c.args([
+                format!("--reuid={uid}"),
+                format!("--regid={uid}"),
+                "--clear-groups".into(),
+            ]);
+            c.args(args);
+            c
+        }
+        None => {
+            let mut c = Command::new(args[0]);
+            c.args(&args[1..]);
+            c
+        }
+    };
+    let mut child = cmd
+        .env("KRB5_CONFIG", conf)
+        .env("KRB5CCNAME", "KCM:")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running an MIT program");
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    child.wait_with_output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A stack with the KDC, its KCM daemon and the krb5.conf pointing at it; `None` after a loud
+/// skip when KVM or the KDC is missing.
+fn kcm_stack(test: &str) -> Option<(TestKdc, Stack, PathBuf)> {
+    if !kvm_or_skip(test) {
+        return None;
+    }
+    let kdc = TestKdc::start(test)?;
+    let config = format!("[kerberos]\ndefault_kdc = \"{}\"\n", kdc.get("KDC"));
+    let mut stack = Stack::start(&test.replace('_', "-"), &config);
+    stack.wait_ready();
+    let socket = stack.start_kcm();
+    let conf = kcm_krb5_conf(&kdc, &stack, &socket);
+    Some((kdc, stack, conf))
+}
+
+fn logon(stack: &Stack, kdc: &TestKdc, uid: Option<u32>) -> String {
+    let (code, out, err) = stack.ctl(
+        uid,
+        &["logon", "alice", "--realm", kdc.get("REALM")],
+        &format!("{}\n", kdc.get("PASSWORD")),
+    );
+    assert_eq!(code, 0, "logon: {err}");
+    let out = json(&out);
+    assert_eq!(out["default"], true, "a logon becomes the uid's default session");
+    out["session_id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn mit_programs_get_service_tickets_through_kcm_and_never_a_tgt() {
+    let Some((kdc, stack, conf)) = kcm_stack("kcm_mit_programs") else {
+        return;
+    };
+    let session = logon(&stack, &kdc, None);
+    let (code, out, _) = stack.ctl(None, &["default"], "");
+    assert_eq!((code, json(&out)["session_id"].as_str()), (0, Some(session.as_str())));
+
+    // kvno: no TGT anywhere on the host, yet a service ticket, which the enclave fetched.
+    let spn = kdc.get("SPN");
+    let out = mit(&conf, None, &["kvno", spn], "");
+    assert!(out.status.success(), "kvno: {}", text(&out));
+    // klist: the principal, a TGT entry with no usable key (MIT wants one listed), the ticket.
+    let out = mit(&conf, None, &["klist"], "");
+    let listing = text(&out);
+    assert!(out.status.success(), "klist: {listing}");
+    assert!(listing.contains("Default principal: alice@CREDGUARD.TEST"), "{listing}");
+    assert!(listing.contains("krbtgt/CREDGUARD.TEST@CREDGUARD.TEST"), "{listing}");
+    assert!(listing.contains("host/svc.credguard.test@CREDGUARD.TEST"), "{listing}");
+    // The TGT entry carries no key: MIT cannot use it for a TGS exchange of its own, so a
+    // request for a TGT by name finds nothing.
+    let out = mit(&conf, None, &["kvno", "krbtgt/CREDGUARD.TEST"], "");
+    assert!(!out.status.success(), "kvno krbtgt: {}", text(&out));
+    // kinit into KCM: gets a TGT from the KDC, which the daemon refuses to store.
+    let out = mit(&conf, None, &["kinit", "alice"], &format!("{}\n", kdc.get("PASSWORD")));
+    assert!(!out.status.success(), "kinit must be refused: {}", text(&out));
+    let listing = text(&mit(&conf, None, &["klist"], ""));
+    assert!(
+        listing.matches("krbtgt/").count() == 1,
+        "still only the keyless entry: {listing}"
+    );
+    // kdestroy empties the cache of tickets; the session (and so the principal) stays.
+    let out = mit(&conf, None, &["kdestroy"], "");
+    assert!(out.status.success(), "kdestroy: {}", text(&out));
+    let listing = text(&mit(&conf, None, &["klist"], ""));
+    assert!(!listing.contains("host/svc.credguard.test"), "{listing}");
+}
+
+#[test]
+fn two_uids_never_see_each_others_tickets_and_many_services_come_at_once() {
+    let Some((kdc, stack, conf)) = kcm_stack("kcm_two_uids") else {
+        return;
+    };
+    let (alice, bob, nobody) = (4301, 4302, 4303);
+    logon(&stack, &kdc, Some(alice));
+    logon(&stack, &kdc, Some(bob));
+
+    // 50 programs of one uid, each asking for another service, all at once.
+    let children: Vec<_> = (1..=50)
+        .map(|i| {
+            Command::new("setpriv")
+                .args([
+                    format!("--reuid={alice}"),
+                    format!("--regid={alice}"),
+                    "--clear-groups".into(),
+                    "kvno".into(),
+                    format!("HTTP/web{i:02}.credguard.test"),
+                ])
+                .env("KRB5_CONFIG", &conf)
+                .env("KRB5CCNAME", "KCM:")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "kvno web{:02}: {}", i + 1, text(&out));
+    }
+    let out = mit(&conf, Some(bob), &["kvno", kdc.get("SPN")], "");
+    assert!(out.status.success(), "bob's kvno: {}", text(&out));
+
+    let alices = text(&mit(&conf, Some(alice), &["klist"], ""));
+    let bobs = text(&mit(&conf, Some(bob), &["klist"], ""));
+    assert_eq!(alices.matches("HTTP/web").count(), 50, "{alices}");
+    assert!(!alices.contains("host/svc.credguard.test"), "{alices}");
+    assert!(
+        bobs.contains("host/svc.credguard.test") && !bobs.contains("HTTP/web"),
+        "{bobs}"
+    );
+    // A uid without a session has no principal, and gets no ticket.
+    let out = mit(&conf, Some(nobody), &["kvno", kdc.get("SPN")], "");
+    assert!(!out.status.success(), "a uid without a session: {}", text(&out));
+    // A uid naming another's cache is refused.
+    let out = mit(&conf, Some(bob), &["klist", "-c", &format!("KCM:{alice}")], "");
+    let listing = text(&out);
+    assert!(!out.status.success() && !listing.contains("HTTP/web"), "{listing}");
+}
