@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs credguard as two systemd services (credguard-vmm, credguard-lsa-proxy).
+# Installs credguard as systemd services (credguard-vmm, credguard-lsa-proxy, and the KCM
+# credential-cache daemon credguard-kcm, socket-activated).
 #
 #   scripts/install.sh --key /secure/signing.pk8 [--enable]   production: sign with your key
 #   scripts/install.sh --dev-key [--enable]                    sign with the repository's dev key
@@ -13,7 +14,10 @@
 # /var/lib/credguard/sealing.secret (32 random bytes, root-only; kept if it exists, since saved
 # credentials cannot be opened without it). The proxy's unit allows IP traffic to loopback only:
 # the drop-in credguard-lsa-proxy.service.d/ip-allow.conf (rewritten at each install) adds the KDCs
-# named in the configuration and the nameservers of /etc/resolv.conf.
+# named in the configuration and the nameservers of /etc/resolv.conf. The KCM daemon runs as the
+# system user credguard-kcm, the one uid (besides root) the proxy lets act for other uids (the
+# drop-in credguard-lsa-proxy.service.d/kcm.conf); its socket takes sssd-kcm's place, and programs
+# use it once krb5.conf says `default_ccache_name = KCM:` (printed at the end).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 key="" dev=0 enable=0
@@ -22,7 +26,7 @@ while [ $# -gt 0 ]; do
     --key) key="${2:?--key needs a path}"; shift 2 ;;
     --dev-key) dev=1; shift ;;
     --enable) enable=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -33,7 +37,7 @@ fi
 dest="${DESTDIR:-}"
 
 cd "$root"
-cargo build --release -p credguard-vmm -p credguard-lsa-proxy -p credguard-image
+cargo build --release -p credguard-vmm -p credguard-lsa-proxy -p credguard-kcm -p credguard-client -p credguard-image
 if [ -n "$key" ]; then
   target/release/credguard-image build --key "$key"
   pub="$key.pub"
@@ -45,13 +49,13 @@ fi
 
 install -d "$dest/usr/local/bin" "$dest/usr/local/lib/credguard" "$dest/etc/credguard" \
   "$dest/etc/systemd/system" "$dest/usr/local/share/doc/credguard"
-install -m 0755 target/release/credguard-vmm target/release/credguard-lsa-proxy target/release/credguardctl \
-  target/release/credguard-image "$dest/usr/local/bin/"
+install -m 0755 target/release/credguard-vmm target/release/credguard-lsa-proxy target/release/credguard-kcm \
+  target/release/credguardctl target/release/credguard-image "$dest/usr/local/bin/"
 install -m 0644 images/out/enclave.elf images/out/enclave.elf.manifest.json "$dest/usr/local/lib/credguard/"
 install -m 0644 "$pub" "$dest/etc/credguard/signing.pub"
 [ -e "$dest/etc/credguard/credguard.toml" ] || install -m 0644 scripts/credguard.toml "$dest/etc/credguard/credguard.toml"
 install -m 0644 scripts/systemd/credguard-vmm.service scripts/systemd/credguard-lsa-proxy.service \
-  "$dest/etc/systemd/system/"
+  scripts/systemd/credguard-kcm.service scripts/systemd/credguard-kcm.socket "$dest/etc/systemd/system/"
 install -m 0644 README.md "$dest/usr/local/share/doc/credguard/"
 
 # IPAddressAllow= for the proxy: every address of the KDCs the configuration names (the quoted
@@ -103,12 +107,24 @@ id credguard-vmm >/dev/null 2>&1 || useradd --system --no-create-home --shell /u
   --gid credguard --groups kvm credguard-vmm
 id credguard-proxy >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin \
   --user-group --groups credguard credguard-proxy
+id credguard-kcm >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin \
+  --user-group credguard-kcm
+# The KCM daemon serves every uid's cache, so the proxy lets its uid (and no other) act for them.
+cat > /etc/systemd/system/credguard-lsa-proxy.service.d/kcm.conf <<CONF
+# Written by scripts/install.sh: the uid of credguard-kcm, which may call the API for other uids.
+[Service]
+Environment=CREDGUARD_KCM_TRUSTED_UIDS=$(id -u credguard-kcm)
+CONF
+chmod 0644 /etc/systemd/system/credguard-lsa-proxy.service.d/kcm.conf
 if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
   systemctl daemon-reload
   if [ "$enable" = 1 ]; then
-    systemctl enable --now credguard-vmm.service credguard-lsa-proxy.service
+    systemctl enable --now credguard-vmm.service credguard-lsa-proxy.service credguard-kcm.socket
   fi
-  echo "installed; start with: systemctl enable --now credguard-vmm credguard-lsa-proxy"
+  echo "installed; start with: systemctl enable --now credguard-vmm credguard-lsa-proxy credguard-kcm.socket"
 else
   echo "installed; systemd is not running here, so nothing was started"
 fi
+echo "Kerberos programs use credguard once /etc/krb5.conf's [libdefaults] has this line:"
+echo "    default_ccache_name = KCM:"
+echo "(credguard-kcm.socket listens where MIT and Heimdal look for KCM; it replaces sssd-kcm.socket.)"

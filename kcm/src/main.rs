@@ -41,6 +41,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    not_dumpable();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -54,6 +55,15 @@ fn main() -> ExitCode {
             eprintln!("credguard-kcm: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Service tickets and their session keys pass through this process: no core dump of it, and
+/// no ptrace by anyone but root.
+fn not_dumpable() {
+    // SAFETY: PR_SET_DUMPABLE takes integers only and changes nothing but this process's flag.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot make the process non-dumpable");
     }
 }
 

@@ -29,9 +29,14 @@ struct Cli {
     /// Development only: accept secrets in the clear (sets api.allow_plaintext_secrets).
     #[arg(long)]
     allow_plaintext_secrets: bool,
-    /// A uid that may act for other uids, the KCM daemon's (adds to kcm.trusted_uids; repeat
-    /// for more).
-    #[arg(long = "kcm-trusted-uid", value_name = "UID")]
+    /// A uid that may act for other uids, the KCM daemon's (adds to kcm.trusted_uids; repeat,
+    /// or separate with commas, for more).
+    #[arg(
+        long = "kcm-trusted-uid",
+        value_name = "UID",
+        env = "CREDGUARD_KCM_TRUSTED_UIDS",
+        value_delimiter = ','
+    )]
     kcm_trusted_uids: Vec<u32>,
 }
 
