@@ -358,6 +358,27 @@ fn attack_helper() {
                 }
                 println!("got {n}");
             }
+            "act_for_root" => {
+                // What only the KCM daemon's uid may do: name another uid in the metadata.
+                let mut req = tonic::Request::new(lsa::ListSessionsRequest {});
+                req.metadata_mut()
+                    .insert("credguard-on-behalf-of-uid", "0".parse().unwrap());
+                match c.list_sessions(req).await {
+                    Ok(r) => println!("served {} sessions", r.into_inner().sessions.len()),
+                    Err(e) => println!("refused {:?}: {}", e.code(), e.message()),
+                }
+                let mut req = tonic::Request::new(lsa::KerberosGetServiceTicketRequest {
+                    session_id: args[0].clone(),
+                    spn: "HTTP/web01.credguard.test".into(),
+                    ..Default::default()
+                });
+                req.metadata_mut()
+                    .insert("credguard-on-behalf-of-uid", "0".parse().unwrap());
+                match c.kerberos_get_service_ticket(req).await {
+                    Ok(_) => println!("got root's ticket"),
+                    Err(e) => println!("refused {:?}: {}", e.code(), e.message()),
+                }
+            }
             other => panic!("unknown helper {other}"),
         }
     });
@@ -734,4 +755,20 @@ fn clients_refuse_what_the_attestation_does_not_allow() {
     assert!(err.contains("TEST build"), "{err}");
     let (_, out, _) = stack.ctl(None, &["status"], "");
     assert_eq!(json(&out)["test_image"], true, "{out}");
+}
+
+#[test]
+fn only_the_kcm_daemons_uid_may_act_for_another_uid() {
+    if !kvm_or_skip("only_the_kcm_daemons_uid_may_act_for_another_uid") {
+        return;
+    }
+    let stack = Stack::start("attack-act-for", "");
+    stack.wait_ready();
+    let (code, out, err) = stack.ctl(None, &["logon", "root-user", "--domain", "CORP"], "Root-Pw-1\n");
+    assert_eq!(code, 0, "{err}");
+    let roots = json(&out)["session_id"].as_str().unwrap().to_string();
+    // Another uid, not trusted, naming root: refused outright, never served as itself either.
+    let out = helper(OTHER_UID, &stack, "act_for_root", &[&roots]);
+    assert_eq!(out.matches("refused PermissionDenied").count(), 2, "{out}");
+    assert!(out.contains("may not act for another uid"), "{out}");
 }
