@@ -9,8 +9,9 @@
 # Principals: alice (password Alice-Passw0rd, every enctype), alice17 alice18 alice19 alice20
 # alice23 (one enctype each, same password; all but alice17 require preauthentication),
 # aliceshort (tickets of 20 s, for renewal), alice18's keytab in DIR/alice18.keytab, and the
-# service host/svc.credguard.test with its keytab in DIR/svc.keytab, and services HTTP/web01..web50.credguard.test
-# (random keys). Needs Debian's krb5-kdc, krb5-admin-server and krb5-user.
+# service host/svc.credguard.test with its keytab in DIR/svc.keytab, the web service
+# HTTP/web.credguard.test with its keytab in DIR/http.keytab (for Apache mod_auth_gssapi), and
+# services HTTP/web01..web50.credguard.test (random keys). Needs Debian's krb5-kdc, krb5-admin-server and krb5-user.
 set -euo pipefail
 
 realm=CREDGUARD.TEST
@@ -107,6 +108,8 @@ kdb5_util create -s -P "master-$RANDOM-$RANDOM" -r "$realm" >"$dir/setup.log" 2>
     kadmin.local -r "$realm" -q "ktadd -norandkey -k $dir/alice18.keytab alice18"
     kadmin.local -r "$realm" -q "addprinc -randkey host/svc.credguard.test"
     kadmin.local -r "$realm" -q "ktadd -k $dir/svc.keytab host/svc.credguard.test"
+    kadmin.local -r "$realm" -q "addprinc -randkey HTTP/web.credguard.test"
+    kadmin.local -r "$realm" -q "ktadd -k $dir/http.keytab HTTP/web.credguard.test"
     # Many services, for tests of one user fetching tickets for several at once (one kadmin run).
     for i in $(seq -w 1 50); do echo "addprinc -randkey HTTP/web$i.credguard.test"; done | kadmin.local -r "$realm"
 } >>"$dir/setup.log" 2>&1
@@ -133,4 +136,6 @@ echo "KRB5_CONFIG=$dir/krb5.conf"
 echo "KRB5_KDC_PROFILE=$dir/kdc.conf"
 echo "KEYTAB=$dir/svc.keytab"
 echo "SPN=host/svc.credguard.test"
+echo "HTTP_KEYTAB=$dir/http.keytab"
+echo "HTTP_SPN=HTTP/web.credguard.test"
 echo "PID=$(cat "$dir/kdc.pid")"

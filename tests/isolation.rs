@@ -31,6 +31,8 @@ use std::time::Duration;
 
 use credguard_proto::{abi, boot_tables};
 use support::kdc::TestKdc;
+use support::kdc_relay::{KdcRelay, tgt_session_key};
+use support::memory::{Mapping, readable_mappings, scan, scan_except, utf16le};
 use support::{Stack, dev_image, json, kvm_or_skip, retry, temp_dir};
 
 /// The password of the scan; distinctive enough never to occur by chance.
@@ -45,76 +47,6 @@ fn unhex(s: &str) -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
         .collect()
-}
-
-/// One readable mapping of a process.
-struct Mapping {
-    start: u64,
-    end: u64,
-    line: String,
-}
-
-fn readable_mappings(pid: u32) -> Vec<Mapping> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("reading maps");
-    maps.lines()
-        .filter_map(|line| {
-            let mut f = line.split_whitespace();
-            let (range, perms) = (f.next()?, f.next()?);
-            if !perms.starts_with('r') || line.ends_with("[vvar]") || line.ends_with("[vsyscall]") {
-                return None;
-            }
-            let (a, b) = range.split_once('-')?;
-            Some(Mapping {
-                start: u64::from_str_radix(a, 16).ok()?,
-                end: u64::from_str_radix(b, 16).ok()?,
-                line: line.to_owned(),
-            })
-        })
-        .collect()
-}
-
-/// Every occurrence of each needle in the readable memory of `pid`: (needle name, mapping, address).
-/// Also returns how many bytes were read.
-fn scan(pid: u32, needles: &[(&str, Vec<u8>)]) -> (Vec<String>, u64) {
-    scan_except(pid, needles, &[])
-}
-
-/// [`scan`], leaving out the mappings that start at one of `skipped`.
-fn scan_except(pid: u32, needles: &[(&str, Vec<u8>)], skipped: &[u64]) -> (Vec<String>, u64) {
-    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("opening /proc/PID/mem");
-    let mut hits = Vec::new();
-    let mut read = 0u64;
-    let longest = needles.iter().map(|(_, n)| n.len()).max().unwrap_or(0);
-    for m in readable_mappings(pid)
-        .into_iter()
-        .filter(|m| !skipped.contains(&m.start))
-    {
-        // In chunks, overlapping by the longest needle so none is cut in two.
-        const CHUNK: u64 = 1 << 20;
-        let mut at = m.start;
-        while at < m.end {
-            let len = (m.end - at).min(CHUNK + longest as u64);
-            let mut buf = vec![0u8; len as usize];
-            let Ok(n) = mem.read_at(&mut buf, at) else {
-                at += CHUNK;
-                continue;
-            };
-            read += n as u64;
-            for (name, needle) in needles {
-                for (i, w) in buf[..n].windows(needle.len()).enumerate() {
-                    if w == needle.as_slice() && (i as u64) < CHUNK {
-                        hits.push(format!("{name} at {:#x} in {}", at + i as u64, m.line));
-                    }
-                }
-            }
-            at += CHUNK;
-        }
-    }
-    (hits, read)
-}
-
-fn utf16le(s: &str) -> Vec<u8> {
-    s.encode_utf16().flat_map(u16::to_le_bytes).collect()
 }
 
 fn needles() -> Vec<(&'static str, Vec<u8>)> {
@@ -476,115 +408,6 @@ fn seccomp_kills_a_vmm_thread_making_a_forbidden_call() {
             "the {role} thread's forbidden call did not end the VMM by SIGSYS: {status}"
         );
     }
-}
-
-/// A KDC relay on loopback (UDP and TCP on one port) that keeps a copy of every reply, so the test
-/// can learn the TGT session key the way an eavesdropper with the user's long-term key would.
-struct KdcRelay {
-    addr: std::net::SocketAddr,
-    replies: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
-}
-
-impl KdcRelay {
-    fn start(kdc: &str) -> KdcRelay {
-        use std::io::Write;
-        use std::net::{TcpListener, TcpStream, UdpSocket};
-        let kdc: std::net::SocketAddr = kdc.parse().unwrap();
-        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = tcp.local_addr().unwrap();
-        let udp = UdpSocket::bind(addr).unwrap();
-        let replies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = replies.clone();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 65536];
-            while let Ok((n, from)) = udp.recv_from(&mut buf) {
-                let up = UdpSocket::bind("127.0.0.1:0").unwrap();
-                up.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                up.send_to(&buf[..n], kdc).unwrap();
-                let mut reply = vec![0u8; 65536];
-                if let Ok((m, _)) = up.recv_from(&mut reply) {
-                    seen.lock().unwrap().push(reply[..m].to_vec());
-                    let _ = udp.send_to(&reply[..m], from);
-                }
-            }
-        });
-        let seen = replies.clone();
-        std::thread::spawn(move || {
-            for conn in tcp.incoming() {
-                let Ok(mut conn) = conn else { return };
-                let mut up = TcpStream::connect(kdc).unwrap();
-                let mut len = [0u8; 4];
-                if conn.read_exact(&mut len).is_err() {
-                    continue;
-                }
-                let mut req = vec![0u8; u32::from_be_bytes(len) as usize];
-                conn.read_exact(&mut req).unwrap();
-                up.write_all(&len).unwrap();
-                up.write_all(&req).unwrap();
-                up.read_exact(&mut len).unwrap();
-                let mut reply = vec![0u8; u32::from_be_bytes(len) as usize];
-                up.read_exact(&mut reply).unwrap();
-                seen.lock().unwrap().push(reply.clone());
-                let _ = conn.write_all(&len);
-                let _ = conn.write_all(&reply);
-            }
-        });
-        KdcRelay { addr, replies }
-    }
-}
-
-/// One DER TLV: (tag, contents, rest).
-fn der(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let tag = *b.first()?;
-    let first = *b.get(1)? as usize;
-    let (len, hdr) = if first < 0x80 {
-        (first, 2)
-    } else {
-        let n = first & 0x7f;
-        let len = b.get(2..2 + n)?.iter().fold(0usize, |a, &x| (a << 8) | x as usize);
-        (len, 2 + n)
-    };
-    Some((tag, b.get(hdr..hdr + len)?, b.get(hdr + len..)?))
-}
-
-/// The child of a DER SEQUENCE's contents with context tag `[n]`, unwrapped.
-fn context_child(mut seq: &[u8], n: u8) -> Option<&[u8]> {
-    while let Some((tag, content, rest)) = der(seq) {
-        if tag == 0xa0 + n {
-            return Some(content);
-        }
-        seq = rest;
-    }
-    None
-}
-
-/// The TGT session key in an AS-REP, decrypted with the client's long-term keys (RFC 4120:
-/// AS-REP ::= [APPLICATION 11] KDC-REP; enc-part [6] under key usage 3; EncASRepPart's key [0]).
-fn tgt_session_key(as_rep: &[u8], keys: &[(i32, Vec<u8>)]) -> Option<Vec<u8>> {
-    use credguard_enclave::kerberos::crypto::{Key, decrypt};
-    let (0x6b, rep, _) = der(as_rep)? else { return None };
-    let (0x30, rep, _) = der(rep)? else { return None };
-    let (0x30, enc, _) = der(context_child(rep, 6)?)? else {
-        return None;
-    };
-    let (0x02, etype, _) = der(context_child(enc, 0)?)? else {
-        return None;
-    };
-    let etype = etype.iter().fold(0i32, |a, &x| (a << 8) | x as i32);
-    let (0x04, cipher, _) = der(context_child(enc, 2)?)? else {
-        return None;
-    };
-    let (_, long_term) = keys.iter().find(|(e, _)| *e == etype)?;
-    let plain = decrypt(&Key::new(etype, long_term).ok()?, 3, cipher).ok()?;
-    let (_, part, _) = der(&plain)?;
-    let (0x30, part, _) = der(part)? else { return None };
-    let (0x30, key, _) = der(context_child(part, 0)?)? else {
-        return None;
-    };
-    let (0x04, value, _) = der(context_child(key, 1)?)? else {
-        return None;
-    };
-    Some(value.to_vec())
 }
 
 #[test]

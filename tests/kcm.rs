@@ -5,96 +5,10 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use support::kdc::TestKdc;
-use support::{Stack, json, kvm_or_skip};
-
-/// A krb5.conf for MIT's programs: the test KDC's, with the cache in the stack's KCM daemon.
-fn kcm_krb5_conf(kdc: &TestKdc, stack: &Stack, socket: &Path) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let base = std::fs::read_to_string(kdc.get("KRB5_CONFIG")).unwrap();
-    let conf = base.replacen(
-        "[libdefaults]\n",
-        &format!(
-            "[libdefaults]\n kcm_socket = {}\n default_ccache_name = KCM:\n",
-            socket.display()
-        ),
-        1,
-    );
-    let path = stack.dir.join("krb5-kcm.conf");
-    std::fs::write(&path, conf).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    path
-}
-
-/// Runs an MIT program (as `uid`, or as this process) with `conf`, `KRB5CCNAME=KCM:` and `stdin`.
-fn mit(conf: &Path, uid: Option<u32>, args: &[&str], stdin: &str) -> Output {
-    use std::io::Write;
-    let mut cmd = match uid {
-        Some(uid) => {
-            let mut c = Command::new("setpriv");
-            c.args([
-                format!("--reuid={uid}"),
-                format!("--regid={uid}"),
-                "--clear-groups".into(),
-            ]);
-            c.args(args);
-            c
-        }
-        None => {
-            let mut c = Command::new(args[0]);
-            c.args(&args[1..]);
-            c
-        }
-    };
-    let mut child = cmd
-        .env("KRB5_CONFIG", conf)
-        .env("KRB5CCNAME", "KCM:")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("running an MIT program");
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    child.wait_with_output().unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// A stack with the KDC, its KCM daemon and the krb5.conf pointing at it; `None` after a loud
-/// skip when KVM or the KDC is missing.
-fn kcm_stack(test: &str) -> Option<(TestKdc, Stack, PathBuf)> {
-    if !kvm_or_skip(test) {
-        return None;
-    }
-    let kdc = TestKdc::start(test)?;
-    let config = format!("[kerberos]\ndefault_kdc = \"{}\"\n", kdc.get("KDC"));
-    let mut stack = Stack::start(&test.replace('_', "-"), &config);
-    stack.wait_ready();
-    let socket = stack.start_kcm();
-    let conf = kcm_krb5_conf(&kdc, &stack, &socket);
-    Some((kdc, stack, conf))
-}
-
-fn logon(stack: &Stack, kdc: &TestKdc, uid: Option<u32>) -> String {
-    let (code, out, err) = stack.ctl(
-        uid,
-        &["logon", "alice", "--realm", kdc.get("REALM")],
-        &format!("{}\n", kdc.get("PASSWORD")),
-    );
-    assert_eq!(code, 0, "logon: {err}");
-    let out = json(&out);
-    assert_eq!(out["default"], true, "a logon becomes the uid's default session");
-    out["session_id"].as_str().unwrap().to_string()
-}
+use support::json;
+use support::kcm::{kcm_stack, logon, mit, text};
 
 #[test]
 fn mit_programs_get_service_tickets_through_kcm_and_never_a_tgt() {

@@ -50,7 +50,7 @@ impl TestKdc {
     }
 
     /// A value the script printed: KDC, REALM, PASSWORD, KRB5_CONFIG, KRB5_KDC_PROFILE, KEYTAB,
-    /// SPN, PID.
+    /// SPN, HTTP_KEYTAB, HTTP_SPN, PID.
     pub fn get(&self, k: &str) -> &str {
         self.env
             .get(k)
@@ -61,7 +61,8 @@ impl TestKdc {
     /// The long-term keys the KDC holds for `principal`, as (enctype, key), read with
     /// `kadmin.local ktadd -norandkey` and `klist -kKe` (MIT's own tools).
     pub fn long_term_keys(&self, principal: &str) -> Vec<(i32, Vec<u8>)> {
-        let keytab = self.dir.join(format!("{principal}.export.keytab"));
+        // A service's name holds a '/', which is no part of a file name.
+        let keytab = self.dir.join(format!("{}.export.keytab", principal.replace('/', "_")));
         let _ = std::fs::remove_file(&keytab);
         let out = Command::new("kadmin.local")
             .args(["-r", self.get("REALM"), "-q"])

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use credguard_image::dev::{self, DevImage, HostBinaries, Progress};
 
 pub mod fake_kdc;
+pub mod kcm;
 pub mod kdc;
+pub mod kdc_relay;
+pub mod memory;
 
 /// Whether KVM tests can run. Without /dev/kvm: a loud skip, or a failure when
 /// CREDGUARD_REQUIRE_KVM=1.
@@ -347,6 +350,11 @@ impl Stack {
     /// Process id of the running proxy.
     pub fn proxy_pid(&self) -> Option<u32> {
         self.proxy.as_ref().map(std::process::Child::id)
+    }
+
+    /// Process id of the KCM daemon, once [`Stack::start_kcm`] started it.
+    pub fn kcm_pid(&self) -> Option<u32> {
+        self.kcm.as_ref().map(std::process::Child::id)
     }
 
     /// SIGKILLs the VMM, as a crash would.
