@@ -10,7 +10,8 @@
 # alice23 (one enctype each, same password; all but alice17 require preauthentication),
 # aliceshort (tickets of 20 s, for renewal), alice18's keytab in DIR/alice18.keytab, and the
 # service host/svc.credguard.test with its keytab in DIR/svc.keytab, and services HTTP/web01..web50.credguard.test
-# (random keys). Needs Debian's krb5-kdc, krb5-admin-server and krb5-user.
+# and HTTP/bench001..bench200.credguard.test (random keys; the bench ones give benchmarks a service
+# no cache holds yet for every round). Needs Debian's krb5-kdc, krb5-admin-server and krb5-user.
 set -euo pipefail
 
 realm=CREDGUARD.TEST
@@ -108,7 +109,10 @@ kdb5_util create -s -P "master-$RANDOM-$RANDOM" -r "$realm" >"$dir/setup.log" 2>
     kadmin.local -r "$realm" -q "addprinc -randkey host/svc.credguard.test"
     kadmin.local -r "$realm" -q "ktadd -k $dir/svc.keytab host/svc.credguard.test"
     # Many services, for tests of one user fetching tickets for several at once (one kadmin run).
-    for i in $(seq -w 1 50); do echo "addprinc -randkey HTTP/web$i.credguard.test"; done | kadmin.local -r "$realm"
+    {
+        for i in $(seq -w 1 50); do echo "addprinc -randkey HTTP/web$i.credguard.test"; done
+        for i in $(seq -w 1 200); do echo "addprinc -randkey HTTP/bench$i.credguard.test"; done
+    } | kadmin.local -r "$realm"
 } >>"$dir/setup.log" 2>&1
 
 # KDC_FAKETIME (e.g. "+1h"): run the KDC with its clock that far off, to test clock-skew handling
