@@ -11,7 +11,9 @@
 # aliceshort (tickets of 20 s, for renewal), alice18's keytab in DIR/alice18.keytab, and the
 # service host/svc.credguard.test with its keytab in DIR/svc.keytab, the web service
 # HTTP/web.credguard.test with its keytab in DIR/http.keytab (for Apache mod_auth_gssapi), and
-# services HTTP/web01..web50.credguard.test (random keys). Needs Debian's krb5-kdc, krb5-admin-server and krb5-user.
+# services HTTP/web01..web50.credguard.test and HTTP/bench001..bench200.credguard.test (random
+# keys; the bench ones give benchmarks a service no cache holds yet for every round). Needs
+# Debian's krb5-kdc, krb5-admin-server and krb5-user.
 set -euo pipefail
 
 realm=CREDGUARD.TEST
@@ -111,7 +113,10 @@ kdb5_util create -s -P "master-$RANDOM-$RANDOM" -r "$realm" >"$dir/setup.log" 2>
     kadmin.local -r "$realm" -q "addprinc -randkey HTTP/web.credguard.test"
     kadmin.local -r "$realm" -q "ktadd -k $dir/http.keytab HTTP/web.credguard.test"
     # Many services, for tests of one user fetching tickets for several at once (one kadmin run).
-    for i in $(seq -w 1 50); do echo "addprinc -randkey HTTP/web$i.credguard.test"; done | kadmin.local -r "$realm"
+    {
+        for i in $(seq -w 1 50); do echo "addprinc -randkey HTTP/web$i.credguard.test"; done
+        for i in $(seq -w 1 200); do echo "addprinc -randkey HTTP/bench$i.credguard.test"; done
+    } | kadmin.local -r "$realm"
 } >>"$dir/setup.log" 2>&1
 
 # KDC_FAKETIME (e.g. "+1h"): run the KDC with its clock that far off, to test clock-skew handling

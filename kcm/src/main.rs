@@ -42,7 +42,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     not_dumpable();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // One thread, as in the proxy: the daemon's own work per request takes microseconds (the TGS
+    // exchange is the enclave's), and on a multi-threaded runtime a fetch hops between workers
+    // (the connection's task, the gRPC channel's, the HTTP/2 connection's), each hop waking
+    // another thread (tens of microseconds on the target machines; benches/kcm.rs measures it).
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("credguard-kcm: cannot start the runtime: {e}");

@@ -33,6 +33,30 @@ pub fn spawn_proxy(cfg: &Path, api: &Path, vsock: &Path) -> Child {
         .expect("spawn the proxy")
 }
 
+/// Starts `credguard-kcm` on the KCM socket `socket`, a client of the proxy's API socket `api`;
+/// its log (warnings only) is dropped, as the proxy's is. Returns once the socket accepts.
+pub fn spawn_kcm(socket: &Path, api: &Path) -> Child {
+    let child = Command::new(&binaries().kcm)
+        .arg("--socket")
+        .arg(socket)
+        .arg("--api-socket")
+        .arg(api)
+        .env("CREDGUARD_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn credguard-kcm");
+    let start = std::time::Instant::now();
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "credguard-kcm is not listening on {}",
+            socket.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child
+}
+
 /// The median and the 99th percentile of `v` (not empty).
 pub fn median_p99(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(f64::total_cmp);
