@@ -20,6 +20,7 @@ pub mod keyfile;
 mod kvm_tests;
 pub mod memory;
 pub mod outcome;
+pub mod placement;
 pub mod sandbox;
 pub mod signals;
 pub mod status_board;

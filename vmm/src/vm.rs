@@ -37,6 +37,7 @@ use crate::doorbell::{Doorbell, DoorbellError};
 use crate::interrupts::{self, InterruptError};
 use crate::memory::{self, Backing, GuestRam, Locking, MemoryError};
 use crate::outcome::ExitOutcome;
+use crate::placement::Placement;
 use crate::sandbox::{self, SandboxError, ThreadFilter, ThreadRole};
 use crate::status_board::StatusBoard;
 use crate::vault_key::VaultRootSecret;
@@ -269,6 +270,8 @@ impl Enclave {
         boot::setup_registers(&vcpu_fd, entry, cpu)?;
         interrupts::enable_lapic(&vcpu_fd)?;
 
+        let placement = Placement::for_this_process();
+        tracing::debug!(?placement, "CPUs of the vCPU and the I/O threads");
         let status_board = Arc::new(StatusBoard::new(
             &protection,
             config.restart_count,
@@ -281,6 +284,7 @@ impl Enclave {
                 path,
                 filters.vsock,
                 status_board.clone(),
+                placement,
             )?),
             None => None,
         };
@@ -299,7 +303,7 @@ impl Enclave {
             .map(|v| v.transport.clone() as Arc<Mutex<dyn MmioDevice>>);
         let attestor = Attestor::new(config.attestation_key.clone(), &info, status_board.clone());
         let vcpu = Vcpu::new(vcpu_fd, mem.clone(), vsock_mmio, tsc_khz, control.clone(), attestor);
-        let (vcpu_thread, outcome_rx) = spawn_vcpu(vcpu, filters.vcpu)?;
+        let (vcpu_thread, outcome_rx) = spawn_vcpu(vcpu, filters.vcpu, placement)?;
         tracing::debug!("enclave launched in {:?}", started.elapsed());
         tracing::debug!("guest memory protection: {}", protection.describe());
 
@@ -418,15 +422,18 @@ fn write_boot_state(
     Ok(())
 }
 
-/// Runs `vcpu` on its own thread under `filter`; the receiver gets how it ended.
+/// Runs `vcpu` on its own thread, on its CPU of `placement`, under `filter`; the receiver gets
+/// how it ended.
 fn spawn_vcpu(
     vcpu: Vcpu,
     filter: Option<ThreadFilter>,
+    placement: Placement,
 ) -> Result<(JoinHandle<()>, mpsc::Receiver<ExitOutcome>), VmError> {
     let (outcome_tx, outcome_rx) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("vcpu0".into())
         .spawn(move || {
+            placement.pin_vcpu_thread();
             if let Some(filter) = filter
                 && let Err(e) = filter.apply()
             {
@@ -507,6 +514,7 @@ fn attach_vsock(
     path: &Path,
     filter: Option<ThreadFilter>,
     status_board: Arc<StatusBoard>,
+    placement: Placement,
 ) -> Result<VirtioMmioVsock, VmError> {
     let device = create_vsock_device(
         mem,
@@ -518,6 +526,7 @@ fn attach_vsock(
                 port: vmm_status::VMM_STATUS_PORT,
                 answer: Arc::new(move || status_board.encoded()),
             }),
+            placement: Some(placement),
         },
     )?;
     let notify = IoEventAddress::Mmio(abi::VSOCK_MMIO_GPA + u64::from(VIRTIO_MMIO_QUEUE_NOTIFY));

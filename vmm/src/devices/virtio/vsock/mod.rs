@@ -88,6 +88,8 @@ pub struct VsockConfig {
     pub filter: Option<crate::sandbox::ThreadFilter>,
     /// A port the VMM answers itself (its status port), if any.
     pub host_answered: Option<HostAnsweredPort>,
+    /// The CPUs of the worker thread (kept off the vCPU's; `None`: wherever it is scheduled).
+    pub placement: Option<crate::placement::Placement>,
 }
 
 /// A port the VMM answers itself on the host side of the socket, never forwarded to the guest (so
@@ -292,7 +294,7 @@ pub fn create_vsock_device(mem: GuestMemoryMmap, config: VsockConfig) -> Result<
         path: path.clone(),
         source,
     })?;
-    match start(mem, cid, listener, path.clone(), config.filter, config.host_answered) {
+    match start(mem, cid, listener, path.clone(), config) {
         Ok(dev) => Ok(dev),
         Err(e) => {
             let _ = std::fs::remove_file(&path);
@@ -307,9 +309,14 @@ fn start(
     cid: u64,
     listener: UnixListener,
     path: PathBuf,
-    filter: Option<crate::sandbox::ThreadFilter>,
-    host_answered: Option<HostAnsweredPort>,
+    config: VsockConfig,
 ) -> Result<VirtioMmioVsock, VsockError> {
+    let VsockConfig {
+        filter,
+        host_answered,
+        placement,
+        ..
+    } = config;
     sys("listener", listener.set_nonblocking(true))?;
     let irq_evt = sys("irq eventfd", EventFd::new(EFD_NONBLOCK))?;
     let stop_evt = sys("stop eventfd", EventFd::new(EFD_NONBLOCK))?;
@@ -339,6 +346,9 @@ fn start(
     let thread = std::thread::Builder::new()
         .name("vsock".into())
         .spawn(move || {
+            if let Some(placement) = placement {
+                placement.pin_io_thread();
+            }
             if let Some(filter) = filter
                 && let Err(e) = filter.apply()
             {

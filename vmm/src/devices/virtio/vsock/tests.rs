@@ -120,6 +120,7 @@ impl Guest {
                 filter: None,
                 uds_path: socket_path(),
                 host_answered,
+                placement: None,
             },
         )
         .unwrap();
