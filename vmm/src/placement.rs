@@ -132,11 +132,10 @@ mod tests {
         std::thread::spawn(move || {
             p.pin_vcpu_thread();
             let mut now = empty_set();
+            let size = std::mem::size_of::<libc::cpu_set_t>();
             // SAFETY: as in for_this_process.
-            assert_eq!(
-                unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut now) },
-                0
-            );
+            let got = unsafe { libc::sched_getaffinity(0, size, &mut now) };
+            assert_eq!(got, 0);
             let Some((vcpu, _)) = &p.sets else { unreachable!() };
             assert_eq!(cpus_of(&now), cpus_of(vcpu));
         })
