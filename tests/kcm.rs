@@ -23,6 +23,24 @@ fn mit_programs_get_service_tickets_through_kcm_and_never_a_tgt() {
     let spn = kdc.get("SPN");
     let out = mit(&conf, None, &["kvno", spn], "");
     assert!(out.status.success(), "kvno: {}", text(&out));
+    // The README's recipe: a krb5.conf that names no KDC at all works, since MIT never talks to
+    // the KDC itself.
+    let bare = stack.dir.join("krb5-bare.conf");
+    std::fs::write(
+        &bare,
+        format!(
+            "[libdefaults]\n default_realm = {}\n default_ccache_name = KCM:\n kcm_socket = {}\n",
+            kdc.get("REALM"),
+            stack.dir.join("kcm.sock").display()
+        ),
+    )
+    .unwrap();
+    let out = mit(&bare, None, &["kvno", "HTTP/web01.credguard.test"], "");
+    assert!(
+        out.status.success(),
+        "kvno with a krb5.conf naming no KDC: {}",
+        text(&out)
+    );
     // klist: the principal, a TGT entry with no usable key (MIT wants one listed), the ticket.
     let out = mit(&conf, None, &["klist"], "");
     let listing = text(&out);
