@@ -207,7 +207,11 @@ fn pam_logon_makes_the_uids_default_session_and_a_wrong_password_or_a_dead_proxy
     let out = pamtester(&setup, password, &["authenticate", "open_session", "close_session"]);
     assert!(out.status.success(), "pamtester: {}", text(&out));
     let (ids, default) = sessions_of(&stack, ALICE_UID);
-    assert_eq!(ids, [first.clone()], "the second logon was logged off at close");
+    assert_eq!(
+        ids,
+        std::slice::from_ref(&first),
+        "the second logon was logged off at close"
+    );
     assert_eq!(default.as_deref(), Some(first.as_str()));
     let counts: Vec<_> = std::fs::read_dir(&setup.state_dir)
         .unwrap()
@@ -223,7 +227,7 @@ fn pam_logon_makes_the_uids_default_session_and_a_wrong_password_or_a_dead_proxy
     let out = pamtester(&setup, "Wrong-Passw0rd", &["authenticate"]);
     assert!(!out.status.success());
     assert!(text(&out).contains("Authentication failure"), "{}", text(&out));
-    assert_eq!(sessions_of(&stack, ALICE_UID).0, [first.clone()]);
+    assert_eq!(sessions_of(&stack, ALICE_UID).0, std::slice::from_ref(&first));
 
     // credguard down: PAM_AUTHINFO_UNAVAIL, so the other modules of a real stack log the user in.
     stack.kill_proxy();

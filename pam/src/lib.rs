@@ -201,7 +201,7 @@ fn logged_on(h: &Handle, opts: &Options, user: &str, uid: u32, done: Authenticat
             (session_id, code::IGNORE)
         }
     };
-    if let Err(e) = h.set_data(&LOGON_DATA, LogonData { session_id, uid }) {
+    if let Err(e) = h.set_data(LOGON_DATA, LogonData { session_id, uid }) {
         h.syslog(
             libc::LOG_ERR,
             &format!("cannot keep the session for the session stage (code {e})"),
@@ -239,7 +239,7 @@ fn auth_failed(h: &Handle, user: &str, e: LogonError) -> c_int {
 }
 
 fn open_session(h: &Handle, opts: &Options) -> c_int {
-    let Some(logon) = h.get_data::<LogonData>(&LOGON_DATA) else {
+    let Some(logon) = h.get_data::<LogonData>(LOGON_DATA) else {
         debug(h, opts, "no credguard logon in this PAM handle: nothing to open");
         return code::IGNORE;
     };
@@ -266,7 +266,7 @@ fn open_session(h: &Handle, opts: &Options) -> c_int {
 }
 
 fn close_session(h: &Handle, opts: &Options) -> c_int {
-    let Some(logon) = h.get_data::<LogonData>(&LOGON_DATA) else {
+    let Some(logon) = h.get_data::<LogonData>(LOGON_DATA) else {
         debug(h, opts, "no credguard logon in this PAM handle: nothing to close");
         return code::IGNORE;
     };
