@@ -251,6 +251,12 @@ pub fn seal(
     refuse_rc4: bool,
     seal_for: &SealFor<'_>,
 ) -> Result<lsa::SealedSecret, SealError> {
+    // The secret as the caller handed it over is wiped too, on every path, not only its
+    // encoding (prost's types do not wipe themselves on drop).
+    let plain = WipedOnDrop(enclave::SealedLogonSecret {
+        secret: Some(secret),
+        refuse_rc4,
+    });
     let sealing_nonce: [u8; SEALING_NONCE_LEN] = seal_for
         .sealing_nonce
         .try_into()
@@ -272,13 +278,7 @@ pub fn seal(
     .map_err(|_| SealError::Crypto("key derivation failed"))?;
     let mut nonce = [0u8; NONCE_LEN];
     rng.fill(&mut nonce).map_err(|_| SealError::Crypto("no randomness"))?;
-    let mut buf = Zeroizing::new(
-        enclave::SealedLogonSecret {
-            secret: Some(secret),
-            refuse_rc4,
-        }
-        .encode_to_vec(),
-    );
+    let mut buf = Zeroizing::new(plain.0.encode_to_vec());
     let aad = attest::sealed_secret_aad(seal_for.purpose, seal_for.owner, &sealing_nonce, &seal_for.names);
     // `seal_in_place_append_tag` encrypts `buf` in place, so only ciphertext is left in it.
     LessSafeKey::new(key)
@@ -291,6 +291,22 @@ pub fn seal(
         enclave_public_key: enclave_public.to_vec(),
         sealing_nonce: sealing_nonce.to_vec(),
     })
+}
+
+/// A secret to seal, overwritten with zeros when dropped.
+struct WipedOnDrop(enclave::SealedLogonSecret);
+
+impl Drop for WipedOnDrop {
+    fn drop(&mut self) {
+        use enclave::sealed_logon_secret::Secret as S;
+        use zeroize::Zeroize;
+        match &mut self.0.secret {
+            Some(S::Password(p)) => p.zeroize(),
+            Some(S::NtHash(h)) => h.zeroize(),
+            Some(S::Key(k)) => k.value.zeroize(),
+            None => {}
+        }
+    }
 }
 
 #[cfg(test)]
