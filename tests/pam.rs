@@ -56,6 +56,12 @@ struct PamSetup {
 }
 
 fn pam_setup(stack: &Stack, realm: &str) -> PamSetup {
+    pam_setup_with(stack, realm, "")
+}
+
+/// As [`pam_setup`], with `extra` module options. Without a `keytab=` in them, the module is
+/// pointed at a keytab that does not exist (so a host's own /etc/krb5.keytab never interferes).
+fn pam_setup_with(stack: &Stack, realm: &str, extra: &str) -> PamSetup {
     use std::os::unix::fs::PermissionsExt;
     let module = build_module();
     let dir = stack.dir.join("pam");
@@ -74,8 +80,13 @@ fn pam_setup(stack: &Stack, realm: &str) -> PamSetup {
     let dump_env = dir.join("dump-env.sh");
     std::fs::write(&dump_env, format!("#!/bin/sh\nenv > {}\n", session_env.display())).unwrap();
     std::fs::set_permissions(&dump_env, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let keytab = if extra.contains("keytab=") {
+        String::new()
+    } else {
+        format!("keytab={}", dir.join("no.keytab").display())
+    };
     let options = format!(
-        "socket={} attestation_pub={} signer_pub={} realm={realm} state_dir={} debug",
+        "socket={} attestation_pub={} signer_pub={} realm={realm} state_dir={} debug {keytab} {extra}",
         stack.api.display(),
         stack.attestation_pub().display(),
         dev_image().trusted_key.display(),
@@ -237,5 +248,59 @@ fn pam_logon_makes_the_uids_default_session_and_a_wrong_password_or_a_dead_proxy
         text(&out).contains("Authentication service cannot retrieve authentication info"),
         "{}",
         text(&out)
+    );
+}
+
+#[test]
+fn with_a_host_keytab_the_kdc_must_prove_itself() {
+    let test = "pam_kdc_proof";
+    if !tools_present(test) {
+        return;
+    }
+    let Some((kdc, stack, _conf)) = kcm_stack(test) else {
+        return;
+    };
+    let realm = kdc.get("REALM");
+    let password = kdc.get("PASSWORD");
+    // The host's keytab holds host/svc's key: the KDC's ticket to it opens, auth succeeds.
+    let genuine = pam_setup_with(
+        &stack,
+        realm,
+        &format!("keytab={} verify_host={}", kdc.get("KEYTAB"), kdc.get("SPN")),
+    );
+    let out = pamtester(&genuine, password, &["authenticate"]);
+    assert!(out.status.success(), "pamtester: {}", text(&out));
+    assert_eq!(sessions_of(&stack, ALICE_UID).0.len(), 1);
+    // A keytab with another key for that name: as if the KDC were an impostor that does not know
+    // the host's key. The password was right, yet auth fails, and the session is closed.
+    let impostor = stack.dir.join("impostor.keytab");
+    let made = Command::new("ktutil")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            let script = format!(
+                "add_entry -password -p {}@{realm} -k 2 -e aes256-cts-hmac-sha1-96\nNot-The-Host-Key\nwkt {}\nquit\n",
+                kdc.get("SPN"),
+                impostor.display()
+            );
+            c.stdin.take().unwrap().write_all(script.as_bytes())?;
+            c.wait()
+        })
+        .expect("ktutil");
+    assert!(made.success() && impostor.exists(), "ktutil made no keytab");
+    let spoofed = pam_setup_with(
+        &stack,
+        realm,
+        &format!("keytab={} verify_host={}", impostor.display(), kdc.get("SPN")),
+    );
+    let out = pamtester(&spoofed, password, &["authenticate"]);
+    assert!(!out.status.success(), "a KDC that cannot prove itself: {}", text(&out));
+    assert!(text(&out).contains("Authentication failure"), "{}", text(&out));
+    assert_eq!(
+        sessions_of(&stack, ALICE_UID).0.len(),
+        1,
+        "the refused logon was closed"
     );
 }

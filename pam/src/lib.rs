@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod ffi;
+pub mod kdc_check;
 pub mod logon;
 pub mod options;
 pub mod refcount;
@@ -213,7 +214,7 @@ fn logged_on(h: &Handle, opts: &Options, user: &str, uid: u32, done: Authenticat
 fn auth_failed(h: &Handle, user: &str, e: LogonError) -> c_int {
     use tonic::Code;
     let rc = match &e {
-        LogonError::WrongPassword => code::AUTH_ERR,
+        LogonError::WrongPassword | LogonError::KdcNotVerified(_) => code::AUTH_ERR,
         LogonError::UnknownPrincipal(_) => code::USER_UNKNOWN,
         LogonError::Unavailable(_) | LogonError::Untrusted(_) | LogonError::KdcUnreachable(_) => code::AUTHINFO_UNAVAIL,
         LogonError::Refused {

@@ -42,6 +42,10 @@ pub enum LogonError {
     /// No KDC of the realm answered.
     #[error("no KDC of the realm is reachable: {0}")]
     KdcUnreachable(String),
+    /// The host keytab exists, but the KDC that accepted the password could not prove it is the
+    /// realm's (its ticket to the host's service does not open with the keytab): maybe spoofed.
+    #[error("the KDC could not prove itself with the host keytab: {0}")]
+    KdcNotVerified(String),
     /// Anything else the API refused.
     #[error("{call} failed: {code:?}: {message}")]
     Refused {
@@ -218,10 +222,19 @@ pub async fn authenticate(
         .await;
     let err = match tgt {
         Ok(r) => {
-            return Ok(Authenticated::Kerberos {
-                session_id,
-                principal: r.into_inner().client_principal,
-            });
+            let principal = r.into_inner().client_principal;
+            if let Err(e) = check_kdc(&mut c, opts, uid, &session_id).await {
+                let _ = c
+                    .logoff(on_behalf_of(
+                        uid,
+                        lsa::LogoffRequest {
+                            session_id: session_id.clone(),
+                        },
+                    ))
+                    .await;
+                return Err(e);
+            }
+            return Ok(Authenticated::Kerberos { session_id, principal });
         }
         Err(s) => s,
     };
@@ -246,6 +259,46 @@ pub async fn authenticate(
         Code::Unavailable => LogonError::KdcUnreachable(err.message().to_owned()),
         _ => refused("KerberosGetTgt")(err),
     })
+}
+
+/// With a host keytab: the enclave gets a ticket to the host's own service with the new TGT, and
+/// the AP-REQ must open with the keytab, which only a KDC that knows the host's key can make so.
+/// Without one, nothing proves the KDC genuine (see the README).
+async fn check_kdc(c: &mut LsaClient<Channel>, opts: &Options, uid: u32, session_id: &str) -> Result<(), LogonError> {
+    if !opts.keytab.exists() {
+        return Ok(());
+    }
+    let spn = match &opts.verify_host {
+        Some(s) => s.clone(),
+        None => format!("host/{}", host_name()),
+    };
+    let reply = c
+        .kerberos_get_service_ticket(on_behalf_of(
+            uid,
+            lsa::KerberosGetServiceTicketRequest {
+                session_id: session_id.to_owned(),
+                spn: spn.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .map_err(|e| LogonError::KdcNotVerified(format!("no ticket to {spn}: {}", e.message())))?
+        .into_inner();
+    let server = format!("{spn}@{}", opts.realm);
+    crate::kdc_check::verify_ap_req(&opts.keytab, &server, &reply.ap_req)
+        .map_err(|e| LogonError::KdcNotVerified(e.to_string()))
+}
+
+/// This host's name, as `gethostname` gives it.
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if r != 0 {
+        return String::from("localhost");
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// `open_session`: makes `session_id` the default session of `uid` (the one its `KCM:` cache

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 /// Where the installed module keeps its per-logon session counts (root only, 0700).
 pub const DEFAULT_STATE_DIR: &str = "/run/credguard/pam";
 
+/// The host keytab whose `host/<host name>` key proves the KDC genuine, when it exists.
+pub const DEFAULT_KEYTAB: &str = "/etc/krb5.keytab";
+
 /// How `auth` gets the password.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FirstPass {
@@ -36,6 +39,11 @@ pub struct Options {
     pub optional_kerberos: bool,
     /// `state_dir=`: where the per-logon PAM session counts live.
     pub state_dir: PathBuf,
+    /// `keytab=`: the host keytab. When it exists, the KDC must prove itself: the enclave's
+    /// ticket to [`Options::verify_host`] must open with it (see `kdc_check`).
+    pub keytab: PathBuf,
+    /// `verify_host=`: the service whose ticket proves the KDC (default `host/<host name>`).
+    pub verify_host: Option<String>,
     /// `debug`: log each step (never a secret) at LOG_DEBUG.
     pub debug: bool,
     /// Arguments the module does not know: logged, then ignored, as PAM modules do.
@@ -53,6 +61,8 @@ impl Default for Options {
             signer_pub: PathBuf::from(credguard_client::sealed::DEFAULT_SIGNER_PUB),
             optional_kerberos: false,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            keytab: PathBuf::from(DEFAULT_KEYTAB),
+            verify_host: None,
             debug: false,
             unknown: Vec::new(),
         }
@@ -83,6 +93,8 @@ impl Options {
                     "attestation_pub" => o.attestation_pub = PathBuf::from(v),
                     "signer_pub" => o.signer_pub = PathBuf::from(v),
                     "state_dir" => o.state_dir = PathBuf::from(v),
+                    "keytab" => o.keytab = PathBuf::from(v),
+                    "verify_host" => o.verify_host = Some(v.to_owned()),
                     _ => o.unknown.push(arg.to_owned()),
                 },
                 Some(_) => o.unknown.push(arg.to_owned()),
