@@ -224,14 +224,7 @@ pub async fn authenticate(
         Ok(r) => {
             let principal = r.into_inner().client_principal;
             if let Err(e) = check_kdc(&mut c, opts, uid, &session_id).await {
-                let _ = c
-                    .logoff(on_behalf_of(
-                        uid,
-                        lsa::LogoffRequest {
-                            session_id: session_id.clone(),
-                        },
-                    ))
-                    .await;
+                close_refused(&mut c, uid, &session_id).await;
                 return Err(e);
             }
             return Ok(Authenticated::Kerberos { session_id, principal });
@@ -245,20 +238,21 @@ pub async fn authenticate(
         });
     }
     // The session is of no use with a password the KDC refused (or could not check): close it.
-    let _ = c
-        .logoff(on_behalf_of(
-            uid,
-            lsa::LogoffRequest {
-                session_id: session_id.clone(),
-            },
-        ))
-        .await;
+    close_refused(&mut c, uid, &session_id).await;
     Err(match err.code() {
         Code::Unauthenticated => LogonError::WrongPassword,
         Code::NotFound => LogonError::UnknownPrincipal(format!("{user}@{}", opts.realm)),
         Code::Unavailable => LogonError::KdcUnreachable(err.message().to_owned()),
         _ => refused("KerberosGetTgt")(err),
     })
+}
+
+/// Logs off a session `auth` refuses after all (best effort: the refusal stands either way).
+async fn close_refused(c: &mut LsaClient<Channel>, uid: u32, session_id: &str) {
+    let req = lsa::LogoffRequest {
+        session_id: session_id.to_owned(),
+    };
+    let _ = c.logoff(on_behalf_of(uid, req)).await;
 }
 
 /// With a host keytab: the enclave gets a ticket to the host's own service with the new TGT, and
