@@ -8,8 +8,8 @@
 #
 # Principals: alice (password Alice-Passw0rd, every enctype), alice17 alice18 alice19 alice20
 # alice23 (one enctype each, same password; all but alice17 require preauthentication),
-# aliceshort (tickets of 20 s, for renewal), alice18's keytab in DIR/alice18.keytab, and the
-# service host/svc.credguard.test with its keytab in DIR/svc.keytab, the web service
+# aliceshort (tickets of 20 s, for renewal), aliceexpired (its password expired in 2001),
+# alice18's keytab in DIR/alice18.keytab, and the service host/svc.credguard.test with its keytab in DIR/svc.keytab, the web service
 # HTTP/web.credguard.test with its keytab in DIR/http.keytab (for Apache mod_auth_gssapi), and
 # services HTTP/web01..web50.credguard.test and HTTP/bench001..bench200.credguard.test (random
 # keys; the bench ones give benchmarks a service no cache holds yet for every round). Needs
@@ -107,6 +107,8 @@ kdb5_util create -s -P "master-$RANDOM-$RANDOM" -r "$realm" >"$dir/setup.log" 2>
     kadmin.local -r "$realm" -q "addprinc +requires_preauth -e aes256-cts-hmac-sha384-192:normal -pw $password alice20"
     kadmin.local -r "$realm" -q "addprinc +requires_preauth -e arcfour-hmac:normal -pw $password alice23"
     kadmin.local -r "$realm" -q "addprinc +requires_preauth -maxlife \"20 seconds\" -pw $password aliceshort"
+    # An expired password (must be changed through kpasswd before it logs on).
+    kadmin.local -r "$realm" -q "addprinc +requires_preauth -pwexpire \"2001-01-01 00:00:00 UTC\" -pw $password aliceexpired"
     kadmin.local -r "$realm" -q "ktadd -norandkey -k $dir/alice18.keytab alice18"
     kadmin.local -r "$realm" -q "addprinc -randkey host/svc.credguard.test"
     kadmin.local -r "$realm" -q "ktadd -k $dir/svc.keytab host/svc.credguard.test"

@@ -519,3 +519,23 @@ fn one_session_fetches_tickets_for_many_services_at_once() {
         assert!(!reply.ticket.is_empty() && !reply.ccache.is_empty(), "{spn}");
     }
 }
+
+#[test]
+fn an_expired_password_is_its_own_error() {
+    let Some((kdc, stack)) = kerberos_stack("kerberos_password_expired", false, false) else {
+        return;
+    };
+    let password = kdc.get("PASSWORD").to_string();
+    let id = logon(&stack, &kdc, "aliceexpired", &password, None);
+    let (code, out, err) = stack.ctl(None, &["kerberos-tgt", &id], "");
+    assert_ne!(code, 0, "an expired password got a TGT: {out}");
+    assert!(err.contains("password expired"), "{err}");
+    assert!(err.contains("FailedPrecondition"), "{err}");
+    assert!(!err.contains(&password));
+    // MIT says KEY_EXPIRED before it checks the preauthentication (any password gets it); a wrong
+    // password for a principal that has not expired is refused as such, not as expired.
+    let wrong = logon(&stack, &kdc, "alice", "Wrong-Passw0rd", None);
+    let (code, _, err) = stack.ctl(None, &["kerberos-tgt", &wrong], "");
+    assert_ne!(code, 0);
+    assert!(!err.contains("password expired"), "{err}");
+}

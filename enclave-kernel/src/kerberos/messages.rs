@@ -17,6 +17,8 @@ use rasn_kerberos::{
 use super::KerberosError;
 use super::crypto::{self, Key};
 
+/// KDC_ERR_KEY_EXPIRED: the client's password has expired.
+pub const KDC_ERR_KEY_EXPIRED: i32 = 23;
 /// KDC_ERR_PREAUTH_FAILED.
 pub const KDC_ERR_PREAUTH_FAILED: i32 = 24;
 /// KDC_ERR_PREAUTH_REQUIRED.

@@ -70,6 +70,9 @@ pub enum KerberosError {
     /// The session holds no valid TGT (none yet, or one near its end): the caller runs the AS
     /// exchange first (`ErrorReason::NoTgt` on the wire; FAILED_PRECONDITION).
     NoTgt(String),
+    /// The KDC says the session's password has expired (KDC_ERR_KEY_EXPIRED): it can only be
+    /// changed (`ErrorReason::PasswordExpired` on the wire; FAILED_PRECONDITION).
+    PasswordExpired(String),
     /// A size or memory limit of the enclave.
     ResourceExhausted(String),
     /// The KDC is not answering usefully (e.g. repeated clock skew); retrying later may help.
@@ -85,7 +88,9 @@ impl KerberosError {
             KerberosError::InvalidArgument(_) => CODE_INVALID_ARGUMENT,
             KerberosError::NotFound(_) => CODE_NOT_FOUND,
             KerberosError::Unauthenticated(_) => CODE_UNAUTHENTICATED,
-            KerberosError::FailedPrecondition(_) | KerberosError::NoTgt(_) => CODE_FAILED_PRECONDITION,
+            KerberosError::FailedPrecondition(_) | KerberosError::NoTgt(_) | KerberosError::PasswordExpired(_) => {
+                CODE_FAILED_PRECONDITION
+            }
             KerberosError::ResourceExhausted(_) => CODE_RESOURCE_EXHAUSTED,
             KerberosError::Unavailable(_) => CODE_UNAVAILABLE,
             KerberosError::Internal(_) => CODE_INTERNAL,
@@ -100,6 +105,7 @@ impl KerberosError {
             | KerberosError::Unauthenticated(m)
             | KerberosError::FailedPrecondition(m)
             | KerberosError::NoTgt(m)
+            | KerberosError::PasswordExpired(m)
             | KerberosError::ResourceExhausted(m)
             | KerberosError::Unavailable(m)
             | KerberosError::Internal(m) => m,
@@ -586,6 +592,9 @@ fn kdc_error(e: &messages::KrbErr, exchange: &str) -> KerberosError {
         6 | 7 => KerberosError::NotFound(m),
         messages::KDC_ERR_PREAUTH_FAILED | 31 => KerberosError::Unauthenticated(format!("{m}: wrong password or key")),
         18 | 12 | 1 | 2 => KerberosError::Unauthenticated(m),
+        messages::KDC_ERR_KEY_EXPIRED => KerberosError::PasswordExpired(format!(
+            "password expired ({m}): change it, then log on with the new one"
+        )),
         messages::KRB_AP_ERR_SKEW => {
             KerberosError::Unavailable(format!("{m}, again after one retry at the KDC's time"))
         }

@@ -186,6 +186,37 @@ mod exchanges {
         assert!(creds.get(&H).unwrap().keys.is_empty(), "no key derived for DES");
     }
 
+    #[test]
+    fn an_expired_password_is_its_own_error_and_the_password_stays() {
+        let (mut creds, mut st, mut rng) = setup();
+        step(&mut creds, &mut st, &mut rng, 1_000, Vec::new()).unwrap();
+        // MIT checks the preauthentication first, then the expiry: the second AS-REQ gets it.
+        let r = step(
+            &mut creds,
+            &mut st,
+            &mut rng,
+            1_000,
+            fake_kdc::preauth_required(REALM, 1_000, &[(18, SALT, None)]),
+        )
+        .unwrap();
+        assert!(!r.kdc_request.is_empty());
+        let e = step(&mut creds, &mut st, &mut rng, 1_000, krb_error(23, 1_000, None)).unwrap_err();
+        assert!(matches!(e, KerberosError::PasswordExpired(_)), "{e:?}");
+        assert_eq!(e.code(), CODE_FAILED_PRECONDITION);
+        let rpc = credguard_proto::rpc::RpcError::from(e.clone());
+        assert_eq!(rpc.reason, credguard_proto::enclave::ErrorReason::PasswordExpired);
+        assert!(e.message().starts_with("password expired"));
+        // The old password stays: changing it needs it.
+        let c = creds.get(&H).unwrap();
+        assert!(c.password.is_some() && c.keys.is_empty());
+        // Other refusals keep their own codes and no reason.
+        step(&mut creds, &mut st, &mut rng, 1_000, Vec::new()).unwrap();
+        let e = step(&mut creds, &mut st, &mut rng, 1_000, krb_error(18, 1_000, None)).unwrap_err();
+        assert_eq!(e.code(), CODE_UNAUTHENTICATED);
+        let rpc = credguard_proto::rpc::RpcError::from(e);
+        assert_eq!(rpc.reason, credguard_proto::enclave::ErrorReason::Unspecified);
+    }
+
     use super::super::fake_kdc::{self, Issue};
 
     const REALM: &str = "R.TEST";
