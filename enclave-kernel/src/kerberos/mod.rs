@@ -23,6 +23,7 @@
 pub mod crypto;
 #[cfg(any(test, feature = "fake-kdc"))]
 pub mod fake_kdc;
+pub mod kpasswd;
 // Visible to `crate::fuzz`, whose targets decode KDC replies.
 pub(crate) mod messages;
 
