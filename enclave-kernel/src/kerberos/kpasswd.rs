@@ -318,4 +318,4 @@ pub fn result_error(r: &ChangeResult) -> KerberosError {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

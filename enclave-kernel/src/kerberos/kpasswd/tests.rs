@@ -71,22 +71,23 @@ fn request(k: &Keys, password: &[u8]) -> Result<Vec<u8>, KerberosError> {
 }
 
 /// What a kpasswd server reads from a request.
-struct Seen {
-    version: u16,
-    subkey: Key,
-    auth_seq: Option<u32>,
-    priv_seq: Option<u32>,
-    password: Vec<u8>,
-    sender: HostAddress,
+pub(crate) struct Seen {
+    pub(crate) version: u16,
+    pub(crate) ticket: Ticket,
+    pub(crate) subkey: Key,
+    pub(crate) auth_seq: Option<u32>,
+    pub(crate) priv_seq: Option<u32>,
+    pub(crate) password: Vec<u8>,
+    pub(crate) sender: HostAddress,
 }
 
-fn serve(bytes: &[u8], session: &Key) -> Seen {
+/// Reads a change request as a kpasswd server does, with the ticket's session key.
+pub(crate) fn serve(bytes: &[u8], session: &Key) -> Seen {
     let len = usize::from(u16::from_be_bytes([bytes[0], bytes[1]]));
     assert_eq!(len, bytes.len());
     let version = u16::from_be_bytes([bytes[2], bytes[3]]);
     let ap_len = usize::from(u16::from_be_bytes([bytes[4], bytes[5]]));
     let ap: ApReq = rasn::der::decode(&bytes[6..6 + ap_len]).unwrap();
-    assert_eq!(ap.ticket, rasn::der::decode::<Ticket>(&ticket_der()).unwrap());
     let auth: Authenticator =
         rasn::der::decode(&crypto::decrypt(session, USAGE_AP_REQ_AUTH, &ap.authenticator.cipher).unwrap()).unwrap();
     let sk = auth.subkey.unwrap();
@@ -96,6 +97,7 @@ fn serve(bytes: &[u8], session: &Key) -> Seen {
         rasn::der::decode(&crypto::decrypt(&subkey, USAGE_KRB_PRIV, &p.enc_part.cipher).unwrap()).unwrap();
     Seen {
         version,
+        ticket: ap.ticket,
         subkey,
         auth_seq: auth.seq_number,
         priv_seq: part.seq_number,
@@ -105,7 +107,7 @@ fn serve(bytes: &[u8], session: &Key) -> Seen {
 }
 
 /// A server's reply: AP-REP under `session`, KRB-PRIV under `priv_key` with `user_data`.
-fn reply(session: &Key, priv_key: &Key, server_subkey: Option<&Key>, user_data: &[u8], seq: u32) -> Vec<u8> {
+pub(crate) fn reply(session: &Key, priv_key: &Key, server_subkey: Option<&Key>, user_data: &[u8], seq: u32) -> Vec<u8> {
     let rep_part = EncApRepPart {
         ctime: kt(1_000),
         cusec: Integer::from(0),
@@ -162,7 +164,8 @@ fn frame(ap: &[u8], rest: &[u8]) -> Vec<u8> {
     out
 }
 
-fn result(code: u16, text: &str) -> Vec<u8> {
+/// A result's user-data: the code and the string.
+pub(crate) fn result(code: u16, text: &str) -> Vec<u8> {
     let mut v = code.to_be_bytes().to_vec();
     v.extend_from_slice(text.as_bytes());
     v
@@ -177,6 +180,7 @@ fn the_request_carries_the_password_only_under_the_subkey() {
         "the new password is never in clear"
     );
     let seen = serve(&bytes, &k.session);
+    assert_eq!(seen.ticket, rasn::der::decode::<Ticket>(&ticket_der()).unwrap());
     assert_eq!(seen.version, 0x0001);
     assert_eq!(seen.subkey.value, k.subkey.value);
     assert_eq!(seen.auth_seq, Some(4242));
