@@ -170,6 +170,8 @@ fn krb_priv(r: &ChangeRequest<'_>, conf: &[u8; 16]) -> Result<Vec<u8>, KerberosE
         recipient_address: None,
     };
     let plain = Zeroizing::new(rasn::der::encode(&part).map_err(encode_err)?);
+    // `part` holds a copy of the password that cannot be wiped: rasn's OctetString gives no access
+    // to its buffer. It is freed here, inside the enclave, as the decoded keys of KDC replies are.
     let enc = crypto::encrypt(r.subkey, USAGE_KRB_PRIV, &plain, conf)?;
     let p = KrbPriv {
         pvno: Integer::from(5),
