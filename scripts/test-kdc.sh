@@ -8,12 +8,13 @@
 #
 # Principals: alice (password Alice-Passw0rd, every enctype), alice17 alice18 alice19 alice20
 # alice23 (one enctype each, same password; all but alice17 require preauthentication),
-# aliceshort (tickets of 20 s, for renewal), alice18's keytab in DIR/alice18.keytab, and the
-# service host/svc.credguard.test with its keytab in DIR/svc.keytab, the web service
+# aliceshort (tickets of 20 s, for renewal), aliceexpired (its password expired in 2001),
+# alice18's keytab in DIR/alice18.keytab, and the service host/svc.credguard.test with its keytab in DIR/svc.keytab, the web service
 # HTTP/web.credguard.test with its keytab in DIR/http.keytab (for Apache mod_auth_gssapi), and
 # services HTTP/web01..web50.credguard.test and HTTP/bench001..bench200.credguard.test (random
-# keys; the bench ones give benchmarks a service no cache holds yet for every round). Needs
-# Debian's krb5-kdc, krb5-admin-server and krb5-user.
+# keys; the bench ones give benchmarks a service no cache holds yet for every round). kadmind
+# serves kpasswd on 127.0.0.1 (KPASSWD=host:port). Needs Debian's krb5-kdc, krb5-admin-server and
+# krb5-user.
 set -euo pipefail
 
 realm=CREDGUARD.TEST
@@ -23,10 +24,12 @@ dir="${2:-}"
 [ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop DIR [PORT]" >&2; exit 2; }
 
 if [ "$cmd" = stop ]; then
-    if [ -f "$dir/kdc.pid" ]; then
-        kill "$(cat "$dir/kdc.pid")" 2>/dev/null || true
-        rm -f "$dir/kdc.pid"
-    fi
+    for pidfile in "$dir/kdc.pid" "$dir/kadmind.pid"; do
+        if [ -f "$pidfile" ]; then
+            kill "$(cat "$pidfile")" 2>/dev/null || true
+            rm -f "$pidfile"
+        fi
+    done
     exit 0
 fi
 [ "$cmd" = start ] || { echo "usage: $0 start|stop DIR [PORT]" >&2; exit 2; }
@@ -36,10 +39,9 @@ for tool in krb5kdc kdb5_util kadmin.local; do
     command -v "$tool" >/dev/null || { echo "$0: $tool is missing (apt-get install krb5-kdc krb5-admin-server krb5-user)" >&2; exit 3; }
 done
 
-port="${3:-}"
-if [ -z "$port" ]; then
-    # A port free for both UDP and TCP on loopback.
-    port="$(python3 -c '
+# A port free for both UDP and TCP on loopback.
+free_port() {
+    python3 -c '
 import socket
 while True:
     t = socket.socket(); t.bind(("127.0.0.1", 0)); p = t.getsockname()[1]
@@ -50,8 +52,14 @@ while True:
         pass
     finally:
         u.close(); t.close()
-print(p)')"
-fi
+print(p)'
+}
+port="${3:-}"
+[ -n "$port" ] || port="$(free_port)"
+# kadmind: its admin port (TCP) and its kpasswd port (UDP and TCP), both on loopback.
+kadmind_port="$(free_port)"
+kpasswd_port="$(free_port)"
+while [ "$kpasswd_port" = "$kadmind_port" ] || [ "$kpasswd_port" = "$port" ]; do kpasswd_port="$(free_port)"; done
 
 mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
@@ -91,9 +99,14 @@ cat > "$dir/kdc.conf" <<CONF
   kdc_tcp_listen = 127.0.0.1:$port
   max_life = 10h
   max_renewable_life = 7d
+  kadmind_port = $kadmind_port
+  kadmind_listen = 127.0.0.1:$kadmind_port
+  kpasswd_port = $kpasswd_port
+  kpasswd_listen = 127.0.0.1:$kpasswd_port
  }
 [logging]
  kdc = FILE:$dir/kdc.log
+ admin_server = FILE:$dir/kadmind.log
 CONF
 : > "$dir/kadm5.acl"
 
@@ -107,6 +120,8 @@ kdb5_util create -s -P "master-$RANDOM-$RANDOM" -r "$realm" >"$dir/setup.log" 2>
     kadmin.local -r "$realm" -q "addprinc +requires_preauth -e aes256-cts-hmac-sha384-192:normal -pw $password alice20"
     kadmin.local -r "$realm" -q "addprinc +requires_preauth -e arcfour-hmac:normal -pw $password alice23"
     kadmin.local -r "$realm" -q "addprinc +requires_preauth -maxlife \"20 seconds\" -pw $password aliceshort"
+    # An expired password (must be changed through kpasswd before it logs on).
+    kadmin.local -r "$realm" -q "addprinc +requires_preauth -pwexpire \"2001-01-01 00:00:00 UTC\" -pw $password aliceexpired"
     kadmin.local -r "$realm" -q "ktadd -norandkey -k $dir/alice18.keytab alice18"
     kadmin.local -r "$realm" -q "addprinc -randkey host/svc.credguard.test"
     kadmin.local -r "$realm" -q "ktadd -k $dir/svc.keytab host/svc.credguard.test"
@@ -133,6 +148,17 @@ for _ in $(seq 1 100); do
     sleep 0.02
 done
 [ -s "$dir/kdc.pid" ] || echo $! > "$dir/kdc.pid"
+
+# kadmind serves kpasswd (RFC 3244 password changes) with the database's own kadmin/changepw key.
+if command -v kadmind >/dev/null; then
+    kadmind -nofork -r "$realm" -P "$dir/kadmind.pid" >>"$dir/kadmind.out" 2>&1 &
+    for _ in $(seq 1 100); do
+        [ -s "$dir/kadmind.pid" ] && break
+        sleep 0.02
+    done
+    [ -s "$dir/kadmind.pid" ] || echo $! > "$dir/kadmind.pid"
+    echo "KPASSWD=127.0.0.1:$kpasswd_port"
+fi
 
 echo "KDC=127.0.0.1:$port"
 echo "REALM=$realm"

@@ -519,3 +519,73 @@ fn one_session_fetches_tickets_for_many_services_at_once() {
         assert!(!reply.ticket.is_empty() && !reply.ccache.is_empty(), "{spn}");
     }
 }
+
+#[test]
+fn an_expired_password_is_its_own_error() {
+    let Some((kdc, stack)) = kerberos_stack("kerberos_password_expired", false, false) else {
+        return;
+    };
+    let password = kdc.get("PASSWORD").to_string();
+    let id = logon(&stack, &kdc, "aliceexpired", &password, None);
+    let (code, out, err) = stack.ctl(None, &["kerberos-tgt", &id], "");
+    assert_ne!(code, 0, "an expired password got a TGT: {out}");
+    assert!(err.contains("password expired"), "{err}");
+    assert!(err.contains("FailedPrecondition"), "{err}");
+    assert!(!err.contains(&password));
+    // MIT says KEY_EXPIRED before it checks the preauthentication (any password gets it); a wrong
+    // password for a principal that has not expired is refused as such, not as expired.
+    let wrong = logon(&stack, &kdc, "alice", "Wrong-Passw0rd", None);
+    let (code, _, err) = stack.ctl(None, &["kerberos-tgt", &wrong], "");
+    assert_ne!(code, 0);
+    assert!(!err.contains("password expired"), "{err}");
+}
+
+#[test]
+fn an_expired_password_is_changed_through_the_enclave_over_kpasswd() {
+    let test = "kerberos_change_password";
+    if !kvm_or_skip(test) {
+        return;
+    }
+    let Some(kdc) = TestKdc::start(test) else {
+        return;
+    };
+    // kadmind's kpasswd service, named in the realm table (it is not on port 464 here).
+    let config = format!(
+        "{}[kerberos.realms.\"{}\"]\nkpasswd = [\"{}\"]\n",
+        config(&kdc, false),
+        kdc.get("REALM"),
+        kdc.get("KPASSWD")
+    );
+    let stack = Stack::start("kerberos-change-password", &config);
+    stack.wait_ready();
+    let old = kdc.get("PASSWORD").to_string();
+    let new = "Changed-Passw0rd-2026";
+
+    let id = logon(&stack, &kdc, "aliceexpired", &old, None);
+    let (code, _, err) = stack.ctl(None, &["kerberos-tgt", &id], "");
+    assert_ne!(code, 0);
+    assert!(err.contains("password expired"), "{err}");
+    // The change, through the enclave; the session then logs on with the new password.
+    let (code, out, err) = stack.ctl(None, &["change-password", &id], &format!("{new}\n"));
+    assert_eq!(code, 0, "change-password: {err}");
+    assert_eq!(json(&out)["changed"], true);
+    assert!(!out.contains(new) && !err.contains(new));
+    let (code, out, err) = stack.ctl(None, &["kerberos-tgt", &id], "");
+    assert_eq!(code, 0, "the session's TGT with the new password: {err}");
+    assert_eq!(
+        json(&out)["client_principal"],
+        format!("aliceexpired@{}", kdc.get("REALM"))
+    );
+    // A fresh logon: the new password works, the old one does not.
+    let fresh = logon(&stack, &kdc, "aliceexpired", new, None);
+    let (code, _, err) = stack.ctl(None, &["kerberos-tgt", &fresh], "");
+    assert_eq!(code, 0, "{err}");
+    let stale = logon(&stack, &kdc, "aliceexpired", &old, None);
+    let (code, _, err) = stack.ctl(None, &["kerberos-tgt", &stale], "");
+    assert_ne!(code, 0);
+    assert!(err.contains("Unauthenticated"), "the old password is refused: {err}");
+    // A session whose password is not expired, already used for a TGT, holds no password to change.
+    let (code, _, err) = stack.ctl(None, &["change-password", &fresh], "Another-Passw0rd\n");
+    assert_ne!(code, 0);
+    assert!(err.contains("FailedPrecondition"), "{err}");
+}

@@ -250,6 +250,13 @@ impl Lsa for Baseline {
     ) -> Result<Response<lsa::SetDefaultSessionReply>, Status> {
         unimplemented()
     }
+
+    async fn change_password(
+        &self,
+        _: Request<lsa::ChangePasswordRequest>,
+    ) -> Result<Response<lsa::ChangePasswordReply>, Status> {
+        unimplemented()
+    }
 }
 
 /// The baseline server process: as the proxy, a multi-threaded tokio runtime on a Unix socket.

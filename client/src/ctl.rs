@@ -97,7 +97,11 @@ struct SealPolicy {
 /// What a sealed secret is for: a logon, or a vault save under `target`.
 enum Purpose<'a> {
     Logon,
-    VaultSave { target: &'a str },
+    VaultSave {
+        target: &'a str,
+    },
+    /// The new password of a session's password change.
+    PasswordChange,
 }
 
 impl SealPolicy {
@@ -167,6 +171,23 @@ impl SealPolicy {
         if !seal {
             return Ok(secret.into());
         }
+        let sealed = self.seal(c, secret, refuse_rc4, purpose, user, domain, realm).await?;
+        Ok(lsa::logon_request::Secret::Sealed(sealed))
+    }
+
+    /// `secret` sealed to the attested enclave for `purpose`, this client's uid and a fresh nonce,
+    /// whatever the policy's mode (a password change is never sent in the clear).
+    #[allow(clippy::too_many_arguments)]
+    async fn seal(
+        &self,
+        c: &mut LsaClient<Channel>,
+        secret: enclave::sealed_logon_secret::Secret,
+        refuse_rc4: bool,
+        purpose: Purpose<'_>,
+        user: &str,
+        domain: &str,
+        realm: &str,
+    ) -> Result<lsa::SealedSecret, Failure> {
         let expect = self.expectations().map_err(|e| Failure::Call(e.to_string()))?;
         let status = c.status(lsa::StatusRequest {}).await?.into_inner();
         if status.state != "ready" {
@@ -185,6 +206,7 @@ impl SealPolicy {
         let (purpose, target) = match purpose {
             Purpose::Logon => (credguard_proto::attest::SealPurpose::Logon, ""),
             Purpose::VaultSave { target } => (credguard_proto::attest::SealPurpose::VaultSave, target),
+            Purpose::PasswordChange => (credguard_proto::attest::SealPurpose::PasswordChange, ""),
         };
         let seal_for = crate::sealed::SealFor {
             purpose,
@@ -197,9 +219,8 @@ impl SealPolicy {
                 target,
             },
         };
-        let sealed = crate::sealed::seal(&attested.public_key, secret, refuse_rc4, &seal_for)
-            .map_err(|e| Failure::Call(e.to_string()))?;
-        Ok(lsa::logon_request::Secret::Sealed(sealed))
+        crate::sealed::seal(&attested.public_key, secret, refuse_rc4, &seal_for)
+            .map_err(|e| Failure::Call(e.to_string()))
     }
 }
 
@@ -236,6 +257,12 @@ enum Cmd {
     },
     /// Kerberos: get a TGT for a session (it stays in the enclave; prints facts about it).
     KerberosTgt {
+        /// The session id.
+        session_id: String,
+    },
+    /// Kerberos: change a session's expired password (kpasswd); the new password is read twice
+    /// without echo from the terminal (or once from stdin) and sealed to the enclave.
+    ChangePassword {
         /// The session id.
         session_id: String,
     },
@@ -451,6 +478,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Default { session_id } => default_session(c, session_id, json).await,
         Cmd::KerberosTgt { session_id } => kerberos_tgt(c, session_id, json).await,
         Cmd::KerberosTicket(args) => kerberos_ticket(c, args, json).await,
+        Cmd::ChangePassword { session_id } => change_password(c, &policy, session_id, json).await,
         Cmd::Logoff { session_id } => {
             c.logoff(lsa::LogoffRequest { session_id }).await?;
             if json {
@@ -583,6 +611,53 @@ async fn logon(
         println!("{}", json!({"session_id": r.session_id, "default": true}));
     } else {
         println!("{}", r.session_id);
+    }
+    Ok(())
+}
+
+/// The new password, twice without echo from a terminal (they must match), or once from stdin.
+fn read_new_password() -> Result<Zeroizing<String>, Failure> {
+    let first = read_secret("New password: ")?;
+    if std::io::stdin().is_terminal() {
+        let again = read_secret("New password again: ")?;
+        if *again != *first {
+            return Err(Failure::Usage("the two new passwords differ: nothing changed".into()));
+        }
+    }
+    if first.is_empty() {
+        return Err(Failure::Usage("the new password is empty".into()));
+    }
+    Ok(first)
+}
+
+/// `credguardctl change-password SESSION`: seals the new password for the session's names and
+/// has the proxy carry the enclave's change over kpasswd.
+async fn change_password(
+    c: &mut LsaClient<Channel>,
+    policy: &SealPolicy,
+    session_id: String,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let sessions = c.list_sessions(lsa::ListSessionsRequest {}).await?.into_inner();
+    let Some(s) = sessions.sessions.into_iter().find(|s| s.session_id == session_id) else {
+        return Err(Failure::Call(format!(
+            "NotFound: no session {session_id:?} of this user"
+        )));
+    };
+    let password = read_new_password()?;
+    let secret = enclave::sealed_logon_secret::Secret::Password(String::from(password.as_str()));
+    let sealed = policy
+        .seal(c, secret, false, Purpose::PasswordChange, &s.user, &s.domain, &s.realm)
+        .await?;
+    c.change_password(lsa::ChangePasswordRequest {
+        session_id,
+        new_password: Some(sealed),
+    })
+    .await?;
+    if as_json {
+        println!("{}", json!({"changed": true}));
+    } else {
+        println!("password changed");
     }
     Ok(())
 }

@@ -172,6 +172,11 @@ pub fn kerberos_reply(data: &[u8]) {
         Ok(KdcReply::Rep(_)) | Err(_) => {}
     }
     let _ = messages::enc_kdc_rep_part(data, 0x1234_5678);
+    // A kpasswd server's reply: its framing and its KRB-ERROR form (the encrypted parts need keys
+    // no input has).
+    if let Ok(key) = crate::kerberos::crypto::Key::new(18, &[0x42; 32]) {
+        let _ = crate::kerberos::kpasswd::change_reply(data, &key, &key);
+    }
 }
 
 #[cfg(test)]

@@ -146,12 +146,21 @@ pub struct KerberosConfig {
     pub realms: BTreeMap<String, RealmConfig>,
 }
 
+/// The kpasswd port (464) on the host of `kdc` (`host:port`, `[v6]:port`).
+fn kpasswd_on_host(kdc: &str) -> Option<String> {
+    let (host, _) = kdc.rsplit_once(':')?;
+    Some(format!("{host}:464"))
+}
+
 /// One realm of [`KerberosConfig::realms`].
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct RealmConfig {
     /// Its KDCs as `host:port`, in the order they are tried.
     pub kdc: Vec<String>,
+    /// Its kpasswd servers (RFC 3244 password changes) as `host:port`, in the order they are
+    /// tried; empty: each KDC's host on port 464.
+    pub kpasswd: Vec<String>,
 }
 
 impl KerberosConfig {
@@ -169,6 +178,15 @@ impl KerberosConfig {
         match self.realm(realm) {
             Some(r) if !r.kdc.is_empty() => r.kdc.clone(),
             _ => self.default_kdc.iter().cloned().collect(),
+        }
+    }
+
+    /// The kpasswd servers for `realm` whose KDCs are `kdcs`: the realm table's, else port 464 on
+    /// each KDC's host.
+    pub fn kpasswd_of(&self, realm: &str, kdcs: &[String]) -> Vec<String> {
+        match self.realm(realm) {
+            Some(r) if !r.kpasswd.is_empty() => r.kpasswd.clone(),
+            _ => kdcs.iter().filter_map(|k| kpasswd_on_host(k)).collect(),
         }
     }
 
@@ -244,6 +262,11 @@ impl Config {
                 return Err(format!("kerberos: KDC {kdc:?} is not host:port"));
             }
         }
+        for server in c.kerberos.realms.values().flat_map(|r| &r.kpasswd) {
+            if crate::core::check_host_port(server).is_err() {
+                return Err(format!("kerberos: kpasswd server {server:?} is not host:port"));
+            }
+        }
         Ok(c)
     }
 }
@@ -289,6 +312,15 @@ mod tests {
         assert!(!c.kerberos.is_configured_kdc("TEST.REALM", "evil.test:88"));
         assert!(!c.kerberos.is_configured_kdc("TEST.REALM", "kdc.other:88"));
         assert!(Config::parse("[kerberos.realms.R]\nkdc = [\"nope\"]").is_err());
+        let kdcs = c.kerberos.kdcs_of("TEST.REALM");
+        assert_eq!(
+            c.kerberos.kpasswd_of("TEST.REALM", &kdcs),
+            ["127.0.0.1:464", "kdc2.test:464"]
+        );
+        let with = Config::parse("[kerberos.realms.R]\nkdc = [\"k:88\"]\nkpasswd = [\"[::1]:1464\"]\n").unwrap();
+        assert_eq!(with.kerberos.kpasswd_of("r", &["k:88".into()]), ["[::1]:1464"]);
+        assert_eq!(with.kerberos.kpasswd_of("OTHER", &["[::1]:88".into()]), ["[::1]:464"]);
+        assert!(Config::parse("[kerberos.realms.R]\nkpasswd = [\"nope\"]").is_err());
         assert!(Config::parse("[kerberos.realms.R]\nkdcs = []").is_err());
     }
 

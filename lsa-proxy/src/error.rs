@@ -74,12 +74,21 @@ impl LsaError {
 
 impl From<credguard_proto::rpc::RpcError> for LsaError {
     fn from(e: credguard_proto::rpc::RpcError) -> Self {
-        if e.reason == credguard_proto::enclave::ErrorReason::NoTgt {
-            return LsaError::NoTgt(e.message);
+        use credguard_proto::enclave::ErrorReason;
+        match e.reason {
+            ErrorReason::NoTgt => LsaError::NoTgt(e.message),
+            // Said the same way whatever the enclave's words: PAM and clients steer on it.
+            ErrorReason::PasswordExpired if e.message.starts_with(PASSWORD_EXPIRED) => {
+                LsaError::FailedPrecondition(e.message)
+            }
+            ErrorReason::PasswordExpired => LsaError::FailedPrecondition(format!("{PASSWORD_EXPIRED}: {}", e.message)),
+            _ => LsaError::from_enclave(e.code, e.message),
         }
-        LsaError::from_enclave(e.code, e.message)
     }
 }
+
+/// How the message of an expired password's FAILED_PRECONDITION begins.
+pub const PASSWORD_EXPIRED: &str = "password expired";
 
 /// A request the enclave would refuse, refused early with the same words.
 impl From<credguard_proto::checks::CheckError> for LsaError {
@@ -95,5 +104,23 @@ impl From<credguard_proto::checks::CheckError> for LsaError {
 impl From<LsaError> for Status {
     fn from(e: LsaError) -> Status {
         Status::new(e.code(), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use credguard_proto::enclave::ErrorReason;
+    use credguard_proto::rpc::{RpcError, code};
+
+    #[test]
+    fn an_expired_password_is_failed_precondition_saying_so() {
+        let e = RpcError::new(code::FAILED_PRECONDITION, "KDC error 23").with_reason(ErrorReason::PasswordExpired);
+        let status = Status::from(LsaError::from(e));
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(status.message().starts_with("password expired"), "{}", status.message());
+        // The same code without the reason is not taken for an expired password.
+        let other = LsaError::from(RpcError::new(code::FAILED_PRECONDITION, "KDC error 12"));
+        assert!(!other.to_string().starts_with("password expired"));
     }
 }

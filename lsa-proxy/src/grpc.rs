@@ -230,6 +230,16 @@ impl Lsa for LsaService {
         Ok(Response::new(lsa::SetDefaultSessionReply {}))
     }
 
+    async fn change_password(
+        &self,
+        req: Request<lsa::ChangePasswordRequest>,
+    ) -> Result<Response<lsa::ChangePasswordReply>, Status> {
+        let caller = begin(&self.core, &req)?;
+        Ok(Response::new(
+            crate::kerberos::change_password(&self.core, caller, req.into_inner()).await?,
+        ))
+    }
+
     async fn logon_saved(
         &self,
         req: Request<lsa::LogonSavedRequest>,

@@ -80,13 +80,28 @@ fn is_too_big(reply: &[u8]) -> bool {
     reply.first() == Some(&0x7e) && reply.windows(5).any(|w| w == [0xa6, 0x03, 0x02, 0x01, 52])
 }
 
+/// The first address `server` (`host:port`) resolves to.
+async fn resolve(server: &str) -> Result<SocketAddr, KdcTransportError> {
+    let addrs: Vec<SocketAddr> = lookup_host(server)
+        .await
+        .map_err(|_| KdcTransportError::Resolve(server.into()))?
+        .collect();
+    addrs
+        .first()
+        .copied()
+        .ok_or_else(|| KdcTransportError::Resolve(server.into()))
+}
+
 /// Sends `request` to the KDC at `kdc` (`host:port`) and returns its reply.
 pub async fn kdc_exchange(kdc: &str, request: &[u8]) -> Result<Vec<u8>, KdcTransportError> {
-    let addrs: Vec<SocketAddr> = lookup_host(kdc)
-        .await
-        .map_err(|_| KdcTransportError::Resolve(kdc.into()))?
-        .collect();
-    let addr = *addrs.first().ok_or_else(|| KdcTransportError::Resolve(kdc.into()))?;
+    let addr = resolve(kdc).await?;
+    exchange_at(kdc, addr, request).await
+}
+
+/// Sends `request` to `addr` (named `name` in errors), UDP first, then TCP with the 4-byte length
+/// prefix (RFC 4120 7.2.2; kpasswd frames TCP the same way, RFC 3244 section 2).
+async fn exchange_at(name: &str, addr: SocketAddr, request: &[u8]) -> Result<Vec<u8>, KdcTransportError> {
+    let kdc = name;
     let udp_err = match udp_exchange(addr, request).await {
         Ok(reply) if !is_too_big(&reply) => return Ok(reply),
         Ok(_) => "reply too big for UDP".to_string(),
@@ -239,6 +254,100 @@ async fn as_exchange(core: &LsaCore, s: &LogonSession, kdcs: &[String]) -> Resul
     Err(LsaError::Unavailable(
         "the AS exchange did not finish: the KDC keeps asking".into(),
     ))
+}
+
+/// `ChangePassword`: the enclave's AS exchange for `kadmin/changepw` with the KDCs, then its
+/// change request to the realm's kpasswd server.
+pub async fn change_password(
+    core: &LsaCore,
+    caller: Caller,
+    req: lsa::ChangePasswordRequest,
+) -> Result<lsa::ChangePasswordReply, LsaError> {
+    let Some(sealed) = req.new_password else {
+        return Err(LsaError::InvalidArgument(
+            "new_password is required: the new password sealed to the enclave for a password change              (credguardctl change-password seals it)"
+                .into(),
+        ));
+    };
+    let s = core.session(caller, &req.session_id)?;
+    let kdcs = kdcs_of(core, &s)?;
+    let servers = core.config().kerberos.kpasswd_of(&s.realm, &kdcs);
+    let (server, addr, sender) = kpasswd_server(&servers).await?;
+    let turn = core.as_turn(&s.session_id);
+    let _turn = turn.lock().await;
+    let mut step = enclave::KerberosChangePasswordRequest {
+        session_handle: s.handle.clone(),
+        new_password: Some(sealed.into()),
+        sender_address: sender,
+        ..Default::default()
+    };
+    let mut kdc = 0;
+    // The AS exchange's steps, and the kpasswd request.
+    for _ in 0..=MAX_STEPS {
+        step.now_unix = now_unix();
+        let r = core.link().client(s.owner).kerberos_change_password(&step).await?;
+        step.new_password = None;
+        step.kdc_reply.clear();
+        step.kpasswd_reply.clear();
+        if r.changed {
+            info!(%caller, session = %s.session_id, kpasswd = %server, "kerberos password changed");
+            return Ok(lsa::ChangePasswordReply {});
+        }
+        if !r.kdc_request.is_empty() {
+            step.kdc_reply = kdc_exchange_any(&kdcs, &mut kdc, &r.kdc_request).await?;
+        } else if !r.kpasswd_request.is_empty() {
+            step.kpasswd_reply = exchange_at(&server, addr, &r.kpasswd_request).await?;
+        } else {
+            return Err(LsaError::Internal(
+                "the enclave's password change step asked for nothing".into(),
+            ));
+        }
+    }
+    Err(LsaError::Unavailable(
+        "the password change did not finish: the KDC keeps asking".into(),
+    ))
+}
+
+/// The first of `servers` that resolves, its address, and the proxy's own IP address toward it
+/// (the change request names it as its sender: MIT's kadmind compares).
+async fn kpasswd_server(servers: &[String]) -> Result<(String, SocketAddr, Vec<u8>), LsaError> {
+    let mut last = None;
+    for server in servers {
+        let addr = match resolve(server).await {
+            Ok(a) => a,
+            Err(e) => {
+                last = Some(e);
+                continue;
+            }
+        };
+        let local = local_ip_toward(addr)
+            .await
+            .map_err(|e| KdcTransportError::Unreachable {
+                addr: server.clone(),
+                detail: e.to_string(),
+            })?;
+        let sender = match local {
+            std::net::IpAddr::V4(ip) => ip.octets().to_vec(),
+            std::net::IpAddr::V6(ip) => ip.octets().to_vec(),
+        };
+        return Ok((server.clone(), addr, sender));
+    }
+    Err(last
+        .unwrap_or_else(|| KdcTransportError::Resolve("(no kpasswd server configured)".into()))
+        .into())
+}
+
+/// The local IP address the system routes packets to `addr` from (a connected UDP socket sends
+/// nothing).
+async fn local_ip_toward(addr: SocketAddr) -> std::io::Result<std::net::IpAddr> {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        ([0u16; 8], 0).into()
+    };
+    let sock = UdpSocket::bind(bind).await?;
+    sock.connect(addr).await?;
+    Ok(sock.local_addr()?.ip())
 }
 
 /// `KerberosGetServiceTicket`.
@@ -394,6 +503,15 @@ mod tests {
         let c = ccache_v4(&r).unwrap();
         assert_eq!(&c[..4], &[5, 4, 0, 0]);
         assert!(ccache_v4(&enclave::KerberosTgsReply::default()).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_sender_address_is_the_proxys_own_toward_the_server() {
+        let (server, _, sender) = kpasswd_server(&["127.0.0.1:464".into()]).await.unwrap();
+        assert_eq!(server, "127.0.0.1:464");
+        assert_eq!(sender, [127, 0, 0, 1]);
+        let e = kpasswd_server(&[]).await.unwrap_err();
+        assert!(matches!(e, LsaError::Unavailable(_)), "{e:?}");
     }
 
     #[tokio::test]

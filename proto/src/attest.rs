@@ -44,6 +44,9 @@ pub enum SealPurpose {
     Logon,
     /// A credential saved to the vault (`SaveCredential`, the enclave's `VaultSeal`).
     VaultSave,
+    /// The new password of a session's password change (`ChangePassword`, the enclave's
+    /// `KerberosChangePassword`).
+    PasswordChange,
 }
 
 impl SealPurpose {
@@ -52,6 +55,7 @@ impl SealPurpose {
         match self {
             SealPurpose::Logon => b"logon",
             SealPurpose::VaultSave => b"vault-save",
+            SealPurpose::PasswordChange => b"password-change",
         }
     }
 }
@@ -148,6 +152,24 @@ mod tests {
         assert_ne!(
             base,
             aad(SealPurpose::VaultSave, Owner::uid(1000), 1, names("ab", "c", "", ""))
+        );
+        assert_ne!(
+            base,
+            aad(
+                SealPurpose::PasswordChange,
+                Owner::uid(1000),
+                1,
+                names("ab", "c", "", "")
+            )
+        );
+        assert_ne!(
+            aad(SealPurpose::VaultSave, Owner::uid(1000), 1, names("ab", "c", "", "")),
+            aad(
+                SealPurpose::PasswordChange,
+                Owner::uid(1000),
+                1,
+                names("ab", "c", "", "")
+            )
         );
         assert_ne!(
             base,

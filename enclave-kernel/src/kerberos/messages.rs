@@ -17,6 +17,8 @@ use rasn_kerberos::{
 use super::KerberosError;
 use super::crypto::{self, Key};
 
+/// KDC_ERR_KEY_EXPIRED: the client's password has expired.
+pub const KDC_ERR_KEY_EXPIRED: i32 = 23;
 /// KDC_ERR_PREAUTH_FAILED.
 pub const KDC_ERR_PREAUTH_FAILED: i32 = 24;
 /// KDC_ERR_PREAUTH_REQUIRED.
@@ -212,9 +214,11 @@ pub fn parse_spn(spn: &str) -> Result<PrincipalName, KerberosError> {
     })
 }
 
-/// An AS-REQ for the krbtgt of the client's realm, with PA-ENC-TIMESTAMP under `preauth`'s key.
+/// An AS-REQ for `service` (the krbtgt of the client's realm, or `kadmin/changepw`), with
+/// PA-ENC-TIMESTAMP under `preauth`'s key.
 pub fn as_req(
     c: &Client<'_>,
+    service: &[&str],
     preauth: Option<(&Key, [u8; 16])>,
     now: i64,
     nonce: u32,
@@ -250,7 +254,7 @@ pub fn as_req(
         realm: kstring(c.realm)?,
         sname: Some(PrincipalName {
             r#type: NT_SRV_INST,
-            string: alloc::vec![kstring("krbtgt")?, kstring(c.realm)?],
+            string: service.iter().map(|s| kstring(s)).collect::<Result<Vec<_>, _>>()?,
         }),
         from: None,
         till: time(now.saturating_add(24 * 3600))?,

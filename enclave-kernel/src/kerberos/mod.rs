@@ -20,9 +20,11 @@
 //! - KDC replies are at most [`MAX_KDC_REPLY_LEN`], and the TGTs one owner's sessions hold at most
 //!   [`MAX_TICKET_BYTES_PER_OWNER`] in all (RESOURCE_EXHAUSTED beyond).
 
+mod change;
 pub mod crypto;
 #[cfg(any(test, feature = "fake-kdc"))]
 pub mod fake_kdc;
+pub mod kpasswd;
 // Visible to `crate::fuzz`, whose targets decode KDC replies.
 pub(crate) mod messages;
 
@@ -31,6 +33,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+pub use change::change_step;
 use credguard_proto::enclave::{KerberosAsReply, KerberosAsRequest, KerberosTgsReply, KerberosTgsRequest};
 use rand_core::TryCryptoRng;
 
@@ -70,6 +73,9 @@ pub enum KerberosError {
     /// The session holds no valid TGT (none yet, or one near its end): the caller runs the AS
     /// exchange first (`ErrorReason::NoTgt` on the wire; FAILED_PRECONDITION).
     NoTgt(String),
+    /// The KDC says the session's password has expired (KDC_ERR_KEY_EXPIRED): it can only be
+    /// changed (`ErrorReason::PasswordExpired` on the wire; FAILED_PRECONDITION).
+    PasswordExpired(String),
     /// A size or memory limit of the enclave.
     ResourceExhausted(String),
     /// The KDC is not answering usefully (e.g. repeated clock skew); retrying later may help.
@@ -85,7 +91,9 @@ impl KerberosError {
             KerberosError::InvalidArgument(_) => CODE_INVALID_ARGUMENT,
             KerberosError::NotFound(_) => CODE_NOT_FOUND,
             KerberosError::Unauthenticated(_) => CODE_UNAUTHENTICATED,
-            KerberosError::FailedPrecondition(_) | KerberosError::NoTgt(_) => CODE_FAILED_PRECONDITION,
+            KerberosError::FailedPrecondition(_) | KerberosError::NoTgt(_) | KerberosError::PasswordExpired(_) => {
+                CODE_FAILED_PRECONDITION
+            }
             KerberosError::ResourceExhausted(_) => CODE_RESOURCE_EXHAUSTED,
             KerberosError::Unavailable(_) => CODE_UNAVAILABLE,
             KerberosError::Internal(_) => CODE_INTERNAL,
@@ -100,6 +108,7 @@ impl KerberosError {
             | KerberosError::Unauthenticated(m)
             | KerberosError::FailedPrecondition(m)
             | KerberosError::NoTgt(m)
+            | KerberosError::PasswordExpired(m)
             | KerberosError::ResourceExhausted(m)
             | KerberosError::Unavailable(m)
             | KerberosError::Internal(m) => m,
@@ -174,6 +183,8 @@ struct SessionState {
     /// of one user fetch tickets for several services at once.
     pending_tgs: Vec<PendingTgs>,
     tgt: Option<Tgt>,
+    /// A password change waiting for the KDC or the kpasswd server.
+    change: Option<change::PendingChange>,
 }
 
 impl SessionState {
@@ -337,13 +348,26 @@ fn as_start<R: TryCryptoRng>(
         candidate: None,
     };
     let now = now_unix.saturating_add(st.clock_offset);
-    let request = as_request(cred, key.as_ref(), rng, now, nonce)?;
+    let request = as_request(cred, AsService::Tgt, key.as_ref(), rng, now, nonce)?;
     st.pending_as = Some(pending);
     Ok(request)
 }
 
+/// The service an AS exchange asks a ticket for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AsService {
+    /// The krbtgt of the client's realm: the session's TGT.
+    Tgt,
+    /// `kadmin/changepw`: a ticket for the kpasswd service only, to change an expired password.
+    ChangePw,
+}
+
+/// The components of `kadmin/changepw`.
+const CHANGEPW: [&str; 2] = ["kadmin", "changepw"];
+
 fn as_request<R: TryCryptoRng>(
     cred: &LogonCredential,
+    service: AsService,
     key: Option<&Key>,
     rng: &mut R,
     now: i64,
@@ -353,9 +377,14 @@ fn as_request<R: TryCryptoRng>(
         user: &cred.user,
         realm: &cred.realm,
     };
+    let krbtgt = ["krbtgt", cred.realm.as_str()];
+    let sname: &[&str] = match service {
+        AsService::Tgt => &krbtgt,
+        AsService::ChangePw => &CHANGEPW,
+    };
     let bytes = match key {
-        Some(k) => messages::as_req(&client, Some((k, confounder(rng)?)), now, nonce, cred.allow_rc4)?,
-        None => messages::as_req(&client, None, now, nonce, cred.allow_rc4)?,
+        Some(k) => messages::as_req(&client, sname, Some((k, confounder(rng)?)), now, nonce, cred.allow_rc4)?,
+        None => messages::as_req(&client, sname, None, now, nonce, cred.allow_rc4)?,
     };
     Ok(KerberosAsReply {
         kdc_request: bytes,
@@ -373,6 +402,22 @@ fn as_retry<R: TryCryptoRng>(
     pending: PendingAs,
     e: &messages::KrbErr,
 ) -> Result<KerberosAsReply, KerberosError> {
+    let (request, next) = as_next(cred, AsService::Tgt, &mut st.clock_offset, rng, now_unix, pending, e)?;
+    st.pending_as = Some(next);
+    Ok(request)
+}
+
+/// The next AS-REQ for `service` after a recoverable KRB-ERROR (see [`as_retry`]), and the
+/// exchange that then waits; other errors end the exchange.
+fn as_next<R: TryCryptoRng>(
+    cred: &LogonCredential,
+    service: AsService,
+    clock_offset: &mut i64,
+    rng: &mut R,
+    now_unix: i64,
+    pending: PendingAs,
+    e: &messages::KrbErr,
+) -> Result<(KerberosAsReply, PendingAs), KerberosError> {
     let next = match e.code {
         messages::KDC_ERR_PREAUTH_REQUIRED if !pending.preauth => {
             let info = messages::etype_info2(e)?;
@@ -388,7 +433,7 @@ fn as_retry<R: TryCryptoRng>(
             }
         }
         messages::KRB_AP_ERR_SKEW if !pending.skew_retried => {
-            st.clock_offset = e.stime.saturating_sub(now_unix);
+            *clock_offset = e.stime.saturating_sub(now_unix);
             PendingAs {
                 skew_retried: true,
                 ..pending
@@ -401,10 +446,9 @@ fn as_retry<R: TryCryptoRng>(
         (None, true) => usable_key(&cred.keys, cred.allow_rc4),
         (None, false) => None,
     };
-    let now = now_unix.saturating_add(st.clock_offset);
-    let request = as_request(cred, key.as_ref(), rng, now, next.nonce)?;
-    st.pending_as = Some(next);
-    Ok(request)
+    let now = now_unix.saturating_add(*clock_offset);
+    let request = as_request(cred, service, key.as_ref(), rng, now, next.nonce)?;
+    Ok((request, next))
 }
 
 /// A key derived from the session's password with the KDC's announced parameters, after the
@@ -477,11 +521,7 @@ fn as_finish(
             "the KDC answered an AS-REQ for krbtgt with a ticket for another service".into(),
         ));
     }
-    let (key, derived) = as_reply_key(cred, pending.candidate, &rep)?;
-    // Key usage 3: AS-REP encrypted part.
-    let plain = crypto::decrypt(&key, 3, &rep.enc_cipher)?;
-    let (session_key, mut info) = messages::enc_kdc_rep_part(&plain, pending.nonce)?;
-    crypto::check_enctype(session_key.enctype, cred.allow_rc4)?;
+    let (key, derived, session_key, mut info) = as_open(cred, pending, &rep)?;
     if derived {
         // The key is confirmed: the password is not needed any more.
         cred.keys.push(KerberosKey {
@@ -507,6 +547,22 @@ fn as_finish(
         info,
     };
     Ok((reply, tgt))
+}
+
+/// Decrypts an AS-REP (the caller checked whom its ticket is for) with the key it is encrypted
+/// in: returns that key, whether it came from the password, and the ticket's session key and
+/// facts.
+fn as_open(
+    cred: &LogonCredential,
+    pending: PendingAs,
+    rep: &messages::RepParts,
+) -> Result<(Key, bool, Key, TicketInfo), KerberosError> {
+    let (key, derived) = as_reply_key(cred, pending.candidate, rep)?;
+    // Key usage 3: AS-REP encrypted part.
+    let plain = crypto::decrypt(&key, 3, &rep.enc_cipher)?;
+    let (session_key, info) = messages::enc_kdc_rep_part(&plain, pending.nonce)?;
+    crypto::check_enctype(session_key.enctype, cred.allow_rc4)?;
+    Ok((key, derived, session_key, info))
 }
 
 /// The key an AS-REP is encrypted in: one the session holds, this exchange's candidate, or (a
@@ -586,6 +642,9 @@ fn kdc_error(e: &messages::KrbErr, exchange: &str) -> KerberosError {
         6 | 7 => KerberosError::NotFound(m),
         messages::KDC_ERR_PREAUTH_FAILED | 31 => KerberosError::Unauthenticated(format!("{m}: wrong password or key")),
         18 | 12 | 1 | 2 => KerberosError::Unauthenticated(m),
+        messages::KDC_ERR_KEY_EXPIRED => KerberosError::PasswordExpired(format!(
+            "password expired ({m}): change it, then log on with the new one"
+        )),
         messages::KRB_AP_ERR_SKEW => {
             KerberosError::Unavailable(format!("{m}, again after one retry at the KDC's time"))
         }

@@ -186,6 +186,37 @@ mod exchanges {
         assert!(creds.get(&H).unwrap().keys.is_empty(), "no key derived for DES");
     }
 
+    #[test]
+    fn an_expired_password_is_its_own_error_and_the_password_stays() {
+        let (mut creds, mut st, mut rng) = setup();
+        step(&mut creds, &mut st, &mut rng, 1_000, Vec::new()).unwrap();
+        // MIT checks the preauthentication first, then the expiry: the second AS-REQ gets it.
+        let r = step(
+            &mut creds,
+            &mut st,
+            &mut rng,
+            1_000,
+            fake_kdc::preauth_required(REALM, 1_000, &[(18, SALT, None)]),
+        )
+        .unwrap();
+        assert!(!r.kdc_request.is_empty());
+        let e = step(&mut creds, &mut st, &mut rng, 1_000, krb_error(23, 1_000, None)).unwrap_err();
+        assert!(matches!(e, KerberosError::PasswordExpired(_)), "{e:?}");
+        assert_eq!(e.code(), CODE_FAILED_PRECONDITION);
+        let rpc = credguard_proto::rpc::RpcError::from(e.clone());
+        assert_eq!(rpc.reason, credguard_proto::enclave::ErrorReason::PasswordExpired);
+        assert!(e.message().starts_with("password expired"));
+        // The old password stays: changing it needs it.
+        let c = creds.get(&H).unwrap();
+        assert!(c.password.is_some() && c.keys.is_empty());
+        // Other refusals keep their own codes and no reason.
+        step(&mut creds, &mut st, &mut rng, 1_000, Vec::new()).unwrap();
+        let e = step(&mut creds, &mut st, &mut rng, 1_000, krb_error(18, 1_000, None)).unwrap_err();
+        assert_eq!(e.code(), CODE_UNAUTHENTICATED);
+        let rpc = credguard_proto::rpc::RpcError::from(e);
+        assert_eq!(rpc.reason, credguard_proto::enclave::ErrorReason::Unspecified);
+    }
+
     use super::super::fake_kdc::{self, Issue};
 
     const REALM: &str = "R.TEST";
@@ -227,6 +258,190 @@ mod exchanges {
         let done = step(creds, st, rng, 1_000, rep).unwrap();
         assert!(done.kdc_request.is_empty(), "the TGT is held");
         tgt_key
+    }
+
+    mod change_password {
+        use super::*;
+        use crate::kerberos::kpasswd::tests::{reply, result, serve};
+        use credguard_proto::enclave::{KerberosChangePasswordReply, KerberosChangePasswordRequest};
+
+        const LOCAL: [u8; 4] = [127, 0, 0, 1];
+
+        fn change(
+            creds: &mut CredentialStore,
+            st: &mut KerberosSessions,
+            rng: &mut Counter,
+            new: Option<&str>,
+            kdc_reply: Vec<u8>,
+            kpasswd_reply: Vec<u8>,
+        ) -> Result<KerberosChangePasswordReply, KerberosError> {
+            let req = KerberosChangePasswordRequest {
+                session_handle: H.to_vec(),
+                now_unix: 1_000,
+                new_password: None,
+                kdc_reply,
+                kpasswd_reply,
+                sender_address: LOCAL.to_vec(),
+            };
+            change_step(creds, st, rng, req, new.map(|p| zeroize::Zeroizing::new(p.into())))
+        }
+
+        fn password_of(creds: &CredentialStore) -> String {
+            creds
+                .get(&H)
+                .unwrap()
+                .password
+                .as_ref()
+                .map(|p| p.to_string())
+                .unwrap_or_default()
+        }
+
+        /// Runs the change up to the kpasswd request; returns it, the changepw session key, and
+        /// the AS-REQ that asked for the ticket.
+        fn up_to_kpasswd(
+            creds: &mut CredentialStore,
+            st: &mut KerberosSessions,
+            rng: &mut Counter,
+            ticket_for: &[&str],
+        ) -> Result<(Vec<u8>, Key), KerberosError> {
+            let first = change(creds, st, rng, Some("New-Passw0rd"), Vec::new(), Vec::new())?;
+            let asked = fake_kdc::parse_request(&first.kdc_request).unwrap();
+            assert_eq!(
+                asked.sname,
+                alloc::vec!["kadmin", "changepw"],
+                "a changepw ticket, not a TGT"
+            );
+            assert_eq!(asked.enc_timestamp_etype, None);
+            let preauth = fake_kdc::preauth_required(REALM, 1_000, &[(18, SALT, None)]);
+            let r = change(creds, st, rng, None, preauth, Vec::new())?;
+            let sent = fake_kdc::parse_request(&r.kdc_request).unwrap();
+            assert!(
+                fake_kdc::timestamp_opens(&sent, &user_key(SALT)),
+                "preauthenticated with the old password"
+            );
+            let cp_key = Key::new(18, &[0x66; 32]).unwrap();
+            let rep = fake_kdc::as_rep(&issue(ticket_for, sent.nonce, &cp_key, 300), &user_key(SALT));
+            let r = change(creds, st, rng, None, rep, Vec::new())?;
+            assert!(r.kdc_request.is_empty() && !r.changed);
+            Ok((r.kpasswd_request, cp_key))
+        }
+
+        #[test]
+        fn an_expired_password_is_changed_and_the_session_then_holds_the_new_one() {
+            let (mut creds, mut st, mut rng) = setup();
+            let (request, cp_key) = up_to_kpasswd(&mut creds, &mut st, &mut rng, &["kadmin", "changepw"]).unwrap();
+            let seen = serve(&request, &cp_key);
+            assert_eq!(seen.password, b"New-Passw0rd");
+            assert_eq!(seen.sender.address.as_ref(), &LOCAL);
+            assert_eq!(
+                password_of(&creds),
+                "pw",
+                "the old password stays until the server says yes"
+            );
+            let ok = reply(&cp_key, &seen.subkey, None, &result(0, "Password changed"), 9);
+            let done = change(&mut creds, &mut st, &mut rng, None, Vec::new(), ok).unwrap();
+            assert!(done.changed);
+            assert_eq!(password_of(&creds), "New-Passw0rd");
+            assert!(
+                creds.get(&H).unwrap().keys.is_empty(),
+                "no key of the old password or of changepw kept"
+            );
+            // Over: a further reply is out of turn.
+            let again = reply(&cp_key, &seen.subkey, None, &result(0, ""), 9);
+            let e = change(&mut creds, &mut st, &mut rng, None, Vec::new(), again).unwrap_err();
+            assert_eq!(e.code(), CODE_FAILED_PRECONDITION);
+        }
+
+        #[test]
+        fn a_refused_or_forged_change_keeps_the_old_password() {
+            let (mut creds, mut st, mut rng) = setup();
+            let (request, cp_key) = up_to_kpasswd(&mut creds, &mut st, &mut rng, &["kadmin", "changepw"]).unwrap();
+            let seen = serve(&request, &cp_key);
+            let soft = reply(&cp_key, &seen.subkey, None, &result(4, "Password is too short"), 9);
+            let e = change(&mut creds, &mut st, &mut rng, None, Vec::new(), soft).unwrap_err();
+            assert_eq!(e.code(), CODE_FAILED_PRECONDITION);
+            let m = e.message();
+            assert!(m.contains("too short"), "{m}");
+            assert_eq!(password_of(&creds), "pw");
+            // A forger without the changepw session key.
+            let (request, cp_key) = up_to_kpasswd(&mut creds, &mut st, &mut rng, &["kadmin", "changepw"]).unwrap();
+            let seen = serve(&request, &cp_key);
+            let wrong = Key::new(18, &[0x99; 32]).unwrap();
+            let forged = reply(&wrong, &seen.subkey, None, &result(0, ""), 9);
+            assert!(change(&mut creds, &mut st, &mut rng, None, Vec::new(), forged).is_err());
+            assert_eq!(password_of(&creds), "pw");
+        }
+
+        #[test]
+        fn only_a_changepw_ticket_is_used_never_a_tgt() {
+            for wrong in [
+                &["krbtgt", REALM][..],
+                &["kadmin", "admin"][..],
+                &["KRBTGT", "changepw"][..],
+            ] {
+                let (mut creds, mut st, mut rng) = setup();
+                let Err(e) = up_to_kpasswd(&mut creds, &mut st, &mut rng, wrong) else {
+                    panic!("{wrong:?} was used");
+                };
+                assert_eq!(e.code(), CODE_INVALID_ARGUMENT, "{wrong:?}: {}", e.message());
+                let s = st.sessions.get(&H).unwrap();
+                assert!(s.tgt.is_none() && s.change.is_none());
+                assert_eq!(password_of(&creds), "pw");
+            }
+        }
+
+        #[test]
+        fn steps_out_of_turn_or_ambiguous_are_refused() {
+            let (mut creds, mut st, mut rng) = setup();
+            let e = change(&mut creds, &mut st, &mut rng, None, Vec::new(), Vec::new()).unwrap_err();
+            assert_eq!(e.code(), CODE_INVALID_ARGUMENT);
+            let e = change(
+                &mut creds,
+                &mut st,
+                &mut rng,
+                None,
+                krb_error(25, 1_000, None),
+                Vec::new(),
+            )
+            .unwrap_err();
+            assert_eq!(e.code(), CODE_FAILED_PRECONDITION, "nothing in progress");
+            let e = change(
+                &mut creds,
+                &mut st,
+                &mut rng,
+                Some("x"),
+                krb_error(25, 1_000, None),
+                Vec::new(),
+            )
+            .unwrap_err();
+            assert_eq!(e.code(), CODE_INVALID_ARGUMENT);
+            let e = change(&mut creds, &mut st, &mut rng, Some(""), Vec::new(), Vec::new()).unwrap_err();
+            assert_eq!(e.code(), CODE_INVALID_ARGUMENT, "an empty new password");
+            // A kpasswd reply while the KDC's is awaited.
+            change(
+                &mut creds,
+                &mut st,
+                &mut rng,
+                Some("New-Passw0rd"),
+                Vec::new(),
+                Vec::new(),
+            )
+            .unwrap();
+            let e = change(&mut creds, &mut st, &mut rng, None, Vec::new(), alloc::vec![0; 8]).unwrap_err();
+            assert_eq!(e.code(), CODE_FAILED_PRECONDITION);
+            // A session without its password (a confirmed key) cannot change it.
+            get_tgt(&mut creds, &mut st, &mut rng);
+            let e = change(
+                &mut creds,
+                &mut st,
+                &mut rng,
+                Some("New-Passw0rd"),
+                Vec::new(),
+                Vec::new(),
+            )
+            .unwrap_err();
+            assert_eq!(e.code(), CODE_FAILED_PRECONDITION);
+        }
     }
 
     #[test]

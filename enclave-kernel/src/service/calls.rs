@@ -8,10 +8,11 @@ use alloc::vec::Vec;
 use credguard_proto::attest::{Owner, SealPurpose, SealedNames};
 use credguard_proto::enclave::{
     AuditRecord, EnclaveServer, IssueSealingNonceReply, IssueSealingNonceRequest, KerberosAsReply, KerberosAsRequest,
-    KerberosTgsReply, KerberosTgsRequest, LegacyAuthenticateReply, LegacyAuthenticateRequest, LegacyProtocol,
-    LogoffReply, LogoffRequest, LogonReply, LogonRequest, NtlmAuthenticateReply, NtlmAuthenticateRequest,
-    NtlmNegotiateReply, NtlmNegotiateRequest, StatusReply, StatusRequest, VaultLogonReply, VaultLogonRequest,
-    VaultSealReply, VaultSealRequest, logon_request,
+    KerberosChangePasswordReply, KerberosChangePasswordRequest, KerberosTgsReply, KerberosTgsRequest,
+    LegacyAuthenticateReply, LegacyAuthenticateRequest, LegacyProtocol, LogoffReply, LogoffRequest, LogonReply,
+    LogonRequest, NtlmAuthenticateReply, NtlmAuthenticateRequest, NtlmNegotiateReply, NtlmNegotiateRequest,
+    SealedSecret, StatusReply, StatusRequest, VaultLogonReply, VaultLogonRequest, VaultSealReply, VaultSealRequest,
+    logon_request, sealed_logon_secret,
 };
 use credguard_proto::rpc::{RpcError, code};
 use rand_core::TryCryptoRng;
@@ -31,6 +32,8 @@ pub mod operation {
     pub const NTLM_AUTHENTICATE: &str = "ntlm_authenticate";
     /// A step of an AS exchange with the long-term key (`KerberosAs`).
     pub const KERBEROS_AS: &str = "kerberos_as";
+    /// A step of an expired password's change (`KerberosChangePassword`).
+    pub const KERBEROS_CHANGE_PASSWORD: &str = "kerberos_change_password";
     /// A step of a TGS exchange with the TGT (`KerberosTgs`).
     pub const KERBEROS_TGS: &str = "kerberos_tgs";
     /// A legacy protocol's response asked for, and refused (`LegacyAuthenticate`).
@@ -188,6 +191,35 @@ impl<R: TryCryptoRng> Service<R> {
     }
 
     /// The audit target of a Kerberos AS exchange: the realm's krbtgt.
+    /// Opens the new password of a password change, sealed by `session`'s owner for its names.
+    fn open_new_password(
+        &mut self,
+        session: &[u8],
+        sealed: &SealedSecret,
+    ) -> Result<zeroize::Zeroizing<String>, RpcError> {
+        let Some(cred) = self.credentials.get(session) else {
+            return Err(RpcError::new(code::NOT_FOUND, "no such session in this enclave"));
+        };
+        let (owner, user, domain, realm) = (cred.owner, cred.user.clone(), cred.domain.clone(), cred.realm.clone());
+        let names = SealedNames {
+            user: &user,
+            domain: &domain,
+            realm: &realm,
+            target: "",
+        };
+        let opened = self.open_sealed_secret(sealed, SealPurpose::PasswordChange, owner, &names)?;
+        match opened.secret {
+            sealed_logon_secret::Secret::Password(p) => Ok(zeroize::Zeroizing::new(p)),
+            mut other => {
+                wipe_secret(&mut other);
+                Err(RpcError::new(
+                    code::INVALID_ARGUMENT,
+                    "the sealed new password holds another kind of secret: seal a password",
+                ))
+            }
+        }
+    }
+
     fn krbtgt_of(&self, session: &[u8]) -> String {
         self.credentials
             .get(session)
@@ -244,6 +276,33 @@ impl<R: TryCryptoRng> EnclaveServer for Service<R> {
                 &mut svc.kerberos,
                 &mut svc.rng,
                 req,
+            )?)
+        })
+    }
+
+    fn kerberos_change_password(
+        &mut self,
+        ctx: &mut CallContext,
+        mut req: KerberosChangePasswordRequest,
+    ) -> Result<KerberosChangePasswordReply, RpcError> {
+        let realm = self.krbtgt_of(&req.session_handle);
+        let u = SecretUse {
+            operation: operation::KERBEROS_CHANGE_PASSWORD,
+            session: req.session_handle.clone(),
+            target: realm.replacen("krbtgt/", "kadmin/changepw@", 1),
+            charged: req.new_password.is_some(),
+        };
+        self.secret_call(ctx, u, |svc| {
+            let new_password = match req.new_password.take() {
+                Some(sealed) => Some(svc.open_new_password(&req.session_handle, &sealed)?),
+                None => None,
+            };
+            Ok(crate::kerberos::change_step(
+                &mut svc.credentials,
+                &mut svc.kerberos,
+                &mut svc.rng,
+                req,
+                new_password,
             )?)
         })
     }
@@ -386,4 +445,14 @@ fn truncate_chars(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+/// Wipes an opened secret that is not used.
+fn wipe_secret(secret: &mut sealed_logon_secret::Secret) {
+    use zeroize::Zeroize;
+    match secret {
+        sealed_logon_secret::Secret::Password(p) => p.zeroize(),
+        sealed_logon_secret::Secret::NtHash(h) => h.zeroize(),
+        sealed_logon_secret::Secret::Key(k) => k.value.zeroize(),
+    }
 }

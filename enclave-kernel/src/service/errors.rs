@@ -23,12 +23,15 @@ impl From<LogonRefused> for RpcError {
 
 impl From<KerberosError> for RpcError {
     fn from(e: KerberosError) -> Self {
-        let no_tgt = matches!(e, KerberosError::NoTgt(_));
+        let reason = match e {
+            KerberosError::NoTgt(_) => Some(ErrorReason::NoTgt),
+            KerberosError::PasswordExpired(_) => Some(ErrorReason::PasswordExpired),
+            _ => None,
+        };
         let error = RpcError::new(e.code(), e.message());
-        if no_tgt {
-            error.with_reason(ErrorReason::NoTgt)
-        } else {
-            error
+        match reason {
+            Some(r) => error.with_reason(r),
+            None => error,
         }
     }
 }

@@ -554,3 +554,75 @@ fn arbitrary_bytes_never_panic() {
         let _ = svc.on_bytes(&mut conn, &bytes, next(), &mut out);
     }
 }
+
+#[test]
+fn a_new_password_opens_only_sealed_for_a_password_change_by_the_sessions_owner() {
+    use crate::sealing::tests::{names, seal};
+    use credguard_proto::enclave::sealed_logon_secret::Secret as Inner;
+    use credguard_proto::enclave::{
+        IssueSealingNonceReply, KerberosChangePasswordReply, KerberosChangePasswordRequest, logon_request::Secret,
+    };
+    let mut svc = service();
+    let req = LogonRequest {
+        user: "alice".into(),
+        domain: "D".into(),
+        realm: "R.TEST".into(),
+        secret: Some(Secret::Password("old".into())),
+        operations_per_second: 0,
+        owner: 1000,
+        allow_rc4: false,
+    };
+    let reply = svc.dispatch(&request(1, EnclaveMethod::Logon, req.encode_to_vec()), 0);
+    let handle = LogonReply::decode(reply.payload.as_slice()).unwrap().session_handle;
+    let sealed_as = |svc: &mut Service<CounterRng>, purpose, owner: u64, secret| {
+        let r = svc.dispatch(
+            &request(
+                2,
+                EnclaveMethod::IssueSealingNonce,
+                IssueSealingNonceRequest { owner }.encode_to_vec(),
+            ),
+            0,
+        );
+        let n = IssueSealingNonceReply::decode(r.payload.as_slice()).unwrap().nonce;
+        let pk = svc.sealing_public_key();
+        seal(
+            pk,
+            [9; 32],
+            secret,
+            purpose,
+            Owner(owner),
+            <[u8; 16]>::try_from(n.as_slice()).unwrap(),
+            &names("alice", "D", "R.TEST"),
+        )
+    };
+    let change = |svc: &mut Service<CounterRng>, sealed| {
+        let req = KerberosChangePasswordRequest {
+            session_handle: handle.clone(),
+            now_unix: 1_000,
+            new_password: Some(sealed),
+            ..Default::default()
+        };
+        svc.dispatch(
+            &request(3, EnclaveMethod::KerberosChangePassword, req.encode_to_vec()),
+            0,
+        )
+    };
+    let pw = || Inner::Password("New-Passw0rd".into());
+    // Sealed for a logon, or by another uid: does not open.
+    let logon_seal = sealed_as(&mut svc, SealPurpose::Logon, 1000, pw());
+    assert_eq!(change(&mut svc, logon_seal).code, CODE_INVALID_ARGUMENT);
+    let other_uid = sealed_as(&mut svc, SealPurpose::PasswordChange, 1001, pw());
+    assert_ne!(change(&mut svc, other_uid).code, CODE_OK);
+    // Not a password.
+    let hash = sealed_as(&mut svc, SealPurpose::PasswordChange, 1000, Inner::NtHash(vec![1; 16]));
+    assert_eq!(change(&mut svc, hash).code, CODE_INVALID_ARGUMENT);
+    // The genuine one starts the AS exchange for kadmin/changepw, with one audit record.
+    let good = sealed_as(&mut svc, SealPurpose::PasswordChange, 1000, pw());
+    let r = change(&mut svc, good);
+    assert_eq!(r.code, CODE_OK, "{}", r.message);
+    let reply = KerberosChangePasswordReply::decode(r.payload.as_slice()).unwrap();
+    assert!(!reply.kdc_request.is_empty() && reply.kpasswd_request.is_empty() && !reply.changed);
+    let record = only_record(&r);
+    assert_eq!(record.operation, "kerberos_change_password");
+    assert_eq!(record.target, "kadmin/changepw@R.TEST");
+}

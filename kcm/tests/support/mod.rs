@@ -390,6 +390,13 @@ impl Lsa for FakeLsa {
     ) -> Result<Response<lsa::SetDefaultSessionReply>, Status> {
         unimplemented()
     }
+
+    async fn change_password(
+        &self,
+        _: Request<lsa::ChangePasswordRequest>,
+    ) -> Result<Response<lsa::ChangePasswordReply>, Status> {
+        unimplemented()
+    }
 }
 
 /// A krb5.conf for MIT's programs: `kcm_socket` at `socket`, the default realm, and `extra`
