@@ -82,6 +82,7 @@ fn logon(user: &str, secret: lsa::logon_request::Secret) -> lsa::LogonRequest {
         realm: String::new(),
         kdc: String::new(),
         secret: Some(secret),
+        ..Default::default()
     }
 }
 

@@ -18,6 +18,19 @@ fn mit_programs_get_service_tickets_through_kcm_and_never_a_tgt() {
     let session = logon(&stack, &kdc, None);
     let (code, out, _) = stack.ctl(None, &["default"], "");
     assert_eq!((code, json(&out)["session_id"].as_str()), (0, Some(session.as_str())));
+    // `logon --no-default` leaves the default where it is; the spare session is logged off.
+    let (code, out, err) = stack.ctl(
+        None,
+        &["logon", "alice", "--realm", kdc.get("REALM"), "--no-default"],
+        &format!("{}\n", kdc.get("PASSWORD")),
+    );
+    assert_eq!(code, 0, "logon --no-default: {err}");
+    let spare = json(&out);
+    assert_eq!(spare["default"], false, "{spare}");
+    let (_, out, _) = stack.ctl(None, &["default"], "");
+    assert_eq!(json(&out)["session_id"].as_str(), Some(session.as_str()));
+    let spare = spare["session_id"].as_str().unwrap();
+    assert_eq!(stack.ctl(None, &["logoff", spare], "").0, 0);
 
     // kvno: no TGT anywhere on the host, yet a service ticket, which the enclave fetched.
     let spn = kdc.get("SPN");

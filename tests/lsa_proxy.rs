@@ -75,6 +75,7 @@ fn bad_requests_get_clear_codes() {
             realm: "R.TEST".into(),
             kdc: String::new(),
             secret: Some(secret),
+            ..Default::default()
         };
         let pw = |p: &str| lsa::logon_request::Secret::Password(p.into());
         let code = |r: Result<tonic::Response<lsa::LogonReply>, tonic::Status>| r.unwrap_err().code();

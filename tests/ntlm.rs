@@ -133,6 +133,7 @@ async fn logon(c: &mut Client, user: &str, secret: lsa::logon_request::Secret) -
         realm: String::new(),
         kdc: String::new(),
         secret: Some(secret),
+        ..Default::default()
     })
     .await
     .unwrap()

@@ -33,6 +33,7 @@ async fn logon(c: &mut Client, user: &str) -> String {
         realm: String::new(),
         kdc: String::new(),
         secret: Some(lsa::logon_request::Secret::Password(PASSWORD.into())),
+        ..Default::default()
     })
     .await
     .unwrap()

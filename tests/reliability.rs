@@ -120,6 +120,7 @@ fn logon_request(user: &str) -> lsa::LogonRequest {
         realm: String::new(),
         kdc: String::new(),
         secret: Some(lsa::logon_request::Secret::Password(format!("{user}-pw"))),
+        ..Default::default()
     }
 }
 

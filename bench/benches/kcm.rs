@@ -250,6 +250,7 @@ fn main() {
                 realm: realm.clone(),
                 kdc: String::new(),
                 secret: Some(lsa::logon_request::Secret::Password(password.clone())),
+                ..Default::default()
             })
             .await
             .unwrap()

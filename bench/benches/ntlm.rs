@@ -375,6 +375,7 @@ async fn logon(c: &mut Client, i: usize) -> String {
         realm: String::new(),
         kdc: String::new(),
         secret: Some(lsa::logon_request::Secret::Password("Bench-Passw0rd".into())),
+        ..Default::default()
     })
     .await
     .unwrap()

@@ -46,6 +46,7 @@ fn logon_req(i: usize) -> lsa::LogonRequest {
         realm: String::new(),
         kdc: String::new(),
         secret: Some(lsa::logon_request::Secret::Password(format!("pw-{i}"))),
+        ..Default::default()
     }
 }
 

@@ -165,6 +165,7 @@ async fn one_client(socket: PathBuf, id: usize, deadline: Instant) -> LoadReport
                 realm: String::new(),
                 kdc: String::new(),
                 secret: Some(lsa::logon_request::Secret::Password(format!("load-pw-{id}-{i}"))),
+                ..Default::default()
             };
             let t = Instant::now();
             let r = c.logon(req).await.map(|r| r.into_inner());

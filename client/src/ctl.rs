@@ -238,6 +238,14 @@ enum Cmd {
         saved: Option<String>,
         #[command(flatten)]
         cred: CredentialArgs,
+        /// Make the new session your default (what your KCM credential cache and PAM use). This
+        /// is what a logon does unless --no-default is given.
+        #[arg(long, conflicts_with = "no_default")]
+        default: bool,
+        /// Keep your current default session; the new one becomes the default only if you have
+        /// none.
+        #[arg(long)]
+        no_default: bool,
     },
     /// List logon sessions (yours; root sees all); `*` marks each uid's default session.
     Sessions,
@@ -472,7 +480,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             user,
             saved: None,
             cred,
-        } => logon(c, &policy, user.unwrap_or_default(), cred, json).await,
+            no_default,
+            ..
+        } => logon(c, &policy, user.unwrap_or_default(), cred, !no_default, json).await,
         Cmd::Vault(cmd) => vault(c, &policy, cmd, json).await,
         Cmd::Sessions => sessions(c, json).await,
         Cmd::Default { session_id } => default_session(c, session_id, json).await,
@@ -583,6 +593,7 @@ async fn logon(
     policy: &SealPolicy,
     user: String,
     cred: CredentialArgs,
+    make_default: bool,
     as_json: bool,
 ) -> Result<(), Failure> {
     let CredentialArgs {
@@ -603,12 +614,13 @@ async fn logon(
         realm,
         kdc,
         secret: Some(secret),
+        keep_default: !make_default,
     };
     // tonic encodes the request and drops it; the proxy and the enclave wipe their copies.
     let r = c.logon(req).await?.into_inner();
     if as_json {
-        // Each logon becomes the caller's default session (what KCM and PAM serve).
-        println!("{}", json!({"session_id": r.session_id, "default": true}));
+        let is_default = make_default || is_default_session(c, &r.session_id).await?;
+        println!("{}", json!({"session_id": r.session_id, "default": is_default}));
     } else {
         println!("{}", r.session_id);
     }
@@ -652,6 +664,7 @@ async fn change_password(
     c.change_password(lsa::ChangePasswordRequest {
         session_id,
         new_password: Some(sealed),
+        check_only: false,
     })
     .await?;
     if as_json {
@@ -936,6 +949,16 @@ async fn vault_save(
 }
 
 /// `credguardctl logon --saved TARGET`.
+/// Whether `session_id` is the caller's default session now.
+async fn is_default_session(c: &mut LsaClient<Channel>, session_id: &str) -> Result<bool, Failure> {
+    let sessions = c
+        .list_sessions(lsa::ListSessionsRequest {})
+        .await?
+        .into_inner()
+        .sessions;
+    Ok(sessions.iter().any(|s| s.session_id == session_id && s.is_default))
+}
+
 async fn logon_saved(c: &mut LsaClient<Channel>, target: String, as_json: bool) -> Result<(), Failure> {
     let r = c.logon_saved(lsa::LogonSavedRequest { target }).await?.into_inner();
     if as_json {

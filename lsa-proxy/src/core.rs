@@ -148,8 +148,9 @@ impl LsaCore {
         // message (no copy is left behind), which is wiped whatever the outcome. The transport
         // wipes the encoded request once written to the enclave.
         let kdc = std::mem::take(&mut req.kdc);
+        let make_default = !req.keep_default;
         let mut enclave_req = enclave::LogonRequest::from(req);
-        let result = self.logon_inner(caller, &mut enclave_req, kdc).await;
+        let result = self.logon_inner(caller, &mut enclave_req, kdc, make_default).await;
         enclave_req.secret.zeroize();
         result
     }
@@ -159,6 +160,7 @@ impl LsaCore {
         caller: Caller,
         req: &mut enclave::LogonRequest,
         kdc: String,
+        make_default: bool,
     ) -> Result<lsa::LogonReply, LsaError> {
         let sealed = matches!(req.secret, None | Some(enclave::logon_request::Secret::Sealed(_)));
         self.check_plaintext(sealed)?;
@@ -185,25 +187,28 @@ impl LsaCore {
         }
         let session_id = hex::encode(&reply.session_handle);
         info!(%caller, session = %session_id, user = %req.user, domain = %req.domain, realm = %req.realm, kind, "logon");
-        self.sessions.insert(LogonSession {
-            session_id: session_id.clone(),
-            handle: reply.session_handle,
-            owner: caller,
-            user: req.user.clone(),
-            domain: req.domain.clone(),
-            realm: req.realm.clone(),
-            kdc,
-            // For a sealed logon only the enclave knows what was inside.
-            secret_kind: match (kind, reply.secret_kind.as_str()) {
-                ("sealed", "password") => "password",
-                ("sealed", "nt_hash") => "nt_hash",
-                ("sealed", "key") => "key",
-                (kind, _) => kind,
+        self.sessions.insert(
+            LogonSession {
+                session_id: session_id.clone(),
+                handle: reply.session_handle,
+                owner: caller,
+                user: req.user.clone(),
+                domain: req.domain.clone(),
+                realm: req.realm.clone(),
+                kdc,
+                // For a sealed logon only the enclave knows what was inside.
+                secret_kind: match (kind, reply.secret_kind.as_str()) {
+                    ("sealed", "password") => "password",
+                    ("sealed", "nt_hash") => "nt_hash",
+                    ("sealed", "key") => "key",
+                    (kind, _) => kind,
+                },
+                sealed: kind == "sealed",
+                created_unix_ms: now_unix_ms(),
+                boot_id,
             },
-            sealed: kind == "sealed",
-            created_unix_ms: now_unix_ms(),
-            boot_id,
-        });
+            make_default,
+        );
         Ok(lsa::LogonReply { session_id })
     }
 
@@ -286,9 +291,10 @@ impl LsaCore {
         self.boot_id()
     }
 
-    /// Registers a session the enclave made (the vault's `LogonSaved`).
+    /// Registers a session the enclave made (the vault's `LogonSaved`); like a `Logon`, it becomes
+    /// the owner's default.
     pub(crate) fn register_session(&self, s: LogonSession) {
-        self.sessions.insert(s);
+        self.sessions.insert(s, true);
     }
 
     /// Forgets sessions held by earlier boots of the enclave; returns how many.

@@ -257,29 +257,52 @@ async fn as_exchange(core: &LsaCore, s: &LogonSession, kdcs: &[String]) -> Resul
 }
 
 /// `ChangePassword`: the enclave's AS exchange for `kadmin/changepw` with the KDCs, then its
-/// change request to the realm's kpasswd server.
+/// change request to the realm's kpasswd server; with `check_only`, the AS exchange alone.
 pub async fn change_password(
     core: &LsaCore,
     caller: Caller,
     req: lsa::ChangePasswordRequest,
 ) -> Result<lsa::ChangePasswordReply, LsaError> {
-    let Some(sealed) = req.new_password else {
-        return Err(LsaError::InvalidArgument(
-            "new_password is required: the new password sealed to the enclave for a password change              (credguardctl change-password seals it)"
-                .into(),
-        ));
+    let first = match (req.new_password, req.check_only) {
+        (Some(_), true) => {
+            return Err(LsaError::InvalidArgument(
+                "check_only changes nothing: leave new_password out".into(),
+            ));
+        }
+        (Some(sealed), false) => enclave::KerberosChangePasswordRequest {
+            new_password: Some(sealed.into()),
+            ..Default::default()
+        },
+        (None, true) => enclave::KerberosChangePasswordRequest {
+            check_old_password: true,
+            ..Default::default()
+        },
+        (None, false) => {
+            return Err(LsaError::InvalidArgument(
+                "new_password is required: the new password sealed to the enclave for a password change \
+                 (credguardctl change-password seals it), or check_only"
+                    .into(),
+            ));
+        }
     };
     let s = core.session(caller, &req.session_id)?;
     let kdcs = kdcs_of(core, &s)?;
-    let servers = core.config().kerberos.kpasswd_of(&s.realm, &kdcs);
-    let (server, addr, sender) = kpasswd_server(&servers).await?;
+    // A check needs no kpasswd server.
+    let kpasswd = if req.check_only {
+        None
+    } else {
+        let servers = core.config().kerberos.kpasswd_of(&s.realm, &kdcs);
+        Some(kpasswd_server(&servers).await?)
+    };
     let turn = core.as_turn(&s.session_id);
     let _turn = turn.lock().await;
     let mut step = enclave::KerberosChangePasswordRequest {
         session_handle: s.handle.clone(),
-        new_password: Some(sealed.into()),
-        sender_address: sender,
-        ..Default::default()
+        sender_address: kpasswd
+            .as_ref()
+            .map(|(_, _, sender)| sender.clone())
+            .unwrap_or_default(),
+        ..first
     };
     let mut kdc = 0;
     // The AS exchange's steps, and the kpasswd request.
@@ -287,19 +310,25 @@ pub async fn change_password(
         step.now_unix = now_unix();
         let r = core.link().client(s.owner).kerberos_change_password(&step).await?;
         step.new_password = None;
+        step.check_old_password = false;
         step.kdc_reply.clear();
         step.kpasswd_reply.clear();
+        if r.old_password_verified {
+            info!(%caller, session = %s.session_id, "kerberos password checked for a change");
+            return Ok(lsa::ChangePasswordReply { verified: true });
+        }
         if r.changed {
+            let server = kpasswd.as_ref().map_or("", |(server, _, _)| server.as_str());
             info!(%caller, session = %s.session_id, kpasswd = %server, "kerberos password changed");
-            return Ok(lsa::ChangePasswordReply {});
+            return Ok(lsa::ChangePasswordReply { verified: false });
         }
         if !r.kdc_request.is_empty() {
             step.kdc_reply = kdc_exchange_any(&kdcs, &mut kdc, &r.kdc_request).await?;
-        } else if !r.kpasswd_request.is_empty() {
-            step.kpasswd_reply = exchange_at(&server, addr, &r.kpasswd_request).await?;
+        } else if let (false, Some((server, addr, _))) = (r.kpasswd_request.is_empty(), &kpasswd) {
+            step.kpasswd_reply = exchange_at(server, *addr, &r.kpasswd_request).await?;
         } else {
             return Err(LsaError::Internal(
-                "the enclave's password change step asked for nothing".into(),
+                "the enclave's password change step asked for nothing the proxy can send".into(),
             ));
         }
     }

@@ -147,10 +147,13 @@ impl SessionTable {
         Ok(())
     }
 
-    /// Adds a session, which becomes its owner's default.
-    pub fn insert(&self, s: LogonSession) {
+    /// Adds a session, which becomes its owner's default when `make_default` is set or the owner
+    /// has none.
+    pub fn insert(&self, s: LogonSession, make_default: bool) {
         let mut t = self.tables();
-        t.defaults.insert(s.owner, s.session_id.clone());
+        if make_default || !t.defaults.contains_key(&s.owner) {
+            t.defaults.insert(s.owner, s.session_id.clone());
+        }
         t.open.insert(s.session_id.clone(), s);
     }
 
@@ -304,7 +307,7 @@ mod tests {
     #[test]
     fn owner_only() {
         let t = SessionTable::default();
-        t.insert(session("a", Caller::Uid(1000), b"b1"));
+        t.insert(session("a", Caller::Uid(1000), b"b1"), true);
         assert!(t.get(Caller::Uid(1000), "a", b"b1").is_ok());
         assert!(matches!(
             t.get(Caller::Uid(1001), "a", b"b1"),
@@ -335,11 +338,11 @@ mod tests {
         assert_eq!(t.default_of(alice), None);
         let mut first = session("a1", alice, b"b1");
         first.created_unix_ms = 1;
-        t.insert(first);
+        t.insert(first, true);
         let mut second = session("a2", alice, b"b1");
         second.created_unix_ms = 2;
-        t.insert(second);
-        t.insert(session("b1", bob, b"b1"));
+        t.insert(second, true);
+        t.insert(session("b1", bob, b"b1"), true);
         assert_eq!(t.default_of(alice).as_deref(), Some("a2"));
         assert_eq!(t.default_of(bob).as_deref(), Some("b1"));
         // Only one's own session can be made the default.
@@ -358,9 +361,21 @@ mod tests {
     }
 
     #[test]
+    fn a_logon_that_keeps_the_default_becomes_it_only_when_there_is_none() {
+        let t = SessionTable::default();
+        let alice = Caller::Uid(1000);
+        t.insert(session("a1", alice, b"b1"), false);
+        assert_eq!(t.default_of(alice).as_deref(), Some("a1"));
+        t.insert(session("a2", alice, b"b1"), false);
+        assert_eq!(t.default_of(alice).as_deref(), Some("a1"));
+        t.insert(session("a3", alice, b"b1"), true);
+        assert_eq!(t.default_of(alice).as_deref(), Some("a3"));
+    }
+
+    #[test]
     fn restarted_enclave_sessions_are_gone() {
         let t = SessionTable::default();
-        t.insert(session("a", Caller::Uid(5), b"old"));
+        t.insert(session("a", Caller::Uid(5), b"old"), true);
         let e = t.get(Caller::Uid(5), "a", b"new").unwrap_err();
         assert!(matches!(&e, LsaError::NotFound(m) if m.contains("restarted")), "{e}");
         assert_eq!(t.drop_other_boots(b"new"), 1);
@@ -380,8 +395,8 @@ mod tests {
     #[test]
     fn limit_per_uid() {
         let t = SessionTable::default();
-        t.insert(session("a", Caller::Uid(5), b"b"));
-        t.insert(session("b", Caller::Uid(5), b"b"));
+        t.insert(session("a", Caller::Uid(5), b"b"), true);
+        t.insert(session("b", Caller::Uid(5), b"b"), true);
         assert!(t.check_limit(Caller::Uid(5), 2).is_err());
         assert!(t.check_limit(Caller::Uid(6), 2).is_ok());
     }

@@ -177,6 +177,7 @@ mod tests {
                 enctype: 18,
                 value: vec![7; 32],
             })),
+            ..Default::default()
         });
         assert_eq!(
             (r.user.as_str(), r.domain.as_str(), r.realm.as_str()),

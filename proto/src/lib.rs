@@ -58,6 +58,7 @@ pub mod lsa {
                 .field("realm", &self.realm)
                 .field("kdc", &self.kdc)
                 .field("secret", &format_args!("<{secret} redacted>"))
+                .field("keep_default", &self.keep_default)
                 .finish()
         }
     }

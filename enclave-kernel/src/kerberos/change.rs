@@ -12,6 +12,10 @@
 //!
 //! The old password stays until the change succeeds; neither the `kadmin/changepw` key nor the
 //! key derived from the old password is kept after the exchange.
+//!
+//! A check only (`check_old_password`) stops at step 2: the `kadmin/changepw` ticket proves the
+//! old password, since MIT's KDC answers KEY_EXPIRED to an AS-REQ for a TGT whatever password
+//! preauthenticated it.
 
 use alloc::string::String;
 
@@ -28,7 +32,8 @@ use crate::credentials::CredentialStore;
 
 /// A password change waiting for the network.
 pub(super) struct PendingChange {
-    new_password: Zeroizing<String>,
+    /// `None` for a check of the old password only.
+    new_password: Option<Zeroizing<String>>,
     stage: Stage,
 }
 
@@ -62,7 +67,7 @@ pub fn change_step<R: TryCryptoRng>(
         ));
     }
     let given = [
-        new_password.is_some(),
+        new_password.is_some() || req.check_old_password,
         !req.kdc_reply.is_empty(),
         !req.kpasswd_reply.is_empty(),
     ];
@@ -75,7 +80,12 @@ pub fn change_step<R: TryCryptoRng>(
     }
     let owner = cred.owner;
     let st = state.sessions.entry(handle).or_default();
-    if let Some(new_password) = new_password {
+    if new_password.is_some() && req.check_old_password {
+        return Err(KerberosError::InvalidArgument(
+            "check_old_password changes nothing: it carries no new password".into(),
+        ));
+    }
+    if new_password.is_some() || req.check_old_password {
         return change_start(cred, st, rng, req.now_unix, new_password);
     }
     let Some(pending) = st.change.take() else {
@@ -86,12 +96,17 @@ pub fn change_step<R: TryCryptoRng>(
     match (pending.stage, req.kdc_reply.is_empty()) {
         (Stage::As(p), false) => change_as(cred, st, rng, &req, pending.new_password, p),
         (Stage::Kpasswd { session_key, subkey }, true) => {
+            let Some(new_password) = pending.new_password else {
+                return Err(KerberosError::Internal(
+                    "a check of the password reached kpasswd".into(),
+                ));
+            };
             let result = kpasswd::change_reply(&req.kpasswd_reply, &session_key, &subkey)?;
             if result.code != kpasswd::RESULT_SUCCESS {
                 return Err(kpasswd::result_error(&result));
             }
             // The old password's keys and the TGT they got are of no use now.
-            cred.password = Some(pending.new_password);
+            cred.password = Some(new_password);
             cred.keys.clear();
             let old_tgt = st.tgt_bytes();
             st.tgt = None;
@@ -114,7 +129,7 @@ fn change_start<R: TryCryptoRng>(
     st: &mut SessionState,
     rng: &mut R,
     now_unix: i64,
-    new_password: Zeroizing<String>,
+    new_password: Option<Zeroizing<String>>,
 ) -> Result<KerberosChangePasswordReply, KerberosError> {
     if cred.password.is_none() {
         return Err(KerberosError::FailedPrecondition(
@@ -123,7 +138,8 @@ fn change_start<R: TryCryptoRng>(
                 .into(),
         ));
     }
-    if new_password.is_empty() || new_password.len() > kpasswd::MAX_PASSWORD_LEN {
+    let new_len = new_password.as_ref().map_or(1, |p| p.len());
+    if new_len == 0 || new_len > kpasswd::MAX_PASSWORD_LEN {
         return Err(KerberosError::InvalidArgument(alloc::format!(
             "a new password has 1 to {} bytes",
             kpasswd::MAX_PASSWORD_LEN
@@ -154,7 +170,7 @@ fn change_as<R: TryCryptoRng>(
     st: &mut SessionState,
     rng: &mut R,
     req: &KerberosChangePasswordRequest,
-    new_password: Zeroizing<String>,
+    new_password: Option<Zeroizing<String>>,
     pending: PendingAs,
 ) -> Result<KerberosChangePasswordReply, KerberosError> {
     let rep = match messages::parse_kdc_reply(&req.kdc_reply)? {
@@ -180,6 +196,13 @@ fn change_as<R: TryCryptoRng>(
         KdcReply::Rep(rep) => rep,
     };
     let (session_key, cname) = changepw_ticket(cred, pending, &rep)?;
+    let Some(new_password) = new_password else {
+        // A check only: the ticket's key goes with `session_key`'s drop.
+        return Ok(KerberosChangePasswordReply {
+            old_password_verified: true,
+            ..Default::default()
+        });
+    };
     let subkey = random_key(rng, session_key.enctype)?;
     let sender = SenderAddress::new(&req.sender_address)?;
     let now = req.now_unix.saturating_add(st.clock_offset);
@@ -199,7 +222,7 @@ fn change_as<R: TryCryptoRng>(
         super::confounder(rng)?,
     )?;
     st.change = Some(PendingChange {
-        new_password,
+        new_password: Some(new_password),
         stage: Stage::Kpasswd { session_key, subkey },
     });
     Ok(KerberosChangePasswordReply {

@@ -282,8 +282,48 @@ mod exchanges {
                 kdc_reply,
                 kpasswd_reply,
                 sender_address: LOCAL.to_vec(),
+                check_old_password: false,
             };
             change_step(creds, st, rng, req, new.map(|p| zeroize::Zeroizing::new(p.into())))
+        }
+
+        #[test]
+        fn a_check_of_the_old_password_gets_the_changepw_ticket_and_changes_nothing() {
+            let (mut creds, mut st, mut rng) = setup();
+            let check = |kdc_reply: Vec<u8>, check_old_password: bool| KerberosChangePasswordRequest {
+                session_handle: H.to_vec(),
+                now_unix: 1_000,
+                kdc_reply,
+                check_old_password,
+                ..Default::default()
+            };
+            // With a new password as well: refused, a check changes nothing.
+            let both = change_step(
+                &mut creds,
+                &mut st,
+                &mut rng,
+                check(Vec::new(), true),
+                Some(zeroize::Zeroizing::new("New-Passw0rd".into())),
+            );
+            assert!(matches!(both, Err(KerberosError::InvalidArgument(_))));
+            let first = change_step(&mut creds, &mut st, &mut rng, check(Vec::new(), true), None).unwrap();
+            let asked = fake_kdc::parse_request(&first.kdc_request).unwrap();
+            assert_eq!(asked.sname, alloc::vec!["kadmin", "changepw"]);
+            let preauth = fake_kdc::preauth_required(REALM, 1_000, &[(18, SALT, None)]);
+            let r = change_step(&mut creds, &mut st, &mut rng, check(preauth, false), None).unwrap();
+            let sent = fake_kdc::parse_request(&r.kdc_request).unwrap();
+            let cp_key = Key::new(18, &[0x66; 32]).unwrap();
+            let rep = fake_kdc::as_rep(
+                &issue(&["kadmin", "changepw"], sent.nonce, &cp_key, 300),
+                &user_key(SALT),
+            );
+            let done = change_step(&mut creds, &mut st, &mut rng, check(rep, false), None).unwrap();
+            assert!(done.old_password_verified && !done.changed);
+            assert!(done.kdc_request.is_empty() && done.kpasswd_request.is_empty());
+            assert_eq!(password_of(&creds), "pw", "the old password stays");
+            // Nothing is pending: a kpasswd reply now has no change to continue.
+            let late = change(&mut creds, &mut st, &mut rng, None, Vec::new(), alloc::vec![1]);
+            assert!(matches!(late, Err(KerberosError::FailedPrecondition(_))));
         }
 
         fn password_of(creds: &CredentialStore) -> String {

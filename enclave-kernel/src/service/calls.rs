@@ -290,7 +290,7 @@ impl<R: TryCryptoRng> EnclaveServer for Service<R> {
             operation: operation::KERBEROS_CHANGE_PASSWORD,
             session: req.session_handle.clone(),
             target: realm.replacen("krbtgt/", "kadmin/changepw@", 1),
-            charged: req.new_password.is_some(),
+            charged: req.new_password.is_some() || req.check_old_password,
         };
         self.secret_call(ctx, u, |svc| {
             let new_password = match req.new_password.take() {
