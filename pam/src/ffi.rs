@@ -35,23 +35,44 @@ pub mod code {
     pub const AUTHINFO_UNAVAIL: c_int = 9;
     /// No such user.
     pub const USER_UNKNOWN: c_int = 10;
+    /// The password has expired: change it (`acct_mgmt`).
+    pub const NEW_AUTHTOK_REQD: c_int = 12;
     /// A session could not be opened or closed.
     pub const SESSION_ERR: c_int = 14;
     /// No data under that name.
     pub const NO_MODULE_DATA: c_int = 18;
     /// The conversation failed.
     pub const CONV_ERR: c_int = 19;
+    /// The password could not be changed.
+    pub const AUTHTOK_ERR: c_int = 20;
+    /// The current password (needed for the change) is wrong.
+    pub const AUTHTOK_RECOVERY_ERR: c_int = 21;
+    /// The service cannot do it now (`chauthtok`'s preliminary check).
+    pub const TRY_AGAIN: c_int = 24;
     /// This module has nothing to say about it.
     pub const IGNORE: c_int = 25;
+}
+
+/// Flags libpam passes to the module (`<security/_pam_types.h>`).
+pub mod flag {
+    use std::ffi::c_int;
+    /// `chauthtok`: change only an expired password.
+    pub const CHANGE_EXPIRED_AUTHTOK: c_int = 0x0020;
+    /// `chauthtok`'s second pass: change the password.
+    pub const UPDATE_AUTHTOK: c_int = 0x2000;
+    /// `chauthtok`'s first pass: check the change can be made.
+    pub const PRELIM_CHECK: c_int = 0x4000;
 }
 
 // Item types (`pam_get_item`).
 const PAM_USER: c_int = 2;
 const PAM_CONV: c_int = 5;
 const PAM_AUTHTOK: c_int = 6;
+const PAM_OLDAUTHTOK: c_int = 7;
 // Message styles (`struct pam_message`).
 const PAM_PROMPT_ECHO_OFF: c_int = 1;
 const PAM_ERROR_MSG: c_int = 3;
+const PAM_TEXT_INFO: c_int = 4;
 
 #[repr(C)]
 struct PamMessage {
@@ -136,16 +157,27 @@ impl Handle {
         unsafe { self.string_item(PAM_AUTHTOK) }.map(|s| Zeroizing::new(s.to_owned()))
     }
 
+    /// `PAM_OLDAUTHTOK`, the current password an earlier module of the `password` stack got.
+    pub fn old_authtok(&self) -> Option<Zeroizing<String>> {
+        // SAFETY: PAM_OLDAUTHTOK is a NUL-terminated string item (or null).
+        unsafe { self.string_item(PAM_OLDAUTHTOK) }.map(|s| Zeroizing::new(s.to_owned()))
+    }
+
     /// Sets `PAM_AUTHTOK`, so the modules after this one (`pam_unix try_first_pass`) need not ask
-    /// again. libpam keeps its copy and wipes it at `pam_end`, as for any module that asks.
+    /// again. libpam overwrites and unsets it when `pam_authenticate` or `pam_chauthtok` returns.
     pub fn set_authtok(&self, password: &str) -> Result<(), c_int> {
-        let c = Zeroizing::new(
-            CString::new(password)
-                .map_err(|_| code::AUTH_ERR)?
-                .into_bytes_with_nul(),
-        );
+        self.set_secret_item(PAM_AUTHTOK, password)
+    }
+
+    /// Sets `PAM_OLDAUTHTOK` (the current password, at `chauthtok`).
+    pub fn set_old_authtok(&self, password: &str) -> Result<(), c_int> {
+        self.set_secret_item(PAM_OLDAUTHTOK, password)
+    }
+
+    fn set_secret_item(&self, item_type: c_int, value: &str) -> Result<(), c_int> {
+        let c = Zeroizing::new(CString::new(value).map_err(|_| code::AUTH_ERR)?.into_bytes_with_nul());
         // SAFETY: `c` is NUL-terminated and outlives the call; libpam copies it.
-        let rc = unsafe { pam_set_item(self.raw, PAM_AUTHTOK, c.as_ptr().cast()) };
+        let rc = unsafe { pam_set_item(self.raw, item_type, c.as_ptr().cast()) };
         if rc == code::SUCCESS { Ok(()) } else { Err(rc) }
     }
 
@@ -174,6 +206,11 @@ impl Handle {
     /// Shows an error message to the user (best effort).
     pub fn error_message(&self, text: &str) {
         let _ = self.converse(PAM_ERROR_MSG, text);
+    }
+
+    /// Shows an informational message to the user (best effort).
+    pub fn info_message(&self, text: &str) {
+        let _ = self.converse(PAM_TEXT_INFO, text);
     }
 
     /// One message through the conversation function; the reply (wiped on drop) if any.

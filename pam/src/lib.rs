@@ -7,13 +7,15 @@
 //! - `session` ([`pam_sm_open_session`], [`pam_sm_close_session`]): makes that logon the uid's
 //!   default session (served by credguard-kcm), sets `KRB5CCNAME=KCM:`, and logs it off when the
 //!   last PAM session using it closes (counted in [`refcount`]).
+//! - `account` ([`pam_sm_acct_mgmt`]): PAM_NEW_AUTHTOK_REQD when `auth` found the password
+//!   expired (and proved it right with a `kadmin/changepw` ticket); nothing to say otherwise.
+//! - `password` ([`pam_sm_chauthtok`]): changes the Kerberos password through the enclave
+//!   (RFC 3244, kpasswd): the expired password of `auth`'s session, or (`passwd`) the current
+//!   password the user gives, which a session of its own holds for the change.
 //!
 //! Every entry point catches panics (none may unwind into libpam) and maps every failure to a PAM
 //! code. The password lives in this module only until it is sealed, in memory wiped on drop; it
 //! is never logged.
-//!
-//! Not yet here (issue 16): the `password` stack (RFC 3244 change of an expired password through
-//! the enclave) and checking the KDC against a host keytab.
 #![deny(missing_docs)]
 
 pub mod ffi;
@@ -24,8 +26,8 @@ pub mod refcount;
 
 use std::ffi::{CStr, c_char, c_int};
 
-use ffi::{Handle, PamHandleRaw, code};
-use logon::{Authenticated, LogonError};
+use ffi::{Handle, PamHandleRaw, code, flag};
+use logon::{Authenticated, ChangeError, ChangeFrom, LogonError};
 use options::{FirstPass, Options};
 use refcount::Released;
 
@@ -40,6 +42,8 @@ const KCM_CCACHE_ENV: &str = "KRB5CCNAME=KCM:";
 struct LogonData {
     session_id: String,
     uid: u32,
+    /// The KDC said the password has expired: `acct_mgmt` asks for a change.
+    expired: bool,
 }
 
 /// Runs one stage with the handle and the parsed options, catching any panic.
@@ -50,7 +54,8 @@ unsafe fn entry(
     pamh: *mut PamHandleRaw,
     argc: c_int,
     argv: *const *const c_char,
-    stage: fn(&Handle, &Options) -> c_int,
+    flags: c_int,
+    stage: fn(&Handle, &Options, c_int) -> c_int,
 ) -> c_int {
     let run = std::panic::AssertUnwindSafe(|| {
         // SAFETY: the handle libpam passed to this call, used only during it.
@@ -62,7 +67,7 @@ unsafe fn entry(
         for arg in &opts.unknown {
             h.syslog(libc::LOG_WARNING, &format!("unknown option {arg:?} ignored"));
         }
-        stage(&h, &opts)
+        stage(&h, &opts, flags)
     });
     std::panic::catch_unwind(run).unwrap_or(code::SERVICE_ERR)
 }
@@ -74,12 +79,12 @@ unsafe fn entry(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pam_sm_authenticate(
     pamh: *mut PamHandleRaw,
-    _flags: c_int,
+    flags: c_int,
     argc: c_int,
     argv: *const *const c_char,
 ) -> c_int {
     // SAFETY: passed through from libpam.
-    unsafe { entry(pamh, argc, argv, authenticate) }
+    unsafe { entry(pamh, argc, argv, flags, authenticate) }
 }
 
 /// `auth`'s credential step: nothing to do (the credentials are in the enclave already; the
@@ -104,12 +109,12 @@ pub unsafe extern "C" fn pam_sm_setcred(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pam_sm_open_session(
     pamh: *mut PamHandleRaw,
-    _flags: c_int,
+    flags: c_int,
     argc: c_int,
     argv: *const *const c_char,
 ) -> c_int {
     // SAFETY: passed through from libpam.
-    unsafe { entry(pamh, argc, argv, open_session) }
+    unsafe { entry(pamh, argc, argv, flags, open_session) }
 }
 
 /// `session` close: logs the logon off when this was its last PAM session.
@@ -119,12 +124,42 @@ pub unsafe extern "C" fn pam_sm_open_session(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pam_sm_close_session(
     pamh: *mut PamHandleRaw,
-    _flags: c_int,
+    flags: c_int,
     argc: c_int,
     argv: *const *const c_char,
 ) -> c_int {
     // SAFETY: passed through from libpam.
-    unsafe { entry(pamh, argc, argv, close_session) }
+    unsafe { entry(pamh, argc, argv, flags, close_session) }
+}
+
+/// `account`: PAM_NEW_AUTHTOK_REQD after an `auth` that found the password expired.
+///
+/// # Safety
+/// Called by libpam with its handle and the module's arguments.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pam_sm_acct_mgmt(
+    pamh: *mut PamHandleRaw,
+    flags: c_int,
+    argc: c_int,
+    argv: *const *const c_char,
+) -> c_int {
+    // SAFETY: passed through from libpam.
+    unsafe { entry(pamh, argc, argv, flags, account) }
+}
+
+/// `password`: changes the Kerberos password through the enclave.
+///
+/// # Safety
+/// Called by libpam with its handle and the module's arguments.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pam_sm_chauthtok(
+    pamh: *mut PamHandleRaw,
+    flags: c_int,
+    argc: c_int,
+    argv: *const *const c_char,
+) -> c_int {
+    // SAFETY: passed through from libpam.
+    unsafe { entry(pamh, argc, argv, flags, chauthtok) }
 }
 
 fn debug(h: &Handle, opts: &Options, message: &str) {
@@ -133,7 +168,7 @@ fn debug(h: &Handle, opts: &Options, message: &str) {
     }
 }
 
-fn authenticate(h: &Handle, opts: &Options) -> c_int {
+fn authenticate(h: &Handle, opts: &Options, _flags: c_int) -> c_int {
     let user = match h.user() {
         Ok(u) => u,
         Err(rc) => return rc,
@@ -177,7 +212,16 @@ fn password(h: &Handle, opts: &Options) -> Result<zeroize::Zeroizing<String>, c_
 }
 
 fn logged_on(h: &Handle, opts: &Options, user: &str, uid: u32, done: Authenticated) -> c_int {
+    let mut expired = false;
     let (session_id, rc) = match done {
+        Authenticated::Expired { session_id } => {
+            h.syslog(
+                libc::LOG_NOTICE,
+                &format!("{user} (uid {uid}): the password is right but has expired: it must be changed"),
+            );
+            expired = true;
+            (session_id, code::SUCCESS)
+        }
         Authenticated::Kerberos { session_id, principal } => {
             h.syslog(
                 libc::LOG_INFO,
@@ -202,7 +246,14 @@ fn logged_on(h: &Handle, opts: &Options, user: &str, uid: u32, done: Authenticat
             (session_id, code::IGNORE)
         }
     };
-    if let Err(e) = h.set_data(LOGON_DATA, LogonData { session_id, uid }) {
+    if let Err(e) = h.set_data(
+        LOGON_DATA,
+        LogonData {
+            session_id,
+            uid,
+            expired,
+        },
+    ) {
         h.syslog(
             libc::LOG_ERR,
             &format!("cannot keep the session for the session stage (code {e})"),
@@ -232,18 +283,154 @@ fn auth_failed(h: &Handle, user: &str, e: LogonError) -> c_int {
         );
     } else {
         h.syslog(libc::LOG_NOTICE, &format!("{user}: authentication failed: {e}"));
-        if matches!(&e, LogonError::Refused { message, .. } if message.contains("expired")) {
-            h.error_message("Your password has expired; changing it through credguard is not supported yet.");
-        }
     }
     rc
 }
 
-fn open_session(h: &Handle, opts: &Options) -> c_int {
+fn account(h: &Handle, opts: &Options, _flags: c_int) -> c_int {
+    match h.get_data::<LogonData>(LOGON_DATA) {
+        Some(logon) if logon.expired => {
+            h.error_message("Your password has expired. You must change it now.");
+            code::NEW_AUTHTOK_REQD
+        }
+        Some(_) => code::SUCCESS,
+        None => {
+            debug(
+                h,
+                opts,
+                "no credguard logon in this PAM handle: nothing to say of the account",
+            );
+            code::IGNORE
+        }
+    }
+}
+
+fn chauthtok(h: &Handle, opts: &Options, flags: c_int) -> c_int {
+    if opts.realm.is_empty() {
+        debug(h, opts, "no realm= given: no Kerberos password to change");
+        return code::IGNORE;
+    }
+    let logon = h.get_data::<LogonData>(LOGON_DATA);
+    let expired = logon.as_ref().filter(|l| l.expired);
+    if flags & flag::CHANGE_EXPIRED_AUTHTOK != 0 && expired.is_none() {
+        debug(h, opts, "only expired passwords are to be changed, and this one is not");
+        return code::IGNORE;
+    }
+    if flags & flag::PRELIM_CHECK != 0 {
+        return code::SUCCESS;
+    }
+    if flags & flag::UPDATE_AUTHTOK == 0 {
+        return code::SERVICE_ERR;
+    }
+    let user = match h.user() {
+        Ok(u) => u,
+        Err(rc) => return rc,
+    };
+    let Some(uid) = uid_of(&user) else {
+        return code::USER_UNKNOWN;
+    };
+    let from = match expired {
+        Some(l) => ChangeFrom::Expired(l.session_id.clone()),
+        None => match current_password(h, opts) {
+            Ok(p) => ChangeFrom::Current(p),
+            Err(rc) => return rc,
+        },
+    };
+    let new_password = match new_password(h, opts) {
+        Ok(p) => p,
+        Err(rc) => return rc,
+    };
+    match logon::block_on_change(logon::change_password(opts, &user, uid, from, new_password)) {
+        Ok(()) => password_changed(h, &user, uid, logon),
+        Err(e) => change_failed(h, &user, e),
+    }
+}
+
+/// The current password for a change that has no expired session: from an earlier module
+/// (`PAM_OLDAUTHTOK`) when the options say so, else asked for.
+fn current_password(h: &Handle, opts: &Options) -> Result<zeroize::Zeroizing<String>, c_int> {
+    if opts.first_pass != FirstPass::Ask {
+        if let Some(p) = h.old_authtok() {
+            return Ok(p);
+        }
+        if opts.first_pass == FirstPass::Use {
+            h.syslog(
+                libc::LOG_NOTICE,
+                "use_first_pass: no current password from an earlier module",
+            );
+            return Err(code::AUTHTOK_RECOVERY_ERR);
+        }
+    }
+    let p = h.prompt_secret("Current password: ")?;
+    if let Err(rc) = h.set_old_authtok(&p) {
+        debug(h, opts, &format!("PAM_OLDAUTHTOK not set (code {rc})"));
+    }
+    Ok(p)
+}
+
+/// The new password: from an earlier module with `use_authtok`, else asked for twice (and left
+/// in `PAM_AUTHTOK` for the modules after this one).
+fn new_password(h: &Handle, opts: &Options) -> Result<zeroize::Zeroizing<String>, c_int> {
+    if opts.use_authtok {
+        return match h.authtok() {
+            Some(p) if !p.is_empty() => Ok(p),
+            _ => {
+                h.syslog(libc::LOG_NOTICE, "use_authtok: no new password from an earlier module");
+                Err(code::AUTHTOK_ERR)
+            }
+        };
+    }
+    let first = h.prompt_secret("New password: ")?;
+    let again = h.prompt_secret("Retype new password: ")?;
+    if first.is_empty() || *first != *again {
+        h.error_message("The passwords do not match (or are empty): the password is unchanged.");
+        return Err(code::AUTHTOK_ERR);
+    }
+    if let Err(rc) = h.set_authtok(&first) {
+        debug(h, opts, &format!("PAM_AUTHTOK not set (code {rc})"));
+    }
+    Ok(first)
+}
+
+fn password_changed(h: &Handle, user: &str, uid: u32, logon: Option<LogonData>) -> c_int {
+    h.syslog(
+        libc::LOG_INFO,
+        &format!("{user} (uid {uid}): Kerberos password changed through credguard"),
+    );
+    if let Some(l) = logon.filter(|l| l.expired) {
+        let renewed = LogonData { expired: false, ..l };
+        if let Err(e) = h.set_data(LOGON_DATA, renewed) {
+            h.syslog(libc::LOG_ERR, &format!("cannot keep the renewed session (code {e})"));
+        }
+    }
+    code::SUCCESS
+}
+
+fn change_failed(h: &Handle, user: &str, e: ChangeError) -> c_int {
+    h.syslog(libc::LOG_NOTICE, &format!("{user}: password change failed: {e}"));
+    h.error_message(&format!("Password change failed: {e}"));
+    match e {
+        ChangeError::WrongPassword => code::AUTHTOK_RECOVERY_ERR,
+        ChangeError::Failed(LogonError::Unavailable(_)) => code::TRY_AGAIN,
+        ChangeError::Failed(_) => code::AUTHTOK_ERR,
+    }
+}
+
+fn open_session(h: &Handle, opts: &Options, _flags: c_int) -> c_int {
     let Some(logon) = h.get_data::<LogonData>(LOGON_DATA) else {
         debug(h, opts, "no credguard logon in this PAM handle: nothing to open");
         return code::IGNORE;
     };
+    if logon.expired {
+        h.syslog(
+            libc::LOG_ERR,
+            &format!(
+                "uid {}: the password has expired and was not changed: no session",
+                logon.uid
+            ),
+        );
+        return code::SESSION_ERR;
+    }
     if let Err(e) = refcount::acquire(&opts.state_dir, &logon.session_id) {
         h.syslog(
             libc::LOG_ERR,
@@ -266,7 +453,7 @@ fn open_session(h: &Handle, opts: &Options) -> c_int {
     code::SUCCESS
 }
 
-fn close_session(h: &Handle, opts: &Options) -> c_int {
+fn close_session(h: &Handle, opts: &Options, _flags: c_int) -> c_int {
     let Some(logon) = h.get_data::<LogonData>(LOGON_DATA) else {
         debug(h, opts, "no credguard logon in this PAM handle: nothing to close");
         return code::IGNORE;

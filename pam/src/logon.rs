@@ -68,6 +68,12 @@ pub enum Authenticated {
         /// The client principal of the TGT.
         principal: String,
     },
+    /// The KDC said the password has expired, and the enclave proved it right with a
+    /// `kadmin/changepw` ticket: the session holds the old password until `chauthtok` changes it.
+    Expired {
+        /// The session.
+        session_id: String,
+    },
     /// No Kerberos check was made (no realm configured, or `optional_kerberos` and no KDC
     /// reachable): the session holds the password for NTLM only.
     Unchecked {
@@ -118,6 +124,20 @@ pub fn block_on<T>(f: impl Future<Output = Result<T, LogonError>>) -> Result<T, 
     })
 }
 
+/// [`block_on`] for a password change.
+pub fn block_on_change<T>(f: impl Future<Output = Result<T, ChangeError>>) -> Result<T, ChangeError> {
+    let mut outcome = None;
+    let r = block_on(async {
+        outcome = Some(f.await);
+        Ok(())
+    });
+    match (r, outcome) {
+        (_, Some(done)) => done,
+        (Err(e), None) => Err(e.into()),
+        (Ok(()), None) => Err(LogonError::Unavailable("the change was not run".into()).into()),
+    }
+}
+
 async fn connect(opts: &Options) -> Result<LsaClient<Channel>, LogonError> {
     credguard_client::connect(&opts.socket)
         .await
@@ -146,15 +166,14 @@ fn expectations(opts: &Options) -> Result<Expectations, LogonError> {
     })
 }
 
-/// `auth`: seals `password` (taken, and wiped once sealed) to the attested enclave for `uid`,
-/// logs `user` on in the realm for that uid, and gets the TGT so the KDC judges the password.
-/// A session the KDC refused is logged off again.
-pub async fn authenticate(
-    opts: &Options,
-    user: &str,
-    uid: u32,
-    password: Zeroizing<String>,
-) -> Result<Authenticated, LogonError> {
+/// A connection to the proxy whose enclave attested as the installed keys require.
+struct AttestedLink {
+    c: LsaClient<Channel>,
+    public_key: [u8; credguard_proto::attest::PUBLIC_KEY_LEN],
+    boot_id: Vec<u8>,
+}
+
+async fn connect_attested(opts: &Options) -> Result<AttestedLink, LogonError> {
     let expect = expectations(opts)?;
     let mut c = connect(opts).await?;
     let status = c
@@ -168,68 +187,102 @@ pub async fn authenticate(
         ));
     }
     let attested = sealed::verify(&status, &expect).map_err(|e| LogonError::Untrusted(e.to_string()))?;
-    // The nonce is issued to the uid the sealed secret is for: it opens only for that caller.
-    let nonce = c
-        .get_sealing_nonce(on_behalf_of(uid, lsa::GetSealingNonceRequest {}))
-        .await
-        .map_err(refused("GetSealingNonce"))?
-        .into_inner();
-    if nonce.boot_id != status.boot_id {
-        return Err(LogonError::Unavailable("the enclave restarted while sealing".into()));
+    Ok(AttestedLink {
+        c,
+        public_key: attested.public_key,
+        boot_id: status.boot_id,
+    })
+}
+
+impl AttestedLink {
+    /// Seals `password` (taken; wiped once sealed) for `purpose`, for `uid`'s `user`.
+    async fn seal(
+        &mut self,
+        opts: &Options,
+        purpose: SealPurpose,
+        user: &str,
+        uid: u32,
+        password: Zeroizing<String>,
+    ) -> Result<lsa::SealedSecret, LogonError> {
+        // The nonce is issued to the uid the sealed secret is for: it opens only for that caller.
+        let nonce = self
+            .c
+            .get_sealing_nonce(on_behalf_of(uid, lsa::GetSealingNonceRequest {}))
+            .await
+            .map_err(refused("GetSealingNonce"))?
+            .into_inner();
+        if nonce.boot_id != self.boot_id {
+            return Err(LogonError::Unavailable("the enclave restarted while sealing".into()));
+        }
+        let seal_for = SealFor {
+            purpose,
+            owner: Owner::uid(uid),
+            sealing_nonce: &nonce.nonce,
+            names: SealedNames {
+                user,
+                domain: &opts.domain,
+                realm: &opts.realm,
+                target: "",
+            },
+        };
+        // `seal` takes its own copy and wipes it and its encoding; ours goes with `password`'s drop.
+        let secret = Secret::Password(password.as_str().to_owned());
+        drop(password);
+        sealed::seal(&self.public_key, secret, false, &seal_for).map_err(|e| LogonError::Untrusted(e.to_string()))
     }
-    let seal_for = SealFor {
-        purpose: SealPurpose::Logon,
-        owner: Owner::uid(uid),
-        sealing_nonce: &nonce.nonce,
-        names: SealedNames {
-            user,
-            domain: &opts.domain,
-            realm: &opts.realm,
-            target: "",
-        },
-    };
-    // `seal` takes its own copy and wipes it and its encoding; ours goes with `password`'s drop.
-    let secret = Secret::Password(password.as_str().to_owned());
-    drop(password);
-    let sealed = sealed::seal(&attested.public_key, secret, false, &seal_for)
-        .map_err(|e| LogonError::Untrusted(e.to_string()))?;
-    let logon = lsa::LogonRequest {
-        user: user.to_owned(),
-        domain: opts.domain.clone(),
-        realm: opts.realm.clone(),
-        kdc: String::new(),
-        secret: Some(lsa::logon_request::Secret::Sealed(sealed)),
-    };
-    let session_id = c
-        .logon(on_behalf_of(uid, logon))
-        .await
-        .map_err(refused("Logon"))?
-        .into_inner()
-        .session_id;
+
+    /// A sealed logon of `user` for `uid`; `make_default` as `LogonRequest.keep_default` inverted.
+    async fn logon(
+        &mut self,
+        opts: &Options,
+        user: &str,
+        uid: u32,
+        password: Zeroizing<String>,
+        make_default: bool,
+    ) -> Result<String, LogonError> {
+        let sealed = self.seal(opts, SealPurpose::Logon, user, uid, password).await?;
+        let logon = lsa::LogonRequest {
+            user: user.to_owned(),
+            domain: opts.domain.clone(),
+            realm: opts.realm.clone(),
+            kdc: String::new(),
+            secret: Some(lsa::logon_request::Secret::Sealed(sealed)),
+            keep_default: !make_default,
+        };
+        Ok(self
+            .c
+            .logon(on_behalf_of(uid, logon))
+            .await
+            .map_err(refused("Logon"))?
+            .into_inner()
+            .session_id)
+    }
+}
+
+/// `auth`: seals `password` (taken, and wiped once sealed) to the attested enclave for `uid`,
+/// logs `user` on in the realm for that uid, and gets the TGT so the KDC judges the password.
+/// A session the KDC refused is logged off again.
+pub async fn authenticate(
+    opts: &Options,
+    user: &str,
+    uid: u32,
+    password: Zeroizing<String>,
+) -> Result<Authenticated, LogonError> {
+    let mut a = connect_attested(opts).await?;
+    let session_id = a.logon(opts, user, uid, password, true).await?;
     if opts.realm.is_empty() {
         return Ok(Authenticated::Unchecked {
             session_id,
             reason: "no realm= given: the password was not checked".into(),
         });
     }
-    let tgt = c
-        .kerberos_get_tgt(on_behalf_of(
-            uid,
-            lsa::KerberosGetTgtRequest {
-                session_id: session_id.clone(),
-            },
-        ))
-        .await;
-    let err = match tgt {
-        Ok(r) => {
-            let principal = r.into_inner().client_principal;
-            if let Err(e) = check_kdc(&mut c, opts, uid, &session_id).await {
-                close_refused(&mut c, uid, &session_id).await;
-                return Err(e);
-            }
-            return Ok(Authenticated::Kerberos { session_id, principal });
+    let err = match get_tgt(&mut a.c, opts, uid, &session_id).await {
+        Ok(principal) => return Ok(Authenticated::Kerberos { session_id, principal }),
+        Err(TgtError::KdcNotVerified(e)) => {
+            close_refused(&mut a.c, uid, &session_id).await;
+            return Err(e);
         }
-        Err(s) => s,
+        Err(TgtError::Kdc(s)) => s,
     };
     if err.code() == Code::Unavailable && opts.optional_kerberos {
         return Ok(Authenticated::Unchecked {
@@ -237,14 +290,151 @@ pub async fn authenticate(
             reason: format!("optional_kerberos: {}", err.message()),
         });
     }
+    if is_password_expired(&err) {
+        return expired(&mut a.c, user, uid, session_id).await;
+    }
     // The session is of no use with a password the KDC refused (or could not check): close it.
-    close_refused(&mut c, uid, &session_id).await;
-    Err(match err.code() {
+    close_refused(&mut a.c, uid, &session_id).await;
+    Err(tgt_refused(opts, user, err))
+}
+
+/// What a KDC's refusal of the session's TGT means for the login.
+fn tgt_refused(opts: &Options, user: &str, err: tonic::Status) -> LogonError {
+    match err.code() {
         Code::Unauthenticated => LogonError::WrongPassword,
         Code::NotFound => LogonError::UnknownPrincipal(format!("{user}@{}", opts.realm)),
         Code::Unavailable => LogonError::KdcUnreachable(err.message().to_owned()),
         _ => refused("KerberosGetTgt")(err),
-    })
+    }
+}
+
+/// The proxy's FAILED_PRECONDITION for a KDC's KEY_EXPIRED (`ErrorReason::PASSWORD_EXPIRED`).
+fn is_password_expired(s: &tonic::Status) -> bool {
+    s.code() == Code::FailedPrecondition && s.message().starts_with("password expired")
+}
+
+/// The KDC says the password has expired, which MIT's KDC says before it checks the password:
+/// the enclave proves it with a `kadmin/changepw` ticket, and the session waits for the change.
+async fn expired(
+    c: &mut LsaClient<Channel>,
+    user: &str,
+    uid: u32,
+    session_id: String,
+) -> Result<Authenticated, LogonError> {
+    let check = lsa::ChangePasswordRequest {
+        session_id: session_id.clone(),
+        new_password: None,
+        check_only: true,
+    };
+    let err = match c.change_password(on_behalf_of(uid, check)).await {
+        Ok(r) if r.get_ref().verified => return Ok(Authenticated::Expired { session_id }),
+        Ok(_) => LogonError::Refused {
+            call: "ChangePassword",
+            code: Code::Internal,
+            message: "the check of the expired password was not answered".into(),
+        },
+        Err(s) if s.code() == Code::Unauthenticated => LogonError::WrongPassword,
+        Err(s) if s.code() == Code::NotFound => LogonError::UnknownPrincipal(user.to_owned()),
+        Err(s) => refused("ChangePassword")(s),
+    };
+    close_refused(c, uid, &session_id).await;
+    Err(err)
+}
+
+/// Why the session got no TGT.
+enum TgtError {
+    /// The KDC (through the proxy) refused or could not be reached.
+    Kdc(tonic::Status),
+    /// The TGT came, but the KDC could not prove itself with the host keytab.
+    KdcNotVerified(LogonError),
+}
+
+/// The session's TGT (the KDC judges its password), then the KDC's proof with the host keytab;
+/// the client principal.
+async fn get_tgt(c: &mut LsaClient<Channel>, opts: &Options, uid: u32, session_id: &str) -> Result<String, TgtError> {
+    let req = lsa::KerberosGetTgtRequest {
+        session_id: session_id.to_owned(),
+    };
+    let principal = c
+        .kerberos_get_tgt(on_behalf_of(uid, req))
+        .await
+        .map_err(TgtError::Kdc)?
+        .into_inner()
+        .client_principal;
+    check_kdc(c, opts, uid, session_id)
+        .await
+        .map_err(TgtError::KdcNotVerified)?;
+    Ok(principal)
+}
+
+/// Why a password change failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The current password is wrong (the KDC refused it for `kadmin/changepw`).
+    #[error("the current password is wrong")]
+    WrongPassword,
+    /// The change or the logon after it was refused, or credguard could not be asked.
+    #[error(transparent)]
+    Failed(#[from] LogonError),
+}
+
+/// Which password a change starts from.
+pub enum ChangeFrom {
+    /// The session `auth` made with a password the KDC said has expired.
+    Expired(String),
+    /// The current password, which a session of its own (not the default) holds for the change.
+    Current(Zeroizing<String>),
+}
+
+/// `chauthtok`: changes `user`'s password through the enclave to `new_password` (taken, wiped
+/// once sealed). An expired session then gets its TGT with the new password (and the KDC proves
+/// itself as at `auth`); a session made for the change only is logged off.
+pub async fn change_password(
+    opts: &Options,
+    user: &str,
+    uid: u32,
+    from: ChangeFrom,
+    new_password: Zeroizing<String>,
+) -> Result<(), ChangeError> {
+    let mut a = connect_attested(opts).await?;
+    let (session_id, made_for_change) = match from {
+        ChangeFrom::Expired(id) => (id, false),
+        ChangeFrom::Current(old) => (a.logon(opts, user, uid, old, false).await?, true),
+    };
+    let result = change_in(&mut a, opts, user, uid, &session_id, new_password).await;
+    if made_for_change {
+        close_refused(&mut a.c, uid, &session_id).await;
+        return result;
+    }
+    result?;
+    match get_tgt(&mut a.c, opts, uid, &session_id).await {
+        Ok(_) => Ok(()),
+        Err(TgtError::KdcNotVerified(e)) => Err(e.into()),
+        Err(TgtError::Kdc(s)) => Err(tgt_refused(opts, user, s).into()),
+    }
+}
+
+async fn change_in(
+    a: &mut AttestedLink,
+    opts: &Options,
+    user: &str,
+    uid: u32,
+    session_id: &str,
+    new_password: Zeroizing<String>,
+) -> Result<(), ChangeError> {
+    let sealed = a
+        .seal(opts, SealPurpose::PasswordChange, user, uid, new_password)
+        .await?;
+    let req = lsa::ChangePasswordRequest {
+        session_id: session_id.to_owned(),
+        new_password: Some(sealed),
+        check_only: false,
+    };
+    match a.c.change_password(on_behalf_of(uid, req)).await {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == Code::Unauthenticated => Err(ChangeError::WrongPassword),
+        Err(s) => Err(refused("ChangePassword")(s).into()),
+    }
 }
 
 /// Logs off a session `auth` refuses after all (best effort: the refusal stands either way).

@@ -44,6 +44,9 @@ pub struct Options {
     pub keytab: PathBuf,
     /// `verify_host=`: the service whose ticket proves the KDC (default `host/<host name>`).
     pub verify_host: Option<String>,
+    /// `use_authtok`: at `chauthtok`, take the new password from an earlier module of the
+    /// `password` stack (`pam_pwquality`) instead of asking.
+    pub use_authtok: bool,
     /// `debug`: log each step (never a secret) at LOG_DEBUG.
     pub debug: bool,
     /// Arguments the module does not know: logged, then ignored, as PAM modules do.
@@ -63,6 +66,7 @@ impl Default for Options {
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             keytab: PathBuf::from(DEFAULT_KEYTAB),
             verify_host: None,
+            use_authtok: false,
             debug: false,
             unknown: Vec::new(),
         }
@@ -83,6 +87,7 @@ impl Options {
                     "try_first_pass" if o.first_pass != FirstPass::Use => o.first_pass = FirstPass::Try,
                     "try_first_pass" => {}
                     "optional_kerberos" => o.optional_kerberos = true,
+                    "use_authtok" => o.use_authtok = true,
                     "debug" => o.debug = true,
                     _ => o.unknown.push(arg.to_owned()),
                 },
@@ -117,6 +122,7 @@ mod tests {
         assert_eq!(o.signer_pub, PathBuf::from("/etc/credguard/signing.pub"));
         assert_eq!(o.state_dir, PathBuf::from("/run/credguard/pam"));
         assert!(o.realm.is_empty() && !o.optional_kerberos && !o.debug && o.unknown.is_empty());
+        assert!(!o.use_authtok);
     }
 
     #[test]
@@ -130,6 +136,7 @@ mod tests {
             "signer_pub=/tmp/s.pub",
             "state_dir=/tmp/state",
             "optional_kerberos",
+            "use_authtok",
             "debug",
         ]);
         assert_eq!(o.first_pass, FirstPass::Try);
@@ -140,6 +147,7 @@ mod tests {
         assert_eq!(o.signer_pub, PathBuf::from("/tmp/s.pub"));
         assert_eq!(o.state_dir, PathBuf::from("/tmp/state"));
         assert!(o.optional_kerberos && o.debug && o.unknown.is_empty());
+        assert!(o.use_authtok);
     }
 
     #[test]

@@ -85,8 +85,28 @@ pub fn kcm_stack(test: &str) -> Option<(TestKdc, Stack, PathBuf)> {
 /// it), with its KCM daemon and the krb5.conf pointing at it. MIT's programs get the KDC's
 /// address from that krb5.conf, but with a KCM cache they never need it.
 pub fn kcm_stack_via(test: &str, kdc: &TestKdc, kdc_addr: &str) -> (Stack, PathBuf) {
-    let config = format!("[kerberos]\ndefault_kdc = \"{kdc_addr}\"\n");
-    let mut stack = Stack::start(&test.replace('_', "-"), &config);
+    kcm_stack_configured(test, kdc, &format!("[kerberos]\ndefault_kdc = \"{kdc_addr}\"\n"))
+}
+
+/// As [`kcm_stack`], with the realm's kpasswd server (the test KDC's kadmind) in the realm table.
+pub fn kcm_stack_with_kpasswd(test: &str) -> Option<(TestKdc, Stack, PathBuf)> {
+    if !kvm_or_skip(test) {
+        return None;
+    }
+    let kdc = TestKdc::start(test)?;
+    let config = format!(
+        "[kerberos]\ndefault_kdc = \"{}\"\n[kerberos.realms.\"{}\"]\nkpasswd = [\"{}\"]\n",
+        kdc.get("KDC"),
+        kdc.get("REALM"),
+        kdc.get("KPASSWD")
+    );
+    let (stack, conf) = kcm_stack_configured(test, &kdc, &config);
+    Some((kdc, stack, conf))
+}
+
+/// A stack with `config`, its KCM daemon and the krb5.conf pointing at it.
+pub fn kcm_stack_configured(test: &str, kdc: &TestKdc, config: &str) -> (Stack, PathBuf) {
+    let mut stack = Stack::start(&test.replace('_', "-"), config);
     stack.wait_ready();
     let socket = stack.start_kcm();
     let conf = kcm_krb5_conf(kdc, &stack, &socket);
