@@ -37,7 +37,8 @@ fi
 dest="${DESTDIR:-}"
 
 cd "$root"
-cargo build --release -p credguard-vmm -p credguard-lsa-proxy -p credguard-kcm -p credguard-client -p credguard-image
+cargo build --release -p credguard-vmm -p credguard-lsa-proxy -p credguard-kcm -p credguard-client -p credguard-image \
+  -p pam-credguard
 if [ -n "$key" ]; then
   target/release/credguard-image build --key "$key"
   pub="$key.pub"
@@ -57,6 +58,11 @@ install -m 0644 "$pub" "$dest/etc/credguard/signing.pub"
 install -m 0644 scripts/systemd/credguard-vmm.service scripts/systemd/credguard-lsa-proxy.service \
   scripts/systemd/credguard-kcm.service scripts/systemd/credguard-kcm.socket "$dest/etc/systemd/system/"
 install -m 0644 README.md "$dest/usr/local/share/doc/credguard/"
+# The PAM module goes where libpam looks for modules; no pam.d file is changed (see the README's
+# PAM section for the lines to add).
+pam_dir="/lib/$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)/security"
+install -d "$dest$pam_dir"
+install -m 0644 target/release/libpam_credguard.so "$dest$pam_dir/pam_credguard.so"
 
 # IPAddressAllow= for the proxy: every address of the KDCs the configuration names (the quoted
 # "host:port" values of its keys with "kdc" in the name, the realm table's included) and the DNS
@@ -128,3 +134,5 @@ fi
 echo "Kerberos programs use credguard once /etc/krb5.conf's [libdefaults] has this line:"
 echo "    default_ccache_name = KCM:"
 echo "(credguard-kcm.socket listens where MIT and Heimdal look for KCM; it replaces sssd-kcm.socket.)"
+echo "Logging on through PAM: $pam_dir/pam_credguard.so is installed; add it to /etc/pam.d/common-*"
+echo "as the README's PAM section shows (auth, account, password, session)."
