@@ -233,11 +233,22 @@ fn grpcurl_works_through_reflection_and_health() {
     }
     let stack = Stack::start("grpcurl", "");
     stack.wait_ready();
-    // h2 (under tonic) refuses a socket path as :authority; grpcurl needs `-authority localhost`
-    // on Unix sockets, as the README says.
+    // grpcurl as it comes sends the socket path as :authority, which the patched h2 accepts
+    // (third_party/h2/CREDGUARD-PATCH.md); with `-authority localhost` it works as well.
+    let with_authority = std::process::Command::new("grpcurl")
+        .args(["-plaintext", "-authority", "localhost", "-unix"])
+        .arg(&stack.api)
+        .arg("credguard.v1.Lsa/Status")
+        .output()
+        .unwrap();
+    assert!(
+        with_authority.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_authority.stderr)
+    );
     let grpcurl = |args: &[&str]| {
         let out = std::process::Command::new("grpcurl")
-            .args(["-plaintext", "-authority", "localhost", "-unix"])
+            .args(["-plaintext", "-unix"])
             .arg(&stack.api)
             .args(args)
             .output()

@@ -23,8 +23,16 @@ def main():
     pb = importlib.import_module("credguard.v1.lsa_pb2")
     rpc = importlib.import_module("credguard.v1.lsa_pb2_grpc")
 
-    # The default :authority of a unix: target is the socket path, which HTTP/2 servers may refuse.
+    # A channel as it comes: grpcio sends the percent-encoded socket path as :authority, which
+    # the proxy must accept (its h2 is patched: third_party/h2/CREDGUARD-PATCH.md). The README's
+    # old workaround, an explicit authority, keeps working too.
     with grpc.insecure_channel(f"unix://{sock}", options=[("grpc.default_authority", "localhost")]) as ch:
+        assert rpc.LsaStub(ch).Status(pb.StatusRequest(), timeout=10).state == "ready"
+    # `unix:/path` makes grpcio send `%2Fpath`; `unix:///path` (below) sends `path` without its
+    # first slash and the others encoded.
+    with grpc.insecure_channel(f"unix:{sock}") as ch:
+        assert rpc.LsaStub(ch).Status(pb.StatusRequest(), timeout=10).state == "ready"
+    with grpc.insecure_channel(f"unix://{sock}") as ch:
         lsa = rpc.LsaStub(ch)
         st = lsa.Status(pb.StatusRequest(), timeout=10)
         assert st.state == "ready", st
