@@ -5,6 +5,7 @@
 #   scripts/install.sh --key /secure/signing.pk8 [--enable]   production: sign with your key
 #   scripts/install.sh --dev-key [--enable]                    sign with the repository's dev key
 #   DESTDIR=/tmp/stage scripts/install.sh --dev-key            stage only: no users, no systemctl
+#   scripts/install.sh --dev-key --prebuilt target/debug        binaries already built there (tests, CI)
 #
 # What it does: builds the release binaries and the enclave, signs the image, installs binaries to
 # /usr/local/bin, the image to /usr/local/lib/credguard, the trusted public key and the
@@ -20,13 +21,14 @@
 # use it once krb5.conf says `default_ccache_name = KCM:` (printed at the end).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-key="" dev=0 enable=0
+key="" dev=0 enable=0 bin_dir=
 while [ $# -gt 0 ]; do
   case "$1" in
     --key) key="${2:?--key needs a path}"; shift 2 ;;
     --dev-key) dev=1; shift ;;
     --enable) enable=1; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    --prebuilt) bin_dir="${2:?--prebuilt needs a directory}"; shift 2 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -37,21 +39,26 @@ fi
 dest="${DESTDIR:-}"
 
 cd "$root"
-cargo build --release -p credguard-vmm -p credguard-lsa-proxy -p credguard-kcm -p credguard-client -p credguard-image \
-  -p pam-credguard
+# --prebuilt: the binaries `cargo test` already built (rebuilding a subset of the workspace would
+# resolve other features and relink them under the tests' feet).
+if [ -z "$bin_dir" ]; then
+  cargo build --release -p credguard-vmm -p credguard-lsa-proxy -p credguard-kcm -p credguard-client \
+    -p credguard-image -p pam-credguard
+  bin_dir=target/release
+fi
 if [ -n "$key" ]; then
-  target/release/credguard-image build --key "$key"
+  "$bin_dir/credguard-image" build --key "$key"
   pub="$key.pub"
 else
-  target/release/credguard-image build
+  "$bin_dir/credguard-image" build
   pub="images/keys/dev-signing.pub"
 fi
 [ -f "$pub" ] || { echo "install.sh: no public key at $pub" >&2; exit 2; }
 
 install -d "$dest/usr/local/bin" "$dest/usr/local/lib/credguard" "$dest/etc/credguard" \
   "$dest/etc/systemd/system" "$dest/usr/local/share/doc/credguard"
-install -m 0755 target/release/credguard-vmm target/release/credguard-lsa-proxy target/release/credguard-kcm \
-  target/release/credguardctl target/release/credguard-image "$dest/usr/local/bin/"
+install -m 0755 "$bin_dir/credguard-vmm" "$bin_dir/credguard-lsa-proxy" "$bin_dir/credguard-kcm" \
+  "$bin_dir/credguardctl" "$bin_dir/credguard-image" "$dest/usr/local/bin/"
 install -m 0644 images/out/enclave.elf images/out/enclave.elf.manifest.json "$dest/usr/local/lib/credguard/"
 install -m 0644 "$pub" "$dest/etc/credguard/signing.pub"
 [ -e "$dest/etc/credguard/credguard.toml" ] || install -m 0644 scripts/credguard.toml "$dest/etc/credguard/credguard.toml"
@@ -62,7 +69,7 @@ install -m 0644 README.md "$dest/usr/local/share/doc/credguard/"
 # PAM section for the lines to add).
 pam_dir="/lib/$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)/security"
 install -d "$dest$pam_dir"
-install -m 0644 target/release/libpam_credguard.so "$dest$pam_dir/pam_credguard.so"
+install -m 0644 "$bin_dir/libpam_credguard.so" "$dest$pam_dir/pam_credguard.so"
 
 # IPAddressAllow= for the proxy: every address of the KDCs the configuration names (the quoted
 # "host:port" values of its keys with "kdc" in the name, the realm table's included) and the DNS

@@ -25,29 +25,6 @@ const SERVICE: &str = "credguard-test";
 const PAM_WRAPPER: &str = "/usr/lib/x86_64-linux-gnu/libpam_wrapper.so";
 const NSS_WRAPPER: &str = "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so";
 
-/// Builds the module (cargo does not build a dependency's cdylib) in this test's profile; returns
-/// the path of `libpam_credguard.so`.
-fn build_module() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-q", "-p", "pam-credguard", "--lib", "--message-format=json"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stderr(Stdio::inherit());
-    if !cfg!(debug_assertions) {
-        cmd.arg("--release");
-    }
-    let out = cmd.output().expect("running cargo build");
-    assert!(out.status.success(), "building pam-credguard failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|m| m["filenames"].as_array().cloned())
-        .flatten()
-        .filter_map(|f| f.as_str().map(PathBuf::from))
-        .find(|f| f.file_name().is_some_and(|n| n == "libpam_credguard.so"))
-        .expect("cargo named no libpam_credguard.so")
-}
-
 /// The test's PAM and NSS configuration, in `stack`'s directory.
 struct PamSetup {
     services: PathBuf,
@@ -70,7 +47,7 @@ fn pam_setup_with(stack: &Stack, realm: &str, extra: &str) -> PamSetup {
 /// As [`pam_setup_with`], with `extras` lines in the stack.
 fn pam_setup_stacked(stack: &Stack, realm: &str, extra: &str, extras: &StackExtras) -> PamSetup {
     use std::os::unix::fs::PermissionsExt;
-    let module = build_module();
+    let module = support::build_pam_module();
     let dir = stack.dir.join("pam");
     let services = dir.join("pam.d");
     std::fs::create_dir_all(&services).unwrap();

@@ -492,3 +492,26 @@ impl Drop for Stack {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Builds the module (cargo does not build a dependency's cdylib) in this test's profile; returns
+/// the path of `libpam_credguard.so`.
+pub fn build_pam_module() -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "-q", "-p", "pam-credguard", "--lib", "--message-format=json"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(std::process::Stdio::inherit());
+    if !cfg!(debug_assertions) {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().expect("running cargo build");
+    assert!(out.status.success(), "building pam-credguard failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|m| m["filenames"].as_array().cloned())
+        .flatten()
+        .filter_map(|f| f.as_str().map(PathBuf::from))
+        .find(|f| f.file_name().is_some_and(|n| n == "libpam_credguard.so"))
+        .expect("cargo named no libpam_credguard.so")
+}
