@@ -24,7 +24,8 @@ pub const PLAINTEXT_REFUSED: &str = "this proxy accepts only sealed secrets (api
      seal the secret to the enclave and send it in the `sealed` field. credguardctl seals by itself \
      when the VMM's attestation public key is installed (/etc/credguard/attestation.pub, or \
      --attestation-pub PATH); other clients: the SealedSecret construction in credguard_proto::attest \
-     (lsa-proxy/src/sealed.rs is a reference client)";
+     (client/src/sealed.rs is a reference client; Python's credguard package, clients/python, seals by \
+     itself)";
 
 /// The LSA service's core.
 pub struct LsaCore {
