@@ -521,6 +521,7 @@ fn raw_logon(
         operations_per_second: 0,
         owner,
         allow_rc4: true,
+        ..Default::default()
     };
     c.logon(&req).map(|r| r.session_handle)
 }

@@ -113,6 +113,7 @@ fn main() {
                 operations_per_second: credguard_enclave::ratelimit::MAX_OPERATIONS_PER_SECOND,
                 owner: 0,
                 allow_rc4: false,
+                ..Default::default()
             })
             .unwrap();
         let handle = logon.session_handle;

@@ -147,6 +147,7 @@ impl Lsa for Baseline {
             // in-process stand-in for the proxy measures throughput, not that limit.
             owner: self.calls.fetch_add(1, Ordering::Relaxed),
             allow_rc4: false,
+            ..Default::default()
         };
         let reply = self.client().logon(&w).map_err(status)?;
         Ok(Response::new(lsa::LogonReply {
@@ -310,6 +311,7 @@ fn raw_vsock(vsock: &Path, n: usize) -> ((f64, f64), (f64, f64)) {
         operations_per_second: RATE,
         owner: 0,
         allow_rc4: false,
+        ..Default::default()
     };
     // One owner per session (see the stand-in proxy above).
     let sessions: Vec<enclave::LogonReply> = (0..SESSIONS)

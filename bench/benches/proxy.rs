@@ -88,6 +88,7 @@ fn main() {
             operations_per_second: 0,
             owner: 0,
             allow_rc4: false,
+            ..Default::default()
         };
         let t = Instant::now();
         let r = raw.logon(&req).unwrap();

@@ -15,6 +15,7 @@ use credguard_proto::attest::Owner;
 use credguard_proto::checks::{self, CheckError};
 use credguard_proto::enclave::{LogonRequest, logon_request};
 use credguard_proto::enctype::EnctypeRefused;
+use credguard_proto::principal;
 use credguard_proto::secret::SecretRef;
 use zeroize::{Zeroize, Zeroizing};
 
@@ -56,6 +57,8 @@ pub struct LogonCredential {
     pub domain: String,
     /// Kerberos realm (may be empty).
     pub realm: String,
+    /// `user` is an enterprise name (`user@suffix` asked of `realm`'s KDC, `NT-ENTERPRISE`).
+    pub enterprise: bool,
     /// What the logon gave: "password", "nt_hash" or "key".
     pub kind: &'static str,
     /// The NT hash (NTLM): given, or MD4 of the UTF-16LE password.
@@ -121,13 +124,24 @@ pub fn credential_from(req: &mut LogonRequest, policy_allows_rc4: bool) -> Resul
         }
         (Ok(_), None) => return Err(CheckError::NoSecret.into()),
     };
+    let names = match principal::logon_names(&req.user, &req.domain, &req.realm, &req.default_realm)
+        .and_then(|n| checks::credential_names(&n.user, &n.domain, &n.realm).map(|()| n))
+    {
+        Ok(n) => n,
+        Err(e) => {
+            let mut s = Some(secret);
+            s.zeroize();
+            return Err(e.into());
+        }
+    };
     let mut cred = LogonCredential {
         owner: Owner(req.owner),
         allow_rc4,
         id: [0; 16],
-        user: core::mem::take(&mut req.user),
-        domain: core::mem::take(&mut req.domain),
-        realm: core::mem::take(&mut req.realm),
+        user: names.user,
+        domain: names.domain,
+        realm: names.realm,
+        enterprise: names.enterprise,
         kind: "password",
         nt_hash: None,
         password: None,
@@ -255,6 +269,7 @@ mod tests {
 
     fn req(secret: logon_request::Secret) -> LogonRequest {
         LogonRequest {
+            default_realm: String::new(),
             user: "u".into(),
             domain: "D".into(),
             realm: "R".into(),

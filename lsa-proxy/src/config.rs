@@ -161,6 +161,9 @@ pub struct RealmConfig {
     /// Its kpasswd servers (RFC 3244 password changes) as `host:port`, in the order they are
     /// tried; empty: each KDC's host on port 464.
     pub kpasswd: Vec<String>,
+    /// The NetBIOS domain of the realm (`CORP` for `CORP.TEST`): a user typed as `CORP\alice`
+    /// without a realm logs on in this realm.
+    pub netbios_domain: Option<String>,
 }
 
 impl KerberosConfig {
@@ -170,6 +173,21 @@ impl KerberosConfig {
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(realm))
             .map(|(_, r)| r)
+    }
+
+    /// The realm for a user typed as `DOMAIN\user` without a realm: the realm whose
+    /// `netbios_domain` is `domain`, else the only realm of the table, else none (empty).
+    pub fn realm_of_domain(&self, domain: &str) -> String {
+        let named = self.realms.iter().find(|(_, r)| {
+            r.netbios_domain
+                .as_deref()
+                .is_some_and(|d| d.eq_ignore_ascii_case(domain))
+        });
+        match (named, self.realms.len()) {
+            (Some((realm, _)), _) => realm.clone(),
+            (None, 1) => self.realms.keys().next().cloned().unwrap_or_default(),
+            _ => String::new(),
+        }
     }
 
     /// The KDCs the proxy may talk to for `realm`, in the order to try them: the realm table's,
@@ -274,6 +292,23 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_domain_qualified_user_finds_its_realm_by_netbios_domain_or_the_only_realm() {
+        let two = Config::parse(
+            "[kerberos.realms.\"CORP.TEST\"]\nkdc = [\"k:88\"]\nnetbios_domain = \"CORP\"\n\
+             [kerberos.realms.\"OTHER.TEST\"]\nkdc = [\"o:88\"]\n",
+        )
+        .unwrap();
+        assert_eq!(two.kerberos.realm_of_domain("corp"), "CORP.TEST");
+        assert_eq!(
+            two.kerberos.realm_of_domain("NOPE"),
+            "",
+            "two realms and no match: none"
+        );
+        let one = Config::parse("[kerberos.realms.\"CORP.TEST\"]\nkdc = [\"k:88\"]\n").unwrap();
+        assert_eq!(one.kerberos.realm_of_domain("ANY"), "CORP.TEST");
+    }
 
     #[test]
     fn empty_file_is_the_defaults() {

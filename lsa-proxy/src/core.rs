@@ -9,6 +9,7 @@ use credguard_proto::checks::{self, CheckError};
 use credguard_proto::enclave;
 use credguard_proto::enctype::EnctypeRefused;
 use credguard_proto::lsa;
+use credguard_proto::principal::{self, LogonNames};
 use credguard_proto::secret::SecretRef;
 use credguard_proto::vmm_status::{self, VmmStatus};
 use tracing::{info, warn};
@@ -166,9 +167,10 @@ impl LsaCore {
         let sealed = matches!(req.secret, None | Some(enclave::logon_request::Secret::Sealed(_)));
         self.check_plaintext(sealed)?;
         checks::credential_names(&req.user, &req.domain, &req.realm)?;
+        let names = self.logon_names(req)?;
         if !kdc.is_empty() {
             check_host_port(&kdc)?;
-            crate::kerberos::check_logon_kdc(self, caller, &req.realm, &kdc)?;
+            crate::kerberos::check_logon_kdc(self, caller, &names.realm, &kdc)?;
         }
         let allow_rc4 = self.config.kerberos.allow_rc4;
         let kind = check_secret(req.secret.as_ref().map(SecretRef::from), &req.realm, allow_rc4)?;
@@ -187,15 +189,15 @@ impl LsaCore {
             ));
         }
         let session_id = hex::encode(&reply.session_handle);
-        info!(%caller, session = %session_id, user = %req.user, domain = %req.domain, realm = %req.realm, kind, "logon");
+        info!(%caller, session = %session_id, user = %names.user, domain = %names.domain, realm = %names.realm, kind, "logon");
         self.sessions.insert(
             LogonSession {
                 session_id: session_id.clone(),
                 handle: reply.session_handle,
                 owner: caller,
-                user: req.user.clone(),
-                domain: req.domain.clone(),
-                realm: req.realm.clone(),
+                user: names.user,
+                domain: names.domain,
+                realm: names.realm,
                 kdc,
                 // For a sealed logon only the enclave knows what was inside.
                 secret_kind: match (kind, reply.secret_kind.as_str()) {
@@ -211,6 +213,22 @@ impl LsaCore {
             make_default,
         );
         Ok(lsa::LogonReply { session_id })
+    }
+
+    /// The names of a logon as the enclave will read them (`CORP\alice`, `alice@corp.test`: see
+    /// `credguard_proto::principal`), after giving the enclave the realm of a domain-qualified
+    /// user from the realm table. The session is recorded, and its KDCs picked, by these names.
+    fn logon_names(&self, req: &mut enclave::LogonRequest) -> Result<LogonNames, LsaError> {
+        req.default_realm = match req.user.split_once('\\') {
+            Some((domain, _)) if req.realm.is_empty() => self.config.kerberos.realm_of_domain(domain),
+            _ => String::new(),
+        };
+        Ok(principal::logon_names(
+            &req.user,
+            &req.domain,
+            &req.realm,
+            &req.default_realm,
+        )?)
     }
 
     /// `GetSealingNonce`: a single-use nonce the enclave issues for the caller's next sealed secret.

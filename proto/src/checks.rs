@@ -104,6 +104,14 @@ pub enum CheckError {
     /// Delegation asked for with a service ticket.
     #[error("unconstrained delegation is never allowed: credguard never forwards a TGT")]
     Delegation,
+    /// A name that does not have the form it claims (`DOMAIN\user`, `user@suffix`).
+    #[error("{field}: {what}")]
+    Malformed {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        what: &'static str,
+    },
     /// A legacy protocol number that names none.
     #[error("protocol {0} is not one of NTLMV1, MSCHAPV2, DIGEST, CREDSSP")]
     LegacyProtocol(i32),

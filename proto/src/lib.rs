@@ -7,6 +7,8 @@
 //! - [`checks`], [`enctype`], [`secret`]: the checks of a request both sides make (the enclave
 //!   enforces them; the proxy runs the same ones first for early, clear errors), the Kerberos
 //!   enctypes credguard uses, and the secrets the messages carry.
+//! - [`principal`]: the names users type for a logon (`alice`, `CORP\alice`, `alice@corp.test`)
+//!   as Kerberos and NTLM names.
 //! - `convert` (feature `grpc`): the public API's messages as the enclave's.
 //! - `boot_tables` (host only): the page tables, GDT, TSS and IDT the VMM builds from `abi`.
 //! - `vmm_status` (host only): what the VMM itself says about a boot of the enclave (its
@@ -27,6 +29,7 @@ pub mod checks;
 pub mod convert;
 pub mod enctype;
 pub mod framing;
+pub mod principal;
 pub mod rpc;
 pub mod secret;
 #[cfg(feature = "std")]

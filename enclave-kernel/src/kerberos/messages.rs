@@ -32,6 +32,8 @@ const PA_ETYPE_INFO2: i32 = 19;
 const NT_PRINCIPAL: i32 = 1;
 const NT_SRV_INST: i32 = 2;
 const NT_SRV_HST: i32 = 3;
+/// RFC 6806: a user principal name (`user@suffix`) as one component, for the KDC to map.
+const NT_ENTERPRISE: i32 = 10;
 
 /// The client of an AS exchange.
 pub struct Client<'a> {
@@ -39,6 +41,8 @@ pub struct Client<'a> {
     pub user: &'a str,
     /// Realm.
     pub realm: &'a str,
+    /// `user` is an enterprise name (`user@suffix`, one `NT-ENTERPRISE` component).
+    pub enterprise: bool,
 }
 
 /// One ETYPE-INFO2 entry.
@@ -247,10 +251,20 @@ pub fn as_req(
         }
         None => crypto::preferred_enctypes(allow_rc4),
     };
+    let cname = if c.enterprise {
+        PrincipalName {
+            r#type: NT_ENTERPRISE,
+            string: alloc::vec![kstring(c.user)?],
+        }
+    } else {
+        principal(NT_PRINCIPAL, c.user)?
+    };
     let body = KdcReqBody {
+        // canonicalize (15, RFC 6806): the KDC answers with the account's canonical name (an
+        // enterprise name needs it; for any other it gives the name's canonical case);
         // renewable-ok (27): a renewable TGT if the KDC allows it.
-        kdc_options: KdcOptions(flags32(&[27])),
-        cname: Some(principal(NT_PRINCIPAL, c.user)?),
+        kdc_options: KdcOptions(flags32(&[15, 27])),
+        cname: Some(cname),
         realm: kstring(c.realm)?,
         sname: Some(PrincipalName {
             r#type: NT_SRV_INST,

@@ -376,6 +376,7 @@ fn as_request<R: TryCryptoRng>(
     let client = messages::Client {
         user: &cred.user,
         realm: &cred.realm,
+        enterprise: cred.enterprise,
     };
     let krbtgt = ["krbtgt", cred.realm.as_str()];
     let sname: &[&str] = match service {
@@ -464,6 +465,7 @@ fn derive_candidate(cred: &LogonCredential, chosen: &messages::EtypeInfo) -> Res
     let client = messages::Client {
         user: &cred.user,
         realm: &cred.realm,
+        enterprise: cred.enterprise,
     };
     let salt = match &chosen.salt {
         Some(s) => s.clone(),

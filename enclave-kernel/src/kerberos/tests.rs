@@ -89,6 +89,7 @@ mod exchanges {
     fn setup() -> (CredentialStore, KerberosSessions, Counter) {
         let mut creds = CredentialStore::new();
         let cred = LogonCredential {
+            enterprise: false,
             owner: credguard_proto::attest::Owner::uid(1000),
             allow_rc4: false,
             id: [0; 16],
@@ -707,6 +708,7 @@ mod exchanges {
 
     fn session_of(uid: u32) -> LogonCredential {
         LogonCredential {
+            enterprise: false,
             owner: Owner::uid(uid),
             allow_rc4: false,
             id: [0; 16],

@@ -401,6 +401,7 @@ fn add_session(s: &mut CredentialStore, handle: [u8; 16], hash: Option<[u8; 16]>
     s.insert(
         handle,
         LogonCredential {
+            enterprise: false,
             owner: credguard_proto::attest::Owner::uid(uid),
             allow_rc4: false,
             id: [0; 16],

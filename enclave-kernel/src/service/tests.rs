@@ -30,6 +30,7 @@ fn service() -> Service<CounterRng> {
 fn logon_payload(user: &str, password: &str) -> Vec<u8> {
     use credguard_proto::enclave::logon_request::Secret;
     LogonRequest {
+        default_realm: String::new(),
         user: user.to_string(),
         domain: "D".to_string(),
         realm: String::new(),
@@ -78,6 +79,7 @@ fn challenge_message() -> Vec<u8> {
 fn logon_as(svc: &mut Service<CounterRng>, uid: u64, user: &str, password: &str, rate: u32, now: u64) -> Vec<u8> {
     use credguard_proto::enclave::logon_request::Secret;
     let req = LogonRequest {
+        default_realm: String::new(),
         user: user.to_string(),
         domain: "D".to_string(),
         realm: String::new(),
@@ -302,6 +304,7 @@ fn sealed_logons_are_bound_to_purpose_owner_and_a_fresh_nonce() {
     };
     let logon = |svc: &mut Service<CounterRng>, owner: u64, sealed: SealedSecret| {
         let req = LogonRequest {
+            default_realm: String::new(),
             user: "alice".into(),
             domain: "D".into(),
             realm: String::new(),
@@ -367,6 +370,7 @@ fn logon_refusals_have_codes() {
     let r = svc.dispatch(&request(1, EnclaveMethod::Logon, logon_payload("", "pw")), 0);
     assert_eq!(r.code, CODE_INVALID_ARGUMENT);
     let des = LogonRequest {
+        default_realm: String::new(),
         user: "u".to_string(),
         domain: String::new(),
         realm: "R".to_string(),
@@ -564,6 +568,7 @@ fn a_new_password_opens_only_sealed_for_a_password_change_by_the_sessions_owner(
     };
     let mut svc = service();
     let req = LogonRequest {
+        default_realm: String::new(),
         user: "alice".into(),
         domain: "D".into(),
         realm: "R.TEST".into(),

@@ -70,6 +70,7 @@ impl<R: TryCryptoRng> Service<R> {
         // The same checks as a logon (names, lengths, no DES, a realm for a key), so that the
         // vault holds only credentials that will log on. The copy is wiped with the credential.
         let mut probe = LogonRequest {
+            default_realm: String::new(),
             user: req.user.clone(),
             domain: req.domain.clone(),
             realm: req.realm.clone(),
@@ -165,6 +166,7 @@ impl<R: TryCryptoRng> Service<R> {
             }
         }
         let mut logon = LogonRequest {
+            default_realm: String::new(),
             user: req.user.clone(),
             domain: req.domain.clone(),
             realm: req.realm.clone(),
