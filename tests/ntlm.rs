@@ -167,6 +167,7 @@ async fn handshake(
                 channel_bindings(cbt_app_data)
             },
             target_spn: "HTTP/web.corp.test".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -247,6 +248,7 @@ fn ntlm_refusals_and_malformed_challenges() {
                     challenge_message: challenge,
                     channel_bindings: Vec::new(),
                     target_spn: String::new(),
+                    ..Default::default()
                 })
                 .await;
             (id, r)
@@ -298,6 +300,7 @@ fn ntlm_refusals_and_malformed_challenges() {
                 challenge_message: good,
                 channel_bindings: Vec::new(),
                 target_spn: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap_err();
