@@ -128,7 +128,6 @@ pub fn proxy_bin() -> &'static Path {
     &binaries().lsa_proxy
 }
 
-/// `credguardctl`.
 /// `credguard-kcm`.
 pub fn kcm_bin() -> &'static Path {
     &binaries().kcm
@@ -142,6 +141,11 @@ pub fn ctl_bin() -> &'static Path {
 /// `credguard-load`.
 pub fn load_bin() -> &'static Path {
     &binaries().load
+}
+
+/// `credguard-ntlm-auth`.
+pub fn ntlm_auth_bin() -> &'static Path {
+    &binaries().ntlm_auth
 }
 
 impl Stack {
