@@ -12,6 +12,7 @@ pub mod kcm;
 pub mod kdc;
 pub mod kdc_relay;
 pub mod memory;
+pub mod pyspnego;
 
 /// Whether KVM tests can run. Without /dev/kvm: a loud skip, or a failure when
 /// CREDGUARD_REQUIRE_KVM=1.
