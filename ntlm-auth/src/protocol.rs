@@ -7,9 +7,9 @@
 //! - anything else, and any failure: `BH <reason>` (Samba's "broken helper"), after which the
 //!   helper goes on reading.
 //!
-//! Samba 3 answered the CHALLENGE with `KK`, Samba 4 with `AF`; every caller accepts both (curl's
-//! `lib/curl_ntlm_wb.c`, Firefox's `nsAuthSambaNTLM`, libsoup), and `KK` is what the issue and the
-//! older callers name. `PW` (a password for the helper) and `GK` (the session key) are refused:
+//! Samba 3 answered the CHALLENGE with `KK`, Samba 4 with `AF`. curl (`lib/curl_ntlm_wb.c`) and
+//! libsoup accept both, but Firefox's `nsAuthSambaNTLM` accepted only `KK` for most of its
+//! history: `KK` works with every caller. `PW` (a password for the helper) and `GK` (the session key) are refused:
 //! credguard takes no password here and hands out no key through this channel.
 
 use std::fmt;
