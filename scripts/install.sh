@@ -6,6 +6,8 @@
 #   scripts/install.sh --dev-key [--enable]                    sign with the repository's dev key
 #   DESTDIR=/tmp/stage scripts/install.sh --dev-key            stage only: no users, no systemctl
 #   scripts/install.sh --dev-key --prebuilt target/debug        binaries already built there (tests, CI)
+#   ... --ntlm-auth-alternative                                also make credguard-ntlm-auth the
+#                                                              system's /usr/bin/ntlm_auth
 #
 # What it does: builds the release binaries and the enclave, signs the image, installs binaries to
 # /usr/local/bin, the image to /usr/local/lib/credguard, the trusted public key and the
@@ -18,17 +20,22 @@
 # named in the configuration and the nameservers of /etc/resolv.conf. The KCM daemon runs as the
 # system user credguard-kcm, the one uid (besides root) the proxy lets act for other uids (the
 # drop-in credguard-lsa-proxy.service.d/kcm.conf); its socket takes sssd-kcm's place, and programs
-# use it once krb5.conf says `default_ccache_name = KCM:` (printed at the end).
+# use it once krb5.conf says `default_ccache_name = KCM:` (printed at the end). The NTLM helper
+# credguard-ntlm-auth (Samba ntlm_auth's client side, for Firefox, libsoup, Evolution, curl
+# --ntlm-wb) is installed to /usr/local/bin; with --ntlm-auth-alternative it is registered with
+# update-alternatives as /usr/bin/ntlm_auth (priority 10; Samba's winbind package, if present,
+# keeps its own binary there and is not replaced). Off by default; under DESTDIR only staged.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-key="" dev=0 enable=0 bin_dir=
+key="" dev=0 enable=0 bin_dir="" ntlm_alternative=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --key) key="${2:?--key needs a path}"; shift 2 ;;
     --dev-key) dev=1; shift ;;
     --enable) enable=1; shift ;;
     --prebuilt) bin_dir="${2:?--prebuilt needs a directory}"; shift 2 ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    --ntlm-auth-alternative) ntlm_alternative=1; shift ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -43,7 +50,7 @@ cd "$root"
 # resolve other features and relink them under the tests' feet).
 if [ -z "$bin_dir" ]; then
   cargo build --release -p credguard-vmm -p credguard-lsa-proxy -p credguard-kcm -p credguard-client \
-    -p credguard-image -p pam-credguard
+    -p credguard-image -p pam-credguard -p credguard-ntlm-auth
   bin_dir=target/release
 fi
 if [ -n "$key" ]; then
@@ -58,7 +65,7 @@ fi
 install -d "$dest/usr/local/bin" "$dest/usr/local/lib/credguard" "$dest/etc/credguard" \
   "$dest/etc/systemd/system" "$dest/usr/local/share/doc/credguard"
 install -m 0755 "$bin_dir/credguard-vmm" "$bin_dir/credguard-lsa-proxy" "$bin_dir/credguard-kcm" \
-  "$bin_dir/credguardctl" "$bin_dir/credguard-image" "$dest/usr/local/bin/"
+  "$bin_dir/credguardctl" "$bin_dir/credguard-image" "$bin_dir/credguard-ntlm-auth" "$dest/usr/local/bin/"
 install -m 0644 images/out/enclave.elf images/out/enclave.elf.manifest.json "$dest/usr/local/lib/credguard/"
 install -m 0644 "$pub" "$dest/etc/credguard/signing.pub"
 [ -e "$dest/etc/credguard/credguard.toml" ] || install -m 0644 scripts/credguard.toml "$dest/etc/credguard/credguard.toml"
@@ -95,8 +102,19 @@ ip_allow_dropin "$dest/etc/credguard/credguard.toml" > "$dest/etc/systemd/system
 chmod 0644 "$dest/etc/systemd/system/credguard-lsa-proxy.service.d/ip-allow.conf"
 
 if [ -n "$dest" ]; then
+  [ "$ntlm_alternative" = 0 ] || echo "--ntlm-auth-alternative: not registered under DESTDIR (only staged)"
   echo "staged under $dest (no users created, systemd untouched)"
   exit 0
+fi
+# /usr/bin/ntlm_auth is where curl, Firefox and libsoup look for Samba's helper. The alternative is
+# only made when asked: it changes what every program on the host runs as ntlm_auth.
+if [ "$ntlm_alternative" = 1 ]; then
+  if [ -e /usr/bin/ntlm_auth ] && [ ! -L /usr/bin/ntlm_auth ]; then
+    echo "install.sh: /usr/bin/ntlm_auth is a file of its own (Samba's winbind?): not replaced;" >&2
+    echo "  remove it or make it an alternative, then: update-alternatives --install /usr/bin/ntlm_auth ntlm_auth /usr/local/bin/credguard-ntlm-auth 10" >&2
+  else
+    update-alternatives --install /usr/bin/ntlm_auth ntlm_auth /usr/local/bin/credguard-ntlm-auth 10
+  fi
 fi
 # The vault's sealing secret: made once, never replaced (that would lose every saved credential).
 install -d -m 0755 /var/lib/credguard
@@ -143,3 +161,7 @@ echo "    default_ccache_name = KCM:"
 echo "(credguard-kcm.socket listens where MIT and Heimdal look for KCM; it replaces sssd-kcm.socket.)"
 echo "Logging on through PAM: $pam_dir/pam_credguard.so is installed; add it to /etc/pam.d/common-*"
 echo "as the README's PAM section shows (auth, account, password, session)."
+if [ "$ntlm_alternative" = 0 ]; then
+  echo "NTLM sign-on for curl --ntlm-wb, Firefox and libsoup: /usr/local/bin/credguard-ntlm-auth; to make it"
+  echo "/usr/bin/ntlm_auth, run this script again with --ntlm-auth-alternative."
+fi

@@ -1,11 +1,13 @@
 //! `cargo run --release`: credguard in dev mode.
 //!
 //! The launcher links neither the VMM nor the proxy: it builds the shipped binaries
-//! (`credguard-vmm`, `credguard-lsa-proxy`, `credguardctl`, `credguard-load`) in its own build
-//! profile, builds and dev-signs the enclave if needed, then runs the VMM and the LSA proxy as two
-//! child processes, with their sockets under `run/` in the repository, and restarts either if it
-//! dies, as systemd does in production. `credguard ctl ...` runs `credguardctl` pointed at
-//! `run/lsa.sock` and the dev keys; `credguard load ...` runs `credguard-load` the same way.
+//! (`credguard-vmm`, `credguard-lsa-proxy`, `credguard-kcm`, `credguardctl`, `credguard-load`,
+//! `credguard-ntlm-auth`) in its own build profile, builds and dev-signs the enclave if needed,
+//! then runs the VMM, the LSA proxy and the KCM daemon as child processes, with their sockets
+//! under `run/` in the repository, and restarts any that dies, as systemd does in production.
+//! `credguard ctl ...` runs `credguardctl` pointed at `run/lsa.sock` and the dev keys;
+//! `credguard load ...` runs `credguard-load` and `credguard ntlm-auth ...` runs
+//! `credguard-ntlm-auth` (a helper its caller starts, not a daemon) the same way.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -24,9 +26,10 @@ fn main() -> ExitCode {
     match args.first().and_then(|a| a.to_str()) {
         Some("ctl") => exec_client(|b| &b.ctl, &args[1..]),
         Some("load") => exec_client(|b| &b.load, &args[1..]),
+        Some("ntlm-auth") => exec_client(|b| &b.ntlm_auth, &args[1..]),
         None | Some("run") => dev_run(),
         Some(other) => {
-            eprintln!("credguard: unknown subcommand {other:?}; use run (default), ctl or load");
+            eprintln!("credguard: unknown subcommand {other:?}; use run (default), ctl, load or ntlm-auth");
             ExitCode::from(2)
         }
     }
@@ -216,6 +219,8 @@ async fn supervise() -> Result<()> {
     let kcm_socket = run.join("kcm.sock");
     let kcm_args: Vec<OsString> = vec!["--socket".into(), os(&kcm_socket), "--api-socket".into(), os(&api)];
     let mut kcm = Supervised::new("credguard-kcm", binaries.kcm, kcm_args);
+    // Not a daemon: programs start it per exchange (CREDGUARD_SOCKET points it at run/lsa.sock).
+    info!(helper = %binaries.ntlm_auth.display(), "credguard-ntlm-auth is built");
     vmm.spawn()?;
     proxy.spawn()?;
     kcm.spawn()?;

@@ -8,92 +8,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-
 use credguard_client as client;
 use credguard_proto::lsa;
+use support::pyspnego::{Acceptor, hex, pyspnego_or_skip};
 use support::{Stack, json, kvm_or_skip, runtime};
 use tonic::Code;
 
 type Client = lsa::lsa_client::LsaClient<tonic::transport::Channel>;
-
-mod hex {
-    pub fn encode(b: impl AsRef<[u8]>) -> String {
-        b.as_ref().iter().map(|x| format!("{x:02x}")).collect()
-    }
-
-    pub fn decode(s: impl AsRef<str>) -> Result<Vec<u8>, String> {
-        let s = s.as_ref();
-        if s.len() % 2 != 0 {
-            return Err(format!("odd length: {s:?}"));
-        }
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(s.get(i..i + 2).unwrap_or("zz"), 16).map_err(|_| format!("not hex: {s:?}")))
-            .collect()
-    }
-}
-
-/// Whether pyspnego (and pycryptodomex, for MD4) are installed; a loud skip otherwise, or a
-/// failure with CREDGUARD_REQUIRE_TOOLS=1.
-fn pyspnego_or_skip(test: &str) -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import spnego, Cryptodome"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return true;
-    }
-    assert!(
-        std::env::var("CREDGUARD_REQUIRE_TOOLS").as_deref() != Ok("1"),
-        "python3 pyspnego/pycryptodomex are missing and CREDGUARD_REQUIRE_TOOLS=1"
-    );
-    eprintln!("!!! SKIPPED {test}: python3 -m pip install pyspnego pycryptodomex");
-    false
-}
-
-/// The independent acceptor, with the accounts in `user_file` and optional channel bindings
-/// application data.
-struct Acceptor {
-    child: std::process::Child,
-    stdin: std::process::ChildStdin,
-    stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl Acceptor {
-    fn start(user_file: &std::path::Path, cbt_app_data: &[u8]) -> Acceptor {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/ntlm_acceptor.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(hex::encode(cbt_app_data))
-            .env("NTLM_USER_FILE", user_file)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting the acceptor");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        Acceptor { child, stdin, stdout }
-    }
-
-    fn exchange(&mut self, message: &[u8]) -> String {
-        writeln!(self.stdin, "{}", hex::encode(message)).unwrap();
-        self.stdin.flush().unwrap();
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        line.trim().to_string()
-    }
-}
-
-impl Drop for Acceptor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// gss_channel_bindings_struct with no addresses and `app` as application data.
 fn channel_bindings(app: &[u8]) -> Vec<u8> {
@@ -167,6 +88,7 @@ async fn handshake(
                 channel_bindings(cbt_app_data)
             },
             target_spn: "HTTP/web.corp.test".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -219,6 +141,108 @@ fn ntlmv2_is_accepted_by_an_independent_acceptor() {
     });
 }
 
+/// A UTF-16LE string field (len, maxlen, offset at `at`) of an AUTHENTICATE message.
+fn auth_field(m: &[u8], at: usize) -> String {
+    let len = u16::from_le_bytes([m[at], m[at + 1]]) as usize;
+    let off = u32::from_le_bytes(m[at + 4..at + 8].try_into().unwrap()) as usize;
+    let units: Vec<u16> = m[off..off + len]
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    String::from_utf16(&units).unwrap()
+}
+
+/// SPNEGO and gss-ntlmssp send a NEGOTIATE of their own: handed in with the CHALLENGE, the MIC
+/// covers it and pyspnego accepts; not handed in, pyspnego finds the MIC wrong. The AUTHENTICATE
+/// names the configured workstation. A NEGOTIATE that does not ask for NTLMv2, or is malformed,
+/// is refused.
+#[test]
+fn the_mic_covers_the_callers_own_negotiate_and_the_workstation_is_named() {
+    let test = "the_mic_covers_the_callers_own_negotiate_and_the_workstation_is_named";
+    if !kvm_or_skip(test) || !pyspnego_or_skip(test) {
+        return;
+    }
+    let stack = Stack::start("ntlm-own-negotiate", "[ntlm]\nworkstation = \"E2E-WS01\"\n");
+    stack.wait_ready();
+    let users = stack.dir.join("ntlm-users");
+    std::fs::write(&users, "CORP:alice:Alice-Passw0rd\n").unwrap();
+    let theirs = credguard_enclave::ntlm::sample::windows_negotiate();
+    runtime().block_on(async {
+        let mut c = client::connect(&stack.api).await.unwrap();
+        let alice = logon(
+            &mut c,
+            "alice",
+            lsa::logon_request::Secret::Password("Alice-Passw0rd".into()),
+        )
+        .await;
+        for hand_in in [true, false] {
+            let neg = c
+                .ntlm_negotiate(lsa::NtlmNegotiateRequest {
+                    session_id: alice.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let mut acceptor = Acceptor::start(&users, b"");
+            let challenge = hex::decode(acceptor.exchange(&theirs)).expect("the acceptor's CHALLENGE");
+            let auth = c
+                .ntlm_authenticate(lsa::NtlmAuthenticateRequest {
+                    context_id: neg.context_id,
+                    challenge_message: challenge,
+                    negotiate_message: if hand_in { theirs.clone() } else { Vec::new() },
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let m = &auth.authenticate_message;
+            assert_eq!(auth_field(m, 44), "E2E-WS01", "the workstation");
+            assert_eq!(
+                (auth_field(m, 28).as_str(), auth_field(m, 36).as_str()),
+                ("CORP", "alice")
+            );
+            let verdict = acceptor.exchange(m);
+            if hand_in {
+                assert_eq!(verdict, format!("ACCEPTED {}", hex::encode(&auth.exported_session_key)));
+            } else {
+                assert!(verdict.starts_with("REJECTED") && verdict.contains("MIC"), "{verdict}");
+            }
+        }
+
+        // Hostile NEGOTIATEs: one without extended session security is refused by rule, malformed
+        // or oversized ones as invalid; the enclave is still serving after them.
+        let mut no_ess = theirs.clone();
+        no_ess[12..16].copy_from_slice(&(0xe208_8297u32 & !ESS).to_le_bytes());
+        let mut wrong_type = theirs.clone();
+        wrong_type[8] = 3;
+        for (negotiate, code) in [
+            (no_ess, Code::FailedPrecondition),
+            (theirs[..20].to_vec(), Code::InvalidArgument),
+            (wrong_type, Code::InvalidArgument),
+            (vec![0x4e; 4097], Code::InvalidArgument),
+        ] {
+            let neg = c
+                .ntlm_negotiate(lsa::NtlmNegotiateRequest {
+                    session_id: alice.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let e = c
+                .ntlm_authenticate(lsa::NtlmAuthenticateRequest {
+                    context_id: neg.context_id,
+                    challenge_message: crafted_challenge(NTLMV2_FLAGS, TARGET_INFO),
+                    negotiate_message: negotiate,
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), code, "{}", e.message());
+        }
+        c.status(lsa::StatusRequest {}).await.unwrap();
+    });
+}
+
 #[test]
 fn ntlm_refusals_and_malformed_challenges() {
     if !kvm_or_skip("ntlm_refusals_and_malformed_challenges") {
@@ -247,6 +271,7 @@ fn ntlm_refusals_and_malformed_challenges() {
                     challenge_message: challenge,
                     channel_bindings: Vec::new(),
                     target_spn: String::new(),
+                    ..Default::default()
                 })
                 .await;
             (id, r)
@@ -298,6 +323,7 @@ fn ntlm_refusals_and_malformed_challenges() {
                 challenge_message: good,
                 channel_bindings: Vec::new(),
                 target_spn: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap_err();

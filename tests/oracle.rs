@@ -54,6 +54,7 @@ async fn handshake(c: &mut Client, session: &str) -> Result<(), tonic::Status> {
         challenge_message: challenge(),
         channel_bindings: Vec::new(),
         target_spn: String::new(),
+        ..Default::default()
     })
     .await
     .map(|_| ())

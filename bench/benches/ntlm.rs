@@ -187,6 +187,7 @@ impl Lsa for Baseline {
             channel_bindings: r.channel_bindings,
             target_spn: r.target_spn,
             now_filetime: credguard_lsa_proxy::ntlm::now_filetime(),
+            ..Default::default()
         };
         let a = self.client().ntlm_authenticate(&w).map_err(status)?;
         Ok(Response::new(lsa::NtlmAuthenticateReply {
@@ -340,6 +341,7 @@ fn raw_vsock(vsock: &Path, n: usize) -> ((f64, f64), (f64, f64)) {
             channel_bindings: Vec::new(),
             target_spn: "HTTP/server.corp.test".into(),
             now_filetime: credguard_lsa_proxy::ntlm::now_filetime(),
+            ..Default::default()
         };
         let t = Instant::now();
         c.ntlm_authenticate(&req).unwrap();
@@ -402,6 +404,7 @@ async fn handshake(c: &mut Client, session: &str, challenge: &[u8]) -> Option<f6
             challenge_message: challenge.to_vec(),
             channel_bindings: Vec::new(),
             target_spn: "HTTP/server.corp.test".into(),
+            ..Default::default()
         })
         .await;
     let a = match a {

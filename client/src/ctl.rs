@@ -336,6 +336,10 @@ enum NtlmCmd {
         /// Target SPN (optional), e.g. HTTP/web.example.test.
         #[arg(long, default_value = "")]
         target_spn: String,
+        /// The NEGOTIATE message actually sent, hex (optional): the MIC then covers it instead
+        /// of the one `ntlm negotiate` printed.
+        #[arg(long, default_value = "")]
+        negotiate_hex: String,
     },
 }
 
@@ -803,12 +807,14 @@ async fn ntlm(c: &mut LsaClient<Channel>, cmd: NtlmCmd, as_json: bool) -> Result
             challenge_hex,
             channel_bindings_hex,
             target_spn,
+            negotiate_hex,
         } => {
             let req = lsa::NtlmAuthenticateRequest {
                 context_id,
                 challenge_message: decode_hex(&challenge_hex, "challenge-hex")?,
                 channel_bindings: decode_hex(&channel_bindings_hex, "channel-bindings-hex")?,
                 target_spn,
+                negotiate_message: decode_hex(&negotiate_hex, "negotiate-hex")?,
             };
             let r = c.ntlm_authenticate(req).await?.into_inner();
             // The exported session key is this context's key, not a long-term secret.

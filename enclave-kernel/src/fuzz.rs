@@ -126,8 +126,10 @@ fn open_session(svc: &mut Service<CounterRng>) -> (Vec<u8>, Vec<u8>) {
     (session, context)
 }
 
-/// The NTLM CHALLENGE parser, then the whole `NtlmAuthenticate` computation on what it accepts.
+/// The NTLM CHALLENGE parser, then the whole `NtlmAuthenticate` computation on what it accepts;
+/// and the NEGOTIATE parser (a caller's own NEGOTIATE, for the MIC) on the same bytes.
 pub fn ntlm_challenge(data: &[u8]) {
+    let _ = crate::ntlm::message::parse_negotiate(data);
     let Ok(challenge) = parse_challenge(data) else { return };
     let _ = challenge.timestamp();
     let Some(mut svc) = service() else { return };

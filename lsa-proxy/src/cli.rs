@@ -85,6 +85,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
         config.vault.dir = d;
     }
     config.kcm.trusted_uids.extend(cli.kcm_trusted_uids);
+    config.ntlm.resolve_workstation(&crate::config::host_name());
     if cli.allow_plaintext_secrets {
         config.api.allow_plaintext_secrets = true;
     }

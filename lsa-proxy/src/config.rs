@@ -52,6 +52,8 @@ pub struct Config {
     pub vault: VaultConfig,
     /// The KCM daemon's standing with the proxy.
     pub kcm: KcmConfig,
+    /// NTLM.
+    pub ntlm: NtlmConfig,
     /// The VMM's table (`credguard-vmm run --config`, which reads it and checks its keys); the
     /// proxy accepts it, so both can share one file, and ignores it.
     pub vmm: Option<toml::Table>,
@@ -128,6 +130,50 @@ pub struct KcmConfig {
     /// uids (besides root, who can become any uid anyway) whose calls may name another uid:
     /// the KCM daemon's user. Empty: only root.
     pub trusted_uids: Vec<u32>,
+}
+
+/// NTLM.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct NtlmConfig {
+    /// The workstation name the enclave puts in every AUTHENTICATE (servers log it, and may
+    /// restrict an account to some workstations): up to 63 ASCII letters, digits, `-`, `_` and
+    /// `.`; `""` sends none. Absent: this host's name as Samba makes its NetBIOS name (the first
+    /// label, upper case, at most 15 characters); see [`NtlmConfig::resolve_workstation`].
+    pub workstation: Option<String>,
+}
+
+/// Longest NetBIOS name, which the default workstation name is cut to.
+const NETBIOS_NAME_LEN: usize = 15;
+
+impl NtlmConfig {
+    /// Fills in the default workstation name, from `host_name` (the host's name), unless the file
+    /// gave one. A host name that makes no valid workstation name gives none.
+    pub fn resolve_workstation(&mut self, host_name: &str) {
+        if self.workstation.is_none() {
+            let label = host_name.split('.').next().unwrap_or_default();
+            let name: String = label.chars().take(NETBIOS_NAME_LEN).collect::<String>().to_uppercase();
+            let valid = credguard_proto::checks::ntlm_workstation(&name).is_ok();
+            self.workstation = Some(if valid { name } else { String::new() });
+        }
+    }
+
+    /// The workstation name to send (empty: none, also while unresolved).
+    pub fn workstation(&self) -> &str {
+        self.workstation.as_deref().unwrap_or_default()
+    }
+}
+
+/// This host's name (`gethostname`), or `""` if it cannot be read.
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for `buf.len()` bytes; gethostname writes at most that many.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// Kerberos defaults.
@@ -280,6 +326,9 @@ impl Config {
                 return Err(format!("kerberos: KDC {kdc:?} is not host:port"));
             }
         }
+        if let Some(ws) = &c.ntlm.workstation {
+            credguard_proto::checks::ntlm_workstation(ws).map_err(|e| format!("ntlm: {e}"))?;
+        }
         for server in c.kerberos.realms.values().flat_map(|r| &r.kpasswd) {
             if crate::core::check_host_port(server).is_err() {
                 return Err(format!("kerberos: kpasswd server {server:?} is not host:port"));
@@ -371,6 +420,33 @@ mod tests {
         assert!(!Config::default().api.allow_plaintext_secrets);
         let c = Config::parse("[api]\nallow_plaintext_secrets = true").unwrap();
         assert!(c.api.allow_plaintext_secrets);
+    }
+
+    #[test]
+    fn the_workstation_name_is_checked_and_defaults_to_the_host_name() {
+        let c = Config::parse("[ntlm]\nworkstation = \"WS-01\"").unwrap();
+        assert_eq!(c.ntlm.workstation(), "WS-01");
+        let mut c = c.ntlm;
+        c.resolve_workstation("ignored");
+        assert_eq!(c.workstation(), "WS-01", "the file's name wins");
+        for bad in ["a b", "ws\\1", &"x".repeat(64)] {
+            let text = format!("[ntlm]\nworkstation = {bad:?}");
+            assert!(
+                Config::parse(&text).is_err_and(|e| e.contains("workstation")),
+                "{bad:?}"
+            );
+        }
+        let resolved = |host: &str| {
+            let mut n = NtlmConfig::default();
+            n.resolve_workstation(host);
+            n.workstation().to_string()
+        };
+        assert_eq!(resolved("laptop-7.corp.test"), "LAPTOP-7");
+        assert_eq!(resolved("a-very-long-host-name-indeed"), "A-VERY-LONG-HOS");
+        assert_eq!(resolved("h\u{e9}te"), "", "no valid name: none");
+        assert_eq!(resolved(""), "");
+        assert!(!host_name().is_empty());
+        assert_eq!(Config::default().ntlm.workstation(), "", "unresolved: none");
     }
 
     #[test]

@@ -189,6 +189,7 @@ impl Ntlm {
             )));
         }
         checks::ntlm_options(&req.channel_bindings, &req.target_spn)?;
+        checks::ntlm_negotiate_len(&req.negotiate_message)?;
         match core.link().state() {
             LinkState::Ready(info) if info.boot_id == entry.boot_id => {}
             LinkState::Ready(_) => {
@@ -209,6 +210,8 @@ impl Ntlm {
             channel_bindings: req.channel_bindings,
             target_spn: req.target_spn,
             now_filetime: now_filetime(),
+            negotiate_message: req.negotiate_message,
+            workstation: core.config().ntlm.workstation().to_owned(),
         };
         let mut reply = core.link().client(caller).ntlm_authenticate(&enclave_req).await?;
         if reply.exported_session_key.len() != 16 || reply.authenticate_message.is_empty() {

@@ -42,6 +42,11 @@ pub const MAX_NTLM_CHALLENGE_LEN: usize = 64 << 10;
 pub const MAX_CHANNEL_BINDINGS_LEN: usize = 64 << 10;
 /// Longest NTLM target SPN (MsvAvTargetName), in bytes.
 pub const MAX_NTLM_TARGET_SPN_LEN: usize = 1024;
+/// Largest NEGOTIATE_MESSAGE a caller may hand in for the MIC (real ones are 32 to a few hundred
+/// bytes: the header, a Version and at most a domain and a workstation name).
+pub const MAX_NTLM_NEGOTIATE_LEN: usize = 4096;
+/// Longest workstation name put in an AUTHENTICATE, in bytes (a DNS label; NetBIOS names are 15).
+pub const MAX_NTLM_WORKSTATION_LEN: usize = 63;
 /// Longest legacy protocol challenge, in bytes.
 pub const MAX_LEGACY_CHALLENGE_LEN: usize = 4096;
 /// NTLM contexts the enclave holds at most; beyond it a new one is refused rather than another
@@ -72,6 +77,14 @@ pub enum CheckError {
     ControlCharacters {
         /// The field.
         field: &'static str,
+    },
+    /// A name with characters outside its set.
+    #[error("{field} may hold only {allowed}")]
+    Characters {
+        /// The field.
+        field: &'static str,
+        /// The characters it may hold.
+        allowed: &'static str,
     },
     /// No secret in a request that needs one.
     #[error("one secret is required: password, nt_hash, key or sealed")]
@@ -313,6 +326,40 @@ pub fn ntlm_options(channel_bindings: &[u8], target_spn: &str) -> Result<(), Che
     bounded_text("target_spn", target_spn, MAX_NTLM_TARGET_SPN_LEN)
 }
 
+/// Checks the length of a NEGOTIATE_MESSAGE handed in for the MIC (empty: none); its content is
+/// the enclave's to parse.
+pub fn ntlm_negotiate_len(negotiate_message: &[u8]) -> Result<(), CheckError> {
+    if negotiate_message.len() > MAX_NTLM_NEGOTIATE_LEN {
+        return Err(CheckError::TooLong {
+            field: "negotiate_message",
+            max: MAX_NTLM_NEGOTIATE_LEN,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a workstation name for an AUTHENTICATE (empty: none): at most
+/// [`MAX_NTLM_WORKSTATION_LEN`] bytes of ASCII letters, digits, `-`, `_` and `.`, which every
+/// host and NetBIOS name fits and which no acceptor's log or parser can mistake for anything else.
+pub fn ntlm_workstation(workstation: &str) -> Result<(), CheckError> {
+    if workstation.len() > MAX_NTLM_WORKSTATION_LEN {
+        return Err(CheckError::TooLong {
+            field: "workstation",
+            max: MAX_NTLM_WORKSTATION_LEN,
+        });
+    }
+    if !workstation
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(CheckError::Characters {
+            field: "workstation",
+            allowed: "ASCII letters, digits, '-', '_' and '.'",
+        });
+    }
+    Ok(())
+}
+
 /// Checks a legacy protocol request (protocol number and challenge length); returns the protocol.
 pub fn legacy_request(protocol: i32, challenge: &[u8]) -> Result<LegacyProtocol, CheckError> {
     let protocol = match LegacyProtocol::try_from(protocol) {
@@ -407,6 +454,28 @@ mod tests {
         assert!(ntlm_options(&[0; 16], "HTTP/web.test").is_ok());
         assert!(ntlm_options(&vec![0; MAX_CHANNEL_BINDINGS_LEN + 1], "").is_err());
         assert!(ntlm_options(&[], "a\r\nb").is_err());
+        assert!(ntlm_negotiate_len(&[]).is_ok());
+        assert!(ntlm_negotiate_len(&[0; MAX_NTLM_NEGOTIATE_LEN]).is_ok());
+        assert!(ntlm_negotiate_len(&[0; MAX_NTLM_NEGOTIATE_LEN + 1]).is_err());
+        for good in [
+            "",
+            "WS01",
+            "laptop-7.corp.test",
+            "A_B",
+            &"x".repeat(MAX_NTLM_WORKSTATION_LEN),
+        ] {
+            assert!(ntlm_workstation(good).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "a b",
+            "WS\r\n",
+            "ws/1",
+            "w\u{e9}",
+            "a\0",
+            &"x".repeat(MAX_NTLM_WORKSTATION_LEN + 1),
+        ] {
+            assert!(ntlm_workstation(bad).is_err(), "{bad:?}");
+        }
         assert_eq!(legacy_request(1, &[0; 8]), Ok(LegacyProtocol::Ntlmv1));
         assert_eq!(legacy_request(0, &[]), Err(CheckError::LegacyProtocol(0)));
         assert_eq!(legacy_request(99, &[]), Err(CheckError::LegacyProtocol(99)));

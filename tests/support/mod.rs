@@ -12,6 +12,7 @@ pub mod kcm;
 pub mod kdc;
 pub mod kdc_relay;
 pub mod memory;
+pub mod pyspnego;
 pub mod samba;
 
 /// Whether KVM tests can run. Without /dev/kvm: a loud skip, or a failure when
@@ -129,7 +130,6 @@ pub fn proxy_bin() -> &'static Path {
     &binaries().lsa_proxy
 }
 
-/// `credguardctl`.
 /// `credguard-kcm`.
 pub fn kcm_bin() -> &'static Path {
     &binaries().kcm
@@ -143,6 +143,11 @@ pub fn ctl_bin() -> &'static Path {
 /// `credguard-load`.
 pub fn load_bin() -> &'static Path {
     &binaries().load
+}
+
+/// `credguard-ntlm-auth`.
+pub fn ntlm_auth_bin() -> &'static Path {
+    &binaries().ntlm_auth
 }
 
 impl Stack {

@@ -9,7 +9,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use credguard_proto::checks::MAX_NTLM_CHALLENGE_LEN;
+use credguard_proto::checks::{MAX_NTLM_CHALLENGE_LEN, MAX_NTLM_NEGOTIATE_LEN};
 use hmac::{Hmac, KeyInit, Mac};
 use md5::{Digest, Md5};
 use zeroize::Zeroizing;
@@ -151,13 +151,12 @@ fn u32_at(m: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(m.get(at..at + 4)?.try_into().ok()?))
 }
 
-/// The payload a (len, maxlen, offset) field at `at` points to, checked to lie within `m` and
-/// after the fixed header of `header_len` bytes.
-fn payload<'a>(m: &'a [u8], at: usize, header_len: usize, name: &str) -> Result<&'a [u8], NtlmError> {
+/// The payload a (len, maxlen, offset) field at `at` of the `kind` message (`CHALLENGE`,
+/// `NEGOTIATE`) points to, checked to lie within `m` and after the fixed header of `header_len`
+/// bytes.
+fn payload<'a>(m: &'a [u8], at: usize, header_len: usize, kind: &str, name: &str) -> Result<&'a [u8], NtlmError> {
     let (Some(len), Some(offset)) = (u16_at(m, at), u32_at(m, at + 4)) else {
-        return Err(NtlmError::Invalid(format!(
-            "CHALLENGE is truncated in its {name} field"
-        )));
+        return Err(NtlmError::Invalid(format!("{kind} is truncated in its {name} field")));
     };
     let len = usize::from(len);
     if len == 0 {
@@ -166,16 +165,64 @@ fn payload<'a>(m: &'a [u8], at: usize, header_len: usize, name: &str) -> Result<
     let offset = offset as usize;
     if offset < header_len {
         return Err(NtlmError::Invalid(format!(
-            "CHALLENGE {name} offset {offset} points into the {header_len}-byte header"
+            "{kind} {name} offset {offset} points into the {header_len}-byte header"
         )));
     }
     match offset.checked_add(len) {
         Some(end) if end <= m.len() => Ok(&m[offset..end]),
         _ => Err(NtlmError::Invalid(format!(
-            "CHALLENGE {name} ({len} bytes at offset {offset}) lies outside the {}-byte message",
+            "{kind} {name} ({len} bytes at offset {offset}) lies outside the {}-byte message",
             m.len()
         ))),
     }
+}
+
+/// What a NEGOTIATE must ask for to be the start of an NTLMv2 exchange: NTLM with extended
+/// session security, in Unicode (every modern client's NEGOTIATE does; they may ask for OEM and
+/// LM_KEY too, which the server then declines in favour of these).
+pub const NEGOTIATE_REQUIRED_FLAGS: u32 = flags::NTLM | flags::EXTENDED_SESSIONSECURITY | flags::UNICODE;
+
+/// Parses a NEGOTIATE_MESSAGE a caller sent itself (SPNEGO, gss-ntlmssp) and hands in for the
+/// MIC; returns its flags. Malformed: [`NtlmError::Invalid`]; one that does not ask for
+/// [`NEGOTIATE_REQUIRED_FLAGS`]: [`NtlmError::Refused`]. Its only use is as MIC input: nothing in
+/// it changes the flags, the response or the rules of the AUTHENTICATE, which the CHALLENGE and
+/// the enclave decide.
+pub fn parse_negotiate(m: &[u8]) -> Result<u32, NtlmError> {
+    // Signature, type, flags, DomainNameFields, WorkstationFields; a Version may follow.
+    const HEADER: usize = 32;
+    if m.len() > MAX_NTLM_NEGOTIATE_LEN {
+        return Err(NtlmError::Invalid(format!(
+            "NEGOTIATE of {} bytes exceeds the limit of {MAX_NTLM_NEGOTIATE_LEN} bytes",
+            m.len()
+        )));
+    }
+    if m.len() < HEADER {
+        return Err(NtlmError::Invalid(format!(
+            "NEGOTIATE is truncated: {} bytes, its header alone is {HEADER}",
+            m.len()
+        )));
+    }
+    if &m[..8] != SIGNATURE {
+        return Err(NtlmError::Invalid(
+            "not an NTLM message: the signature is not NTLMSSP".into(),
+        ));
+    }
+    let msg_type = u32_at(m, 8).unwrap_or(0);
+    if msg_type != 1 {
+        return Err(NtlmError::Invalid(format!(
+            "NTLM message type {msg_type} is not a NEGOTIATE (1)"
+        )));
+    }
+    let flags = u32_at(m, 12).unwrap_or(0);
+    payload(m, 16, HEADER, "NEGOTIATE", "DomainName")?;
+    payload(m, 24, HEADER, "NEGOTIATE", "Workstation")?;
+    if flags & NEGOTIATE_REQUIRED_FLAGS != NEGOTIATE_REQUIRED_FLAGS {
+        return Err(NtlmError::Refused(format!(
+            "refused by the NTLMv2-only rule: the NEGOTIATE (flags {flags:#010x}) does not ask for NTLM with \
+             extended session security in Unicode"
+        )));
+    }
+    Ok(flags)
 }
 
 /// Parses a target info: AV_PAIRs up to `MsvAvEOL`, each within bounds, no AvId twice, and
@@ -259,7 +306,10 @@ pub fn parse_challenge(m: &[u8]) -> Result<Challenge<'_>, NtlmError> {
     server_challenge.copy_from_slice(&m[24..32]);
     // An old-style CHALLENGE stops before TargetInfoFields: that server offers no NTLMv2.
     let (header_len, target_info) = if m.len() >= FULL_HEADER {
-        (FULL_HEADER, Some(payload(m, 40, FULL_HEADER, "TargetInfo")?))
+        (
+            FULL_HEADER,
+            Some(payload(m, 40, FULL_HEADER, "CHALLENGE", "TargetInfo")?),
+        )
     } else if m.len() == MIN_HEADER || m.len() == 40 {
         (m.len(), None)
     } else {
@@ -269,7 +319,7 @@ pub fn parse_challenge(m: &[u8]) -> Result<Challenge<'_>, NtlmError> {
         )));
     };
     // Not used, but its bounds are checked like every other field's.
-    payload(m, 12, header_len, "TargetName")?;
+    payload(m, 12, header_len, "CHALLENGE", "TargetName")?;
     let target_info = match target_info {
         Some(ti) if ti.len() > MAX_TARGET_INFO_LEN => {
             return Err(NtlmError::Invalid(format!(
@@ -430,8 +480,10 @@ pub struct AuthenticateInput<'a> {
     pub domain: &'a str,
     /// The session's NT hash.
     pub nt_hash: &'a [u8; 16],
-    /// The NEGOTIATE this context sent (for the MIC).
+    /// The NEGOTIATE the client sent (for the MIC): this context's, or the caller's own.
     pub negotiate: &'a [u8],
+    /// The workstation name (checked by `checks::ntlm_workstation`; empty: none).
+    pub workstation: &'a str,
     /// The server's CHALLENGE, as received (for the MIC).
     pub challenge_message: &'a [u8],
     /// The same, parsed.
@@ -492,10 +544,11 @@ pub fn authenticate_message(input: &AuthenticateInput<'_>) -> Authenticated {
 
     let domain = utf16le(input.domain);
     let user = utf16le(input.user);
+    let workstation = utf16le(input.workstation);
     let payloads: [&[u8]; 6] = [
         &domain,
         &user,
-        &[], // workstation: none
+        &workstation,
         &lm_response,
         &nt_response,
         encrypted_key.as_ref().map_or(&[][..], |k| &k[..]),

@@ -7,6 +7,11 @@
 //! [`MAX_NTLM_CONTEXTS_PER_OWNER`]: a new one evicts that owner's oldest, never another owner's;
 //! when the enclave holds [`MAX_NTLM_CONTEXTS`] in all, a new one is refused (RESOURCE_EXHAUSTED).
 //!
+//! A caller that built its own NEGOTIATE (SPNEGO, gss-ntlmssp) hands it in with the CHALLENGE,
+//! and the MIC covers it instead of the context's: it is checked ([`message::parse_negotiate`])
+//! and is MIC input only, so no flag of it relaxes anything below. The AUTHENTICATE names the
+//! workstation the proxy's configuration gives, checked here too.
+//!
 //! The rules are enforced here, whatever the host asks (Credential Guard's lesson from
 //! Pass-the-Challenge and DumpGuard, which used the isolated LSA as an NTLMv1 oracle):
 //! a CHALLENGE that would need NTLMv1 or LM is refused, and so is every legacy protocol
@@ -239,6 +244,15 @@ pub fn authenticate<R: TryCryptoRng>(
         .take(&req.context_id)
         .ok_or_else(|| NtlmError::NotFound(String::from("no such NTLM context (unknown, used or evicted)")))?;
     checks::ntlm_options(&req.channel_bindings, &req.target_spn)?;
+    checks::ntlm_workstation(&req.workstation)?;
+    // The caller's own NEGOTIATE is MIC input only; the flags and rules come from the CHALLENGE
+    // and from here.
+    let negotiate = if req.negotiate_message.is_empty() {
+        ctx.negotiate.as_slice()
+    } else {
+        message::parse_negotiate(&req.negotiate_message)?;
+        req.negotiate_message.as_slice()
+    };
     let challenge = message::parse_challenge(&req.challenge_message)?;
     let cred = store.get(&ctx.session).ok_or_else(no_session)?;
     let Some(nt_hash) = cred.nt_hash.as_ref() else {
@@ -254,7 +268,8 @@ pub fn authenticate<R: TryCryptoRng>(
         user: &cred.user,
         domain: &cred.domain,
         nt_hash,
-        negotiate: &ctx.negotiate,
+        negotiate,
+        workstation: &req.workstation,
         challenge_message: &req.challenge_message,
         challenge: &challenge,
         client_challenge: *client_challenge,

@@ -37,3 +37,22 @@ pub fn windows_challenge() -> Vec<u8> {
     m.extend_from_slice(&ti);
     m
 }
+
+/// The workstation name in [`windows_negotiate`].
+pub const CLIENT_WORKSTATION: &str = "WS01";
+
+/// A NEGOTIATE shaped like a Windows client's, as SPNEGO or gss-ntlmssp build their own: flags
+/// 0xe2088297 (OEM and LM_KEY asked for besides Unicode and extended session security, as
+/// Windows does), the OEM domain "CORP" and workstation [`CLIENT_WORKSTATION`], and a Version.
+pub fn windows_negotiate() -> Vec<u8> {
+    let mut m = b"NTLMSSP\0".to_vec();
+    m.extend_from_slice(&1u32.to_le_bytes());
+    m.extend_from_slice(&0xe208_8297u32.to_le_bytes());
+    // DomainNameFields then WorkstationFields, their payloads after the 40-byte header.
+    m.extend_from_slice(&[4, 0, 4, 0, 40, 0, 0, 0]);
+    m.extend_from_slice(&[4, 0, 4, 0, 44, 0, 0, 0]);
+    m.extend_from_slice(&[10, 0, 0x63, 0x45, 0, 0, 0, 15]);
+    m.extend_from_slice(b"CORP");
+    m.extend_from_slice(CLIENT_WORKSTATION.as_bytes());
+    m
+}

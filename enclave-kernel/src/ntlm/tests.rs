@@ -7,6 +7,8 @@ use crate::credentials::{LogonCredential, nt_hash};
 use alloc::vec;
 use credguard_proto::checks::{MAX_NTLM_CHALLENGE_LEN, MAX_NTLM_TARGET_SPN_LEN};
 
+mod negotiate;
+
 fn unhex(s: &str) -> Vec<u8> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
     (0..s.len())
@@ -166,6 +168,7 @@ fn input<'a>(negotiate: &'a [u8], msg: &'a [u8], c: &'a Challenge<'a>, nt: &'a [
         domain: "Domain",
         nt_hash: nt,
         negotiate,
+        workstation: "",
         challenge_message: msg,
         challenge: c,
         client_challenge: [0xaa; 8],
@@ -430,6 +433,8 @@ fn auth_req(ctx: &[u8], challenge: &[u8]) -> NtlmAuthenticateRequest {
         channel_bindings: Vec::new(),
         target_spn: String::new(),
         now_filetime: 1,
+        negotiate_message: Vec::new(),
+        workstation: String::new(),
     }
 }
 

@@ -109,6 +109,7 @@ fn ntlm_handshake(svc: &mut Service<CounterRng>, handle: &[u8], now: u64) -> Fra
         channel_bindings: Vec::new(),
         target_spn: String::new(),
         now_filetime: 0,
+        ..Default::default()
     };
     svc.dispatch(&request(3, EnclaveMethod::NtlmAuthenticate, auth.encode_to_vec()), now)
 }

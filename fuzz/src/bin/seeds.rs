@@ -198,6 +198,13 @@ fn main() {
     let c = windows_challenge();
     write(&dir, "ntlm_challenge", "windows", &c);
     write(&dir, "ntlm_challenge", "header_only", &c[..48]);
+    // The same target parses its bytes as a caller's own NEGOTIATE too.
+    write(
+        &dir,
+        "ntlm_challenge",
+        "windows_negotiate",
+        &credguard_enclave::ntlm::sample::windows_negotiate(),
+    );
 
     // Kerberos: PREAUTH_REQUIRED with ETYPE-INFO2, a clock skew error, an AS-REP, a TGS-REP.
     let info = vec![

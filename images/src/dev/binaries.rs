@@ -2,7 +2,7 @@
 //! benchmarks.
 //!
 //! All three run the binaries as they ship (`credguard-vmm`, `credguard-lsa-proxy`,
-//! `credguardctl`, `credguard-load`), but cargo builds only what they need themselves: `cargo run`
+//! `credguard-kcm`, `credguardctl`, `credguard-load`, `credguard-ntlm-auth`), but cargo builds only what they need themselves: `cargo run`
 //! builds the launcher's package alone, and a package's tests and benchmarks get the paths of
 //! their own package's binaries only. [`ensure_host_binaries_built`] runs `cargo build --bins` for
 //! the binaries' packages in the build profile of the running program (so that `cargo run
@@ -19,12 +19,13 @@ use std::process::{Command, Stdio};
 use super::repo_root;
 
 /// The packages of the shipped host binaries.
-pub const HOST_PACKAGES: [&str; 5] = [
+pub const HOST_PACKAGES: [&str; 6] = [
     "credguard-vmm",
     "credguard-lsa-proxy",
     "credguard-kcm",
     "credguard-client",
     "credguard-bench",
+    "credguard-ntlm-auth",
 ];
 
 /// Why the host binaries could not be built.
@@ -65,6 +66,8 @@ pub struct HostBinaries {
     pub ctl: PathBuf,
     /// `credguard-load`.
     pub load: PathBuf,
+    /// `credguard-ntlm-auth`.
+    pub ntlm_auth: PathBuf,
 }
 
 /// How much of cargo's output reaches standard error.
@@ -135,6 +138,7 @@ pub fn ensure_host_binaries_built(progress: Progress) -> Result<HostBinaries, Bi
         kcm: path("credguard-kcm")?,
         ctl: path("credguardctl")?,
         load: path("credguard-load")?,
+        ntlm_auth: path("credguard-ntlm-auth")?,
     })
 }
 
