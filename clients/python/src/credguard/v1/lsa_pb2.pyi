@@ -191,16 +191,18 @@ class NtlmNegotiateReply(_message.Message):
     def __init__(self, context_id: _Optional[str] = ..., negotiate_message: _Optional[bytes] = ...) -> None: ...
 
 class NtlmAuthenticateRequest(_message.Message):
-    __slots__ = ("context_id", "challenge_message", "channel_bindings", "target_spn")
+    __slots__ = ("context_id", "challenge_message", "channel_bindings", "target_spn", "negotiate_message")
     CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
     CHALLENGE_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_BINDINGS_FIELD_NUMBER: _ClassVar[int]
     TARGET_SPN_FIELD_NUMBER: _ClassVar[int]
+    NEGOTIATE_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     context_id: str
     challenge_message: bytes
     channel_bindings: bytes
     target_spn: str
-    def __init__(self, context_id: _Optional[str] = ..., challenge_message: _Optional[bytes] = ..., channel_bindings: _Optional[bytes] = ..., target_spn: _Optional[str] = ...) -> None: ...
+    negotiate_message: bytes
+    def __init__(self, context_id: _Optional[str] = ..., challenge_message: _Optional[bytes] = ..., channel_bindings: _Optional[bytes] = ..., target_spn: _Optional[str] = ..., negotiate_message: _Optional[bytes] = ...) -> None: ...
 
 class NtlmAuthenticateReply(_message.Message):
     __slots__ = ("authenticate_message", "exported_session_key")

@@ -126,7 +126,7 @@ class Key(_message.Message):
     def __init__(self, enctype: _Optional[int] = ..., value: _Optional[bytes] = ...) -> None: ...
 
 class LogonRequest(_message.Message):
-    __slots__ = ("user", "domain", "realm", "password", "nt_hash", "key", "sealed", "operations_per_second", "owner", "allow_rc4")
+    __slots__ = ("user", "domain", "realm", "password", "nt_hash", "key", "sealed", "operations_per_second", "owner", "allow_rc4", "default_realm")
     USER_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     REALM_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +137,7 @@ class LogonRequest(_message.Message):
     OPERATIONS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     ALLOW_RC4_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_REALM_FIELD_NUMBER: _ClassVar[int]
     user: str
     domain: str
     realm: str
@@ -147,7 +148,8 @@ class LogonRequest(_message.Message):
     operations_per_second: int
     owner: int
     allow_rc4: bool
-    def __init__(self, user: _Optional[str] = ..., domain: _Optional[str] = ..., realm: _Optional[str] = ..., password: _Optional[str] = ..., nt_hash: _Optional[bytes] = ..., key: _Optional[_Union[Key, _Mapping]] = ..., sealed: _Optional[_Union[SealedSecret, _Mapping]] = ..., operations_per_second: _Optional[int] = ..., owner: _Optional[int] = ..., allow_rc4: _Optional[bool] = ...) -> None: ...
+    default_realm: str
+    def __init__(self, user: _Optional[str] = ..., domain: _Optional[str] = ..., realm: _Optional[str] = ..., password: _Optional[str] = ..., nt_hash: _Optional[bytes] = ..., key: _Optional[_Union[Key, _Mapping]] = ..., sealed: _Optional[_Union[SealedSecret, _Mapping]] = ..., operations_per_second: _Optional[int] = ..., owner: _Optional[int] = ..., allow_rc4: _Optional[bool] = ..., default_realm: _Optional[str] = ...) -> None: ...
 
 class LogonReply(_message.Message):
     __slots__ = ("session_handle", "secret_kind")
@@ -182,18 +184,22 @@ class NtlmNegotiateReply(_message.Message):
     def __init__(self, context_id: _Optional[bytes] = ..., negotiate_message: _Optional[bytes] = ...) -> None: ...
 
 class NtlmAuthenticateRequest(_message.Message):
-    __slots__ = ("context_id", "challenge_message", "channel_bindings", "target_spn", "now_filetime")
+    __slots__ = ("context_id", "challenge_message", "channel_bindings", "target_spn", "now_filetime", "negotiate_message", "workstation")
     CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
     CHALLENGE_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_BINDINGS_FIELD_NUMBER: _ClassVar[int]
     TARGET_SPN_FIELD_NUMBER: _ClassVar[int]
     NOW_FILETIME_FIELD_NUMBER: _ClassVar[int]
+    NEGOTIATE_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    WORKSTATION_FIELD_NUMBER: _ClassVar[int]
     context_id: bytes
     challenge_message: bytes
     channel_bindings: bytes
     target_spn: str
     now_filetime: int
-    def __init__(self, context_id: _Optional[bytes] = ..., challenge_message: _Optional[bytes] = ..., channel_bindings: _Optional[bytes] = ..., target_spn: _Optional[str] = ..., now_filetime: _Optional[int] = ...) -> None: ...
+    negotiate_message: bytes
+    workstation: str
+    def __init__(self, context_id: _Optional[bytes] = ..., challenge_message: _Optional[bytes] = ..., channel_bindings: _Optional[bytes] = ..., target_spn: _Optional[str] = ..., now_filetime: _Optional[int] = ..., negotiate_message: _Optional[bytes] = ..., workstation: _Optional[str] = ...) -> None: ...
 
 class NtlmAuthenticateReply(_message.Message):
     __slots__ = ("authenticate_message", "exported_session_key")
