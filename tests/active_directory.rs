@@ -75,3 +75,50 @@ fn the_names_users_type_log_on_and_the_dcs_services_give_tickets() {
         }
     }
 }
+
+#[test]
+fn each_refused_account_gets_its_own_error_and_an_expired_password_is_changed() {
+    let Some((dc, stack)) = ad_stack("ad_accounts") else {
+        return;
+    };
+    let realm = Some(dc.get("REALM"));
+    let password = dc.get("PASSWORD");
+    // Logon only stores the secret; the KDC judges it at the TGT.
+    let refusal = |user: &str, password: &str| {
+        let session = logon(&stack, user, realm, password).unwrap();
+        tgt(&stack, &session).expect_err(user)
+    };
+    let wrong = refusal("alice", "Wrong-Passw0rd-9");
+    assert!(
+        wrong.contains("Unauthenticated") && wrong.contains("wrong password"),
+        "{wrong}"
+    );
+    let disabled = refusal("disabled", password);
+    assert!(
+        disabled.contains("PermissionDenied") && disabled.contains("disabled"),
+        "{disabled}"
+    );
+    // Samba's KDC gives a locked-out account no NTSTATUS (Windows gives STATUS_ACCOUNT_LOCKED_OUT,
+    // which the enclave's unit tests cover): a refusal of the account, not of the password.
+    let locked = refusal("locked", password);
+    assert!(
+        locked.contains("PermissionDenied") && locked.contains("refuses the account, not the password"),
+        "{locked}"
+    );
+    assert!(!locked.contains("disabled"), "{locked}");
+    assert!(!wrong.contains(password) && !disabled.contains(password) && !locked.contains(password));
+
+    // pwdLastSet=0: the DC says the password expired; it is changed through the enclave over
+    // the DC's kpasswd, after which the new password logs on and the old one does not.
+    let session = logon(&stack, "expired", realm, password).unwrap();
+    let expired = tgt(&stack, &session).expect_err("an expired password");
+    assert!(expired.contains("password expired"), "{expired}");
+    let new = "Changed-Passw0rd-2026";
+    let (code, _, err) = stack.ctl(None, &["change-password", &session], &format!("{new}\n"));
+    assert_eq!(code, 0, "change-password: {err}");
+    assert_eq!(tgt(&stack, &session).as_deref(), Ok("expired@CORP.TEST"));
+    let fresh = logon(&stack, "expired", realm, new).unwrap();
+    assert_eq!(tgt(&stack, &fresh).as_deref(), Ok("expired@CORP.TEST"));
+    let stale = logon(&stack, "expired", realm, password).unwrap();
+    assert!(tgt(&stack, &stale).unwrap_err().contains("Unauthenticated"));
+}

@@ -265,7 +265,7 @@ fn logged_on(h: &Handle, opts: &Options, user: &str, uid: u32, done: Authenticat
 fn auth_failed(h: &Handle, user: &str, e: LogonError) -> c_int {
     use tonic::Code;
     let rc = match &e {
-        LogonError::WrongPassword | LogonError::KdcNotVerified(_) => code::AUTH_ERR,
+        LogonError::WrongPassword | LogonError::KdcNotVerified(_) | LogonError::AccountRefused(_) => code::AUTH_ERR,
         LogonError::UnknownPrincipal(_) => code::USER_UNKNOWN,
         LogonError::Unavailable(_) | LogonError::Untrusted(_) | LogonError::KdcUnreachable(_) => code::AUTHINFO_UNAVAIL,
         LogonError::Refused {
@@ -283,6 +283,10 @@ fn auth_failed(h: &Handle, user: &str, e: LogonError) -> c_int {
         );
     } else {
         h.syslog(libc::LOG_NOTICE, &format!("{user}: authentication failed: {e}"));
+        if let LogonError::AccountRefused(why) = &e {
+            // Disabled, locked out...: the user should know it is not the password.
+            h.error_message(why);
+        }
     }
     rc
 }

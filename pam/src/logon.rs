@@ -39,6 +39,9 @@ pub enum LogonError {
     /// The KDC does not know the principal.
     #[error("the KDC does not know {0}")]
     UnknownPrincipal(String),
+    /// The KDC refuses the account (disabled, locked out, expired: the message says which).
+    #[error("{0}")]
+    AccountRefused(String),
     /// No KDC of the realm answered.
     #[error("no KDC of the realm is reachable: {0}")]
     KdcUnreachable(String),
@@ -304,6 +307,7 @@ fn tgt_refused(opts: &Options, user: &str, err: tonic::Status) -> LogonError {
         Code::Unauthenticated => LogonError::WrongPassword,
         Code::NotFound => LogonError::UnknownPrincipal(format!("{user}@{}", opts.realm)),
         Code::Unavailable => LogonError::KdcUnreachable(err.message().to_owned()),
+        Code::PermissionDenied => LogonError::AccountRefused(err.message().to_owned()),
         _ => refused("KerberosGetTgt")(err),
     }
 }

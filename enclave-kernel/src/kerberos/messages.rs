@@ -64,6 +64,25 @@ pub struct KrbErr {
     pub stime: i64,
     /// e-data.
     pub e_data: Option<Vec<u8>>,
+    /// e-text, what the KDC says in words: kept only as printable ASCII, at most
+    /// [`MAX_E_TEXT`] bytes (it goes into an error message).
+    pub e_text: Option<String>,
+}
+
+/// The longest e-text kept from a KRB-ERROR.
+pub const MAX_E_TEXT: usize = 120;
+
+/// A KDC's e-text as it may appear in a message: printable ASCII only (anything else, and
+/// anything past [`MAX_E_TEXT`], is dropped), `None` when nothing is left.
+fn printable_e_text(text: &[u8]) -> Option<String> {
+    let kept: String = text
+        .iter()
+        .filter(|b| b.is_ascii_graphic() || **b == b' ')
+        .take(MAX_E_TEXT)
+        .map(|b| char::from(*b))
+        .collect();
+    let kept = String::from(kept.trim());
+    (!kept.is_empty()).then_some(kept)
 }
 
 /// The parts of an AS-REP or TGS-REP.
@@ -297,6 +316,7 @@ pub fn parse_kdc_reply(bytes: &[u8]) -> Result<KdcReply, KerberosError> {
                 code: e.error_code,
                 stime: unix(&e.stime),
                 e_data: e.e_data.map(|d| d.to_vec()),
+                e_text: e.e_text.and_then(|t| printable_e_text(t.as_bytes())),
             }))
         }
         Some(0x6b) => {
@@ -333,6 +353,19 @@ fn rep_parts(r: KdcRep, tgs: bool) -> Result<KdcReply, KerberosError> {
         enc_etype: r.enc_part.etype,
         enc_cipher: r.enc_part.cipher.to_vec(),
     }))
+}
+
+/// PA-PW-SALT: where Active Directory (and Samba) put the NTSTATUS of a refusal (MS-KILE 3.3.5.5).
+const PA_PW_SALT: i32 = 3;
+
+/// The NTSTATUS an Active Directory KDC gives with an error (the account disabled, locked out,
+/// expired...), when its e-data carries one: a PA-PW-SALT of 12 bytes, the status first, little
+/// endian. `None` for any other e-data (MIT's KDC sends none).
+pub fn nt_status(e: &KrbErr) -> Option<u32> {
+    let method_data: Vec<PaData> = rasn::der::decode(e.e_data.as_deref()?).ok()?;
+    let pa = method_data.iter().find(|p| p.r#type == PA_PW_SALT)?;
+    let status: [u8; 4] = pa.value.get(..4)?.try_into().ok()?;
+    (pa.value.len() == 12).then(|| u32::from_le_bytes(status))
 }
 
 /// The ETYPE-INFO2 of a PREAUTH_REQUIRED error.

@@ -48,8 +48,8 @@ use messages::{KdcReply, TicketInfo};
 use credguard_proto::rpc::code::{
     FAILED_PRECONDITION as CODE_FAILED_PRECONDITION, INTERNAL as CODE_INTERNAL,
     INVALID_ARGUMENT as CODE_INVALID_ARGUMENT, NOT_FOUND as CODE_NOT_FOUND,
-    RESOURCE_EXHAUSTED as CODE_RESOURCE_EXHAUSTED, UNAUTHENTICATED as CODE_UNAUTHENTICATED,
-    UNAVAILABLE as CODE_UNAVAILABLE,
+    PERMISSION_DENIED as CODE_PERMISSION_DENIED, RESOURCE_EXHAUSTED as CODE_RESOURCE_EXHAUSTED,
+    UNAUTHENTICATED as CODE_UNAUTHENTICATED, UNAVAILABLE as CODE_UNAVAILABLE,
 };
 
 pub use credguard_proto::checks::MAX_KDC_REPLY_LEN;
@@ -68,6 +68,9 @@ pub enum KerberosError {
     NotFound(String),
     /// The KDC refused the password or key.
     Unauthenticated(String),
+    /// The KDC refused the account itself (KDC_ERR_CLIENT_REVOKED: disabled, locked out, expired;
+    /// PERMISSION_DENIED).
+    AccountRefused(String),
     /// Refused by rule, or the session is in the wrong state.
     FailedPrecondition(String),
     /// The session holds no valid TGT (none yet, or one near its end): the caller runs the AS
@@ -91,6 +94,7 @@ impl KerberosError {
             KerberosError::InvalidArgument(_) => CODE_INVALID_ARGUMENT,
             KerberosError::NotFound(_) => CODE_NOT_FOUND,
             KerberosError::Unauthenticated(_) => CODE_UNAUTHENTICATED,
+            KerberosError::AccountRefused(_) => CODE_PERMISSION_DENIED,
             KerberosError::FailedPrecondition(_) | KerberosError::NoTgt(_) | KerberosError::PasswordExpired(_) => {
                 CODE_FAILED_PRECONDITION
             }
@@ -106,6 +110,7 @@ impl KerberosError {
             KerberosError::InvalidArgument(m)
             | KerberosError::NotFound(m)
             | KerberosError::Unauthenticated(m)
+            | KerberosError::AccountRefused(m)
             | KerberosError::FailedPrecondition(m)
             | KerberosError::NoTgt(m)
             | KerberosError::PasswordExpired(m)
@@ -643,7 +648,8 @@ fn kdc_error(e: &messages::KrbErr, exchange: &str) -> KerberosError {
     match e.code {
         6 | 7 => KerberosError::NotFound(m),
         messages::KDC_ERR_PREAUTH_FAILED | 31 => KerberosError::Unauthenticated(format!("{m}: wrong password or key")),
-        18 | 12 | 1 | 2 => KerberosError::Unauthenticated(m),
+        18 => account_refused(m, messages::nt_status(e), e.e_text.as_deref()),
+        12 | 1 | 2 => KerberosError::Unauthenticated(m),
         messages::KDC_ERR_KEY_EXPIRED => KerberosError::PasswordExpired(format!(
             "password expired ({m}): change it, then log on with the new one"
         )),
@@ -652,6 +658,34 @@ fn kdc_error(e: &messages::KrbErr, exchange: &str) -> KerberosError {
         }
         _ => KerberosError::FailedPrecondition(m),
     }
+}
+
+/// KDC_ERR_CLIENT_REVOKED: the KDC refuses the account, not the password. Active Directory says
+/// why in an NTSTATUS; each reason gets its own words, as Windows' logon screen has.
+fn account_refused(m: String, status: Option<u32>, e_text: Option<&str>) -> KerberosError {
+    let why = match status {
+        Some(0xC000_0072) => "the account is disabled",
+        Some(0xC000_0234) => "the account is locked out (too many wrong passwords): wait, or ask an administrator",
+        Some(0xC000_0193) => "the account has expired",
+        Some(0xC000_006F) => "the account may not log on at this time",
+        Some(0xC000_0070) => "the account may not log on from this workstation",
+        Some(other) => {
+            return KerberosError::AccountRefused(format!("{m}: the KDC refuses the account (NTSTATUS {other:#010x})"));
+        }
+        // Samba's KDC says "locked out" only in words.
+        None if e_text.is_some_and(|t| t.to_ascii_lowercase().contains("locked out")) => {
+            "the account is locked out (too many wrong passwords): wait, or ask an administrator"
+        }
+        None => {
+            // Samba 4.17 gives a locked-out account no NTSTATUS and no words.
+            let said = e_text.map(|t| format!("; the KDC says: {t}")).unwrap_or_default();
+            return KerberosError::AccountRefused(format!(
+                "{m}: the KDC refuses the account, not the password (locked out, expired, or not allowed to log on now; \
+                 it did not say which{said})"
+            ));
+        }
+    };
+    KerberosError::AccountRefused(format!("{m}: {why}"))
 }
 
 /// `KerberosTgs`: one step of the TGS exchange.

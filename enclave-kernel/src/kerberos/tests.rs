@@ -762,3 +762,41 @@ mod exchanges {
         assert_eq!(e.code(), CODE_INVALID_ARGUMENT);
     }
 }
+
+#[test]
+fn an_active_directory_refusal_says_why_the_account_is_refused() {
+    let refusal = |status: Option<u32>| {
+        let e_data = status.map(|s| {
+            let mut value = s.to_le_bytes().to_vec();
+            value.extend_from_slice(&[0, 0, 0, 0, 1, 0, 0, 0]);
+            let pa = alloc::vec![rasn_kerberos::PaData {
+                r#type: 3,
+                value: rasn::types::OctetString::from(value),
+            }];
+            rasn::der::encode(&pa).unwrap()
+        });
+        let e = messages::KrbErr {
+            code: 18,
+            stime: 0,
+            e_data,
+            e_text: None,
+        };
+        kdc_error(&e, "AS")
+    };
+    let disabled = refusal(Some(0xC000_0072));
+    assert_eq!(disabled.code(), credguard_proto::rpc::code::PERMISSION_DENIED);
+    assert!(disabled.message().contains("disabled"));
+    assert!(refusal(Some(0xC000_0234)).message().contains("locked out"));
+    // MIT's KDC gives no NTSTATUS: still a refusal of the account, in general words.
+    let plain = refusal(None);
+    assert_eq!(plain.code(), credguard_proto::rpc::code::PERMISSION_DENIED);
+    assert!(plain.message().contains("refuses the account, not the password"));
+    // A malformed or short status is no status.
+    let short = messages::KrbErr {
+        code: 18,
+        stime: 0,
+        e_data: Some(alloc::vec![0x30, 0x03, 0x02, 0x01, 0x00]),
+        e_text: None,
+    };
+    assert!(kdc_error(&short, "AS").message().contains("refuses the account"));
+}
