@@ -212,7 +212,7 @@ mod exchanges {
         assert!(c.password.is_some() && c.keys.is_empty());
         // Other refusals keep their own codes and no reason.
         step(&mut creds, &mut st, &mut rng, 1_000, Vec::new()).unwrap();
-        let e = step(&mut creds, &mut st, &mut rng, 1_000, krb_error(18, 1_000, None)).unwrap_err();
+        let e = step(&mut creds, &mut st, &mut rng, 1_000, krb_error(24, 1_000, None)).unwrap_err();
         assert_eq!(e.code(), CODE_UNAUTHENTICATED);
         let rpc = credguard_proto::rpc::RpcError::from(e);
         assert_eq!(rpc.reason, credguard_proto::enclave::ErrorReason::Unspecified);
