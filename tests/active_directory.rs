@@ -122,3 +122,119 @@ fn each_refused_account_gets_its_own_error_and_an_expired_password_is_changed() 
     let stale = logon(&stack, "expired", realm, password).unwrap();
     assert!(tgt(&stack, &stale).unwrap_err().contains("Unauthenticated"));
 }
+
+/// Runs `args` as root in a private mount namespace whose /etc/hosts names the DC (the host's
+/// resolver does not know corp.test), with MIT's libraries pointed at `conf` and the KCM cache.
+fn with_dc_name(dc: &SambaDc, stack: &Stack, conf: &std::path::Path, args: &[&str]) -> std::process::Output {
+    with_dc_name_cache(dc, stack, conf, "KCM:", args)
+}
+
+/// As [`with_dc_name`], with the credential cache `ccache`.
+fn with_dc_name_cache(
+    dc: &SambaDc,
+    stack: &Stack,
+    conf: &std::path::Path,
+    ccache: &str,
+    args: &[&str],
+) -> std::process::Output {
+    let hosts = stack.dir.join("hosts");
+    std::fs::write(&hosts, format!("127.0.0.1 {} localhost\n", dc.get("DC"))).unwrap();
+    std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind \"$0\" /etc/hosts && exec \"$@\"")
+        .arg(&hosts)
+        .args(args)
+        .env("KRB5_CONFIG", conf)
+        .env("KRB5CCNAME", ccache)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn smbclient_and_ldapsearch_use_the_enclaves_tickets_through_kcm() {
+    let Some((dc, mut stack)) = ad_stack("ad_programs") else {
+        return;
+    };
+    let socket = stack.start_kcm();
+    let conf = stack.dir.join("krb5-kcm.conf");
+    let base = std::fs::read_to_string(dc.get("KRB5_CONFIG")).unwrap();
+    let kcm = format!(
+        "[libdefaults]\n kcm_socket = {}\n default_ccache_name = KCM:\n",
+        socket.display()
+    );
+    std::fs::write(&conf, base.replacen("[libdefaults]\n", &kcm, 1)).unwrap();
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    // SMB: the DC's netlogon share, listed with Kerberos only. Debian's smbclient runs Samba's
+    // own Heimdal, built without KCM support (it reads `KCM:` as a file name), so it gets the
+    // enclave's cifs ticket in a ccache file of its own: the service ticket, never a TGT.
+    let session = logon(&stack, "alice", Some(dc.get("REALM")), dc.get("PASSWORD")).unwrap();
+    let spn = format!("cifs/{}", dc.get("DC"));
+    let ccache = stack.dir.join("cifs.ccache");
+    let ccache_arg = ccache.display().to_string();
+    let (code, _, err) = stack.ctl(None, &["kerberos-ticket", &session, &spn, "--ccache", &ccache_arg], "");
+    assert_eq!(code, 0, "the cifs ticket into a ccache file: {err}");
+    let share = format!("//{}/netlogon", dc.get("DC"));
+    let use_ccache = format!("--use-krb5-ccache=FILE:{ccache_arg}");
+    let smb = with_dc_name_cache(
+        &dc,
+        &stack,
+        &conf,
+        &format!("FILE:{ccache_arg}"),
+        &[
+            "smbclient",
+            &share,
+            "--use-kerberos=required",
+            &use_ccache,
+            "-d",
+            "10",
+            "-c",
+            "ls",
+        ],
+    );
+    assert!(smb.status.success(), "smbclient: {}", text(&smb));
+    assert!(text(&smb).contains("blocks available"), "{}", text(&smb));
+    // LDAP with SASL GSSAPI: alice's own entry.
+    let url = format!("ldap://{}", dc.get("DC"));
+    let ldap = with_dc_name(
+        &dc,
+        &stack,
+        &conf,
+        &[
+            "ldapsearch",
+            "-N",
+            "-Y",
+            "GSSAPI",
+            "-H",
+            &url,
+            "-b",
+            "DC=corp,DC=test",
+            "(sAMAccountName=alice)",
+            "dn",
+        ],
+    );
+    assert!(ldap.status.success(), "ldapsearch: {}", text(&ldap));
+    assert!(
+        text(&ldap).contains("CN=alice,CN=Users,DC=corp,DC=test"),
+        "{}",
+        text(&ldap)
+    );
+    // The ldap ticket came from the enclave through KCM; smbclient's ccache file holds the cifs
+    // ticket and no TGT.
+    let klist = with_dc_name(&dc, &stack, &conf, &["klist"]);
+    let listing = text(&klist);
+    assert!(
+        listing.contains(&format!("ldap/{}@CORP.TEST", dc.get("DC"))),
+        "{listing}"
+    );
+    let ticket_file = std::fs::read(&ccache).unwrap();
+    assert!(
+        !ticket_file.windows(6).any(|w| w == b"krbtgt"),
+        "a TGT in the cifs ccache file"
+    );
+}
