@@ -238,3 +238,97 @@ fn smbclient_and_ldapsearch_use_the_enclaves_tickets_through_kcm() {
         "a TGT in the cifs ccache file"
     );
 }
+
+#[test]
+fn after_the_domain_work_the_proxy_and_the_kcm_daemon_hold_no_password_key_or_tgt_key() {
+    use support::kdc_relay::{KdcRelay, service_session_key, tgt_session_key};
+    use support::memory::{scan, utf16le};
+    let test = "ad_memory";
+    if !kvm_or_skip(test) {
+        return;
+    }
+    let Some(dc) = SambaDc::start(test) else {
+        return;
+    };
+    // The enclave reaches the DC through a relay that keeps the replies: with the keys exported
+    // from the DC, the test learns the TGT's session key to look for it.
+    let relay = KdcRelay::start(dc.get("KDC"));
+    let config = format!(
+        "[kerberos.realms.\"{}\"]\nkdc = [\"{}\"]\n",
+        dc.get("REALM"),
+        relay.addr
+    );
+    let mut stack = Stack::start("ad-memory", &config);
+    stack.wait_ready();
+    let socket = stack.start_kcm();
+    let conf = stack.dir.join("krb5-kcm.conf");
+    let base = std::fs::read_to_string(dc.get("KRB5_CONFIG")).unwrap();
+    let kcm = format!(
+        "[libdefaults]\n kcm_socket = {}\n default_ccache_name = KCM:\n",
+        socket.display()
+    );
+    std::fs::write(&conf, base.replacen("[libdefaults]\n", &kcm, 1)).unwrap();
+    let password = dc.get("PASSWORD");
+    logon(&stack, "CORP\\alice", None, password).unwrap();
+    let kvno = with_dc_name(&dc, &stack, &conf, &["kvno", &format!("ldap/{}", dc.get("DC"))]);
+    assert!(kvno.status.success(), "kvno: {}", String::from_utf8_lossy(&kvno.stderr));
+
+    let alice = dc.long_term_keys("alice");
+    let machine = dc.long_term_keys("DC1$");
+    assert!(!alice.is_empty() && !machine.is_empty(), "keys exported");
+    let replies = relay.replies.lock().unwrap().clone();
+    let tgt_keys: Vec<Vec<u8>> = replies.iter().filter_map(|r| tgt_session_key(r, &alice)).collect();
+    let ticket_keys: Vec<Vec<u8>> = replies
+        .iter()
+        .filter_map(|r| service_session_key(r, &machine))
+        .collect();
+    assert_eq!(tgt_keys.len(), 1, "one AS-REP, decrypted ({} replies)", replies.len());
+    assert!(
+        !ticket_keys.is_empty(),
+        "no TGS-REP for ldap/ ({} replies)",
+        replies.len()
+    );
+
+    let mut needles: Vec<(String, Vec<u8>)> = vec![
+        ("password (UTF-8)".into(), password.as_bytes().to_vec()),
+        ("password (UTF-16LE)".into(), utf16le(password)),
+        ("TGT session key".into(), tgt_keys[0].clone()),
+    ];
+    for (enctype, key) in &alice {
+        needles.push((format!("long-term key (enctype {enctype})"), key.clone()));
+    }
+    for key in &ticket_keys {
+        needles.push(("service ticket session key".into(), key.clone()));
+    }
+    let needles: Vec<(&str, Vec<u8>)> = needles.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+    // Control: the scanner finds every needle where it is (this test process holds them all).
+    let (own, _) = scan(std::process::id(), &needles);
+    for (name, _) in &needles {
+        assert!(
+            own.iter().any(|h| h.starts_with(&format!("{name} at "))),
+            "the scanner is blind to the {name}"
+        );
+    }
+    let proxy = stack.proxy_pid().expect("the proxy runs");
+    let kcm = stack.kcm_pid().expect("the KCM daemon runs");
+    for (who, pid) in [("proxy", proxy), ("KCM daemon", kcm)] {
+        let (hits, read) = scan(pid, &needles);
+        assert!(read > 1 << 20, "read only {read} bytes of the {who}");
+        let secret_hits: Vec<&String> = hits
+            .iter()
+            .filter(|h| !h.starts_with("service ticket session key"))
+            .collect();
+        assert!(
+            secret_hits.is_empty(),
+            "secrets in the {who}'s memory:\n{}",
+            secret_hits.iter().map(|h| h.as_str()).collect::<Vec<_>>().join("\n")
+        );
+        if who == "KCM daemon" {
+            // It hands out the service ticket, so its key is there: the scan finds keys.
+            assert!(
+                hits.iter().any(|h| h.starts_with("service ticket session key at ")),
+                "the scanner finds no service ticket session key in the KCM daemon: it proves nothing"
+            );
+        }
+    }
+}

@@ -72,35 +72,7 @@ impl TestKdc {
             .output()
             .expect("running kadmin.local");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let out = Command::new("klist")
-            .args(["-k", "-K", "-e"])
-            .arg(&keytab)
-            .env("KRB5_CONFIG", self.get("KRB5_CONFIG"))
-            .output()
-            .expect("running klist");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        // Lines like `   1 alice@REALM (aes256-cts-hmac-sha1-96)  (0x5eed...)`.
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| {
-                let (_, rest) = l.rsplit_once("(0x")?;
-                let key = rest.strip_suffix(')')?;
-                let name = l.split('(').nth(1)?.split(')').next()?;
-                let enctype = match name {
-                    "aes256-cts-hmac-sha1-96" => 18,
-                    "aes128-cts-hmac-sha1-96" => 17,
-                    "aes256-cts-hmac-sha384-192" => 20,
-                    "aes128-cts-hmac-sha256-128" => 19,
-                    "arcfour-hmac" | "DEPRECATED:arcfour-hmac" => 23,
-                    _ => return None,
-                };
-                let key = (0..key.len())
-                    .step_by(2)
-                    .map(|i| u8::from_str_radix(key.get(i..i + 2)?, 16).ok())
-                    .collect::<Option<Vec<u8>>>()?;
-                Some((enctype, key))
-            })
-            .collect()
+        keytab_keys(&keytab, self.get("KRB5_CONFIG"))
     }
 }
 
@@ -122,4 +94,37 @@ pub fn tools_missing(test: &str, what: &str) {
         "{test}: {what} and CREDGUARD_REQUIRE_TOOLS=1"
     );
     eprintln!("!!! SKIPPED {test}: {what}");
+}
+
+/// The keys in `keytab` as (enctype, key), read with MIT's `klist -kKe`.
+pub fn keytab_keys(keytab: &std::path::Path, krb5_config: &str) -> Vec<(i32, Vec<u8>)> {
+    let out = Command::new("klist")
+        .args(["-k", "-K", "-e"])
+        .arg(keytab)
+        .env("KRB5_CONFIG", krb5_config)
+        .output()
+        .expect("running klist");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Lines like `   1 alice@REALM (aes256-cts-hmac-sha1-96)  (0x5eed...)`.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (_, rest) = l.rsplit_once("(0x")?;
+            let key = rest.strip_suffix(')')?;
+            let name = l.split('(').nth(1)?.split(')').next()?;
+            let enctype = match name {
+                "aes256-cts-hmac-sha1-96" => 18,
+                "aes128-cts-hmac-sha1-96" => 17,
+                "aes256-cts-hmac-sha384-192" => 20,
+                "aes128-cts-hmac-sha256-128" => 19,
+                "arcfour-hmac" | "DEPRECATED:arcfour-hmac" => 23,
+                _ => return None,
+            };
+            let key = (0..key.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(key.get(i..i + 2)?, 16).ok())
+                .collect::<Option<Vec<u8>>>()?;
+            Some((enctype, key))
+        })
+        .collect()
 }

@@ -83,6 +83,19 @@ impl SambaDc {
     }
 }
 
+impl SambaDc {
+    /// The long-term keys the DC holds for `principal` (a user, or a machine account such as
+    /// `DC1$`), exported with `samba-tool domain exportkeytab` and read with MIT's `klist`.
+    pub fn long_term_keys(&self, principal: &str) -> Vec<(i32, Vec<u8>)> {
+        let keytab = self.dir.join(format!("{}.keytab", principal.replace(['/', '$'], "_")));
+        let _ = std::fs::remove_file(&keytab);
+        let keytab_arg = keytab.display().to_string();
+        let principal_arg = format!("--principal={principal}");
+        self.samba_tool(&["domain", "exportkeytab", &keytab_arg, &principal_arg]);
+        super::kdc::keytab_keys(&keytab, self.get("KRB5_CONFIG"))
+    }
+}
+
 impl Drop for SambaDc {
     fn drop(&mut self) {
         let root = env!("CARGO_MANIFEST_DIR");
