@@ -25,7 +25,8 @@ impl SambaDc {
     /// None after a loud skip when Samba is not installed.
     pub fn start(test: &str) -> Option<SambaDc> {
         let root = env!("CARGO_MANIFEST_DIR");
-        let lock = File::create(std::env::temp_dir().join("credguard-samba-dc.lock")).expect("creating the DC lock file");
+        let lock =
+            File::create(std::env::temp_dir().join("credguard-samba-dc.lock")).expect("creating the DC lock file");
         lock.lock().expect("locking the DC lock file");
         let dir = temp_dir(&format!("samba-{test}"));
         let out = Command::new(format!("{root}/scripts/test-samba-dc.sh"))
