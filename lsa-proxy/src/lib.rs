@@ -9,7 +9,7 @@
 //! - [`grpc`]: the tonic adapter; [`server`]: sockets, health, reflection; [`connection`]: each
 //!   client connection, ended after a call that carried a secret in the clear;
 //! - [`enclave_link`]: the connection to the enclave; [`sessions`]: who owns what;
-//! - [`krb5_conf`]: the `[realms]` of krb5.conf;
+//! - [`krb5_conf`]: the `[realms]` of krb5.conf; [`kdc_dns`]: KDCs in DNS SRV records;
 //! - [`cli`]: the command line of `credguard-lsa-proxy`;
 //! - [`sandbox`]: what the proxy process gives up (dumps, swap, privileges, system calls).
 #![deny(missing_docs)]
@@ -22,6 +22,7 @@ pub mod core;
 pub mod enclave_link;
 pub mod error;
 pub mod grpc;
+pub mod kdc_dns;
 pub mod kerberos;
 pub mod krb5_conf;
 pub mod ntlm;
