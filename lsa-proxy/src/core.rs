@@ -17,6 +17,7 @@ use zeroize::Zeroize;
 use crate::config::Config;
 use crate::enclave_link::{EnclaveLink, LinkState};
 use crate::error::LsaError;
+use crate::kdcs::KdcLocator;
 use crate::sessions::{Caller, LogonSession, SessionTable, now_unix_ms};
 
 /// The answer to a secret sent in the clear to a proxy that accepts only sealed ones.
@@ -32,6 +33,8 @@ pub struct LsaCore {
     config: Config,
     link: EnclaveLink,
     sessions: SessionTable,
+    /// The realms' KDCs (the configuration's, krb5.conf's, DNS's).
+    kdcs: KdcLocator,
     /// One AS exchange at a time per session (the enclave keeps one pending): the programs of a
     /// user asking for several services at once wait for the same TGT.
     as_turns: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -41,6 +44,7 @@ impl LsaCore {
     /// A core over an enclave link.
     pub fn new(config: Config, link: EnclaveLink) -> Arc<Self> {
         Arc::new(LsaCore {
+            kdcs: KdcLocator::new(&config.kerberos),
             config,
             link,
             sessions: SessionTable::default(),
@@ -60,6 +64,11 @@ impl LsaCore {
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Where the realms' KDCs are found.
+    pub fn kdcs(&self) -> &KdcLocator {
+        &self.kdcs
     }
 
     /// The enclave link.
@@ -168,7 +177,7 @@ impl LsaCore {
         checks::credential_names(&req.user, &req.domain, &req.realm)?;
         if !kdc.is_empty() {
             check_host_port(&kdc)?;
-            crate::kerberos::check_logon_kdc(self, caller, &req.realm, &kdc)?;
+            crate::kerberos::check_logon_kdc(self, caller, &req.realm, &kdc).await?;
         }
         let allow_rc4 = self.config.kerberos.allow_rc4;
         let kind = check_secret(req.secret.as_ref().map(SecretRef::from), &req.realm, allow_rc4)?;
