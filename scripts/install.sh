@@ -79,11 +79,21 @@ install -d "$dest$pam_dir"
 install -m 0644 "$bin_dir/libpam_credguard.so" "$dest$pam_dir/pam_credguard.so"
 
 # IPAddressAllow= for the proxy: every address of the KDCs the configuration names (the quoted
-# "host:port" values of its keys with "kdc" in the name, the realm table's included) and the DNS
-# servers it resolves them with. Any other KDC must be added to the drop-in by hand.
+# "host:port" values of its keys with "kdc" in the name, the realm table's included), the DNS
+# servers it resolves them with, and its kerberos.dns_servers. Any other KDC (those found in DNS
+# SRV records or krb5.conf included) must be added to the drop-in by hand.
 ip_allow_dropin() {
   local conf="$1" addrs found hp host
   addrs="$(awk '$1 == "nameserver" { print $2 }' /etc/resolv.conf 2>/dev/null || true)"
+  # dns_servers: "ip", "ip:port", "[v6]:port".
+  for hp in $(grep -E '^[[:space:]]*dns_servers[[:space:]]*=' "$conf" 2>/dev/null | grep -oE '"[^"]+"' | tr -d '"'); do
+    case "$hp" in
+      \[*) host="${hp%%]*}"; host="${host#[}" ;;
+      *:*:*) host="$hp" ;;
+      *) host="${hp%:*}" ;;
+    esac
+    addrs="$addrs $host"
+  done
   for hp in $(grep -E '^[[:space:]]*[A-Za-z_]*kdc[A-Za-z_]*[[:space:]]*=' "$conf" 2>/dev/null | grep -oE '"[^"]+"' | tr -d '"'); do
     host="${hp%:*}"; host="${host#[}"; host="${host%]}"
     found="$(getent ahosts "$host" | awk '{ print $1 }' || true)"
@@ -92,7 +102,8 @@ ip_allow_dropin() {
   done
   echo "# Written by scripts/install.sh: the IP addresses the LSA proxy may reach besides loopback"
   echo "# (its unit says IPAddressDeny=any): KDCs named in /etc/credguard/credguard.toml and DNS servers."
-  echo "# Add any other KDC, then: systemctl daemon-reload && systemctl restart credguard-lsa-proxy"
+  echo "# Add any other KDC (those found in DNS SRV records or krb5.conf: e.g. the DCs' subnet), then:"
+  echo "# systemctl daemon-reload && systemctl restart credguard-lsa-proxy"
   echo "[Service]"
   addrs="$(echo $addrs | tr ' ' '\n' | sort -u | paste -sd ' ')"
   [ -z "$addrs" ] || echo "IPAddressAllow=$addrs"

@@ -180,32 +180,35 @@ pub fn host_name() -> String {
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct KerberosConfig {
-    /// KDC `host:port` used for a realm the `realms` table does not list.
+    /// KDC `host:port` used for a realm that neither the `realms` table nor krb5.conf gives KDCs
+    /// for (see [`crate::kdcs`] for the order of the sources).
     pub default_kdc: Option<String>,
     /// Ask for rc4-hmac on logons whose secret the proxy forwards unsealed (off by default; DES
     /// is never allowed). The enclave honours it only if its image's signed policy allows rc4-hmac
     /// (`credguard-image sign --allow-rc4`): this key alone cannot turn RC4 on.
     pub allow_rc4: bool,
     /// The KDCs of each realm, tried in turn: `[kerberos.realms."EXAMPLE.TEST"] kdc = ["kdc1:88",
-    /// "kdc2:88"]`. The proxy sends Kerberos packets only to these (and `default_kdc`); a caller
-    /// other than root may name only one of them at logon.
+    /// "kdc2:88"]`. A realm listed without `kdc` (and no `default_kdc`) has its KDCs found in DNS.
+    /// The proxy sends Kerberos packets only to the KDCs of [`crate::kdcs`]; a caller other than
+    /// root may name only one of them at logon.
     pub realms: BTreeMap<String, RealmConfig>,
-}
-
-/// The kpasswd port (464) on the host of `kdc` (`host:port`, `[v6]:port`).
-fn kpasswd_on_host(kdc: &str) -> Option<String> {
-    let (host, _) = kdc.rsplit_once(':')?;
-    Some(format!("{host}:464"))
+    /// The DNS servers asked for SRV records (`ip:port`, `[v6]:port`, or an address for port 53),
+    /// in turn; empty: the nameservers of /etc/resolv.conf.
+    pub dns_servers: Vec<String>,
+    /// The krb5.conf whose `[realms]` give the KDCs of realms the table does not list; unset:
+    /// `$KRB5_CONFIG`, else /etc/krb5.conf (`/dev/null` reads none). Read once at start.
+    pub krb5_conf: Option<PathBuf>,
 }
 
 /// One realm of [`KerberosConfig::realms`].
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct RealmConfig {
-    /// Its KDCs as `host:port`, in the order they are tried.
+    /// Its KDCs as `host:port`, in the order they are tried; empty: found elsewhere (see
+    /// [`crate::kdcs`]), in DNS if nowhere else.
     pub kdc: Vec<String>,
     /// Its kpasswd servers (RFC 3244 password changes) as `host:port`, in the order they are
-    /// tried; empty: each KDC's host on port 464.
+    /// tried; empty: krb5.conf's, DNS's, or port 464 on each KDC's host.
     pub kpasswd: Vec<String>,
     /// The NetBIOS domain of the realm (`CORP` for `CORP.TEST`): a user typed as `CORP\alice`
     /// without a realm logs on in this realm.
@@ -236,27 +239,31 @@ impl KerberosConfig {
         }
     }
 
-    /// The KDCs the proxy may talk to for `realm`, in the order to try them: the realm table's,
-    /// else `default_kdc`.
-    pub fn kdcs_of(&self, realm: &str) -> Vec<String> {
-        match self.realm(realm) {
-            Some(r) if !r.kdc.is_empty() => r.kdc.clone(),
-            _ => self.default_kdc.iter().cloned().collect(),
+    fn check(&self) -> Result<(), String> {
+        for kdc in self.default_kdc.iter().chain(self.realms.values().flat_map(|r| &r.kdc)) {
+            if crate::core::check_host_port(kdc).is_err() {
+                return Err(format!("kerberos: KDC {kdc:?} is not host:port"));
+            }
         }
-    }
-
-    /// The kpasswd servers for `realm` whose KDCs are `kdcs`: the realm table's, else port 464 on
-    /// each KDC's host.
-    pub fn kpasswd_of(&self, realm: &str, kdcs: &[String]) -> Vec<String> {
-        match self.realm(realm) {
-            Some(r) if !r.kpasswd.is_empty() => r.kpasswd.clone(),
-            _ => kdcs.iter().filter_map(|k| kpasswd_on_host(k)).collect(),
+        for server in self.realms.values().flat_map(|r| &r.kpasswd) {
+            if crate::core::check_host_port(server).is_err() {
+                return Err(format!("kerberos: kpasswd server {server:?} is not host:port"));
+            }
         }
-    }
-
-    /// Whether `kdc` is one the configuration names for `realm` (so any caller may ask for it).
-    pub fn is_configured_kdc(&self, realm: &str, kdc: &str) -> bool {
-        self.kdcs_of(realm).iter().any(|k| k.eq_ignore_ascii_case(kdc))
+        if self.dns_servers.len() > crate::kdc_dns::MAX_SERVERS {
+            return Err(format!(
+                "kerberos.dns_servers: at most {} servers",
+                crate::kdc_dns::MAX_SERVERS
+            ));
+        }
+        for server in &self.dns_servers {
+            if crate::kdc_dns::parse_server(server).is_none() {
+                return Err(format!(
+                    "kerberos.dns_servers: {server:?} is not an IP address or ip:port"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -316,23 +323,9 @@ impl Config {
         if c.enclave.max_queued_calls == 0 {
             return Err("enclave.max_queued_calls must be at least 1".into());
         }
-        for kdc in c
-            .kerberos
-            .default_kdc
-            .iter()
-            .chain(c.kerberos.realms.values().flat_map(|r| &r.kdc))
-        {
-            if crate::core::check_host_port(kdc).is_err() {
-                return Err(format!("kerberos: KDC {kdc:?} is not host:port"));
-            }
-        }
+        c.kerberos.check()?;
         if let Some(ws) = &c.ntlm.workstation {
             credguard_proto::checks::ntlm_workstation(ws).map_err(|e| format!("ntlm: {e}"))?;
-        }
-        for server in c.kerberos.realms.values().flat_map(|r| &r.kpasswd) {
-            if crate::core::check_host_port(server).is_err() {
-                return Err(format!("kerberos: kpasswd server {server:?} is not host:port"));
-            }
         }
         Ok(c)
     }
@@ -385,27 +378,39 @@ mod tests {
 
     #[test]
     fn the_realm_table_names_the_kdcs() {
+        // Which of them the proxy uses, and when DNS is asked: kdcs::tests.
         let c = Config::parse(
             "[kerberos]\ndefault_kdc = \"kdc.other:88\"\n[kerberos.realms.\"TEST.REALM\"]\nkdc = [\"127.0.0.1:88\", \"kdc2.test:88\"]\n",
         )
         .unwrap();
-        assert_eq!(c.kerberos.kdcs_of("TEST.REALM"), ["127.0.0.1:88", "kdc2.test:88"]);
-        assert_eq!(c.kerberos.kdcs_of("test.realm"), ["127.0.0.1:88", "kdc2.test:88"]);
-        assert_eq!(c.kerberos.kdcs_of("ELSEWHERE"), ["kdc.other:88"]);
-        assert!(c.kerberos.is_configured_kdc("TEST.REALM", "kdc2.test:88"));
-        assert!(!c.kerberos.is_configured_kdc("TEST.REALM", "evil.test:88"));
-        assert!(!c.kerberos.is_configured_kdc("TEST.REALM", "kdc.other:88"));
-        assert!(Config::parse("[kerberos.realms.R]\nkdc = [\"nope\"]").is_err());
-        let kdcs = c.kerberos.kdcs_of("TEST.REALM");
         assert_eq!(
-            c.kerberos.kpasswd_of("TEST.REALM", &kdcs),
-            ["127.0.0.1:464", "kdc2.test:464"]
+            c.kerberos.realm("test.realm").unwrap().kdc,
+            ["127.0.0.1:88", "kdc2.test:88"]
         );
-        let with = Config::parse("[kerberos.realms.R]\nkdc = [\"k:88\"]\nkpasswd = [\"[::1]:1464\"]\n").unwrap();
-        assert_eq!(with.kerberos.kpasswd_of("r", &["k:88".into()]), ["[::1]:1464"]);
-        assert_eq!(with.kerberos.kpasswd_of("OTHER", &["[::1]:88".into()]), ["[::1]:464"]);
+        assert!(c.kerberos.realm("ELSEWHERE").is_none());
+        assert!(Config::parse("[kerberos.realms.R]\nkdc = [\"nope\"]").is_err());
         assert!(Config::parse("[kerberos.realms.R]\nkpasswd = [\"nope\"]").is_err());
         assert!(Config::parse("[kerberos.realms.R]\nkdcs = []").is_err());
+        assert!(Config::parse("[kerberos]\ndefault_kdc = \"nope\"").is_err());
+        // An empty entry: the realm's KDCs are found in DNS.
+        let c = Config::parse("[kerberos.realms.\"CORP.TEST\"]\n").unwrap();
+        assert_eq!(c.kerberos.realm("corp.test"), Some(&RealmConfig::default()));
+    }
+
+    #[test]
+    fn dns_servers_and_krb5_conf_are_read_and_checked() {
+        let c = Config::parse(
+            "[kerberos]\ndns_servers = [\"127.0.0.1:53\", \"10.0.0.1\", \"[::1]:5353\"]\nkrb5_conf = \"/etc/k.conf\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.kerberos.dns_servers.len(), 3);
+        assert_eq!(c.kerberos.krb5_conf, Some(PathBuf::from("/etc/k.conf")));
+        for bad in ["dns.example:53", "127.0.0.1:0", "", "1.2.3.4:99999"] {
+            let e = Config::parse(&format!("[kerberos]\ndns_servers = [\"{bad}\"]")).unwrap_err();
+            assert!(e.contains("dns_servers"), "{bad}: {e}");
+        }
+        let many = ["\"127.0.0.1\""; crate::kdc_dns::MAX_SERVERS + 1].join(", ");
+        assert!(Config::parse(&format!("[kerberos]\ndns_servers = [{many}]")).is_err());
     }
 
     #[test]

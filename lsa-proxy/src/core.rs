@@ -18,6 +18,7 @@ use zeroize::Zeroize;
 use crate::config::Config;
 use crate::enclave_link::{EnclaveLink, LinkState};
 use crate::error::LsaError;
+use crate::kdcs::KdcLocator;
 use crate::sessions::{Caller, LogonSession, SessionTable, now_unix_ms};
 
 /// The answer to a secret sent in the clear to a proxy that accepts only sealed ones.
@@ -33,6 +34,8 @@ pub struct LsaCore {
     config: Config,
     link: EnclaveLink,
     sessions: SessionTable,
+    /// The realms' KDCs (the configuration's, krb5.conf's, DNS's).
+    kdcs: KdcLocator,
     /// One AS exchange at a time per session (the enclave keeps one pending): the programs of a
     /// user asking for several services at once wait for the same TGT.
     as_turns: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -42,6 +45,7 @@ impl LsaCore {
     /// A core over an enclave link.
     pub fn new(config: Config, link: EnclaveLink) -> Arc<Self> {
         Arc::new(LsaCore {
+            kdcs: KdcLocator::new(&config.kerberos),
             config,
             link,
             sessions: SessionTable::default(),
@@ -61,6 +65,11 @@ impl LsaCore {
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Where the realms' KDCs are found.
+    pub fn kdcs(&self) -> &KdcLocator {
+        &self.kdcs
     }
 
     /// The enclave link.
@@ -170,7 +179,7 @@ impl LsaCore {
         let names = self.logon_names(req)?;
         if !kdc.is_empty() {
             check_host_port(&kdc)?;
-            crate::kerberos::check_logon_kdc(self, caller, &names.realm, &kdc)?;
+            crate::kerberos::check_logon_kdc(self, caller, &names.realm, &kdc).await?;
         }
         let allow_rc4 = self.config.kerberos.allow_rc4;
         let kind = check_secret(req.secret.as_ref().map(SecretRef::from), &req.realm, allow_rc4)?;

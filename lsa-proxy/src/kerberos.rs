@@ -14,10 +14,11 @@ use credguard_proto::enclave;
 use credguard_proto::lsa;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket, lookup_host};
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::core::LsaCore;
 use crate::error::LsaError;
+use crate::kdcs::KdcAddr;
 use crate::sessions::{Caller, LogonSession};
 
 /// How long one KDC round trip may take.
@@ -116,23 +117,36 @@ async fn exchange_at(name: &str, addr: SocketAddr, request: &[u8]) -> Result<Vec
     })
 }
 
+/// Sends `request` to `kdc`: at the address DNS gave for it, else at what its name resolves to.
+pub async fn kdc_exchange_to(kdc: &KdcAddr, request: &[u8]) -> Result<Vec<u8>, KdcTransportError> {
+    match kdc.addr {
+        Some(addr) => exchange_at(&kdc.to_string(), addr, request).await,
+        None => kdc_exchange(&kdc.name, request).await,
+    }
+}
+
 /// Sends `request` to the first of `kdcs` that answers, starting at `*preferred` (which then
-/// names the one that did, so the later steps of an exchange go to the same KDC).
+/// names the one that did, so the later steps of an exchange go to the same KDC). A KDC that
+/// does not answer (timeout, refused, no address) passes the request to the next; one that
+/// announces a reply over the limit ends the exchange.
 pub async fn kdc_exchange_any(
-    kdcs: &[String],
+    kdcs: &[KdcAddr],
     preferred: &mut usize,
     request: &[u8],
 ) -> Result<Vec<u8>, KdcTransportError> {
     let mut last = None;
     for i in 0..kdcs.len() {
         let at = (*preferred + i) % kdcs.len();
-        match kdc_exchange(&kdcs[at], request).await {
+        match kdc_exchange_to(&kdcs[at], request).await {
             Ok(reply) => {
                 *preferred = at;
                 return Ok(reply);
             }
             Err(e @ KdcTransportError::TooLarge { .. }) => return Err(e),
-            Err(e) => last = Some(e),
+            Err(e) => {
+                debug!(kdc = %kdcs[at], error = %e, "KDC did not answer: trying the next");
+                last = Some(e);
+            }
         }
     }
     Err(last.unwrap_or_else(|| KdcTransportError::Resolve("(no KDC configured)".into())))
@@ -180,37 +194,30 @@ async fn tcp_exchange(addr: SocketAddr, request: &[u8]) -> Result<Vec<u8>, TcpFa
 }
 
 /// The KDCs of a session, in the order to try them: the one named at logon (checked then against
-/// the configuration, see [`check_logon_kdc`]), else the realm table's, else `default_kdc`.
-fn kdcs_of(core: &LsaCore, s: &LogonSession) -> Result<Vec<String>, LsaError> {
+/// the configuration, see [`check_logon_kdc`]), else the realm's as [`crate::kdcs`] finds them.
+async fn kdcs_of(core: &LsaCore, s: &LogonSession) -> Result<Vec<KdcAddr>, LsaError> {
     if s.realm.is_empty() {
         return Err(LsaError::FailedPrecondition(
             "the session has no Kerberos realm: log on with --realm".into(),
         ));
     }
     if !s.kdc.is_empty() {
-        return Ok(vec![s.kdc.clone()]);
+        return Ok(core.kdcs().named(&s.realm, &s.kdc).await);
     }
-    let kdcs = core.config().kerberos.kdcs_of(&s.realm);
-    if kdcs.is_empty() {
-        return Err(LsaError::FailedPrecondition(format!(
-            "no KDC for realm {:?}: add [kerberos.realms.\"{}\"] kdc = [\"host:88\"] (or kerberos.default_kdc) to \
-             the configuration",
-            s.realm, s.realm
-        )));
-    }
-    Ok(kdcs)
+    core.kdcs().kdcs(&s.realm).await
 }
 
 /// Checks the KDC a logon (or a saved credential) names: any caller may name one the
 /// configuration lists for the realm; only root may name another, so that no caller can make the
 /// proxy send packets to a host and port of its choice.
-pub fn check_logon_kdc(core: &LsaCore, caller: Caller, realm: &str, kdc: &str) -> Result<(), LsaError> {
-    if kdc.is_empty() || caller.is_root() || core.config().kerberos.is_configured_kdc(realm, kdc) {
+/// KDCs found in DNS for the realm count as configured.
+pub async fn check_logon_kdc(core: &LsaCore, caller: Caller, realm: &str, kdc: &str) -> Result<(), LsaError> {
+    if kdc.is_empty() || caller.is_root() || core.kdcs().is_configured(realm, kdc).await {
         return Ok(());
     }
     Err(LsaError::PermissionDenied(format!(
         "kdc {kdc:?} is not a configured KDC of realm {realm:?}: only root may name another (configure it under \
-         [kerberos.realms.\"{realm}\"], or leave kdc empty to use the configured ones)"
+         [kerberos.realms.\"{realm}\"], or leave kdc empty to use the configured or discovered ones)"
     )))
 }
 
@@ -221,7 +228,7 @@ pub async fn get_tgt(
     req: lsa::KerberosGetTgtRequest,
 ) -> Result<lsa::KerberosGetTgtReply, LsaError> {
     let s = core.session(caller, &req.session_id)?;
-    let kdcs = kdcs_of(core, &s)?;
+    let kdcs = kdcs_of(core, &s).await?;
     let turn = core.as_turn(&s.session_id);
     let _turn = turn.lock().await;
     let r = as_exchange(core, &s, &kdcs).await?;
@@ -236,7 +243,7 @@ pub async fn get_tgt(
     })
 }
 
-async fn as_exchange(core: &LsaCore, s: &LogonSession, kdcs: &[String]) -> Result<enclave::KerberosAsReply, LsaError> {
+async fn as_exchange(core: &LsaCore, s: &LogonSession, kdcs: &[KdcAddr]) -> Result<enclave::KerberosAsReply, LsaError> {
     let mut kdc_reply = Vec::new();
     let mut kdc = 0;
     for _ in 0..MAX_STEPS {
@@ -286,12 +293,12 @@ pub async fn change_password(
         }
     };
     let s = core.session(caller, &req.session_id)?;
-    let kdcs = kdcs_of(core, &s)?;
+    let kdcs = kdcs_of(core, &s).await?;
     // A check needs no kpasswd server.
     let kpasswd = if req.check_only {
         None
     } else {
-        let servers = core.config().kerberos.kpasswd_of(&s.realm, &kdcs);
+        let servers = core.kdcs().kpasswd(&s.realm, &kdcs).await;
         Some(kpasswd_server(&servers).await?)
     };
     let turn = core.as_turn(&s.session_id);
@@ -339,16 +346,21 @@ pub async fn change_password(
 
 /// The first of `servers` that resolves, its address, and the proxy's own IP address toward it
 /// (the change request names it as its sender: MIT's kadmind compares).
-async fn kpasswd_server(servers: &[String]) -> Result<(String, SocketAddr, Vec<u8>), LsaError> {
+async fn kpasswd_server(servers: &[KdcAddr]) -> Result<(String, SocketAddr, Vec<u8>), LsaError> {
     let mut last = None;
     for server in servers {
-        let addr = match resolve(server).await {
+        let resolved = match server.addr {
+            Some(a) => Ok(a),
+            None => resolve(&server.name).await,
+        };
+        let addr = match resolved {
             Ok(a) => a,
             Err(e) => {
                 last = Some(e);
                 continue;
             }
         };
+        let server = server.to_string();
         let local = local_ip_toward(addr)
             .await
             .map_err(|e| KdcTransportError::Unreachable {
@@ -359,7 +371,7 @@ async fn kpasswd_server(servers: &[String]) -> Result<(String, SocketAddr, Vec<u
             std::net::IpAddr::V4(ip) => ip.octets().to_vec(),
             std::net::IpAddr::V6(ip) => ip.octets().to_vec(),
         };
-        return Ok((server.clone(), addr, sender));
+        return Ok((server, addr, sender));
     }
     Err(last
         .unwrap_or_else(|| KdcTransportError::Resolve("(no kpasswd server configured)".into()))
@@ -392,7 +404,7 @@ pub async fn get_service_ticket(
         return Err(LsaError::FailedPrecondition(CCACHE_PATH_REFUSED.into()));
     }
     let s = core.session(caller, &req.session_id)?;
-    let kdcs = kdcs_of(core, &s)?;
+    let kdcs = kdcs_of(core, &s).await?;
     let r = match tgs_exchange(core, &s, &kdcs, &req).await {
         Err(LsaError::NoTgt(_)) => {
             // No TGT yet, or one near its end: get a fresh one (renewal), then retry once. Calls
@@ -425,7 +437,7 @@ pub async fn get_service_ticket(
 async fn tgs_exchange(
     core: &LsaCore,
     s: &LogonSession,
-    kdcs: &[String],
+    kdcs: &[KdcAddr],
     req: &lsa::KerberosGetServiceTicketRequest,
 ) -> Result<enclave::KerberosTgsReply, LsaError> {
     let mut kdc_reply = Vec::new();
@@ -536,11 +548,42 @@ mod tests {
 
     #[tokio::test]
     async fn the_sender_address_is_the_proxys_own_toward_the_server() {
-        let (server, _, sender) = kpasswd_server(&["127.0.0.1:464".into()]).await.unwrap();
+        let (server, _, sender) = kpasswd_server(&[KdcAddr::named("127.0.0.1:464")]).await.unwrap();
         assert_eq!(server, "127.0.0.1:464");
         assert_eq!(sender, [127, 0, 0, 1]);
         let e = kpasswd_server(&[]).await.unwrap_err();
         assert!(matches!(e, LsaError::Unavailable(_)), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_kdc_that_does_not_answer_passes_the_request_to_the_next() {
+        // A KDC on UDP that answers every request with "reply".
+        let kdc = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let live = kdc.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            while let Ok((_, from)) = kdc.recv_from(&mut buf).await {
+                let _ = kdc.send_to(b"reply", from).await;
+            }
+        });
+        let dead = {
+            let sock = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            sock.local_addr().unwrap()
+        };
+        let kdcs = [
+            KdcAddr::named(dead.to_string()),
+            // No address at all (the system resolver refuses it at once).
+            KdcAddr::named("no port"),
+            KdcAddr {
+                name: "dc1.corp.test:88".into(),
+                addr: Some(live),
+            },
+        ];
+        let mut preferred = 0;
+        assert_eq!(kdc_exchange_any(&kdcs, &mut preferred, b"req").await.unwrap(), b"reply");
+        assert_eq!(preferred, 2, "the later steps go to the KDC that answered");
+        let e = kdc_exchange_any(&kdcs[..2], &mut 0, b"req").await.unwrap_err();
+        assert!(matches!(LsaError::from(e), LsaError::Unavailable(_)));
     }
 
     #[tokio::test]

@@ -9,6 +9,8 @@
 //! - [`grpc`]: the tonic adapter; [`server`]: sockets, health, reflection; [`connection`]: each
 //!   client connection, ended after a call that carried a secret in the clear;
 //! - [`enclave_link`]: the connection to the enclave; [`sessions`]: who owns what;
+//! - [`kerberos`]: carrying Kerberos to the KDCs; [`kdcs`]: which KDCs (the realm table,
+//!   [`krb5_conf`], DNS SRV records through [`kdc_dns`]);
 //! - [`cli`]: the command line of `credguard-lsa-proxy`;
 //! - [`sandbox`]: what the proxy process gives up (dumps, swap, privileges, system calls).
 #![deny(missing_docs)]
@@ -21,7 +23,10 @@ pub mod core;
 pub mod enclave_link;
 pub mod error;
 pub mod grpc;
+pub mod kdc_dns;
+pub mod kdcs;
 pub mod kerberos;
+pub mod krb5_conf;
 pub mod ntlm;
 pub mod sandbox;
 pub mod server;

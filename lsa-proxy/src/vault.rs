@@ -340,7 +340,7 @@ async fn save_inner(
     checks::credential_names(&req.user, &req.domain, &req.realm)?;
     if !kdc.is_empty() {
         check_host_port(&kdc)?;
-        crate::kerberos::check_logon_kdc(core, caller, &req.realm, &kdc)?;
+        crate::kerberos::check_logon_kdc(core, caller, &req.realm, &kdc).await?;
     }
     let allow_rc4 = core.config().kerberos.allow_rc4;
     let kind = check_secret(req.secret.as_ref().map(SecretRef::from), &req.realm, allow_rc4)?;
