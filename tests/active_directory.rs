@@ -242,7 +242,7 @@ fn smbclient_and_ldapsearch_use_the_enclaves_tickets_through_kcm() {
 #[test]
 fn after_the_domain_work_the_proxy_and_the_kcm_daemon_hold_no_password_key_or_tgt_key() {
     use support::kdc_relay::{KdcRelay, service_session_key, tgt_session_key};
-    use support::memory::{scan, utf16le};
+    use support::memory::{assert_no_secrets, assert_scanner_sees, utf16le};
     let test = "ad_memory";
     if !kvm_or_skip(test) {
         return;
@@ -301,34 +301,14 @@ fn after_the_domain_work_the_proxy_and_the_kcm_daemon_hold_no_password_key_or_tg
         needles.push(("service ticket session key".into(), key.clone()));
     }
     let needles: Vec<(&str, Vec<u8>)> = needles.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
-    // Control: the scanner finds every needle where it is (this test process holds them all).
-    let (own, _) = scan(std::process::id(), &needles);
-    for (name, _) in &needles {
-        assert!(
-            own.iter().any(|h| h.starts_with(&format!("{name} at "))),
-            "the scanner is blind to the {name}"
-        );
-    }
+    assert_scanner_sees(&needles);
     let proxy = stack.proxy_pid().expect("the proxy runs");
     let kcm = stack.kcm_pid().expect("the KCM daemon runs");
-    for (who, pid) in [("proxy", proxy), ("KCM daemon", kcm)] {
-        let (hits, read) = scan(pid, &needles);
-        assert!(read > 1 << 20, "read only {read} bytes of the {who}");
-        let secret_hits: Vec<&String> = hits
-            .iter()
-            .filter(|h| !h.starts_with("service ticket session key"))
-            .collect();
-        assert!(
-            secret_hits.is_empty(),
-            "secrets in the {who}'s memory:\n{}",
-            secret_hits.iter().map(|h| h.as_str()).collect::<Vec<_>>().join("\n")
-        );
-        if who == "KCM daemon" {
-            // It hands out the service ticket, so its key is there: the scan finds keys.
-            assert!(
-                hits.iter().any(|h| h.starts_with("service ticket session key at ")),
-                "the scanner finds no service ticket session key in the KCM daemon: it proves nothing"
-            );
-        }
-    }
+    assert_no_secrets("proxy", proxy, &needles, "service ticket session key");
+    let hits = assert_no_secrets("KCM daemon", kcm, &needles, "service ticket session key");
+    // It hands out the service ticket, so its key is there: the scan finds keys.
+    assert!(
+        hits.iter().any(|h| h.starts_with("service ticket session key at ")),
+        "the scanner finds no service ticket session key in the KCM daemon: it proves nothing"
+    );
 }

@@ -10,7 +10,7 @@ mod support;
 
 use credguard_client as client;
 use credguard_proto::lsa;
-use support::pyspnego::{Acceptor, hex, pyspnego_or_skip};
+use support::pyspnego::{Acceptor, TARGET_INFO, crafted_challenge, hex, pyspnego_or_skip};
 use support::{Stack, json, kvm_or_skip, runtime};
 use tonic::Code;
 
@@ -24,24 +24,6 @@ fn channel_bindings(app: &[u8]) -> Vec<u8> {
     v
 }
 
-/// A CHALLENGE with `flags` and `target_info` (crafted: for the refusals and malformed cases).
-fn crafted_challenge(flags: u32, target_info: &[u8]) -> Vec<u8> {
-    let mut m = b"NTLMSSP\0".to_vec();
-    m.extend_from_slice(&2u32.to_le_bytes());
-    m.extend_from_slice(&[0, 0, 0, 0, 48, 0, 0, 0]);
-    m.extend_from_slice(&flags.to_le_bytes());
-    m.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
-    m.extend_from_slice(&[0; 8]);
-    let len = target_info.len() as u16;
-    m.extend_from_slice(&len.to_le_bytes());
-    m.extend_from_slice(&len.to_le_bytes());
-    m.extend_from_slice(&48u32.to_le_bytes());
-    m.extend_from_slice(target_info);
-    m
-}
-
-/// MsvAvNbDomainName "D", then MsvAvEOL.
-const TARGET_INFO: &[u8] = &[2, 0, 2, 0, b'D', 0, 0, 0, 0, 0];
 /// UNICODE | NTLM | SIGN | SEAL | ALWAYS_SIGN | EXTENDED_SESSIONSECURITY | TARGET_INFO | 128 | KEY_EXCH.
 const NTLMV2_FLAGS: u32 =
     0x0000_0001 | 0x0200 | 0x10 | 0x20 | 0x8000 | 0x0008_0000 | 0x0080_0000 | 0x2000_0000 | 0x4000_0000;

@@ -79,3 +79,33 @@ pub fn scan_except(pid: u32, needles: &[(&str, Vec<u8>)], skipped: &[u64]) -> (V
 pub fn utf16le(s: &str) -> Vec<u8> {
     s.encode_utf16().flat_map(u16::to_le_bytes).collect()
 }
+
+/// Asserts that the scanner finds each needle in this test process, which holds them all: a
+/// scan that finds nothing elsewhere then means something.
+pub fn assert_scanner_sees(needles: &[(&str, Vec<u8>)]) {
+    let (own, _) = scan(std::process::id(), needles);
+    for (name, _) in needles {
+        assert!(
+            own.iter().any(|h| h.starts_with(&format!("{name} at "))),
+            "the scanner is blind to the {name}"
+        );
+    }
+}
+
+/// Scans `who` (process `pid`, more than 1 MiB of it read) and asserts that no needle is there
+/// but those named `allowed` (a key the process may hold, which shows the scan can find keys in
+/// it); returns every hit.
+pub fn assert_no_secrets(who: &str, pid: u32, needles: &[(&str, Vec<u8>)], allowed: &str) -> Vec<String> {
+    let (hits, read) = scan(pid, needles);
+    assert!(read > 1 << 20, "read only {read} bytes of the {who}");
+    let secret_hits: Vec<&String> = hits
+        .iter()
+        .filter(|h| !h.starts_with(&format!("{allowed} at ")))
+        .collect();
+    assert!(
+        secret_hits.is_empty(),
+        "secrets in the {who}'s memory:\n{}",
+        secret_hits.iter().map(|h| h.as_str()).collect::<Vec<_>>().join("\n")
+    );
+    hits
+}

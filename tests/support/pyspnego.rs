@@ -80,3 +80,22 @@ impl Drop for Acceptor {
         let _ = self.child.wait();
     }
 }
+
+/// A CHALLENGE with `flags` and `target_info` (crafted: for the refusals and malformed cases).
+pub fn crafted_challenge(flags: u32, target_info: &[u8]) -> Vec<u8> {
+    let mut m = b"NTLMSSP\0".to_vec();
+    m.extend_from_slice(&2u32.to_le_bytes());
+    m.extend_from_slice(&[0, 0, 0, 0, 48, 0, 0, 0]);
+    m.extend_from_slice(&flags.to_le_bytes());
+    m.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+    m.extend_from_slice(&[0; 8]);
+    let len = target_info.len() as u16;
+    m.extend_from_slice(&len.to_le_bytes());
+    m.extend_from_slice(&len.to_le_bytes());
+    m.extend_from_slice(&48u32.to_le_bytes());
+    m.extend_from_slice(target_info);
+    m
+}
+
+/// MsvAvNbDomainName "D", then MsvAvEOL.
+pub const TARGET_INFO: &[u8] = &[2, 0, 2, 0, b'D', 0, 0, 0, 0, 0];
