@@ -192,7 +192,10 @@ fn channel_bindings_mutual_authentication_and_spnego_with_mit() {
     for (ctx, rep) in [("00", "00"), ("", "6000"), (context_id.as_str(), "30")] {
         let (code, _, err) = verify(&stack, &id, ctx, rep);
         assert_eq!(code, 1, "{ctx} {rep}");
-        assert!(err.contains("Unauthenticated") || err.contains("InvalidArgument"), "{err}");
+        assert!(
+            err.contains("Unauthenticated") || err.contains("InvalidArgument"),
+            "{err}"
+        );
     }
     let (code, _, err) = verify(&stack, &id, "zz", "00");
     assert_eq!(code, 2, "not hex: a usage error: {err}");
