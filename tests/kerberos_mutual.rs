@@ -188,6 +188,16 @@ fn channel_bindings_mutual_authentication_and_spnego_with_mit() {
     assert_eq!(verdict["initiator"], format!("alice@{realm}"));
     assert_eq!(verdict["complete"], true);
 
+    // SPNEGO with mutual authentication: the acceptor's negTokenResp carries its AP-REP, which
+    // verifies as it comes (as an HTTP server's `WWW-Authenticate: Negotiate` would).
+    let t = ticket(&stack, &id, &spn, &["--mutual", "--channel-bindings-hex", &cb_hex]);
+    let (ok, verdict) = accept(&kdc, t["spnego_token"].as_str().unwrap(), Some(APP_DATA), true);
+    assert!(ok, "{verdict}");
+    let resp = verdict["output_token"].as_str().unwrap().to_string();
+    assert!(resp.starts_with("a1"), "a negTokenResp: {resp}");
+    let (code, _, err) = verify(&stack, &id, t["context_id"].as_str().unwrap(), &resp);
+    assert_eq!(code, 0, "the SPNEGO-wrapped AP-REP is refused: {err}");
+
     // Hostile input through the API: garbage AP-REPs and context ids are errors, not crashes.
     for (ctx, rep) in [("00", "00"), ("", "6000"), (context_id.as_str(), "30")] {
         let (code, _, err) = verify(&stack, &id, ctx, rep);

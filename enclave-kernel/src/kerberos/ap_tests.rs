@@ -343,3 +343,43 @@ fn unknown_expired_or_excess_contexts_are_refused() {
         super::super::CODE_NOT_FOUND
     );
 }
+
+/// DER TLV (short or one-byte long form is enough here).
+fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = alloc::vec![tag];
+    if body.len() < 0x80 {
+        v.push(body.len() as u8);
+    } else if body.len() < 0x100 {
+        v.extend_from_slice(&[0x81, body.len() as u8]);
+    } else {
+        v.extend_from_slice(&[0x82, (body.len() >> 8) as u8, body.len() as u8]);
+    }
+    v.extend_from_slice(body);
+    v
+}
+
+/// An SPNEGO negTokenResp with `state` and `token` as responseToken.
+fn neg_token_resp(state: u8, token: &[u8]) -> Vec<u8> {
+    let mut seq = tlv(0xa0, &[0x0a, 0x01, state]);
+    seq.extend_from_slice(&tlv(0xa2, &tlv(0x04, token)));
+    tlv(0xa1, &tlv(0x30, &seq))
+}
+
+#[test]
+fn an_ap_rep_in_an_spnego_response_is_verified_and_a_rejection_is_refused() {
+    let mut w = world();
+    let r = service_ticket(&mut w, true, &[]);
+    let auth = authenticator(&r.ap_req, &w.svc_key);
+    let good = ap_rep(&w.svc_key, &auth.ctime, &auth.cusec, None, Some(5));
+    let ok = verify(&mut w, &r.context_id, neg_token_resp(0, &messages_gss(&good)), NOW).unwrap();
+    assert!(ok.acceptor_subkey.is_empty() && ok.seq_number == 5);
+    let r = service_ticket(&mut w, true, &[]);
+    let auth = authenticator(&r.ap_req, &w.svc_key);
+    let good = ap_rep(&w.svc_key, &auth.ctime, &auth.cusec, None, None);
+    let e = verify(&mut w, &r.context_id, neg_token_resp(2, &good), NOW).unwrap_err();
+    assert_eq!(e.code(), super::super::CODE_UNAUTHENTICATED, "reject");
+    let r = service_ticket(&mut w, true, &[]);
+    let nested = neg_token_resp(0, &neg_token_resp(0, &good));
+    let e = verify(&mut w, &r.context_id, nested, NOW).unwrap_err();
+    assert_eq!(e.code(), super::super::CODE_INVALID_ARGUMENT);
+}

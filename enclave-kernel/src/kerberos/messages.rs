@@ -596,9 +596,17 @@ pub struct ApRepParts {
     pub seq: Option<u32>,
 }
 
-/// An AP-REP, raw (DER) or in its RFC 4121 token (`[APPLICATION 0]`, the Kerberos OID, TOK_ID
-/// 02 00): its enc-part's enctype and ciphertext.
+/// An AP-REP, raw (DER), in its RFC 4121 token (`[APPLICATION 0]`, the Kerberos OID, TOK_ID
+/// 02 00), or either as the responseToken of an SPNEGO negTokenResp: its enc-part's enctype and
+/// ciphertext.
 pub fn parse_ap_rep(bytes: &[u8]) -> Result<(i32, Vec<u8>), KerberosError> {
+    if bytes.first() == Some(&0xa1) {
+        let inner = spnego_response_token(bytes)?;
+        if inner.first() == Some(&0xa1) {
+            return Err(bad("SPNEGO token (nested)"));
+        }
+        return parse_ap_rep(&inner);
+    }
     let der = if bytes.first() == Some(&0x60) {
         unwrap_gss(bytes, [0x02, 0x00])?
     } else {
@@ -609,6 +617,29 @@ pub fn parse_ap_rep(bytes: &[u8]) -> Result<(i32, Vec<u8>), KerberosError> {
         return Err(bad("AP-REP"));
     }
     Ok((rep.enc_part.etype, rep.enc_part.cipher.to_vec()))
+}
+
+/// The responseToken of an SPNEGO negTokenResp (what an HTTP server sends back in
+/// `WWW-Authenticate: Negotiate`), unless the acceptor rejected the context.
+fn spnego_response_token(bytes: &[u8]) -> Result<Vec<u8>, KerberosError> {
+    let spnego::AcceptorToken::Resp(resp) = rasn::der::decode(bytes).map_err(|_| bad("SPNEGO negTokenResp"))?;
+    let kerberos = |m: &rasn::types::ObjectIdentifier| {
+        let arcs: &[u32] = m;
+        arcs == [1, 2, 840, 113_554, 1, 2, 2] || arcs == [1, 2, 840, 48_018, 1, 2, 2]
+    };
+    if resp.supported_mech.as_ref().is_some_and(|m| !kerberos(m)) {
+        return Err(bad(
+            "SPNEGO negTokenResp (the service chose another mechanism than Kerberos)",
+        ));
+    }
+    if resp.neg_state == Some(spnego::NegState::Reject) {
+        return Err(KerberosError::Unauthenticated(
+            "the service rejected the context (SPNEGO negState reject)".into(),
+        ));
+    }
+    resp.response_token
+        .map(|t| t.to_vec())
+        .ok_or_else(|| bad("SPNEGO negTokenResp without a responseToken"))
 }
 
 /// The inner token of an RFC 2743 3.1 framed Kerberos token with `tok_id` (hand-written, as
@@ -688,6 +719,45 @@ mod spnego {
         pub mech_types: Vec<ObjectIdentifier>,
         #[rasn(tag(explicit(2)))]
         pub mech_token: OctetString,
+    }
+
+    /// RFC 4178 4.2.2 NegState.
+    #[derive(AsnType, Decode, Clone, Copy, Debug, PartialEq, Eq)]
+    #[rasn(enumerated)]
+    pub enum NegState {
+        /// accept-completed.
+        AcceptCompleted = 0,
+        /// accept-incomplete.
+        AcceptIncomplete = 1,
+        /// reject.
+        Reject = 2,
+        /// request-mic.
+        RequestMic = 3,
+    }
+
+    /// RFC 4178 4.2.2 NegTokenResp: what an acceptor answers.
+    #[derive(AsnType, Decode)]
+    pub struct NegTokenResp {
+        #[rasn(tag(explicit(0)))]
+        pub neg_state: Option<NegState>,
+        #[rasn(tag(explicit(1)))]
+        pub supported_mech: Option<ObjectIdentifier>,
+        #[rasn(tag(explicit(2)))]
+        pub response_token: Option<OctetString>,
+        /// Decoded so that a token carrying one parses; it is a GSS MIC under the context's key,
+        /// the caller's to check (it holds the subkeys).
+        #[allow(dead_code)]
+        #[rasn(tag(explicit(3)))]
+        pub mech_list_mic: Option<OctetString>,
+    }
+
+    /// A NegotiationToken as an acceptor sends it (only the negTokenResp choice decodes).
+    #[derive(AsnType, Decode)]
+    #[rasn(choice)]
+    pub enum AcceptorToken {
+        /// negTokenResp.
+        #[rasn(tag(explicit(1)))]
+        Resp(NegTokenResp),
     }
 
     /// RFC 4178 4.2 NegotiationToken, of which an initiator's first is the negTokenInit.
