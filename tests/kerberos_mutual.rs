@@ -149,6 +149,17 @@ fn channel_bindings_mutual_authentication_and_spnego_with_mit() {
     let (ok, verdict) = accept(&kdc, t["gss_token"].as_str().unwrap(), Some(APP_DATA), false);
     assert!(ok, "{verdict}");
     let ap_rep = verdict["output_token"].as_str().unwrap().to_string();
+    // Another uid cannot use root's session (nor spend its context).
+    let args = [
+        "kerberos-verify-ap-rep",
+        id.as_str(),
+        "--context-id-hex",
+        context_id.as_str(),
+        "--ap-rep-hex",
+        ap_rep.as_str(),
+    ];
+    let (code, _, err) = stack.ctl(Some(1000), &args, "");
+    assert_eq!(code, 1, "another uid verified: {err}");
     let (code, out, err) = verify(&stack, &id, &context_id, &ap_rep);
     assert_eq!(code, 0, "MIT's AP-REP is refused: {err}");
     let v = json(&out);
