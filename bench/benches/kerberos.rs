@@ -145,6 +145,7 @@ fn main() {
                         mutual: false,
                         delegate: false,
                         kdc_reply: std::mem::take(&mut reply),
+                        channel_bindings: Vec::new(),
                     })
                     .unwrap();
                 if r.kdc_request.is_empty() {
@@ -188,6 +189,7 @@ fn main() {
             delegate: false,
             mutual: false,
             ccache_path: String::new(),
+            channel_bindings: Vec::new(),
         };
         let mut full = Vec::new();
         let mut last = String::new();

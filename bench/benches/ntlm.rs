@@ -259,6 +259,13 @@ impl Lsa for Baseline {
     ) -> Result<Response<lsa::ChangePasswordReply>, Status> {
         unimplemented()
     }
+
+    async fn kerberos_verify_ap_rep(
+        &self,
+        _: Request<lsa::KerberosVerifyApRepRequest>,
+    ) -> Result<Response<lsa::KerberosVerifyApRepReply>, Status> {
+        unimplemented()
+    }
 }
 
 /// The baseline server process: as the proxy, a multi-threaded tokio runtime on a Unix socket.

@@ -276,6 +276,18 @@ enum Cmd {
     },
     /// Kerberos: get a service ticket; prints the AP-REQ and GSS token (hex).
     KerberosTicket(TicketArgs),
+    /// Kerberos mutual authentication: checks the service's AP-REP (hex) for the AP-REQ of
+    /// `kerberos-ticket --mutual` named by its context id (hex), in the enclave.
+    KerberosVerifyApRep {
+        /// The session id.
+        session_id: String,
+        /// `context_id` of `kerberos-ticket --mutual --json`, hex.
+        #[arg(long)]
+        context_id_hex: String,
+        /// The AP-REP (DER or its GSS token), hex.
+        #[arg(long)]
+        ap_rep_hex: String,
+    },
     /// NTLMv2 client contexts: the NT hash stays in the enclave, messages are hex.
     #[command(subcommand)]
     Ntlm(NtlmCmd),
@@ -300,6 +312,9 @@ struct TicketArgs {
     /// (`FILE:` prefix optional), as you, mode 0600, replacing it atomically.
     #[arg(long, default_value = "")]
     ccache: String,
+    /// gss_channel_bindings_struct, hex (optional): its MD5 goes into the AP-REQ's checksum.
+    #[arg(long, default_value = "")]
+    channel_bindings_hex: String,
 }
 
 /// `credguardctl legacy-authenticate`.
@@ -492,6 +507,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Default { session_id } => default_session(c, session_id, json).await,
         Cmd::KerberosTgt { session_id } => kerberos_tgt(c, session_id, json).await,
         Cmd::KerberosTicket(args) => kerberos_ticket(c, args, json).await,
+        Cmd::KerberosVerifyApRep {
+            session_id,
+            context_id_hex,
+            ap_rep_hex,
+        } => verify_ap_rep(c, session_id, &context_id_hex, &ap_rep_hex, json).await,
         Cmd::ChangePassword { session_id } => change_password(c, &policy, session_id, json).await,
         Cmd::Logoff { session_id } => {
             c.logoff(lsa::LogoffRequest { session_id }).await?;
@@ -766,6 +786,7 @@ async fn kerberos_ticket(c: &mut LsaClient<Channel>, args: TicketArgs, as_json: 
         delegate: args.delegate,
         mutual: args.mutual,
         ccache_path: String::new(),
+        channel_bindings: decode_hex(&args.channel_bindings_hex, "channel-bindings-hex")?,
     };
     let r = c.kerberos_get_service_ticket(req).await?.into_inner();
     if !args.ccache.is_empty() {
@@ -778,10 +799,39 @@ async fn kerberos_ticket(c: &mut LsaClient<Channel>, args: TicketArgs, as_json: 
             "{}",
             json!({"ap_req": hex::encode(&r.ap_req), "gss_token": hex::encode(&r.gss_token),
                    "ticket": hex::encode(&r.ticket), "session_key": hex::encode(&r.session_key),
-                   "enctype": r.enctype, "end_time": r.end_time})
+                   "enctype": r.enctype, "end_time": r.end_time, "subkey": hex::encode(&r.subkey),
+                   "seq_number": r.seq_number, "context_id": hex::encode(&r.context_id),
+                   "spnego_token": hex::encode(&r.spnego_token)})
         );
     } else {
         println!("{}", hex::encode(&r.gss_token));
+    }
+    Ok(())
+}
+
+/// `credguardctl kerberos-verify-ap-rep`.
+async fn verify_ap_rep(
+    c: &mut LsaClient<Channel>,
+    session_id: String,
+    context_id_hex: &str,
+    ap_rep_hex: &str,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let req = lsa::KerberosVerifyApRepRequest {
+        session_id,
+        context_id: decode_hex(context_id_hex, "context-id-hex")?,
+        ap_rep: decode_hex(ap_rep_hex, "ap-rep-hex")?,
+    };
+    let r = c.kerberos_verify_ap_rep(req).await?.into_inner();
+    let seq = r.has_seq_number.then_some(r.seq_number);
+    if as_json {
+        println!(
+            "{}",
+            json!({"verified": true, "acceptor_subkey": hex::encode(&r.acceptor_subkey),
+                   "acceptor_subkey_enctype": r.acceptor_subkey_enctype, "seq_number": seq})
+        );
+    } else {
+        println!("AP-REP verified: the service is who the ticket names");
     }
     Ok(())
 }

@@ -165,7 +165,8 @@ pub fn ntlm_challenge(data: &[u8]) {
 }
 
 /// Kerberos: a KDC's reply (KRB-ERROR, AS-REP, TGS-REP) and what is decoded from it (the
-/// ETYPE-INFO2 of an error), and `data` as a decrypted EncKDCRepPart.
+/// ETYPE-INFO2 of an error), and `data` as a decrypted EncKDCRepPart; a service's AP-REP (raw, in
+/// its GSS token or in an SPNEGO negTokenResp) and `data` as a decrypted EncAPRepPart.
 pub fn kerberos_reply(data: &[u8]) {
     match messages::parse_kdc_reply(data) {
         Ok(KdcReply::Error(e)) => {
@@ -174,6 +175,8 @@ pub fn kerberos_reply(data: &[u8]) {
         Ok(KdcReply::Rep(_)) | Err(_) => {}
     }
     let _ = messages::enc_kdc_rep_part(data, 0x1234_5678);
+    let _ = messages::parse_ap_rep(data);
+    let _ = messages::enc_ap_rep_part(data);
     // A kpasswd server's reply: its framing and its KRB-ERROR form (the encrypted parts need keys
     // no input has).
     if let Ok(key) = crate::kerberos::crypto::Key::new(18, &[0x42; 32]) {
@@ -267,7 +270,7 @@ mod tests {
         }
 
         #[test]
-        fn kerberos_reply_survives_any_bytes(tag in prop::sample::select(vec![0x7eu8, 0x6b, 0x6d, 0x79, 0x7a]), data in proptest::collection::vec(any::<u8>(), 0..512)) {
+        fn kerberos_reply_survives_any_bytes(tag in prop::sample::select(vec![0x7eu8, 0x6b, 0x6d, 0x79, 0x7a, 0x6f, 0x7b, 0x60, 0xa1]), data in proptest::collection::vec(any::<u8>(), 0..512)) {
             let mut bytes = vec![tag];
             bytes.extend_from_slice(&data);
             kerberos_reply(&bytes);

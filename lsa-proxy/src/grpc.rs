@@ -175,6 +175,16 @@ impl Lsa for LsaService {
         ))
     }
 
+    async fn kerberos_verify_ap_rep(
+        &self,
+        req: Request<lsa::KerberosVerifyApRepRequest>,
+    ) -> Result<Response<lsa::KerberosVerifyApRepReply>, Status> {
+        let caller = begin(&self.core, &req)?;
+        Ok(Response::new(
+            crate::kerberos::verify_ap_rep(&self.core, caller, req.into_inner()).await?,
+        ))
+    }
+
     async fn save_credential(
         &self,
         req: Request<lsa::SaveCredentialRequest>,

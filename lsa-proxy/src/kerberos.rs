@@ -400,6 +400,7 @@ pub async fn get_service_ticket(
     // The enclave refuses both too; saying so here saves a round trip.
     checks::no_delegation(req.delegate)?;
     checks::spn(&req.spn)?;
+    checks::channel_bindings(&req.channel_bindings)?;
     if !req.ccache_path.is_empty() {
         return Err(LsaError::FailedPrecondition(CCACHE_PATH_REFUSED.into()));
     }
@@ -431,6 +432,39 @@ pub async fn get_service_ticket(
         enctype: r.enctype,
         end_time: r.end_time,
         ccache,
+        subkey: r.subkey,
+        seq_number: r.seq_number,
+        context_id: r.context_id,
+        spnego_token: r.spnego_token,
+    })
+}
+
+/// `KerberosVerifyApRep`: the enclave checks the service's AP-REP against the session's AP-REQ.
+pub async fn verify_ap_rep(
+    core: &LsaCore,
+    caller: Caller,
+    req: lsa::KerberosVerifyApRepRequest,
+) -> Result<lsa::KerberosVerifyApRepReply, LsaError> {
+    if req.ap_rep.len() > checks::MAX_KDC_REPLY_LEN || req.context_id.len() > 64 {
+        return Err(LsaError::InvalidArgument("ap_rep or context_id is too long".into()));
+    }
+    let s = core.session(caller, &req.session_id)?;
+    let r = core
+        .link()
+        .client(s.owner)
+        .kerberos_verify_ap_rep(&enclave::KerberosVerifyApRepRequest {
+            session_handle: s.handle.clone(),
+            now_unix: now_unix(),
+            context_id: req.context_id,
+            ap_rep: req.ap_rep,
+        })
+        .await?;
+    info!(%caller, session = %s.session_id, "kerberos AP-REP verified");
+    Ok(lsa::KerberosVerifyApRepReply {
+        acceptor_subkey: r.acceptor_subkey,
+        acceptor_subkey_enctype: r.acceptor_subkey_enctype,
+        has_seq_number: r.has_seq_number,
+        seq_number: r.seq_number,
     })
 }
 
@@ -450,6 +484,7 @@ async fn tgs_exchange(
             mutual: req.mutual,
             delegate: req.delegate,
             kdc_reply: std::mem::take(&mut kdc_reply),
+            channel_bindings: req.channel_bindings.clone(),
         };
         let r = core.link().client(s.owner).kerberos_tgs(&step).await?;
         if r.kdc_request.is_empty() {

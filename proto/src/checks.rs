@@ -315,14 +315,20 @@ pub fn no_delegation(delegate: bool) -> Result<(), CheckError> {
     Ok(())
 }
 
-/// Checks the optional inputs of an NTLM AUTHENTICATE: channel bindings and the target SPN.
-pub fn ntlm_options(channel_bindings: &[u8], target_spn: &str) -> Result<(), CheckError> {
+/// Checks the length of a `gss_channel_bindings_struct` (NTLM or Kerberos; empty: none).
+pub fn channel_bindings(channel_bindings: &[u8]) -> Result<(), CheckError> {
     if channel_bindings.len() > MAX_CHANNEL_BINDINGS_LEN {
         return Err(CheckError::TooLong {
             field: "channel_bindings",
             max: MAX_CHANNEL_BINDINGS_LEN,
         });
     }
+    Ok(())
+}
+
+/// Checks the optional inputs of an NTLM AUTHENTICATE: channel bindings and the target SPN.
+pub fn ntlm_options(channel_bindings: &[u8], target_spn: &str) -> Result<(), CheckError> {
+    self::channel_bindings(channel_bindings)?;
     bounded_text("target_spn", target_spn, MAX_NTLM_TARGET_SPN_LEN)
 }
 

@@ -9,9 +9,9 @@ use credguard_proto::checks::{self, SpnForm};
 
 use rasn::types::{BitString, GeneralString, Integer, OctetString};
 use rasn_kerberos::{
-    ApOptions, ApReq, AsRep, AsReq, Authenticator, Checksum, EncAsRepPart, EncTgsRepPart, EncryptedData,
-    EtypeInfo2Entry, KdcOptions, KdcRep, KdcReq, KdcReqBody, KerberosTime, KrbError, PaData, PaEncTsEnc, PrincipalName,
-    TgsRep, TgsReq, Ticket,
+    ApOptions, ApRep, ApReq, AsRep, AsReq, Authenticator, Checksum, EncApRepPart, EncAsRepPart, EncTgsRepPart,
+    EncryptedData, EncryptionKey, EtypeInfo2Entry, KdcOptions, KdcRep, KdcReq, KdcReqBody, KerberosTime, KrbError,
+    PaData, PaEncTsEnc, PrincipalName, TgsRep, TgsReq, Ticket,
 };
 
 use super::KerberosError;
@@ -429,17 +429,20 @@ fn authenticator(
     cname: &PrincipalName,
     cksum: Checksum,
     now: i64,
-    seq: Option<u32>,
+    extra: Option<&ApAuth<'_>>,
 ) -> Result<Authenticator, KerberosError> {
     Ok(Authenticator {
         authenticator_vno: Integer::from(5),
         crealm: kstring(crealm)?,
         cname: cname.clone(),
         cksum: Some(cksum),
-        cusec: Integer::from(0),
+        cusec: Integer::from(extra.map_or(0, |a| a.cusec)),
         ctime: time(now)?,
-        subkey: None,
-        seq_number: seq,
+        subkey: extra.map(|a| EncryptionKey {
+            r#type: a.subkey.enctype,
+            value: OctetString::from(a.subkey.value.to_vec()),
+        }),
+        seq_number: extra.map(|a| a.seq),
         authorization_data: None,
     })
 }
@@ -516,39 +519,61 @@ const GSS_MUTUAL: u32 = 2;
 /// GSS_C_CONF_FLAG | GSS_C_INTEG_FLAG.
 const GSS_CONF_INTEG: u32 = 16 | 32;
 
-/// An AP-REQ for the service ticket `ticket` (DER), with the RFC 4121 0x8003 checksum. The
-/// delegation flag is never set, and no KRB-CRED is ever attached.
-#[allow(clippy::too_many_arguments)]
+/// What an AP-REQ's authenticator carries besides its checksum, and what goes into that.
+pub struct ApAuth<'a> {
+    /// Ask for mutual authentication (GSS_C_MUTUAL_FLAG and the AP option mutual-required).
+    pub mutual: bool,
+    /// gss_channel_bindings_struct, if the caller gave one.
+    pub channel_bindings: Option<&'a [u8]>,
+    /// The initiator subkey (fresh, random, of the session key's enctype).
+    pub subkey: &'a Key,
+    /// The initiator's sequence number.
+    pub seq: u32,
+    /// Microseconds of ctime (random: with ctime it names this AP-REQ in the AP-REP).
+    pub cusec: u32,
+}
+
+/// The RFC 4121 4.1.1 authenticator checksum (type 0x8003): Lgth = 16, Bnd = MD5 of the
+/// flattened channel bindings (RFC 4121 4.1.1.2; 16 zero bytes without), Flags, little-endian.
+/// The delegation flag is never set, so no Dlgth/Deleg follows.
+pub fn gss_checksum(mutual: bool, channel_bindings: Option<&[u8]>) -> Vec<u8> {
+    use md5::{Digest, Md5};
+    let flags = GSS_CONF_INTEG | if mutual { GSS_MUTUAL } else { 0 };
+    let bnd: [u8; 16] = match channel_bindings {
+        Some(cb) if !cb.is_empty() => Md5::digest(cb).into(),
+        _ => [0; 16],
+    };
+    let mut value = Vec::with_capacity(24);
+    value.extend_from_slice(&16u32.to_le_bytes());
+    value.extend_from_slice(&bnd);
+    value.extend_from_slice(&flags.to_le_bytes());
+    value
+}
+
+/// An AP-REQ for the service ticket `ticket` (DER), with the RFC 4121 0x8003 checksum, a subkey
+/// and a sequence number. The delegation flag is never set, and no KRB-CRED is ever attached.
 pub fn ap_req(
     crealm: &str,
     cname: &PrincipalName,
     ticket: &[u8],
     session_key: &Key,
     now: i64,
-    seq: u32,
-    mutual: bool,
+    auth: &ApAuth<'_>,
     conf: [u8; 16],
 ) -> Result<Vec<u8>, KerberosError> {
     let ticket: Ticket = rasn::der::decode(ticket).map_err(|_| bad("service ticket"))?;
-    let flags = GSS_CONF_INTEG | if mutual { GSS_MUTUAL } else { 0 };
-    // RFC 4121 4.1.1: Lgth = 16, Bnd = 16 zero bytes (no channel bindings), Flags, little-endian.
-    let mut value = Vec::with_capacity(24);
-    value.extend_from_slice(&16u32.to_le_bytes());
-    value.extend_from_slice(&[0u8; 16]);
-    value.extend_from_slice(&flags.to_le_bytes());
     let cksum = Checksum {
         r#type: 0x8003,
-        checksum: OctetString::from(value),
+        checksum: OctetString::from(gss_checksum(auth.mutual, auth.channel_bindings)),
     };
-    let auth = authenticator(crealm, cname, cksum, now, Some(seq))?;
-    let auth_der = rasn::der::encode(&auth).map_err(encode_err)?;
+    let auth_der = rasn::der::encode(&authenticator(crealm, cname, cksum, now, Some(auth))?).map_err(encode_err)?;
     // Key usage 11: AP-REQ authenticator.
     let enc = crypto::encrypt(session_key, 11, &auth_der, &conf)?;
     let ap = ApReq {
         pvno: Integer::from(5),
         msg_type: Integer::from(14),
         // mutual-required (bit 2) when mutual authentication is asked.
-        ap_options: ApOptions(flags32(if mutual { &[2] } else { &[] })),
+        ap_options: ApOptions(flags32(if auth.mutual { &[2] } else { &[] })),
         ticket,
         authenticator: EncryptedData {
             etype: session_key.enctype,
@@ -559,20 +584,209 @@ pub fn ap_req(
     rasn::der::encode(&ap).map_err(encode_err)
 }
 
+/// What an AP-REP's encrypted part says.
+pub struct ApRepParts {
+    /// ctime, Unix seconds.
+    pub ctime: i64,
+    /// cusec.
+    pub cusec: u32,
+    /// The acceptor subkey, if any.
+    pub subkey: Option<(i32, zeroize::Zeroizing<Vec<u8>>)>,
+    /// The acceptor's sequence number, if any.
+    pub seq: Option<u32>,
+}
+
+/// An AP-REP, raw (DER), in its RFC 4121 token (`[APPLICATION 0]`, the Kerberos OID, TOK_ID
+/// 02 00), or either as the responseToken of an SPNEGO negTokenResp: its enc-part's enctype and
+/// ciphertext.
+pub fn parse_ap_rep(bytes: &[u8]) -> Result<(i32, Vec<u8>), KerberosError> {
+    if bytes.first() == Some(&0xa1) {
+        let inner = spnego_response_token(bytes)?;
+        if inner.first() == Some(&0xa1) {
+            return Err(bad("SPNEGO token (nested)"));
+        }
+        return parse_ap_rep(&inner);
+    }
+    let der = if bytes.first() == Some(&0x60) {
+        unwrap_gss(bytes, [0x02, 0x00])?
+    } else {
+        bytes
+    };
+    let rep: ApRep = rasn::der::decode(der).map_err(|_| bad("AP-REP"))?;
+    if rep.msg_type != Integer::from(15) || rep.pvno != Integer::from(5) {
+        return Err(bad("AP-REP"));
+    }
+    Ok((rep.enc_part.etype, rep.enc_part.cipher.to_vec()))
+}
+
+/// The responseToken of an SPNEGO negTokenResp (what an HTTP server sends back in
+/// `WWW-Authenticate: Negotiate`), unless the acceptor rejected the context.
+fn spnego_response_token(bytes: &[u8]) -> Result<Vec<u8>, KerberosError> {
+    let spnego::AcceptorToken::Resp(resp) = rasn::der::decode(bytes).map_err(|_| bad("SPNEGO negTokenResp"))?;
+    let kerberos = |m: &rasn::types::ObjectIdentifier| {
+        let arcs: &[u32] = m;
+        arcs == [1, 2, 840, 113_554, 1, 2, 2] || arcs == [1, 2, 840, 48_018, 1, 2, 2]
+    };
+    if resp.supported_mech.as_ref().is_some_and(|m| !kerberos(m)) {
+        return Err(bad(
+            "SPNEGO negTokenResp (the service chose another mechanism than Kerberos)",
+        ));
+    }
+    if resp.neg_state == Some(spnego::NegState::Reject) {
+        return Err(KerberosError::Unauthenticated(
+            "the service rejected the context (SPNEGO negState reject)".into(),
+        ));
+    }
+    resp.response_token
+        .map(|t| t.to_vec())
+        .ok_or_else(|| bad("SPNEGO negTokenResp without a responseToken"))
+}
+
+/// The inner token of an RFC 2743 3.1 framed Kerberos token with `tok_id` (hand-written, as
+/// [`gss_initial_token`]: the framing is not an ASN.1 type).
+fn unwrap_gss(bytes: &[u8], tok_id: [u8; 2]) -> Result<&[u8], KerberosError> {
+    let not_krb5 = || bad("GSS-API token (not a Kerberos AP-REP token)");
+    let (len, rest) = read_der_len(bytes.get(1..).ok_or_else(not_krb5)?).ok_or_else(not_krb5)?;
+    if rest.len() != len {
+        return Err(not_krb5());
+    }
+    let rest = rest.strip_prefix(&KRB5_OID[..]).ok_or_else(not_krb5)?;
+    rest.strip_prefix(&tok_id[..]).ok_or_else(not_krb5)
+}
+
+/// A DER length and what follows it.
+fn read_der_len(b: &[u8]) -> Option<(usize, &[u8])> {
+    let (&first, rest) = b.split_first()?;
+    if first < 0x80 {
+        return Some((usize::from(first), rest));
+    }
+    let n = usize::from(first & 0x7f);
+    if n == 0 || n > 4 || rest.len() < n {
+        return None;
+    }
+    let len = rest[..n].iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x));
+    Some((len, &rest[n..]))
+}
+
+/// The decrypted EncAPRepPart.
+pub fn enc_ap_rep_part(plain: &[u8]) -> Result<ApRepParts, KerberosError> {
+    let part: EncApRepPart = rasn::der::decode(plain).map_err(|_| bad("EncAPRepPart"))?;
+    let cusec = u32::try_from(&part.cusec).map_err(|_| bad("EncAPRepPart cusec"))?;
+    Ok(ApRepParts {
+        ctime: unix(&part.ctime),
+        cusec,
+        subkey: part
+            .subkey
+            .map(|k| (k.r#type, zeroize::Zeroizing::new(k.value.to_vec()))),
+        seq: part.seq_number,
+    })
+}
+
 /// The Kerberos v5 mechanism OID 1.2.840.113554.1.2.2, DER.
 const KRB5_OID: [u8; 11] = [0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02];
 
 /// The GSS-API initial context token: `[APPLICATION 0]` around the mechanism OID, TOK_ID 01 00
 /// and the AP-REQ. Hand-written: the inner part is not an ASN.1 type (RFC 2743 3.1).
 pub fn gss_initial_token(ap_req: &[u8]) -> Vec<u8> {
-    let inner_len = KRB5_OID.len() + 2 + ap_req.len();
+    gss_frame(&KRB5_OID, &[&[0x01, 0x00], ap_req])
+}
+
+/// `[APPLICATION 0]` around the DER of `oid` and `parts` (RFC 2743 3.1).
+fn gss_frame(oid: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let inner_len = oid.len() + parts.iter().map(|p| p.len()).sum::<usize>();
     let mut out = Vec::with_capacity(inner_len + 6);
     out.push(0x60);
     der_len(inner_len, &mut out);
-    out.extend_from_slice(&KRB5_OID);
-    out.extend_from_slice(&[0x01, 0x00]);
-    out.extend_from_slice(ap_req);
+    out.extend_from_slice(oid);
+    for p in parts {
+        out.extend_from_slice(p);
+    }
     out
+}
+
+/// The SPNEGO mechanism OID 1.3.6.1.5.5.2, DER.
+const SPNEGO_OID: [u8; 8] = [0x06, 0x06, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x02];
+
+/// The RFC 4178 types, derived with rasn (its derive expects its prelude in scope).
+mod spnego {
+    use alloc::vec::Vec;
+    use rasn::prelude::*;
+
+    /// RFC 4178 4.2.1 NegTokenInit (the fields credguard sends).
+    #[derive(AsnType, Encode)]
+    pub struct NegTokenInit {
+        #[rasn(tag(explicit(0)))]
+        pub mech_types: Vec<ObjectIdentifier>,
+        #[rasn(tag(explicit(2)))]
+        pub mech_token: OctetString,
+    }
+
+    /// RFC 4178 4.2.2 NegState.
+    #[derive(AsnType, Decode, Clone, Copy, Debug, PartialEq, Eq)]
+    #[rasn(enumerated)]
+    pub enum NegState {
+        /// accept-completed.
+        AcceptCompleted = 0,
+        /// accept-incomplete.
+        AcceptIncomplete = 1,
+        /// reject.
+        Reject = 2,
+        /// request-mic.
+        RequestMic = 3,
+    }
+
+    /// RFC 4178 4.2.2 NegTokenResp: what an acceptor answers.
+    #[derive(AsnType, Decode)]
+    pub struct NegTokenResp {
+        #[rasn(tag(explicit(0)))]
+        pub neg_state: Option<NegState>,
+        #[rasn(tag(explicit(1)))]
+        pub supported_mech: Option<ObjectIdentifier>,
+        #[rasn(tag(explicit(2)))]
+        pub response_token: Option<OctetString>,
+        /// Decoded so that a token carrying one parses; it is a GSS MIC under the context's key,
+        /// the caller's to check (it holds the subkeys).
+        #[allow(dead_code)]
+        #[rasn(tag(explicit(3)))]
+        pub mech_list_mic: Option<OctetString>,
+    }
+
+    /// A NegotiationToken as an acceptor sends it (only the negTokenResp choice decodes).
+    #[derive(AsnType, Decode)]
+    #[rasn(choice)]
+    pub enum AcceptorToken {
+        /// negTokenResp.
+        #[rasn(tag(explicit(1)))]
+        Resp(NegTokenResp),
+    }
+
+    /// RFC 4178 4.2 NegotiationToken, of which an initiator's first is the negTokenInit.
+    #[derive(AsnType, Encode)]
+    #[rasn(choice)]
+    pub enum NegotiationToken {
+        /// negTokenInit.
+        #[rasn(tag(explicit(0)))]
+        Init(NegTokenInit),
+    }
+}
+
+/// The SPNEGO initial token for HTTP `Negotiate` (RFC 4559): a NegTokenInit offering Kerberos
+/// (RFC 4121's OID, then Microsoft's 1.2.840.48018.1.2.2, which Windows servers also accept)
+/// with the Kerberos initial context token `gss_token` as its optimistic mechToken.
+pub fn spnego_init_token(gss_token: &[u8]) -> Result<Vec<u8>, KerberosError> {
+    let oid = |arcs: &[u32]| {
+        rasn::types::ObjectIdentifier::new(arcs.to_vec())
+            .ok_or_else(|| KerberosError::Internal("bad object identifier".into()))
+    };
+    let token = spnego::NegotiationToken::Init(spnego::NegTokenInit {
+        mech_types: alloc::vec![
+            oid(&[1, 2, 840, 113_554, 1, 2, 2])?,
+            oid(&[1, 2, 840, 48_018, 1, 2, 2])?
+        ],
+        mech_token: OctetString::from(gss_token.to_vec()),
+    });
+    let der = rasn::der::encode(&token).map_err(encode_err)?;
+    Ok(gss_frame(&SPNEGO_OID, &[&der]))
 }
 
 fn der_len(len: usize, out: &mut Vec<u8>) {

@@ -20,6 +20,7 @@
 //! - KDC replies are at most [`MAX_KDC_REPLY_LEN`], and the TGTs one owner's sessions hold at most
 //!   [`MAX_TICKET_BYTES_PER_OWNER`] in all (RESOURCE_EXHAUSTED beyond).
 
+pub mod ap;
 mod change;
 pub mod crypto;
 #[cfg(any(test, feature = "fake-kdc"))]
@@ -204,6 +205,8 @@ pub struct KerberosSessions {
     sessions: BTreeMap<SessionHandle, SessionState>,
     /// Bytes of TGTs held per owner.
     held: BTreeMap<Owner, usize>,
+    /// AP-REQs waiting for their AP-REP (mutual authentication).
+    ap: ap::ApContexts,
 }
 
 /// A TGT closer than this to its end is not used: the proxy gets a new one first (renewal before
@@ -223,14 +226,17 @@ impl KerberosSessions {
         Self {
             sessions: BTreeMap::new(),
             held: BTreeMap::new(),
+            ap: ap::ApContexts::new(),
         }
     }
 
     /// Forgets (and wipes) the Kerberos state of `handle`, a session of `owner`.
     pub fn forget_session(&mut self, handle: &[u8], owner: Owner) {
-        if let Ok(h) = SessionHandle::try_from(handle)
-            && let Some(st) = self.sessions.remove(&h)
-        {
+        let Ok(h) = SessionHandle::try_from(handle) else {
+            return;
+        };
+        self.ap.forget(&h);
+        if let Some(st) = self.sessions.remove(&h) {
             self.release(owner, st.tgt_bytes());
         }
     }
@@ -736,7 +742,7 @@ pub fn tgs_step<R: TryCryptoRng>(
                 match service_ticket(tgt, &st.pending_tgs[i], &rep) {
                     Ok(parts) => {
                         st.pending_tgs.remove(i);
-                        return tgs_finish(cred, tgt, parts, rep, now, req.mutual, rng);
+                        return tgs_finish(cred, tgt, parts, rep, now, ap_ask(&req, handle, &mut state.ap)?, rng);
                     }
                     Err(e) => {
                         first_error.get_or_insert(e);
@@ -837,30 +843,84 @@ fn tgs_request<R: TryCryptoRng>(
     })
 }
 
-/// Builds the AP-REQ and the GSS token for the service ticket of a TGS-REP, once
+/// What the caller asks of an AP-REQ, and where a mutual one waits for its AP-REP.
+struct ApAsk<'a> {
+    handle: SessionHandle,
+    /// Host time, Unix seconds (the contexts' clock).
+    host_now: i64,
+    mutual: bool,
+    channel_bindings: &'a [u8],
+    contexts: &'a mut ap::ApContexts,
+}
+
+fn ap_ask<'a>(
+    req: &'a KerberosTgsRequest,
+    handle: SessionHandle,
+    contexts: &'a mut ap::ApContexts,
+) -> Result<ApAsk<'a>, KerberosError> {
+    checks::channel_bindings(&req.channel_bindings)?;
+    Ok(ApAsk {
+        handle,
+        host_now: req.now_unix,
+        mutual: req.mutual,
+        channel_bindings: &req.channel_bindings,
+        contexts,
+    })
+}
+
+/// A fresh random key of `enctype` (random-to-key is the identity for the AES and rc4 enctypes).
+fn random_key<R: TryCryptoRng>(enctype: i32, rng: &mut R) -> Result<Key, KerberosError> {
+    let mut bytes = zeroize::Zeroizing::new(alloc::vec![0u8; crypto::key_len(enctype)?]);
+    rng.try_fill_bytes(&mut bytes)
+        .map_err(|_| KerberosError::Internal("the enclave's random source failed".into()))?;
+    Ok(Key::new(enctype, &bytes)?)
+}
+
+/// Builds the AP-REQ (with a fresh subkey, a random sequence number and the caller's channel
+/// bindings), the GSS and SPNEGO tokens for the service ticket of a TGS-REP, once
 /// [`service_ticket`] has checked the reply is for the service asked for (and given its key).
+/// A mutual one waits in `ask.contexts` for its AP-REP.
 fn tgs_finish<R: TryCryptoRng>(
     cred: &LogonCredential,
     tgt: &Tgt,
     (session_key, info): (Key, TicketInfo),
     rep: messages::RepParts,
     now: i64,
-    mutual: bool,
+    ask: ApAsk<'_>,
     rng: &mut R,
 ) -> Result<KerberosTgsReply, KerberosError> {
     crypto::check_enctype(session_key.enctype, cred.allow_rc4)?;
+    let subkey = random_key(session_key.enctype, rng)?;
     let seq = random_u32(rng)?;
+    let cusec = random_u32(rng)? % 1_000_000;
+    let auth = messages::ApAuth {
+        mutual: ask.mutual,
+        channel_bindings: Some(ask.channel_bindings).filter(|c| !c.is_empty()),
+        subkey: &subkey,
+        seq,
+        cusec,
+    };
     let ap_req = messages::ap_req(
         &rep.crealm,
         &tgt.info.client,
         &rep.ticket,
         &session_key,
         now,
-        seq,
-        mutual,
+        &auth,
         confounder(rng)?,
     )?;
     let gss_token = messages::gss_initial_token(&ap_req);
+    let spnego_token = messages::spnego_init_token(&gss_token)?;
+    let context_id = if ask.mutual {
+        let sent = ap::Sent {
+            session_key: &session_key,
+            ctime: now,
+            cusec,
+        };
+        ask.contexts.register(ask.handle, ask.host_now, &sent, rng)?
+    } else {
+        Vec::new()
+    };
     Ok(KerberosTgsReply {
         kdc_request: Vec::new(),
         gss_token,
@@ -875,7 +935,20 @@ fn tgs_finish<R: TryCryptoRng>(
         flags: info.flags,
         client_principal: format!("{}@{}", rep.cname, rep.crealm),
         server_principal: format!("{}@{}", info.server, info.server_realm),
+        subkey: subkey.value.to_vec(),
+        seq_number: seq,
+        context_id,
+        spnego_token,
     })
+}
+
+/// `KerberosVerifyApRep`: checks a service's AP-REP against a mutual AP-REQ of the session.
+pub fn verify_ap_rep(
+    creds: &CredentialStore,
+    state: &mut KerberosSessions,
+    req: credguard_proto::enclave::KerberosVerifyApRepRequest,
+) -> Result<credguard_proto::enclave::KerberosVerifyApRepReply, KerberosError> {
+    ap::verify_step(creds, &mut state.ap, req)
 }
 
 /// The session key and facts of a TGS-REP's ticket, if the reply names the service asked for,

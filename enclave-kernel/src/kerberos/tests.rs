@@ -582,6 +582,7 @@ mod exchanges {
             mutual: false,
             delegate: false,
             kdc_reply: reply,
+            channel_bindings: Vec::new(),
         };
         tgs_step(creds, st, rng, req)
     }

@@ -9,10 +9,10 @@ use credguard_proto::attest::{Owner, SealPurpose, SealedNames};
 use credguard_proto::enclave::{
     AuditRecord, EnclaveServer, IssueSealingNonceReply, IssueSealingNonceRequest, KerberosAsReply, KerberosAsRequest,
     KerberosChangePasswordReply, KerberosChangePasswordRequest, KerberosTgsReply, KerberosTgsRequest,
-    LegacyAuthenticateReply, LegacyAuthenticateRequest, LegacyProtocol, LogoffReply, LogoffRequest, LogonReply,
-    LogonRequest, NtlmAuthenticateReply, NtlmAuthenticateRequest, NtlmNegotiateReply, NtlmNegotiateRequest,
-    SealedSecret, StatusReply, StatusRequest, VaultLogonReply, VaultLogonRequest, VaultSealReply, VaultSealRequest,
-    logon_request, sealed_logon_secret,
+    KerberosVerifyApRepReply, KerberosVerifyApRepRequest, LegacyAuthenticateReply, LegacyAuthenticateRequest,
+    LegacyProtocol, LogoffReply, LogoffRequest, LogonReply, LogonRequest, NtlmAuthenticateReply,
+    NtlmAuthenticateRequest, NtlmNegotiateReply, NtlmNegotiateRequest, SealedSecret, StatusReply, StatusRequest,
+    VaultLogonReply, VaultLogonRequest, VaultSealReply, VaultSealRequest, logon_request, sealed_logon_secret,
 };
 use credguard_proto::rpc::{RpcError, code};
 use rand_core::TryCryptoRng;
@@ -322,6 +322,20 @@ impl<R: TryCryptoRng> EnclaveServer for Service<R> {
                 req,
             )?)
         })
+    }
+
+    fn kerberos_verify_ap_rep(
+        &mut self,
+        _: &mut CallContext,
+        req: KerberosVerifyApRepRequest,
+    ) -> Result<KerberosVerifyApRepReply, RpcError> {
+        // No secret of the session is used (the keys are the ticket's, which went out with it):
+        // no token and no audit record, as for the NTLM negotiate.
+        Ok(crate::kerberos::verify_ap_rep(
+            &self.credentials,
+            &mut self.kerberos,
+            req,
+        )?)
     }
 
     fn ntlm_negotiate(

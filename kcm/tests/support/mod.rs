@@ -397,6 +397,13 @@ impl Lsa for FakeLsa {
     ) -> Result<Response<lsa::ChangePasswordReply>, Status> {
         unimplemented()
     }
+
+    async fn kerberos_verify_ap_rep(
+        &self,
+        _: Request<lsa::KerberosVerifyApRepRequest>,
+    ) -> Result<Response<lsa::KerberosVerifyApRepReply>, Status> {
+        unimplemented()
+    }
 }
 
 /// A krb5.conf for MIT's programs: `kcm_socket` at `socket`, the default realm, and `extra`

@@ -212,13 +212,33 @@ class Client:
         return self._call("KerberosGetTgt", lsa_pb2.KerberosGetTgtRequest(session_id=session_id))
 
     def kerberos_get_service_ticket(
-        self, session_id: str, spn: str, *, mutual: bool = False, delegate: bool = False
+        self,
+        session_id: str,
+        spn: str,
+        *,
+        mutual: bool = False,
+        delegate: bool = False,
+        channel_bindings: bytes = b"",
     ) -> lsa_pb2.KerberosGetServiceTicketReply:
-        """A service ticket for `spn` (e.g. `HTTP/web.example.test`): `.gss_token` (for SPNEGO or
-        GSS-API), `.ap_req`, `.ticket`, `.session_key`, `.ccache` (an MIT ccache holding only it).
-        `delegate=True` is always refused (FailedPrecondition)."""
-        request = lsa_pb2.KerberosGetServiceTicketRequest(session_id=session_id, spn=spn, mutual=mutual, delegate=delegate)
+        """A service ticket for `spn` (e.g. `HTTP/web.example.test`): `.gss_token` (for GSS-API),
+        `.spnego_token` (for HTTP `Negotiate`), `.ap_req`, `.ticket`, `.session_key`, `.subkey` and
+        `.seq_number` (the GSS context's key and first sequence number), `.ccache` (an MIT ccache
+        holding only it). `channel_bindings` is a gss_channel_bindings_struct. With `mutual=True`,
+        `.context_id` names the AP-REQ for `kerberos_verify_ap_rep`. `delegate=True` is always
+        refused (FailedPrecondition)."""
+        request = lsa_pb2.KerberosGetServiceTicketRequest(
+            session_id=session_id, spn=spn, mutual=mutual, delegate=delegate, channel_bindings=channel_bindings
+        )
         return self._call("KerberosGetServiceTicket", request)
+
+    def kerberos_verify_ap_rep(
+        self, session_id: str, context_id: bytes, ap_rep: bytes
+    ) -> lsa_pb2.KerberosVerifyApRepReply:
+        """Checks the service's AP-REP (DER or its GSS token) for a mutual service ticket's
+        `context_id`, once; a wrong one raises Unauthenticated. Returns the acceptor's subkey and
+        sequence number, if it asserts them."""
+        request = lsa_pb2.KerberosVerifyApRepRequest(session_id=session_id, context_id=context_id, ap_rep=ap_rep)
+        return self._call("KerberosVerifyApRep", request)
 
     def change_password(self, session_id: str, new_password: str) -> None:
         """Changes the session's expired Kerberos password over kpasswd; the new password goes

@@ -235,21 +235,23 @@ class KerberosGetTgtReply(_message.Message):
     def __init__(self, client_principal: _Optional[str] = ..., realm: _Optional[str] = ..., enctype: _Optional[int] = ..., start_time: _Optional[int] = ..., end_time: _Optional[int] = ..., renew_till: _Optional[int] = ...) -> None: ...
 
 class KerberosGetServiceTicketRequest(_message.Message):
-    __slots__ = ("session_id", "spn", "delegate", "mutual", "ccache_path")
+    __slots__ = ("session_id", "spn", "delegate", "mutual", "ccache_path", "channel_bindings")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SPN_FIELD_NUMBER: _ClassVar[int]
     DELEGATE_FIELD_NUMBER: _ClassVar[int]
     MUTUAL_FIELD_NUMBER: _ClassVar[int]
     CCACHE_PATH_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_BINDINGS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     spn: str
     delegate: bool
     mutual: bool
     ccache_path: str
-    def __init__(self, session_id: _Optional[str] = ..., spn: _Optional[str] = ..., delegate: _Optional[bool] = ..., mutual: _Optional[bool] = ..., ccache_path: _Optional[str] = ...) -> None: ...
+    channel_bindings: bytes
+    def __init__(self, session_id: _Optional[str] = ..., spn: _Optional[str] = ..., delegate: _Optional[bool] = ..., mutual: _Optional[bool] = ..., ccache_path: _Optional[str] = ..., channel_bindings: _Optional[bytes] = ...) -> None: ...
 
 class KerberosGetServiceTicketReply(_message.Message):
-    __slots__ = ("ap_req", "gss_token", "ticket", "session_key", "enctype", "end_time", "ccache")
+    __slots__ = ("ap_req", "gss_token", "ticket", "session_key", "enctype", "end_time", "ccache", "subkey", "seq_number", "context_id", "spnego_token")
     AP_REQ_FIELD_NUMBER: _ClassVar[int]
     GSS_TOKEN_FIELD_NUMBER: _ClassVar[int]
     TICKET_FIELD_NUMBER: _ClassVar[int]
@@ -257,6 +259,10 @@ class KerberosGetServiceTicketReply(_message.Message):
     ENCTYPE_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     CCACHE_FIELD_NUMBER: _ClassVar[int]
+    SUBKEY_FIELD_NUMBER: _ClassVar[int]
+    SEQ_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
+    SPNEGO_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ap_req: bytes
     gss_token: bytes
     ticket: bytes
@@ -264,7 +270,33 @@ class KerberosGetServiceTicketReply(_message.Message):
     enctype: int
     end_time: int
     ccache: bytes
-    def __init__(self, ap_req: _Optional[bytes] = ..., gss_token: _Optional[bytes] = ..., ticket: _Optional[bytes] = ..., session_key: _Optional[bytes] = ..., enctype: _Optional[int] = ..., end_time: _Optional[int] = ..., ccache: _Optional[bytes] = ...) -> None: ...
+    subkey: bytes
+    seq_number: int
+    context_id: bytes
+    spnego_token: bytes
+    def __init__(self, ap_req: _Optional[bytes] = ..., gss_token: _Optional[bytes] = ..., ticket: _Optional[bytes] = ..., session_key: _Optional[bytes] = ..., enctype: _Optional[int] = ..., end_time: _Optional[int] = ..., ccache: _Optional[bytes] = ..., subkey: _Optional[bytes] = ..., seq_number: _Optional[int] = ..., context_id: _Optional[bytes] = ..., spnego_token: _Optional[bytes] = ...) -> None: ...
+
+class KerberosVerifyApRepRequest(_message.Message):
+    __slots__ = ("session_id", "context_id", "ap_rep")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
+    AP_REP_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    context_id: bytes
+    ap_rep: bytes
+    def __init__(self, session_id: _Optional[str] = ..., context_id: _Optional[bytes] = ..., ap_rep: _Optional[bytes] = ...) -> None: ...
+
+class KerberosVerifyApRepReply(_message.Message):
+    __slots__ = ("acceptor_subkey", "acceptor_subkey_enctype", "has_seq_number", "seq_number")
+    ACCEPTOR_SUBKEY_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTOR_SUBKEY_ENCTYPE_FIELD_NUMBER: _ClassVar[int]
+    HAS_SEQ_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    SEQ_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    acceptor_subkey: bytes
+    acceptor_subkey_enctype: int
+    has_seq_number: bool
+    seq_number: int
+    def __init__(self, acceptor_subkey: _Optional[bytes] = ..., acceptor_subkey_enctype: _Optional[int] = ..., has_seq_number: _Optional[bool] = ..., seq_number: _Optional[int] = ...) -> None: ...
 
 class LegacyAuthenticateRequest(_message.Message):
     __slots__ = ("session_id", "protocol", "challenge")

@@ -115,6 +115,11 @@ class LsaStub:
                 request_serializer=credguard_dot_v1_dot_lsa__pb2.ChangePasswordRequest.SerializeToString,
                 response_deserializer=credguard_dot_v1_dot_lsa__pb2.ChangePasswordReply.FromString,
                 _registered_method=True)
+        self.KerberosVerifyApRep = channel.unary_unary(
+                '/credguard.v1.Lsa/KerberosVerifyApRep',
+                request_serializer=credguard_dot_v1_dot_lsa__pb2.KerberosVerifyApRepRequest.SerializeToString,
+                response_deserializer=credguard_dot_v1_dot_lsa__pb2.KerberosVerifyApRepReply.FromString,
+                _registered_method=True)
 
 
 class LsaServicer:
@@ -241,6 +246,15 @@ class LsaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def KerberosVerifyApRep(self, request, context):
+        """Mutual authentication: checks the service's AP-REP for a `KerberosGetServiceTicket` asked
+        with `mutual` (by its `context_id`), in the enclave. A wrong AP-REP is UNAUTHENTICATED; each
+        context is checked once (a second try, or one after some minutes, is UNAUTHENTICATED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LsaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -323,6 +337,11 @@ def add_LsaServicer_to_server(servicer, server):
                     servicer.ChangePassword,
                     request_deserializer=credguard_dot_v1_dot_lsa__pb2.ChangePasswordRequest.FromString,
                     response_serializer=credguard_dot_v1_dot_lsa__pb2.ChangePasswordReply.SerializeToString,
+            ),
+            'KerberosVerifyApRep': grpc.unary_unary_rpc_method_handler(
+                    servicer.KerberosVerifyApRep,
+                    request_deserializer=credguard_dot_v1_dot_lsa__pb2.KerberosVerifyApRepRequest.FromString,
+                    response_serializer=credguard_dot_v1_dot_lsa__pb2.KerberosVerifyApRepReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -758,6 +777,33 @@ class Lsa:
             '/credguard.v1.Lsa/ChangePassword',
             credguard_dot_v1_dot_lsa__pb2.ChangePasswordRequest.SerializeToString,
             credguard_dot_v1_dot_lsa__pb2.ChangePasswordReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KerberosVerifyApRep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credguard.v1.Lsa/KerberosVerifyApRep',
+            credguard_dot_v1_dot_lsa__pb2.KerberosVerifyApRepRequest.SerializeToString,
+            credguard_dot_v1_dot_lsa__pb2.KerberosVerifyApRepReply.FromString,
             options,
             channel_credentials,
             insecure,

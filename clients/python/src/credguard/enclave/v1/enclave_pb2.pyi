@@ -256,23 +256,25 @@ class KerberosAsReply(_message.Message):
     def __init__(self, kdc_request: _Optional[bytes] = ..., client_principal: _Optional[str] = ..., realm: _Optional[str] = ..., enctype: _Optional[int] = ..., auth_time: _Optional[int] = ..., start_time: _Optional[int] = ..., end_time: _Optional[int] = ..., renew_till: _Optional[int] = ...) -> None: ...
 
 class KerberosTgsRequest(_message.Message):
-    __slots__ = ("session_handle", "now_unix", "spn", "mutual", "delegate", "kdc_reply")
+    __slots__ = ("session_handle", "now_unix", "spn", "mutual", "delegate", "kdc_reply", "channel_bindings")
     SESSION_HANDLE_FIELD_NUMBER: _ClassVar[int]
     NOW_UNIX_FIELD_NUMBER: _ClassVar[int]
     SPN_FIELD_NUMBER: _ClassVar[int]
     MUTUAL_FIELD_NUMBER: _ClassVar[int]
     DELEGATE_FIELD_NUMBER: _ClassVar[int]
     KDC_REPLY_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_BINDINGS_FIELD_NUMBER: _ClassVar[int]
     session_handle: bytes
     now_unix: int
     spn: str
     mutual: bool
     delegate: bool
     kdc_reply: bytes
-    def __init__(self, session_handle: _Optional[bytes] = ..., now_unix: _Optional[int] = ..., spn: _Optional[str] = ..., mutual: _Optional[bool] = ..., delegate: _Optional[bool] = ..., kdc_reply: _Optional[bytes] = ...) -> None: ...
+    channel_bindings: bytes
+    def __init__(self, session_handle: _Optional[bytes] = ..., now_unix: _Optional[int] = ..., spn: _Optional[str] = ..., mutual: _Optional[bool] = ..., delegate: _Optional[bool] = ..., kdc_reply: _Optional[bytes] = ..., channel_bindings: _Optional[bytes] = ...) -> None: ...
 
 class KerberosTgsReply(_message.Message):
-    __slots__ = ("kdc_request", "ap_req", "gss_token", "ticket", "session_key", "enctype", "auth_time", "start_time", "end_time", "renew_till", "flags", "client_principal", "server_principal")
+    __slots__ = ("kdc_request", "ap_req", "gss_token", "ticket", "session_key", "enctype", "auth_time", "start_time", "end_time", "renew_till", "flags", "client_principal", "server_principal", "subkey", "seq_number", "context_id", "spnego_token")
     KDC_REQUEST_FIELD_NUMBER: _ClassVar[int]
     AP_REQ_FIELD_NUMBER: _ClassVar[int]
     GSS_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -286,6 +288,10 @@ class KerberosTgsReply(_message.Message):
     FLAGS_FIELD_NUMBER: _ClassVar[int]
     CLIENT_PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     SERVER_PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    SUBKEY_FIELD_NUMBER: _ClassVar[int]
+    SEQ_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
+    SPNEGO_TOKEN_FIELD_NUMBER: _ClassVar[int]
     kdc_request: bytes
     ap_req: bytes
     gss_token: bytes
@@ -299,7 +305,11 @@ class KerberosTgsReply(_message.Message):
     flags: int
     client_principal: str
     server_principal: str
-    def __init__(self, kdc_request: _Optional[bytes] = ..., ap_req: _Optional[bytes] = ..., gss_token: _Optional[bytes] = ..., ticket: _Optional[bytes] = ..., session_key: _Optional[bytes] = ..., enctype: _Optional[int] = ..., auth_time: _Optional[int] = ..., start_time: _Optional[int] = ..., end_time: _Optional[int] = ..., renew_till: _Optional[int] = ..., flags: _Optional[int] = ..., client_principal: _Optional[str] = ..., server_principal: _Optional[str] = ...) -> None: ...
+    subkey: bytes
+    seq_number: int
+    context_id: bytes
+    spnego_token: bytes
+    def __init__(self, kdc_request: _Optional[bytes] = ..., ap_req: _Optional[bytes] = ..., gss_token: _Optional[bytes] = ..., ticket: _Optional[bytes] = ..., session_key: _Optional[bytes] = ..., enctype: _Optional[int] = ..., auth_time: _Optional[int] = ..., start_time: _Optional[int] = ..., end_time: _Optional[int] = ..., renew_till: _Optional[int] = ..., flags: _Optional[int] = ..., client_principal: _Optional[str] = ..., server_principal: _Optional[str] = ..., subkey: _Optional[bytes] = ..., seq_number: _Optional[int] = ..., context_id: _Optional[bytes] = ..., spnego_token: _Optional[bytes] = ...) -> None: ...
 
 class VaultSealRequest(_message.Message):
     __slots__ = ("uid", "target", "user", "domain", "realm", "created_unix_ms", "password", "nt_hash", "key", "sealed", "allow_rc4")
@@ -404,3 +414,27 @@ class KerberosChangePasswordReply(_message.Message):
     changed: bool
     old_password_verified: bool
     def __init__(self, kdc_request: _Optional[bytes] = ..., kpasswd_request: _Optional[bytes] = ..., changed: _Optional[bool] = ..., old_password_verified: _Optional[bool] = ...) -> None: ...
+
+class KerberosVerifyApRepRequest(_message.Message):
+    __slots__ = ("session_handle", "now_unix", "context_id", "ap_rep")
+    SESSION_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    NOW_UNIX_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
+    AP_REP_FIELD_NUMBER: _ClassVar[int]
+    session_handle: bytes
+    now_unix: int
+    context_id: bytes
+    ap_rep: bytes
+    def __init__(self, session_handle: _Optional[bytes] = ..., now_unix: _Optional[int] = ..., context_id: _Optional[bytes] = ..., ap_rep: _Optional[bytes] = ...) -> None: ...
+
+class KerberosVerifyApRepReply(_message.Message):
+    __slots__ = ("acceptor_subkey", "acceptor_subkey_enctype", "has_seq_number", "seq_number")
+    ACCEPTOR_SUBKEY_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTOR_SUBKEY_ENCTYPE_FIELD_NUMBER: _ClassVar[int]
+    HAS_SEQ_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    SEQ_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    acceptor_subkey: bytes
+    acceptor_subkey_enctype: int
+    has_seq_number: bool
+    seq_number: int
+    def __init__(self, acceptor_subkey: _Optional[bytes] = ..., acceptor_subkey_enctype: _Optional[int] = ..., has_seq_number: _Optional[bool] = ..., seq_number: _Optional[int] = ...) -> None: ...
