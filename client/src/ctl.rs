@@ -778,7 +778,7 @@ async fn kerberos_ticket(c: &mut LsaClient<Channel>, args: TicketArgs, as_json: 
             "{}",
             json!({"ap_req": hex::encode(&r.ap_req), "gss_token": hex::encode(&r.gss_token),
                    "ticket": hex::encode(&r.ticket), "session_key": hex::encode(&r.session_key),
-                   "enctype": r.enctype, "end_time": r.end_time})
+                   "enctype": r.enctype, "end_time": r.end_time, "from_cache": r.from_cache})
         );
     } else {
         println!("{}", hex::encode(&r.gss_token));

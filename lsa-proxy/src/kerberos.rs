@@ -421,8 +421,9 @@ pub async fn get_service_ticket(
         }
         other => other?,
     };
+    let (r, from_cache) = r;
     let ccache = ccache_v4(&r)?;
-    info!(%caller, session = %s.session_id, spn = %req.spn, enctype = r.enctype, "kerberos service ticket");
+    info!(%caller, session = %s.session_id, spn = %req.spn, enctype = r.enctype, from_cache, "kerberos service ticket");
     Ok(lsa::KerberosGetServiceTicketReply {
         ap_req: r.ap_req,
         gss_token: r.gss_token,
@@ -431,18 +432,21 @@ pub async fn get_service_ticket(
         enctype: r.enctype,
         end_time: r.end_time,
         ccache,
+        from_cache,
     })
 }
 
+/// The TGS exchange, driven by the enclave; also says whether the enclave answered its first
+/// step at once, from the service tickets the session keeps (then no KDC was asked).
 async fn tgs_exchange(
     core: &LsaCore,
     s: &LogonSession,
     kdcs: &[KdcAddr],
     req: &lsa::KerberosGetServiceTicketRequest,
-) -> Result<enclave::KerberosTgsReply, LsaError> {
+) -> Result<(enclave::KerberosTgsReply, bool), LsaError> {
     let mut kdc_reply = Vec::new();
     let mut kdc = 0;
-    for _ in 0..MAX_STEPS {
+    for n in 0..MAX_STEPS {
         let step = enclave::KerberosTgsRequest {
             session_handle: s.handle.clone(),
             now_unix: now_unix(),
@@ -453,7 +457,7 @@ async fn tgs_exchange(
         };
         let r = core.link().client(s.owner).kerberos_tgs(&step).await?;
         if r.kdc_request.is_empty() {
-            return Ok(r);
+            return Ok((r, n == 0));
         }
         kdc_reply = kdc_exchange_any(kdcs, &mut kdc, &r.kdc_request).await?;
     }
