@@ -577,6 +577,20 @@ fn a_second_ticket_for_a_service_comes_from_the_enclave_without_the_kdc() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(json(&out)["from_cache"], false);
     assert_eq!(tgs_reps(&relay), 3);
+
+    // With the KDC gone, the kept ticket is still served.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let stopped = Command::new(format!("{root}/scripts/test-kdc.sh"))
+        .arg("stop")
+        .arg(&kdc.dir)
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let (code, out, err) = stack.ctl(None, &["kerberos-ticket", &id, spn], "");
+    assert_eq!(code, 0, "{err}");
+    let kept = json(&out);
+    assert_eq!(kept["from_cache"], true);
+    assert_eq!(accept(&kdc, kept["gss_token"].as_str().unwrap())["complete"], true);
 }
 
 #[test]

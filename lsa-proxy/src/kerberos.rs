@@ -196,15 +196,33 @@ async fn tcp_exchange(addr: SocketAddr, request: &[u8]) -> Result<Vec<u8>, TcpFa
 /// The KDCs of a session, in the order to try them: the one named at logon (checked then against
 /// the configuration, see [`check_logon_kdc`]), else the realm's as [`crate::kdcs`] finds them.
 async fn kdcs_of(core: &LsaCore, s: &LogonSession) -> Result<Vec<KdcAddr>, LsaError> {
+    has_realm(s)?;
+    if !s.kdc.is_empty() {
+        return Ok(core.kdcs().named(&s.realm, &s.kdc).await);
+    }
+    core.kdcs().kdcs(&s.realm).await
+}
+
+fn has_realm(s: &LogonSession) -> Result<(), LsaError> {
     if s.realm.is_empty() {
         return Err(LsaError::FailedPrecondition(
             "the session has no Kerberos realm: log on with --realm".into(),
         ));
     }
-    if !s.kdc.is_empty() {
-        return Ok(core.kdcs().named(&s.realm, &s.kdc).await);
+    Ok(())
+}
+
+/// The session's KDCs, looked up (see [`kdcs_of`]) the first time a message must go to one: a
+/// ticket the enclave kept costs no DNS query either, and is served while the KDCs are away.
+async fn kdcs_once<'a>(
+    core: &LsaCore,
+    s: &LogonSession,
+    kdcs: &'a mut Option<Vec<KdcAddr>>,
+) -> Result<&'a [KdcAddr], LsaError> {
+    if kdcs.is_none() {
+        *kdcs = Some(kdcs_of(core, s).await?);
     }
-    core.kdcs().kdcs(&s.realm).await
+    Ok(kdcs.get_or_insert_with(Vec::new))
 }
 
 /// Checks the KDC a logon (or a saved credential) names: any caller may name one the
@@ -404,17 +422,18 @@ pub async fn get_service_ticket(
         return Err(LsaError::FailedPrecondition(CCACHE_PATH_REFUSED.into()));
     }
     let s = core.session(caller, &req.session_id)?;
-    let kdcs = kdcs_of(core, &s).await?;
-    let r = match tgs_exchange(core, &s, &kdcs, &req).await {
+    has_realm(&s)?;
+    let mut kdcs = None;
+    let r = match tgs_exchange(core, &s, &mut kdcs, &req).await {
         Err(LsaError::NoTgt(_)) => {
             // No TGT yet, or one near its end: get a fresh one (renewal), then retry once. Calls
             // of the same session take turns, and one that waited may find the TGT already there.
             let turn = core.as_turn(&s.session_id);
             let _turn = turn.lock().await;
-            match tgs_exchange(core, &s, &kdcs, &req).await {
+            match tgs_exchange(core, &s, &mut kdcs, &req).await {
                 Err(LsaError::NoTgt(_)) => {
-                    as_exchange(core, &s, &kdcs).await?;
-                    tgs_exchange(core, &s, &kdcs, &req).await?
+                    as_exchange(core, &s, kdcs_once(core, &s, &mut kdcs).await?).await?;
+                    tgs_exchange(core, &s, &mut kdcs, &req).await?
                 }
                 other => other?,
             }
@@ -441,7 +460,7 @@ pub async fn get_service_ticket(
 async fn tgs_exchange(
     core: &LsaCore,
     s: &LogonSession,
-    kdcs: &[KdcAddr],
+    kdcs: &mut Option<Vec<KdcAddr>>,
     req: &lsa::KerberosGetServiceTicketRequest,
 ) -> Result<(enclave::KerberosTgsReply, bool), LsaError> {
     let mut kdc_reply = Vec::new();
@@ -459,6 +478,7 @@ async fn tgs_exchange(
         if r.kdc_request.is_empty() {
             return Ok((r, n == 0));
         }
+        let kdcs = kdcs_once(core, s, kdcs).await?;
         kdc_reply = kdc_exchange_any(kdcs, &mut kdc, &r.kdc_request).await?;
     }
     Err(LsaError::Unavailable(
