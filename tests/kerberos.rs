@@ -13,6 +13,7 @@ use std::time::Duration;
 use credguard_proto::lsa;
 
 use support::kdc::{TestKdc, tools_missing};
+use support::kdc_relay::KdcRelay;
 use support::{Stack, json, kvm_or_skip};
 
 fn have_python_gssapi() -> bool {
@@ -485,6 +486,111 @@ fn a_kdc_clock_an_hour_off_is_handled_by_one_retry_with_the_kdcs_time() {
     let (code, out, err) = stack.ctl(None, &["kerberos-ticket", &id, kdc.get("SPN")], "");
     assert_eq!(code, 0, "service ticket with a skewed KDC: {err}");
     assert!(!json(&out)["ap_req"].as_str().unwrap_or_default().is_empty(), "{out}");
+}
+
+/// TGS-REPs (APPLICATION 13) the relay has passed on.
+fn tgs_reps(relay: &KdcRelay) -> usize {
+    relay
+        .replies
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.first() == Some(&0x6d))
+        .count()
+}
+
+#[test]
+fn a_second_ticket_for_a_service_comes_from_the_enclave_without_the_kdc() {
+    let test = "kerberos_ticket_cache";
+    if !kvm_or_skip(test) {
+        return;
+    }
+    if !have_python_gssapi() {
+        tools_missing(
+            test,
+            "python3 gssapi is missing (pip install gssapi; needs libkrb5-dev)",
+        );
+        return;
+    }
+    let Some(kdc) = TestKdc::start(test) else {
+        return;
+    };
+    // Every KDC exchange of the stack goes through the relay, which counts them.
+    let relay = KdcRelay::start(kdc.get("KDC"));
+    let stack = Stack::start(
+        "kerberos-ticket-cache",
+        &format!("[kerberos]\ndefault_kdc = \"{}\"\n", relay.addr),
+    );
+    stack.wait_ready();
+    let realm = kdc.get("REALM");
+    let spn = kdc.get("SPN");
+    let id = logon(
+        &stack,
+        &kdc,
+        "alice",
+        kdc.get("PASSWORD"),
+        Some(&relay.addr.to_string()),
+    );
+
+    let (code, out, err) = stack.ctl(None, &["kerberos-ticket", &id, spn, "--mutual"], "");
+    assert_eq!(code, 0, "{err}");
+    let first = json(&out);
+    assert_eq!(first["from_cache"], false);
+    assert_eq!(tgs_reps(&relay), 1, "the first ticket takes a TGS exchange");
+    assert_eq!(accept(&kdc, first["gss_token"].as_str().unwrap())["complete"], true);
+
+    // The same service again, with and without mutual authentication: no TGS-REQ at the KDC,
+    // the same ticket, a new AP-REQ that MIT's acceptor takes.
+    for mutual in [false, true] {
+        let args: &[&str] = if mutual {
+            &["kerberos-ticket", &id, spn, "--mutual"]
+        } else {
+            &["kerberos-ticket", &id, spn]
+        };
+        let (code, out, err) = stack.ctl(None, args, "");
+        assert_eq!(code, 0, "{err}");
+        let again = json(&out);
+        assert_eq!(again["from_cache"], true, "mutual {mutual}");
+        assert_eq!(again["ticket"], first["ticket"]);
+        assert_eq!(again["session_key"], first["session_key"]);
+        assert_ne!(again["ap_req"], first["ap_req"], "a fresh authenticator");
+        let verdict = accept(&kdc, again["gss_token"].as_str().unwrap());
+        assert_eq!(verdict["initiator"], format!("alice@{realm}"));
+        assert_eq!(verdict["complete"], true);
+        assert_eq!(verdict["mutual_reply"], mutual);
+    }
+    assert_eq!(tgs_reps(&relay), 1, "no TGS exchange for the cached ticket");
+
+    // Another service still goes to the KDC; a new logon session has its own cache.
+    let (code, out, err) = stack.ctl(None, &["kerberos-ticket", &id, kdc.get("HTTP_SPN")], "");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["from_cache"], false);
+    assert_eq!(tgs_reps(&relay), 2);
+    let other = logon(
+        &stack,
+        &kdc,
+        "alice",
+        kdc.get("PASSWORD"),
+        Some(&relay.addr.to_string()),
+    );
+    let (code, out, err) = stack.ctl(None, &["kerberos-ticket", &other, spn], "");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["from_cache"], false);
+    assert_eq!(tgs_reps(&relay), 3);
+
+    // With the KDC gone, the kept ticket is still served.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let stopped = Command::new(format!("{root}/scripts/test-kdc.sh"))
+        .arg("stop")
+        .arg(&kdc.dir)
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let (code, out, err) = stack.ctl(None, &["kerberos-ticket", &id, spn], "");
+    assert_eq!(code, 0, "{err}");
+    let kept = json(&out);
+    assert_eq!(kept["from_cache"], true);
+    assert_eq!(accept(&kdc, kept["gss_token"].as_str().unwrap())["complete"], true);
 }
 
 #[test]

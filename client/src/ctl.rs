@@ -801,7 +801,8 @@ async fn kerberos_ticket(c: &mut LsaClient<Channel>, args: TicketArgs, as_json: 
                    "ticket": hex::encode(&r.ticket), "session_key": hex::encode(&r.session_key),
                    "enctype": r.enctype, "end_time": r.end_time, "subkey": hex::encode(&r.subkey),
                    "seq_number": r.seq_number, "context_id": hex::encode(&r.context_id),
-                   "spnego_token": hex::encode(&r.spnego_token)})
+                   "spnego_token": hex::encode(&r.spnego_token),
+                   "from_cache": r.from_cache})
         );
     } else {
         println!("{}", hex::encode(&r.gss_token));

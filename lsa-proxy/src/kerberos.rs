@@ -196,15 +196,33 @@ async fn tcp_exchange(addr: SocketAddr, request: &[u8]) -> Result<Vec<u8>, TcpFa
 /// The KDCs of a session, in the order to try them: the one named at logon (checked then against
 /// the configuration, see [`check_logon_kdc`]), else the realm's as [`crate::kdcs`] finds them.
 async fn kdcs_of(core: &LsaCore, s: &LogonSession) -> Result<Vec<KdcAddr>, LsaError> {
+    has_realm(s)?;
+    if !s.kdc.is_empty() {
+        return Ok(core.kdcs().named(&s.realm, &s.kdc).await);
+    }
+    core.kdcs().kdcs(&s.realm).await
+}
+
+fn has_realm(s: &LogonSession) -> Result<(), LsaError> {
     if s.realm.is_empty() {
         return Err(LsaError::FailedPrecondition(
             "the session has no Kerberos realm: log on with --realm".into(),
         ));
     }
-    if !s.kdc.is_empty() {
-        return Ok(core.kdcs().named(&s.realm, &s.kdc).await);
+    Ok(())
+}
+
+/// The session's KDCs, looked up (see [`kdcs_of`]) the first time a message must go to one: a
+/// ticket the enclave kept costs no DNS query either, and is served while the KDCs are away.
+async fn kdcs_once<'a>(
+    core: &LsaCore,
+    s: &LogonSession,
+    kdcs: &'a mut Option<Vec<KdcAddr>>,
+) -> Result<&'a [KdcAddr], LsaError> {
+    if kdcs.is_none() {
+        *kdcs = Some(kdcs_of(core, s).await?);
     }
-    core.kdcs().kdcs(&s.realm).await
+    Ok(kdcs.get_or_insert_with(Vec::new))
 }
 
 /// Checks the KDC a logon (or a saved credential) names: any caller may name one the
@@ -405,25 +423,27 @@ pub async fn get_service_ticket(
         return Err(LsaError::FailedPrecondition(CCACHE_PATH_REFUSED.into()));
     }
     let s = core.session(caller, &req.session_id)?;
-    let kdcs = kdcs_of(core, &s).await?;
-    let r = match tgs_exchange(core, &s, &kdcs, &req).await {
+    has_realm(&s)?;
+    let mut kdcs = None;
+    let r = match tgs_exchange(core, &s, &mut kdcs, &req).await {
         Err(LsaError::NoTgt(_)) => {
             // No TGT yet, or one near its end: get a fresh one (renewal), then retry once. Calls
             // of the same session take turns, and one that waited may find the TGT already there.
             let turn = core.as_turn(&s.session_id);
             let _turn = turn.lock().await;
-            match tgs_exchange(core, &s, &kdcs, &req).await {
+            match tgs_exchange(core, &s, &mut kdcs, &req).await {
                 Err(LsaError::NoTgt(_)) => {
-                    as_exchange(core, &s, &kdcs).await?;
-                    tgs_exchange(core, &s, &kdcs, &req).await?
+                    as_exchange(core, &s, kdcs_once(core, &s, &mut kdcs).await?).await?;
+                    tgs_exchange(core, &s, &mut kdcs, &req).await?
                 }
                 other => other?,
             }
         }
         other => other?,
     };
+    let (r, from_cache) = r;
     let ccache = ccache_v4(&r)?;
-    info!(%caller, session = %s.session_id, spn = %req.spn, enctype = r.enctype, "kerberos service ticket");
+    info!(%caller, session = %s.session_id, spn = %req.spn, enctype = r.enctype, from_cache, "kerberos service ticket");
     Ok(lsa::KerberosGetServiceTicketReply {
         ap_req: r.ap_req,
         gss_token: r.gss_token,
@@ -436,6 +456,7 @@ pub async fn get_service_ticket(
         seq_number: r.seq_number,
         context_id: r.context_id,
         spnego_token: r.spnego_token,
+        from_cache,
     })
 }
 
@@ -468,15 +489,17 @@ pub async fn verify_ap_rep(
     })
 }
 
+/// The TGS exchange, driven by the enclave; also says whether the enclave answered its first
+/// step at once, from the service tickets the session keeps (then no KDC was asked).
 async fn tgs_exchange(
     core: &LsaCore,
     s: &LogonSession,
-    kdcs: &[KdcAddr],
+    kdcs: &mut Option<Vec<KdcAddr>>,
     req: &lsa::KerberosGetServiceTicketRequest,
-) -> Result<enclave::KerberosTgsReply, LsaError> {
+) -> Result<(enclave::KerberosTgsReply, bool), LsaError> {
     let mut kdc_reply = Vec::new();
     let mut kdc = 0;
-    for _ in 0..MAX_STEPS {
+    for n in 0..MAX_STEPS {
         let step = enclave::KerberosTgsRequest {
             session_handle: s.handle.clone(),
             now_unix: now_unix(),
@@ -488,8 +511,9 @@ async fn tgs_exchange(
         };
         let r = core.link().client(s.owner).kerberos_tgs(&step).await?;
         if r.kdc_request.is_empty() {
-            return Ok(r);
+            return Ok((r, n == 0));
         }
+        let kdcs = kdcs_once(core, s, kdcs).await?;
         kdc_reply = kdc_exchange_any(kdcs, &mut kdc, &r.kdc_request).await?;
     }
     Err(LsaError::Unavailable(

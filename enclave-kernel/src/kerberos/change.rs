@@ -105,12 +105,12 @@ pub fn change_step<R: TryCryptoRng>(
             if result.code != kpasswd::RESULT_SUCCESS {
                 return Err(kpasswd::result_error(&result));
             }
-            // The old password's keys and the TGT they got are of no use now.
+            // The old password's keys, the TGT they got and the service tickets it got are of no
+            // use now.
             cred.password = Some(new_password);
             cred.keys.clear();
-            let old_tgt = st.tgt_bytes();
-            st.tgt = None;
-            state.release(owner, old_tgt);
+            let freed = st.drop_tickets();
+            state.release(owner, freed);
             Ok(KerberosChangePasswordReply {
                 changed: true,
                 ..Default::default()

@@ -19,6 +19,10 @@
 //!   wrong salt, say) costs one exchange, never the session.
 //! - KDC replies are at most [`MAX_KDC_REPLY_LEN`], and the TGTs one owner's sessions hold at most
 //!   [`MAX_TICKET_BYTES_PER_OWNER`] in all (RESOURCE_EXHAUSTED beyond).
+//! - Service tickets are kept per session (at most [`MAX_CACHED_TICKETS`], charged to the same
+//!   budget) and served again, with a fresh authenticator, until near their end: a second request
+//!   for a service costs no KDC exchange. They go with the session, and with its TGT when a
+//!   password change drops it or an AS exchange gets one for another principal.
 
 pub mod ap;
 mod change;
@@ -26,6 +30,7 @@ pub mod crypto;
 #[cfg(any(test, feature = "fake-kdc"))]
 pub mod fake_kdc;
 pub mod kpasswd;
+mod ticket_cache;
 // Visible to `crate::fuzz`, whose targets decode KDC replies.
 pub(crate) mod messages;
 
@@ -37,6 +42,7 @@ use alloc::vec::Vec;
 pub use change::change_step;
 use credguard_proto::enclave::{KerberosAsReply, KerberosAsRequest, KerberosTgsReply, KerberosTgsRequest};
 use rand_core::TryCryptoRng;
+pub use ticket_cache::MAX_CACHED_TICKETS;
 
 use credguard_proto::attest::Owner;
 use credguard_proto::checks::{self, CheckError};
@@ -191,11 +197,20 @@ struct SessionState {
     tgt: Option<Tgt>,
     /// A password change waiting for the KDC or the kpasswd server.
     change: Option<change::PendingChange>,
+    /// Service tickets from finished TGS exchanges, served again while fresh.
+    tickets: ticket_cache::TicketCache,
 }
 
 impl SessionState {
     fn tgt_bytes(&self) -> usize {
         self.tgt.as_ref().map_or(0, |t| t.ticket.len())
+    }
+
+    /// Drops the TGT and every service ticket got with it; returns the bytes freed.
+    fn drop_tickets(&mut self) -> usize {
+        let freed = self.tgt_bytes().saturating_add(self.tickets.clear());
+        self.tgt = None;
+        freed
     }
 }
 
@@ -237,26 +252,31 @@ impl KerberosSessions {
         };
         self.ap.forget(&h);
         if let Some(st) = self.sessions.remove(&h) {
-            self.release(owner, st.tgt_bytes());
+            self.release(owner, st.tgt_bytes().saturating_add(st.tickets.bytes()));
         }
     }
 
-    /// Bytes of TGTs `owner`'s sessions hold.
+    /// Bytes of tickets (TGTs and kept service tickets) `owner`'s sessions hold.
     pub fn held_by(&self, owner: Owner) -> usize {
         self.held.get(&owner).copied().unwrap_or(0)
     }
 
     fn release(&mut self, owner: Owner, bytes: usize) {
-        if let Some(h) = self.held.get_mut(&owner) {
-            *h = h.saturating_sub(bytes);
-            if *h == 0 {
-                self.held.remove(&owner);
-            }
-        }
+        release_from(&mut self.held, owner, bytes);
     }
 
-    /// Keeps `tgt` for `handle` (replacing its old one) if `owner` stays within its budget.
+    /// Keeps `tgt` for `handle` (replacing its old one) if `owner` stays within its budget. The
+    /// service tickets of an old TGT for another principal go with it.
     fn keep_tgt(&mut self, handle: SessionHandle, owner: Owner, tgt: Tgt) -> Result<(), KerberosError> {
+        if let Some(st) = self.sessions.get_mut(&handle)
+            && st
+                .tgt
+                .as_ref()
+                .is_some_and(|old| !messages::same_principal(&old.info.client, &tgt.info.client))
+        {
+            let freed = st.tickets.clear();
+            self.release(owner, freed);
+        }
         let old = self.sessions.get(&handle).map_or(0, SessionState::tgt_bytes);
         let total = self.held_by(owner).saturating_sub(old).saturating_add(tgt.ticket.len());
         if total > MAX_TICKET_BYTES_PER_OWNER {
@@ -268,6 +288,16 @@ impl KerberosSessions {
         self.held.insert(owner, total);
         self.sessions.entry(handle).or_default().tgt = Some(tgt);
         Ok(())
+    }
+}
+
+/// Takes `bytes` off what `owner` holds.
+fn release_from(held: &mut BTreeMap<Owner, usize>, owner: Owner, bytes: usize) {
+    if let Some(h) = held.get_mut(&owner) {
+        *h = h.saturating_sub(bytes);
+        if *h == 0 {
+            held.remove(&owner);
+        }
     }
 }
 
@@ -710,6 +740,11 @@ pub fn tgs_step<R: TryCryptoRng>(
     let now = req.now_unix.saturating_add(st.clock_offset);
     let tgt = usable_tgt(st.tgt.as_ref(), now, cred.allow_rc4)?;
     if req.kdc_reply.is_empty() {
+        if let Some(kept) = st.tickets.find(&sname, now) {
+            // No KDC exchange: the kept ticket with a new authenticator, as after a TGS-REP.
+            let (parts, rep) = kept.reply_parts()?;
+            return tgs_finish(cred, tgt, parts, rep, now, ap_ask(&req, handle, &mut state.ap)?, rng);
+        }
         let (request, pending) = tgs_start(cred, tgt, sname, &req.spn, now, rng)?;
         if st.pending_tgs.len() >= MAX_PENDING_TGS {
             st.pending_tgs.remove(0);
@@ -741,7 +776,8 @@ pub fn tgs_step<R: TryCryptoRng>(
             for &i in &waiting {
                 match service_ticket(tgt, &st.pending_tgs[i], &rep) {
                     Ok(parts) => {
-                        st.pending_tgs.remove(i);
+                        let pending = st.pending_tgs.remove(i);
+                        keep_ticket(&mut state.held, cred.owner, &mut st.tickets, pending, &parts, &rep);
                         return tgs_finish(cred, tgt, parts, rep, now, ap_ask(&req, handle, &mut state.ap)?, rng);
                     }
                     Err(e) => {
@@ -755,6 +791,35 @@ pub fn tgs_step<R: TryCryptoRng>(
                 KerberosError::FailedPrecondition("no TGS exchange is in progress for this session".into())
             }))
         }
+    }
+}
+
+/// Keeps the service ticket of a finished exchange for `pending`'s service, charged to `owner`,
+/// if the owner's budget has room for it; if not, it is only not kept (this caller still gets it).
+fn keep_ticket(
+    held: &mut BTreeMap<Owner, usize>,
+    owner: Owner,
+    cache: &mut ticket_cache::TicketCache,
+    pending: PendingTgs,
+    (key, info): &(Key, TicketInfo),
+    rep: &messages::RepParts,
+) {
+    let Ok(key) = Key::new(key.enctype, &key.value) else {
+        return;
+    };
+    let entry = ticket_cache::CachedTicket {
+        sname: pending.sname,
+        crealm: rep.crealm.clone(),
+        cname: rep.cname.clone(),
+        ticket: rep.ticket.clone(),
+        key,
+        info: info.clone(),
+    };
+    release_from(held, owner, cache.make_room(&entry.sname));
+    let total = held.get(&owner).copied().unwrap_or(0).saturating_add(entry.bytes());
+    if total <= MAX_TICKET_BYTES_PER_OWNER {
+        held.insert(owner, total);
+        cache.push(entry);
     }
 }
 

@@ -261,6 +261,13 @@ mod exchanges {
         tgt_key
     }
 
+    mod ticket_cache_tests {
+        //! The per-session service ticket cache: a second request for a service costs no KDC
+        //! exchange. (Its own file; an inline module's `#[path]` would name a directory that
+        //! does not exist.)
+        include!("ticket_cache_tests.rs");
+    }
+
     mod change_password {
         use super::*;
         use crate::kerberos::kpasswd::tests::{reply, result, serve};

@@ -251,7 +251,7 @@ class KerberosGetServiceTicketRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., spn: _Optional[str] = ..., delegate: _Optional[bool] = ..., mutual: _Optional[bool] = ..., ccache_path: _Optional[str] = ..., channel_bindings: _Optional[bytes] = ...) -> None: ...
 
 class KerberosGetServiceTicketReply(_message.Message):
-    __slots__ = ("ap_req", "gss_token", "ticket", "session_key", "enctype", "end_time", "ccache", "subkey", "seq_number", "context_id", "spnego_token")
+    __slots__ = ("ap_req", "gss_token", "ticket", "session_key", "enctype", "end_time", "ccache", "subkey", "seq_number", "context_id", "spnego_token", "from_cache")
     AP_REQ_FIELD_NUMBER: _ClassVar[int]
     GSS_TOKEN_FIELD_NUMBER: _ClassVar[int]
     TICKET_FIELD_NUMBER: _ClassVar[int]
@@ -263,6 +263,7 @@ class KerberosGetServiceTicketReply(_message.Message):
     SEQ_NUMBER_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
     SPNEGO_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FROM_CACHE_FIELD_NUMBER: _ClassVar[int]
     ap_req: bytes
     gss_token: bytes
     ticket: bytes
@@ -274,7 +275,8 @@ class KerberosGetServiceTicketReply(_message.Message):
     seq_number: int
     context_id: bytes
     spnego_token: bytes
-    def __init__(self, ap_req: _Optional[bytes] = ..., gss_token: _Optional[bytes] = ..., ticket: _Optional[bytes] = ..., session_key: _Optional[bytes] = ..., enctype: _Optional[int] = ..., end_time: _Optional[int] = ..., ccache: _Optional[bytes] = ..., subkey: _Optional[bytes] = ..., seq_number: _Optional[int] = ..., context_id: _Optional[bytes] = ..., spnego_token: _Optional[bytes] = ...) -> None: ...
+    from_cache: bool
+    def __init__(self, ap_req: _Optional[bytes] = ..., gss_token: _Optional[bytes] = ..., ticket: _Optional[bytes] = ..., session_key: _Optional[bytes] = ..., enctype: _Optional[int] = ..., end_time: _Optional[int] = ..., ccache: _Optional[bytes] = ..., subkey: _Optional[bytes] = ..., seq_number: _Optional[int] = ..., context_id: _Optional[bytes] = ..., spnego_token: _Optional[bytes] = ..., from_cache: _Optional[bool] = ...) -> None: ...
 
 class KerberosVerifyApRepRequest(_message.Message):
     __slots__ = ("session_id", "context_id", "ap_rep")
