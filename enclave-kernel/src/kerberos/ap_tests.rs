@@ -16,26 +16,7 @@ use super::{AP_CONTEXT_TTL_SECS, MAX_AP_CONTEXTS};
 use crate::credentials::{CredentialStore, LogonCredential, SESSION_HANDLE_LEN};
 use crypto::Key;
 
-struct Counter(u8);
-
-impl rand_core::TryRng for Counter {
-    type Error = core::convert::Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
-        Ok(u32::from(self.0))
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
-        Ok(u64::from(self.0))
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
-        for d in dst {
-            self.0 = self.0.wrapping_add(7);
-            *d = self.0;
-        }
-        Ok(())
-    }
-}
-
-impl rand_core::TryCryptoRng for Counter {}
+use crate::kerberos::counter_rng::Counter;
 
 const H: [u8; SESSION_HANDLE_LEN] = [9; SESSION_HANDLE_LEN];
 const REALM: &str = "R.TEST";
@@ -72,7 +53,7 @@ fn world() -> World {
     let mut w = World {
         creds,
         st: KerberosSessions::new(),
-        rng: Counter(0),
+        rng: Counter::new(7),
         svc_key: Key::new(18, &[0x99; 32]).unwrap(),
     };
     let as_req = |reply| KerberosAsRequest {

@@ -1059,4 +1059,6 @@ fn referral_refused(name: &rasn_kerberos::PrincipalName) -> KerberosError {
 }
 
 #[cfg(test)]
+mod counter_rng;
+#[cfg(test)]
 mod tests;

@@ -63,26 +63,7 @@ mod exchanges {
     use rasn::types::{GeneralString, Integer, OctetString};
     use rasn_kerberos::{EtypeInfo2Entry, KerberosTime, KrbError, PaData, PrincipalName};
 
-    struct Counter(u8);
-
-    impl rand_core::TryRng for Counter {
-        type Error = core::convert::Infallible;
-        fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
-            Ok(u32::from(self.0))
-        }
-        fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
-            Ok(u64::from(self.0))
-        }
-        fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
-            for d in dst {
-                self.0 = self.0.wrapping_add(1);
-                *d = self.0;
-            }
-            Ok(())
-        }
-    }
-
-    impl rand_core::TryCryptoRng for Counter {}
+    use super::super::counter_rng::Counter;
 
     const H: [u8; SESSION_HANDLE_LEN] = [7; SESSION_HANDLE_LEN];
 
@@ -102,7 +83,7 @@ mod exchanges {
             keys: Vec::new(),
         };
         creds.insert(H, cred).unwrap();
-        (creds, KerberosSessions::new(), Counter(0))
+        (creds, KerberosSessions::new(), Counter::new(1))
     }
 
     fn gs(s: &str) -> GeneralString {
