@@ -344,7 +344,7 @@ fn chauthtok(h: &Handle, opts: &Options, flags: c_int) -> c_int {
         Ok(p) => p,
         Err(rc) => return rc,
     };
-    match logon::block_on_change(logon::change_password(opts, &user, uid, from, new_password)) {
+    match logon::block_on(logon::change_password(opts, &user, uid, from, new_password)) {
         Ok(()) => password_changed(h, &user, uid, logon),
         Err(e) => change_failed(h, &user, e),
     }

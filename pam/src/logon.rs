@@ -115,7 +115,7 @@ fn on_behalf_of<T>(uid: u32, message: T) -> tonic::Request<T> {
 
 /// Runs `f` on a current-thread runtime of its own, bounded by [`CALL_TIMEOUT`]: the module runs
 /// inside `login`/`sshd`, which have no runtime, and keeps no thread after it returns.
-pub fn block_on<T>(f: impl Future<Output = Result<T, LogonError>>) -> Result<T, LogonError> {
+pub fn block_on<T, E: From<LogonError>>(f: impl Future<Output = Result<T, E>>) -> Result<T, E> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -123,22 +123,8 @@ pub fn block_on<T>(f: impl Future<Output = Result<T, LogonError>>) -> Result<T, 
     rt.block_on(async {
         tokio::time::timeout(CALL_TIMEOUT, f)
             .await
-            .unwrap_or_else(|_| Err(LogonError::Unavailable(format!("no answer within {CALL_TIMEOUT:?}"))))
+            .unwrap_or_else(|_| Err(LogonError::Unavailable(format!("no answer within {CALL_TIMEOUT:?}")).into()))
     })
-}
-
-/// [`block_on`] for a password change.
-pub fn block_on_change<T>(f: impl Future<Output = Result<T, ChangeError>>) -> Result<T, ChangeError> {
-    let mut outcome = None;
-    let r = block_on(async {
-        outcome = Some(f.await);
-        Ok(())
-    });
-    match (r, outcome) {
-        (_, Some(done)) => done,
-        (Err(e), None) => Err(e.into()),
-        (Ok(()), None) => Err(LogonError::Unavailable("the change was not run".into()).into()),
-    }
 }
 
 async fn connect(opts: &Options) -> Result<LsaClient<Channel>, LogonError> {
