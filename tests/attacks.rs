@@ -238,6 +238,48 @@ fn an_oversized_kdc_reply_is_refused_and_others_carry_on() {
     assert_eq!(json(&out)["enclave_restarts"], 0, "{out}");
 }
 
+/// A client referral (KDC_ERR_WRONG_REALM, as an Active Directory DC gives for an account of
+/// another forest) is followed to the account's realm, whose real KDC then gives the TGT and
+/// service tickets; a referral back to the realm already asked is refused, not followed forever.
+#[test]
+fn client_referrals_are_followed_to_the_accounts_realm_but_never_in_a_loop() {
+    if !kvm_or_skip("client_referrals_are_followed_to_the_accounts_realm_but_never_in_a_loop") {
+        return;
+    }
+    let Some(mit) = TestKdc::start("attack_client_referral") else {
+        return;
+    };
+    let fake = FakeKdc::start(Behaviour::ReferClientsTo(fake_kdc::REALM));
+    let realm = mit.get("REALM");
+    let config = realm_table(&[(fake_kdc::REALM, &fake.addr), (realm, mit.get("KDC"))]);
+    let stack = Stack::start("attack-client-referral", &config);
+    stack.wait_ready();
+    let id = logon(&stack, None, "alice18", fake_kdc::REALM, mit.get("PASSWORD"));
+    let err = ctl_fails(&stack, None, &["kerberos-tgt", &id]);
+    assert!(
+        err.contains("FailedPrecondition") && err.contains("referral loop"),
+        "{err}"
+    );
+    let leaked: &'static str = Box::leak(realm.to_string().into_boxed_str());
+    fake.set_behaviour(Behaviour::ReferClientsTo(leaked));
+    let (code, out, err) = stack.ctl(None, &["kerberos-tgt", &id], "");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["client_principal"], format!("alice18@{realm}"), "{out}");
+    let (code, _, err) = stack.ctl(None, &["kerberos-ticket", &id, mit.get("SPN")], "");
+    assert_eq!(code, 0, "the TGS goes to the account's realm: {err}");
+    let (_, out, _) = stack.ctl(None, &["sessions"], "");
+    assert_eq!(
+        json(&out)[0]["realm"],
+        realm,
+        "the session moved to the account's realm: {out}"
+    );
+    let asked: Vec<bool> = fake.requests().iter().map(|r| r.tgs).collect();
+    assert!(
+        !asked.is_empty() && !asked.contains(&true),
+        "only AS-REQs went to the referring KDC: {asked:?}"
+    );
+}
+
 #[test]
 fn one_user_cannot_evict_another_users_ntlm_contexts() {
     if !kvm_or_skip("one_user_cannot_evict_another_users_ntlm_contexts") {

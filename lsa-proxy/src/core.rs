@@ -308,6 +308,11 @@ impl LsaCore {
         self.sessions.get(caller, id, &boot_id)
     }
 
+    /// Records that session `id`'s account lives in `realm` (see [`SessionTable::move_to_realm`]).
+    pub(crate) fn move_session_to_realm(&self, id: &str, realm: &str) {
+        self.sessions.move_to_realm(id, realm);
+    }
+
     /// Fails with RESOURCE_EXHAUSTED when `caller` has as many sessions as allowed (for the
     /// vault's `LogonSaved`, which registers sessions as `Logon` does).
     pub(crate) fn check_session_limit(&self, caller: Caller) -> Result<(), LsaError> {

@@ -261,9 +261,13 @@ pub async fn get_tgt(
     })
 }
 
+/// The AS exchange, driven by the enclave. A client referral (the enclave names another realm
+/// in `kdc_realm`) sends the next requests to that realm's KDCs, and the session moves there once
+/// the exchange ends with its TGT.
 async fn as_exchange(core: &LsaCore, s: &LogonSession, kdcs: &[KdcAddr]) -> Result<enclave::KerberosAsReply, LsaError> {
     let mut kdc_reply = Vec::new();
     let mut kdc = 0;
+    let mut referred: Option<(String, Vec<KdcAddr>)> = None;
     for _ in 0..MAX_STEPS {
         let step = enclave::KerberosAsRequest {
             session_handle: s.handle.clone(),
@@ -272,13 +276,42 @@ async fn as_exchange(core: &LsaCore, s: &LogonSession, kdcs: &[KdcAddr]) -> Resu
         };
         let r = core.link().client(s.owner).kerberos_as(&step).await?;
         if r.kdc_request.is_empty() {
+            if !r.realm.is_empty() && !r.realm.eq_ignore_ascii_case(&s.realm) {
+                info!(session = %s.session_id, from = %s.realm, to = %r.realm, "client referral: the account lives in another realm");
+                core.move_session_to_realm(&s.session_id, &r.realm);
+            }
             return Ok(r);
         }
+        let kdcs = match r.kdc_realm.as_str() {
+            "" => kdcs,
+            realm => referred_kdcs(core, &mut referred, &mut kdc, realm).await?,
+        };
         kdc_reply = kdc_exchange_any(kdcs, &mut kdc, &r.kdc_request).await?;
     }
     Err(LsaError::Unavailable(
         "the AS exchange did not finish: the KDC keeps asking".into(),
     ))
+}
+
+/// The KDCs of `realm`, which a KDC's referral named, looked up once per exchange (`found`);
+/// a new realm starts at its first KDC.
+async fn referred_kdcs<'a>(
+    core: &LsaCore,
+    found: &'a mut Option<(String, Vec<KdcAddr>)>,
+    preferred: &mut usize,
+    realm: &str,
+) -> Result<&'a [KdcAddr], LsaError> {
+    if found.as_ref().is_none_or(|(r, _)| r != realm) {
+        checks::referred_realm(realm)?;
+        let kdcs = core.kdcs().kdcs(realm).await.map_err(|e| {
+            LsaError::Unavailable(format!(
+                "a KDC referred the request to realm {realm:?}, whose KDCs are not found: {e}"
+            ))
+        })?;
+        *found = Some((realm.to_string(), kdcs));
+        *preferred = 0;
+    }
+    Ok(found.as_ref().map_or(&[][..], |(_, kdcs)| kdcs.as_slice()))
 }
 
 /// `ChangePassword`: the enclave's AS exchange for `kadmin/changepw` with the KDCs, then its
@@ -433,8 +466,14 @@ pub async fn get_service_ticket(
             let _turn = turn.lock().await;
             match tgs_exchange(core, &s, &mut kdcs, &req).await {
                 Err(LsaError::NoTgt(_)) => {
-                    as_exchange(core, &s, kdcs_once(core, &s, &mut kdcs).await?).await?;
-                    tgs_exchange(core, &s, &mut kdcs, &req).await?
+                    let tgt = as_exchange(core, &s, kdcs_once(core, &s, &mut kdcs).await?).await?;
+                    if !tgt.realm.is_empty() && !tgt.realm.eq_ignore_ascii_case(&s.realm) {
+                        // A client referral moved the session: its TGS goes to the new realm.
+                        let moved = core.session(caller, &req.session_id)?;
+                        tgs_exchange(core, &moved, &mut None, &req).await?
+                    } else {
+                        tgs_exchange(core, &s, &mut kdcs, &req).await?
+                    }
                 }
                 other => other?,
             }

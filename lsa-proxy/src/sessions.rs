@@ -203,6 +203,15 @@ impl SessionTable {
         Ok(s.clone())
     }
 
+    /// Moves the open session `id` to `realm`, where a client referral found its account: its
+    /// later exchanges go to that realm's KDCs (a KDC named at logon was the first realm's).
+    pub fn move_to_realm(&self, id: &str, realm: &str) {
+        if let Some(s) = self.tables().open.get_mut(id) {
+            s.realm = realm.to_string();
+            s.kdc.clear();
+        }
+    }
+
     /// Removes the session `id` of `caller` and returns it.
     pub fn remove(&self, caller: Caller, id: &str) -> Result<LogonSession, LsaError> {
         let mut t = self.tables();

@@ -158,6 +158,21 @@ pub fn credential_names(user: &str, domain: &str, realm: &str) -> Result<(), Che
     name("realm", realm, true)
 }
 
+/// Checks a realm named by a KDC (a client referral's, or a cross-realm TGT's): the proxy looks
+/// its KDCs up by it, in DNS too, so only the characters of a DNS name are let through, and not
+/// the empty name.
+pub fn referred_realm(realm: &str) -> Result<(), CheckError> {
+    name("realm", realm, false)?;
+    let dns_like = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+    if !realm.chars().all(dns_like) || realm.starts_with('.') || realm.contains("..") {
+        return Err(CheckError::Malformed {
+            field: "realm",
+            what: "a realm named by a KDC must be a DNS-like name (letters, digits, '.', '-', '_')",
+        });
+    }
+    Ok(())
+}
+
 /// Checks a vault target name: 1 to [`MAX_TARGET_LEN`] bytes, no control characters.
 pub fn target(target: &str) -> Result<(), CheckError> {
     if target.is_empty() {
@@ -395,6 +410,27 @@ mod tests {
         assert!(credential_names("alice", "", "R").is_ok());
         assert!(target("").is_err() && target("a\tb").is_err() && target(&"t".repeat(257)).is_err());
         assert!(target("fileserver.example.test").is_ok());
+    }
+
+    #[test]
+    fn a_realm_a_kdc_names_must_look_like_a_dns_name() {
+        for good in ["CORP.TEST", "child.corp-2.test", "R_1"] {
+            assert!(referred_realm(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            ".R",
+            "A..B",
+            "R/x",
+            "R@x",
+            "R x",
+            "R\n",
+            "Ré",
+            &"R".repeat(300),
+        ] {
+            assert!(referred_realm(bad).is_err(), "{bad:?}");
+        }
     }
 
     fn key_of(enctype: i32, n: usize) -> Key {

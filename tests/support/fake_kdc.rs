@@ -39,6 +39,9 @@ pub enum Behaviour {
     TgtForAnyService,
     /// AS-REQs get KRB_ERR_RESPONSE_TOO_BIG over UDP, then a reply of this many bytes over TCP.
     Oversized(usize),
+    /// Every AS-REQ gets KDC_ERR_WRONG_REALM naming this realm: a client referral, as an Active
+    /// Directory DC gives for an account of another forest (which no MIT KDC can play).
+    ReferClientsTo(&'static str),
 }
 
 struct State {
@@ -92,6 +95,13 @@ impl FakeKdc {
             state,
             stop,
             threads,
+        }
+    }
+
+    /// Behaves as `behaviour` from now on.
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        if let Ok(mut s) = self.state.lock() {
+            s.behaviour = behaviour;
         }
     }
 
@@ -180,6 +190,11 @@ fn answer(state: &Mutex<State>, request: &[u8], tcp: bool) -> Option<Vec<u8>> {
         } else {
             fake_kdc::krb_error(REALM, 52, now(), None)
         });
+    }
+    if let Behaviour::ReferClientsTo(realm) = behaviour
+        && !view.tgs
+    {
+        return Some(fake_kdc::wrong_realm(REALM, realm, now()));
     }
     Some(if view.tgs {
         tgs_reply(&view, behaviour)

@@ -147,15 +147,10 @@ fn change_start<R: TryCryptoRng>(
     }
     let nonce = random_u32(rng)?;
     let now = now_unix.saturating_add(st.clock_offset);
-    let request = as_request(cred, AsService::ChangePw, None, rng, now, nonce)?;
+    let request = as_request(cred, &cred.realm, AsService::ChangePw, None, rng, now, nonce)?;
     st.change = Some(PendingChange {
         new_password,
-        stage: Stage::As(PendingAs {
-            nonce,
-            preauth: false,
-            skew_retried: false,
-            candidate: None,
-        }),
+        stage: Stage::As(PendingAs::new(cred, nonce, false)),
     });
     Ok(KerberosChangePasswordReply {
         kdc_request: request.kdc_request,

@@ -109,6 +109,15 @@ pub fn krb_error(realm: &str, code: i32, now: i64, e_data: Option<Vec<u8>>) -> V
     rasn::der::encode(&e).unwrap_or_default()
 }
 
+/// KDC_ERR_WRONG_REALM from the KDC of `realm`: a client referral to `crealm` (RFC 6806 4).
+pub fn wrong_realm(realm: &str, crealm: &str, now: i64) -> Vec<u8> {
+    let Ok(mut e) = rasn::der::decode::<KrbError>(&krb_error(realm, 68, now, None)) else {
+        return Vec::new();
+    };
+    e.crealm = Some(gs(crealm));
+    rasn::der::encode(&e).unwrap_or_default()
+}
+
 /// One ETYPE-INFO2 entry: enctype, salt, and a PBKDF2 iteration count (`None`: no s2kparams).
 pub type EtypeInfoEntry<'a> = (i32, &'a str, Option<u32>);
 

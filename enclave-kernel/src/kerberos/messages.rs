@@ -25,6 +25,8 @@ pub const KDC_ERR_PREAUTH_FAILED: i32 = 24;
 pub const KDC_ERR_PREAUTH_REQUIRED: i32 = 25;
 /// KRB_AP_ERR_SKEW.
 pub const KRB_AP_ERR_SKEW: i32 = 37;
+/// KDC_ERR_WRONG_REALM: a client referral (RFC 6806 4), the account lives in the error's crealm.
+pub const KDC_ERR_WRONG_REALM: i32 = 68;
 
 const PA_TGS_REQ: i32 = 1;
 const PA_ENC_TIMESTAMP: i32 = 2;
@@ -57,6 +59,7 @@ pub struct EtypeInfo {
 }
 
 /// The parts of a KRB-ERROR the enclave acts on.
+#[derive(Default)]
 pub struct KrbErr {
     /// error-code.
     pub code: i32,
@@ -67,6 +70,9 @@ pub struct KrbErr {
     /// e-text, what the KDC says in words: kept only as printable ASCII, at most
     /// [`MAX_E_TEXT`] bytes (it goes into an error message).
     pub e_text: Option<String>,
+    /// crealm: in a KDC_ERR_WRONG_REALM (a client referral, RFC 6806 4), the realm to ask
+    /// instead (as the KDC wrote it, unchecked).
+    pub crealm: Option<String>,
 }
 
 /// The longest e-text kept from a KRB-ERROR.
@@ -317,6 +323,7 @@ pub fn parse_kdc_reply(bytes: &[u8]) -> Result<KdcReply, KerberosError> {
                 stime: unix(&e.stime),
                 e_data: e.e_data.map(|d| d.to_vec()),
                 e_text: e.e_text.and_then(|t| printable_e_text(t.as_bytes())),
+                crealm: e.crealm.map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned()),
             }))
         }
         Some(0x6b) => {
@@ -817,7 +824,7 @@ pub fn error_name(code: i32) -> &'static str {
         41 => "KRB_AP_ERR_MODIFIED",
         52 => "KRB_ERR_RESPONSE_TOO_BIG",
         60 => "KRB_ERR_GENERIC",
-        68 => "KDC_ERR_WRONG_REALM",
+        KDC_ERR_WRONG_REALM => "KDC_ERR_WRONG_REALM",
         _ => "unknown",
     }
 }

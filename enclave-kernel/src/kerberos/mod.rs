@@ -169,7 +169,32 @@ struct PendingAs {
     /// A key derived from the password for this exchange, kept only once an AS-REP decrypts
     /// with it (until then the password stays).
     candidate: Option<Key>,
+    /// The realms asked so far, the session's first and then each client referral's (at most
+    /// [`MAX_CLIENT_REFERRALS`] more); the last is the one the request went to.
+    realms: Vec<String>,
 }
+
+impl PendingAs {
+    /// An exchange asking the session's own realm first.
+    fn new(cred: &LogonCredential, nonce: u32, preauth: bool) -> Self {
+        Self {
+            nonce,
+            preauth,
+            skew_retried: false,
+            candidate: None,
+            realms: alloc::vec![cred.realm.clone()],
+        }
+    }
+
+    /// The realm this exchange's request went to.
+    fn realm<'a>(&'a self, cred: &'a LogonCredential) -> &'a str {
+        self.realms.last().map_or(cred.realm.as_str(), String::as_str)
+    }
+}
+
+/// Most client referrals (KDC_ERR_WRONG_REALM) one AS exchange follows: a forest is searched in
+/// one hop; more, or a realm named twice, is a loop or a hostile KDC.
+pub const MAX_CLIENT_REFERRALS: usize = 3;
 
 /// Most TGS exchanges one session may have waiting for the KDC; a new one beyond it drops the
 /// session's oldest (never another session's).
@@ -382,14 +407,9 @@ fn as_start<R: TryCryptoRng>(
 ) -> Result<KerberosAsReply, KerberosError> {
     let nonce = random_u32(rng)?;
     let key = usable_key(&cred.keys, cred.allow_rc4);
-    let pending = PendingAs {
-        nonce,
-        preauth: key.is_some(),
-        skew_retried: false,
-        candidate: None,
-    };
+    let pending = PendingAs::new(cred, nonce, key.is_some());
     let now = now_unix.saturating_add(st.clock_offset);
-    let request = as_request(cred, AsService::Tgt, key.as_ref(), rng, now, nonce)?;
+    let request = as_request(cred, &cred.realm, AsService::Tgt, key.as_ref(), rng, now, nonce)?;
     st.pending_as = Some(pending);
     Ok(request)
 }
@@ -406,8 +426,10 @@ enum AsService {
 /// The components of `kadmin/changepw`.
 const CHANGEPW: [&str; 2] = ["kadmin", "changepw"];
 
+/// An AS-REQ for `service` of `realm` (the session's, or one a client referral named).
 fn as_request<R: TryCryptoRng>(
     cred: &LogonCredential,
+    realm: &str,
     service: AsService,
     key: Option<&Key>,
     rng: &mut R,
@@ -416,10 +438,10 @@ fn as_request<R: TryCryptoRng>(
 ) -> Result<KerberosAsReply, KerberosError> {
     let client = messages::Client {
         user: &cred.user,
-        realm: &cred.realm,
+        realm,
         enterprise: cred.enterprise,
     };
-    let krbtgt = ["krbtgt", cred.realm.as_str()];
+    let krbtgt = ["krbtgt", realm];
     let sname: &[&str] = match service {
         AsService::Tgt => &krbtgt,
         AsService::ChangePw => &CHANGEPW,
@@ -430,6 +452,11 @@ fn as_request<R: TryCryptoRng>(
     };
     Ok(KerberosAsReply {
         kdc_request: bytes,
+        kdc_realm: if realm == cred.realm {
+            String::new()
+        } else {
+            String::from(realm)
+        },
         ..Default::default()
     })
 }
@@ -481,6 +508,7 @@ fn as_next<R: TryCryptoRng>(
                 ..pending
             }
         }
+        messages::KDC_ERR_WRONG_REALM if service == AsService::Tgt => client_referral(cred, pending, e)?,
         _ => return Err(kdc_error(e, "AS")),
     };
     let key = match (&next.candidate, next.preauth) {
@@ -489,8 +517,47 @@ fn as_next<R: TryCryptoRng>(
         (None, false) => None,
     };
     let now = now_unix.saturating_add(*clock_offset);
-    let request = as_request(cred, service, key.as_ref(), rng, now, next.nonce)?;
+    let request = as_request(cred, next.realm(cred), service, key.as_ref(), rng, now, next.nonce)?;
     Ok((request, next))
+}
+
+/// The exchange after a client referral (RFC 6806 4): the same request to the realm the
+/// KDC_ERR_WRONG_REALM names, from the start (that realm's KDC says its own salt). A realm
+/// already asked, a malformed one, or more than [`MAX_CLIENT_REFERRALS`] hops end the exchange:
+/// a hostile KDC could otherwise send the proxy round in circles.
+fn client_referral(
+    cred: &LogonCredential,
+    pending: PendingAs,
+    e: &messages::KrbErr,
+) -> Result<PendingAs, KerberosError> {
+    let refused = |why: String| {
+        KerberosError::FailedPrecondition(format!(
+            "the KDC of {:?} refers the account to another realm (KDC_ERR_WRONG_REALM), and the referral is \
+             not followed: {why}",
+            pending.realm(cred)
+        ))
+    };
+    let Some(realm) = e.crealm.as_deref() else {
+        return Err(refused("it names no realm".into()));
+    };
+    if checks::referred_realm(realm).is_err() {
+        return Err(refused("the realm it names is not a realm name".into()));
+    }
+    if pending.realms.iter().any(|r| r.eq_ignore_ascii_case(realm)) {
+        return Err(refused(format!("{realm:?} was asked already (a referral loop)")));
+    }
+    if pending.realms.len() > MAX_CLIENT_REFERRALS {
+        return Err(refused(format!("more than {MAX_CLIENT_REFERRALS} referrals")));
+    }
+    let mut realms = pending.realms;
+    realms.push(String::from(realm));
+    Ok(PendingAs {
+        nonce: pending.nonce,
+        preauth: false,
+        skew_retried: pending.skew_retried,
+        candidate: None,
+        realms,
+    })
 }
 
 /// A key derived from the session's password with the KDC's announced parameters, after the
@@ -564,7 +631,18 @@ fn as_finish(
             "the KDC answered an AS-REQ for krbtgt with a ticket for another service".into(),
         ));
     }
+    let asked = String::from(pending.realm(cred));
+    if !rep.crealm.eq_ignore_ascii_case(&asked) {
+        return Err(KerberosError::InvalidArgument(format!(
+            "the KDC of {asked:?} answered for an account of realm {:?}",
+            rep.crealm
+        )));
+    }
     let (key, derived, session_key, mut info) = as_open(cred, pending, &rep)?;
+    if asked != cred.realm {
+        // A client referral led here: the account's realm, for its renewals and TGS exchanges.
+        cred.realm = asked;
+    }
     if derived {
         // The key is confirmed: the password is not needed any more.
         cred.keys.push(KerberosKey {
@@ -583,6 +661,7 @@ fn as_finish(
         start_time: info.start_time,
         end_time: info.end_time,
         renew_till: info.renew_till,
+        kdc_realm: String::new(),
     };
     let tgt = Tgt {
         ticket: zeroize::Zeroizing::new(rep.ticket),

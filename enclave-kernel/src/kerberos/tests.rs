@@ -249,6 +249,11 @@ mod exchanges {
         include!("ticket_cache_tests.rs");
     }
 
+    mod client_referral_tests {
+        //! Client referrals (KDC_ERR_WRONG_REALM) in the AS exchange.
+        include!("client_referral_tests.rs");
+    }
+
     mod change_password {
         use super::*;
         use crate::kerberos::kpasswd::tests::{reply, result, serve};
@@ -768,7 +773,7 @@ fn an_active_directory_refusal_says_why_the_account_is_refused() {
             code: 18,
             stime: 0,
             e_data,
-            e_text: None,
+            ..Default::default()
         };
         kdc_error(&e, "AS")
     };
@@ -785,7 +790,7 @@ fn an_active_directory_refusal_says_why_the_account_is_refused() {
         code: 18,
         stime: 0,
         e_data: Some(alloc::vec![0x30, 0x03, 0x02, 0x01, 0x00]),
-        e_text: None,
+        ..Default::default()
     };
     assert!(kdc_error(&short, "AS").message().contains("refuses the account"));
 }

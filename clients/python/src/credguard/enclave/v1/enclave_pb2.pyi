@@ -236,7 +236,7 @@ class KerberosAsRequest(_message.Message):
     def __init__(self, session_handle: _Optional[bytes] = ..., now_unix: _Optional[int] = ..., kdc_reply: _Optional[bytes] = ...) -> None: ...
 
 class KerberosAsReply(_message.Message):
-    __slots__ = ("kdc_request", "client_principal", "realm", "enctype", "auth_time", "start_time", "end_time", "renew_till")
+    __slots__ = ("kdc_request", "client_principal", "realm", "enctype", "auth_time", "start_time", "end_time", "renew_till", "kdc_realm")
     KDC_REQUEST_FIELD_NUMBER: _ClassVar[int]
     CLIENT_PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     REALM_FIELD_NUMBER: _ClassVar[int]
@@ -245,6 +245,7 @@ class KerberosAsReply(_message.Message):
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     RENEW_TILL_FIELD_NUMBER: _ClassVar[int]
+    KDC_REALM_FIELD_NUMBER: _ClassVar[int]
     kdc_request: bytes
     client_principal: str
     realm: str
@@ -253,7 +254,8 @@ class KerberosAsReply(_message.Message):
     start_time: int
     end_time: int
     renew_till: int
-    def __init__(self, kdc_request: _Optional[bytes] = ..., client_principal: _Optional[str] = ..., realm: _Optional[str] = ..., enctype: _Optional[int] = ..., auth_time: _Optional[int] = ..., start_time: _Optional[int] = ..., end_time: _Optional[int] = ..., renew_till: _Optional[int] = ...) -> None: ...
+    kdc_realm: str
+    def __init__(self, kdc_request: _Optional[bytes] = ..., client_principal: _Optional[str] = ..., realm: _Optional[str] = ..., enctype: _Optional[int] = ..., auth_time: _Optional[int] = ..., start_time: _Optional[int] = ..., end_time: _Optional[int] = ..., renew_till: _Optional[int] = ..., kdc_realm: _Optional[str] = ...) -> None: ...
 
 class KerberosTgsRequest(_message.Message):
     __slots__ = ("session_handle", "now_unix", "spn", "mutual", "delegate", "kdc_reply", "channel_bindings")
