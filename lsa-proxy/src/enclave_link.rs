@@ -82,6 +82,10 @@ struct EnclaveConnection {
     /// Callers write their own frames: no writer task, so no extra thread wake-up per call
     /// (each one costs tens of microseconds on the target machines).
     writer: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
+    /// Whole frames waiting for the writer. Whoever holds `writer` writes everything queued here
+    /// in one go (flat combining): calls from many clients that arrive while a write is under way
+    /// reach the VMM in one write, hence one device wake-up and one enclave notification.
+    outbox: Arc<Mutex<Vec<u8>>>,
     /// Bounds the calls in flight; a caller that finds none free gets RESOURCE_EXHAUSTED.
     slots: Arc<tokio::sync::Semaphore>,
     pending: Arc<Mutex<Pending>>,
@@ -198,13 +202,7 @@ impl EnclaveLink {
         frame.payload.zeroize();
         // In its own task: if the caller goes away mid-write (its client hung up), the frame is
         // still written whole; a half-written frame would desynchronize the stream.
-        let writer = conn.writer.clone();
-        let written = tokio::spawn(async move {
-            let r = writer.lock().await.write_all(&buf).await;
-            buf.zeroize();
-            r
-        })
-        .await;
+        let written = tokio::spawn(write_combined(conn.clone(), buf)).await;
         if !matches!(written, Ok(Ok(()))) {
             lock(&conn.pending).remove(&call_id);
             return Err(LsaError::Unavailable(
@@ -273,6 +271,7 @@ impl EnclaveLink {
         let pending = Arc::new(Mutex::new(Pending::new()));
         *lock(&self.shared.conn) = Some(EnclaveConnection {
             writer: Arc::new(tokio::sync::Mutex::new(write_half)),
+            outbox: Arc::new(Mutex::new(Vec::new())),
             slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_queued_calls)),
             pending: pending.clone(),
         });
@@ -311,6 +310,26 @@ impl EnclaveLink {
         lock(&self.shared.conn).take();
         lock(&pending).clear();
         Ok(reason)
+    }
+}
+
+/// Queues the encoded frame `buf` (wiped here) and writes the queue until it is empty: the
+/// frames of calls that queued while another write was under way go out in one write. A frame
+/// another caller wrote counts as written; if that write failed, the connection is lost and the
+/// call fails when its pending reply is dropped.
+async fn write_combined(conn: EnclaveConnection, mut buf: Vec<u8>) -> std::io::Result<()> {
+    lock(&conn.outbox).extend_from_slice(&buf);
+    buf.zeroize();
+    let mut writer = conn.writer.lock().await;
+    loop {
+        let mut batch = std::mem::take(&mut *lock(&conn.outbox));
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let written = writer.write_all(&batch).await;
+        // Frames may carry a logon's secret.
+        batch.zeroize();
+        written?;
     }
 }
 
