@@ -284,27 +284,55 @@ pub struct Spn<'a> {
     pub host: &'a str,
     /// How it was written.
     pub form: SpnForm,
+    /// The realm of `service/host@REALM`, if one is given: the service may be in another realm
+    /// than the TGT's (a cross-realm request). `None` for `service/host` and `service@host`.
+    pub realm: Option<&'a str>,
 }
 
-/// Splits a Kerberos SPN, `service/host[@REALM]` or `service@host`. A realm suffix is dropped:
-/// it is the TGT's realm anyway (cross-realm is not supported).
+/// Splits a Kerberos SPN, `service/host[@REALM]` or `service@host`. A realm suffix must be a
+/// valid realm name (see [`realm`]).
 pub fn spn(spn: &str) -> Result<Spn<'_>, CheckError> {
     if spn.is_empty() {
         return Err(CheckError::Empty { field: "spn" });
     }
     bounded_text("spn", spn, MAX_SPN_LEN)?;
     let invalid = || CheckError::Spn(String::from(spn));
-    let (service, host, form) = if let Some((service, rest)) = spn.split_once('/') {
-        let host = rest.split_once('@').map_or(rest, |(h, _)| h);
-        (service, host, SpnForm::Instance)
+    let (service, host, form, realm) = if let Some((service, rest)) = spn.split_once('/') {
+        let (host, realm) = rest.split_once('@').map_or((rest, None), |(h, r)| (h, Some(r)));
+        (service, host, SpnForm::Instance, realm)
     } else {
         let (service, host) = spn.split_once('@').ok_or_else(invalid)?;
-        (service, host, SpnForm::Host)
+        (service, host, SpnForm::Host, None)
     };
     if service.is_empty() || host.is_empty() || host.contains('/') {
         return Err(invalid());
     }
-    Ok(Spn { service, host, form })
+    if let Some(r) = realm {
+        self::realm("spn realm", r)?;
+    }
+    Ok(Spn {
+        service,
+        host,
+        form,
+        realm,
+    })
+}
+
+/// Checks a realm name from a caller or a KDC (an SPN's suffix, a referral's target): 1 to
+/// [`MAX_NAME_LEN`] bytes of printable ASCII without `/`, `@` or spaces. Such a name later
+/// selects KDCs and is printed in messages, so nothing that could confuse either gets through.
+pub fn realm(field: &'static str, value: &str) -> Result<(), CheckError> {
+    if value.is_empty() {
+        return Err(CheckError::Empty { field });
+    }
+    bounded_text(field, value, MAX_NAME_LEN)?;
+    if !value.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b'@') {
+        return Err(CheckError::Malformed {
+            field,
+            what: "a realm is printable ASCII without '/', '@' or spaces",
+        });
+    }
+    Ok(())
 }
 
 /// Refuses a service ticket request that asks for delegation: no forwarded TGT ever leaves.
@@ -445,9 +473,25 @@ mod tests {
     fn spns_are_split() {
         let s = spn("host/svc.test@REALM").unwrap();
         assert_eq!((s.service, s.host, s.form), ("host", "svc.test", SpnForm::Instance));
+        assert_eq!(s.realm, Some("REALM"));
+        let s = spn("host/svc.test").unwrap();
+        assert_eq!((s.host, s.realm), ("svc.test", None));
         let s = spn("HTTP@web.test").unwrap();
         assert_eq!((s.service, s.host, s.form), ("HTTP", "web.test", SpnForm::Host));
-        for bad in ["", "nohost", "/h", "s/", "s@", "a\nb/c", "s/h/x"] {
+        assert_eq!(s.realm, None);
+        for bad in [
+            "",
+            "nohost",
+            "/h",
+            "s/",
+            "s@",
+            "a\nb/c",
+            "s/h/x",
+            "s/h@",
+            "s/h@A B",
+            "s/h@A@B",
+            "s/h@A\u{e9}",
+        ] {
             assert!(spn(bad).is_err(), "{bad:?}");
         }
         assert!(spn(&"s/".repeat(300)).is_err());

@@ -29,12 +29,15 @@ fn etype_choice_skips_des_and_rc4_unless_allowed() {
 
 #[test]
 fn spns_parse() {
-    let p = messages::parse_spn("host/svc.test").unwrap();
+    let (p, realm) = messages::parse_spn_realm("host/svc.test").unwrap();
     assert_eq!(p.string.len(), 2);
-    assert!(messages::parse_spn("HTTP@web.test").is_ok());
-    assert!(messages::parse_spn("host/svc.test@REALM").is_ok());
-    for bad in ["", "nohost", "/h", "s/", "a\nb/c"] {
-        assert!(messages::parse_spn(bad).is_err(), "{bad:?}");
+    // Host-based without a realm (a KDC may refer it), a plain instance with one.
+    assert_eq!((p.r#type, realm), (3, None));
+    assert_eq!(messages::parse_spn_realm("HTTP@web.test").unwrap().0.r#type, 3);
+    let (p, realm) = messages::parse_spn_realm("host/svc.test@REALM").unwrap();
+    assert_eq!((p.r#type, realm.as_deref()), (2, Some("REALM")));
+    for bad in ["", "nohost", "/h", "s/", "a\nb/c", "s/h@", "s/h@A B", "s/h@A/B"] {
+        assert!(messages::parse_spn_realm(bad).is_err(), "{bad:?}");
     }
 }
 
