@@ -863,16 +863,21 @@ fn tgs_reply<R: TryCryptoRng>(
                 st.pending_tgs.push(next);
                 return Ok(request);
             }
-            Err(e) => {
-                first_error.get_or_insert(e);
+            // A reply that opened under this exchange's key says more than one that did not
+            // (another exchange of the SPN, waiting at another realm's KDC).
+            Err(e) if first_error.is_none() || matches!(first_error, Some((_, KerberosError::Unauthenticated(_)))) => {
+                first_error = Some((i, e));
             }
+            Err(_) => {}
         }
     }
-    // It answers none of them: the oldest is spent, as with a single exchange.
-    st.pending_tgs.remove(waiting[0]);
-    Err(first_error.unwrap_or_else(|| {
-        KerberosError::FailedPrecondition("no TGS exchange is in progress for this session".into())
-    }))
+    // It answers none of them: the one it came closest to (else the oldest) is spent, as with a
+    // single exchange.
+    st.pending_tgs
+        .remove(first_error.as_ref().map_or(waiting[0], |(i, _)| *i));
+    Err(first_error
+        .map(|(_, e)| e)
+        .unwrap_or_else(|| KerberosError::FailedPrecondition("no TGS exchange is in progress for this session".into())))
 }
 
 /// The request that follows a referral to `got.realm` (unless it loops or goes too far), and

@@ -252,6 +252,11 @@ mod exchanges {
         include!("ticket_cache_tests.rs");
     }
 
+    mod referral_tests {
+        //! Referrals and cross-realm TGTs: followed here, bounded, never out.
+        include!("referral_tests.rs");
+    }
+
     mod change_password {
         use super::*;
         use crate::kerberos::kpasswd::tests::{reply, result, serve};
@@ -606,10 +611,11 @@ mod exchanges {
             let rep = fake_kdc::tgs_rep(&issue(sname, nonce, &svc_key, 200), &tgt_key);
             tgs(&creds, &mut st, &mut rng, "HTTP/web.r.test", rep)
         };
-        // A referral or cross-realm TGT under the service's request: refused, no key out.
-        let e = exchange(&["krbtgt", "OTHER.TEST"]).unwrap_err();
-        assert_eq!(e.code(), CODE_FAILED_PRECONDITION);
-        assert!(e.clone().message().contains("ticket-granting"), "{e:?}");
+        // A referral under the service's request: followed here (see referral_tests), its TGT
+        // and key kept; only the next request, for the referred realm's KDC, goes out.
+        let next = exchange(&["krbtgt", "OTHER.TEST"]).unwrap();
+        assert_eq!(next.kdc_realm, "OTHER.TEST");
+        assert!(next.ticket.is_empty() && next.session_key.is_empty() && next.ap_req.is_empty());
         // Another service's ticket: refused.
         let e = exchange(&["HTTP", "evil.r.test"]).unwrap_err();
         assert_eq!(e.code(), CODE_INVALID_ARGUMENT);
