@@ -14,6 +14,9 @@ use crate::enclave::{Key, LegacyProtocol, SealedSecret};
 use crate::enctype::{self, Enctype, EnctypeRefused};
 use crate::secret::SecretRef;
 
+/// Most referrals (RFC 6806) or cross-realm hops one TGS exchange follows: the enclave ends the
+/// exchange beyond it, and the proxy's step count allows for it.
+pub const MAX_REFERRAL_HOPS: usize = 5;
 /// Longest user, domain, realm (or KDC host) name, in bytes.
 pub const MAX_NAME_LEN: usize = 256;
 /// Longest password, in bytes.

@@ -21,7 +21,7 @@ use super::messages::{self, RepParts, TicketInfo};
 use super::{KerberosError, MAX_TICKET_BYTES_PER_OWNER, PendingTgs, Tgt, fresh, release_from};
 
 /// Most referrals one TGS exchange follows: beyond it the exchange ends (FAILED_PRECONDITION).
-pub const MAX_REFERRAL_HOPS: usize = 5;
+pub use credguard_proto::checks::MAX_REFERRAL_HOPS;
 /// Most cross-realm TGTs one session keeps; a new one beyond it evicts the one ending first.
 pub const MAX_CROSS_TGTS: usize = 8;
 
