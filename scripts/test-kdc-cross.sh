@@ -11,7 +11,9 @@
 # with the same password and enctypes (the trust: A issues cross-realm TGTs B accepts). B holds the
 # services host/svc.b.xrealm.test and HTTP/web.b.xrealm.test, their keytabs in DIR/svc-b.keytab and
 # DIR/web-b.keytab. The krb5.conf both KDCs read maps .b.xrealm.test to B ([domain_realm]), so A's
-# KDC answers a canonicalize request for host/svc.b.xrealm.test (NT-SRV-HST) with a referral.
+# KDC answers a canonicalize request for host/svc.b.xrealm.test (NT-SRV-HST) with a referral. A
+# also trusts C.XREALM.TEST and refers .c.xrealm.test there, but no KDC of C exists (no source
+# names one): a referral the proxy cannot follow.
 set -euo pipefail
 
 realm_a=A.XREALM.TEST
@@ -76,6 +78,7 @@ cat > "$dir/krb5.conf" <<CONF
 [domain_realm]
  .b.xrealm.test = $realm_b
  .a.xrealm.test = $realm_a
+ .c.xrealm.test = C.XREALM.TEST
 CONF
 
 # One kdc.conf per KDC: each serves its own realm on its own port.
@@ -111,6 +114,8 @@ trust_pw="trust-$RANDOM-$RANDOM-$RANDOM"
     kdb5_util create -s -P "master-$RANDOM-$RANDOM" -r "$realm_a"
     kadmin.local -r "$realm_a" -q "addprinc +requires_preauth -pw $password alice"
     kadmin.local -r "$realm_a" -q "addprinc -e aes256-cts:normal,aes128-cts:normal -pw $trust_pw $trust"
+    # A trust toward a realm with no KDC anywhere: A refers .c.xrealm.test there.
+    kadmin.local -r "$realm_a" -q "addprinc -randkey krbtgt/C.XREALM.TEST@$realm_a"
     export KRB5_KDC_PROFILE="$dir/kdc-b.conf"
     kdb5_util create -s -P "master-$RANDOM-$RANDOM" -r "$realm_b"
     kadmin.local -r "$realm_b" -q "addprinc -e aes256-cts:normal,aes128-cts:normal -pw $trust_pw $trust"
