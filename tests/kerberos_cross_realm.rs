@@ -189,14 +189,20 @@ fn the_proxy_holds_no_cross_realm_tgt_key_and_an_unknown_referred_realm_is_a_cle
     let trust = kdcs.long_term_keys("A", kdcs.get("TRUST"));
     let to_c = kdcs.long_term_keys("A", &format!("krbtgt/C.XREALM.TEST@{}", kdcs.get("REALM_A")));
     let alice = kdcs.long_term_keys("A", &format!("alice@{}", kdcs.get("REALM_A")));
-    let mut services = kdcs.long_term_keys("B", kdcs.get("SPN"));
-    services.extend(kdcs.long_term_keys("B", kdcs.get("HTTP_SPN")));
+    // One service's keys at a time: the keys are picked by enctype.
+    let services = [
+        kdcs.long_term_keys("B", kdcs.get("SPN")),
+        kdcs.long_term_keys("B", kdcs.get("HTTP_SPN")),
+    ];
     let from_a = relay_a.replies.lock().unwrap().clone();
     let from_b = relay_b.replies.lock().unwrap().clone();
     let cross: Vec<Vec<u8>> = from_a.iter().filter_map(|r| service_session_key(r, &trust)).collect();
     let referral_c: Vec<Vec<u8>> = from_a.iter().filter_map(|r| service_session_key(r, &to_c)).collect();
     let tgt: Vec<Vec<u8>> = from_a.iter().filter_map(|r| tgt_session_key(r, &alice)).collect();
-    let service: Vec<Vec<u8>> = from_b.iter().filter_map(|r| service_session_key(r, &services)).collect();
+    let service: Vec<Vec<u8>> = services
+        .iter()
+        .flat_map(|keys| from_b.iter().filter_map(|r| service_session_key(r, keys)))
+        .collect();
     assert_eq!(cross.len(), 1, "one cross-realm TGT, reused ({} replies from A)", from_a.len());
     assert_eq!((tgt.len(), service.len(), referral_c.len()), (1, 2, 1));
     let mut needles: Vec<(&str, Vec<u8>)> = vec![
