@@ -130,10 +130,16 @@ fn referred_and_explicit_realm_service_tickets_are_accepted_in_realm_b_and_the_c
     let t = ticket(&stack, &id, spn);
     assert_eq!(t["from_cache"], false);
     accepted_by_b(&kdcs, kdcs.get("KEYTAB"), &t);
-    assert_eq!((tgs_reps(&relay_a), tgs_reps(&relay_b)), (1, 1), "a referral from A, the ticket from B");
+    assert_eq!(
+        (tgs_reps(&relay_a), tgs_reps(&relay_b)),
+        (1, 1),
+        "a referral from A, the ticket from B"
+    );
     let referral = format!("alice@{} for {}", kdcs.get("REALM_A"), kdcs.get("TRUST"));
     assert!(
-        kdcs.tgs_log("a").iter().any(|l| l.contains("ISSUE") && l.contains(&referral)),
+        kdcs.tgs_log("a")
+            .iter()
+            .any(|l| l.contains("ISSUE") && l.contains(&referral)),
         "A's KDC issued the referral TGT: {:?}",
         kdcs.tgs_log("a")
     );
@@ -171,7 +177,11 @@ fn the_proxy_holds_no_cross_realm_tgt_key_and_an_unknown_referred_realm_is_a_cle
     };
     let id = logon(&stack, &kdcs, &relay_a);
     ticket(&stack, &id, kdcs.get("SPN"));
-    ticket(&stack, &id, &format!("{}@{}", kdcs.get("HTTP_SPN"), kdcs.get("REALM_B")));
+    ticket(
+        &stack,
+        &id,
+        &format!("{}@{}", kdcs.get("HTTP_SPN"), kdcs.get("REALM_B")),
+    );
 
     // A referral to a realm no source knows (A trusts C, C has no KDC anywhere): a clear error,
     // at once.
@@ -203,7 +213,12 @@ fn the_proxy_holds_no_cross_realm_tgt_key_and_an_unknown_referred_realm_is_a_cle
         .iter()
         .flat_map(|keys| from_b.iter().filter_map(|r| service_session_key(r, keys)))
         .collect();
-    assert_eq!(cross.len(), 1, "one cross-realm TGT, reused ({} replies from A)", from_a.len());
+    assert_eq!(
+        cross.len(),
+        1,
+        "one cross-realm TGT, reused ({} replies from A)",
+        from_a.len()
+    );
     assert_eq!((tgt.len(), service.len(), referral_c.len()), (1, 2, 1));
     let mut needles: Vec<(&str, Vec<u8>)> = vec![
         ("cross-realm TGT session key", cross[0].clone()),
