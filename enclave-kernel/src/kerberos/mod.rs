@@ -801,7 +801,11 @@ pub fn tgs_step<R: TryCryptoRng>(
             // A KRB-ERROR names no nonce: it ends the oldest exchange for this SPN.
             let pending = st.pending_tgs.remove(waiting[0]);
             if e.code != messages::KRB_AP_ERR_SKEW || pending.skew_retried {
-                return Err(kdc_error(&e, "TGS"));
+                let exchange = match &pending.realm {
+                    Some(realm) => format!("cross-realm TGS ({realm})"),
+                    None => String::from("TGS"),
+                };
+                return Err(kdc_error(&e, &exchange));
             }
             // Once: the same request again, at the KDC's time.
             st.clock_offset = e.stime.saturating_sub(req.now_unix);

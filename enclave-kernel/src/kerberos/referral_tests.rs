@@ -319,3 +319,18 @@ fn cross_realm_tgts_go_with_the_session_and_its_tickets() {
     st.forget_session(&H, Owner::uid(1000));
     assert_eq!(st.held_by(Owner::uid(1000)), 0);
 }
+
+#[test]
+fn an_error_from_a_referred_realm_names_that_realm() {
+    let (mut creds, mut st, mut rng) = setup();
+    let tgt_key = get_tgt(&mut creds, &mut st, &mut rng);
+    let spn = "HTTP/web.other.test";
+    let first = ask_at(&creds, &mut st, &mut rng, spn, Vec::new(), 1_000).unwrap();
+    let rep = answer(REALM, &["krbtgt", "OTHER.TEST"], view(&first).nonce, &k(0xc0), &tgt_key, 1_000, 300);
+    ask_at(&creds, &mut st, &mut rng, spn, rep, 1_000).unwrap();
+    let e = ask_at(&creds, &mut st, &mut rng, spn, fake_kdc::krb_error("OTHER.TEST", 7, 1_000, None), 1_000)
+        .unwrap_err();
+    assert_eq!(e.code(), CODE_NOT_FOUND);
+    assert!(e.message().contains("cross-realm TGS (OTHER.TEST)"));
+    assert!(st.sessions.get(&H).unwrap().pending_tgs.is_empty());
+}
