@@ -307,7 +307,7 @@ impl KerberosSessions {
     }
 
     /// Keeps `tgt` for `handle` (replacing its old one) if `owner` stays within its budget. The
-    /// service tickets of an old TGT for another principal go with it.
+    /// service tickets and cross-realm TGTs of an old TGT for another principal go with it.
     fn keep_tgt(&mut self, handle: SessionHandle, owner: Owner, tgt: Tgt) -> Result<(), KerberosError> {
         if let Some(st) = self.sessions.get_mut(&handle)
             && st
