@@ -123,15 +123,17 @@ fn no_tgt_leaves_under_any_name() {
 }
 
 #[test]
-fn a_kdc_reply_naming_a_tgt_is_refused_and_its_key_stays_inside() {
+fn a_kdc_reply_naming_a_tgt_is_kept_inside_as_a_referral() {
     let Some((kdc, stack)) = fake_stack("attack_tgt_for_service", Behaviour::TgtForAnyService) else {
         return;
     };
     let id = logon(&stack, None, fake_kdc::USER, fake_kdc::REALM, fake_kdc::PASSWORD);
     let (code, out, err) = stack.ctl(None, &["kerberos-ticket", &id, "HTTP/web.fake.test"], "");
     assert_eq!(code, 1, "{out}");
+    // The enclave takes the TGT as a referral (RFC 6806) and keeps it: the next request would go
+    // to OTHER.TEST, whose KDCs nobody configured.
     assert!(
-        err.contains("FailedPrecondition") && err.contains("ticket-granting"),
+        err.contains("FailedPrecondition") && err.contains("referred this request to realm \"OTHER.TEST\""),
         "{err}"
     );
     assert!(out.trim().is_empty(), "nothing is returned: {out}");

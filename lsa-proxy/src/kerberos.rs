@@ -25,6 +25,9 @@ use crate::sessions::{Caller, LogonSession};
 const KDC_TIMEOUT: Duration = Duration::from_secs(3);
 /// Steps of one exchange at most (no preauth, preauth, one skew retry, and a spare).
 const MAX_STEPS: usize = 5;
+/// Steps of one TGS exchange at most: a request and a skew retry at the session realm's KDC and
+/// at each realm a referral leads to (the enclave follows at most [`checks::MAX_REFERRAL_HOPS`]).
+const MAX_TGS_STEPS: usize = 2 * (1 + checks::MAX_REFERRAL_HOPS) + 1;
 /// The answer to a request that still names a ccache file for the proxy to write.
 pub const CCACHE_PATH_REFUSED: &str = "ccache_path is no longer supported: the proxy writes no file for a caller; \
      write the reply's `ccache` field (an MIT ccache of this service ticket) yourself, mode 0600 \
@@ -267,7 +270,7 @@ pub async fn get_tgt(
 async fn as_exchange(core: &LsaCore, s: &LogonSession, kdcs: &[KdcAddr]) -> Result<enclave::KerberosAsReply, LsaError> {
     let mut kdc_reply = Vec::new();
     let mut kdc = 0;
-    let mut referred: Option<(String, Vec<KdcAddr>)> = None;
+    let mut other_realms = OtherRealms::default();
     for _ in 0..MAX_STEPS {
         let step = enclave::KerberosAsRequest {
             session_handle: s.handle.clone(),
@@ -282,36 +285,15 @@ async fn as_exchange(core: &LsaCore, s: &LogonSession, kdcs: &[KdcAddr]) -> Resu
             }
             return Ok(r);
         }
-        let kdcs = match r.kdc_realm.as_str() {
-            "" => kdcs,
-            realm => referred_kdcs(core, &mut referred, &mut kdc, realm).await?,
+        kdc_reply = if r.kdc_realm.is_empty() {
+            kdc_exchange_any(kdcs, &mut kdc, &r.kdc_request).await?
+        } else {
+            other_realms.exchange(core, &r.kdc_realm, &r.kdc_request).await?
         };
-        kdc_reply = kdc_exchange_any(kdcs, &mut kdc, &r.kdc_request).await?;
     }
     Err(LsaError::Unavailable(
         "the AS exchange did not finish: the KDC keeps asking".into(),
     ))
-}
-
-/// The KDCs of `realm`, which a KDC's referral named, looked up once per exchange (`found`);
-/// a new realm starts at its first KDC.
-async fn referred_kdcs<'a>(
-    core: &LsaCore,
-    found: &'a mut Option<(String, Vec<KdcAddr>)>,
-    preferred: &mut usize,
-    realm: &str,
-) -> Result<&'a [KdcAddr], LsaError> {
-    if found.as_ref().is_none_or(|(r, _)| r != realm) {
-        checks::referred_realm(realm)?;
-        let kdcs = core.kdcs().kdcs(realm).await.map_err(|e| {
-            LsaError::Unavailable(format!(
-                "a KDC referred the request to realm {realm:?}, whose KDCs are not found: {e}"
-            ))
-        })?;
-        *found = Some((realm.to_string(), kdcs));
-        *preferred = 0;
-    }
-    Ok(found.as_ref().map_or(&[][..], |(_, kdcs)| kdcs.as_slice()))
 }
 
 /// `ChangePassword`: the enclave's AS exchange for `kadmin/changepw` with the KDCs, then its
@@ -529,7 +511,9 @@ pub async fn verify_ap_rep(
 }
 
 /// The TGS exchange, driven by the enclave; also says whether the enclave answered its first
-/// step at once, from the service tickets the session keeps (then no KDC was asked).
+/// step at once, from the service tickets the session keeps (then no KDC was asked). Each request
+/// goes to the KDCs of the realm the enclave names (`kdc_realm`: a referral's or cross-realm
+/// TGT's; empty, the session's).
 async fn tgs_exchange(
     core: &LsaCore,
     s: &LogonSession,
@@ -538,7 +522,8 @@ async fn tgs_exchange(
 ) -> Result<(enclave::KerberosTgsReply, bool), LsaError> {
     let mut kdc_reply = Vec::new();
     let mut kdc = 0;
-    for n in 0..MAX_STEPS {
+    let mut other_realms = OtherRealms::default();
+    for n in 0..MAX_TGS_STEPS {
         let step = enclave::KerberosTgsRequest {
             session_handle: s.handle.clone(),
             now_unix: now_unix(),
@@ -552,12 +537,51 @@ async fn tgs_exchange(
         if r.kdc_request.is_empty() {
             return Ok((r, n == 0));
         }
-        let kdcs = kdcs_once(core, s, kdcs).await?;
-        kdc_reply = kdc_exchange_any(kdcs, &mut kdc, &r.kdc_request).await?;
+        kdc_reply = if r.kdc_realm.is_empty() || r.kdc_realm.eq_ignore_ascii_case(&s.realm) {
+            let kdcs = kdcs_once(core, s, kdcs).await?;
+            kdc_exchange_any(kdcs, &mut kdc, &r.kdc_request).await?
+        } else {
+            other_realms.exchange(core, &r.kdc_realm, &r.kdc_request).await?
+        };
     }
     Err(LsaError::Unavailable(
-        "the TGS exchange did not finish: the KDC keeps asking".into(),
+        "the TGS exchange did not finish: the KDCs keep asking".into(),
     ))
+}
+
+/// The KDCs of the other realms one TGS exchange's referrals lead to, each looked up once (and
+/// the one that answered, preferred for the later steps).
+#[derive(Default)]
+struct OtherRealms {
+    found: std::collections::HashMap<String, (Vec<KdcAddr>, usize)>,
+}
+
+impl OtherRealms {
+    /// Sends `request` to `realm`'s KDCs, as [`crate::kdcs::KdcLocator::kdcs`] finds them. A realm
+    /// no source knows (a KDC may name any) is a clear FAILED_PRECONDITION, asked of nobody.
+    async fn exchange(&mut self, core: &LsaCore, realm: &str, request: &[u8]) -> Result<Vec<u8>, LsaError> {
+        checks::realm("kdc_realm", realm)?;
+        let referred = |e: LsaError| match e {
+            LsaError::FailedPrecondition(m) => {
+                LsaError::FailedPrecondition(format!("the KDC referred this request to realm {realm:?}: {m}"))
+            }
+            LsaError::Unavailable(m) => {
+                LsaError::Unavailable(format!("the KDC referred this request to realm {realm:?}: {m}"))
+            }
+            other => other,
+        };
+        if !self.found.contains_key(realm) {
+            let kdcs = core.kdcs().kdcs(realm).await.map_err(referred)?;
+            debug!(realm, kdcs = ?kdcs.iter().map(ToString::to_string).collect::<Vec<_>>(), "KDCs of a referred realm");
+            self.found.insert(realm.to_string(), (kdcs, 0));
+        }
+        let Some((kdcs, preferred)) = self.found.get_mut(realm) else {
+            return Err(LsaError::Internal(format!("the KDCs of {realm:?} went missing")));
+        };
+        kdc_exchange_any(kdcs, preferred, request)
+            .await
+            .map_err(|e| referred(e.into()))
+    }
 }
 
 fn put_u16(out: &mut Vec<u8>, v: u16) {

@@ -128,3 +128,89 @@ pub fn keytab_keys(keytab: &std::path::Path, krb5_config: &str) -> Vec<(i32, Vec
         })
         .collect()
 }
+
+/// Two running MIT KDCs with a cross-realm trust (scripts/test-kdc-cross.sh): A.XREALM.TEST holds
+/// alice, B.XREALM.TEST the services, both `krbtgt/B.XREALM.TEST@A.XREALM.TEST`; A's KDC refers
+/// host-based names of `.b.xrealm.test` to B. Stopped when dropped.
+pub struct CrossRealmKdcs {
+    /// Their directory (databases, krb5.conf, kdc-a.conf, kdc-b.conf, logs, keytabs).
+    pub dir: PathBuf,
+    env: HashMap<String, String>,
+}
+
+impl CrossRealmKdcs {
+    /// Starts both, or returns None (after a loud skip) when the MIT tools are missing.
+    pub fn start(test: &str) -> Option<CrossRealmKdcs> {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let dir = temp_dir(&format!("kdcs-{test}"));
+        let out = Command::new(format!("{root}/scripts/test-kdc-cross.sh"))
+            .arg("start")
+            .arg(&dir)
+            .output()
+            .expect("running scripts/test-kdc-cross.sh");
+        if out.status.code() == Some(3) {
+            tools_missing(test, &String::from_utf8_lossy(&out.stderr));
+            return None;
+        }
+        assert!(
+            out.status.success(),
+            "test-kdc-cross.sh failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Some(CrossRealmKdcs { dir, env })
+    }
+
+    /// A value the script printed: KDC_A, KDC_B, REALM_A, REALM_B, PASSWORD, KRB5_CONFIG,
+    /// KRB5_KDC_PROFILE_A, KRB5_KDC_PROFILE_B, TRUST, SPN, KEYTAB, HTTP_SPN, HTTP_KEYTAB.
+    pub fn get(&self, k: &str) -> &str {
+        self.env
+            .get(k)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("{k} missing"))
+    }
+
+    /// The long-term keys realm `which` (`"A"` or `"B"`) holds for `principal` (see
+    /// [`TestKdc::long_term_keys`]).
+    pub fn long_term_keys(&self, which: &str, principal: &str) -> Vec<(i32, Vec<u8>)> {
+        let keytab = self
+            .dir
+            .join(format!("{which}-{}.export.keytab", principal.replace(['/', '@'], "_")));
+        let _ = std::fs::remove_file(&keytab);
+        let out = Command::new("kadmin.local")
+            .args(["-r", self.get(&format!("REALM_{which}")), "-q"])
+            .arg(format!("ktadd -norandkey -k {} {principal}", keytab.display()))
+            .env("KRB5_CONFIG", self.get("KRB5_CONFIG"))
+            .env("KRB5_KDC_PROFILE", self.get(&format!("KRB5_KDC_PROFILE_{which}")))
+            .output()
+            .expect("running kadmin.local");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        keytab_keys(&keytab, self.get("KRB5_CONFIG"))
+    }
+
+    /// Lines of KDC `which`'s log (`"a"` or `"b"`) that record a TGS request.
+    pub fn tgs_log(&self, which: &str) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join(format!("kdc-{which}.log")))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("TGS_REQ"))
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Drop for CrossRealmKdcs {
+    fn drop(&mut self) {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let _ = Command::new(format!("{root}/scripts/test-kdc-cross.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

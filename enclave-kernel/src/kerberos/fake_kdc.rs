@@ -53,6 +53,13 @@ pub struct RequestView {
     pub enc_timestamp_etype: Option<i32>,
     /// The PA-ENC-TIMESTAMP's ciphertext (key usage 1), to check it under the client's key.
     pub enc_timestamp: Vec<u8>,
+    /// The request body's realm (the server's: the realm whose KDC it is for).
+    pub realm: String,
+    /// Whether the canonicalize option (bit 15) is set.
+    pub canonicalize: bool,
+    /// TGS-REQ: the service and realm its TGT names (`krbtgt`, then the realm it is for; the
+    /// issuing realm last), from the PA-TGS-REQ.
+    pub tgt_sname: Vec<String>,
 }
 
 /// Whether `view`'s PA-ENC-TIMESTAMP decrypts under `user_key` (what a real KDC checks).
@@ -78,7 +85,22 @@ pub fn parse_request(bytes: &[u8]) -> Option<RequestView> {
         .flatten()
         .find(|p| p.r#type == 2)
         .and_then(|p| rasn::der::decode::<EncryptedData>(&p.value).ok());
+    let tgt_sname = req
+        .padata
+        .iter()
+        .flatten()
+        .find(|p| p.r#type == 1)
+        .and_then(|p| rasn::der::decode::<rasn_kerberos::ApReq>(&p.value).ok())
+        .map(|ap| {
+            let mut v: Vec<String> = ap.ticket.sname.string.iter().map(text).collect();
+            v.push(text(&ap.ticket.realm));
+            v
+        })
+        .unwrap_or_default();
     Some(RequestView {
+        realm: text(&req.req_body.realm),
+        canonicalize: req.req_body.kdc_options.0.get(15).is_some_and(|b| *b),
+        tgt_sname,
         tgs,
         nonce: req.req_body.nonce,
         cname: parts(&req.req_body.cname),
@@ -218,9 +240,16 @@ pub fn as_rep(issue: &Issue<'_>, user_key: &Key) -> Vec<u8> {
 
 /// A TGS-REP, its encrypted part under the TGT's session key `tgt_key` (key usage 8).
 pub fn tgs_rep(issue: &Issue<'_>, tgt_key: &Key) -> Vec<u8> {
+    cross_tgs_rep(issue, issue.realm, tgt_key)
+}
+
+/// A TGS-REP from the KDC of `issue.realm` (the ticket's and the service's realm) for a client
+/// of `crealm` (another realm's, after a referral), under `tgt_key` (key usage 8).
+pub fn cross_tgs_rep(issue: &Issue<'_>, crealm: &str, tgt_key: &Key) -> Vec<u8> {
     let plain = rasn::der::encode(&EncTgsRepPart(enc_part(issue))).unwrap_or_default();
     let cipher = crypto::encrypt(tgt_key, 8, &plain, &[0x44; 16]).unwrap_or_default();
     let mut rep = kdc_rep(issue, tgt_key, cipher);
     rep.msg_type = Integer::from(13);
+    rep.crealm = gs(crealm);
     rasn::der::encode(&TgsRep(rep)).unwrap_or_default()
 }

@@ -31,6 +31,8 @@ pub const KDC_ERR_WRONG_REALM: i32 = 68;
 const PA_TGS_REQ: i32 = 1;
 const PA_ENC_TIMESTAMP: i32 = 2;
 const PA_ETYPE_INFO2: i32 = 19;
+/// The canonicalize KDC option (RFC 6806 3).
+const KDC_OPT_CANONICALIZE: usize = 15;
 const NT_PRINCIPAL: i32 = 1;
 const NT_SRV_INST: i32 = 2;
 const NT_SRV_HST: i32 = 3;
@@ -105,6 +107,8 @@ pub struct RepParts {
     pub ticket: Vec<u8>,
     /// The server the ticket itself names (its clear-text `sname`).
     pub ticket_sname: PrincipalName,
+    /// The ticket's clear-text realm (the issuing KDC's).
+    pub ticket_realm: String,
     /// Enctype of the encrypted part.
     pub enc_etype: i32,
     /// The encrypted part.
@@ -231,16 +235,37 @@ pub fn default_salt(c: &Client<'_>) -> Vec<u8> {
 }
 
 /// An SPN, `service/host[@REALM]` or `service@host` (checked as the proxy checks it), as a
-/// principal name.
-pub fn parse_spn(spn: &str) -> Result<PrincipalName, KerberosError> {
+/// principal name, and the realm it names, if any. A name without a realm is
+/// host-based (NT-SRV-HST), as MIT's clients send it: a KDC maps the host to its realm and answers
+/// with a referral when that is another realm (MIT refers only NT-SRV-HST names). With an
+/// explicit realm it is NT-SRV-INST: the realm is given, nothing is to be mapped.
+pub fn parse_spn_realm(spn: &str) -> Result<(PrincipalName, Option<String>), KerberosError> {
     let spn = checks::spn(spn)?;
-    Ok(PrincipalName {
-        r#type: match spn.form {
-            SpnForm::Instance => NT_SRV_INST,
-            SpnForm::Host => NT_SRV_HST,
+    let name = PrincipalName {
+        r#type: match (spn.form, spn.realm) {
+            (SpnForm::Instance, Some(_)) => NT_SRV_INST,
+            (SpnForm::Instance, None) | (SpnForm::Host, _) => NT_SRV_HST,
         },
         string: alloc::vec![kstring(spn.service)?, kstring(spn.host)?],
+    };
+    Ok((name, spn.realm.map(String::from)))
+}
+
+/// `krbtgt/REALM`: the ticket-granting service of `realm`, whose ticket a KDC gives for
+/// another realm (a cross-realm TGT).
+pub fn tgs_principal(realm: &str) -> Result<PrincipalName, KerberosError> {
+    Ok(PrincipalName {
+        r#type: NT_SRV_INST,
+        string: alloc::vec![kstring("krbtgt")?, kstring(realm)?],
     })
+}
+
+/// The realm a `krbtgt/REALM` principal names (its second component), if it is one.
+pub fn tgs_realm(p: &PrincipalName) -> Option<String> {
+    if !is_tgs_principal(p) || p.string.len() != 2 {
+        return None;
+    }
+    core::str::from_utf8(p.string[1].as_bytes()).ok().map(String::from)
 }
 
 /// An AS-REQ for `service` (the krbtgt of the client's realm, or `kadmin/changepw`), with
@@ -356,6 +381,7 @@ fn rep_parts(r: KdcRep, tgs: bool) -> Result<KdcReply, KerberosError> {
         cname: join(&r.cname),
         cname_pn: r.cname,
         ticket: rasn::der::encode(&r.ticket).map_err(encode_err)?,
+        ticket_realm: String::from_utf8_lossy(r.ticket.realm.as_bytes()).into_owned(),
         ticket_sname: r.ticket.sname,
         enc_etype: r.enc_part.etype,
         enc_cipher: r.enc_part.cipher.to_vec(),
@@ -454,10 +480,13 @@ fn authenticator(
     })
 }
 
-/// A TGS-REQ for `sname` with the TGT `tgt` (DER) and its session key.
+/// A TGS-REQ for `sname` to the KDC of `realm`, with the TGT `tgt` (DER) and its session key.
+/// The authenticator names the client in `crealm` (a cross-realm TGT's ticket names the realm
+/// that issued it, not the client's); `None`: the TGT's own realm (the session's TGT).
 #[allow(clippy::too_many_arguments)]
 pub fn tgs_req(
     realm: &str,
+    crealm: Option<&str>,
     cname: &PrincipalName,
     tgt: &[u8],
     tgt_key: &Key,
@@ -470,10 +499,14 @@ pub fn tgs_req(
 ) -> Result<Vec<u8>, KerberosError> {
     let ticket: Ticket =
         rasn::der::decode(tgt).map_err(|_| KerberosError::Internal("stored TGT does not decode".into()))?;
-    let crealm = String::from_utf8_lossy(ticket.realm.as_bytes()).into_owned();
+    let crealm = crealm.map_or_else(
+        || String::from_utf8_lossy(ticket.realm.as_bytes()).into_owned(),
+        String::from,
+    );
     let body = KdcReqBody {
-        // No forwardable, no forwarded: delegation is never asked for.
-        kdc_options: KdcOptions(flags32(&[])),
+        // No forwardable, no forwarded: delegation is never asked for. Canonicalize (bit 15,
+        // RFC 6806): the KDC may answer with a referral to the service's realm.
+        kdc_options: KdcOptions(flags32(&[KDC_OPT_CANONICALIZE])),
         cname: None,
         realm: kstring(realm)?,
         sname: Some(sname.clone()),

@@ -9,8 +9,10 @@
 //! - DES never; rc4-hmac only for a session whose logon asked for it, and only if the image's
 //!   signed policy allows it (never per request).
 //! - No ticket-granting ticket ever leaves: a service name `krbtgt/...` (any spelling, any case) is
-//!   refused, and a TGS-REP is used only if it names the service that was asked for; a reply that
-//!   names a TGS (a referral or cross-realm TGT) is an error and its key is dropped here.
+//!   refused, and a TGS-REP is used only if it names the service that was asked for. A reply that
+//!   names another realm's TGS (a referral, RFC 6806, or the cross-realm TGT an SPN `svc/host@OTHER`
+//!   asks for first) is followed here, its TGT kept per session (see [`referral`]); only the
+//!   next request and the realm whose KDC gets it go out.
 //! - Never a forwarded TGT, never the delegation flag.
 //! - String-to-key parameters below the RFC defaults (4,096 PBKDF2 iterations for the SHA-1
 //!   enctypes, 32,768 for the SHA-2 ones) are refused: a forged ETYPE-INFO2 cannot make the enclave
@@ -30,6 +32,7 @@ pub mod crypto;
 #[cfg(any(test, feature = "fake-kdc"))]
 pub mod fake_kdc;
 pub mod kpasswd;
+mod referral;
 mod ticket_cache;
 // Visible to `crate::fuzz`, whose targets decode KDC replies.
 pub(crate) mod messages;
@@ -42,6 +45,7 @@ use alloc::vec::Vec;
 pub use change::change_step;
 use credguard_proto::enclave::{KerberosAsReply, KerberosAsRequest, KerberosTgsReply, KerberosTgsRequest};
 use rand_core::TryCryptoRng;
+pub use referral::{MAX_CROSS_TGTS, MAX_REFERRAL_HOPS};
 pub use ticket_cache::MAX_CACHED_TICKETS;
 
 use credguard_proto::attest::Owner;
@@ -206,8 +210,32 @@ struct PendingTgs {
     skew_retried: bool,
     /// The SPN as the caller gave it (the next step must name the same).
     spn: String,
-    /// The service asked for, which the reply must name.
+    /// The service asked for, which the final reply must name.
     sname: rasn_kerberos::PrincipalName,
+    /// The realm whose KDC got the request (a referral's or cross-realm TGT's); `None`: the
+    /// session's TGT's realm.
+    realm: Option<String>,
+    /// The SPN's explicit realm, when it is not the TGT's: `krbtgt/TARGET` is asked for until a
+    /// KDC of `TARGET` is reached.
+    target: Option<String>,
+    /// The realms whose KDCs this exchange asked, the session's first: a referral back to one is
+    /// a loop.
+    visited: Vec<String>,
+}
+
+impl PendingTgs {
+    /// The realm whose KDC got the request.
+    fn kdc_realm<'a>(&'a self, home: &'a Tgt) -> &'a str {
+        self.realm.as_deref().unwrap_or(&home.info.server_realm)
+    }
+
+    /// What the request asks for: the service, or the TGS of the SPN's realm until there.
+    fn asking(&self, home: &Tgt) -> Result<rasn_kerberos::PrincipalName, KerberosError> {
+        match &self.target {
+            Some(t) if !t.eq_ignore_ascii_case(self.kdc_realm(home)) => messages::tgs_principal(t),
+            _ => Ok(self.sname.clone()),
+        }
+    }
 }
 
 /// What the enclave keeps about Kerberos for one logon session.
@@ -224,6 +252,8 @@ struct SessionState {
     change: Option<change::PendingChange>,
     /// Service tickets from finished TGS exchanges, served again while fresh.
     tickets: ticket_cache::TicketCache,
+    /// TGTs for other realms (referrals, cross-realm), keyed by the realm whose KDC takes them.
+    cross: referral::CrossTgts,
 }
 
 impl SessionState {
@@ -231,9 +261,20 @@ impl SessionState {
         self.tgt.as_ref().map_or(0, |t| t.ticket.len())
     }
 
-    /// Drops the TGT and every service ticket got with it; returns the bytes freed.
+    /// Bytes of every ticket held (TGT, cross-realm TGTs, service tickets).
+    fn ticket_bytes(&self) -> usize {
+        self.tgt_bytes()
+            .saturating_add(self.tickets.bytes())
+            .saturating_add(self.cross.bytes())
+    }
+
+    /// Drops the TGT and every ticket got with it (service tickets, cross-realm TGTs); returns
+    /// the bytes freed.
     fn drop_tickets(&mut self) -> usize {
-        let freed = self.tgt_bytes().saturating_add(self.tickets.clear());
+        let freed = self
+            .tgt_bytes()
+            .saturating_add(self.tickets.clear())
+            .saturating_add(self.cross.clear());
         self.tgt = None;
         freed
     }
@@ -277,7 +318,7 @@ impl KerberosSessions {
         };
         self.ap.forget(&h);
         if let Some(st) = self.sessions.remove(&h) {
-            self.release(owner, st.tgt_bytes().saturating_add(st.tickets.bytes()));
+            self.release(owner, st.ticket_bytes());
         }
     }
 
@@ -291,7 +332,7 @@ impl KerberosSessions {
     }
 
     /// Keeps `tgt` for `handle` (replacing its old one) if `owner` stays within its budget. The
-    /// service tickets of an old TGT for another principal go with it.
+    /// service tickets and cross-realm TGTs of an old TGT for another principal go with it.
     fn keep_tgt(&mut self, handle: SessionHandle, owner: Owner, tgt: Tgt) -> Result<(), KerberosError> {
         if let Some(st) = self.sessions.get_mut(&handle)
             && st
@@ -299,7 +340,7 @@ impl KerberosSessions {
                 .as_ref()
                 .is_some_and(|old| !messages::same_principal(&old.info.client, &tgt.info.client))
         {
-            let freed = st.tickets.clear();
+            let freed = st.tickets.clear().saturating_add(st.cross.clear());
             self.release(owner, freed);
         }
         let old = self.sessions.get(&handle).map_or(0, SessionState::tgt_bytes);
@@ -540,7 +581,7 @@ fn client_referral(
     let Some(realm) = e.crealm.as_deref() else {
         return Err(refused("it names no realm".into()));
     };
-    if checks::referred_realm(realm).is_err() {
+    if checks::realm("realm", realm).is_err() {
         return Err(refused("the realm it names is not a realm name".into()));
     }
     if pending.realms.iter().any(|r| r.eq_ignore_ascii_case(realm)) {
@@ -814,17 +855,19 @@ pub fn tgs_step<R: TryCryptoRng>(
     check_reply_len(&req.kdc_reply)?;
     let handle = session_handle(&req.session_handle)?;
     let cred = creds.get(&handle).ok_or_else(no_session)?;
-    let sname = service_name(&req.spn)?;
+    let (sname, realm) = service_name(&req.spn)?;
     let st = state.sessions.entry(handle).or_default();
     let now = req.now_unix.saturating_add(st.clock_offset);
     let tgt = usable_tgt(st.tgt.as_ref(), now, cred.allow_rc4)?;
     if req.kdc_reply.is_empty() {
-        if let Some(kept) = st.tickets.find(&sname, now) {
+        if let Some(kept) = st.tickets.find(&sname, realm.as_deref(), now) {
             // No KDC exchange: the kept ticket with a new authenticator, as after a TGS-REP.
             let (parts, rep) = kept.reply_parts()?;
             return tgs_finish(cred, tgt, parts, rep, now, ap_ask(&req, handle, &mut state.ap)?, rng);
         }
-        let (request, pending) = tgs_start(cred, tgt, sname, &req.spn, now, rng)?;
+        release_from(&mut state.held, cred.owner, st.cross.drop_stale(now));
+        let target = realm.filter(|r| !r.eq_ignore_ascii_case(&tgt.info.server_realm));
+        let (request, pending) = tgs_start(cred, tgt, &st.cross, (sname, target), &req.spn, now, rng)?;
         if st.pending_tgs.len() >= MAX_PENDING_TGS {
             st.pending_tgs.remove(0);
         }
@@ -837,12 +880,16 @@ pub fn tgs_step<R: TryCryptoRng>(
             // A KRB-ERROR names no nonce: it ends the oldest exchange for this SPN.
             let pending = st.pending_tgs.remove(waiting[0]);
             if e.code != messages::KRB_AP_ERR_SKEW || pending.skew_retried {
-                return Err(kdc_error(&e, "TGS"));
+                let exchange = match &pending.realm {
+                    Some(realm) => format!("cross-realm TGS ({realm})"),
+                    None => String::from("TGS"),
+                };
+                return Err(kdc_error(&e, &exchange));
             }
             // Once: the same request again, at the KDC's time.
             st.clock_offset = e.stime.saturating_sub(req.now_unix);
             let now = req.now_unix.saturating_add(st.clock_offset);
-            let request = tgs_request(cred, tgt, &pending.sname, now, pending.nonce, rng)?;
+            let request = tgs_request(cred, tgt, &st.cross, &pending, now, rng)?;
             st.pending_tgs.push(PendingTgs {
                 skew_retried: true,
                 ..pending
@@ -850,27 +897,93 @@ pub fn tgs_step<R: TryCryptoRng>(
             Ok(request)
         }
         KdcReply::Rep(rep) => {
-            // The reply's nonce says which exchange it answers.
-            let mut first_error = None;
-            for &i in &waiting {
-                match service_ticket(tgt, &st.pending_tgs[i], &rep) {
-                    Ok(parts) => {
-                        let pending = st.pending_tgs.remove(i);
-                        keep_ticket(&mut state.held, cred.owner, &mut st.tickets, pending, &parts, &rep);
-                        return tgs_finish(cred, tgt, parts, rep, now, ap_ask(&req, handle, &mut state.ap)?, rng);
-                    }
-                    Err(e) => {
-                        first_error.get_or_insert(e);
-                    }
-                }
-            }
-            // It answers none of them: the oldest is spent, as with a single exchange.
-            st.pending_tgs.remove(waiting[0]);
-            Err(first_error.unwrap_or_else(|| {
-                KerberosError::FailedPrecondition("no TGS exchange is in progress for this session".into())
-            }))
+            let exchange = Exchange {
+                cred,
+                held: &mut state.held,
+                now,
+                rng,
+            };
+            tgs_reply(exchange, st, &waiting, rep, ap_ask(&req, handle, &mut state.ap)?)
         }
     }
+}
+
+/// What a TGS step works with besides the session's state.
+struct Exchange<'a, R> {
+    cred: &'a LogonCredential,
+    /// Ticket bytes held per owner.
+    held: &'a mut BTreeMap<Owner, usize>,
+    /// KDC time.
+    now: i64,
+    rng: &'a mut R,
+}
+
+/// A TGS-REP for one of `waiting` (the reply's nonce says which): the service ticket and what
+/// presents it, or (a referral) the next request, to another realm's KDC.
+fn tgs_reply<R: TryCryptoRng>(
+    mut ex: Exchange<'_, R>,
+    st: &mut SessionState,
+    waiting: &[usize],
+    rep: messages::RepParts,
+    ask: ApAsk<'_>,
+) -> Result<KerberosTgsReply, KerberosError> {
+    let tgt = usable_tgt(st.tgt.as_ref(), ex.now, ex.cred.allow_rc4)?;
+    let mut first_error = None;
+    for &i in waiting {
+        let opened = referral::tgt_for(tgt, &st.cross, &st.pending_tgs[i])
+            .and_then(|(using, _)| referral::open(tgt, using, &st.pending_tgs[i], &rep, ex.cred.allow_rc4));
+        match opened {
+            Ok(referral::Opened::Service(key, info)) => {
+                let pending = st.pending_tgs.remove(i);
+                let parts = (key, info);
+                keep_ticket(ex.held, ex.cred.owner, &mut st.tickets, pending, &parts, &rep);
+                return tgs_finish(ex.cred, tgt, parts, rep, ex.now, ask, ex.rng);
+            }
+            Ok(referral::Opened::Referral(got)) => {
+                let pending = st.pending_tgs.remove(i);
+                let (request, next) = follow(&mut ex, tgt, pending, &got)?;
+                referral::keep(ex.held, ex.cred.owner, &mut st.cross, got)?;
+                st.pending_tgs.push(next);
+                return Ok(request);
+            }
+            // A reply that opened under this exchange's key says more than one that did not
+            // (another exchange of the SPN, waiting at another realm's KDC).
+            Err(e) if first_error.is_none() || matches!(first_error, Some((_, KerberosError::Unauthenticated(_)))) => {
+                first_error = Some((i, e));
+            }
+            Err(_) => {}
+        }
+    }
+    // It answers none of them: the one it came closest to (else the oldest) is spent, as with a
+    // single exchange.
+    st.pending_tgs
+        .remove(first_error.as_ref().map_or(waiting[0], |(i, _)| *i));
+    Err(first_error
+        .map(|(_, e)| e)
+        .unwrap_or_else(|| KerberosError::FailedPrecondition("no TGS exchange is in progress for this session".into())))
+}
+
+/// The request that follows a referral to `got.realm` (unless it loops or goes too far), and
+/// the exchange that then waits.
+fn follow<R: TryCryptoRng>(
+    ex: &mut Exchange<'_, R>,
+    home: &Tgt,
+    pending: PendingTgs,
+    got: &referral::CrossTgt,
+) -> Result<(KerberosTgsReply, PendingTgs), KerberosError> {
+    referral::may_follow(&pending.visited, &got.realm)?;
+    let mut visited = pending.visited;
+    visited.push(got.realm.clone());
+    let next = PendingTgs {
+        nonce: random_u32(ex.rng)?,
+        skew_retried: false,
+        realm: Some(got.realm.clone()),
+        visited,
+        ..pending
+    };
+    let asking = next.asking(home)?;
+    let request = tgs_request_with(ex.cred, (&got.tgt, Some(&got.crealm)), &next, &asking, ex.now, ex.rng)?;
+    Ok((request, next))
 }
 
 /// Keeps the service ticket of a finished exchange for `pending`'s service, charged to `owner`,
@@ -894,7 +1007,7 @@ fn keep_ticket(
         key,
         info: info.clone(),
     };
-    release_from(held, owner, cache.make_room(&entry.sname));
+    release_from(held, owner, cache.make_room(&entry.sname, &entry.info.server_realm));
     let total = held.get(&owner).copied().unwrap_or(0).saturating_add(entry.bytes());
     if total <= MAX_TICKET_BYTES_PER_OWNER {
         held.insert(owner, total);
@@ -902,17 +1015,17 @@ fn keep_ticket(
     }
 }
 
-/// The service an SPN names, as a principal; never a ticket-granting service (`krbtgt`, any
-/// spelling), whose ticket would be a TGT leaving the enclave.
-fn service_name(spn: &str) -> Result<rasn_kerberos::PrincipalName, KerberosError> {
-    let sname = messages::parse_spn(spn)?;
+/// The service an SPN names, as a principal, and its explicit realm; never a ticket-granting
+/// service (`krbtgt`, any spelling), whose ticket would be a TGT leaving the enclave.
+fn service_name(spn: &str) -> Result<(rasn_kerberos::PrincipalName, Option<String>), KerberosError> {
+    let (sname, realm) = messages::parse_spn_realm(spn)?;
     if messages::is_tgs_principal(&sname) {
         return Err(KerberosError::FailedPrecondition(format!(
             "{spn:?} names a ticket-granting service (krbtgt): a TGT never leaves the enclave; ask for the \
              service's own name"
         )));
     }
-    Ok(sname)
+    Ok((sname, realm))
 }
 
 /// The session's TGT, if it is good for use at `now` (see [`fresh`]) and of an enctype the session
@@ -927,23 +1040,34 @@ fn usable_tgt(tgt: Option<&Tgt>, now: i64, allow_rc4: bool) -> Result<&Tgt, Kerb
     Ok(tgt)
 }
 
-/// The first TGS-REQ for `sname`, and the exchange waiting for its reply.
+/// The first TGS-REQ for `sname` (in the SPN's explicit realm `target`, if not the TGT's), and
+/// the exchange waiting for its reply. With a fresh cross-realm TGT for `target` kept, it goes
+/// straight to that realm's KDC.
 fn tgs_start<R: TryCryptoRng>(
     cred: &LogonCredential,
-    tgt: &Tgt,
-    sname: rasn_kerberos::PrincipalName,
+    home: &Tgt,
+    cross: &referral::CrossTgts,
+    (sname, target): (rasn_kerberos::PrincipalName, Option<String>),
     spn: &str,
     now: i64,
     rng: &mut R,
 ) -> Result<(KerberosTgsReply, PendingTgs), KerberosError> {
-    let nonce = random_u32(rng)?;
-    let request = tgs_request(cred, tgt, &sname, now, nonce, rng)?;
+    let mut visited = alloc::vec![home.info.server_realm.clone()];
+    let realm = target
+        .as_ref()
+        .and_then(|t| cross.find(t, now))
+        .map(|c| c.realm.clone());
+    visited.extend(realm.iter().cloned());
     let pending = PendingTgs {
-        nonce,
+        nonce: random_u32(rng)?,
         skew_retried: false,
         spn: String::from(spn),
         sname,
+        realm,
+        target,
+        visited,
     };
+    let request = tgs_request(cred, home, cross, &pending, now, rng)?;
     Ok((request, pending))
 }
 
@@ -961,28 +1085,46 @@ fn pending_for(pending: &[PendingTgs], spn: &str) -> Result<Vec<usize>, Kerberos
     Ok(waiting)
 }
 
+/// `pending`'s TGS-REQ, with the TGT for the realm it goes to (the session's or a kept
+/// cross-realm one).
 fn tgs_request<R: TryCryptoRng>(
     cred: &LogonCredential,
-    tgt: &Tgt,
-    sname: &rasn_kerberos::PrincipalName,
+    home: &Tgt,
+    cross: &referral::CrossTgts,
+    pending: &PendingTgs,
     now: i64,
-    nonce: u32,
+    rng: &mut R,
+) -> Result<KerberosTgsReply, KerberosError> {
+    let using = referral::tgt_for(home, cross, pending)?;
+    tgs_request_with(cred, using, pending, &pending.asking(home)?, now, rng)
+}
+
+/// A TGS-REQ for `asking` with `tgt` (and the client realm its authenticator names), to the KDC
+/// of `pending`'s realm.
+fn tgs_request_with<R: TryCryptoRng>(
+    cred: &LogonCredential,
+    (tgt, crealm): (&Tgt, Option<&str>),
+    pending: &PendingTgs,
+    asking: &rasn_kerberos::PrincipalName,
+    now: i64,
     rng: &mut R,
 ) -> Result<KerberosTgsReply, KerberosError> {
     let bytes = messages::tgs_req(
-        &cred.realm,
+        pending.realm.as_deref().unwrap_or(&cred.realm),
+        crealm,
         &tgt.info.client,
         &tgt.ticket,
         &tgt.key,
-        sname,
+        asking,
         tgt.info.end_time,
         now,
-        nonce,
+        pending.nonce,
         cred.allow_rc4,
         confounder(rng)?,
     )?;
     Ok(KerberosTgsReply {
         kdc_request: bytes,
+        kdc_realm: pending.realm.clone().unwrap_or_default(),
         ..Default::default()
     })
 }
@@ -1022,7 +1164,7 @@ fn random_key<R: TryCryptoRng>(enctype: i32, rng: &mut R) -> Result<Key, Kerbero
 
 /// Builds the AP-REQ (with a fresh subkey, a random sequence number and the caller's channel
 /// bindings), the GSS and SPNEGO tokens for the service ticket of a TGS-REP, once
-/// [`service_ticket`] has checked the reply is for the service asked for (and given its key).
+/// [`referral::open`] has checked the reply is for the service asked for (and given its key).
 /// A mutual one waits in `ask.contexts` for its AP-REP.
 fn tgs_finish<R: TryCryptoRng>(
     cred: &LogonCredential,
@@ -1067,6 +1209,7 @@ fn tgs_finish<R: TryCryptoRng>(
     };
     Ok(KerberosTgsReply {
         kdc_request: Vec::new(),
+        kdc_realm: String::new(),
         gss_token,
         ap_req,
         ticket: rep.ticket,
@@ -1093,48 +1236,6 @@ pub fn verify_ap_rep(
     req: credguard_proto::enclave::KerberosVerifyApRepRequest,
 ) -> Result<credguard_proto::enclave::KerberosVerifyApRepReply, KerberosError> {
     ap::verify_step(creds, &mut state.ap, req)
-}
-
-/// The session key and facts of a TGS-REP's ticket, if the reply names the service asked for,
-/// in its ticket and in its encrypted part. A TGT under any name (a referral or cross-realm TGT)
-/// stays here: its key is dropped with the error.
-fn service_ticket(
-    tgt: &Tgt,
-    pending: &PendingTgs,
-    rep: &messages::RepParts,
-) -> Result<(Key, TicketInfo), KerberosError> {
-    if !rep.tgs {
-        return Err(KerberosError::InvalidArgument(
-            "the KDC answered a TGS-REQ with an AS-REP".into(),
-        ));
-    }
-    if messages::is_tgs_principal(&rep.ticket_sname) {
-        return Err(referral_refused(&rep.ticket_sname));
-    }
-    // Key usage 8: TGS-REP encrypted part, under the TGT session key (no subkey sent).
-    let plain = crypto::decrypt(&tgt.key, 8, &rep.enc_cipher)?;
-    let (session_key, info) = messages::enc_kdc_rep_part(&plain, pending.nonce)?;
-    if messages::is_tgs_principal(&info.server_pn) {
-        return Err(referral_refused(&info.server_pn));
-    }
-    if !messages::same_principal(&info.server_pn, &pending.sname)
-        || !messages::same_principal(&rep.ticket_sname, &pending.sname)
-    {
-        return Err(KerberosError::InvalidArgument(format!(
-            "the KDC's reply names {:?}, not the service asked for ({:?})",
-            messages::principal_text(&info.server_pn),
-            pending.spn
-        )));
-    }
-    Ok((session_key, info))
-}
-
-fn referral_refused(name: &rasn_kerberos::PrincipalName) -> KerberosError {
-    KerberosError::FailedPrecondition(format!(
-        "the KDC answered with a ticket-granting ticket ({:?}: a referral or cross-realm TGT); it stays in the \
-         enclave and is not used: following referrals is not supported",
-        messages::principal_text(name)
-    ))
 }
 
 #[cfg(test)]

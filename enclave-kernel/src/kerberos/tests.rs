@@ -29,12 +29,15 @@ fn etype_choice_skips_des_and_rc4_unless_allowed() {
 
 #[test]
 fn spns_parse() {
-    let p = messages::parse_spn("host/svc.test").unwrap();
+    let (p, realm) = messages::parse_spn_realm("host/svc.test").unwrap();
     assert_eq!(p.string.len(), 2);
-    assert!(messages::parse_spn("HTTP@web.test").is_ok());
-    assert!(messages::parse_spn("host/svc.test@REALM").is_ok());
-    for bad in ["", "nohost", "/h", "s/", "a\nb/c"] {
-        assert!(messages::parse_spn(bad).is_err(), "{bad:?}");
+    // Host-based without a realm (a KDC may refer it), a plain instance with one.
+    assert_eq!((p.r#type, realm), (3, None));
+    assert_eq!(messages::parse_spn_realm("HTTP@web.test").unwrap().0.r#type, 3);
+    let (p, realm) = messages::parse_spn_realm("host/svc.test@REALM").unwrap();
+    assert_eq!((p.r#type, realm.as_deref()), (2, Some("REALM")));
+    for bad in ["", "nohost", "/h", "s/", "a\nb/c", "s/h@", "s/h@A B", "s/h@A/B"] {
+        assert!(messages::parse_spn_realm(bad).is_err(), "{bad:?}");
     }
 }
 
@@ -252,6 +255,11 @@ mod exchanges {
     mod client_referral_tests {
         //! Client referrals (KDC_ERR_WRONG_REALM) in the AS exchange.
         include!("client_referral_tests.rs");
+    }
+
+    mod referral_tests {
+        //! Referrals and cross-realm TGTs: followed here, bounded, never out.
+        include!("referral_tests.rs");
     }
 
     mod change_password {
@@ -608,10 +616,11 @@ mod exchanges {
             let rep = fake_kdc::tgs_rep(&issue(sname, nonce, &svc_key, 200), &tgt_key);
             tgs(&creds, &mut st, &mut rng, "HTTP/web.r.test", rep)
         };
-        // A referral or cross-realm TGT under the service's request: refused, no key out.
-        let e = exchange(&["krbtgt", "OTHER.TEST"]).unwrap_err();
-        assert_eq!(e.code(), CODE_FAILED_PRECONDITION);
-        assert!(e.clone().message().contains("ticket-granting"), "{e:?}");
+        // A referral under the service's request: followed here (see referral_tests), its TGT
+        // and key kept; only the next request, for the referred realm's KDC, goes out.
+        let next = exchange(&["krbtgt", "OTHER.TEST"]).unwrap();
+        assert_eq!(next.kdc_realm, "OTHER.TEST");
+        assert!(next.ticket.is_empty() && next.session_key.is_empty() && next.ap_req.is_empty());
         // Another service's ticket: refused.
         let e = exchange(&["HTTP", "evil.r.test"]).unwrap_err();
         assert_eq!(e.code(), CODE_INVALID_ARGUMENT);

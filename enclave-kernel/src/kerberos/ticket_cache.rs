@@ -25,8 +25,9 @@ const START_TOLERANCE_SECS: i64 = 300;
 /// the KDC named it (`info.server`).
 pub(super) struct CachedTicket {
     /// The service it was asked for: later requests match it by [`messages::same_principal`]
-    /// (the normalised SPN: components, ASCII case folded; the realm suffix and the
-    /// `service@host` or `service/host` spelling do not matter).
+    /// (the normalised SPN: components, ASCII case folded; the `service@host` or `service/host`
+    /// spelling does not matter) and, for an SPN with a realm suffix, by the ticket's realm
+    /// (`info.server_realm`, the realm a referral led to).
     pub sname: rasn_kerberos::PrincipalName,
     /// The TGS-REP's client realm and name.
     pub crealm: String,
@@ -50,6 +51,7 @@ impl CachedTicket {
             cname_pn: self.info.client.clone(),
             ticket: self.ticket.clone(),
             ticket_sname: self.info.server_pn.clone(),
+            ticket_realm: self.info.server_realm.clone(),
             enc_etype: key.enctype,
             // Already opened: nothing is decrypted again.
             enc_cipher: Vec::new(),
@@ -82,26 +84,29 @@ impl TicketCache {
         self.entries.len()
     }
 
-    /// The ticket for `sname`, if one is kept that stays good at `now` for the same margin as a
-    /// TGT (see [`fresh`]): one near its end is left for a new exchange to replace.
-    pub fn find(&self, sname: &rasn_kerberos::PrincipalName, now: i64) -> Option<&CachedTicket> {
+    /// The ticket for `sname` (in `realm`, if the SPN names one; else in whichever realm the
+    /// exchange, referrals and all, found it), if one is kept that stays good at `now` for the
+    /// same margin as a TGT (see [`fresh`]): one near its end is left for a new exchange to
+    /// replace.
+    pub fn find(&self, sname: &rasn_kerberos::PrincipalName, realm: Option<&str>, now: i64) -> Option<&CachedTicket> {
         self.entries.iter().find(|e| {
             messages::same_principal(&e.sname, sname)
+                && realm.is_none_or(|r| e.info.server_realm.eq_ignore_ascii_case(r))
                 && fresh(&e.info, now)
                 && e.info.start_time <= now.saturating_add(START_TOLERANCE_SECS)
         })
     }
 
-    /// Removes what a new ticket for `sname` replaces (one for the same service) and, if the
+    /// Removes what a new ticket for `sname` of `realm` replaces (one for the same service) and, if the
     /// cache is full, the ticket ending first (of those ending together, the oldest: entries stay
     /// in the order they came, and a KDC often ends every ticket with the TGT); returns the bytes
     /// freed.
-    pub fn make_room(&mut self, sname: &rasn_kerberos::PrincipalName) -> usize {
+    pub fn make_room(&mut self, sname: &rasn_kerberos::PrincipalName, realm: &str) -> usize {
         let mut freed = 0usize;
         if let Some(i) = self
             .entries
             .iter()
-            .position(|e| messages::same_principal(&e.sname, sname))
+            .position(|e| messages::same_principal(&e.sname, sname) && e.info.server_realm.eq_ignore_ascii_case(realm))
         {
             freed = freed.saturating_add(self.entries.remove(i).bytes());
         }

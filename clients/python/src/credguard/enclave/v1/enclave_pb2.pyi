@@ -276,7 +276,7 @@ class KerberosTgsRequest(_message.Message):
     def __init__(self, session_handle: _Optional[bytes] = ..., now_unix: _Optional[int] = ..., spn: _Optional[str] = ..., mutual: _Optional[bool] = ..., delegate: _Optional[bool] = ..., kdc_reply: _Optional[bytes] = ..., channel_bindings: _Optional[bytes] = ...) -> None: ...
 
 class KerberosTgsReply(_message.Message):
-    __slots__ = ("kdc_request", "ap_req", "gss_token", "ticket", "session_key", "enctype", "auth_time", "start_time", "end_time", "renew_till", "flags", "client_principal", "server_principal", "subkey", "seq_number", "context_id", "spnego_token")
+    __slots__ = ("kdc_request", "ap_req", "gss_token", "ticket", "session_key", "enctype", "auth_time", "start_time", "end_time", "renew_till", "flags", "client_principal", "server_principal", "subkey", "seq_number", "context_id", "spnego_token", "kdc_realm")
     KDC_REQUEST_FIELD_NUMBER: _ClassVar[int]
     AP_REQ_FIELD_NUMBER: _ClassVar[int]
     GSS_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -294,6 +294,7 @@ class KerberosTgsReply(_message.Message):
     SEQ_NUMBER_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
     SPNEGO_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    KDC_REALM_FIELD_NUMBER: _ClassVar[int]
     kdc_request: bytes
     ap_req: bytes
     gss_token: bytes
@@ -311,7 +312,8 @@ class KerberosTgsReply(_message.Message):
     seq_number: int
     context_id: bytes
     spnego_token: bytes
-    def __init__(self, kdc_request: _Optional[bytes] = ..., ap_req: _Optional[bytes] = ..., gss_token: _Optional[bytes] = ..., ticket: _Optional[bytes] = ..., session_key: _Optional[bytes] = ..., enctype: _Optional[int] = ..., auth_time: _Optional[int] = ..., start_time: _Optional[int] = ..., end_time: _Optional[int] = ..., renew_till: _Optional[int] = ..., flags: _Optional[int] = ..., client_principal: _Optional[str] = ..., server_principal: _Optional[str] = ..., subkey: _Optional[bytes] = ..., seq_number: _Optional[int] = ..., context_id: _Optional[bytes] = ..., spnego_token: _Optional[bytes] = ...) -> None: ...
+    kdc_realm: str
+    def __init__(self, kdc_request: _Optional[bytes] = ..., ap_req: _Optional[bytes] = ..., gss_token: _Optional[bytes] = ..., ticket: _Optional[bytes] = ..., session_key: _Optional[bytes] = ..., enctype: _Optional[int] = ..., auth_time: _Optional[int] = ..., start_time: _Optional[int] = ..., end_time: _Optional[int] = ..., renew_till: _Optional[int] = ..., flags: _Optional[int] = ..., client_principal: _Optional[str] = ..., server_principal: _Optional[str] = ..., subkey: _Optional[bytes] = ..., seq_number: _Optional[int] = ..., context_id: _Optional[bytes] = ..., spnego_token: _Optional[bytes] = ..., kdc_realm: _Optional[str] = ...) -> None: ...
 
 class VaultSealRequest(_message.Message):
     __slots__ = ("uid", "target", "user", "domain", "realm", "created_unix_ms", "password", "nt_hash", "key", "sealed", "allow_rc4")
