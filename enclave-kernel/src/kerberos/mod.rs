@@ -31,6 +31,10 @@ pub mod crypto;
 pub mod fake_kdc;
 pub mod kpasswd;
 mod ticket_cache;
+// The user's SID from the TGT's PAC (user-to-user ticket to oneself).
+mod pac;
+mod u2u;
+pub use u2u::user_sid_step;
 // Visible to `crate::fuzz`, whose targets decode KDC replies.
 pub(crate) mod messages;
 
@@ -199,6 +203,8 @@ struct SessionState {
     change: Option<change::PendingChange>,
     /// Service tickets from finished TGS exchanges, served again while fresh.
     tickets: ticket_cache::TicketCache,
+    /// The user-to-user exchange for the user's SID, and what it learnt.
+    user_sid: u2u::UserSidState,
 }
 
 impl SessionState {
