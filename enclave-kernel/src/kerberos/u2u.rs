@@ -8,10 +8,15 @@
 //! and drops the ticket and its session key at once: they never leave.
 //!
 //! Cost: one KDC round trip per TGT. A session remembers the outcome for its principal (the SID,
-//! or that the KDC's ticket had no PAC or a PAC without a SID, as from an MIT KDC), so a renewed
-//! TGT for the same principal asks the KDC nothing again; a KDC error is not remembered (it may
-//! pass), and costs that round trip at the next TGT. Any failure only leaves the SID empty: the
-//! caller never fails a logon or a TGT over it.
+//! or that the KDC's ticket had no PAC or a PAC without a SID, as from an MIT KDC, or a refusal
+//! that lasts, see [`LASTING_REFUSALS`]), so a renewed TGT for the same principal asks the KDC
+//! nothing again; other KDC errors are not remembered (they may pass), and cost that round trip at
+//! the next TGT. Any failure only leaves the SID empty: the caller never fails a logon or a TGT
+//! over it.
+//!
+//! Samba 4.17's KDC serves no ticket, user-to-user or not, for a user account without a
+//! servicePrincipalName (KDC_ERR_S_PRINCIPAL_UNKNOWN, "message2entry failed" in its log): such a
+//! user gets no SID there. Windows' KDC, and Samba's for an account with an SPN, answer.
 
 use alloc::format;
 use alloc::string::String;
@@ -35,6 +40,11 @@ const ENC_TKT_IN_SKEY: usize = 28;
 const AD_IF_RELEVANT: i32 = AuthorizationDataValue::IF_RELEVANT;
 /// AD-WIN2K-PAC (MS-PAC 2.1).
 const AD_WIN2K_PAC: i32 = 128;
+
+/// KDC errors that say the KDC will not serve this user-to-user request however often asked:
+/// KDC_ERR_S_PRINCIPAL_UNKNOWN (the account may not be a server: Samba 4.17 for users without an
+/// SPN), KDC_ERR_POLICY, KDC_ERR_BADOPTION (no user-to-user). Remembered like an outcome.
+const LASTING_REFUSALS: [i32; 3] = [7, 12, 13];
 
 /// A user-to-user exchange waiting for the KDC's reply.
 pub(super) struct Pending {
@@ -98,21 +108,23 @@ pub fn user_sid_step<R: TryCryptoRng>(
             "no user-to-user exchange is in progress for this session".into(),
         ));
     };
-    let rep = match messages::parse_kdc_reply(&req.kdc_reply)? {
-        // Not remembered: it may pass (the next TGT asks again).
+    let sid = match messages::parse_kdc_reply(&req.kdc_reply)? {
         KdcReply::Error(e) => {
             let m = format!(
                 "the KDC refused the user-to-user request: error {} ({})",
                 e.code,
                 messages::error_name(e.code)
             );
-            return Ok(outcome(Err(m), false));
+            if !LASTING_REFUSALS.contains(&e.code) {
+                // Not remembered: it may pass (the next TGT asks again).
+                return Ok(outcome(Err(m), false));
+            }
+            Err(m)
         }
-        KdcReply::Rep(rep) => rep,
-    };
-    let sid = match u2u_pac(tgt, &pending, &rep)? {
-        Some(pac) => super::pac::user_sid(&pac).map_err(|e| e.reason()),
-        None => Err("the KDC's ticket carries no PAC (not an Active Directory KDC)".into()),
+        KdcReply::Rep(rep) => match u2u_pac(tgt, &pending, &rep)? {
+            Some(pac) => super::pac::user_sid(&pac).map_err(|e| e.reason()),
+            None => Err("the KDC's ticket carries no PAC (not an Active Directory KDC)".into()),
+        },
     };
     ours.learnt = Some(Learnt {
         realm,

@@ -293,10 +293,23 @@ fn a_pac_without_a_sid_or_malformed_gives_no_sid() {
 fn a_kdc_error_gives_no_sid_and_is_asked_again_next_time() {
     let mut w = world();
     start(&mut w);
+    let r = step(&mut w, fake_kdc::krb_error(REALM, 60, NOW, None)).unwrap();
+    assert_eq!(r.user_sid, "");
+    assert!(r.reason.contains("KRB_ERR_GENERIC"), "{}", r.reason);
+    assert!(!step(&mut w, Vec::new()).unwrap().kdc_request.is_empty());
+}
+
+#[test]
+fn a_lasting_refusal_is_remembered() {
+    // Samba 4.17 for a user without an SPN.
+    let mut w = world();
+    start(&mut w);
     let r = step(&mut w, fake_kdc::krb_error(REALM, 7, NOW, None)).unwrap();
     assert_eq!(r.user_sid, "");
     assert!(r.reason.contains("KDC_ERR_S_PRINCIPAL_UNKNOWN"), "{}", r.reason);
-    assert!(!step(&mut w, Vec::new()).unwrap().kdc_request.is_empty());
+    let again = step(&mut w, Vec::new()).unwrap();
+    assert!(again.kdc_request.is_empty() && again.remembered);
+    assert_eq!(again.reason, r.reason);
 }
 
 #[test]
