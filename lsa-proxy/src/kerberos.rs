@@ -69,7 +69,7 @@ enum TcpFailure {
     TooLarge(usize),
 }
 
-fn now_unix() -> i64 {
+pub(crate) fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -258,6 +258,11 @@ pub async fn get_tgt(
         start_time: r.start_time,
         end_time: r.end_time,
         renew_till: r.renew_till,
+        // What `as_exchange` just recorded on the session.
+        user_sid: core
+            .session(caller, &req.session_id)
+            .map(|s| s.user_sid)
+            .unwrap_or_default(),
     })
 }
 
@@ -272,6 +277,8 @@ async fn as_exchange(core: &LsaCore, s: &LogonSession, kdcs: &[KdcAddr]) -> Resu
         };
         let r = core.link().client(s.owner).kerberos_as(&step).await?;
         if r.kdc_request.is_empty() {
+            // Every new TGT (get_tgt, and the renewal before a TGS exchange): its user's SID.
+            crate::user_sid::learn(core, s, kdcs).await;
             return Ok(r);
         }
         kdc_reply = kdc_exchange_any(kdcs, &mut kdc, &r.kdc_request).await?;

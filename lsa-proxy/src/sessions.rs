@@ -77,6 +77,8 @@ pub struct LogonSession {
     pub created_unix_ms: u64,
     /// Boot of the enclave that holds the secrets.
     pub boot_id: Vec<u8>,
+    /// The user's SID from the PAC of its last TGT (empty: none read yet, or none to read).
+    pub user_sid: String,
 }
 
 /// How many sessions lost to an enclave restart are remembered, so that their owners are told
@@ -203,6 +205,14 @@ impl SessionTable {
         Ok(s.clone())
     }
 
+    /// Records the user's SID the session's last TGT carried (see [`crate::user_sid`]); a session
+    /// gone meanwhile is left alone.
+    pub fn set_user_sid(&self, id: &str, sid: &str) {
+        if let Some(s) = self.tables().open.get_mut(id) {
+            s.user_sid = sid.to_string();
+        }
+    }
+
     /// Removes the session `id` of `caller` and returns it.
     pub fn remove(&self, caller: Caller, id: &str) -> Result<LogonSession, LsaError> {
         let mut t = self.tables();
@@ -301,6 +311,7 @@ mod tests {
             sealed: false,
             created_unix_ms: now_unix_ms(),
             boot_id: boot.to_vec(),
+            user_sid: String::new(),
         }
     }
 
