@@ -43,7 +43,7 @@ pub enum NoSid {
         logon_info: bool,
     },
     /// Its PAC_UPN_DNS_INFO has no S flag (no SID in it).
-    NoSidFlag,
+    SFlagUnset,
 }
 
 impl NoSid {
@@ -55,7 +55,7 @@ impl NoSid {
                 "the PAC has no UPN_DNS_INFO (its LOGON_INFO, not read here, has the SID)".into()
             }
             NoSid::NoUpnDnsInfo { logon_info: false } => "the PAC has no UPN_DNS_INFO and no LOGON_INFO".into(),
-            NoSid::NoSidFlag => "the PAC's UPN_DNS_INFO carries no SID (no S flag)".into(),
+            NoSid::SFlagUnset => "the PAC's UPN_DNS_INFO carries no SID (no S flag)".into(),
         }
     }
 }
@@ -144,7 +144,7 @@ fn upn_dns_info_sid(b: &[u8]) -> Result<String, NoSid> {
     const FIXED_LEN: usize = 20;
     let flags = u32_at(b, 8).ok_or(NoSid::Malformed("truncated UPN_DNS_INFO"))?;
     if flags & UPN_DNS_FLAG_S == 0 {
-        return Err(NoSid::NoSidFlag);
+        return Err(NoSid::SFlagUnset);
     }
     let (len, offset) = match (u16_at(b, 16), u16_at(b, 18)) {
         (Some(l), Some(o)) => (usize::from(l), usize::from(o)),

@@ -92,7 +92,7 @@ fn the_sid_of_upn_dns_info_with_the_s_flag() {
 
 #[test]
 fn no_s_flag_or_no_upn_dns_info_gives_no_sid() {
-    assert_eq!(user_sid(&pac(&[(12, upn_dns_info(0x1, &[]))])), Err(NoSid::NoSidFlag));
+    assert_eq!(user_sid(&pac(&[(12, upn_dns_info(0x1, &[]))])), Err(NoSid::SFlagUnset));
     assert_eq!(
         user_sid(&pac(&[(1, alloc::vec![0; 64]), (6, alloc::vec![0; 16])])),
         Err(NoSid::NoUpnDnsInfo { logon_info: true })

@@ -84,24 +84,7 @@ pub fn user_sid_step<R: TryCryptoRng>(
     let realm = tgt_realm(tgt)?;
     let ours = &mut st.user_sid;
     if req.kdc_reply.is_empty() {
-        if let Some(l) = ours
-            .learnt
-            .as_ref()
-            .filter(|l| l.realm == realm && messages::same_principal(&l.client, &tgt.info.client))
-        {
-            return Ok(outcome(l.sid.clone(), true));
-        }
-        let nonce = super::random_u32(rng)?;
-        let sname = PrincipalName {
-            r#type: messages::NT_PRINCIPAL,
-            string: tgt.info.client.string.clone(),
-        };
-        let kdc_request = u2u_req(&realm, tgt, &sname, now, nonce, cred.allow_rc4, super::confounder(rng)?)?;
-        ours.pending = Some(Pending { nonce, sname });
-        return Ok(KerberosUserSidReply {
-            kdc_request,
-            ..Default::default()
-        });
+        return u2u_start(ours, tgt, realm, now, cred.allow_rc4, rng);
     }
     let Some(pending) = ours.pending.take() else {
         return Err(KerberosError::FailedPrecondition(
@@ -132,6 +115,35 @@ pub fn user_sid_step<R: TryCryptoRng>(
         sid: sid.clone(),
     });
     Ok(outcome(sid, false))
+}
+
+/// The first step: what the session learnt already for the TGT's principal, or the request.
+fn u2u_start<R: TryCryptoRng>(
+    ours: &mut UserSidState,
+    tgt: &Tgt,
+    realm: String,
+    now: i64,
+    allow_rc4: bool,
+    rng: &mut R,
+) -> Result<KerberosUserSidReply, KerberosError> {
+    if let Some(l) = ours
+        .learnt
+        .as_ref()
+        .filter(|l| l.realm == realm && messages::same_principal(&l.client, &tgt.info.client))
+    {
+        return Ok(outcome(l.sid.clone(), true));
+    }
+    let nonce = super::random_u32(rng)?;
+    let sname = PrincipalName {
+        r#type: messages::NT_PRINCIPAL,
+        string: tgt.info.client.string.clone(),
+    };
+    let kdc_request = u2u_req(&realm, tgt, &sname, now, nonce, allow_rc4, super::confounder(rng)?)?;
+    ours.pending = Some(Pending { nonce, sname });
+    Ok(KerberosUserSidReply {
+        kdc_request,
+        ..Default::default()
+    })
 }
 
 fn outcome(sid: Result<String, String>, remembered: bool) -> KerberosUserSidReply {
