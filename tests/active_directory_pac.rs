@@ -174,6 +174,12 @@ fn the_session_reports_the_sid_the_dc_has_for_the_user() {
     let flags = u32::from_le_bytes(upn_dns_info[8..12].try_into().unwrap());
     eprintln!("its UPN_DNS_INFO flags: {flags:#x}");
     assert_ne!(flags & 2, 0, "the S flag: SamName and SID present");
+    // The enclave's fallback for PACs without that SID reads the same from Samba's LOGON_INFO.
+    let logon_info = buffers.iter().find(|(t, _)| *t == 1).expect("LOGON_INFO").1;
+    assert_eq!(
+        credguard_enclave::kerberos::pac::logon_info_sid(logon_info),
+        Ok(alice_sid.clone())
+    );
 
     // A second TGT for the same principal costs no user-to-user exchange.
     assert_eq!(tgt(&stack, &session)["user_sid"], alice_sid.as_str());

@@ -32,7 +32,7 @@ pub mod fake_kdc;
 pub mod kpasswd;
 mod ticket_cache;
 // The user's SID from the TGT's PAC (user-to-user ticket to oneself).
-mod pac;
+pub mod pac;
 mod u2u;
 pub use u2u::user_sid_step;
 // Visible to `crate::fuzz`, whose targets decode KDC replies.

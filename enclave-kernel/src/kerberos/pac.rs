@@ -7,9 +7,9 @@
 //! counts are bounded, and anything malformed gives [`NoSid::Malformed`], never a panic.
 //!
 //! The SID is read from PAC_UPN_DNS_INFO (MS-PAC 2.10) when its flags carry the S bit (SamName and
-//! SID present; Windows Server 2022 and Samba 4.15+ emit it). PAC_LOGON_INFO (an NDR-encoded
-//! KERB_VALIDATION_INFO with the domain SID and the user's RID) is not read: a PAC with no S bit
-//! gives no SID.
+//! SID present; Windows Server 2022 and Samba 4.15+ emit it), else from PAC_LOGON_INFO (MS-PAC 2.5:
+//! an NDR-encoded KERB_VALIDATION_INFO, whose LogonDomainId and UserId make the SID), which every
+//! Active Directory PAC has.
 
 use alloc::format;
 use alloc::string::String;
@@ -37,12 +37,9 @@ const MAX_SUB_AUTHORITIES: usize = 15;
 pub enum NoSid {
     /// The PAC does not parse: what was wrong.
     Malformed(&'static str),
-    /// The PAC has no PAC_UPN_DNS_INFO.
-    NoUpnDnsInfo {
-        /// It has a PAC_LOGON_INFO (whose SID this enclave does not read).
-        logon_info: bool,
-    },
-    /// Its PAC_UPN_DNS_INFO has no S flag (no SID in it).
+    /// The PAC has neither PAC_UPN_DNS_INFO nor PAC_LOGON_INFO (MIT's minimal PAC).
+    NoUpnDnsInfo,
+    /// Its PAC_UPN_DNS_INFO has no S flag (no SID in it), and it has no PAC_LOGON_INFO.
     SFlagUnset,
 }
 
@@ -51,11 +48,8 @@ impl NoSid {
     pub fn reason(&self) -> String {
         match self {
             NoSid::Malformed(what) => format!("malformed PAC ({what})"),
-            NoSid::NoUpnDnsInfo { logon_info: true } => {
-                "the PAC has no UPN_DNS_INFO (its LOGON_INFO, not read here, has the SID)".into()
-            }
-            NoSid::NoUpnDnsInfo { logon_info: false } => "the PAC has no UPN_DNS_INFO and no LOGON_INFO".into(),
-            NoSid::SFlagUnset => "the PAC's UPN_DNS_INFO carries no SID (no S flag)".into(),
+            NoSid::NoUpnDnsInfo => "the PAC has no UPN_DNS_INFO and no LOGON_INFO".into(),
+            NoSid::SFlagUnset => "the PAC's UPN_DNS_INFO carries no SID (no S flag), and it has no LOGON_INFO".into(),
         }
     }
 }
@@ -125,16 +119,25 @@ fn buffers(pac: &[u8]) -> Result<alloc::vec::Vec<Buffer>, NoSid> {
 /// The user's SID in a PAC, as `S-1-5-21-...`.
 pub fn user_sid(pac: &[u8]) -> Result<String, NoSid> {
     let table = buffers(pac)?;
-    let mut upn = table.iter().filter(|b| b.ty == PAC_UPN_DNS_INFO);
-    let Some(info) = upn.next() else {
-        return Err(NoSid::NoUpnDnsInfo {
-            logon_info: table.iter().any(|b| b.ty == PAC_LOGON_INFO),
-        });
+    let upn = only(&table, PAC_UPN_DNS_INFO, "two UPN_DNS_INFO buffers")?;
+    let logon = only(&table, PAC_LOGON_INFO, "two LOGON_INFO buffers")?;
+    let from_upn = match upn {
+        Some(b) => upn_dns_info_sid(&pac[b.start..b.end]),
+        None => Err(NoSid::NoUpnDnsInfo),
     };
-    if upn.next().is_some() {
-        return Err(NoSid::Malformed("two UPN_DNS_INFO buffers"));
+    match (from_upn, logon) {
+        (Err(NoSid::SFlagUnset | NoSid::NoUpnDnsInfo), Some(b)) => logon_info_sid(&pac[b.start..b.end]),
+        (result, _) => result,
     }
-    upn_dns_info_sid(&pac[info.start..info.end])
+}
+
+/// The one buffer of type `ty`, if any; two are an error (which one would be the user's?).
+fn only(table: &[Buffer], ty: u32, two: &'static str) -> Result<Option<Buffer>, NoSid> {
+    let mut found = table.iter().filter(|b| b.ty == ty);
+    match (found.next(), found.next()) {
+        (_, Some(_)) => Err(NoSid::Malformed(two)),
+        (first, None) => Ok(first.copied()),
+    }
 }
 
 /// The SID of a PAC_UPN_DNS_INFO with the S flag (MS-PAC 2.10): UpnLength, UpnOffset,
@@ -158,6 +161,99 @@ fn upn_dns_info_sid(b: &[u8]) -> Result<String, NoSid> {
         .get(offset..offset + len)
         .ok_or(NoSid::Malformed("the SID lies outside UPN_DNS_INFO"))?;
     render_sid(sid).ok_or(NoSid::Malformed("not a SID"))
+}
+
+/// A reader of NDR (MS-RPCE 2.2.5, little-endian, 4-byte pointers) that never reads past its
+/// buffer.
+struct Ndr<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+const BAD_LOGON_INFO: NoSid = NoSid::Malformed("LOGON_INFO does not decode");
+
+impl Ndr<'_> {
+    fn align4(&mut self) {
+        self.at = self.at.saturating_add(3) & !3;
+    }
+
+    fn u32(&mut self) -> Result<u32, NoSid> {
+        self.align4();
+        let v = u32_at(self.b, self.at).ok_or(BAD_LOGON_INFO)?;
+        self.at += 4;
+        Ok(v)
+    }
+
+    /// Skips `n` bytes, which must be there.
+    fn skip(&mut self, n: usize) -> Result<&[u8], NoSid> {
+        let end = self.at.checked_add(n).ok_or(BAD_LOGON_INFO)?;
+        let bytes = self.b.get(self.at..end).ok_or(BAD_LOGON_INFO)?;
+        self.at = end;
+        Ok(bytes)
+    }
+
+    /// The referent of an RPC_UNICODE_STRING's buffer: a conformant varying array of UTF-16.
+    fn skip_string(&mut self) -> Result<(), NoSid> {
+        let (max, offset, actual) = (self.u32()?, self.u32()?, self.u32()?);
+        if offset != 0 || actual > max {
+            return Err(BAD_LOGON_INFO);
+        }
+        self.skip((actual as usize).checked_mul(2).ok_or(BAD_LOGON_INFO)?)
+            .map(|_| ())
+    }
+}
+
+/// Where KERB_VALIDATION_INFO's fields are (MS-PAC 2.5), from its start: the six
+/// RPC_UNICODE_STRINGs' pointers (EffectiveName .. HomeDirectoryDrive), UserId, GroupCount's array
+/// pointer (GroupIds), LogonServer's and LogonDomainName's pointers, LogonDomainId's pointer, and its
+/// fixed size.
+const KVI_STRINGS: [usize; 6] = [52, 60, 68, 76, 84, 92];
+const KVI_USER_ID: usize = 100;
+const KVI_GROUP_IDS: usize = 112;
+const KVI_LATER_STRINGS: [usize; 2] = [140, 148];
+const KVI_LOGON_DOMAIN_ID: usize = 152;
+const KVI_LEN: usize = 216;
+
+/// The SID of a PAC_LOGON_INFO: LogonDomainId, then UserId. The buffer is an NDR type
+/// serialization (MS-RPCE 2.2.6: a common header, little-endian only here, and a private header),
+/// then the referent id of the top-level pointer, KERB_VALIDATION_INFO, and the referents of its
+/// pointers in field order, of which those before LogonDomainId are skipped.
+pub fn logon_info_sid(b: &[u8]) -> Result<String, NoSid> {
+    if b.get(..4) != Some(&[1, 0x10, 8, 0]) {
+        return Err(NoSid::Malformed("LOGON_INFO is not little-endian NDR"));
+    }
+    let mut r = Ndr { b, at: 16 };
+    if r.u32()? == 0 {
+        return Err(BAD_LOGON_INFO);
+    }
+    let base = r.at;
+    let field = |off: usize| u32_at(b, base + off).ok_or(BAD_LOGON_INFO);
+    r.skip(KVI_LEN)?;
+    for off in KVI_STRINGS {
+        if field(off)? != 0 {
+            r.skip_string()?;
+        }
+    }
+    if field(KVI_GROUP_IDS)? != 0 {
+        // GROUP_MEMBERSHIP: RelativeId and Attributes.
+        let count = r.u32()? as usize;
+        r.skip(count.checked_mul(8).ok_or(BAD_LOGON_INFO)?)?;
+    }
+    for off in KVI_LATER_STRINGS {
+        if field(off)? != 0 {
+            r.skip_string()?;
+        }
+    }
+    if field(KVI_LOGON_DOMAIN_ID)? == 0 {
+        return Err(NoSid::Malformed("LOGON_INFO has no LogonDomainId"));
+    }
+    // RPC_SID: its conformance (the sub-authority count) first, then the SID as MS-DTYP lays it out.
+    let count = r.u32()? as usize;
+    if count > MAX_SUB_AUTHORITIES {
+        return Err(BAD_LOGON_INFO);
+    }
+    let domain = render_sid(r.skip(8 + 4 * count)?).ok_or(BAD_LOGON_INFO)?;
+    Ok(format!("{domain}-{}", field(KVI_USER_ID)?))
 }
 
 /// A binary SID (MS-DTYP 2.4.2: revision 1, sub-authority count, 48-bit big-endian identifier

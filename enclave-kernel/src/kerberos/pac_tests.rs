@@ -2,7 +2,7 @@
 
 use alloc::vec::Vec;
 
-use super::{MAX_PAC_BUFFERS, NoSid, user_sid};
+use super::{MAX_PAC_BUFFERS, NoSid, logon_info_sid, user_sid};
 
 /// S-1-5-21-1111-2222-3333-1104, binary.
 pub(crate) fn alice_sid() -> Vec<u8> {
@@ -51,7 +51,7 @@ pub(crate) fn pac(buffers: &[(u32, Vec<u8>)]) -> Vec<u8> {
         out.extend_from_slice(&(b.len() as u32).to_le_bytes());
         out.extend_from_slice(&(at as u64).to_le_bytes());
         data.extend_from_slice(b);
-        while data.len() % 8 != 0 {
+        while !data.len().is_multiple_of(8) {
             data.push(0);
         }
         at = 8 + 16 * buffers.len() + data.len();
@@ -93,16 +93,12 @@ fn the_sid_of_upn_dns_info_with_the_s_flag() {
 #[test]
 fn no_s_flag_or_no_upn_dns_info_gives_no_sid() {
     assert_eq!(user_sid(&pac(&[(12, upn_dns_info(0x1, &[]))])), Err(NoSid::SFlagUnset));
-    assert_eq!(
-        user_sid(&pac(&[(1, alloc::vec![0; 64]), (6, alloc::vec![0; 16])])),
-        Err(NoSid::NoUpnDnsInfo { logon_info: true })
-    );
     // MIT's minimal PAC: client info and checksums only.
     assert_eq!(
         user_sid(&pac(&[(10, alloc::vec![0; 20]), (6, alloc::vec![0; 16])])),
-        Err(NoSid::NoUpnDnsInfo { logon_info: false })
+        Err(NoSid::NoUpnDnsInfo)
     );
-    assert!(matches!(user_sid(&pac(&[])), Err(NoSid::NoUpnDnsInfo { .. })));
+    assert_eq!(user_sid(&pac(&[])), Err(NoSid::NoUpnDnsInfo));
 }
 
 fn malformed(p: &[u8]) {
@@ -207,4 +203,121 @@ fn a_huge_buffer_count_gives_no_sid_at_once() {
     assert_eq!(user_sid(&pac(&many)).unwrap(), "S-1-5-21-1111-2222-3333-1104");
     // An oversized PAC.
     malformed(&alloc::vec![0; super::MAX_PAC_LEN + 1]);
+}
+
+/// UTF-16LE.
+fn utf16(s: &str) -> Vec<u8> {
+    s.encode_utf16().flat_map(u16::to_le_bytes).collect()
+}
+
+/// A PAC_LOGON_INFO as MS-PAC 2.5 lays it out (NDR type serialization): EffectiveName `alice`,
+/// two groups, LogonDomainName `CORP`, LogonDomainId S-1-5-21-1111-2222-3333, UserId 1104.
+pub(crate) fn logon_info() -> Vec<u8> {
+    let mut info = alloc::vec![0u8; 216];
+    let put = |b: &mut Vec<u8>, at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    // EffectiveName: Length, MaximumLength, pointer.
+    info[48..50].copy_from_slice(&10u16.to_le_bytes());
+    info[50..52].copy_from_slice(&10u16.to_le_bytes());
+    put(&mut info, 52, 0x0002_0004);
+    put(&mut info, 100, 1104);
+    put(&mut info, 104, 513);
+    put(&mut info, 108, 2);
+    put(&mut info, 112, 0x0002_0008);
+    info[144..146].copy_from_slice(&8u16.to_le_bytes());
+    info[146..148].copy_from_slice(&8u16.to_le_bytes());
+    put(&mut info, 148, 0x0002_000c);
+    put(&mut info, 152, 0x0002_0010);
+    let mut deferred = Vec::new();
+    let string = |d: &mut Vec<u8>, s: &str| {
+        let n = s.encode_utf16().count() as u32;
+        for v in [n, 0, n] {
+            d.extend_from_slice(&v.to_le_bytes());
+        }
+        d.extend_from_slice(&utf16(s));
+        while !d.len().is_multiple_of(4) {
+            d.push(0);
+        }
+    };
+    string(&mut deferred, "alice");
+    deferred.extend_from_slice(&2u32.to_le_bytes());
+    for (rid, attrs) in [(513u32, 7u32), (512, 7)] {
+        deferred.extend_from_slice(&rid.to_le_bytes());
+        deferred.extend_from_slice(&attrs.to_le_bytes());
+    }
+    string(&mut deferred, "CORP");
+    deferred.extend_from_slice(&4u32.to_le_bytes());
+    deferred.extend_from_slice(&alice_sid()[..24]);
+    // Four sub-authorities: the domain's.
+    let count_at = deferred.len() - 23;
+    deferred[count_at] = 4;
+    let mut out = alloc::vec![1u8, 0x10, 8, 0, 0xcc, 0xcc, 0xcc, 0xcc];
+    let body_len = (4 + info.len() + deferred.len()) as u32;
+    out.extend_from_slice(&body_len.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&0x0002_0000u32.to_le_bytes());
+    out.extend_from_slice(&info);
+    out.extend_from_slice(&deferred);
+    out
+}
+
+#[test]
+fn without_upn_dns_infos_sid_the_sid_comes_from_logon_info() {
+    assert_eq!(logon_info_sid(&logon_info()).unwrap(), "S-1-5-21-1111-2222-3333-1104");
+    // LOGON_INFO alone, or with a UPN_DNS_INFO without the S flag.
+    assert_eq!(
+        user_sid(&pac(&[(1, logon_info()), (6, alloc::vec![0; 16])])).unwrap(),
+        "S-1-5-21-1111-2222-3333-1104"
+    );
+    assert_eq!(
+        user_sid(&pac(&[(1, logon_info()), (12, upn_dns_info(1, &[]))])).unwrap(),
+        "S-1-5-21-1111-2222-3333-1104"
+    );
+    // UPN_DNS_INFO's SID first.
+    let mut other = alice_sid();
+    other[24..28].copy_from_slice(&2000u32.to_le_bytes());
+    assert_eq!(
+        user_sid(&pac(&[(1, logon_info()), (12, upn_dns_info(3, &other))])).unwrap(),
+        "S-1-5-21-1111-2222-3333-2000"
+    );
+    malformed(&pac(&[(1, logon_info()), (1, logon_info())]));
+}
+
+#[test]
+fn a_hostile_logon_info_gives_no_sid_without_panic() {
+    let good = logon_info();
+    for n in 0..good.len() {
+        assert!(logon_info_sid(&good[..n]).is_err(), "{n} bytes");
+    }
+    let with = |at: usize, v: u32| {
+        let mut b = good.clone();
+        b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        logon_info_sid(&b)
+    };
+    let info = 20;
+    let deferred = info + 216;
+    for (at, v) in [
+        // Big-endian NDR, a null top-level pointer, a null LogonDomainId.
+        (0, 0x0008_0001),
+        (16, 0),
+        (info + 152, 0),
+        // The first string's counts: actual over max, an offset.
+        (deferred + 8, u32::MAX),
+        (deferred + 8, 6),
+        (deferred + 4, 1),
+        // The group count, huge or past the end.
+        (deferred + 24, u32::MAX),
+        (deferred + 24, 0x1000_0000),
+        (deferred + 24, 100),
+        // The domain SID's count: over 15, or not the SID's own.
+        (good.len() - 28, 16),
+        (good.len() - 28, 3),
+    ] {
+        assert!(with(at, v).is_err(), "{at}: {v:#x}");
+    }
+    // A huge string, as announced by both its counts.
+    let mut huge = good.clone();
+    for at in [deferred, deferred + 8] {
+        huge[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    }
+    assert!(logon_info_sid(&huge).is_err());
 }
