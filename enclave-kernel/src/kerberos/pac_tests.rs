@@ -321,3 +321,54 @@ fn a_hostile_logon_info_gives_no_sid_without_panic() {
     }
     assert!(logon_info_sid(&huge).is_err());
 }
+
+mod properties {
+    //! Hostile PACs at random: any bytes, and mutations of a valid one, never panic.
+    use proptest::prelude::*;
+
+    use super::super::{logon_info_sid, user_sid};
+    use super::{alice_sid, logon_info, pac, upn_dns_info};
+
+    fn valid() -> Vec<u8> {
+        pac(&[
+            (1, logon_info()),
+            (12, upn_dns_info(1, &[])),
+            (99, upn_dns_info(3, &alice_sid())),
+            (6, alloc::vec![0; 16]),
+        ])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_bytes(data in proptest::collection::vec(any::<u8>(), 0..1024)) {
+            let _ = user_sid(&data);
+            let _ = logon_info_sid(&data);
+        }
+
+        /// A few bytes changed anywhere, then the PAC cut short.
+        #[test]
+        fn mutations(changes in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..5), cut in any::<prop::sample::Index>()) {
+            let mut p = valid();
+            for (at, byte) in changes {
+                let i = at.index(p.len());
+                p[i] = byte;
+            }
+            let _ = user_sid(&p);
+            p.truncate(cut.index(p.len()));
+            let _ = user_sid(&p);
+        }
+
+        /// The same on the LOGON_INFO alone, whose counts and pointers steer the reader.
+        #[test]
+        fn logon_info_mutations(changes in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..5)) {
+            let mut b = logon_info();
+            for (at, byte) in changes {
+                let i = at.index(b.len());
+                b[i] = byte;
+            }
+            let _ = logon_info_sid(&b);
+        }
+    }
+}
