@@ -216,3 +216,12 @@ pub fn pac_of_ticket_part(part: &[u8]) -> Option<Vec<u8>> {
     }
     None
 }
+
+/// The session key of a user-to-user ticket in a TGS-REP (encrypted in a TGT's session key: one
+/// of `tgt_keys`), from the ticket itself; `None` for any other reply.
+pub fn u2u_session_key(tgs_rep: &[u8], tgt_keys: &[Vec<u8>]) -> Option<Vec<u8>> {
+    tgt_keys.iter().find_map(|k| {
+        let keys = [17, 18, 19, 20].map(|e| (e, k.clone()));
+        key_of(&ticket_part(tgs_rep, &keys)?, 1)
+    })
+}
