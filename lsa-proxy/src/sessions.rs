@@ -316,6 +316,19 @@ mod tests {
     }
 
     #[test]
+    fn the_user_sid_is_recorded_on_an_open_session_only() {
+        let t = SessionTable::default();
+        t.insert(session("a", Caller::Uid(1000), b"b1"), true);
+        t.set_user_sid("a", "S-1-5-21-1-2-3-1104");
+        t.set_user_sid("gone", "S-1-5-21-1-2-3-500");
+        let listed = t.list(Caller::Uid(0));
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].user_sid, "S-1-5-21-1-2-3-1104");
+        t.set_user_sid("a", "");
+        assert_eq!(t.get(Caller::Uid(1000), "a", b"b1").unwrap().user_sid, "");
+    }
+
+    #[test]
     fn owner_only() {
         let t = SessionTable::default();
         t.insert(session("a", Caller::Uid(1000), b"b1"), true);
