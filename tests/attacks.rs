@@ -138,7 +138,13 @@ fn a_kdc_reply_naming_a_tgt_is_kept_inside_as_a_referral() {
     );
     assert!(out.trim().is_empty(), "nothing is returned: {out}");
     // The KDC did see the TGS-REQ: the refusal is the enclave's, on the reply.
-    assert!(kdc.requests().iter().any(|r| r.tgs), "no TGS-REQ reached the KDC");
+    // (Named: the user-to-user request for the user's SID after the TGT is a TGS-REQ too.)
+    assert!(
+        kdc.requests()
+            .iter()
+            .any(|r| r.tgs && r.sname == ["HTTP", "web.fake.test"]),
+        "no TGS-REQ for the service reached the KDC"
+    );
 }
 
 // ----- 4. Kerberos policy belongs to the enclave -----

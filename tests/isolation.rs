@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use credguard_proto::{abi, boot_tables};
 use support::kdc::TestKdc;
-use support::kdc_relay::{KdcRelay, tgt_session_key};
+use support::kdc_relay::{KdcRelay, tgt_session_key, u2u_session_key};
 use support::memory::{Mapping, readable_mappings, scan, scan_except, utf16le};
 use support::{Stack, dev_image, json, kvm_or_skip, retry, temp_dir};
 
@@ -466,11 +466,18 @@ fn memory_scan_after_ntlm_and_kerberos_finds_no_secret() {
         replies.len()
     );
 
+    // The user-to-user ticket each new TGT brings (for the user's SID) is opened and dropped in
+    // the enclave: its key is never outside either.
+    let u2u_keys: Vec<Vec<u8>> = replies.iter().filter_map(|r| u2u_session_key(r, &tgt_keys)).collect();
+    assert_eq!(u2u_keys.len(), 2, "one user-to-user ticket per session");
     let mut needles: Vec<(String, Vec<u8>)> = vec![
         ("password (UTF-8)".into(), password.as_bytes().to_vec()),
         ("password (UTF-16LE)".into(), utf16le(password)),
         ("NT hash".into(), nt_hash(password)),
     ];
+    for key in &u2u_keys {
+        needles.push(("user-to-user session key".into(), key.clone()));
+    }
     for (enctype, key) in &long_term {
         needles.push((format!("long-term key (enctype {enctype})"), key.clone()));
     }
@@ -480,7 +487,13 @@ fn memory_scan_after_ntlm_and_kerberos_finds_no_secret() {
     let needles: Vec<(&str, Vec<u8>)> = needles.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
     // Control: the scanner finds them where they are (this test process holds them).
     let (own, _) = scan(std::process::id(), &needles);
-    for what in ["password (UTF-8)", "NT hash", "long-term key", "TGT session key"] {
+    for what in [
+        "password (UTF-8)",
+        "NT hash",
+        "long-term key",
+        "TGT session key",
+        "user-to-user session key",
+    ] {
         assert!(
             own.iter().any(|h| h.starts_with(what)),
             "the scanner is blind to the {what}: {own:?}"

@@ -709,7 +709,7 @@ async fn sessions(c: &mut LsaClient<Channel>, as_json: bool) -> Result<(), Failu
             .map(|s| {
                 json!({"session_id": s.session_id, "user": s.user, "domain": s.domain, "realm": s.realm,
                        "uid": s.uid, "created_unix_ms": s.created_unix_ms, "secret_kind": s.secret_kind,
-                       "sealed": s.sealed, "default": s.is_default})
+                       "sealed": s.sealed, "default": s.is_default, "user_sid": s.user_sid})
             })
             .collect();
         println!("{}", serde_json::Value::Array(v));
@@ -718,8 +718,14 @@ async fn sessions(c: &mut LsaClient<Channel>, as_json: bool) -> Result<(), Failu
         for s in r.sessions {
             let who = display_user(&s.user, &s.domain, &s.realm);
             let mark = if s.is_default { '*' } else { ' ' };
+            // The SID once a TGT has shown one (Active Directory).
+            let sid = if s.user_sid.is_empty() {
+                String::new()
+            } else {
+                format!("  {}", s.user_sid)
+            };
             println!(
-                "{mark} {:<32}  {:>6}  {:<10}  {who}",
+                "{mark} {:<32}  {:>6}  {:<10}  {who}{sid}",
                 s.session_id, s.uid, s.secret_kind
             );
         }
@@ -769,11 +775,15 @@ async fn kerberos_tgt(c: &mut LsaClient<Channel>, session_id: String, as_json: b
         println!(
             "{}",
             json!({"client_principal": r.client_principal, "realm": r.realm, "enctype": r.enctype,
-                   "start_time": r.start_time, "end_time": r.end_time, "renew_till": r.renew_till})
+                   "start_time": r.start_time, "end_time": r.end_time, "renew_till": r.renew_till,
+                   "user_sid": r.user_sid})
         );
     } else {
         println!("principal: {} (enctype {})", r.client_principal, r.enctype);
         println!("valid:     {} .. {}", r.start_time, r.end_time);
+        if !r.user_sid.is_empty() {
+            println!("user SID:  {}", r.user_sid);
+        }
     }
     Ok(())
 }

@@ -218,6 +218,7 @@ impl LsaCore {
                 sealed: kind == "sealed",
                 created_unix_ms: now_unix_ms(),
                 boot_id,
+                user_sid: String::new(),
             },
             make_default,
         );
@@ -288,6 +289,7 @@ impl LsaCore {
                 created_unix_ms: s.created_unix_ms,
                 secret_kind: s.secret_kind.into(),
                 sealed: s.sealed,
+                user_sid: s.user_sid,
             })
             .collect();
         lsa::ListSessionsReply { sessions }
@@ -328,6 +330,11 @@ impl LsaCore {
     /// the owner's default.
     pub(crate) fn register_session(&self, s: LogonSession) {
         self.sessions.insert(s, true);
+    }
+
+    /// Records the user's SID the TGT of session `id` carried.
+    pub(crate) fn set_user_sid(&self, id: &str, sid: &str) {
+        self.sessions.set_user_sid(id, sid);
     }
 
     /// Forgets sessions held by earlier boots of the enclave; returns how many.

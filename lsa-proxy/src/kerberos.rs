@@ -72,7 +72,7 @@ enum TcpFailure {
     TooLarge(usize),
 }
 
-fn now_unix() -> i64 {
+pub(crate) fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -261,6 +261,11 @@ pub async fn get_tgt(
         start_time: r.start_time,
         end_time: r.end_time,
         renew_till: r.renew_till,
+        // What `as_exchange` just recorded on the session.
+        user_sid: core
+            .session(caller, &req.session_id)
+            .map(|s| s.user_sid)
+            .unwrap_or_default(),
     })
 }
 
@@ -282,7 +287,16 @@ async fn as_exchange(core: &LsaCore, s: &LogonSession, kdcs: &[KdcAddr]) -> Resu
             if !r.realm.is_empty() && !r.realm.eq_ignore_ascii_case(&s.realm) {
                 info!(session = %s.session_id, from = %s.realm, to = %r.realm, "client referral: the account lives in another realm");
                 core.move_session_to_realm(&s.session_id, &r.realm);
+                // Its SID is asked of the account's realm.
+                if let Ok(moved) = core.session(s.owner, &s.session_id)
+                    && let Ok(kdcs) = kdcs_of(core, &moved).await
+                {
+                    crate::user_sid::learn(core, &moved, &kdcs).await;
+                }
+                return Ok(r);
             }
+            // Every new TGT (get_tgt, and the renewal before a TGS exchange): its user's SID.
+            crate::user_sid::learn(core, s, kdcs).await;
             return Ok(r);
         }
         kdc_reply = if r.kdc_realm.is_empty() {

@@ -31,5 +31,6 @@ pub mod ntlm;
 pub mod sandbox;
 pub mod server;
 pub mod sessions;
+pub mod user_sid;
 pub mod vault;
 pub mod wiping_alloc;

@@ -77,6 +77,8 @@ pub struct LogonSession {
     pub created_unix_ms: u64,
     /// Boot of the enclave that holds the secrets.
     pub boot_id: Vec<u8>,
+    /// The user's SID from the PAC of its last TGT (empty: none read yet, or none to read).
+    pub user_sid: String,
 }
 
 /// How many sessions lost to an enclave restart are remembered, so that their owners are told
@@ -212,6 +214,14 @@ impl SessionTable {
         }
     }
 
+    /// Records the user's SID the session's last TGT carried (see [`crate::user_sid`]); a session
+    /// gone meanwhile is left alone.
+    pub fn set_user_sid(&self, id: &str, sid: &str) {
+        if let Some(s) = self.tables().open.get_mut(id) {
+            s.user_sid = sid.to_string();
+        }
+    }
+
     /// Removes the session `id` of `caller` and returns it.
     pub fn remove(&self, caller: Caller, id: &str) -> Result<LogonSession, LsaError> {
         let mut t = self.tables();
@@ -310,7 +320,21 @@ mod tests {
             sealed: false,
             created_unix_ms: now_unix_ms(),
             boot_id: boot.to_vec(),
+            user_sid: String::new(),
         }
+    }
+
+    #[test]
+    fn the_user_sid_is_recorded_on_an_open_session_only() {
+        let t = SessionTable::default();
+        t.insert(session("a", Caller::Uid(1000), b"b1"), true);
+        t.set_user_sid("a", "S-1-5-21-1-2-3-1104");
+        t.set_user_sid("gone", "S-1-5-21-1-2-3-500");
+        let listed = t.list(Caller::Uid(0));
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].user_sid, "S-1-5-21-1-2-3-1104");
+        t.set_user_sid("a", "");
+        assert_eq!(t.get(Caller::Uid(1000), "a", b"b1").unwrap().user_sid, "");
     }
 
     #[test]

@@ -475,6 +475,7 @@ pub async fn logon_saved(
         sealed: true,
         created_unix_ms: now_unix_ms(),
         boot_id,
+        user_sid: String::new(),
     });
     if !reply.resealed_blob.is_empty() && reply.resealed_blob.len() <= MAX_BLOB_LEN {
         record.sealed_blob = hex::encode(&reply.resealed_blob);

@@ -146,3 +146,99 @@ pub fn service_session_key(tgs_rep: &[u8], service_keys: &[(i32, Vec<u8>)]) -> O
     };
     key_of(&decrypt_part(enc, service_keys, 2)?, 1)
 }
+
+/// The components of the server name of the ticket in a TGS-REP (ticket [5] ::= [APPLICATION 1]
+/// with sname [2] ::= PrincipalName, name-string [1]); `None` for any other reply.
+pub fn ticket_sname(tgs_rep: &[u8]) -> Option<Vec<String>> {
+    let (0x6d, rep, _) = der(tgs_rep)? else { return None };
+    let (0x30, rep, _) = der(rep)? else { return None };
+    let (0x61, ticket, _) = der(context_child(rep, 5)?)? else {
+        return None;
+    };
+    let (0x30, ticket, _) = der(ticket)? else { return None };
+    let (0x30, sname, _) = der(context_child(ticket, 2)?)? else {
+        return None;
+    };
+    let (0x30, mut parts, _) = der(context_child(sname, 1)?)? else {
+        return None;
+    };
+    let mut out = Vec::new();
+    while let Some((_, part, rest)) = der(parts) {
+        out.push(String::from_utf8_lossy(part).into_owned());
+        parts = rest;
+    }
+    Some(out)
+}
+
+/// The decrypted EncTicketPart (DER) of the ticket in a TGS-REP, under one of `keys` (key usage
+/// 2): for a user-to-user ticket, the TGT's session key.
+pub fn ticket_part(tgs_rep: &[u8], keys: &[(i32, Vec<u8>)]) -> Option<Vec<u8>> {
+    let (0x6d, rep, _) = der(tgs_rep)? else { return None };
+    let (0x30, rep, _) = der(rep)? else { return None };
+    let (0x61, ticket, _) = der(context_child(rep, 5)?)? else {
+        return None;
+    };
+    let (0x30, ticket, _) = der(ticket)? else { return None };
+    let (0x30, enc, _) = der(context_child(ticket, 3)?)? else {
+        return None;
+    };
+    decrypt_part(enc, keys, 2)
+}
+
+/// The AD-WIN2K-PAC (type 128) inside an AD-IF-RELEVANT (type 1) of an EncTicketPart's
+/// authorization-data [10].
+pub fn pac_of_ticket_part(part: &[u8]) -> Option<Vec<u8>> {
+    let (_, part, _) = der(part)?;
+    let (0x30, part, _) = der(part)? else { return None };
+    let (0x30, mut ad, _) = der(context_child(part, 10)?)? else {
+        return None;
+    };
+    // AuthorizationData ::= SEQUENCE OF SEQUENCE { ad-type [0] Int32, ad-data [1] OCTET STRING }
+    let entry = |e: &[u8]| -> Option<(i64, Vec<u8>)> {
+        let (0x02, ty, _) = der(context_child(e, 0)?)? else {
+            return None;
+        };
+        let (0x04, data, _) = der(context_child(e, 1)?)? else {
+            return None;
+        };
+        Some((ty.iter().fold(0i64, |a, &x| (a << 8) | x as i64), data.to_vec()))
+    };
+    while let Some((0x30, e, rest)) = der(ad) {
+        ad = rest;
+        let Some((1, data)) = entry(e) else { continue };
+        let (0x30, mut inner, _) = der(&data)? else { continue };
+        while let Some((0x30, i, rest)) = der(inner) {
+            inner = rest;
+            if let Some((128, pac)) = entry(i) {
+                return Some(pac);
+            }
+        }
+    }
+    None
+}
+
+/// The session key of a user-to-user ticket in a TGS-REP (encrypted in a TGT's session key: one
+/// of `tgt_keys`), from the ticket itself; `None` for any other reply.
+pub fn u2u_session_key(tgs_rep: &[u8], tgt_keys: &[Vec<u8>]) -> Option<Vec<u8>> {
+    tgt_keys.iter().find_map(|k| {
+        let keys = [17, 18, 19, 20].map(|e| (e, k.clone()));
+        key_of(&ticket_part(tgs_rep, &keys)?, 1)
+    })
+}
+
+impl KdcRelay {
+    /// TGS-REPs (APPLICATION 13) for services this relay has passed on: not the user-to-user ones
+    /// for `user`'s own name, which follow each TGT (the user's SID from the PAC).
+    pub fn service_tgs_reps(&self, user: &str) -> usize {
+        self.replies
+            .lock()
+            .map(|replies| {
+                replies
+                    .iter()
+                    .filter(|r| r.first() == Some(&0x6d))
+                    .filter(|r| ticket_sname(r).is_some_and(|s| s != [user]))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+}

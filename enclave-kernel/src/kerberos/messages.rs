@@ -28,12 +28,12 @@ pub const KRB_AP_ERR_SKEW: i32 = 37;
 /// KDC_ERR_WRONG_REALM: a client referral (RFC 6806 4), the account lives in the error's crealm.
 pub const KDC_ERR_WRONG_REALM: i32 = 68;
 
-const PA_TGS_REQ: i32 = 1;
+pub(super) const PA_TGS_REQ: i32 = 1;
 const PA_ENC_TIMESTAMP: i32 = 2;
 const PA_ETYPE_INFO2: i32 = 19;
 /// The canonicalize KDC option (RFC 6806 3).
 const KDC_OPT_CANONICALIZE: usize = 15;
-const NT_PRINCIPAL: i32 = 1;
+pub(super) const NT_PRINCIPAL: i32 = 1;
 const NT_SRV_INST: i32 = 2;
 const NT_SRV_HST: i32 = 3;
 /// RFC 6806: a user principal name (`user@suffix`) as one component, for the KDC to map.
@@ -173,20 +173,20 @@ pub fn principal_text(p: &PrincipalName) -> String {
     join(p)
 }
 
-fn bad(what: &str) -> KerberosError {
+pub(super) fn bad(what: &str) -> KerberosError {
     KerberosError::InvalidArgument(format!("malformed {what} from the KDC"))
 }
 
-fn encode_err(_: rasn::error::EncodeError) -> KerberosError {
+pub(super) fn encode_err(_: rasn::error::EncodeError) -> KerberosError {
     KerberosError::Internal("DER encoding failed".into())
 }
 
-fn kstring(s: &str) -> Result<GeneralString, KerberosError> {
+pub(super) fn kstring(s: &str) -> Result<GeneralString, KerberosError> {
     GeneralString::from_bytes(s.as_bytes())
         .map_err(|_| KerberosError::InvalidArgument("a name has characters Kerberos cannot carry".into()))
 }
 
-fn time(unix: i64) -> Result<KerberosTime, KerberosError> {
+pub(super) fn time(unix: i64) -> Result<KerberosTime, KerberosError> {
     let t = chrono::DateTime::from_timestamp(unix, 0)
         .ok_or_else(|| KerberosError::InvalidArgument("time out of range".into()))?;
     Ok(KerberosTime(t.fixed_offset()))
@@ -196,7 +196,7 @@ fn unix(t: &KerberosTime) -> i64 {
     t.0.timestamp()
 }
 
-fn flags32(set: &[usize]) -> BitString {
+pub(super) fn flags32(set: &[usize]) -> BitString {
     let mut b = BitString::repeat(false, 32);
     for &i in set {
         b.set(i, true);
@@ -457,7 +457,7 @@ pub fn enc_kdc_rep_part(plain: &[u8], nonce: u32) -> Result<(Key, TicketInfo), K
     Ok((key, info))
 }
 
-fn authenticator(
+pub(super) fn authenticator(
     crealm: &str,
     cname: &PrincipalName,
     cksum: Checksum,

@@ -34,6 +34,10 @@ pub mod fake_kdc;
 pub mod kpasswd;
 mod referral;
 mod ticket_cache;
+// The user's SID from the TGT's PAC (user-to-user ticket to oneself).
+pub mod pac;
+mod u2u;
+pub use u2u::user_sid_step;
 // Visible to `crate::fuzz`, whose targets decode KDC replies.
 pub(crate) mod messages;
 
@@ -254,6 +258,8 @@ struct SessionState {
     tickets: ticket_cache::TicketCache,
     /// TGTs for other realms (referrals, cross-realm), keyed by the realm whose KDC takes them.
     cross: referral::CrossTgts,
+    /// The user-to-user exchange for the user's SID, and what it learnt.
+    user_sid: u2u::UserSidState,
 }
 
 impl SessionState {

@@ -9,10 +9,11 @@ use credguard_proto::attest::{Owner, SealPurpose, SealedNames};
 use credguard_proto::enclave::{
     AuditRecord, EnclaveServer, IssueSealingNonceReply, IssueSealingNonceRequest, KerberosAsReply, KerberosAsRequest,
     KerberosChangePasswordReply, KerberosChangePasswordRequest, KerberosTgsReply, KerberosTgsRequest,
-    KerberosVerifyApRepReply, KerberosVerifyApRepRequest, LegacyAuthenticateReply, LegacyAuthenticateRequest,
-    LegacyProtocol, LogoffReply, LogoffRequest, LogonReply, LogonRequest, NtlmAuthenticateReply,
-    NtlmAuthenticateRequest, NtlmNegotiateReply, NtlmNegotiateRequest, SealedSecret, StatusReply, StatusRequest,
-    VaultLogonReply, VaultLogonRequest, VaultSealReply, VaultSealRequest, logon_request, sealed_logon_secret,
+    KerberosUserSidReply, KerberosUserSidRequest, KerberosVerifyApRepReply, KerberosVerifyApRepRequest,
+    LegacyAuthenticateReply, LegacyAuthenticateRequest, LegacyProtocol, LogoffReply, LogoffRequest, LogonReply,
+    LogonRequest, NtlmAuthenticateReply, NtlmAuthenticateRequest, NtlmNegotiateReply, NtlmNegotiateRequest,
+    SealedSecret, StatusReply, StatusRequest, VaultLogonReply, VaultLogonRequest, VaultSealReply, VaultSealRequest,
+    logon_request, sealed_logon_secret,
 };
 use credguard_proto::rpc::{RpcError, code};
 use rand_core::TryCryptoRng;
@@ -36,6 +37,8 @@ pub mod operation {
     pub const KERBEROS_CHANGE_PASSWORD: &str = "kerberos_change_password";
     /// A step of a TGS exchange with the TGT (`KerberosTgs`).
     pub const KERBEROS_TGS: &str = "kerberos_tgs";
+    /// A step of the user-to-user exchange for the user's SID with the TGT (`KerberosUserSid`).
+    pub const KERBEROS_USER_SID: &str = "kerberos_user_sid";
     /// A legacy protocol's response asked for, and refused (`LegacyAuthenticate`).
     pub const LEGACY_REFUSED: &str = "legacy_refused";
     /// A credential sealed for the vault (`VaultSeal`).
@@ -316,6 +319,29 @@ impl<R: TryCryptoRng> EnclaveServer for Service<R> {
         };
         self.secret_call(ctx, u, |svc| {
             Ok(crate::kerberos::tgs_step(
+                &svc.credentials,
+                &mut svc.kerberos,
+                &mut svc.rng,
+                req,
+            )?)
+        })
+    }
+
+    fn kerberos_user_sid(
+        &mut self,
+        ctx: &mut CallContext,
+        req: KerberosUserSidRequest,
+    ) -> Result<KerberosUserSidReply, RpcError> {
+        let u = SecretUse {
+            operation: operation::KERBEROS_USER_SID,
+            session: req.session_handle.clone(),
+            target: self.krbtgt_of(&req.session_handle),
+            // Free: the proxy runs it once after each AS exchange, which paid; a rate limit
+            // here would only leave the SID empty. It gives out nothing but the SID.
+            charged: false,
+        };
+        self.secret_call(ctx, u, |svc| {
+            Ok(crate::kerberos::user_sid_step(
                 &svc.credentials,
                 &mut svc.kerberos,
                 &mut svc.rng,

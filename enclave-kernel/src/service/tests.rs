@@ -175,6 +175,19 @@ fn every_secret_use_yields_exactly_one_audit_record() {
         (rec.operation.as_str(), rec.target.as_str()),
         (operation::KERBEROS_TGS, "HTTP/web.example.test")
     );
+    // The user-to-user exchange for the SID uses the TGT: audited (not charged: it follows an AS
+    // exchange, which was).
+    let sid_req = credguard_proto::enclave::KerberosUserSidRequest {
+        session_handle: handle.clone(),
+        ..Default::default()
+    };
+    let r = svc.dispatch(&request(60, EnclaveMethod::KerberosUserSid, sid_req.encode_to_vec()), t);
+    let rec = only_record(&r);
+    assert_eq!(
+        (rec.operation.as_str(), rec.code),
+        (operation::KERBEROS_USER_SID, r.code)
+    );
+    assert_eq!(rec.session_handle, handle);
 
     // Calls that use no secret carry none.
     let st = svc.dispatch(&request(7, EnclaveMethod::Status, vec![]), t);

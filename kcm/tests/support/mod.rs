@@ -336,6 +336,7 @@ impl Lsa for FakeLsa {
             start_time: now,
             end_time: now + 36_000,
             renew_till: now + 7 * 86_400,
+            ..Default::default()
         }))
     }
     async fn kerberos_get_service_ticket(

@@ -145,7 +145,7 @@ class ListSessionsReply(_message.Message):
     def __init__(self, sessions: _Optional[_Iterable[_Union[SessionInfo, _Mapping]]] = ...) -> None: ...
 
 class SessionInfo(_message.Message):
-    __slots__ = ("session_id", "user", "domain", "realm", "uid", "created_unix_ms", "secret_kind", "sealed", "is_default")
+    __slots__ = ("session_id", "user", "domain", "realm", "uid", "created_unix_ms", "secret_kind", "sealed", "is_default", "user_sid")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +155,7 @@ class SessionInfo(_message.Message):
     SECRET_KIND_FIELD_NUMBER: _ClassVar[int]
     SEALED_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    USER_SID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     user: str
     domain: str
@@ -164,7 +165,8 @@ class SessionInfo(_message.Message):
     secret_kind: str
     sealed: bool
     is_default: bool
-    def __init__(self, session_id: _Optional[str] = ..., user: _Optional[str] = ..., domain: _Optional[str] = ..., realm: _Optional[str] = ..., uid: _Optional[int] = ..., created_unix_ms: _Optional[int] = ..., secret_kind: _Optional[str] = ..., sealed: _Optional[bool] = ..., is_default: _Optional[bool] = ...) -> None: ...
+    user_sid: str
+    def __init__(self, session_id: _Optional[str] = ..., user: _Optional[str] = ..., domain: _Optional[str] = ..., realm: _Optional[str] = ..., uid: _Optional[int] = ..., created_unix_ms: _Optional[int] = ..., secret_kind: _Optional[str] = ..., sealed: _Optional[bool] = ..., is_default: _Optional[bool] = ..., user_sid: _Optional[str] = ...) -> None: ...
 
 class SetDefaultSessionRequest(_message.Message):
     __slots__ = ("session_id",)
@@ -219,20 +221,22 @@ class KerberosGetTgtRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ...) -> None: ...
 
 class KerberosGetTgtReply(_message.Message):
-    __slots__ = ("client_principal", "realm", "enctype", "start_time", "end_time", "renew_till")
+    __slots__ = ("client_principal", "realm", "enctype", "start_time", "end_time", "renew_till", "user_sid")
     CLIENT_PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     REALM_FIELD_NUMBER: _ClassVar[int]
     ENCTYPE_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     RENEW_TILL_FIELD_NUMBER: _ClassVar[int]
+    USER_SID_FIELD_NUMBER: _ClassVar[int]
     client_principal: str
     realm: str
     enctype: int
     start_time: int
     end_time: int
     renew_till: int
-    def __init__(self, client_principal: _Optional[str] = ..., realm: _Optional[str] = ..., enctype: _Optional[int] = ..., start_time: _Optional[int] = ..., end_time: _Optional[int] = ..., renew_till: _Optional[int] = ...) -> None: ...
+    user_sid: str
+    def __init__(self, client_principal: _Optional[str] = ..., realm: _Optional[str] = ..., enctype: _Optional[int] = ..., start_time: _Optional[int] = ..., end_time: _Optional[int] = ..., renew_till: _Optional[int] = ..., user_sid: _Optional[str] = ...) -> None: ...
 
 class KerberosGetServiceTicketRequest(_message.Message):
     __slots__ = ("session_id", "spn", "delegate", "mutual", "ccache_path", "channel_bindings")

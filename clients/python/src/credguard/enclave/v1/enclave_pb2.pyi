@@ -442,3 +442,25 @@ class KerberosVerifyApRepReply(_message.Message):
     has_seq_number: bool
     seq_number: int
     def __init__(self, acceptor_subkey: _Optional[bytes] = ..., acceptor_subkey_enctype: _Optional[int] = ..., has_seq_number: _Optional[bool] = ..., seq_number: _Optional[int] = ...) -> None: ...
+
+class KerberosUserSidRequest(_message.Message):
+    __slots__ = ("session_handle", "now_unix", "kdc_reply")
+    SESSION_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    NOW_UNIX_FIELD_NUMBER: _ClassVar[int]
+    KDC_REPLY_FIELD_NUMBER: _ClassVar[int]
+    session_handle: bytes
+    now_unix: int
+    kdc_reply: bytes
+    def __init__(self, session_handle: _Optional[bytes] = ..., now_unix: _Optional[int] = ..., kdc_reply: _Optional[bytes] = ...) -> None: ...
+
+class KerberosUserSidReply(_message.Message):
+    __slots__ = ("kdc_request", "user_sid", "reason", "remembered")
+    KDC_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    USER_SID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REMEMBERED_FIELD_NUMBER: _ClassVar[int]
+    kdc_request: bytes
+    user_sid: str
+    reason: str
+    remembered: bool
+    def __init__(self, kdc_request: _Optional[bytes] = ..., user_sid: _Optional[str] = ..., reason: _Optional[str] = ..., remembered: _Optional[bool] = ...) -> None: ...
