@@ -649,19 +649,23 @@ fn main() {
         raw_auth.0, raw_auth.1, raw_status.0
     );
     println!(
-        "  with the enclave:        median {:.1} us, p99 {:.1} us; {:.2}x the in-process median (target <= 1.3x)",
+        "  with the enclave:        median {:.1} us, p99 {:.1} us; {:.2}x the in-process median (target <= 1.2x)",
         encl.median,
         encl.p99,
         encl.median / base.median
     );
-    // Any call that reaches the enclave pays at least one bare round trip to it (here: `Status`
-    // over vsock, no gRPC, no proxy, no work), whatever the proxy does. So on this machine no
-    // design can get below this ratio; the target is only reachable where that floor is small.
+    // The floor is the bare enclave round trip for the same call (`NtlmAuthenticate` over vsock:
+    // no gRPC, no proxy) over the in-process gRPC figure, not the sum of the two: the proxy's
+    // gRPC work and the enclave's trip overlap (while one call waits for the enclave the proxy
+    // serves others), so a call with the enclave can be faster than that sum (issue 19 measured
+    // it so). No design gets below max(1, floor).
+    let floor = raw_auth.0 / base.median;
     println!(
-        "  floor: in-process median + one bare enclave round trip = {:.1} us = {:.2}x the in-process median (target <= 1.3x {})",
-        base.median + raw_status.0,
-        (base.median + raw_status.0) / base.median,
-        if (base.median + raw_status.0) / base.median > 1.3 {
+        "  floor: bare enclave NtlmAuthenticate {:.1} us / in-process {:.1} us = {:.2}x (target <= 1.2x {})",
+        raw_auth.0,
+        base.median,
+        floor,
+        if floor > 1.2 {
             "is below the floor here"
         } else {
             "is above the floor"
@@ -675,7 +679,7 @@ fn main() {
     }
     for ((clients, b), (_, e)) in base.throughput.iter().zip(&encl.throughput) {
         println!(
-            "  {clients:>2} clients, {secs} s: handshakes (Negotiate + Authenticate) per second: in-process {b:.0}, with the enclave {e:.0} (target >= 5000)"
+            "  {clients:>2} clients, {secs} s: handshakes (Negotiate + Authenticate) per second: in-process {b:.0}, with the enclave {e:.0} (target >= 15000 with 16 clients)"
         );
     }
     let tp = |f: &Figures| {
