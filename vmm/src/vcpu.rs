@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use credguard_proto::abi::{self, AttestState, ExitCode, exchange};
 use credguard_proto::attest;
@@ -236,6 +237,8 @@ struct ExitHandler {
     tsc_khz: u64,
     // Unclaimed addresses already logged, so a guest probing them cannot flood the log.
     logged: HashSet<(bool, u64)>,
+    /// When the vCPU was made, for the boot time in the "enclave up" line.
+    created: Instant,
 }
 
 const MAX_LOGGED_ADDRESSES: usize = 64;
@@ -348,8 +351,9 @@ impl ExitHandler {
             AttestState::None | AttestState::Refused => "not attested",
         };
         tracing::info!(
-            "enclave up: credguard-enclave {}, listening on vsock cid {} port {}; {attested}; {exits} virtio register \
-             exits at boot",
+            "enclave up in {:.2} ms: credguard-enclave {}, listening on vsock cid {} port {}; {attested}; {exits} \
+             virtio register exits at boot",
+            self.created.elapsed().as_secs_f64() * 1e3,
             facts.version,
             facts.guest_cid,
             facts.vsock_port
@@ -420,6 +424,7 @@ impl Vcpu {
                 vsock,
                 tsc_khz,
                 logged: HashSet::new(),
+                created: Instant::now(),
             },
             control,
         }
