@@ -662,7 +662,7 @@ mod tests {
         }
         let expected: Vec<u64> = (0..6).map(|i| DMA_WINDOW_GPA + i * PAGE_SIZE).collect();
         assert_eq!(pages, expected);
-        assert!(DMA_WINDOW_GPA + 6 * PAGE_SIZE <= DMA_WINDOW_GPA + DMA_WINDOW_SIZE);
+        const { assert!(6 * PAGE_SIZE <= DMA_WINDOW_SIZE) };
         let info = BootInfo::new(DEFAULT_RAM_SIZE, 1, BootMode::Service, 0, 1, [0; 48]);
         assert_eq!(info.vsock, VsockPreset::default(), "no device until the VMM says so");
         assert_eq!(info.with_vsock(preset).vsock, preset);
