@@ -517,7 +517,7 @@ fn memory_scan_after_ntlm_and_kerberos_finds_no_secret() {
     let proxy_log = stack.proxy_log_text().into_bytes();
     assert!(
         String::from_utf8_lossy(&vmm_log).contains("sealing key attested"),
-        "the VMM log holds the enclave's console"
+        "the VMM log (where the enclave's console goes too) holds its \"enclave up\" line"
     );
     assert!(
         String::from_utf8_lossy(&proxy_log).contains("ntlm_authenticate"),

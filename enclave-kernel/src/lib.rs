@@ -7,7 +7,8 @@
 //! - [`ntlm`], [`kerberos`]: the protocols computed with those secrets;
 //! - [`sealing`]: secrets clients seal to this boot; [`vault`]: credentials sealed for the host's
 //!   disk;
-//! - [`dma`]: the DMA-window page allocator; [`rng`]: the hardware RNG wrapper; [`stats`]:
+//! - [`dma`]: the DMA-window page allocator; [`prenegotiated`]: the virtio transport of the
+//!   vsock device the VMM pre-negotiated; [`rng`]: the hardware RNG wrapper; [`stats`]:
 //!   benchmark statistics; [`fmtbuf`]: a fixed-buffer formatter;
 //! - `fuzz` (feature `fuzz`): the fuzz targets' entry points, for `fuzz/` only.
 //!
@@ -26,6 +27,7 @@ pub mod fmtbuf;
 pub mod fuzz;
 pub mod kerberos;
 pub mod ntlm;
+pub mod prenegotiated;
 pub mod ratelimit;
 pub mod rng;
 pub mod sealing;

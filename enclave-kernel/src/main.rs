@@ -21,6 +21,7 @@ use credguard_enclave::rng::{HwRng, cpu_has_rdseed};
 use credguard_proto::abi::{BootInfo, BootMode};
 use rand_core::TryRng;
 
+#[cfg(feature = "test-modes")]
 use crate::sys::kprintln;
 
 /// Ring-3 entry, reached by `iretq` from `_start` with RDI = the boot info and RSP = 16n-8.
@@ -35,12 +36,8 @@ extern "C" fn user_main(boot_info: *const BootInfo) -> ! {
     };
     // SAFETY: `check` confirmed the heap lies in RAM above the DMA window and below the stack.
     unsafe { sys::init_heap(boot.heap_start, boot.heap_size) };
-    kprintln!(
-        "credguard-enclave {}: {:?}, {} MiB",
-        credguard_enclave::VERSION,
-        mode,
-        boot.ram_size >> 20
-    );
+    // No boot line on the console (25 µs a character): the VMM logs "enclave up" from the boot
+    // facts the service hands over with its attestation request.
 
     match mode {
         BootMode::Service => {

@@ -1,24 +1,29 @@
 //! `BootMode::Service`: the enclave service on virtio-vsock.
 //!
-//! The driver is `virtio-drivers`' `VsockConnectionManager` over its virtio-mmio (version 2)
-//! transport, all in ring 3. The loop polls the receive queue until it is drained and answers every
-//! whole request frame; after some work it watches for the next interrupt from ring 3 for
-//! [`SPIN_US`], then sleeps in `SYS_WAIT` until the next vsock interrupt.
+//! The driver is `virtio-drivers`' `VsockConnectionManager`, all in ring 3, over the transport of
+//! the device the VMM pre-negotiated (`credguard_enclave::prenegotiated`, boot ABI 4): its setup
+//! is answered from the boot info, so booting costs no register exit. The loop polls the receive
+//! queue until it is drained and answers every whole request frame; after some work it watches for
+//! the next interrupt from ring 3 for [`SPIN_US`], then sleeps in `SYS_WAIT` until the next vsock
+//! interrupt.
 //!
-//! What the driver needs from the VMM's device: virtio-mmio version 2, `VIRTIO_F_VERSION_1`
-//! (`EVENT_IDX` and `INDIRECT_DESC` are used if offered, not needed), queues 0-2 with
-//! `QueueNumMax` >= 8 (the driver uses 8), receive buffers of [`RX_BUFFER_SIZE`] bytes in one
-//! descriptor (header and payload together), transmit chains of header + payload. The driver
-//! waits for transmit completions by polling the used ring, so the device must complete
-//! transmit buffers on its own (never wait for the guest to take receive buffers first); only
-//! used receive buffers need an interrupt. `InterruptStatus` is never read or acknowledged:
-//! the interrupt must be edge-triggered. The event queue is never serviced. Every address the
-//! driver gives the device lies in the DMA window (see `hal`).
+//! What the driver needs from the VMM's device: virtio-mmio version 2, started as
+//! `BootInfo::vsock` says (`VIRTIO_F_VERSION_1` accepted; `EVENT_IDX` and `INDIRECT_DESC` are used
+//! if agreed, not needed; queues 0-2 of 8 entries at `abi::vsock_preset_queue`), receive buffers
+//! of [`RX_BUFFER_SIZE`] bytes in one descriptor (header and payload together), transmit chains
+//! of header + payload. The driver waits for transmit completions by polling the used ring, so
+//! the device must complete transmit buffers on its own (never wait for the guest to take receive
+//! buffers first); only used receive buffers need an interrupt. `InterruptStatus` is never read or
+//! acknowledged: the interrupt must be edge-triggered. The event queue is never serviced. Every
+//! address the driver gives the device lies in the DMA window (see `hal`).
+//!
+//! Nothing goes to the serial console on a good boot (25 µs a character): the enclave's boot facts
+//! go to the exchange page with its attestation request, and the VMM logs them.
 
 use alloc::vec::Vec;
-use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
+use credguard_enclave::prenegotiated::{PreNegotiated, Registers};
 use credguard_enclave::rng::HwRng;
 use credguard_enclave::service::{BootFacts, Identity, RequestStream, Service};
 use credguard_enclave::vault::VaultKey;
@@ -27,8 +32,6 @@ use virtio_drivers::Error as VirtioError;
 use virtio_drivers::device::socket::{
     SocketError, VirtIOSocket, VsockAddr, VsockConnectionManager, VsockEvent, VsockEventType,
 };
-use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
-use virtio_drivers::transport::{DeviceType, Transport};
 
 use crate::hal::EnclaveHal;
 use crate::ring0::IRQ_PENDING;
@@ -52,7 +55,31 @@ const SPIN_US: u64 = 200;
 /// Device errors logged at most (each log line costs milliseconds of serial output).
 const MAX_LOGGED_ERRORS: u32 = 8;
 
-type Manager = VsockConnectionManager<EnclaveHal, MmioTransport<'static>, RX_BUFFER_SIZE>;
+type Manager = VsockConnectionManager<EnclaveHal, PreNegotiated<VsockRegisters>, RX_BUFFER_SIZE>;
+
+/// The vsock device's virtio-mmio register block at `abi::VSOCK_MMIO_GPA`.
+struct VsockRegisters;
+
+impl VsockRegisters {
+    fn at(offset: usize) -> *mut u32 {
+        // Offsets are the transport's register constants, inside the block and 4-byte aligned.
+        debug_assert!(offset < abi::VSOCK_MMIO_SIZE as usize && offset.is_multiple_of(4));
+        (abi::VSOCK_MMIO_GPA as usize + offset) as *mut u32
+    }
+}
+
+impl Registers for VsockRegisters {
+    fn read(&mut self, offset: usize) -> u32 {
+        // SAFETY: the VMM maps the vsock register block at VSOCK_MMIO_GPA, user-accessible and
+        // uncached; only this transport touches it, with aligned 32-bit accesses.
+        unsafe { core::ptr::read_volatile(Self::at(offset)) }
+    }
+
+    fn write(&mut self, offset: usize, value: u32) {
+        // SAFETY: as in `read`.
+        unsafe { core::ptr::write_volatile(Self::at(offset), value) }
+    }
+}
 
 struct Stream {
     peer: VsockAddr,
@@ -92,7 +119,7 @@ pub enum Fault {
 #[derive(Clone, Copy, Debug)]
 pub enum Fault {}
 
-fn service(boot: &BootInfo, start_tsc: u64) -> Service<HwRng> {
+fn service(boot: &BootInfo, start_tsc: u64, guest_cid: u64) -> Service<HwRng> {
     // main() already refused to start without a working RDRAND.
     let Some(rng) = HwRng::new() else { panic!("no RDRAND") };
     let identity = Identity {
@@ -107,7 +134,7 @@ fn service(boot: &BootInfo, start_tsc: u64) -> Service<HwRng> {
         policy_bits: boot.policy,
     });
     svc.set_free_heap(sys::free_heap);
-    attest(&mut svc);
+    attest(&mut svc, guest_cid);
     if let Some((own, upgrade)) = take_vault_keys(boot) {
         svc.set_vault(credguard_enclave::vault::Vault::new(own, boot.measurement, upgrade));
     }
@@ -115,35 +142,23 @@ fn service(boot: &BootInfo, start_tsc: u64) -> Service<HwRng> {
 }
 
 pub fn run(boot: &BootInfo, start_tsc: u64, fault: Option<Fault>) -> ! {
-    let header = NonNull::new(abi::VSOCK_MMIO_GPA as *mut VirtIOHeader).expect("MMIO is not at 0");
-    // SAFETY: the VMM maps the vsock register block at VSOCK_MMIO_GPA, user-accessible and
-    // uncached, and nothing else in the enclave touches it.
-    let transport = match unsafe { MmioTransport::new(header, abi::VSOCK_MMIO_SIZE as usize) } {
+    let transport = match PreNegotiated::new(VsockRegisters, boot.vsock) {
         Ok(t) => t,
-        Err(e) => panic!("no virtio-mmio device at {:#x}: {e}", abi::VSOCK_MMIO_GPA),
+        Err(e) => panic!("refusing to start: {e}"),
     };
-    if transport.device_type() != DeviceType::Socket {
-        panic!(
-            "device at {:#x} is {:?}, not vsock",
-            abi::VSOCK_MMIO_GPA,
-            transport.device_type()
-        );
-    }
+    // The rings must be the DMA window's first pages (abi::vsock_preset_queue): nothing may take
+    // a page from it before the driver; the transport refuses to start should anything have.
     let driver = match VirtIOSocket::<EnclaveHal, _, RX_BUFFER_SIZE>::new(transport) {
         Ok(d) => d,
         Err(e) => panic!("vsock device setup failed: {e}"),
     };
     let mut mgr = VsockConnectionManager::new_with_capacity(driver, CONNECTION_BUFFER);
     mgr.listen(abi::ENCLAVE_VSOCK_PORT);
-    kprintln!(
-        "vsock: cid {}, listening on port {}",
-        mgr.guest_cid(),
-        abi::ENCLAVE_VSOCK_PORT
-    );
+    let guest_cid = mgr.guest_cid();
 
     let mut server = Server {
         mgr,
-        svc: service(boot, start_tsc),
+        svc: service(boot, start_tsc, guest_cid),
         streams: Vec::new(),
         errors: 0,
         rx: [0; 4096],
@@ -359,8 +374,9 @@ impl Server {
 }
 
 /// Has the VMM sign this boot's sealing public key (with the measurement it verified) through the
-/// exchange page; the VMM serves the signature to clients itself. Nothing here is secret.
-fn attest<R: rand_core::TryCryptoRng>(svc: &mut Service<R>) {
+/// exchange page; the VMM serves the signature to clients itself. The same request carries the
+/// boot facts the VMM logs for the admin (version, vsock address). Nothing here is secret.
+fn attest<R: rand_core::TryCryptoRng>(svc: &mut Service<R>, guest_cid: u64) {
     use credguard_proto::abi::{AttestState, exchange};
     let page = abi::EXCHANGE_GPA as usize;
     let write = |offset: usize, bytes: &[u8]| {
@@ -376,13 +392,22 @@ fn attest<R: rand_core::TryCryptoRng>(svc: &mut Service<R>) {
         exchange::ATTEST_ENCLAVE_FLAGS,
         &credguard_enclave::service::ENCLAVE_FLAGS.to_le_bytes(),
     );
+    let mut version = [0u8; exchange::BOOT_FACTS_VERSION_LEN];
+    let v = credguard_enclave::VERSION.as_bytes();
+    let n = v.len().min(version.len());
+    version[..n].copy_from_slice(&v[..n]);
+    write(exchange::BOOT_FACTS_VERSION, &version);
+    write(
+        exchange::BOOT_FACTS_VSOCK_PORT,
+        &u64::from(abi::ENCLAVE_VSOCK_PORT).to_le_bytes(),
+    );
+    write(exchange::BOOT_FACTS_GUEST_CID, &guest_cid.to_le_bytes());
     sys::attest();
     // SAFETY: as above; ATTEST_STATE is an aligned u64 of the page.
     let state = unsafe { core::ptr::read_volatile((page + exchange::ATTEST_STATE) as *const u64) };
-    match AttestState::from_raw(state) {
-        AttestState::Signed => kprintln!("sealing key attested by the VMM"),
-        AttestState::NoKey => kprintln!("the VMM has no attestation key: sealed logon cannot be verified by clients"),
-        AttestState::None | AttestState::Refused => kprintln!("the VMM did not attest this boot"),
+    // The VMM logs the outcome itself; only the unexpected one is worth the console's time.
+    if let AttestState::None | AttestState::Refused = AttestState::from_raw(state) {
+        kprintln!("the VMM did not attest this boot");
     }
 }
 
@@ -424,6 +449,5 @@ fn take_vault_keys(boot: &BootInfo) -> Option<(VaultKey, Vec<UpgradeKey>)> {
         return None;
     }
     let upgrade = boot.upgrade_from().iter().copied().zip(upgrade).collect();
-    kprintln!("vault: keys taken over");
     Some((own, upgrade))
 }

@@ -212,7 +212,14 @@ pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"CGBOOT01");
 ///
 /// 3: the VMM's own facts (protection, restarts) and its attestation signature leave the boot
 /// info and the exchange page: the VMM serves them to host clients itself (issue 14).
-pub const ABI_VERSION: u64 = 3;
+///
+/// 4: the vsock device is pre-negotiated ([`BootInfo::vsock`], [`VsockPreset`]): the VMM starts
+/// it with its features accepted, `DRIVER_OK` set and the queues at [`vsock_preset_queue`], so
+/// the enclave's driver makes no register access at boot; and the enclave's boot facts go to the
+/// exchange page ([`exchange::BOOT_FACTS_VERSION`]) instead of the serial console (issue 19). An
+/// image of version 4 under a VMM of version 3 would drive a device nobody set up; it refuses to
+/// start instead.
+pub const ABI_VERSION: u64 = 4;
 /// Length of a SHA-384 measurement.
 pub const MEASUREMENT_LEN: usize = 48;
 
@@ -318,6 +325,83 @@ pub struct BootInfo {
     /// The image's signed [`policy`] bits, from the manifest the VMM verified (0: the defaults,
     /// the strictest).
     pub policy: u64,
+    /// The vsock device as the VMM pre-negotiated it (all zero: no vsock device).
+    pub vsock: VsockPreset,
+}
+
+/// Virtqueues of the vsock device: rx, tx, event.
+pub const VSOCK_QUEUES: usize = 3;
+/// Size of each vsock virtqueue: the size the enclave's driver uses (`virtio-drivers`' vsock
+/// `QUEUE_SIZE`).
+pub const VSOCK_QUEUE_SIZE: u64 = 8;
+/// `VIRTIO_F_VERSION_1` (virtio 1.x): every pre-negotiated feature set has it.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+/// The feature bits the enclave's vsock driver accepts (`virtio-drivers`' `SUPPORTED_FEATURES`:
+/// `VIRTIO_F_VERSION_1`, `VIRTIO_RING_F_EVENT_IDX`, `VIRTIO_RING_F_INDIRECT_DESC`). The VMM
+/// pre-accepts what its device offers of these.
+pub const VSOCK_DRIVER_FEATURES: u64 = VIRTIO_F_VERSION_1 | (1 << 29) | (1 << 28);
+
+/// One virtqueue as the ABI fixes it: guest-physical addresses of its three areas and its size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, IntoBytes, FromBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct PresetQueue {
+    /// Number of descriptors.
+    pub size: u64,
+    /// Descriptor table.
+    pub desc: u64,
+    /// Driver area (available ring).
+    pub driver: u64,
+    /// Device area (used ring).
+    pub device: u64,
+}
+
+/// Where vsock queue `index` lives: the first six pages of the DMA window, in the order the
+/// enclave's driver allocates its rings (for each of rx, tx, event: a page holding the descriptor
+/// table and the available ring, then a page holding the used ring). The enclave's DMA allocator
+/// hands those pages out first, so the driver asks for exactly these; the enclave checks it does.
+pub const fn vsock_preset_queue(index: usize) -> PresetQueue {
+    let desc = DMA_WINDOW_GPA + 2 * index as u64 * PAGE_SIZE;
+    PresetQueue {
+        size: VSOCK_QUEUE_SIZE,
+        desc,
+        // 16 bytes per descriptor.
+        driver: desc + 16 * VSOCK_QUEUE_SIZE,
+        device: desc + PAGE_SIZE,
+    }
+}
+
+/// The vsock device as the VMM pre-negotiated it (section of [`BootInfo`] since ABI 4): what the
+/// enclave's driver would otherwise read through a few dozen virtio-mmio register accesses, each a
+/// 25 µs exit from ring 3 on the target machines. The VMM starts its device in this state (features
+/// accepted, `DRIVER_OK`, queues at these addresses, checked to lie in the DMA window exactly as
+/// register-written ones are); the enclave answers its driver from here and refuses to start if
+/// the driver asks for anything else. Queue notifications still go through the real `QueueNotify`
+/// doorbell (an ioeventfd), and a guest that resets the device through its registers afterwards
+/// gets the plain register protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, IntoBytes, FromBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct VsockPreset {
+    /// The feature bits the device offers and has already accepted: the device's offer masked
+    /// with [`VSOCK_DRIVER_FEATURES`]; always has [`VIRTIO_F_VERSION_1`].
+    pub features: u64,
+    /// The guest's CID (the device's configuration space).
+    pub guest_cid: u64,
+    /// The size of every queue, [`VSOCK_QUEUE_SIZE`].
+    pub queue_size: u64,
+    /// The queues, at [`vsock_preset_queue`].
+    pub queues: [PresetQueue; VSOCK_QUEUES],
+}
+
+impl VsockPreset {
+    /// The preset for a device offering `offered` features, for guest CID `guest_cid`.
+    pub const fn agreed(offered: u64, guest_cid: u64) -> Self {
+        VsockPreset {
+            features: offered & VSOCK_DRIVER_FEATURES,
+            guest_cid,
+            queue_size: VSOCK_QUEUE_SIZE,
+            queues: [vsock_preset_queue(0), vsock_preset_queue(1), vsock_preset_queue(2)],
+        }
+    }
 }
 
 /// Bits of [`BootInfo::policy`]: rules of the image's signed configuration (its manifest, signed
@@ -363,7 +447,17 @@ pub mod exchange {
     pub const ATTEST_BOOT_ID: usize = 64;
     /// 32-byte X25519 public key (enclave → VMM).
     pub const ATTEST_PUBLIC_KEY: usize = 80;
-    // 128..192: unused (the VMM's signature until ABI 3; the VMM now serves it itself).
+    // 128..192: the VMM's signature until ABI 3 (the VMM now serves it itself); since ABI 4 the
+    // enclave's boot facts, which it used to print on the serial console (25 µs a character):
+    /// 32 bytes (enclave → VMM): the enclave's version, ASCII, NUL-padded. Written before
+    /// [`super::SYS_ATTEST`]; the VMM logs it with its "enclave up" line.
+    pub const BOOT_FACTS_VERSION: usize = 128;
+    /// Length of [`BOOT_FACTS_VERSION`].
+    pub const BOOT_FACTS_VERSION_LEN: usize = 32;
+    /// `u64` (enclave → VMM): the vsock port the enclave's service listens on.
+    pub const BOOT_FACTS_VSOCK_PORT: usize = 160;
+    /// `u64` (enclave → VMM): the guest CID the enclave's vsock driver was given.
+    pub const BOOT_FACTS_GUEST_CID: usize = 168;
     /// `u64` [`super::AttestState`] (VMM → enclave).
     pub const ATTEST_STATE: usize = 192;
     /// `u64` [`super::enclave_flags`] bits (enclave → VMM), covered by the attestation.
@@ -436,7 +530,14 @@ impl BootInfo {
             upgrade_from_count: 0,
             upgrade_from: [[0; MEASUREMENT_LEN]; MAX_UPGRADE_FROM],
             policy: 0,
+            vsock: VsockPreset::default(),
         }
+    }
+
+    /// The same boot info, with the vsock device pre-negotiated as `preset` says.
+    pub fn with_vsock(mut self, preset: VsockPreset) -> Self {
+        self.vsock = preset;
+        self
     }
 
     /// The same boot info with the image's signed [`policy`] bits.
@@ -508,12 +609,18 @@ mod tests {
             .with_upgrade_from(&[[1; 48], [2; 48]])
             .with_policy(policy::ALLOW_RC4 | (1 << 40));
         assert_eq!(info.policy, policy::ALLOW_RC4, "unknown policy bits are dropped");
-        assert_eq!(BOOT_INFO_SIZE, 10 * 8 + 48 + 16 + 8 + MAX_UPGRADE_FROM * 48 + 8);
+        assert_eq!(
+            BOOT_INFO_SIZE,
+            10 * 8 + 48 + 16 + 8 + MAX_UPGRADE_FROM * 48 + 8 + (3 + 4 * VSOCK_QUEUES) * 8
+        );
         assert!(BOOT_INFO_SIZE <= PAGE_SIZE as usize);
         // The bytes the VMM writes are the enclave's struct, little-endian.
         let bytes = info.as_bytes();
         assert_eq!(&bytes[..8], b"CGBOOT01");
-        assert_eq!(bytes[BOOT_INFO_SIZE - 8], policy::ALLOW_RC4 as u8);
+        assert_eq!(
+            bytes[BOOT_INFO_SIZE - 8 - size_of::<VsockPreset>()],
+            policy::ALLOW_RC4 as u8
+        );
         let back = BootInfo::read_from_bytes(bytes).unwrap();
         assert_eq!(back, info);
         assert_eq!(back.upgrade_from(), &[[1; 48], [2; 48]]);
@@ -526,12 +633,39 @@ mod tests {
             assert!(SEALING_SECRET + SEALING_SECRET_LEN <= SEALING_SECRET_PRESENT);
             assert!(SEALING_SECRET_PRESENT + 8 <= ATTEST_BOOT_ID);
             assert!(ATTEST_BOOT_ID + 16 <= ATTEST_PUBLIC_KEY);
-            assert!(ATTEST_PUBLIC_KEY + 32 <= ATTEST_STATE);
+            assert!(ATTEST_PUBLIC_KEY + 32 <= BOOT_FACTS_VERSION);
+            assert!(BOOT_FACTS_VERSION + BOOT_FACTS_VERSION_LEN <= BOOT_FACTS_VSOCK_PORT);
+            assert!(BOOT_FACTS_VSOCK_PORT + 8 <= BOOT_FACTS_GUEST_CID);
+            assert!(BOOT_FACTS_GUEST_CID + 8 <= ATTEST_STATE);
             assert!(ATTEST_STATE + 8 <= ATTEST_ENCLAVE_FLAGS);
             assert!(ATTEST_ENCLAVE_FLAGS + 8 <= UPGRADE_VAULT_KEYS);
             assert!(ATTEST_STATE + 8 <= USED && USED <= PAGE_SIZE as usize);
             assert!(EXCHANGE_GPA + PAGE_SIZE <= PT_IMAGE_GPA);
         }
+    }
+
+    #[test]
+    fn preset_queues_are_the_first_pages_of_the_dma_window() {
+        let preset = VsockPreset::agreed(VIRTIO_F_VERSION_1 | (1 << 29) | (1 << 40), GUEST_CID);
+        assert_eq!(
+            preset.features,
+            VIRTIO_F_VERSION_1 | (1 << 29),
+            "only what the driver accepts"
+        );
+        let mut pages = Vec::new();
+        for q in preset.queues {
+            assert_eq!(q.size, VSOCK_QUEUE_SIZE);
+            // Descriptor table, then the available ring (flags, idx, ring, used_event) on its page.
+            assert_eq!(q.driver, q.desc + 16 * q.size);
+            assert!(q.driver + 6 + 2 * q.size <= q.desc + PAGE_SIZE);
+            pages.extend([q.desc, q.device]);
+        }
+        let expected: Vec<u64> = (0..6).map(|i| DMA_WINDOW_GPA + i * PAGE_SIZE).collect();
+        assert_eq!(pages, expected);
+        const { assert!(6 * PAGE_SIZE <= DMA_WINDOW_SIZE) };
+        let info = BootInfo::new(DEFAULT_RAM_SIZE, 1, BootMode::Service, 0, 1, [0; 48]);
+        assert_eq!(info.vsock, VsockPreset::default(), "no device until the VMM says so");
+        assert_eq!(info.with_vsock(preset).vsock, preset);
     }
 
     #[test]

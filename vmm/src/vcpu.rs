@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use credguard_proto::abi::{self, AttestState, ExitCode, exchange};
 use credguard_proto::attest;
@@ -195,6 +196,35 @@ impl Attestor {
     }
 }
 
+/// What the enclave says about itself once up (`exchange::BOOT_FACTS_*`), as it wrote it.
+#[derive(Debug, PartialEq, Eq)]
+struct BootFacts {
+    /// Printable ASCII only (anything else shows as `?`), at most 32 characters.
+    version: String,
+    vsock_port: u64,
+    guest_cid: u64,
+}
+
+impl BootFacts {
+    fn read(mem: &GuestMemoryMmap) -> Self {
+        let mut raw = [0u8; exchange::BOOT_FACTS_VERSION_LEN];
+        let word = |offset| mem.read_obj::<u64>(exchange_field(offset)).unwrap_or(0);
+        let version = match mem.read_slice(&mut raw, exchange_field(exchange::BOOT_FACTS_VERSION)) {
+            Ok(()) => raw
+                .iter()
+                .take_while(|&&b| b != 0)
+                .map(|&b| if b.is_ascii_graphic() { b as char } else { '?' })
+                .collect(),
+            Err(_) => "?".into(),
+        };
+        BootFacts {
+            version,
+            vsock_port: word(exchange::BOOT_FACTS_VSOCK_PORT),
+            guest_cid: word(exchange::BOOT_FACTS_GUEST_CID),
+        }
+    }
+}
+
 fn exchange_field(offset: usize) -> GuestAddress {
     GuestAddress(abi::EXCHANGE_GPA + offset as u64)
 }
@@ -207,6 +237,8 @@ struct ExitHandler {
     tsc_khz: u64,
     // Unclaimed addresses already logged, so a guest probing them cannot flood the log.
     logged: HashSet<(bool, u64)>,
+    /// When the vCPU was made, for the boot time in the "enclave up" line.
+    created: Instant,
 }
 
 const MAX_LOGGED_ADDRESSES: usize = 64;
@@ -292,13 +324,40 @@ impl ExitHandler {
             return Step::Exit(self.guest_exit(u32::from_le_bytes(raw)));
         }
         if port == abi::ATTEST_PORT {
-            if let Err(e) = self.attestor.answer(&self.mem) {
-                tracing::warn!("attestation: {e}");
+            match self.attestor.answer(&self.mem) {
+                Ok(AttestState::Refused) => {}
+                Ok(state) => self.log_enclave_up(state),
+                Err(e) => tracing::warn!("attestation: {e}"),
             }
             return Step::Continue;
         }
         self.log_unclaimed(false, port.into(), "port write");
         Step::Continue
+    }
+
+    /// The admin's sign that the enclave came up: the enclave prints nothing on a good boot (25 µs
+    /// a character on the serial console), but hands its boot facts over with its one attestation
+    /// request, once its service listens. The guest wrote them: they are sanitised.
+    fn log_enclave_up(&self, state: AttestState) {
+        let facts = BootFacts::read(&self.mem);
+        let exits = self
+            .vsock
+            .as_ref()
+            .and_then(|dev| dev.lock().ok().map(|dev| dev.accesses()))
+            .unwrap_or(0);
+        let attested = match state {
+            AttestState::Signed => "sealing key attested",
+            AttestState::NoKey => "no attestation key: clients cannot verify sealed logons",
+            AttestState::None | AttestState::Refused => "not attested",
+        };
+        tracing::info!(
+            "enclave up in {:.2} ms: credguard-enclave {}, listening on vsock cid {} port {}; {attested}; {exits} \
+             virtio register exits at boot",
+            self.created.elapsed().as_secs_f64() * 1e3,
+            facts.version,
+            facts.guest_cid,
+            facts.vsock_port
+        );
     }
 
     fn guest_exit(&mut self, raw: u32) -> ExitOutcome {
@@ -365,6 +424,7 @@ impl Vcpu {
                 vsock,
                 tsc_khz,
                 logged: HashSet::new(),
+                created: Instant::now(),
             },
             control,
         }
@@ -432,5 +492,42 @@ impl Vcpu {
             data.join(", "),
             self.at_rip()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_facts_from_a_hostile_guest_are_sanitised() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(abi::EXCHANGE_GPA), 0x1000)]).unwrap();
+        let mut version = [b'A'; exchange::BOOT_FACTS_VERSION_LEN];
+        version[..8].copy_from_slice(b"1.0\n\x1b[2J");
+        mem.write_slice(&version, exchange_field(exchange::BOOT_FACTS_VERSION))
+            .unwrap();
+        mem.write_obj(u64::MAX, exchange_field(exchange::BOOT_FACTS_VSOCK_PORT))
+            .unwrap();
+        let facts = BootFacts::read(&mem);
+        // No line break or terminal sequence reaches the log; the field is bounded, unterminated or not.
+        assert_eq!(
+            facts.version,
+            format!("1.0??[2J{}", "A".repeat(exchange::BOOT_FACTS_VERSION_LEN - 8))
+        );
+        assert_eq!((facts.vsock_port, facts.guest_cid), (u64::MAX, 0));
+
+        mem.write_slice(b"0.1.0\0junk", exchange_field(exchange::BOOT_FACTS_VERSION))
+            .unwrap();
+        assert_eq!(BootFacts::read(&mem).version, "0.1.0");
+        // A guest memory without the exchange page: nothing to read, nothing invented.
+        let elsewhere = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0x10_0000), 0x1000)]).unwrap();
+        assert_eq!(
+            BootFacts::read(&elsewhere),
+            BootFacts {
+                version: "?".into(),
+                vsock_port: 0,
+                guest_cid: 0
+            }
+        );
     }
 }

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use credguard_proto::abi::{self, BootInfo, BootMode, MEASUREMENT_LEN};
+use credguard_proto::abi::{self, BootInfo, BootMode, MEASUREMENT_LEN, VsockPreset};
 use credguard_proto::{boot_tables, vmm_status};
 use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
 use virtio_bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY;
@@ -264,12 +264,6 @@ impl Enclave {
         let cpu = boot::setup_cpuid(&kvm, &vcpu_fd, config.force_smep_smap)?;
         let protection = Protection::of(&ram, config.sandbox, cpu);
         let tsc_khz = tsc_khz(&vcpu_fd);
-        let entry = boot::load_image(&mem, config.image.bytes())?;
-        let info = boot_info(&config, tsc_khz);
-        write_boot_state(&mem, &config, &info, &layout.segments, cpu)?;
-        boot::setup_registers(&vcpu_fd, entry, cpu)?;
-        interrupts::enable_lapic(&vcpu_fd)?;
-
         let placement = Placement::for_this_process();
         tracing::debug!(?placement, "CPUs of the vCPU and the I/O threads");
         let status_board = Arc::new(StatusBoard::new(
@@ -277,6 +271,7 @@ impl Enclave {
             config.restart_count,
             &config.restart_reasons,
         ));
+        // The device first: the boot info says how it was pre-negotiated.
         let vsock = match &config.vsock_socket {
             Some(path) => Some(attach_vsock(
                 &vm,
@@ -288,6 +283,12 @@ impl Enclave {
             )?),
             None => None,
         };
+        let entry = boot::load_image(&mem, config.image.bytes())?;
+        let info = boot_info(&config, tsc_khz, vsock.as_ref().map(|(_, preset)| *preset));
+        let vsock = vsock.map(|(device, _)| device);
+        write_boot_state(&mem, &config, &info, &layout.segments, cpu)?;
+        boot::setup_registers(&vcpu_fd, entry, cpu)?;
+        interrupts::enable_lapic(&vcpu_fd)?;
         let doorbell = match config.boot_mode {
             BootMode::DoorbellBench => Some(Doorbell::start(&vm, filters.doorbell)?),
             BootMode::Service
@@ -380,9 +381,9 @@ fn tsc_khz(vcpu_fd: &kvm_ioctls::VcpuFd) -> u64 {
 
 /// What the enclave is told at boot: its memory, mode, the image it was verified as, and the
 /// image's signed manifest (earlier images whose vault it may open, policy).
-fn boot_info(config: &EnclaveConfig, tsc_khz: u64) -> BootInfo {
+fn boot_info(config: &EnclaveConfig, tsc_khz: u64, vsock: Option<VsockPreset>) -> BootInfo {
     let image = &config.image;
-    BootInfo::new(
+    let info = BootInfo::new(
         config.ram_size,
         tsc_khz,
         config.boot_mode,
@@ -392,7 +393,11 @@ fn boot_info(config: &EnclaveConfig, tsc_khz: u64) -> BootInfo {
     )
     .with_signer(image.signer)
     .with_upgrade_from(&config.upgrade_from)
-    .with_policy(image.policy)
+    .with_policy(image.policy);
+    match vsock {
+        Some(preset) => info.with_vsock(preset),
+        None => info,
+    }
 }
 
 /// Writes the boot tables and boot info, and hands over the vault keys (if the VMM has a sealing
@@ -505,7 +510,8 @@ impl Protection {
     }
 }
 
-/// Creates the vsock device and wires its queue notifications and interrupt into KVM.
+/// Creates the vsock device, starts it pre-negotiated (boot ABI 4: the returned preset goes into
+/// the boot info), and wires its queue notifications and interrupt into KVM.
 /// The device sees only the DMA window (`mem`): descriptors pointing elsewhere are refused. The
 /// VMM's status port answers from `status_board`.
 fn attach_vsock(
@@ -515,7 +521,7 @@ fn attach_vsock(
     filter: Option<ThreadFilter>,
     status_board: Arc<StatusBoard>,
     placement: Placement,
-) -> Result<VirtioMmioVsock, VmError> {
+) -> Result<(VirtioMmioVsock, VsockPreset), VmError> {
     let device = create_vsock_device(
         mem,
         VsockConfig {
@@ -537,7 +543,9 @@ fn attach_vsock(
     }
     vm.register_irqfd(&device.irq_evt, abi::VSOCK_GSI)
         .map_err(kvm_err("KVM_IRQFD (vsock)"))?;
-    Ok(device)
+    let preset = VsockPreset::agreed(device.offered_features(), abi::GUEST_CID);
+    device.start_negotiated(preset.features, &preset.queues)?;
+    Ok((device, preset))
 }
 
 /// Stops a [`RunningEnclave`] from any thread (e.g. a signal watcher).
@@ -603,6 +611,12 @@ impl RunningEnclave {
     /// TSC frequency handed to the guest (0 if unknown).
     pub fn tsc_khz(&self) -> u64 {
         self.tsc_khz
+    }
+
+    /// Guest accesses to the vsock device's registers so far (each an exit to the VMM; 0 for a
+    /// boot that used the pre-negotiated device as agreed), if the enclave has one.
+    pub fn vsock_register_accesses(&self) -> Option<u64> {
+        self.vsock.as_ref().map(VirtioMmioVsock::register_accesses)
     }
 
     /// Path of the host end of the enclave's vsock, if it has one.

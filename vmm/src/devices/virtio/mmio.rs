@@ -3,7 +3,15 @@
 //! driver side is virtio-drivers' `MmioTransport`, in the enclave).
 //!
 //! The guest may write anything: a bad access (wrong size, unknown offset, a write in the wrong
-//! state) is ignored with a debug log. Queue notifications normally never get here (KVM
+//! state) is ignored with a debug log.
+//!
+//! The VMM may also start the device already negotiated ([`VirtioMmioRegisters::start_negotiated`],
+//! boot ABI 4): features accepted, queues at addresses the boot ABI fixes, `DRIVER_OK` set, so
+//! that the guest's driver makes none of the register accesses of a negotiation (each a 25 µs
+//! exit from ring 3 on the target machines). The agreed queues are checked exactly as
+//! register-written ones are at `DRIVER_OK`; a guest that writes the registers anyway meets a
+//! device at `DRIVER_OK` (setup writes are ignored, a status of 0 resets it for a fresh
+//! negotiation). Queue notifications normally never get here (KVM
 //! ioeventfds on `QueueNotify` with a datamatch per queue signal the device thread directly); a
 //! notification that does arrive through [`MmioDevice::write`] is forwarded to the same
 //! [`EventFd`].
@@ -11,9 +19,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use credguard_proto::abi::PresetQueue;
 use virtio_bindings::virtio_config::{
-    VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FAILED, VIRTIO_CONFIG_S_FEATURES_OK,
-    VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_F_VERSION_1,
+    VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FAILED,
+    VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_F_VERSION_1,
 };
 use virtio_bindings::virtio_mmio::*;
 use virtio_queue::{Queue, QueueT};
@@ -29,6 +38,8 @@ pub trait MmioDevice: Send {
     fn read(&mut self, offset: u64, data: &mut [u8]);
     /// A guest write of `data` at `offset`.
     fn write(&mut self, offset: u64, data: &[u8]);
+    /// Guest accesses so far (each one an exit to the VMM).
+    fn accesses(&self) -> u64;
 }
 
 /// `MagicValue`: "virt".
@@ -107,6 +118,8 @@ pub struct VirtioMmioRegisters {
     status: u32,
     config_generation: u32,
     activated: bool,
+    /// Guest register accesses (each an exit to the VMM), for the boot's exit count.
+    accesses: u64,
 }
 
 impl std::fmt::Debug for VirtioMmioRegisters {
@@ -145,6 +158,7 @@ impl VirtioMmioRegisters {
             status: 0,
             config_generation: 0,
             activated: false,
+            accesses: 0,
         }
     }
 
@@ -166,8 +180,49 @@ impl VirtioMmioRegisters {
         self.activated
     }
 
+    /// Guest register accesses so far (reads and writes through [`MmioDevice`]; queue
+    /// notifications that KVM's ioeventfds take never get here).
+    pub fn register_accesses(&self) -> u64 {
+        self.accesses
+    }
+
+    /// Starts the device as if the driver had accepted `features` and set up `queues` (index
+    /// order, all of the device's) through the registers and then set `DRIVER_OK`: the boot
+    /// ABI's pre-negotiation, done before the guest runs. Checked as the register path checks:
+    /// the features must be offered and include `VIRTIO_F_VERSION_1`, and each queue's size and
+    /// rings must be valid in the device's memory (the DMA window). On error the device is left
+    /// reset, as the guest first finds it.
+    pub fn start_negotiated(&mut self, features: u64, queues: &[PresetQueue]) -> Result<(), String> {
+        if self.status != 0 || self.activated {
+            return Err(format!("the device is not fresh (status {:#x})", self.status));
+        }
+        if queues.len() != self.queues.len() {
+            return Err(format!("{} queues for a device of {}", queues.len(), self.queues.len()));
+        }
+        let offered = self.offered_features();
+        if features & !offered != 0 || features & F_VERSION_1 == 0 {
+            return Err(format!("features {features:#x} not acceptable (offered {offered:#x})"));
+        }
+        for (cfg, q) in self.queues.iter_mut().zip(queues) {
+            // A size that does not fit is refused by `build`, as a bad QueueNum would be.
+            cfg.size = u32::try_from(q.size).unwrap_or(u32::MAX);
+            (cfg.desc, cfg.driver, cfg.device, cfg.ready) = (q.desc, q.driver, q.device, true);
+        }
+        self.driver_features = features;
+        self.device.ack_features(features);
+        self.status = VIRTIO_CONFIG_S_ACKNOWLEDGE
+            | VIRTIO_CONFIG_S_DRIVER
+            | VIRTIO_CONFIG_S_FEATURES_OK
+            | VIRTIO_CONFIG_S_DRIVER_OK;
+        let activated = self.activate();
+        if activated.is_err() {
+            self.reset();
+        }
+        activated
+    }
+
     /// The device features offered: the device's own plus `VIRTIO_F_VERSION_1`.
-    fn offered_features(&self) -> u64 {
+    pub fn offered_features(&self) -> u64 {
         self.device.device_features() | F_VERSION_1
     }
 
@@ -317,29 +372,35 @@ impl VirtioMmioRegisters {
                 return;
             }
             self.status = v;
-            self.activate();
+            if let Err(e) = self.activate() {
+                tracing::warn!("virtio-mmio: DRIVER_OK refused: {e}");
+            }
             return;
         }
         self.status = v;
     }
 
-    fn activate(&mut self) {
+    /// Hands the configured queues to the device; on a bad queue or a failed activation, sets
+    /// `DEVICE_NEEDS_RESET` and says why.
+    fn activate(&mut self) -> Result<(), String> {
         let mut queues = Vec::with_capacity(self.queues.len());
         for (i, cfg) in self.queues.iter().enumerate() {
             match cfg.build(&self.mem) {
                 Ok(q) => queues.push(q),
                 Err(e) => {
-                    tracing::warn!("virtio-mmio: DRIVER_OK with a bad queue {i}: {e}");
                     self.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
-                    return;
+                    return Err(format!("bad queue {i}: {e}"));
                 }
             }
         }
         match self.device.activate(self.mem.clone(), queues, self.irq.clone()) {
-            Ok(()) => self.activated = true,
+            Ok(()) => {
+                self.activated = true;
+                Ok(())
+            }
             Err(e) => {
-                tracing::warn!("virtio-mmio: activation failed: {e}");
                 self.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
+                Err(format!("activation failed: {e}"))
             }
         }
     }
@@ -367,7 +428,12 @@ fn register(offset: u64) -> Option<u32> {
 }
 
 impl MmioDevice for VirtioMmioRegisters {
+    fn accesses(&self) -> u64 {
+        self.accesses
+    }
+
     fn read(&mut self, offset: u64, data: &mut [u8]) {
+        self.accesses = self.accesses.saturating_add(1);
         let Some(offset) = register(offset) else {
             self.device.read_config(offset - u64::from(VIRTIO_MMIO_CONFIG), data);
             return;
@@ -384,6 +450,7 @@ impl MmioDevice for VirtioMmioRegisters {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
+        self.accesses = self.accesses.saturating_add(1);
         let Some(offset) = register(offset) else {
             self.device.write_config(offset - u64::from(VIRTIO_MMIO_CONFIG), data);
             return;

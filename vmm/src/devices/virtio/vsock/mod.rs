@@ -140,6 +140,9 @@ pub enum VsockError {
     /// Spawning the worker thread failed.
     #[error("cannot spawn the vsock thread: {0}")]
     Spawn(#[source] std::io::Error),
+    /// The device could not be started pre-negotiated.
+    #[error("cannot start the vsock device pre-negotiated: {0}")]
+    Preset(String),
 }
 
 /// Commands from the transport side to the worker thread.
@@ -257,6 +260,36 @@ impl VirtioMmioVsock {
                 tracing::debug!("vsock: removing {}: {e}", self.uds_path.display());
             }
         }
+    }
+
+    /// Starts the device pre-negotiated (see [`VirtioMmioRegisters::start_negotiated`]).
+    pub fn start_negotiated(
+        &self,
+        features: u64,
+        queues: &[credguard_proto::abi::PresetQueue],
+    ) -> Result<(), VsockError> {
+        let mut transport = self
+            .transport
+            .lock()
+            .map_err(|_| VsockError::Preset("transport lock poisoned".into()))?;
+        transport.start_negotiated(features, queues).map_err(VsockError::Preset)
+    }
+
+    /// The feature bits the device offers (`VIRTIO_F_VERSION_1` included).
+    pub fn offered_features(&self) -> u64 {
+        // A poisoned lock still holds a whole register block.
+        self.transport
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .offered_features()
+    }
+
+    /// Guest accesses to the register block so far.
+    pub fn register_accesses(&self) -> u64 {
+        self.transport
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .register_accesses()
     }
 
     /// The path of the host Unix listener.

@@ -1183,3 +1183,117 @@ fn interrupts_follow_used_buffers_unless_suppressed() {
     assert_eq!(g.recv().0.op, OP_RST);
     assert!(wait_irq(&g));
 }
+
+/// The queues of the test layout, as a boot ABI would agree them.
+fn agreed_queues(size: u16) -> Vec<credguard_proto::abi::PresetQueue> {
+    (0..3)
+        .map(|q| credguard_proto::abi::PresetQueue {
+            size: size.into(),
+            desc: desc_addr(q),
+            driver: avail_addr(q),
+            device: used_addr(q),
+        })
+        .collect()
+}
+
+const F_VERSION_1: u64 = 1 << VIRTIO_F_VERSION_1;
+const DRIVER_OK_STATUS: u32 =
+    VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK;
+
+#[test]
+fn a_pre_negotiated_device_serves_with_no_register_access() {
+    let mut g = Guest::new();
+    assert_eq!(g.dev.offered_features(), F_VERSION_1);
+    g.dev.start_negotiated(F_VERSION_1, &agreed_queues(QSIZE)).unwrap();
+    assert!(g.dev.transport.lock().unwrap().is_activated());
+    g.post_rx_buffers();
+    let (mut c, host_port) = g.connect(ENCLAVE_PORT, 64 * 1024);
+    c.write_all(b"ping").unwrap();
+    assert_eq!(g.recv().1, b"ping");
+    g.send(ghdr(OP_RW, ENCLAVE_PORT, host_port), b"pong");
+    assert_eq!(read_exact_from(&mut c, 4), b"pong");
+    assert_eq!(g.dev.register_accesses(), 0, "the driver needed no register");
+    // Once is all: the device is no longer fresh.
+    assert!(g.dev.start_negotiated(F_VERSION_1, &agreed_queues(QSIZE)).is_err());
+}
+
+#[test]
+fn a_guest_writing_registers_after_pre_negotiation_changes_nothing_until_it_resets() {
+    let mut g = Guest::new();
+    g.dev.start_negotiated(F_VERSION_1, &agreed_queues(QSIZE)).unwrap();
+    g.post_rx_buffers();
+    // A driver that negotiates anyway, without a reset first: every setup write is refused.
+    g.w(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
+    g.w(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
+    g.w(VIRTIO_MMIO_DRIVER_FEATURES, 0xffff_ffff);
+    for q in 0..3 {
+        g.w(VIRTIO_MMIO_QUEUE_SEL, q);
+        g.w(VIRTIO_MMIO_QUEUE_READY, 0);
+        g.w(VIRTIO_MMIO_QUEUE_NUM, 2);
+        g.w(VIRTIO_MMIO_QUEUE_DESC_LOW, 0x9_0000);
+        g.w(VIRTIO_MMIO_QUEUE_USED_HIGH, 0xffff_ffff);
+        assert_eq!(g.r(VIRTIO_MMIO_QUEUE_READY), 1);
+    }
+    assert_eq!(g.r(VIRTIO_MMIO_STATUS), DRIVER_OK_STATUS);
+    // The device still serves the agreed rings.
+    let (mut c, host_port) = g.connect(ENCLAVE_PORT, 64 * 1024);
+    g.send(ghdr(OP_RW, ENCLAVE_PORT, host_port), b"still here");
+    assert_eq!(read_exact_from(&mut c, 10), b"still here");
+    assert!(g.dev.register_accesses() > 0);
+    // A reset drops the agreement (and the guest's streams); a plain negotiation works after it.
+    g.w(VIRTIO_MMIO_STATUS, 0);
+    assert_eof(&mut c);
+    assert_eq!(g.r(VIRTIO_MMIO_STATUS), 0);
+    g.setup();
+}
+
+#[test]
+fn hostile_agreed_queues_are_refused_as_register_written_ones_are() {
+    // The device sees guest memory below 0x3_0000 only, as the VMM's device sees the DMA window.
+    let view: u64 = 0x3_0000;
+    let g = Guest::with_device_view(view as usize);
+    let with = |q: usize, f: &dyn Fn(&mut credguard_proto::abi::PresetQueue)| {
+        let mut queues = agreed_queues(QSIZE);
+        f(&mut queues[q]);
+        queues
+    };
+    let hostile: Vec<(&str, u64, Vec<credguard_proto::abi::PresetQueue>)> = vec![
+        ("descriptors outside the view", F_VERSION_1, with(0, &|q| q.desc = view)),
+        (
+            "descriptors in guest RAM the device does not see",
+            F_VERSION_1,
+            with(1, &|q| q.desc = 0x8_0000),
+        ),
+        (
+            "used ring across the view's end",
+            F_VERSION_1,
+            with(2, &|q| q.device = view - 8),
+        ),
+        (
+            "driver ring at the top of the address space",
+            F_VERSION_1,
+            with(1, &|q| q.driver = u64::MAX - 1),
+        ),
+        ("unaligned descriptors", F_VERSION_1, with(0, &|q| q.desc += 1)),
+        ("size 0", F_VERSION_1, with(0, &|q| q.size = 0)),
+        ("size not a power of two", F_VERSION_1, with(1, &|q| q.size = 12)),
+        ("size above the maximum", F_VERSION_1, with(2, &|q| q.size = 512)),
+        ("size beyond 32 bits", F_VERSION_1, with(2, &|q| q.size = 1 << 40 | 16)),
+        ("two queues", F_VERSION_1, agreed_queues(QSIZE)[..2].to_vec()),
+        (
+            "four queues",
+            F_VERSION_1,
+            [agreed_queues(QSIZE), agreed_queues(QSIZE)].concat()[..4].to_vec(),
+        ),
+        ("no VIRTIO_F_VERSION_1", 0, agreed_queues(QSIZE)),
+        ("a feature not offered", F_VERSION_1 | 1 << 29, agreed_queues(QSIZE)),
+    ];
+    for (what, features, queues) in hostile {
+        assert!(g.dev.start_negotiated(features, &queues).is_err(), "{what}");
+        let t = g.dev.transport.lock().unwrap();
+        assert!(!t.is_activated() && t.status() == 0, "{what}: left as fresh");
+    }
+    // The same device then starts with good queues.
+    g.dev.start_negotiated(F_VERSION_1, &agreed_queues(QSIZE)).unwrap();
+    assert_eq!(g.r(VIRTIO_MMIO_STATUS), DRIVER_OK_STATUS);
+}
