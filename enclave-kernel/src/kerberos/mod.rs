@@ -31,6 +31,7 @@ mod change;
 pub mod crypto;
 #[cfg(any(test, feature = "fake-kdc"))]
 pub mod fake_kdc;
+pub mod fast;
 pub mod kpasswd;
 mod referral;
 mod ticket_cache;
