@@ -124,7 +124,14 @@ pub(super) fn send<R: TryCryptoRng>(
             realm: &m.realm,
             enterprise: false,
         };
-        let bytes = messages::as_req(&client, &["krbtgt", &m.realm], Some((&m.key, confounder(rng)?)), now, nonce, false)?;
+        let bytes = messages::as_req(
+            &client,
+            &["krbtgt", &m.realm],
+            Some((&m.key, confounder(rng)?)),
+            now,
+            nonce,
+            false,
+        )?;
         pending.fast = FastPhase::MachineTgt(nonce);
         return Ok(KerberosAsReply {
             kdc_request: bytes,

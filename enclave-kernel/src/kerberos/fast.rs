@@ -41,7 +41,7 @@ const USAGE_CHALLENGE_CLIENT: u32 = 54;
 const USAGE_AP_REQ_AUTH: u32 = 11;
 
 /// The RFC 6113 types, derived with rasn (its derive expects its prelude in scope).
-mod asn {
+pub(super) mod asn {
     use alloc::vec::Vec;
     use rasn::prelude::*;
     use rasn_kerberos::{Checksum, EncryptedData, EncryptionKey, KdcReqBody, KerberosFlags, KerberosTime, PaData};

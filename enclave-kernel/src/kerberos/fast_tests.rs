@@ -286,3 +286,202 @@ fn fast_offer_is_read_from_method_data() {
     assert_eq!(FastMode::from_wire(2).unwrap(), FastMode::Require);
     assert!(FastMode::from_wire(7).is_err());
 }
+
+/// Whole AS exchanges through [`crate::kerberos::as_step`] with a machine account registered.
+mod exchanges {
+    use super::*;
+    use crate::credentials::{CredentialStore, KerberosKey, LogonCredential, SESSION_HANDLE_LEN};
+    use crate::kerberos::counter_rng::Counter;
+    use crate::kerberos::{KerberosSessions, as_step};
+    use credguard_proto::attest::Owner;
+    use credguard_proto::enclave::{KerberosAsReply, KerberosAsRequest};
+    use rasn_kerberos::AsRep;
+
+    const MACHINE: [u8; SESSION_HANDLE_LEN] = [1; SESSION_HANDLE_LEN];
+    const USER: [u8; SESSION_HANDLE_LEN] = [2; SESSION_HANDLE_LEN];
+    const REQUIRE: i32 = 2;
+    const IF_OFFERED: i32 = 0;
+
+    fn machine_key() -> Key {
+        key(crypto::AES256_SHA1, 0x77)
+    }
+
+    fn cred(owner: u32, user: &str, k: &Key) -> LogonCredential {
+        LogonCredential {
+            enterprise: false,
+            owner: Owner::uid(owner),
+            allow_rc4: false,
+            id: [0; 16],
+            user: user.into(),
+            domain: alloc::string::String::new(),
+            realm: "TEST".into(),
+            kind: "key",
+            nt_hash: None,
+            password: None,
+            keys: alloc::vec![KerberosKey {
+                enctype: k.enctype,
+                value: k.value.clone(),
+            }],
+        }
+    }
+
+    fn setup(machine: bool) -> (CredentialStore, KerberosSessions, Counter) {
+        let mut creds = CredentialStore::new();
+        creds.insert(USER, cred(1000, "alice", &user_key())).unwrap();
+        creds
+            .insert(MACHINE, cred(0, "host/client.test", &machine_key()))
+            .unwrap();
+        let mut st = KerberosSessions::new();
+        if machine {
+            st.set_machine_account("test", MACHINE);
+        }
+        (creds, st, Counter::new(3))
+    }
+
+    fn step(
+        (creds, st, rng): &mut (CredentialStore, KerberosSessions, Counter),
+        fast: i32,
+        reply: Vec<u8>,
+    ) -> Result<KerberosAsReply, KerberosError> {
+        let req = KerberosAsRequest {
+            session_handle: USER.to_vec(),
+            now_unix: NOW,
+            kdc_reply: reply,
+            fast,
+        };
+        as_step(creds, st, rng, req)
+    }
+
+    /// The KDC's AS-REP to the machine account's AS-REQ, with `tgt_key` as the TGT session key.
+    fn machine_rep(request: &[u8], tgt_key: &Key) -> Vec<u8> {
+        let view = fake_kdc::parse_request(request).unwrap();
+        assert_eq!(view.cname, ["host", "client.test"]);
+        assert!(fake_kdc::timestamp_opens(&view, &machine_key()));
+        let issue = fake_kdc::Issue {
+            realm: "TEST",
+            cname: &["host", "client.test"],
+            sname: &["krbtgt", "TEST"],
+            nonce: view.nonce,
+            session_key: tgt_key,
+            now: NOW,
+            ticket_cipher_len: 64,
+        };
+        fake_kdc::as_rep(&issue, &machine_key())
+    }
+
+    /// The armor key of an armored AS-REQ, as the KDC finds it, and the request's nonce.
+    fn open_armored(request: &[u8], tgt_key: &Key) -> (Key, u32) {
+        let AsReq(req) = rasn::der::decode(request).unwrap();
+        let padata = req.padata.unwrap();
+        assert_eq!(padata[0].r#type, PA_FX_FAST);
+        let PaFxFastRequest::ArmoredData(armored) = rasn::der::decode(&padata[0].value).unwrap();
+        (kdc_armor_key(&armored, tgt_key), req.req_body.nonce)
+    }
+
+    /// alice's AS-REP for `nonce`, armored under `akey` (or not).
+    fn user_rep(akey: Option<&Key>, nonce: u32) -> Vec<u8> {
+        let strengthen = key(crypto::AES256_SHA1, 0x44);
+        let (_, mut resp) = rep_and_response(akey.unwrap_or(&strengthen), &strengthen);
+        resp.nonce = nonce;
+        let session = key(crypto::AES256_SHA1, 0x66);
+        let issue = fake_kdc::Issue {
+            realm: "TEST",
+            cname: &["alice"],
+            sname: &["krbtgt", "TEST"],
+            nonce,
+            session_key: &session,
+            now: NOW,
+            ticket_cipher_len: 80,
+        };
+        let reply_key = reply_key(Some(&strengthen), user_key()).unwrap();
+        let AsRep(mut rep) = rasn::der::decode(&fake_kdc::as_rep(&issue, &reply_key)).unwrap();
+        if let Some(akey) = akey {
+            rep.padata = Some(alloc::vec![PaData {
+                r#type: PA_FX_FAST,
+                value: OctetString::from(fast_reply(akey, &resp)),
+            }]);
+        }
+        rasn::der::encode(&AsRep(rep)).unwrap()
+    }
+
+    #[test]
+    fn require_gets_the_machine_tgt_then_armors_and_the_armored_reply_gives_the_tgt() {
+        let mut s = setup(true);
+        let tgt_key = key(crypto::AES256_SHA1, 0x11);
+        let first = step(&mut s, REQUIRE, Vec::new()).unwrap();
+        let armored = step(&mut s, REQUIRE, machine_rep(&first.kdc_request, &tgt_key)).unwrap();
+        let (akey, nonce) = open_armored(&armored.kdc_request, &tgt_key);
+        let done = step(&mut s, REQUIRE, user_rep(Some(&akey), nonce)).unwrap();
+        assert!(done.kdc_request.is_empty());
+        assert_eq!(done.client_principal, "alice@TEST");
+        // The machine TGT stays, in the machine account's session: the next exchange is armored
+        // at once.
+        assert!(s.1.sessions.get(&MACHINE).unwrap().tgt.is_some());
+        let again = step(&mut s, REQUIRE, Vec::new()).unwrap();
+        open_armored(&again.kdc_request, &tgt_key);
+    }
+
+    #[test]
+    fn require_without_a_machine_account_is_refused() {
+        let mut s = setup(false);
+        let e = step(&mut s, REQUIRE, Vec::new()).err().unwrap();
+        assert!(matches!(e, KerberosError::FailedPrecondition(_)));
+        assert!(e.message().contains("no machine account"));
+    }
+
+    #[test]
+    fn an_unarmored_answer_to_an_armored_request_is_refused() {
+        let mut s = setup(true);
+        let tgt_key = key(crypto::AES256_SHA1, 0x11);
+        let first = step(&mut s, REQUIRE, Vec::new()).unwrap();
+        let armored = step(&mut s, REQUIRE, machine_rep(&first.kdc_request, &tgt_key)).unwrap();
+        let (_, nonce) = open_armored(&armored.kdc_request, &tgt_key);
+        let e = step(&mut s, REQUIRE, user_rep(None, nonce)).err().unwrap();
+        assert!(e.clone().message().contains("not armored"), "{e:?}");
+        assert!(s.1.sessions.get(&USER).unwrap().tgt.is_none());
+        // Nor a bare KRB-ERROR (a KDC, or proxy, stripping FAST to get a password guess in clear).
+        let armored = step(&mut s, REQUIRE, Vec::new()).unwrap();
+        assert!(!armored.kdc_request.is_empty());
+        let e = step(
+            &mut s,
+            REQUIRE,
+            fake_kdc::preauth_required("TEST", NOW, &[(18, "TESTalice", None)]),
+        )
+        .err()
+        .unwrap();
+        assert!(e.message().contains("not armored"));
+    }
+
+    #[test]
+    fn if_offered_armors_only_when_the_kdc_offers_fast_and_there_is_a_machine_account() {
+        let offer = |e_data: Vec<PaData>| fake_kdc::krb_error("TEST", 25, NOW, Some(method_data(e_data)));
+        let etype_info = || {
+            let e = fake_kdc::preauth_required("TEST", NOW, &[(18, "TESTalice", None)]);
+            let KdcReply::Error(e) = messages::parse_kdc_reply(&e).unwrap() else {
+                panic!("not an error");
+            };
+            rasn::der::decode::<Vec<PaData>>(e.e_data.as_deref().unwrap()).unwrap()
+        };
+        let fx = PaData {
+            r#type: PA_FX_FAST,
+            value: OctetString::from(Vec::new()),
+        };
+        // The session holds a key: its first request is pre-authenticated; drop that to see a
+        // PREAUTH_REQUIRED, as a KDC wanting another enctype would answer.
+        for (machine, offered, armored) in [(true, true, true), (true, false, false), (false, true, false)] {
+            let mut s = setup(machine);
+            s.0.get_mut(&USER).unwrap().keys.clear();
+            s.0.get_mut(&USER).unwrap().password = Some(zeroize::Zeroizing::new("pw".into()));
+            let first = step(&mut s, IF_OFFERED, Vec::new()).unwrap();
+            assert!(fake_kdc::parse_request(&first.kdc_request).is_some_and(|v| v.cname == ["alice"]));
+            let mut e_data = etype_info();
+            if offered {
+                e_data.push(fx.clone());
+            }
+            let next = step(&mut s, IF_OFFERED, offer(e_data)).unwrap();
+            let view = fake_kdc::parse_request(&next.kdc_request).unwrap();
+            // Armoring starts with the machine account's own AS-REQ (no machine TGT yet).
+            assert_eq!(view.cname == ["host", "client.test"], armored, "{machine} {offered}");
+        }
+    }
+}

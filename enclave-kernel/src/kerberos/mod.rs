@@ -446,7 +446,10 @@ pub fn as_step<R: TryCryptoRng>(
         ));
     }
     let st = state.sessions.get(&handle);
-    let realm = String::from(st.and_then(|s| s.pending_as.as_ref()).map_or(cred.realm.as_str(), |p| p.realm(cred)));
+    let realm = String::from(
+        st.and_then(|s| s.pending_as.as_ref())
+            .map_or(cred.realm.as_str(), |p| p.realm(cred)),
+    );
     let offset = st.map_or(0, |s| s.clock_offset);
     let mut machine = armor::machine_account(creds, state, &realm, handle, req.now_unix.saturating_add(offset));
     let cred = creds.get_mut(&handle).ok_or_else(no_session)?;
@@ -584,7 +587,15 @@ fn as_retry<R: TryCryptoRng>(
     let request = if armor::wants_armor(&next, offer) {
         armor::send(cred, &mut next, machine, key.as_ref(), rng, now)?
     } else {
-        as_request(cred, next.realm(cred), AsService::Tgt, key.as_ref(), rng, now, next.nonce)?
+        as_request(
+            cred,
+            next.realm(cred),
+            AsService::Tgt,
+            key.as_ref(),
+            rng,
+            now,
+            next.nonce,
+        )?
     };
     st.pending_as = Some(next);
     Ok(request)
@@ -817,7 +828,9 @@ fn as_open(
     let strengthen = match &pending.fast {
         armor::FastPhase::Armored(a) => fast::check_rep(a, rep, pending.nonce)?,
         _ if pending.mode == fast::FastMode::Require => {
-            return Err(KerberosError::Internal("an AS exchange under FAST \"require\" was not armored".into()));
+            return Err(KerberosError::Internal(
+                "an AS exchange under FAST \"require\" was not armored".into(),
+            ));
         }
         _ => None,
     };
