@@ -20,7 +20,14 @@ const PA_FX_FAST: i32 = 136;
 fn logon(stack: &Stack, kdc: &TestKdc, relay: &KdcRelay, user: &str) -> String {
     let (code, out, err) = stack.ctl(
         None,
-        &["logon", user, "--realm", kdc.get("REALM"), "--kdc", &relay.addr.to_string()],
+        &[
+            "logon",
+            user,
+            "--realm",
+            kdc.get("REALM"),
+            "--kdc",
+            &relay.addr.to_string(),
+        ],
         &format!("{}\n", kdc.get("PASSWORD")),
     );
     assert_eq!(code, 0, "logon {user}: {err}");
@@ -60,7 +67,10 @@ fn require_armors_the_as_exchange_with_the_machine_tgt_and_refuses_without_one()
     let (code, _, err) = stack.ctl(None, &["kerberos-tgt", &id], "");
     assert_ne!(code, 0);
     assert!(err.contains("no machine account"), "{err}");
-    assert!(as_reqs_of(&relay, "alice").is_empty(), "no AS-REQ for alice without armor");
+    assert!(
+        as_reqs_of(&relay, "alice").is_empty(),
+        "no AS-REQ for alice without armor"
+    );
 
     // Only root registers one (a copy of the keytab anyone can read, so that the refusal is the
     // proxy's, not the file's).
@@ -87,11 +97,18 @@ fn require_armors_the_as_exchange_with_the_machine_tgt_and_refuses_without_one()
     assert_eq!(code, 0, "{err}");
     assert_eq!(json(&out)["client_principal"], format!("alice@{realm}"));
     let host = kdc.get("SPN");
-    assert!(!as_reqs_of(&relay, host).is_empty(), "the machine TGT came from the KDC");
+    assert!(
+        !as_reqs_of(&relay, host).is_empty(),
+        "the machine TGT came from the KDC"
+    );
     let alice = as_reqs_of(&relay, "alice");
     assert!(!alice.is_empty());
     for padata in &alice {
-        assert_eq!(padata, &[PA_FX_FAST], "every AS-REQ for alice armored, no PA-ENC-TIMESTAMP outside");
+        assert_eq!(
+            padata,
+            &[PA_FX_FAST],
+            "every AS-REQ for alice armored, no PA-ENC-TIMESTAMP outside"
+        );
         assert!(!padata.contains(&PA_ENC_TIMESTAMP));
     }
     // The KDC answered armored; the reply key was strengthened, so alice's long-term keys (what a
@@ -100,7 +117,10 @@ fn require_armors_the_as_exchange_with_the_machine_tgt_and_refuses_without_one()
     let replies = relay.replies.lock().unwrap().clone();
     let as_reps: Vec<&Vec<u8>> = replies.iter().filter(|r| r.first() == Some(&0x6b)).collect();
     assert!(as_reps.iter().any(|r| padata_types(r).contains(&PA_FX_FAST)));
-    let armored: Vec<&&Vec<u8>> = as_reps.iter().filter(|r| padata_types(r).contains(&PA_FX_FAST)).collect();
+    let armored: Vec<&&Vec<u8>> = as_reps
+        .iter()
+        .filter(|r| padata_types(r).contains(&PA_FX_FAST))
+        .collect();
     assert!(armored.iter().all(|r| tgt_session_key(r, &alice_keys).is_none()));
 
     // The armored TGT gets a service ticket (the TGS exchange is not armored).

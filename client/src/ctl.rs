@@ -702,7 +702,10 @@ async fn machine_account(
     };
     let r = c.logon(req).await?.into_inner();
     if as_json {
-        println!("{}", json!({"session_id": r.session_id, "enctype": key.enctype, "kvno": key.kvno}));
+        println!(
+            "{}",
+            json!({"session_id": r.session_id, "enctype": key.enctype, "kvno": key.kvno})
+        );
     } else {
         println!("{}", r.session_id);
     }

@@ -109,7 +109,11 @@ fn entries(bytes: &[u8]) -> Result<Vec<Entry>, KeytabError> {
     let mut r = Reader(bytes);
     match r.u16() {
         Ok(0x0502) => {}
-        Ok(0x0501) => return Err(KeytabError::Format("version 0x0501 (native byte order) is not read".into())),
+        Ok(0x0501) => {
+            return Err(KeytabError::Format(
+                "version 0x0501 (native byte order) is not read".into(),
+            ));
+        }
         _ => return Err(KeytabError::Format("it does not start with 0x05 0x02".into())),
     }
     let mut out = Vec::new();
@@ -207,7 +211,10 @@ mod tests {
         assert_eq!(find_key(&kt, "host/h.test@TEST").unwrap().enctype, 17);
         assert!(matches!(find_key(&kt, "host/x@TEST"), Err(KeytabError::NoKey { .. })));
         // Only rc4-hmac or DES: no key credguard uses.
-        let kt = keytab(&[entry_bytes(&["u"], "TEST", 1, 23, &[1; 16]), entry_bytes(&["u"], "TEST", 1, 3, &[1; 8])]);
+        let kt = keytab(&[
+            entry_bytes(&["u"], "TEST", 1, 23, &[1; 16]),
+            entry_bytes(&["u"], "TEST", 1, 3, &[1; 8]),
+        ]);
         assert!(matches!(find_key(&kt, "u@TEST"), Err(KeytabError::NoKey { .. })));
     }
 

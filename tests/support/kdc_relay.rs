@@ -262,8 +262,12 @@ pub fn padata_types(msg: &[u8]) -> Vec<i32> {
         Some(0x6b | 0x6d) => 2,
         _ => return Vec::new(),
     };
-    let Some((_, outer, _)) = der(msg) else { return Vec::new() };
-    let Some((0x30, body, _)) = der(outer) else { return Vec::new() };
+    let Some((_, outer, _)) = der(msg) else {
+        return Vec::new();
+    };
+    let Some((0x30, body, _)) = der(outer) else {
+        return Vec::new();
+    };
     let Some((0x30, mut list, _)) = context_child(body, field).and_then(der) else {
         return Vec::new();
     };
