@@ -460,7 +460,7 @@ pub fn as_step<R: TryCryptoRng>(
     }
     let owner = cred.owner;
     let st = state.sessions.entry(handle).or_default();
-    let Some(mut pending) = st.pending_as.take() else {
+    let Some(pending) = st.pending_as.take() else {
         return Err(KerberosError::FailedPrecondition(
             "no AS exchange is in progress for this session".into(),
         ));
@@ -475,11 +475,7 @@ pub fn as_step<R: TryCryptoRng>(
         state.keep_tgt(m.handle, m.owner, tgt.duplicate())?;
         m.tgt = Some(tgt);
         let st = state.sessions.entry(handle).or_default();
-        let now = req.now_unix.saturating_add(st.clock_offset);
-        let key = request_key(cred, &pending);
-        let request = armor::send(cred, &mut pending, machine.as_ref(), key.as_ref(), rng, now)?;
-        st.pending_as = Some(pending);
-        return Ok(request);
+        return as_armored(cred, st, rng, req.now_unix, (pending, machine.as_ref()));
     }
     match reply {
         KdcReply::Error(e) => {
@@ -495,6 +491,21 @@ pub fn as_step<R: TryCryptoRng>(
             Ok(reply)
         }
     }
+}
+
+/// The session's armored request, once the machine account's TGT is held.
+fn as_armored<R: TryCryptoRng>(
+    cred: &LogonCredential,
+    st: &mut SessionState,
+    rng: &mut R,
+    now_unix: i64,
+    (mut pending, machine): (PendingAs, Option<&armor::MachineAccount>),
+) -> Result<KerberosAsReply, KerberosError> {
+    let now = now_unix.saturating_add(st.clock_offset);
+    let key = request_key(cred, &pending);
+    let request = armor::send(cred, &mut pending, machine, key.as_ref(), rng, now)?;
+    st.pending_as = Some(pending);
+    Ok(request)
 }
 
 /// The first AS-REQ: pre-authenticated at once with a key the session holds already (given at
