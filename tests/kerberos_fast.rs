@@ -137,3 +137,81 @@ fn require_armors_the_as_exchange_with_the_machine_tgt_and_refuses_without_one()
     assert_eq!(as_reqs_of(&relay, host).len(), machine_reqs);
     assert!(as_reqs_of(&relay, "alice18").iter().all(|p| p == &[PA_FX_FAST]));
 }
+
+/// Against a Samba AD DC (4.17, Heimdal's KDC): the DC's own machine account `DC1$`, exported
+/// with `samba-tool domain exportkeytab`, armors alice's AS exchange under "require"; a wrong
+/// password inside the tunnel is still a wrong password.
+#[test]
+fn require_against_samba_ad_with_a_machine_account_keytab() {
+    let test = "kerberos_fast_samba";
+    if !kvm_or_skip(test) {
+        return;
+    }
+    let Some(dc) = support::samba::SambaDc::start(test) else {
+        return;
+    };
+    let relay = KdcRelay::start(dc.get("KDC"));
+    let realm = dc.get("REALM");
+    let config = format!(
+        "[kerberos.realms.\"{realm}\"]\nkdc = [\"{}\"]\nfast = \"require\"\n",
+        relay.addr
+    );
+    let stack = Stack::start("kerberos-fast-samba", &config);
+    stack.wait_ready();
+    let keytab = dc.dir.join("dc1-machine.keytab");
+    let keytab_arg = keytab.display().to_string();
+    dc.samba_tool(&["domain", "exportkeytab", &keytab_arg, "--principal=DC1$"]);
+    let (code, _, err) = stack.ctl(
+        None,
+        &[
+            "machine-account",
+            "--realm",
+            realm,
+            "--principal",
+            "DC1$",
+            "--keytab",
+            &keytab_arg,
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+
+    let relay_addr = relay.addr.to_string();
+    let logon = |password: &str| {
+        let (code, out, err) = stack.ctl(
+            None,
+            &["logon", "alice", "--realm", realm, "--kdc", &relay_addr],
+            &format!("{password}\n"),
+        );
+        assert_eq!(code, 0, "logon: {err}");
+        json(&out)["session_id"].as_str().unwrap().to_string()
+    };
+    let id = logon(dc.get("PASSWORD"));
+    let (code, out, err) = stack.ctl(None, &["kerberos-tgt", &id], "");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["client_principal"], format!("alice@{realm}"));
+    let alice = as_reqs_of(&relay, "alice");
+    assert!(!alice.is_empty());
+    assert!(alice.iter().all(|p| p == &[PA_FX_FAST]), "{alice:?}");
+    assert!(
+        !as_reqs_of(&relay, "DC1$").is_empty(),
+        "the machine TGT came from the DC"
+    );
+    let armored_reps = relay
+        .replies
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.first() == Some(&0x6b) && padata_types(r).contains(&PA_FX_FAST))
+        .count();
+    assert!(armored_reps >= 1, "alice's AS-REP armored");
+    let (code, out, err) = stack.ctl(None, &["kerberos-ticket", &id, &format!("ldap/{}", dc.get("DC"))], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(!json(&out)["gss_token"].as_str().unwrap().is_empty());
+
+    // A wrong password, armored: the DC's refusal comes out of the tunnel as such.
+    let wrong = logon("Wrong-Passw0rd-1");
+    let (code, _, err) = stack.ctl(None, &["kerberos-tgt", &wrong], "");
+    assert_ne!(code, 0);
+    assert!(err.contains("Unauthenticated"), "{err}");
+}
