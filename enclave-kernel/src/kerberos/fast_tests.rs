@@ -430,6 +430,47 @@ mod exchanges {
     }
 
     #[test]
+    fn logging_the_machine_account_off_unregisters_it() {
+        let mut s = setup(true);
+        s.1.forget_session(&MACHINE, Owner::uid(0));
+        let e = step(&mut s, REQUIRE, Vec::new()).err().unwrap();
+        assert!(e.message().contains("no machine account"));
+    }
+
+    #[test]
+    fn a_forged_machine_as_rep_gives_no_armor() {
+        let mut s = setup(true);
+        let first = step(&mut s, REQUIRE, Vec::new()).unwrap();
+        let view = fake_kdc::parse_request(&first.kdc_request).unwrap();
+        // Under another key than the machine account's (a KDC that does not know it).
+        let issue = fake_kdc::Issue {
+            realm: "TEST",
+            cname: &["host", "client.test"],
+            sname: &["krbtgt", "TEST"],
+            nonce: view.nonce,
+            session_key: &key(crypto::AES256_SHA1, 0x11),
+            now: NOW,
+            ticket_cipher_len: 64,
+        };
+        let forged = fake_kdc::as_rep(&issue, &key(crypto::AES256_SHA1, 0x78));
+        let e = step(&mut s, REQUIRE, forged).err().unwrap();
+        assert!(matches!(e, KerberosError::Unauthenticated(_)), "{e:?}");
+        assert!(s.1.sessions.get(&MACHINE).is_none_or(|m| m.tgt.is_none()));
+        // A ticket for another service than krbtgt.
+        let first = step(&mut s, REQUIRE, Vec::new()).unwrap();
+        let view = fake_kdc::parse_request(&first.kdc_request).unwrap();
+        let issue = fake_kdc::Issue {
+            sname: &["host", "other.test"],
+            nonce: view.nonce,
+            ..issue
+        };
+        let e = step(&mut s, REQUIRE, fake_kdc::as_rep(&issue, &machine_key()))
+            .err()
+            .unwrap();
+        assert!(e.message().contains("another kind"));
+    }
+
+    #[test]
     fn an_unarmored_answer_to_an_armored_request_is_refused() {
         let mut s = setup(true);
         let tgt_key = key(crypto::AES256_SHA1, 0x11);

@@ -408,6 +408,41 @@ fn logon_refusals_have_codes() {
     assert_eq!(svc.sessions(), 0);
 }
 
+#[test]
+fn only_root_registers_a_machine_account_and_only_with_a_key() {
+    use credguard_proto::enclave::{Key, logon_request::Secret};
+    let mut svc = service();
+    let machine = |owner: u64, secret: Secret| LogonRequest {
+        user: "host/client.test".to_string(),
+        realm: "R.TEST".to_string(),
+        secret: Some(secret),
+        owner,
+        machine_account: true,
+        ..Default::default()
+    };
+    let key = || {
+        Secret::Key(Key {
+            enctype: 18,
+            value: vec![7; 32],
+        })
+    };
+    let r = svc.dispatch(
+        &request(1, EnclaveMethod::Logon, machine(1000, key()).encode_to_vec()),
+        0,
+    );
+    assert_eq!(r.code, credguard_proto::rpc::code::PERMISSION_DENIED, "{}", r.message);
+    let password = Secret::Password("pw".to_string());
+    let r = svc.dispatch(
+        &request(2, EnclaveMethod::Logon, machine(0, password).encode_to_vec()),
+        0,
+    );
+    assert_eq!(r.code, CODE_INVALID_ARGUMENT, "{}", r.message);
+    assert_eq!(svc.sessions(), 0);
+    let r = svc.dispatch(&request(3, EnclaveMethod::Logon, machine(0, key()).encode_to_vec()), 0);
+    assert_eq!(r.code, CODE_OK, "{}", r.message);
+    assert_eq!(svc.sessions(), 1);
+}
+
 fn framed(frames: &[Frame]) -> Vec<u8> {
     let mut bytes = Vec::new();
     for f in frames {
