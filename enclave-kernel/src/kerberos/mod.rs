@@ -21,6 +21,9 @@
 //!   wrong salt, say) costs one exchange, never the session.
 //! - KDC replies are at most [`MAX_KDC_REPLY_LEN`], and the TGTs one owner's sessions hold at most
 //!   [`MAX_TICKET_BYTES_PER_OWNER`] in all (RESOURCE_EXHAUSTED beyond).
+//! - FAST (RFC 6113, [`fast`]): where the realm's policy asks for it, the AS exchange is armored
+//!   with the TGT of the realm's machine account (a root session registered for it), got and
+//!   kept here; under "require" a reply without armor is an error, never a fallback.
 //! - Service tickets are kept per session (at most [`MAX_CACHED_TICKETS`], charged to the same
 //!   budget) and served again, with a fresh authenticator, until near their end: a second request
 //!   for a service costs no KDC exchange. They go with the session, and with its TGT when a
