@@ -138,6 +138,7 @@ fn main() {
                     session_handle: handle.clone(),
                     now_unix: now_unix(),
                     kdc_reply: std::mem::take(&mut reply),
+                    fast: 0,
                 })
                 .unwrap();
             if r.kdc_request.is_empty() {

@@ -293,6 +293,20 @@ enum Cmd {
     Ntlm(NtlmCmd),
     /// Ask for a legacy protocol's response: always refused for credguard's protected credentials.
     LegacyAuthenticate(LegacyArgs),
+    /// Register the host's machine account of a realm (root): its key is read from the host
+    /// keytab and sealed to the enclave, which uses its TGT only as the FAST armor of other
+    /// sessions' AS exchanges (`[kerberos.realms."R"] fast`). Log the session off to unregister.
+    MachineAccount {
+        /// The realm.
+        #[arg(long)]
+        realm: String,
+        /// The machine principal, e.g. `host/client.example.test` or `CLIENT$`.
+        #[arg(long)]
+        principal: String,
+        /// The keytab holding its key.
+        #[arg(long, default_value = "/etc/krb5.keytab")]
+        keytab: PathBuf,
+    },
 }
 
 /// `credguardctl kerberos-ticket`.
@@ -521,6 +535,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Cmd::Ntlm(cmd) => ntlm(c, cmd, json).await,
+        Cmd::MachineAccount {
+            realm,
+            principal,
+            keytab,
+        } => machine_account(c, &policy, (realm, principal), &keytab, json).await,
         Cmd::LegacyAuthenticate(args) => legacy_authenticate(c, args, json).await,
     }
 }
@@ -639,12 +658,54 @@ async fn logon(
         kdc,
         secret: Some(secret),
         keep_default: !make_default,
+        machine_account: false,
     };
     // tonic encodes the request and drops it; the proxy and the enclave wipe their copies.
     let r = c.logon(req).await?.into_inner();
     if as_json {
         let is_default = make_default || is_default_session(c, &r.session_id).await?;
         println!("{}", json!({"session_id": r.session_id, "default": is_default}));
+    } else {
+        println!("{}", r.session_id);
+    }
+    Ok(())
+}
+
+/// `credguardctl machine-account`: the machine principal's strongest key from the keytab, always
+/// sealed (the proxy never sees it), logged on as the realm's machine account.
+async fn machine_account(
+    c: &mut LsaClient<Channel>,
+    policy: &SealPolicy,
+    (realm, principal): (String, String),
+    keytab: &std::path::Path,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let bytes = Zeroizing::new(
+        std::fs::read(keytab).map_err(|e| Failure::Usage(format!("cannot read {}: {e}", keytab.display())))?,
+    );
+    let key = crate::keytab::find_key(&bytes, &format!("{principal}@{realm}"))
+        .map_err(|e| Failure::Usage(format!("{}: {e}", keytab.display())))?;
+    let secret = enclave::sealed_logon_secret::Secret::Key(enclave::Key {
+        enctype: key.enctype,
+        value: key.value.to_vec(),
+    });
+    let sealed = policy
+        .seal(c, secret, true, Purpose::Logon, &principal, "", &realm)
+        .await?;
+    let req = lsa::LogonRequest {
+        user: principal,
+        realm,
+        secret: Some(lsa::logon_request::Secret::Sealed(sealed)),
+        keep_default: true,
+        machine_account: true,
+        ..Default::default()
+    };
+    let r = c.logon(req).await?.into_inner();
+    if as_json {
+        println!(
+            "{}",
+            json!({"session_id": r.session_id, "enctype": key.enctype, "kvno": key.kvno})
+        );
     } else {
         println!("{}", r.session_id);
     }

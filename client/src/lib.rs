@@ -8,12 +8,14 @@
 //! - [`sealed`]: checking the enclave's attestation and sealing a secret to it, so that the proxy
 //!   only relays ciphertext;
 //! - [`ccache_file`]: writing the credential cache file the proxy returns the bytes of;
+//! - [`keytab`]: a key from an MIT keytab (the host's, for `credguardctl machine-account`);
 //! - [`ctl`]: the command line of `credguardctl`.
 #![deny(missing_docs)]
 
 pub mod ccache_file;
 mod connect;
 pub mod ctl;
+pub mod keytab;
 pub mod sealed;
 
 pub use connect::{DEFAULT_API_SOCKET, channel, connect, socket_path};

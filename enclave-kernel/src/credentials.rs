@@ -277,6 +277,7 @@ mod tests {
             operations_per_second: 0,
             owner: 1000,
             allow_rc4: false,
+            machine_account: false,
         }
     }
 

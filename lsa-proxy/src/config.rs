@@ -213,9 +213,46 @@ pub struct RealmConfig {
     /// The NetBIOS domain of the realm (`CORP` for `CORP.TEST`): a user typed as `CORP\alice`
     /// without a realm logs on in this realm.
     pub netbios_domain: Option<String>,
+    /// FAST (RFC 6113) armoring of the realm's AS exchanges with the host's machine account
+    /// (`credguardctl machine-account`): "if-offered" (the default), "require" or "off".
+    pub fast: FastPolicy,
+}
+
+/// A realm's FAST policy ([`RealmConfig::fast`]).
+///
+/// "if-offered" is the default because it changes nothing until root registers a machine
+/// account: without one no request is armored (as before FAST existed); with one, the AS exchange
+/// is armored wherever the KDC's PREAUTH_REQUIRED offers FAST. "require" is for realms whose KDC
+/// refuses unarmored requests, or where an unarmored password proof must never go out.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FastPolicy {
+    /// Armor when the KDC offers FAST and the realm has a machine account.
+    #[default]
+    IfOffered,
+    /// Always armor: without a machine account, or with an unarmored reply, the logon fails.
+    Require,
+    /// Never armor.
+    Off,
+}
+
+impl FastPolicy {
+    /// Its number in the enclave protocol (`KerberosAsRequest.fast`).
+    pub fn wire(self) -> i32 {
+        match self {
+            FastPolicy::IfOffered => 0,
+            FastPolicy::Off => 1,
+            FastPolicy::Require => 2,
+        }
+    }
 }
 
 impl KerberosConfig {
+    /// The FAST policy of `realm` (the default for a realm the table does not list).
+    pub fn fast_of(&self, realm: &str) -> FastPolicy {
+        self.realm(realm).map(|r| r.fast).unwrap_or_default()
+    }
+
     /// The realm table's entry for `realm` (realm names compared without ASCII case).
     pub fn realm(&self, realm: &str) -> Option<&RealmConfig> {
         self.realms
@@ -392,6 +429,12 @@ mod tests {
         assert!(Config::parse("[kerberos.realms.R]\nkpasswd = [\"nope\"]").is_err());
         assert!(Config::parse("[kerberos.realms.R]\nkdcs = []").is_err());
         assert!(Config::parse("[kerberos]\ndefault_kdc = \"nope\"").is_err());
+        // FAST per realm; "if-offered" by default.
+        let c = Config::parse("[kerberos.realms.\"CORP.TEST\"]\nfast = \"require\"\n").unwrap();
+        assert_eq!(c.kerberos.fast_of("corp.test"), FastPolicy::Require);
+        assert_eq!(c.kerberos.fast_of("OTHER.TEST"), FastPolicy::IfOffered);
+        assert_eq!(FastPolicy::Require.wire(), 2);
+        assert!(Config::parse("[kerberos.realms.R]\nfast = \"sometimes\"").is_err());
         // An empty entry: the realm's KDCs are found in DNS.
         let c = Config::parse("[kerberos.realms.\"CORP.TEST\"]\n").unwrap();
         assert_eq!(c.kerberos.realm("corp.test"), Some(&RealmConfig::default()));

@@ -159,8 +159,16 @@ impl LsaCore {
         // message (no copy is left behind), which is wiped whatever the outcome. The transport
         // wipes the encoded request once written to the enclave.
         let kdc = std::mem::take(&mut req.kdc);
-        let make_default = !req.keep_default;
+        let machine_account = req.machine_account;
+        let make_default = !req.keep_default && !machine_account;
+        if machine_account && caller.owner().0 != 0 {
+            req.secret.zeroize();
+            return Err(LsaError::PermissionDenied(
+                "only root registers a realm's machine account (FAST armor)".into(),
+            ));
+        }
         let mut enclave_req = enclave::LogonRequest::from(req);
+        enclave_req.machine_account = machine_account;
         let result = self.logon_inner(caller, &mut enclave_req, kdc, make_default).await;
         enclave_req.secret.zeroize();
         result

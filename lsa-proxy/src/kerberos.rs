@@ -281,6 +281,7 @@ async fn as_exchange(core: &LsaCore, s: &LogonSession, kdcs: &[KdcAddr]) -> Resu
             session_handle: s.handle.clone(),
             now_unix: now_unix(),
             kdc_reply: std::mem::take(&mut kdc_reply),
+            fast: core.config().kerberos.fast_of(&s.realm).wire(),
         };
         let r = core.link().client(s.owner).kerberos_as(&step).await?;
         if r.kdc_request.is_empty() {

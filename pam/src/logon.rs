@@ -237,6 +237,7 @@ impl AttestedLink {
             kdc: String::new(),
             secret: Some(lsa::logon_request::Secret::Sealed(sealed)),
             keep_default: !make_default,
+            machine_account: false,
         };
         Ok(self
             .c

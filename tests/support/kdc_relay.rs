@@ -12,6 +12,8 @@ pub struct KdcRelay {
     pub addr: std::net::SocketAddr,
     /// Every reply of the KDC so far, as sent.
     pub replies: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    /// Every request to the KDC so far, as sent.
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
 }
 
 impl KdcRelay {
@@ -24,10 +26,13 @@ impl KdcRelay {
         let addr = tcp.local_addr().unwrap();
         let udp = UdpSocket::bind(addr).unwrap();
         let replies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = replies.clone();
+        let asked = requests.clone();
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 65536];
             while let Ok((n, from)) = udp.recv_from(&mut buf) {
+                asked.lock().unwrap().push(buf[..n].to_vec());
                 let up = UdpSocket::bind("127.0.0.1:0").unwrap();
                 up.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
                 up.send_to(&buf[..n], kdc).unwrap();
@@ -39,6 +44,7 @@ impl KdcRelay {
             }
         });
         let seen = replies.clone();
+        let asked = requests.clone();
         std::thread::spawn(move || {
             for conn in tcp.incoming() {
                 let Ok(mut conn) = conn else { return };
@@ -49,6 +55,7 @@ impl KdcRelay {
                 }
                 let mut req = vec![0u8; u32::from_be_bytes(len) as usize];
                 conn.read_exact(&mut req).unwrap();
+                asked.lock().unwrap().push(req.clone());
                 up.write_all(&len).unwrap();
                 up.write_all(&req).unwrap();
                 up.read_exact(&mut len).unwrap();
@@ -59,7 +66,11 @@ impl KdcRelay {
                 let _ = conn.write_all(&reply);
             }
         });
-        KdcRelay { addr, replies }
+        KdcRelay {
+            addr,
+            replies,
+            requests,
+        }
     }
 }
 
@@ -241,4 +252,53 @@ impl KdcRelay {
             })
             .unwrap_or(0)
     }
+}
+
+/// The padata types of an AS-REQ or TGS-REQ (KDC-REQ padata [3]) or an AS-REP or TGS-REP
+/// (KDC-REP padata [2]), in order.
+pub fn padata_types(msg: &[u8]) -> Vec<i32> {
+    let field = match msg.first() {
+        Some(0x6a | 0x6c) => 3,
+        Some(0x6b | 0x6d) => 2,
+        _ => return Vec::new(),
+    };
+    let Some((_, outer, _)) = der(msg) else {
+        return Vec::new();
+    };
+    let Some((0x30, body, _)) = der(outer) else {
+        return Vec::new();
+    };
+    let Some((0x30, mut list, _)) = context_child(body, field).and_then(der) else {
+        return Vec::new();
+    };
+    let mut types = Vec::new();
+    while let Some((0x30, pa, rest)) = der(list) {
+        if let Some((0x02, t, _)) = context_child(pa, 1).and_then(der) {
+            types.push(t.iter().fold(0i32, |a, &x| (a << 8) | x as i32));
+        }
+        list = rest;
+    }
+    types
+}
+
+/// The client name of an AS-REQ (req-body [4], cname [1], name-string [1]), components joined
+/// by `/`.
+pub fn as_req_client(msg: &[u8]) -> Option<String> {
+    let (0x6a, outer, _) = der(msg)? else { return None };
+    let (0x30, req, _) = der(outer)? else { return None };
+    let (0x30, body, _) = der(context_child(req, 4)?)? else {
+        return None;
+    };
+    let (0x30, name, _) = der(context_child(body, 1)?)? else {
+        return None;
+    };
+    let (0x30, mut parts, _) = der(context_child(name, 1)?)? else {
+        return None;
+    };
+    let mut out = Vec::new();
+    while let Some((0x1b, part, rest)) = der(parts) {
+        out.push(String::from_utf8_lossy(part).into_owned());
+        parts = rest;
+    }
+    Some(out.join("/"))
 }

@@ -60,6 +60,7 @@ fn world() -> World {
         session_handle: H.to_vec(),
         now_unix: NOW,
         kdc_reply: reply,
+        fast: 0,
     };
     let first = as_step(&mut w.creds, &mut w.st, &mut w.rng, as_req(Vec::new())).unwrap();
     let nonce = fake_kdc::parse_request(&first.kdc_request).unwrap().nonce;

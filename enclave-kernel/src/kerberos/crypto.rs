@@ -501,6 +501,68 @@ pub fn checksum(key: &Key, usage: u32, msg: &[u8]) -> Result<Vec<u8>, CryptoErro
     }
 }
 
+/// RFC 3961 3 pseudo-random function of each profile: RFC 3962 3 (AES-SHA1: the first block of
+/// SHA-1(`input`) encrypted under DK(key, "prf")), RFC 8009 5 (KDF-HMAC-SHA2(key, "prf",
+/// `input`)), RFC 4757 (rc4-hmac: HMAC-SHA1). Hand-written: RFC glue over the primitives above.
+pub fn prf(key: &Key, input: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    match key.enctype {
+        AES128_SHA1 | AES256_SHA1 => {
+            use sha1::Digest;
+            let digest = Sha1::digest(input);
+            let mut block = [0u8; 16];
+            block.copy_from_slice(&digest[..16]);
+            let kp = derive_key_sha1(key.enctype, &key.value, b"prf")?;
+            aes_encrypt_block(&kp, &mut block)?;
+            Ok(Zeroizing::new(block.to_vec()))
+        }
+        AES128_SHA256 | AES256_SHA384 => {
+            let (len, bits) = if key.enctype == AES128_SHA256 {
+                (32, 256u32)
+            } else {
+                (48, 384)
+            };
+            let parts: [&[u8]; 5] = [&1u32.to_be_bytes(), b"prf", &[0], input, &bits.to_be_bytes()];
+            let full = if key.enctype == AES128_SHA256 {
+                hmac_sha256(&key.value, &parts)?
+            } else {
+                hmac_sha384(&key.value, &parts)?
+            };
+            Ok(Zeroizing::new(full[..len].to_vec()))
+        }
+        RC4_HMAC => hmac_sha1(&key.value, &[input]),
+        e => Err(unsupported(e)),
+    }
+}
+
+/// RFC 6113 5.1 PRF+(key, `pepper`), `len` bytes: PRF(key, 1 | pepper) | PRF(key, 2 | pepper) ...
+fn prf_plus(key: &Key, pepper: &[u8], len: usize) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    let mut out = Zeroizing::new(Vec::with_capacity(len + 48));
+    let mut input = Zeroizing::new(Vec::with_capacity(pepper.len() + 1));
+    input.push(0);
+    input.extend_from_slice(pepper);
+    let mut counter: u8 = 1;
+    while out.len() < len {
+        input[0] = counter;
+        out.extend_from_slice(&prf(key, &input)?);
+        counter = counter.checked_add(1).ok_or(CryptoError::Params)?;
+    }
+    out.truncate(len);
+    Ok(out)
+}
+
+/// RFC 6113 5.1 KRB-FX-CF2(key1, key2, pepper1, pepper2): a key of `key1`'s enctype from
+/// PRF+(key1, pepper1) XOR PRF+(key2, pepper2) (random-to-key is the identity for the enctypes
+/// here). The FAST armor key, and the strengthened reply key, are made this way.
+pub fn cf2(key1: &Key, key2: &Key, pepper1: &[u8], pepper2: &[u8]) -> Result<Key, CryptoError> {
+    let len = key_len(key1.enctype)?;
+    let mut a = prf_plus(key1, pepper1, len)?;
+    let b = prf_plus(key2, pepper2, len)?;
+    for (x, y) in a.iter_mut().zip(b.iter()) {
+        *x ^= y;
+    }
+    Key::new(key1.enctype, &a)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,6 +573,63 @@ mod tests {
             .step_by(2)
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn prf_vectors() {
+        // RFC 8009 appendix A (input "test") and MIT krb5's t_prf.in (aes256-cts-hmac-sha1-96, RFC
+        // 3962 3's PRF over the PRF+ inputs 0x01 "b" and 0x02 "b").
+        let aes_sha1 = "9D520D2D980AA7CB6B693682B62DA258B333867951642CE647AE62B1E5E0B5E9";
+        let cases: &[(i32, &str, &[u8], &str)] = &[
+            (AES256_SHA1, aes_sha1, b"\x01b", "FF0E289EA756C0559A0E911856961A49"),
+            (AES256_SHA1, aes_sha1, b"\x02b", "0D674DD0F9A6806525A4D92E828BD15A"),
+            (
+                AES128_SHA256,
+                "3705D96080C17728A0E800EAB6E0D23C",
+                b"test",
+                "9D188616F63852FE86915BB840B4A886FF3E6BB0F819B49B893393D393854295",
+            ),
+            (
+                AES256_SHA384,
+                "6D404D37FAF79F9DF0D33568D320669800EB4836472EA8A026D16B7182460C52",
+                b"test",
+                "9801F69A368C2BF675E59521E177D9A07F67EFE1CFDE8D3C8D6F6A0256E3B17DB3C1B62AD1B8553360D17367EB1514D2",
+            ),
+        ];
+        for (et, key, input, expected) in cases {
+            let k = Key::new(*et, &h(key)).unwrap();
+            assert_eq!(
+                prf(&k, input).unwrap().as_slice(),
+                h(expected).as_slice(),
+                "enctype {et}"
+            );
+        }
+    }
+
+    #[test]
+    fn krb_fx_cf2_mit_t_cf2_vectors() {
+        // MIT krb5 src/lib/crypto/crypto_tests/t_cf2.in / t_cf2.expected: key1 = string-to-key
+        // ("key1", salt "key1"), key2 = string-to-key("key2", salt "key2"), peppers "a" and "b".
+        let cases: &[(i32, &str)] = &[
+            (AES128_SHA1, "97df97e4b798b29eb31ed7280287a92a"),
+            (
+                AES256_SHA1,
+                "4d6ca4e629785c1f01baf55e2e548566b9617ae3a96868c337cb93b5e72b1c7b",
+            ),
+            (RC4_HMAC, "24d7f6b6bae4e5c00d2082c5ebab3672"),
+            (AES128_SHA256, "edd02a39d2dbde31611c16e610be062c"),
+            (
+                AES256_SHA384,
+                "67f6ea530aea85a37dcbb23349ea52dcc61ca8493ff557252327fd8304341584",
+            ),
+        ];
+        for (et, expected) in cases {
+            let k1 = string_to_key(*et, b"key1", b"key1", None).unwrap();
+            let k2 = string_to_key(*et, b"key2", b"key2", None).unwrap();
+            let out = cf2(&k1, &k2, b"a", b"b").unwrap();
+            assert_eq!(out.enctype, *et);
+            assert_eq!(out.value.as_slice(), h(expected).as_slice(), "enctype {et}");
+        }
     }
 
     #[test]

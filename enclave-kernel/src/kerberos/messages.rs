@@ -116,6 +116,8 @@ pub struct RepParts {
     /// ETYPE-INFO2 of the reply's padata (a KDC that did not require preauthentication still
     /// tells the salt this way).
     pub etype_info: Vec<EtypeInfo>,
+    /// The PA-FX-FAST of the reply's padata (an armored reply, RFC 6113), for [`super::fast`].
+    pub fast: Option<Vec<u8>>,
 }
 
 /// A KDC's reply.
@@ -374,8 +376,14 @@ fn rep_parts(r: KdcRep, tgs: bool) -> Result<KdcReply, KerberosError> {
         Some(pa) => decode_etype_info2(&pa.value)?,
         None => Vec::new(),
     };
+    let fast = r
+        .padata
+        .as_ref()
+        .and_then(|p| p.iter().find(|p| p.r#type == super::fast::PA_FX_FAST))
+        .map(|p| p.value.to_vec());
     Ok(KdcReply::Rep(RepParts {
         etype_info,
+        fast,
         tgs,
         crealm: String::from_utf8_lossy(r.crealm.as_bytes()).into_owned(),
         cname: join(&r.cname),

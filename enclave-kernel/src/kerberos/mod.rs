@@ -21,16 +21,21 @@
 //!   wrong salt, say) costs one exchange, never the session.
 //! - KDC replies are at most [`MAX_KDC_REPLY_LEN`], and the TGTs one owner's sessions hold at most
 //!   [`MAX_TICKET_BYTES_PER_OWNER`] in all (RESOURCE_EXHAUSTED beyond).
+//! - FAST (RFC 6113, [`fast`]): where the realm's policy asks for it, the AS exchange is armored
+//!   with the TGT of the realm's machine account (a root session registered for it), got and
+//!   kept here; under "require" a reply without armor is an error, never a fallback.
 //! - Service tickets are kept per session (at most [`MAX_CACHED_TICKETS`], charged to the same
 //!   budget) and served again, with a fresh authenticator, until near their end: a second request
 //!   for a service costs no KDC exchange. They go with the session, and with its TGT when a
 //!   password change drops it or an AS exchange gets one for another principal.
 
 pub mod ap;
+mod armor;
 mod change;
 pub mod crypto;
 #[cfg(any(test, feature = "fake-kdc"))]
 pub mod fake_kdc;
+pub mod fast;
 pub mod kpasswd;
 mod referral;
 mod ticket_cache;
@@ -167,6 +172,17 @@ struct Tgt {
     info: TicketInfo,
 }
 
+impl Tgt {
+    /// A copy (the machine account's TGT, for one armor).
+    fn duplicate(&self) -> Self {
+        Tgt {
+            ticket: self.ticket.clone(),
+            key: self.key.duplicate(),
+            info: self.info.clone(),
+        }
+    }
+}
+
 /// An AS exchange waiting for the KDC's reply.
 struct PendingAs {
     nonce: u32,
@@ -180,10 +196,14 @@ struct PendingAs {
     /// The realms asked so far, the session's first and then each client referral's (at most
     /// [`MAX_CLIENT_REFERRALS`] more); the last is the one the request went to.
     realms: Vec<String>,
+    /// The realm's FAST policy, as the exchange's first step gave it.
+    mode: fast::FastMode,
+    /// Whether the request out is armored, or the machine account's.
+    fast: armor::FastPhase,
 }
 
 impl PendingAs {
-    /// An exchange asking the session's own realm first.
+    /// An exchange asking the session's own realm first, unarmored.
     fn new(cred: &LogonCredential, nonce: u32, preauth: bool) -> Self {
         Self {
             nonce,
@@ -191,6 +211,8 @@ impl PendingAs {
             skew_retried: false,
             candidate: None,
             realms: alloc::vec![cred.realm.clone()],
+            mode: fast::FastMode::Off,
+            fast: armor::FastPhase::Plain,
         }
     }
 
@@ -294,6 +316,8 @@ pub struct KerberosSessions {
     held: BTreeMap<Owner, usize>,
     /// AP-REQs waiting for their AP-REP (mutual authentication).
     ap: ap::ApContexts,
+    /// The machine account of each realm (upper case): a root session whose TGT is the FAST armor.
+    machines: BTreeMap<String, SessionHandle>,
 }
 
 /// A TGT closer than this to its end is not used: the proxy gets a new one first (renewal before
@@ -314,6 +338,7 @@ impl KerberosSessions {
             sessions: BTreeMap::new(),
             held: BTreeMap::new(),
             ap: ap::ApContexts::new(),
+            machines: BTreeMap::new(),
         }
     }
 
@@ -323,6 +348,7 @@ impl KerberosSessions {
             return;
         };
         self.ap.forget(&h);
+        self.machines.retain(|_, m| *m != h);
         if let Some(st) = self.sessions.remove(&h) {
             self.release(owner, st.ticket_bytes());
         }
@@ -416,15 +442,24 @@ pub fn as_step<R: TryCryptoRng>(
 ) -> Result<KerberosAsReply, KerberosError> {
     check_reply_len(&req.kdc_reply)?;
     let handle = session_handle(&req.session_handle)?;
-    let cred = creds.get_mut(&handle).ok_or_else(no_session)?;
+    let cred = creds.get(&handle).ok_or_else(no_session)?;
     if cred.realm.is_empty() {
         return Err(KerberosError::FailedPrecondition(
             "the session has no Kerberos realm (log on with a realm)".into(),
         ));
     }
+    let st = state.sessions.get(&handle);
+    let realm = String::from(
+        st.and_then(|s| s.pending_as.as_ref())
+            .map_or(cred.realm.as_str(), |p| p.realm(cred)),
+    );
+    let offset = st.map_or(0, |s| s.clock_offset);
+    let mut machine = armor::machine_account(creds, state, &realm, handle, req.now_unix.saturating_add(offset));
+    let cred = creds.get_mut(&handle).ok_or_else(no_session)?;
     if req.kdc_reply.is_empty() {
+        let mode = fast::FastMode::from_wire(req.fast)?;
         let st = state.sessions.entry(handle).or_default();
-        return as_start(cred, st, rng, req.now_unix);
+        return as_start(cred, st, rng, req.now_unix, (mode, machine.as_ref()));
     }
     let owner = cred.owner;
     let st = state.sessions.entry(handle).or_default();
@@ -433,8 +468,26 @@ pub fn as_step<R: TryCryptoRng>(
             "no AS exchange is in progress for this session".into(),
         ));
     };
-    match messages::parse_kdc_reply(&req.kdc_reply)? {
-        KdcReply::Error(e) => as_retry(cred, st, rng, req.now_unix, pending, &e),
+    let reply = messages::parse_kdc_reply(&req.kdc_reply)?;
+    if let armor::FastPhase::MachineTgt(nonce) = pending.fast {
+        // The machine account's TGT, then the session's armored request.
+        let m = machine.as_mut().ok_or_else(|| {
+            KerberosError::FailedPrecondition("the realm's machine account was logged off during the exchange".into())
+        })?;
+        let tgt = armor::open_machine_rep(m, reply, nonce)?;
+        state.keep_tgt(m.handle, m.owner, tgt.duplicate())?;
+        m.tgt = Some(tgt);
+        let st = state.sessions.entry(handle).or_default();
+        return as_armored(cred, st, rng, req.now_unix, (pending, machine.as_ref()));
+    }
+    match reply {
+        KdcReply::Error(e) => {
+            let e = match &pending.fast {
+                armor::FastPhase::Armored(a) => fast::open_error(a, &e, pending.nonce)?,
+                _ => e,
+            };
+            as_retry(cred, st, rng, req.now_unix, (pending, machine.as_ref()), &e)
+        }
         KdcReply::Rep(rep) => {
             let (reply, tgt) = as_finish(cred, pending, rep)?;
             state.keep_tgt(handle, owner, tgt)?;
@@ -443,20 +496,41 @@ pub fn as_step<R: TryCryptoRng>(
     }
 }
 
+/// The session's armored request, once the machine account's TGT is held.
+fn as_armored<R: TryCryptoRng>(
+    cred: &LogonCredential,
+    st: &mut SessionState,
+    rng: &mut R,
+    now_unix: i64,
+    (mut pending, machine): (PendingAs, Option<&armor::MachineAccount>),
+) -> Result<KerberosAsReply, KerberosError> {
+    let now = now_unix.saturating_add(st.clock_offset);
+    let key = request_key(cred, &pending);
+    let request = armor::send(cred, &mut pending, machine, key.as_ref(), rng, now)?;
+    st.pending_as = Some(pending);
+    Ok(request)
+}
+
 /// The first AS-REQ: pre-authenticated at once with a key the session holds already (given at
 /// logon, or confirmed by an earlier AS-REP); otherwise without, to learn the salt and iteration
-/// count from ETYPE-INFO2.
+/// count from ETYPE-INFO2. Armored from the start where the realm requires FAST.
 fn as_start<R: TryCryptoRng>(
     cred: &LogonCredential,
     st: &mut SessionState,
     rng: &mut R,
     now_unix: i64,
+    (mode, machine): (fast::FastMode, Option<&armor::MachineAccount>),
 ) -> Result<KerberosAsReply, KerberosError> {
     let nonce = random_u32(rng)?;
     let key = usable_key(&cred.keys, cred.allow_rc4);
-    let pending = PendingAs::new(cred, nonce, key.is_some());
+    let mut pending = PendingAs::new(cred, nonce, key.is_some());
+    pending.mode = mode;
     let now = now_unix.saturating_add(st.clock_offset);
-    let request = as_request(cred, &cred.realm, AsService::Tgt, key.as_ref(), rng, now, nonce)?;
+    let request = if armor::wants_armor(&pending, false) {
+        armor::send(cred, &mut pending, machine, key.as_ref(), rng, now)?
+    } else {
+        as_request(cred, &cred.realm, AsService::Tgt, key.as_ref(), rng, now, nonce)?
+    };
     st.pending_as = Some(pending);
     Ok(request)
 }
@@ -509,16 +583,34 @@ fn as_request<R: TryCryptoRng>(
 }
 
 /// The next AS-REQ after a KRB-ERROR the exchange can recover from: PREAUTH_REQUIRED (once)
-/// with the ETYPE-INFO2's parameters, or clock skew (once) at the KDC's time.
+/// with the ETYPE-INFO2's parameters, or clock skew (once) at the KDC's time. Armored if the
+/// exchange is, or (FAST "if-offered") once the KDC's PREAUTH_REQUIRED offers FAST and the realm
+/// has a machine account.
 fn as_retry<R: TryCryptoRng>(
     cred: &LogonCredential,
     st: &mut SessionState,
     rng: &mut R,
     now_unix: i64,
-    pending: PendingAs,
+    (pending, machine): (PendingAs, Option<&armor::MachineAccount>),
     e: &messages::KrbErr,
 ) -> Result<KerberosAsReply, KerberosError> {
-    let (request, next) = as_next(cred, AsService::Tgt, &mut st.clock_offset, rng, now_unix, pending, e)?;
+    let offer = e.code == messages::KDC_ERR_PREAUTH_REQUIRED && fast::offered(e) && machine.is_some();
+    let mut next = as_next_state(cred, AsService::Tgt, &mut st.clock_offset, now_unix, pending, e)?;
+    let key = request_key(cred, &next);
+    let now = now_unix.saturating_add(st.clock_offset);
+    let request = if armor::wants_armor(&next, offer) {
+        armor::send(cred, &mut next, machine, key.as_ref(), rng, now)?
+    } else {
+        as_request(
+            cred,
+            next.realm(cred),
+            AsService::Tgt,
+            key.as_ref(),
+            rng,
+            now,
+            next.nonce,
+        )?
+    };
     st.pending_as = Some(next);
     Ok(request)
 }
@@ -534,7 +626,23 @@ fn as_next<R: TryCryptoRng>(
     pending: PendingAs,
     e: &messages::KrbErr,
 ) -> Result<(KerberosAsReply, PendingAs), KerberosError> {
-    let next = match e.code {
+    let next = as_next_state(cred, service, clock_offset, now_unix, pending, e)?;
+    let key = request_key(cred, &next);
+    let now = now_unix.saturating_add(*clock_offset);
+    let request = as_request(cred, next.realm(cred), service, key.as_ref(), rng, now, next.nonce)?;
+    Ok((request, next))
+}
+
+/// The exchange after a recoverable KRB-ERROR (see [`as_retry`]); other errors end it.
+fn as_next_state(
+    cred: &LogonCredential,
+    service: AsService,
+    clock_offset: &mut i64,
+    now_unix: i64,
+    pending: PendingAs,
+    e: &messages::KrbErr,
+) -> Result<PendingAs, KerberosError> {
+    Ok(match e.code {
         messages::KDC_ERR_PREAUTH_REQUIRED if !pending.preauth => {
             let info = messages::etype_info2(e)?;
             let chosen = choose_etype(&info, cred.allow_rc4)?;
@@ -557,15 +665,16 @@ fn as_next<R: TryCryptoRng>(
         }
         messages::KDC_ERR_WRONG_REALM if service == AsService::Tgt => client_referral(cred, pending, e)?,
         _ => return Err(kdc_error(e, "AS")),
-    };
-    let key = match (&next.candidate, next.preauth) {
+    })
+}
+
+/// The key the next request of `next` is pre-authenticated with, if any.
+fn request_key(cred: &LogonCredential, next: &PendingAs) -> Option<Key> {
+    match (&next.candidate, next.preauth) {
         (Some(k), _) => Some(k.duplicate()),
         (None, true) => usable_key(&cred.keys, cred.allow_rc4),
         (None, false) => None,
-    };
-    let now = now_unix.saturating_add(*clock_offset);
-    let request = as_request(cred, next.realm(cred), service, key.as_ref(), rng, now, next.nonce)?;
-    Ok((request, next))
+    }
 }
 
 /// The exchange after a client referral (RFC 6806 4): the same request to the realm the
@@ -604,6 +713,8 @@ fn client_referral(
         skew_retried: pending.skew_retried,
         candidate: None,
         realms,
+        mode: pending.mode,
+        fast: armor::FastPhase::Plain,
     })
 }
 
@@ -726,9 +837,21 @@ fn as_open(
     pending: PendingAs,
     rep: &messages::RepParts,
 ) -> Result<(Key, bool, Key, TicketInfo), KerberosError> {
+    // An armored exchange: the reply's FAST response is checked, and its strengthen key
+    // strengthens the reply key (RFC 6113 5.4.3).
+    let strengthen = match &pending.fast {
+        armor::FastPhase::Armored(a) => fast::check_rep(a, rep, pending.nonce)?,
+        _ if pending.mode == fast::FastMode::Require => {
+            return Err(KerberosError::Internal(
+                "an AS exchange under FAST \"require\" was not armored".into(),
+            ));
+        }
+        _ => None,
+    };
     let (key, derived) = as_reply_key(cred, pending.candidate, rep)?;
+    let reply_key = fast::reply_key(strengthen.as_ref(), key.duplicate())?;
     // Key usage 3: AS-REP encrypted part.
-    let plain = crypto::decrypt(&key, 3, &rep.enc_cipher)?;
+    let plain = crypto::decrypt(&reply_key, 3, &rep.enc_cipher)?;
     let (session_key, info) = messages::enc_kdc_rep_part(&plain, pending.nonce)?;
     crypto::check_enctype(session_key.enctype, cred.allow_rc4)?;
     Ok((key, derived, session_key, info))

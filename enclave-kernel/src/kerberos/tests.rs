@@ -143,6 +143,7 @@ mod exchanges {
             session_handle: H.to_vec(),
             now_unix: now,
             kdc_reply: reply,
+            fast: 0,
         };
         as_step(creds, st, rng, req)
     }
@@ -740,6 +741,7 @@ mod exchanges {
                 session_handle: h.to_vec(),
                 now_unix: 1_000,
                 kdc_reply: reply,
+                fast: 0,
             };
             as_step(creds, st, rng, req)
         };

@@ -56,6 +56,7 @@ impl CachedTicket {
             // Already opened: nothing is decrypted again.
             enc_cipher: Vec::new(),
             etype_info: Vec::new(),
+            fast: None,
         };
         Ok(((key, self.info.clone()), rep))
     }

@@ -186,7 +186,15 @@ impl<R: TryCryptoRng> Service<R> {
             req.allow_rc4 = !opened.refuse_rc4;
             req.secret = Some(opened.secret.into());
         }
+        let machine = req.machine_account;
+        if machine {
+            check_machine_account(&req)?;
+        }
         let (handle, secret_kind) = self.open_session(&mut req, asked_rate, now_tsc)?;
+        if machine && let Some(cred) = self.credentials.get(&handle) {
+            let realm = cred.realm.clone();
+            self.kerberos.set_machine_account(&realm, handle);
+        }
         Ok(LogonReply {
             session_handle: handle.to_vec(),
             secret_kind: String::from(secret_kind),
@@ -230,6 +238,25 @@ impl<R: TryCryptoRng> Service<R> {
             .map(|c| alloc::format!("krbtgt/{}", c.realm))
             .unwrap_or_default()
     }
+}
+
+/// A machine account (FAST armor credential of its realm) is registered by root only, with a
+/// Kerberos key (the host keytab's) and a realm: a user must not be able to make other users'
+/// AS exchanges armored under a ticket of theirs.
+fn check_machine_account(req: &LogonRequest) -> Result<(), RpcError> {
+    if req.owner != 0 {
+        return Err(RpcError::new(
+            code::PERMISSION_DENIED,
+            "only root registers a realm's machine account",
+        ));
+    }
+    if req.realm.is_empty() || !matches!(req.secret, Some(logon_request::Secret::Key(_))) {
+        return Err(RpcError::new(
+            code::INVALID_ARGUMENT,
+            "a machine account is a Kerberos key (from the host keytab) of a principal with a realm",
+        ));
+    }
+    Ok(())
 }
 
 impl<R: TryCryptoRng> EnclaveServer for Service<R> {

@@ -38,6 +38,7 @@ fn logon_payload(user: &str, password: &str) -> Vec<u8> {
         operations_per_second: 0,
         owner: 1000,
         allow_rc4: false,
+        machine_account: false,
     }
     .encode_to_vec()
 }
@@ -87,6 +88,7 @@ fn logon_as(svc: &mut Service<CounterRng>, uid: u64, user: &str, password: &str,
         operations_per_second: rate,
         owner: uid,
         allow_rc4: false,
+        machine_account: false,
     };
     let reply = svc.dispatch(&request(1, EnclaveMethod::Logon, req.encode_to_vec()), now);
     assert_eq!(reply.code, CODE_OK, "{}", reply.message);
@@ -326,6 +328,7 @@ fn sealed_logons_are_bound_to_purpose_owner_and_a_fresh_nonce() {
             operations_per_second: 0,
             owner,
             allow_rc4: true,
+            machine_account: false,
         };
         svc.dispatch(&request(2, EnclaveMethod::Logon, req.encode_to_vec()), 0)
     };
@@ -395,6 +398,7 @@ fn logon_refusals_have_codes() {
         operations_per_second: 0,
         owner: 1000,
         allow_rc4: false,
+        machine_account: false,
     };
     let r = svc.dispatch(&request(2, EnclaveMethod::Logon, des.encode_to_vec()), 0);
     assert_eq!(r.code, CODE_FAILED_PRECONDITION);
@@ -402,6 +406,41 @@ fn logon_refusals_have_codes() {
     let r = svc.dispatch(&request(3, EnclaveMethod::Logon, vec![0xff]), 0);
     assert_eq!(r.code, CODE_INVALID_ARGUMENT);
     assert_eq!(svc.sessions(), 0);
+}
+
+#[test]
+fn only_root_registers_a_machine_account_and_only_with_a_key() {
+    use credguard_proto::enclave::{Key, logon_request::Secret};
+    let mut svc = service();
+    let machine = |owner: u64, secret: Secret| LogonRequest {
+        user: "host/client.test".to_string(),
+        realm: "R.TEST".to_string(),
+        secret: Some(secret),
+        owner,
+        machine_account: true,
+        ..Default::default()
+    };
+    let key = || {
+        Secret::Key(Key {
+            enctype: 18,
+            value: vec![7; 32],
+        })
+    };
+    let r = svc.dispatch(
+        &request(1, EnclaveMethod::Logon, machine(1000, key()).encode_to_vec()),
+        0,
+    );
+    assert_eq!(r.code, credguard_proto::rpc::code::PERMISSION_DENIED, "{}", r.message);
+    let password = Secret::Password("pw".to_string());
+    let r = svc.dispatch(
+        &request(2, EnclaveMethod::Logon, machine(0, password).encode_to_vec()),
+        0,
+    );
+    assert_eq!(r.code, CODE_INVALID_ARGUMENT, "{}", r.message);
+    assert_eq!(svc.sessions(), 0);
+    let r = svc.dispatch(&request(3, EnclaveMethod::Logon, machine(0, key()).encode_to_vec()), 0);
+    assert_eq!(r.code, CODE_OK, "{}", r.message);
+    assert_eq!(svc.sessions(), 1);
 }
 
 fn framed(frames: &[Frame]) -> Vec<u8> {
@@ -590,6 +629,7 @@ fn a_new_password_opens_only_sealed_for_a_password_change_by_the_sessions_owner(
         operations_per_second: 0,
         owner: 1000,
         allow_rc4: false,
+        machine_account: false,
     };
     let reply = svc.dispatch(&request(1, EnclaveMethod::Logon, req.encode_to_vec()), 0);
     let handle = LogonReply::decode(reply.payload.as_slice()).unwrap().session_handle;

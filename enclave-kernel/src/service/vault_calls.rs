@@ -78,6 +78,7 @@ impl<R: TryCryptoRng> Service<R> {
             operations_per_second: 0,
             owner: u64::from(req.uid),
             allow_rc4: !refuse_rc4,
+            machine_account: false,
         };
         if let Err(e) = credential_from(&mut probe, self.boot_facts.allows_rc4()) {
             secret.zeroize();
@@ -174,6 +175,7 @@ impl<R: TryCryptoRng> Service<R> {
             operations_per_second: req.operations_per_second,
             owner: u64::from(req.uid),
             allow_rc4: !opened.refuse_rc4,
+            machine_account: false,
         };
         // From here on as `Logon`: the credential path takes (and wipes) the secret.
         let (handle, _) = self.open_session(&mut logon, req.operations_per_second, now_tsc)?;

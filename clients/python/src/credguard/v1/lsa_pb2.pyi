@@ -97,7 +97,7 @@ class Key(_message.Message):
     def __init__(self, enctype: _Optional[int] = ..., value: _Optional[bytes] = ...) -> None: ...
 
 class LogonRequest(_message.Message):
-    __slots__ = ("user", "domain", "realm", "kdc", "password", "nt_hash", "key", "sealed", "keep_default")
+    __slots__ = ("user", "domain", "realm", "kdc", "password", "nt_hash", "key", "sealed", "keep_default", "machine_account")
     USER_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     REALM_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +107,7 @@ class LogonRequest(_message.Message):
     KEY_FIELD_NUMBER: _ClassVar[int]
     SEALED_FIELD_NUMBER: _ClassVar[int]
     KEEP_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     user: str
     domain: str
     realm: str
@@ -116,7 +117,8 @@ class LogonRequest(_message.Message):
     key: Key
     sealed: SealedSecret
     keep_default: bool
-    def __init__(self, user: _Optional[str] = ..., domain: _Optional[str] = ..., realm: _Optional[str] = ..., kdc: _Optional[str] = ..., password: _Optional[str] = ..., nt_hash: _Optional[bytes] = ..., key: _Optional[_Union[Key, _Mapping]] = ..., sealed: _Optional[_Union[SealedSecret, _Mapping]] = ..., keep_default: _Optional[bool] = ...) -> None: ...
+    machine_account: bool
+    def __init__(self, user: _Optional[str] = ..., domain: _Optional[str] = ..., realm: _Optional[str] = ..., kdc: _Optional[str] = ..., password: _Optional[str] = ..., nt_hash: _Optional[bytes] = ..., key: _Optional[_Union[Key, _Mapping]] = ..., sealed: _Optional[_Union[SealedSecret, _Mapping]] = ..., keep_default: _Optional[bool] = ..., machine_account: _Optional[bool] = ...) -> None: ...
 
 class LogonReply(_message.Message):
     __slots__ = ("session_id",)

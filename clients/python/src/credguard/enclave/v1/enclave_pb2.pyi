@@ -126,7 +126,7 @@ class Key(_message.Message):
     def __init__(self, enctype: _Optional[int] = ..., value: _Optional[bytes] = ...) -> None: ...
 
 class LogonRequest(_message.Message):
-    __slots__ = ("user", "domain", "realm", "password", "nt_hash", "key", "sealed", "operations_per_second", "owner", "allow_rc4", "default_realm")
+    __slots__ = ("user", "domain", "realm", "password", "nt_hash", "key", "sealed", "operations_per_second", "owner", "allow_rc4", "default_realm", "machine_account")
     USER_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     REALM_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +138,7 @@ class LogonRequest(_message.Message):
     OWNER_FIELD_NUMBER: _ClassVar[int]
     ALLOW_RC4_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_REALM_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     user: str
     domain: str
     realm: str
@@ -149,7 +150,8 @@ class LogonRequest(_message.Message):
     owner: int
     allow_rc4: bool
     default_realm: str
-    def __init__(self, user: _Optional[str] = ..., domain: _Optional[str] = ..., realm: _Optional[str] = ..., password: _Optional[str] = ..., nt_hash: _Optional[bytes] = ..., key: _Optional[_Union[Key, _Mapping]] = ..., sealed: _Optional[_Union[SealedSecret, _Mapping]] = ..., operations_per_second: _Optional[int] = ..., owner: _Optional[int] = ..., allow_rc4: _Optional[bool] = ..., default_realm: _Optional[str] = ...) -> None: ...
+    machine_account: bool
+    def __init__(self, user: _Optional[str] = ..., domain: _Optional[str] = ..., realm: _Optional[str] = ..., password: _Optional[str] = ..., nt_hash: _Optional[bytes] = ..., key: _Optional[_Union[Key, _Mapping]] = ..., sealed: _Optional[_Union[SealedSecret, _Mapping]] = ..., operations_per_second: _Optional[int] = ..., owner: _Optional[int] = ..., allow_rc4: _Optional[bool] = ..., default_realm: _Optional[str] = ..., machine_account: _Optional[bool] = ...) -> None: ...
 
 class LogonReply(_message.Message):
     __slots__ = ("session_handle", "secret_kind")
@@ -226,14 +228,16 @@ class LegacyAuthenticateReply(_message.Message):
     def __init__(self, response: _Optional[bytes] = ...) -> None: ...
 
 class KerberosAsRequest(_message.Message):
-    __slots__ = ("session_handle", "now_unix", "kdc_reply")
+    __slots__ = ("session_handle", "now_unix", "kdc_reply", "fast")
     SESSION_HANDLE_FIELD_NUMBER: _ClassVar[int]
     NOW_UNIX_FIELD_NUMBER: _ClassVar[int]
     KDC_REPLY_FIELD_NUMBER: _ClassVar[int]
+    FAST_FIELD_NUMBER: _ClassVar[int]
     session_handle: bytes
     now_unix: int
     kdc_reply: bytes
-    def __init__(self, session_handle: _Optional[bytes] = ..., now_unix: _Optional[int] = ..., kdc_reply: _Optional[bytes] = ...) -> None: ...
+    fast: int
+    def __init__(self, session_handle: _Optional[bytes] = ..., now_unix: _Optional[int] = ..., kdc_reply: _Optional[bytes] = ..., fast: _Optional[int] = ...) -> None: ...
 
 class KerberosAsReply(_message.Message):
     __slots__ = ("kdc_request", "client_principal", "realm", "enctype", "auth_time", "start_time", "end_time", "renew_till", "kdc_realm")
