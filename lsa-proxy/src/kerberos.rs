@@ -292,12 +292,12 @@ async fn as_exchange(core: &LsaCore, s: &LogonSession, kdcs: &[KdcAddr]) -> Resu
                 if let Ok(moved) = core.session(s.owner, &s.session_id)
                     && let Ok(kdcs) = kdcs_of(core, &moved).await
                 {
-                    crate::user_sid::learn(core, &moved, &kdcs).await;
+                    crate::user_sid::learn(core, &moved, &kdcs, r.user_sid_first.clone()).await;
                 }
                 return Ok(r);
             }
             // Every new TGT (get_tgt, and the renewal before a TGS exchange): its user's SID.
-            crate::user_sid::learn(core, s, kdcs).await;
+            crate::user_sid::learn(core, s, kdcs, r.user_sid_first.clone()).await;
             return Ok(r);
         }
         kdc_reply = if r.kdc_realm.is_empty() {

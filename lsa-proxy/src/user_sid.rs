@@ -20,9 +20,15 @@ use crate::sessions::LogonSession;
 const MAX_STEPS: usize = 2;
 
 /// Learns the user's SID for the TGT session `s` just got from `kdcs` and records it on the
-/// session (empty when none could be read); returns it.
-pub async fn learn(core: &LsaCore, s: &LogonSession, kdcs: &[KdcAddr]) -> String {
-    let sid = match exchange(core, s, kdcs).await {
+/// session (empty when none could be read); returns it. `first` is the exchange's first step
+/// if the enclave made it with the AS exchange's last (then it costs no enclave call here).
+pub async fn learn(
+    core: &LsaCore,
+    s: &LogonSession,
+    kdcs: &[KdcAddr],
+    first: Option<enclave::KerberosUserSidReply>,
+) -> String {
+    let sid = match exchange(core, s, kdcs, first).await {
         Ok(r) if r.user_sid.is_empty() => {
             debug!(session = %s.session_id, reason = %r.reason, remembered = r.remembered, "no user SID from the PAC");
             String::new()
@@ -45,9 +51,16 @@ async fn exchange(
     core: &LsaCore,
     s: &LogonSession,
     kdcs: &[KdcAddr],
+    first: Option<enclave::KerberosUserSidReply>,
 ) -> Result<enclave::KerberosUserSidReply, LsaError> {
     let mut kdc_reply = Vec::new();
     let mut kdc = 0;
+    if let Some(first) = first {
+        if first.kdc_request.is_empty() {
+            return Ok(first);
+        }
+        kdc_reply = kdc_exchange_any(kdcs, &mut kdc, &first.kdc_request).await?;
+    }
     for _ in 0..MAX_STEPS {
         let step = enclave::KerberosUserSidRequest {
             session_handle: s.handle.clone(),

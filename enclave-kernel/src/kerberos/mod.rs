@@ -489,8 +489,11 @@ pub fn as_step<R: TryCryptoRng>(
             as_retry(cred, st, rng, req.now_unix, (pending, machine.as_ref()), &e)
         }
         KdcReply::Rep(rep) => {
-            let (reply, tgt) = as_finish(cred, pending, rep)?;
+            let (mut reply, tgt) = as_finish(cred, pending, rep)?;
+            let allow_rc4 = cred.allow_rc4;
             state.keep_tgt(handle, owner, tgt)?;
+            // Never fails the TGT: without it the proxy asks for the first step itself.
+            reply.user_sid_first = u2u::first_step(state, handle, req.now_unix, allow_rc4, rng).ok();
             Ok(reply)
         }
     }
@@ -820,6 +823,7 @@ fn as_finish(
         end_time: info.end_time,
         renew_till: info.renew_till,
         kdc_realm: String::new(),
+        user_sid_first: None,
     };
     let tgt = Tgt {
         ticket: zeroize::Zeroizing::new(rep.ticket),

@@ -117,6 +117,22 @@ pub fn user_sid_step<R: TryCryptoRng>(
     Ok(outcome(sid, false))
 }
 
+/// The first step for `handle`'s TGT just kept, from the AS exchange's last step (host time
+/// `now_unix`): so that a new TGT costs no separate enclave call for it.
+pub(super) fn first_step<R: TryCryptoRng>(
+    state: &mut KerberosSessions,
+    handle: crate::credentials::SessionHandle,
+    now_unix: i64,
+    allow_rc4: bool,
+    rng: &mut R,
+) -> Result<KerberosUserSidReply, KerberosError> {
+    let st = state.sessions.entry(handle).or_default();
+    let now = now_unix.saturating_add(st.clock_offset);
+    let tgt = super::usable_tgt(st.tgt.as_ref(), now, allow_rc4)?;
+    let realm = tgt_realm(tgt)?;
+    u2u_start(&mut st.user_sid, tgt, realm, now, allow_rc4, rng)
+}
+
 /// The first step: what the session learnt already for the TGT's principal, or the request.
 fn u2u_start<R: TryCryptoRng>(
     ours: &mut UserSidState,

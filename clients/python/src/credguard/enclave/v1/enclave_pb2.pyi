@@ -240,7 +240,7 @@ class KerberosAsRequest(_message.Message):
     def __init__(self, session_handle: _Optional[bytes] = ..., now_unix: _Optional[int] = ..., kdc_reply: _Optional[bytes] = ..., fast: _Optional[int] = ...) -> None: ...
 
 class KerberosAsReply(_message.Message):
-    __slots__ = ("kdc_request", "client_principal", "realm", "enctype", "auth_time", "start_time", "end_time", "renew_till", "kdc_realm")
+    __slots__ = ("kdc_request", "client_principal", "realm", "enctype", "auth_time", "start_time", "end_time", "renew_till", "kdc_realm", "user_sid_first")
     KDC_REQUEST_FIELD_NUMBER: _ClassVar[int]
     CLIENT_PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     REALM_FIELD_NUMBER: _ClassVar[int]
@@ -250,6 +250,7 @@ class KerberosAsReply(_message.Message):
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     RENEW_TILL_FIELD_NUMBER: _ClassVar[int]
     KDC_REALM_FIELD_NUMBER: _ClassVar[int]
+    USER_SID_FIRST_FIELD_NUMBER: _ClassVar[int]
     kdc_request: bytes
     client_principal: str
     realm: str
@@ -259,7 +260,8 @@ class KerberosAsReply(_message.Message):
     end_time: int
     renew_till: int
     kdc_realm: str
-    def __init__(self, kdc_request: _Optional[bytes] = ..., client_principal: _Optional[str] = ..., realm: _Optional[str] = ..., enctype: _Optional[int] = ..., auth_time: _Optional[int] = ..., start_time: _Optional[int] = ..., end_time: _Optional[int] = ..., renew_till: _Optional[int] = ..., kdc_realm: _Optional[str] = ...) -> None: ...
+    user_sid_first: KerberosUserSidReply
+    def __init__(self, kdc_request: _Optional[bytes] = ..., client_principal: _Optional[str] = ..., realm: _Optional[str] = ..., enctype: _Optional[int] = ..., auth_time: _Optional[int] = ..., start_time: _Optional[int] = ..., end_time: _Optional[int] = ..., renew_till: _Optional[int] = ..., kdc_realm: _Optional[str] = ..., user_sid_first: _Optional[_Union[KerberosUserSidReply, _Mapping]] = ...) -> None: ...
 
 class KerberosTgsRequest(_message.Message):
     __slots__ = ("session_handle", "now_unix", "spn", "mutual", "delegate", "kdc_reply", "channel_bindings")
