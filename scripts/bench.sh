@@ -32,8 +32,10 @@ PY
 } | tee "$out"
 for bench in enclave proxy ntlm kerberos; do
     echo "## cargo bench -p credguard-bench --bench $bench ${quick[*]}" | tee -a "$out"
-    cargo bench -q -p credguard-bench --bench "$bench" "${quick[@]}" 2>&1 \
-        | grep -v '^\s*\(Compiling\|Finished\|Running\|Blocking\)\|^building the shipped' | tee -a "$out"
+    if ! cargo bench -q -p credguard-bench --bench "$bench" "${quick[@]}" 2>&1 \
+        | grep -v '^\s*\(Compiling\|Finished\|Running\|Blocking\)\|^building the shipped' | tee -a "$out"; then
+        echo "!!! $bench failed: its figures above are incomplete" | tee -a "$out"
+    fi
 done
 echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out"
 echo "written: $out"

@@ -39,6 +39,11 @@ pub struct LsaCore {
     /// One AS exchange at a time per session (the enclave keeps one pending): the programs of a
     /// user asking for several services at once wait for the same TGT.
     as_turns: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// What the VMM last said about the enclave boot it runs: every field is fixed for a boot
+    /// (restarts before it, protection, the attestation of it), so `Status` asks the VMM again
+    /// only when the enclave reports another boot id (a new connection to the VMM's status port
+    /// costs several wake-ups here, more than the rest of the call).
+    vmm_status: std::sync::Mutex<Option<VmmStatus>>,
 }
 
 impl LsaCore {
@@ -50,6 +55,7 @@ impl LsaCore {
             link,
             sessions: SessionTable::default(),
             as_turns: Default::default(),
+            vmm_status: Default::default(),
         })
     }
 
@@ -138,16 +144,27 @@ impl LsaCore {
         Ok(reply)
     }
 
-    /// The enclave's status and the VMM's about the same boot: if the enclave restarted between
-    /// the two questions, both are asked once more.
+    /// The enclave's status and the VMM's about the same boot (the VMM's as it said it for that
+    /// boot id, see `vmm_status`): if the enclave restarted between the two questions, both are
+    /// asked once more.
     async fn enclave_and_vmm_status(&self) -> Result<(enclave::StatusReply, Result<VmmStatus, String>), LsaError> {
         let mut attempt = 0;
         loop {
             let enclave = self.link.service_client().status(&enclave::StatusRequest {}).await?;
+            let known = lock_unpoisoned(&self.vmm_status)
+                .as_ref()
+                .filter(|v| !v.boot_id.is_empty() && v.boot_id == enclave.boot_id)
+                .cloned();
+            if let Some(vmm) = known {
+                return Ok((enclave, Ok(vmm)));
+            }
             let vmm = self.link.vmm_status().await;
             let same_boot = vmm.as_ref().map_or(true, |v| v.boot_id == enclave.boot_id);
             attempt += 1;
             if same_boot || attempt == 2 {
+                if let (Ok(v), true) = (vmm.as_ref(), same_boot) {
+                    *lock_unpoisoned(&self.vmm_status) = Some(v.clone());
+                }
                 return Ok((enclave, vmm));
             }
         }
@@ -473,4 +490,9 @@ mod tests {
             Err(LsaError::InvalidArgument(_))
         ));
     }
+}
+
+/// A poisoned lock's value is still good here (single assignments).
+fn lock_unpoisoned<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
