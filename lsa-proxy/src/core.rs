@@ -434,6 +434,11 @@ fn fill_from_vmm(reply: &mut lsa::StatusReply, v: VmmStatus) {
     reply.memory_hidden = v.protection_bits & vmm_status::protection::HIDDEN != 0;
 }
 
+/// A poisoned lock's value is still good here (single assignments).
+fn lock_unpoisoned<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,9 +495,4 @@ mod tests {
             Err(LsaError::InvalidArgument(_))
         ));
     }
-}
-
-/// A poisoned lock's value is still good here (single assignments).
-fn lock_unpoisoned<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
