@@ -333,6 +333,7 @@ fn raw_vsock(vsock: &Path, n: usize) -> ((f64, f64), (f64, f64)) {
         .collect();
     let challenge = challenge();
     let (mut status, mut auth) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut pace = common::Pacer::new(common::PACED_PER_SECOND);
     for i in 0..n + 100 {
         let t = Instant::now();
         c.status(&enclave::StatusRequest {}).unwrap();
@@ -350,6 +351,7 @@ fn raw_vsock(vsock: &Path, n: usize) -> ((f64, f64), (f64, f64)) {
             now_filetime: credguard_lsa_proxy::ntlm::now_filetime(),
             ..Default::default()
         };
+        pace.tick();
         let t = Instant::now();
         c.ntlm_authenticate(&req).unwrap();
         if i >= 100 {

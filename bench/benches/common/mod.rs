@@ -63,3 +63,42 @@ pub fn median_p99(mut v: Vec<f64>) -> (f64, f64) {
     let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
     (at(0.5), at(0.99))
 }
+
+/// Keeps a loop of secret-using calls of one user under the enclave's rate limit (1,000 per
+/// second per user and per credential): at most `per_second` calls in each second, sleeping out
+/// the rest of a second that used them up. Each call is still timed alone, so the pause changes
+/// how many calls a run makes per second, not what one costs.
+pub struct Pacer {
+    per_second: u32,
+    window: std::time::Instant,
+    used: u32,
+}
+
+impl Pacer {
+    /// A pacer allowing `per_second` calls per second.
+    pub fn new(per_second: u32) -> Self {
+        Pacer {
+            per_second,
+            window: std::time::Instant::now(),
+            used: 0,
+        }
+    }
+
+    /// Call before each call: waits if this second's calls are used up.
+    pub fn tick(&mut self) {
+        let second = std::time::Duration::from_secs(1);
+        if self.window.elapsed() >= second {
+            self.window = std::time::Instant::now();
+            self.used = 0;
+        }
+        if self.used >= self.per_second {
+            std::thread::sleep(second.saturating_sub(self.window.elapsed()));
+            self.window = std::time::Instant::now();
+            self.used = 0;
+        }
+        self.used += 1;
+    }
+}
+
+/// Calls per second a paced loop makes: under the enclave's 1,000 with room for the rest of the run.
+pub const PACED_PER_SECOND: u32 = 800;
