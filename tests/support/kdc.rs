@@ -29,23 +29,7 @@ impl TestKdc {
         if let Some(offset) = offset {
             cmd.env("KDC_FAKETIME", offset);
         }
-        let out = cmd.output().expect("running scripts/test-kdc.sh");
-        if out.status.code() == Some(3) {
-            let err = String::from_utf8_lossy(&out.stderr);
-            tools_missing(test, &err);
-            return None;
-        }
-        assert!(
-            out.status.success(),
-            "test-kdc.sh failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let env = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let env = script_env(test, "test-kdc.sh", &mut cmd)?;
         Some(TestKdc { dir, env })
     }
 
@@ -85,6 +69,29 @@ impl Drop for TestKdc {
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Runs a KDC script (`name`, for messages) and reads the `KEY=value` lines it prints; `None`
+/// (after [`tools_missing`]) when the MIT KDC tools are not installed (exit code 3).
+fn script_env(test: &str, name: &str, cmd: &mut Command) -> Option<HashMap<String, String>> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running scripts/{name}: {e}"));
+    if out.status.code() == Some(3) {
+        tools_missing(test, &String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    assert!(
+        out.status.success(),
+        "{name} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
 }
 
 /// A loud skip, or a failure when CREDGUARD_REQUIRE_TOOLS=1.
@@ -143,26 +150,9 @@ impl CrossRealmKdcs {
     pub fn start(test: &str) -> Option<CrossRealmKdcs> {
         let root = env!("CARGO_MANIFEST_DIR");
         let dir = temp_dir(&format!("kdcs-{test}"));
-        let out = Command::new(format!("{root}/scripts/test-kdc-cross.sh"))
-            .arg("start")
-            .arg(&dir)
-            .output()
-            .expect("running scripts/test-kdc-cross.sh");
-        if out.status.code() == Some(3) {
-            tools_missing(test, &String::from_utf8_lossy(&out.stderr));
-            return None;
-        }
-        assert!(
-            out.status.success(),
-            "test-kdc-cross.sh failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let env = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let mut cmd = Command::new(format!("{root}/scripts/test-kdc-cross.sh"));
+        cmd.arg("start").arg(&dir);
+        let env = script_env(test, "test-kdc-cross.sh", &mut cmd)?;
         Some(CrossRealmKdcs { dir, env })
     }
 
