@@ -283,7 +283,7 @@ async fn as_exchange(core: &LsaCore, s: &LogonSession, kdcs: &[KdcAddr]) -> Resu
             kdc_reply: std::mem::take(&mut kdc_reply),
             fast: core.config().kerberos.fast_of(&s.realm).wire(),
         };
-        let r = core.link().client(s.owner).kerberos_as(&step).await?;
+        let mut r = core.link().client(s.owner).kerberos_as(&step).await?;
         if r.kdc_request.is_empty() {
             if !r.realm.is_empty() && !r.realm.eq_ignore_ascii_case(&s.realm) {
                 info!(session = %s.session_id, from = %s.realm, to = %r.realm, "client referral: the account lives in another realm");
@@ -292,12 +292,12 @@ async fn as_exchange(core: &LsaCore, s: &LogonSession, kdcs: &[KdcAddr]) -> Resu
                 if let Ok(moved) = core.session(s.owner, &s.session_id)
                     && let Ok(kdcs) = kdcs_of(core, &moved).await
                 {
-                    crate::user_sid::learn(core, &moved, &kdcs, r.user_sid_first.clone()).await;
+                    crate::user_sid::learn(core, &moved, &kdcs, r.user_sid_first.take()).await;
                 }
                 return Ok(r);
             }
             // Every new TGT (get_tgt, and the renewal before a TGS exchange): its user's SID.
-            crate::user_sid::learn(core, s, kdcs, r.user_sid_first.clone()).await;
+            crate::user_sid::learn(core, s, kdcs, r.user_sid_first.take()).await;
             return Ok(r);
         }
         kdc_reply = if r.kdc_realm.is_empty() {

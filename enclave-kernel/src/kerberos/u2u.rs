@@ -78,14 +78,14 @@ pub fn user_sid_step<R: TryCryptoRng>(
     super::check_reply_len(&req.kdc_reply)?;
     let handle = super::session_handle(&req.session_handle)?;
     let cred = creds.get(&handle).ok_or_else(super::no_session)?;
+    if req.kdc_reply.is_empty() {
+        return first_step(state, handle, req.now_unix, cred.allow_rc4, rng);
+    }
     let st = state.sessions.entry(handle).or_default();
     let now = req.now_unix.saturating_add(st.clock_offset);
     let tgt = super::usable_tgt(st.tgt.as_ref(), now, cred.allow_rc4)?;
     let realm = tgt_realm(tgt)?;
     let ours = &mut st.user_sid;
-    if req.kdc_reply.is_empty() {
-        return u2u_start(ours, tgt, realm, now, cred.allow_rc4, rng);
-    }
     let Some(pending) = ours.pending.take() else {
         return Err(KerberosError::FailedPrecondition(
             "no user-to-user exchange is in progress for this session".into(),
@@ -117,8 +117,9 @@ pub fn user_sid_step<R: TryCryptoRng>(
     Ok(outcome(sid, false))
 }
 
-/// The first step for `handle`'s TGT just kept, from the AS exchange's last step (host time
-/// `now_unix`): so that a new TGT costs no separate enclave call for it.
+/// The first step for `handle`'s TGT at host time `now_unix`: a `KerberosUserSid` call without a
+/// KDC reply, and the AS exchange's last step once it kept a TGT (so that a new TGT costs no
+/// separate enclave call for it).
 pub(super) fn first_step<R: TryCryptoRng>(
     state: &mut KerberosSessions,
     handle: crate::credentials::SessionHandle,
